@@ -1,0 +1,29 @@
+# nol_ros: the two commands a user needs are `make demo` and `make test`; both set up first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast demo lint bench clean
+
+setup:
+	@bash tools/setup.sh
+
+# The whole suite (slow tests included). pytest exits non-zero when no test ran (exit 5).
+test: setup
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) test
+
+# Everything except tests marked slow, for a quick check while developing.
+test-fast: setup
+	$(PY) -m pytest -p no:cacheprovider -m "not slow" $(PYTEST_ARGS) test
+
+demo: setup
+	$(PY) -m nol_ros.demo
+
+lint: setup
+	$(VENV)/bin/ruff check nol_ros test bench
+
+bench: setup
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf build .nol_demo

@@ -1,0 +1,29 @@
+"""Exceptions of nol_ros.
+
+Every error the project raises on bad input is a :class:`NolError`. Its message names what was
+wrong and what to do about it; nodes turn it into an error code + message in their replies.
+"""
+
+
+class NolError(Exception):
+    """Base class: bad input or a state the user can fix. ``code`` is a short stable string."""
+
+    code = "NOL_ERROR"
+
+
+class InputError(NolError):
+    """An argument, file or message does not have the expected content."""
+
+    code = "BAD_INPUT"
+
+
+class FileFormatError(InputError):
+    """A file is missing, unreadable or misses a key; the message names the file and key."""
+
+    code = "BAD_FILE"
+
+
+class ConfigError(NolError):
+    """A configuration value is invalid."""
+
+    code = "BAD_CONFIG"
