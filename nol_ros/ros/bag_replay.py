@@ -1,0 +1,246 @@
+"""Play and record rosbag2 files (sqlite3 or mcap) on a live ROS graph, without rosbag2.
+
+rosbag2_py and the ``ros2 bag`` CLI are not installable from PyPI; ``rosbags`` (pure Python)
+reads and writes the files and rclpy publishes the stored CDR bytes as they are, so replay costs
+no deserialisation. Player: original topics (or remapped), stamps and QoS (reliability,
+transient-local durability for /tf_static), ``rate``, ``loop``, and ``/clock`` for nodes
+running with ``use_sim_time``. Recorder: raw subscriptions -> MCAP.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nol_ros.errors import FileFormatError, InputError
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """How to play a bag."""
+
+    bag: str = ""
+    rate: float = 1.0                  # playback speed factor
+    loop: bool = False
+    clock: bool = False                # publish /clock (rosgraph_msgs/Clock) from bag time
+    clock_hz: float = 100.0
+    topics: tuple[str, ...] = ()       # empty = all topics
+    remap: tuple[tuple[str, str], ...] = ()  # (from, to) topic pairs
+    start_delay_s: float = 0.0         # wait before the first message (lets subscribers connect)
+    wait_for_subscribers_s: float = 0.0  # wait up to this long for a subscriber on each
+    #                                      non-latched topic
+
+
+@dataclass
+class ReplayStats:
+    messages: int = 0
+    per_topic: dict = field(default_factory=dict)
+    loops: int = 0
+    wall_s: float = 0.0
+    bag_s: float = 0.0
+    max_lag_s: float = 0.0             # worst delay behind the schedule
+
+
+def msg_class(msgtype: str):
+    """'sensor_msgs/msg/Image' -> the rclpy message class."""
+    parts = msgtype.split("/")
+    if len(parts) == 2:  # ROS 1 style pkg/Type
+        parts = [parts[0], "msg", parts[1]]
+    try:
+        return getattr(importlib.import_module(f"{parts[0]}.{parts[1]}"), parts[2])
+    except (ImportError, AttributeError, IndexError) as e:
+        raise InputError(f"message type '{msgtype}' is not available in this environment; "
+                         "install/build its interface package") from e
+
+
+def open_bag(path: str | Path):
+    """Open a rosbag2 directory (or a single .mcap/.db3 file's directory) with rosbags."""
+    from rosbags.rosbag2 import Reader
+
+    p = Path(path)
+    if p.is_file():
+        p = p.parent
+    if not (p / "metadata.yaml").exists():
+        raise FileFormatError(
+            f"'{path}' is not a rosbag2 directory (no metadata.yaml); pass the bag folder written "
+            "by ros2 bag record / nol-ros record, not a ROS 1 .bag")
+    try:
+        reader = Reader(p)
+        reader.open()
+    except Exception as e:  # rosbags raises its own error types
+        raise FileFormatError(f"cannot open bag '{path}': {e}") from e
+    return reader
+
+
+def _qos_for(conn):
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    reliable, latched, depth = True, False, 10
+    profiles = getattr(conn.ext, "offered_qos_profiles", None) or []
+    for q in profiles:
+        reliable = "BEST_EFFORT" not in str(q.reliability).upper()
+        latched = "TRANSIENT_LOCAL" in str(q.durability).upper()
+        depth = max(depth, int(getattr(q, "depth", 0) or 0))
+    if conn.topic == "/tf_static":
+        latched = True
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=depth if not latched else max(depth, 100),
+        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+
+class BagPlayer:
+    """Publish a bag's messages on ``node`` with the original timing (scaled by ``rate``)."""
+
+    def __init__(self, node, config: ReplayConfig):
+        if config.rate <= 0:
+            raise InputError(f"rate must be > 0, got {config.rate}")
+        self.node, self.cfg = node, config
+        self.reader = open_bag(config.bag)
+        remap = dict(config.remap)
+        self.connections = [c for c in self.reader.connections
+                            if not config.topics or c.topic in config.topics]
+        if not self.connections:
+            raise InputError(f"none of the topics {list(config.topics)} is in the bag; it has "
+                             f"{sorted({c.topic for c in self.reader.connections})}")
+        self.publishers = {}
+        for c in self.connections:
+            topic = remap.get(c.topic, c.topic)
+            key = (topic, c.msgtype)
+            if key not in self.publishers:
+                self.publishers[key] = node.create_publisher(msg_class(c.msgtype), topic,
+                                                             _qos_for(c))
+        self._pub_of = {c.id: self.publishers[(remap.get(c.topic, c.topic), c.msgtype)]
+                        for c in self.connections}
+        self._topic_of = {c.id: c.topic for c in self.connections}
+        self.clock_pub = None
+        if config.clock:
+            from rosgraph_msgs.msg import Clock
+
+            self.clock_pub = node.create_publisher(Clock, "/clock", 10)
+        self.stats = ReplayStats()
+
+    def _publish_clock(self, t_ns: int) -> None:
+        from rosgraph_msgs.msg import Clock
+
+        from nol_ros.ros.conversions import ns_to_stamp
+
+        self.clock_pub.publish(Clock(clock=ns_to_stamp(t_ns)))
+
+    def wait_for_subscribers(self, timeout_s: float, stop: threading.Event | None = None) -> bool:
+        from rclpy.qos import DurabilityPolicy
+
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout_s:
+            # latched topics (/tf_static) reach late subscribers anyway: do not wait for them
+            if all(p.get_subscription_count() > 0 for p in self.publishers.values()
+                   if p.qos_profile.durability != DurabilityPolicy.TRANSIENT_LOCAL):
+                return True
+            if stop is not None and stop.is_set():
+                return False
+            time.sleep(0.05)
+        return False
+
+    def run(self, stop: threading.Event | None = None) -> ReplayStats:
+        """Play (blocking) until the end (or forever with ``loop``) or until ``stop`` is set."""
+        stop = stop or threading.Event()
+        if self.cfg.wait_for_subscribers_s > 0:
+            self.wait_for_subscribers(self.cfg.wait_for_subscribers_s, stop)
+        if self.cfg.start_delay_s > 0:
+            stop.wait(self.cfg.start_delay_s)
+        t_start = time.monotonic()
+        while not stop.is_set():
+            self._play_once(stop)
+            self.stats.loops += 1
+            if not self.cfg.loop:
+                break
+        self.stats.wall_s = time.monotonic() - t_start
+        return self.stats
+
+    def _play_once(self, stop: threading.Event) -> None:
+        t0_bag = None
+        t0_wall = time.monotonic()
+        last_clock = -1.0
+        clock_period = 1.0 / max(self.cfg.clock_hz, 1e-3)
+        for conn, t_ns, raw in self.reader.messages(connections=self.connections):
+            if stop.is_set():
+                return
+            if t0_bag is None:
+                t0_bag = t_ns
+            due = t0_wall + (t_ns - t0_bag) / 1e9 / self.cfg.rate
+            while True:
+                now = time.monotonic()
+                if self.clock_pub is not None and now - last_clock >= clock_period:
+                    # bag time that corresponds to now (never ahead of the next message)
+                    t_now = t0_bag + int(min(now - t0_wall, due - t0_wall) * self.cfg.rate * 1e9)
+                    self._publish_clock(t_now)
+                    last_clock = now
+                if now >= due or stop.is_set():
+                    break
+                time.sleep(min(due - now, clock_period if self.clock_pub else due - now))
+            self.stats.max_lag_s = max(self.stats.max_lag_s, time.monotonic() - due)
+            if self.clock_pub is not None:
+                self._publish_clock(t_ns)
+            self._pub_of[conn.id].publish(bytes(raw))
+            self.stats.messages += 1
+            topic = self._topic_of[conn.id]
+            self.stats.per_topic[topic] = self.stats.per_topic.get(topic, 0) + 1
+            self.stats.bag_s = (t_ns - t0_bag) / 1e9
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def nol_typestore():
+    """rosbags Kilted type store plus nol_ros's and tf2_msgs's own message definitions."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    msg_dir = Path(__file__).resolve().parents[2] / "msg"
+    types = {}
+    for f in sorted(msg_dir.glob("*.msg")) if msg_dir.is_dir() else []:
+        types.update(get_types_from_msg(f.read_text(), f"nol_ros/msg/{f.stem}"))
+    if types:
+        store.register(types)
+    return store
+
+
+class BagRecorder:
+    """Record topics (raw CDR, no deserialisation) into an MCAP rosbag2."""
+
+    def __init__(self, node, out_path: str | Path, topics: dict[str, str], qos_depth: int = 50):
+        """``topics``: topic -> msgtype ('sensor_msgs/msg/Image')."""
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        out = Path(out_path)
+        if out.exists():
+            raise InputError(f"output bag '{out}' exists; choose a new path (nothing is "
+                             "overwritten)")
+        self.store = nol_typestore()
+        self.writer = Writer(out, version=9, storage_plugin=StoragePlugin.MCAP)
+        self.writer.open()
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self._conns = {}
+        for topic, msgtype in topics.items():
+            self._conns[topic] = self.writer.add_connection(topic, msgtype, typestore=self.store)
+            node.create_subscription(msg_class(msgtype), topic,
+                                     lambda raw, t=topic: self._on(t, raw), qos_depth, raw=True)
+        self.node = node
+
+    def _on(self, topic: str, raw: bytes) -> None:
+        t = self.node.get_clock().now().nanoseconds
+        with self._lock:
+            if self.writer is None:
+                return
+            self.writer.write(self._conns[topic], t, raw)
+            self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def close(self) -> None:
+        with self._lock:
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
