@@ -1,0 +1,71 @@
+"""JobManager: order, progress, failures with codes, cancellation, queue limit."""
+
+import threading
+
+import pytest
+
+from nol_ros.errors import InputError
+from nol_ros.jobs import JobManager, JobState, QueueFullError
+
+
+def test_jobs_run_in_order_with_progress_and_results():
+    updates = []
+    m = JobManager(on_update=updates.append)
+    order = []
+
+    def make(name):
+        def fn(p):
+            for i in range(3):
+                p.report("work", (i + 1) / 3, f"{name} step {i}")
+            order.append(name)
+            return f"/tmp/{name}"
+        return fn
+
+    a = m.submit("learn_object", make("a"), "a")
+    b = m.submit("learn_object", make("b"), "b")
+    assert m.wait(b.job_id, 10).state == JobState.SUCCEEDED
+    assert order == ["a", "b"]
+    assert m.get(a.job_id).result_path == "/tmp/a" and m.get().job_id == b.job_id
+    fr = [u.fraction for u in updates if u.job_id == a.job_id and u.state == JobState.RUNNING]
+    assert fr == sorted(fr) and fr[-1] == pytest.approx(1.0)
+    m.shutdown()
+
+
+def test_failure_is_recorded_and_worker_survives():
+    m = JobManager()
+
+    def bad(p):
+        raise InputError("mesh 'x.ply' not found; pass an existing file")
+
+    def crash(p):
+        raise ZeroDivisionError("boom")
+
+    j1 = m.submit("learn_object", bad)
+    j2 = m.submit("learn_object", crash)
+    j3 = m.submit("learn_object", lambda p: "ok")
+    assert m.wait(j3.job_id, 10).state == JobState.SUCCEEDED
+    f1, f2 = m.get(j1.job_id), m.get(j2.job_id)
+    assert f1.state == JobState.FAILED and f1.error_code == "BAD_INPUT" and "x.ply" in f1.message
+    assert f2.state == JobState.FAILED and f2.error_code == "INTERNAL_ERROR"
+    m.shutdown()
+
+
+def test_cancel_running_and_queued_and_queue_limit():
+    m = JobManager(max_queued=1)
+    started, release = threading.Event(), threading.Event()
+
+    def long(p):
+        started.set()
+        while True:
+            release.wait(0.01)
+            p.report("loop", 0.5)
+
+    run = m.submit("learn_object", long)
+    assert started.wait(5)
+    queued = m.submit("learn_object", lambda p: "never")
+    with pytest.raises(QueueFullError, match="max_queued=1"):
+        m.submit("learn_object", lambda p: "x")
+    assert m.cancel(queued.job_id).state == JobState.CANCELLED
+    m.cancel(run.job_id)
+    assert m.wait(run.job_id, 5).state == JobState.CANCELLED
+    m.shutdown()
