@@ -1,0 +1,1 @@
+"""Self-annotation: camera tracking + TSDF reconstruction, object registration, masks."""

@@ -1,0 +1,256 @@
+"""Frame-to-model RGB-D tracking with a TSDF (Open3D tensor API, CPU or CUDA).
+
+Per frame: predict the pose (TF odometry delta when given, else constant velocity), ray-cast the
+TSDF model at the predicted pose, align the frame to that synthetic view with hybrid (depth +
+colour) RGB-D odometry, check the result, integrate. Tracking and ray casting run at
+``1/tracking_downscale`` resolution (measured: the dominant cost); integration uses full
+resolution. Frames whose alignment fails the checks are flagged (``ok=False``), keep the predicted
+pose, and are not integrated: never silently used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nol_ros.errors import InputError
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    voxel_size_m: float = 0.006
+    sdf_trunc_voxels: float = 4.0       # truncation = voxels * voxel size
+    block_resolution: int = 8
+    block_count: int = 60000            # hash map capacity (memory ~ blocks * res^3 * 20 B)
+    depth_min_m: float = 0.2
+    depth_max_m: float = 3.0
+    tracking_downscale: int = 2         # 2: track at 320x240 for 640x480 input
+    odometry_iterations: tuple[int, ...] = (12, 6, 4)  # coarse -> fine pyramid levels
+    method: str = "hybrid"              # hybrid | point_to_plane | intensity
+    reference: str = "keyframe"         # keyframe: align to the last keyframe's real RGB-D;
+    #                                     model: align to the TSDF ray-cast (see module doc)
+    min_fitness: float = 0.25           # fraction of pixels with a valid correspondence
+    max_inlier_rmse_m: float = 0.03
+    max_step_m: float = 0.20            # jump of the correction from the prediction
+    max_step_deg: float = 20.0
+    integrate_every: int = 1
+    keyframe_dist_m: float = 0.05
+    keyframe_angle_deg: float = 5.0
+    device: str = "CPU:0"               # "CUDA:0" when available
+
+
+@dataclass
+class TrackResult:
+    index: int
+    T_world_camera: np.ndarray
+    ok: bool
+    fitness: float
+    inlier_rmse: float
+    keyframe: bool
+    message: str = ""
+
+
+@dataclass
+class ReconstructionResult:
+    frames: list[TrackResult] = field(default_factory=list)
+
+    @property
+    def poses(self) -> list[np.ndarray]:
+        return [f.T_world_camera for f in self.frames]
+
+    @property
+    def ok(self) -> np.ndarray:
+        return np.array([f.ok for f in self.frames], dtype=bool)
+
+
+def downscale_depth(depth: np.ndarray, s: int, max_spread_m: float = 0.03) -> np.ndarray:
+    """Average valid depth over s x s blocks (block centre = the area-resize pixel centre, so the
+    scaled intrinsics stay exact); blocks spanning a depth edge (spread > max_spread_m) or with
+    fewer than half valid pixels become invalid (0). (H, W) float32 m -> (H//s, W//s)."""
+    h, w = depth.shape[0] // s * s, depth.shape[1] // s * s
+    b = depth[:h, :w].reshape(h // s, s, w // s, s).transpose(0, 2, 1, 3).reshape(h // s, w // s, -1)
+    valid = b > 0
+    n = valid.sum(-1)
+    mean = np.where(n > 0, b.sum(-1) / np.maximum(n, 1), 0.0)
+    hi = np.where(valid, b, -np.inf).max(-1)
+    lo = np.where(valid, b, np.inf).min(-1)
+    ok = (n * 2 >= s * s) & (hi - lo <= max_spread_m)
+    return np.ascontiguousarray(np.where(ok, mean, 0.0), dtype=np.float32)
+
+
+def _rot_deg(R: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1))))
+
+
+class RgbdTracker:
+    """Incremental tracker + TSDF. ``process(rgb, depth_m)`` per frame, in order."""
+
+    def __init__(self, intrinsics, config: TrackerConfig = TrackerConfig(),
+                 T_world_first: np.ndarray | None = None):
+        import open3d as o3d
+        import open3d.core as o3c
+
+        o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
+        self.o3d, self.o3c = o3d, o3c
+        self.cfg = config
+        self.intr = intrinsics
+        self.dev = o3c.Device(config.device)
+        c = config
+        self.vbg = o3d.t.geometry.VoxelBlockGrid(
+            attr_names=("tsdf", "weight", "color"),
+            attr_dtypes=(o3c.float32, o3c.float32, o3c.float32),
+            attr_channels=((1), (1), (3)), voxel_size=c.voxel_size_m,
+            block_resolution=c.block_resolution, block_count=c.block_count, device=self.dev)
+        K = np.array([[intrinsics.fx, 0, intrinsics.cx], [0, intrinsics.fy, intrinsics.cy],
+                      [0, 0, 1]], dtype=np.float64)
+        s = int(c.tracking_downscale)
+        # pixel centres at integer coordinates: x_small = (x + 0.5) / s - 0.5
+        Ks = K.copy()
+        Ks[0, 0] /= s
+        Ks[1, 1] /= s
+        Ks[0, 2] = (K[0, 2] + 0.5) / s - 0.5
+        Ks[1, 2] = (K[1, 2] + 0.5) / s - 0.5
+        self.K = o3c.Tensor(K, o3c.float64)
+        self.K_small = o3c.Tensor(Ks, o3c.float64)
+        self.small_size = (intrinsics.width // s, intrinsics.height // s)
+        methods = {"hybrid": o3d.t.pipelines.odometry.Method.Hybrid,
+                   "point_to_plane": o3d.t.pipelines.odometry.Method.PointToPlane,
+                   "intensity": o3d.t.pipelines.odometry.Method.Intensity}
+        if c.method not in methods:
+            raise InputError(f"tracker method '{c.method}' unknown; use {sorted(methods)}")
+        self.method = methods[c.method]
+        self.criteria = [o3d.t.pipelines.odometry.OdometryConvergenceCriteria(n)
+                         for n in c.odometry_iterations]
+        self.result = ReconstructionResult()
+        self.T_world_first = np.eye(4) if T_world_first is None else np.asarray(T_world_first)
+        self._last_block_coords = None
+        self._last_kf = None
+        self._kf_image = None
+        self._prev_odom = None
+        self._n_integrated = 0
+
+    # ------------------------------------------------------------------------------------------
+    def _images(self, rgb: np.ndarray, depth: np.ndarray):
+        import cv2
+
+        o3d, o3c = self.o3d, self.o3c
+        d = np.where((depth >= self.cfg.depth_min_m) & (depth <= self.cfg.depth_max_m), depth, 0)
+        d = np.ascontiguousarray(d, dtype=np.float32)
+        col = np.ascontiguousarray(rgb, dtype=np.float32) / 255.0
+        s = self.cfg.tracking_downscale
+        if s > 1:
+            ds = downscale_depth(d, s)
+            cs = cv2.resize(col, self.small_size, interpolation=cv2.INTER_AREA)
+        else:
+            ds, cs = d, col
+        full = (o3d.t.geometry.Image(o3c.Tensor(d, device=self.dev)),
+                o3d.t.geometry.Image(o3c.Tensor(col, device=self.dev)))
+        small = o3d.t.geometry.RGBDImage(o3d.t.geometry.Image(o3c.Tensor(cs, device=self.dev)),
+                                         o3d.t.geometry.Image(o3c.Tensor(ds, device=self.dev)))
+        return full, small
+
+    def _integrate(self, depth_img, color_img, T_world_camera: np.ndarray) -> None:
+        o3c = self.o3c
+        ext = o3c.Tensor(np.linalg.inv(T_world_camera), o3c.float64)
+        coords = self.vbg.compute_unique_block_coordinates(
+            depth_img, self.K, ext, 1.0, self.cfg.depth_max_m,
+            trunc_voxel_multiplier=self.cfg.sdf_trunc_voxels)
+        self.vbg.integrate(coords, depth_img, color_img, self.K, self.K, ext, 1.0,
+                           self.cfg.depth_max_m, trunc_voxel_multiplier=self.cfg.sdf_trunc_voxels)
+        self._last_block_coords = coords
+        self._n_integrated += 1
+
+    def _predict(self, T_odom_camera: np.ndarray | None) -> np.ndarray:
+        frames = self.result.frames
+        last = frames[-1].T_world_camera
+        if T_odom_camera is not None and self._prev_odom is not None:
+            return last @ np.linalg.inv(self._prev_odom) @ T_odom_camera
+        if len(frames) >= 2 and frames[-1].ok and frames[-2].ok:
+            prev = frames[-2].T_world_camera
+            return last @ (np.linalg.inv(prev) @ last)
+        return last
+
+    def process(self, rgb: np.ndarray, depth_m: np.ndarray,
+                T_odom_camera: np.ndarray | None = None) -> TrackResult:
+        """Track one frame. rgb: (H, W, 3) uint8; depth_m: (H, W) float32 metres, 0 invalid;
+        T_odom_camera: optional (4, 4) odometry pose of the camera (prior for the motion)."""
+        if depth_m.shape != (self.intr.height, self.intr.width) or rgb.shape[:2] != depth_m.shape:
+            raise InputError(
+                f"frame size rgb {rgb.shape[:2]} / depth {depth_m.shape} does not match the "
+                f"intrinsics {self.intr.width}x{self.intr.height}")
+        o3d, o3c, c = self.o3d, self.o3c, self.cfg
+        (d_full, c_full), small = self._images(rgb, depth_m)
+        idx = len(self.result.frames)
+        if idx == 0:
+            T = self.T_world_first.copy()
+            self._integrate(d_full, c_full, T)
+            res = TrackResult(idx, T, True, 1.0, 0.0, True, "first frame")
+            self._last_kf, self._kf_image = T, small
+        else:
+            T_pred = self._predict(T_odom_camera)
+            if c.reference == "model":
+                T_ref = T_pred
+                ext = o3c.Tensor(np.linalg.inv(T_pred), o3c.float64)
+                w, h = self.small_size
+                rc = self.vbg.ray_cast(block_coords=self._last_block_coords,
+                                       intrinsic=self.K_small, extrinsic=ext, width=w, height=h,
+                                       render_attributes=["depth", "color"], depth_scale=1.0,
+                                       depth_min=c.depth_min_m, depth_max=c.depth_max_m,
+                                       weight_threshold=1.0,
+                                       trunc_voxel_multiplier=c.sdf_trunc_voxels)
+                target = o3d.t.geometry.RGBDImage(o3d.t.geometry.Image(rc["color"]),
+                                                  o3d.t.geometry.Image(rc["depth"]))
+            else:
+                T_ref, target = self._last_kf, self._kf_image
+            init = np.linalg.inv(T_ref) @ T_pred
+            try:
+                odo = o3d.t.pipelines.odometry.rgbd_odometry_multi_scale(
+                    small, target, self.K_small, o3c.Tensor(init, o3c.float64), 1.0,
+                    c.depth_max_m, self.criteria[:3], self.method)
+                T_pred_cur = np.linalg.inv(init) @ odo.transformation.cpu().numpy()
+                fitness, rmse = float(odo.fitness), float(odo.inlier_rmse)
+                err = ""
+            except RuntimeError as e:  # Open3D raises when there are no correspondences
+                T_pred_cur, fitness, rmse, err = np.eye(4), 0.0, np.inf, str(e)
+            step_m = float(np.linalg.norm(T_pred_cur[:3, 3]))
+            step_deg = _rot_deg(T_pred_cur[:3, :3])
+            problems = []
+            if err:
+                problems.append(f"odometry failed: {err}")
+            if fitness < c.min_fitness:
+                problems.append(f"fitness {fitness:.2f} < {c.min_fitness}")
+            if rmse > c.max_inlier_rmse_m:
+                problems.append(f"inlier rmse {rmse * 1000:.1f} mm > {c.max_inlier_rmse_m * 1000} mm")
+            if step_m > c.max_step_m or step_deg > c.max_step_deg:
+                problems.append(f"correction {step_m * 100:.1f} cm / {step_deg:.1f} deg too large")
+            ok = not problems
+            T = T_pred @ T_pred_cur if ok else T_pred
+            kf = False
+            if ok:
+                dk = np.linalg.inv(self._last_kf) @ T
+                kf = (np.linalg.norm(dk[:3, 3]) > c.keyframe_dist_m
+                      or _rot_deg(dk[:3, :3]) > c.keyframe_angle_deg)
+                if kf:
+                    self._last_kf, self._kf_image = T, small
+                if idx % max(1, c.integrate_every) == 0 or kf:
+                    self._integrate(d_full, c_full, T)
+            res = TrackResult(idx, T, ok, fitness, rmse, kf, "; ".join(problems))
+        if T_odom_camera is not None:
+            self._prev_odom = np.asarray(T_odom_camera, dtype=np.float64)
+        self.result.frames.append(res)
+        return res
+
+    # ------------------------------------------------------------------------------------------
+    def extract_mesh(self, weight_threshold: float = 2.0):
+        """Scene mesh as an Open3D legacy TriangleMesh (vertex colours), world frame."""
+        m = self.vbg.extract_triangle_mesh(weight_threshold=weight_threshold)
+        return m.to_legacy()
+
+    def extract_point_cloud(self, weight_threshold: float = 2.0):
+        """Scene points (N, 3) float64 and colours (N, 3) float32 in [0, 1], world frame."""
+        pc = self.vbg.extract_point_cloud(weight_threshold=weight_threshold)
+        pts = pc.point.positions.cpu().numpy().astype(np.float64)
+        cols = (pc.point.colors.cpu().numpy().astype(np.float32) if "colors" in pc.point
+                else np.zeros_like(pts, dtype=np.float32))
+        return pts, cols
