@@ -1,0 +1,1 @@
+"""Choosing source views: per sequence (SMOT-like), by pose distance (LineMOD-like), per target."""
