@@ -1,0 +1,273 @@
+"""The offline self-annotation chain: RGB-D sequence (+ meshes) -> object workspace.
+
+    camera tracking + TSDF -> support plane + object registration (or model-free cut-out)
+    -> per-frame object poses, masks, vertex visibility -> view selection -> source crops
+
+Runs from files (a BOP/SMOT-layout sequence or a bag read into a :class:`Sequence`), writes
+every artefact into the workspace so later stages (NOL) restart from there:
+
+    WORKSPACE/
+      report.json                 figures of every stage (and errors per object)
+      trajectory.json             per frame: stamp, T_world_camera, ok, fitness, keyframe
+      scene_mesh.ply              TSDF mesh (world frame)
+      objects/NAME/
+        mesh.ply                  the mesh used (given, or cut out of the scene)
+        object.json               T_world_object, registration figures, symmetric flag
+        frames.json               per frame: T_camera_object, visib_fract
+        views.json                selected source views: frame, T_camera_object, crop K, box
+        views/%06d_rgb.png, %06d_mask.png, %06d_depth.png (crops, crop_size px; depth mm)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from nol_ros.errors import InputError, NolError
+from nol_ros.io_utils import atomic_write_image, atomic_write_json
+from nol_ros.reconstruction.annotate import AnnotateConfig, annotate_frame
+from nol_ros.reconstruction.registration import ObjectRegistrar, RegistrationConfig
+from nol_ros.reconstruction.tracking import RgbdTracker, TrackerConfig
+from nol_ros.views.selection import SequenceSelectionConfig, select_sequence_views
+
+ProgressFn = Callable[[str, float, str], None]
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """One object to learn: its name and mesh (metres), or model-free with a prior point."""
+
+    name: str
+    mesh_path: str = ""
+    obj_id: int = 0
+    symmetric: bool = False
+    prior_point: tuple[float, float, float] | None = None  # world frame, metres
+    model_free: bool = False
+
+
+@dataclass(frozen=True)
+class SelfAnnotationConfig:
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
+    selection: SequenceSelectionConfig = field(default_factory=SequenceSelectionConfig)
+    annotate_step: int = 1          # annotate every n-th frame (visibility for view selection)
+    crop_size: int = 256
+    min_crop_half: int = 128        # NOL: half side max(h/2, w/2, 128 px)
+    max_vertices: int = 4000        # vertices used for visibility bookkeeping
+    use_odometry_prior: bool = True
+
+
+def _noop(stage: str, fraction: float, message: str = "") -> None:
+    pass
+
+
+def _write_ply(path: Path, V: np.ndarray, F: np.ndarray, colors: np.ndarray | None = None):
+    import open3d as o3d
+
+    from nol_ros.io_utils import atomic_write_with
+
+    m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(V),
+                                  o3d.utility.Vector3iVector(np.asarray(F, np.int32)))
+    if colors is not None:
+        m.vertex_colors = o3d.utility.Vector3dVector(colors)
+
+    def w(tmp: str) -> None:
+        if not o3d.io.write_triangle_mesh(tmp, m, write_ascii=False):
+            raise OSError(f"cannot write {path}")
+
+    atomic_write_with(path, w)
+
+
+def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = _noop,
+                   T_odom_cameras: list[np.ndarray] | None = None) -> RgbdTracker:
+    """Track every frame of ``seq`` (a :class:`nol_ros.datasets.sequence.Sequence`)."""
+    tracker = RgbdTracker(seq.intrinsics, cfg.tracker)
+    n = len(seq.frames)
+    if n < 2:
+        raise InputError(f"the sequence has {n} frame(s); self-annotation needs a sequence that "
+                         "moves around the objects (tens to hundreds of frames)")
+    for k, fr in enumerate(seq.frames):
+        rgb, depth = fr.load_rgb(), fr.load_depth()
+        if not np.any(depth > 0):
+            raise InputError(f"frame {fr.index} has no valid depth; check the depth files/topic "
+                             "(16UC1 mm or 32FC1 m) and the depth scale")
+        prior = T_odom_cameras[k] if (T_odom_cameras is not None
+                                      and cfg.use_odometry_prior) else None
+        tracker.process(rgb, depth, prior)
+        if k % 10 == 0 or k == n - 1:
+            progress("tracking", (k + 1) / n, f"frame {k + 1}/{n}")
+    return tracker
+
+
+def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
+                        cfg: SelfAnnotationConfig = SelfAnnotationConfig(),
+                        progress: ProgressFn = _noop,
+                        T_odom_cameras: list[np.ndarray] | None = None) -> dict:
+    """Run the whole chain and write the workspace; returns the report (also report.json).
+
+    A failing object (not found, ambiguous, not covered) is reported with its error code and
+    message and the other objects go on; an unusable sequence raises.
+    """
+    from nol_ros.camera import crop_image, square_crop_box
+    from nol_ros.mesh import Mesh, load_mesh
+    from nol_ros.rasterizer import Scene
+
+    ws = Path(workspace)
+    ws.mkdir(parents=True, exist_ok=True)
+    if not objects:
+        raise InputError("no objects given; name at least one object with its mesh")
+    report: dict = {"sequence": getattr(seq, "name", ""), "n_frames": len(seq.frames),
+                    "config": _jsonable(asdict(cfg)), "objects": {}, "timing_s": {}}
+    t0 = time.perf_counter()
+    tracker = track_sequence(seq, cfg, progress, T_odom_cameras)
+    res = tracker.result
+    report["timing_s"]["tracking"] = time.perf_counter() - t0
+    report["tracking"] = {"frames_ok": int(res.ok.sum()), "frames_failed": int((~res.ok).sum()),
+                          "keyframes": int(sum(f.keyframe for f in res.frames)),
+                          "fps": len(res.frames) / max(report["timing_s"]["tracking"], 1e-9)}
+    traj = [{"index": fr.index, "stamp_ns": fr.stamp_ns, "T_world_camera": r.T_world_camera.tolist(),
+             "ok": r.ok, "fitness": r.fitness, "inlier_rmse_m": r.inlier_rmse,
+             "keyframe": r.keyframe, "message": r.message}
+            for fr, r in zip(seq.frames, res.frames)]
+    atomic_write_json(ws / "trajectory.json", traj)
+
+    t1 = time.perf_counter()
+    progress("scene", 0.0, "extracting the scene")
+    scene_mesh = tracker.extract_mesh()
+    _write_ply(ws / "scene_mesh.ply", np.asarray(scene_mesh.vertices),
+               np.asarray(scene_mesh.triangles), np.asarray(scene_mesh.vertex_colors))
+    pts, _ = tracker.extract_point_cloud()
+    poses_ok = np.array([r.T_world_camera for r in res.frames if r.ok])
+    registrar = ObjectRegistrar(pts, poses_ok, cfg.registration)
+    report["timing_s"]["scene"] = time.perf_counter() - t1
+
+    # -- register every object ------------------------------------------------------------------
+    t2 = time.perf_counter()
+    meshes, T_wos, specs = [], [], []
+    for oi, spec in enumerate(objects):
+        entry: dict = {"obj_id": spec.obj_id, "symmetric": spec.symmetric}
+        report["objects"][spec.name] = entry
+        progress("registration", oi / len(objects), spec.name)
+        try:
+            if spec.model_free:
+                from nol_ros.reconstruction.model_free import cut_out_object
+
+                if spec.prior_point is None:
+                    raise InputError(f"{spec.name}: model-free needs a prior_point on the object")
+                cm = cut_out_object(registrar.points, registrar.plane,
+                                    np.asarray(spec.prior_point, float))
+                mesh = Mesh(vertices=cm.vertices, faces=cm.faces, name=spec.name)
+                T_wo = cm.T_world_object
+                entry["registration"] = {"model_free": True, "n_points": cm.n_points}
+            else:
+                mesh = load_mesh(spec.mesh_path)
+                prior = None if spec.prior_point is None else np.asarray(spec.prior_point, float)
+                r = registrar.register(mesh.vertices, mesh.faces, prior_point=prior,
+                                       name=spec.name)
+                T_wo = r.T_world_object
+                entry["registration"] = r.to_json()
+        except NolError as e:
+            entry.update(error_code=e.code, error=str(e))
+            continue
+        odir = ws / "objects" / spec.name
+        _write_ply(odir / "mesh.ply", mesh.vertices, mesh.faces)
+        atomic_write_json(odir / "object.json", {"name": spec.name, "obj_id": spec.obj_id,
+                                                 "symmetric": spec.symmetric,
+                                                 "T_world_object": T_wo.tolist(),
+                                                 "registration": entry["registration"]})
+        meshes.append(mesh)
+        T_wos.append(T_wo)
+        specs.append(spec)
+    report["timing_s"]["registration"] = time.perf_counter() - t2
+    if not meshes:
+        atomic_write_json(ws / "report.json", report)
+        return report
+
+    # -- annotate frames: poses, masks, vertex visibility ----------------------------------------
+    t3 = time.perf_counter()
+    scene = Scene(meshes, T_wos)
+    rng = np.random.default_rng(0)
+    vsub = [np.sort(rng.choice(len(m.vertices), min(cfg.max_vertices, len(m.vertices)),
+                               replace=False)) for m in meshes]
+    n = len(seq.frames)
+    step = max(1, cfg.annotate_step)
+    idxs = [k for k in range(0, n, step) if res.frames[k].ok]
+    vis = [np.zeros((len(idxs), len(v)), bool) for v in vsub]
+    per_obj_frames: list[list[dict]] = [[] for _ in meshes]
+    T_co_all = [np.zeros((len(idxs), 4, 4)) for _ in meshes]
+    for j, k in enumerate(idxs):
+        fr = seq.frames[k]
+        anns = annotate_frame(scene, meshes, T_wos, seq.intrinsics, res.frames[k].T_world_camera,
+                              fr.load_depth(), cfg.annotate)
+        for i, a in enumerate(anns):
+            vis[i][j] = a.visible_vertices[vsub[i]]
+            T_co_all[i][j] = a.T_camera_object
+            per_obj_frames[i].append({"index": fr.index, "T_camera_object":
+                                      a.T_camera_object.tolist(), "visib_fract": a.visib_fract,
+                                      "px_count_visib": int(a.mask_visib.sum())})
+        if j % 10 == 0 or j == len(idxs) - 1:
+            progress("annotation", (j + 1) / len(idxs), f"frame {j + 1}/{len(idxs)}")
+    report["timing_s"]["annotation"] = time.perf_counter() - t3
+
+    # -- view selection and source crops -----------------------------------------------------------
+    t4 = time.perf_counter()
+    for i, spec in enumerate(specs):
+        entry = report["objects"][spec.name]
+        odir = ws / "objects" / spec.name
+        atomic_write_json(odir / "frames.json", per_obj_frames[i])
+        try:
+            sel = select_sequence_views(vis[i], T_co_all[i], cfg.selection)
+        except NolError as e:
+            entry.update(error_code=e.code, error=str(e))
+            continue
+        views = []
+        for j in sel.frames:
+            k = idxs[j]
+            fr = seq.frames[k]
+            ann = annotate_frame(scene, meshes, T_wos, seq.intrinsics,
+                                 res.frames[k].T_world_camera, fr.load_depth(), cfg.annotate)[i]
+            x0, y0, side = square_crop_box(ann.mask_visib, min_half=cfg.min_crop_half)
+            S = cfg.crop_size
+            rgb_c = crop_image(fr.load_rgb(), (x0, y0, side), S, "linear")
+            mask_c = crop_image(ann.mask_visib.astype(np.uint8) * 255, (x0, y0, side), S,
+                                "nearest")
+            depth_c = crop_image(fr.load_depth(), (x0, y0, side), S, "nearest")
+            K_crop = seq.intrinsics.crop_resize(x0, y0, side, side, S, S).K
+            atomic_write_image(odir / "views" / f"{fr.index:06d}_rgb.png", rgb_c)
+            atomic_write_image(odir / "views" / f"{fr.index:06d}_mask.png", mask_c)
+            atomic_write_image(odir / "views" / f"{fr.index:06d}_depth.png",
+                               np.clip(np.round(depth_c * 1000), 0, 65535).astype(np.uint16))
+            views.append({"frame": fr.index, "T_camera_object": ann.T_camera_object.tolist(),
+                          "K_crop": K_crop.tolist(), "box_xy_side": [int(x0), int(y0), int(side)],
+                          "visib_fract": ann.visib_fract})
+        atomic_write_json(odir / "views.json", {"crop_size": cfg.crop_size, "views": views,
+                                               "coverage": sel.coverage,
+                                               "stop_reason": sel.stop_reason})
+        entry["selection"] = {"frames": [idxs[j] for j in sel.frames], "coverage": sel.coverage,
+                              "n_seen_sequence": sel.n_seen_sequence,
+                              "stop_reason": sel.stop_reason}
+        progress("view_selection", (i + 1) / len(specs), spec.name)
+    report["timing_s"]["view_selection"] = time.perf_counter() - t4
+    report["timing_s"]["total"] = time.perf_counter() - t0
+    atomic_write_json(ws / "report.json", report)
+    return report
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return x
+
+
+def load_report(workspace: str | Path) -> dict:
+    return json.loads((Path(workspace) / "report.json").read_text())
