@@ -14,9 +14,9 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import Callable
 
 from nol_ros.errors import NolError
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -131,7 +131,8 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
     report["tracking"] = {"frames_ok": int(res.ok.sum()), "frames_failed": int((~res.ok).sum()),
                           "keyframes": int(sum(f.keyframe for f in res.frames)),
                           "fps": len(res.frames) / max(report["timing_s"]["tracking"], 1e-9)}
-    traj = [{"index": fr.index, "stamp_ns": fr.stamp_ns, "T_world_camera": r.T_world_camera.tolist(),
+    traj = [{"index": fr.index, "stamp_ns": fr.stamp_ns,
+             "T_world_camera": r.T_world_camera.tolist(),
              "ok": r.ok, "fitness": r.fitness, "inlier_rmse_m": r.inlier_rmse,
              "keyframe": r.keyframe, "message": r.message}
             for fr, r in zip(seq.frames, res.frames)]

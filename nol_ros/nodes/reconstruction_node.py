@@ -49,10 +49,11 @@ def make_node(node_name: str = "reconstruction", **node_kwargs):
             self._info = None
             qos = sensor_qos(self.cfg.qos_reliability, self.cfg.qos_depth)
             self.sync = ApproximateTimeSync(2, self.cfg.sync_slop_s, self._on_pair)
-            self.create_subscription(Image, self.cfg.rgb_topic,
-                                     lambda m: self.sync.add(0, stamp_to_ns(m.header.stamp), m), qos)
-            self.create_subscription(Image, self.cfg.depth_topic,
-                                     lambda m: self.sync.add(1, stamp_to_ns(m.header.stamp), m), qos)
+            def feed(i):
+                return lambda m: self.sync.add(i, stamp_to_ns(m.header.stamp), m)
+
+            self.create_subscription(Image, self.cfg.rgb_topic, feed(0), qos)
+            self.create_subscription(Image, self.cfg.depth_topic, feed(1), qos)
             self.create_subscription(CameraInfo, self.cfg.camera_info_topic, self._on_info, qos)
             self.create_service(GetBufferStatus, "~/get_buffer_status", self._on_status)
             self.create_service(Trigger, "~/reset", self._on_reset)

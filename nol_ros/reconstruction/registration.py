@@ -280,7 +280,8 @@ class ObjectRegistrar:
         rmse = float(np.sqrt(np.mean(dm[on] ** 2))) if on.any() else np.inf
         return model_fit * scene_fit, model_fit, scene_fit, rmse
 
-    def _hypotheses(self, model_pcd, model_fpfh, cluster: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    def _hypotheses(self, model_pcd, model_fpfh, cluster: np.ndarray
+                    ) -> list[tuple[str, np.ndarray]]:
         import open3d as o3d
 
         c = self.cfg
@@ -306,7 +307,7 @@ class ObjectRegistrar:
             tgt = _pcd(self.points[idx])
             tf = o3d.pipelines.registration.compute_fpfh_feature(
                 tgt, o3d.geometry.KDTreeSearchParamHybrid(radius=0.025, max_nn=100))
-            for k in range(2):
+            for _ in range(2):  # two RANSAC draws: two hypotheses
                 res = o3d.pipelines.registration.registration_ransac_based_on_feature_matching(
                     model_pcd, tgt, model_fpfh, tf, True, 0.01,
                     o3d.pipelines.registration.TransformationEstimationPointToPoint(False), 3,

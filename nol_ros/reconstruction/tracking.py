@@ -69,7 +69,8 @@ def downscale_depth(depth: np.ndarray, s: int, max_spread_m: float = 0.03) -> np
     scaled intrinsics stay exact); blocks spanning a depth edge (spread > max_spread_m) or with
     fewer than half valid pixels become invalid (0). (H, W) float32 m -> (H//s, W//s)."""
     h, w = depth.shape[0] // s * s, depth.shape[1] // s * s
-    b = depth[:h, :w].reshape(h // s, s, w // s, s).transpose(0, 2, 1, 3).reshape(h // s, w // s, -1)
+    b = depth[:h, :w].reshape(h // s, s, w // s, s).transpose(0, 2, 1, 3)
+    b = b.reshape(h // s, w // s, -1)
     valid = b > 0
     n = valid.sum(-1)
     mean = np.where(n > 0, b.sum(-1) / np.maximum(n, 1), 0.0)
@@ -221,7 +222,8 @@ class RgbdTracker:
             if fitness < c.min_fitness:
                 problems.append(f"fitness {fitness:.2f} < {c.min_fitness}")
             if rmse > c.max_inlier_rmse_m:
-                problems.append(f"inlier rmse {rmse * 1000:.1f} mm > {c.max_inlier_rmse_m * 1000} mm")
+                problems.append(f"inlier rmse {rmse * 1000:.1f} mm > "
+                                f"{c.max_inlier_rmse_m * 1000} mm")
             if step_m > c.max_step_m or step_deg > c.max_step_deg:
                 problems.append(f"correction {step_m * 100:.1f} cm / {step_deg:.1f} deg too large")
             ok = not problems

@@ -34,7 +34,9 @@ class IngestConfig:
 
 @dataclass
 class RgbdFrame:
-    """One synchronised frame. rgb: (H, W, 3) uint8 RGB; depth_m: (H, W) float32 metres, 0 invalid."""
+    """One synchronised frame.
+
+    rgb: (H, W, 3) uint8 RGB; depth_m: (H, W) float32 metres, 0 = invalid."""
 
     index: int
     stamp_ns: int
