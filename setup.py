@@ -10,6 +10,7 @@ from setuptools import find_packages, setup
 
 NODES = {
     "reconstruction_node": "nol_ros.nodes.reconstruction_node:main",
+    "nol_node": "nol_ros.nodes.nol_node:main",
 }
 
 setup(

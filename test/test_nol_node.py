@@ -1,0 +1,84 @@
+"""The nol node over real DDS: bad LearnObject requests are refused or fail with a clear error
+code in the job status, progress is published, and the node keeps serving."""
+
+import time
+
+import pytest
+
+pytestmark = pytest.mark.ros
+
+
+def test_learn_object_errors_are_reported_and_node_survives(tmp_path, rclpy_context):
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from nol_ros.msg import JobProgress
+    from nol_ros.nodes.nol_node import make_node
+    from nol_ros.srv import CancelJob, GetJobStatus, LearnObject
+
+    server = make_node("nol", context=rclpy_context,
+                       parameter_overrides=[rclpy.parameter.Parameter(
+                           "learn.workspace_root", value=str(tmp_path / "ws"))])
+    ex = SingleThreadedExecutor(context=rclpy_context)
+    ex.add_node(server)
+    client_node = rclpy.create_node("client", context=rclpy_context)
+    ex.add_node(client_node)
+    progress = []
+    client_node.create_subscription(JobProgress, "/nol/progress", progress.append, 50)
+    learn = client_node.create_client(LearnObject, "/nol/learn_object")
+    status = client_node.create_client(GetJobStatus, "/nol/get_job_status")
+    cancel = client_node.create_client(CancelJob, "/nol/cancel_job")
+    spin = lambda: ex.spin_once(timeout_sec=0.05)  # noqa: E731
+    try:
+        t0 = time.monotonic()
+        while not (learn.service_is_ready() and status.service_is_ready()):
+            spin()
+            assert time.monotonic() - t0 < 20
+        # refused at once: empty name
+        r = _call_ex(ex, learn, LearnObject.Request(object_name=""))
+        assert not r.accepted and r.error_code and "object_name" in r.message
+        # accepted, then fails in the job: mesh file missing
+        r = _call_ex(ex, learn, LearnObject.Request(
+            object_name="mug", mesh_path=str(tmp_path / "missing.ply"),
+            source=LearnObject.Request.SOURCE_DATASET, source_path=str(tmp_path)))
+        assert r.accepted and r.job_id
+        t0 = time.monotonic()
+        while True:
+            st = _call_ex(ex, status, GetJobStatus.Request(job_id=r.job_id))
+            if st.status.state >= JobProgress.STATE_SUCCEEDED:
+                break
+            assert time.monotonic() - t0 < 20
+        assert st.found and st.status.state == JobProgress.STATE_FAILED
+        assert st.error_code == "BAD_FILE" and "missing.ply" in st.message
+        # a bad dataset path with an existing mesh: still a clear file error
+        mesh = tmp_path / "m.ply"
+        mesh.write_text("ply\n")
+        r2 = _call_ex(ex, learn, LearnObject.Request(
+            object_name="mug", mesh_path=str(mesh),
+            source=LearnObject.Request.SOURCE_DATASET, source_path=str(tmp_path / "nope")))
+        t0 = time.monotonic()
+        while True:
+            st = _call_ex(ex, status, GetJobStatus.Request(job_id=r2.job_id))
+            if st.status.state >= JobProgress.STATE_SUCCEEDED:
+                break
+            assert time.monotonic() - t0 < 20
+        assert st.status.state == JobProgress.STATE_FAILED and "does not exist" in st.message
+        # unknown job
+        assert not _call_ex(ex, status, GetJobStatus.Request(job_id="nope")).found
+        assert not _call_ex(ex, cancel, CancelJob.Request(job_id="nope")).success
+        for _ in range(20):
+            spin()
+        assert any(p.job_id == r.job_id and p.state == JobProgress.STATE_FAILED
+                   for p in progress)
+    finally:
+        server.destroy_node()
+        client_node.destroy_node()
+
+
+def _call_ex(ex, client, req, timeout=20):
+    fut = client.call_async(req)
+    t0 = time.monotonic()
+    while not fut.done() and time.monotonic() - t0 < timeout:
+        ex.spin_once(timeout_sec=0.05)
+    assert fut.done(), "service call timed out"
+    return fut.result()
