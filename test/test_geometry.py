@@ -1,0 +1,84 @@
+"""SE(3)/SO(3) identities, exp/log round trips (incl. near 0 and pi), quaternions, look_at."""
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from nol_ros import geometry as g
+
+RNG = np.random.default_rng(42)
+
+
+def rand_T(rng=RNG):
+    return g.make_T(Rotation.random(random_state=rng.integers(1 << 31)).as_matrix(),
+                    rng.normal(size=3))
+
+
+def test_compose_invert_transform_points():
+    A, B = rand_T(), rand_T()
+    P = RNG.normal(size=(20, 3))
+    np.testing.assert_allclose(g.transform_points(g.compose(A, B), P),
+                               g.transform_points(A, g.transform_points(B, P)), atol=1e-12)
+    np.testing.assert_allclose(g.compose(A, g.invert_T(A)), np.eye(4), atol=1e-12)
+    np.testing.assert_allclose(g.invert_T(A), np.linalg.inv(A), atol=1e-12)
+    np.testing.assert_allclose(g.rotate_vectors(A, P), P @ A[:3, :3].T, atol=1e-12)
+
+
+@pytest.mark.parametrize("angle", [0.0, 1e-9, 1e-5, 0.3, 2.0, np.pi - 1e-3, np.pi - 1e-7, np.pi])
+def test_so3_exp_log_round_trip(angle):
+    axis = RNG.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    w = axis * angle
+    R = g.so3_exp(w)
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(R, Rotation.from_rotvec(w).as_matrix(), atol=1e-10)
+    R2 = g.so3_exp(g.so3_log(R))
+    np.testing.assert_allclose(R2, R, atol=1e-6)
+
+
+def test_se3_exp_log_and_derivative():
+    for _ in range(10):
+        xi = RNG.normal(size=6) * [0.5, 0.5, 0.5, 1, 1, 1]
+        np.testing.assert_allclose(g.se3_log(g.se3_exp(xi)), xi, atol=1e-9)
+    # exp of a small twist ~ I + hat(xi)
+    xi = np.array([1e-4, -2e-4, 3e-4, 1e-4, 2e-4, -1e-4])
+    T = g.se3_exp(xi)
+    np.testing.assert_allclose(T[:3, 3], xi[:3], atol=1e-7)
+    np.testing.assert_allclose(T[:3, :3], np.eye(3) + g.hat(xi[3:]), atol=1e-7)
+
+
+def test_quaternions_match_scipy_and_round_trip():
+    for _ in range(20):
+        R = Rotation.random(random_state=RNG.integers(1 << 31)).as_matrix()
+        q = g.quat_xyzw_from_R(R)
+        qs = Rotation.from_matrix(R).as_quat()
+        assert np.allclose(q, qs, atol=1e-10) or np.allclose(q, -qs, atol=1e-10)
+        np.testing.assert_allclose(g.R_from_quat_xyzw(q), R, atol=1e-12)
+
+
+def test_interpolate_and_perturb_and_errors():
+    A, B = rand_T(), rand_T()
+    np.testing.assert_allclose(g.interpolate_T(A, B, 0), A, atol=1e-12)
+    np.testing.assert_allclose(g.interpolate_T(A, B, 1), B, atol=1e-9)
+    M = g.interpolate_T(A, B, 0.5)
+    assert g.rotation_error_deg(A, M) == pytest.approx(g.rotation_error_deg(M, B), abs=1e-6)
+    rng = np.random.default_rng(0)
+    P = g.perturb_T(A, 0.01, np.radians(3), rng, mode="fixed")
+    assert g.translation_error_m(P[:3, 3], A[:3, 3]) == pytest.approx(0.01, abs=1e-12)
+    assert g.rotation_error_deg(P, A) == pytest.approx(3.0, abs=1e-9)
+    U = [g.perturb_T(np.eye(4), 0.01, 0.05, rng) for _ in range(200)]
+    assert max(np.abs(T[:3, 3]).max() for T in U) <= 0.01
+    with pytest.raises(Exception, match="unknown"):
+        g.perturb_T(A, 0.01, 0.01, rng, mode="bogus")
+
+
+def test_look_at_is_optical_frame():
+    eye, tgt = np.array([1.0, 0.0, 1.0]), np.array([0.0, 0.0, 0.0])
+    T = g.look_at(eye, tgt)
+    np.testing.assert_allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(T[:3, :3]) == pytest.approx(1.0)
+    # target is straight ahead (+z), world up appears as image up (-y)
+    p = g.transform_points(g.invert_T(T), tgt[None])[0]
+    assert p[0] == pytest.approx(0) and p[1] == pytest.approx(0) and p[2] > 0
+    up = g.rotate_vectors(g.invert_T(T), np.array([[0, 0, 1.0]]))[0]
+    assert up[1] < 0
