@@ -12,8 +12,8 @@ from nol_ros.mesh import (
     load_mesh,
     models_info,
     sample_surface_points,
-    save_mesh,
     sample_texture,
+    save_mesh,
 )
 
 
