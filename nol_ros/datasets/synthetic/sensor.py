@@ -1,0 +1,74 @@
+"""An Asus-Xtion-like RGB-D sensor model applied to perfect renders.
+
+Depth (structured light): disparity quantised in 1/8 px (so depth steps grow ~ z^2), axial noise
+sigma(z) = 1.2 mm + 1.9 mm (z - 0.4)^2 (Nguyen et al. 2012), invalid outside 0.4-4.5 m, at depth
+edges, on dark surfaces (IR absorbed) and on random specular-like speckles; stored as uint16 mm.
+RGB: per-frame exposure and white balance drift (smooth random walk), mild Gaussian blur,
+additive noise, 8-bit. RGB and depth are stamped a few ms apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    baseline_focal: float = 0.075 * 538.0   # b * f (m px) of the Xtion's IR pair
+    subpixel: float = 8.0                   # disparity resolution 1/8 px
+    z_min: float = 0.4
+    z_max: float = 4.5
+    edge_jump_m: float = 0.03
+    dark_threshold: float = 0.07            # albedo*light below this -> likely no depth
+    dark_dropout: float = 0.6
+    speckle_dropout: float = 0.004
+    blur_sigma: tuple[float, float] = (0.3, 0.8)
+    noise_std: float = 2.0                  # RGB, in 8-bit units
+    exposure_walk: float = 0.02
+    wb_walk: float = 0.01
+    depth_delay_ms: tuple[float, float] = (2.0, 8.0)
+
+
+class XtionSensor:
+    def __init__(self, cfg: SensorConfig, rng: np.random.Generator):
+        self.cfg, self.rng = cfg, rng
+        self.exposure = 1.0
+        self.wb = np.ones(3)
+
+    def depth(self, z: np.ndarray, brightness: np.ndarray | None = None) -> np.ndarray:
+        """Perfect depth (H, W) m (0 = nothing) -> sensor depth (H, W) float32 m (0 invalid),
+        already quantised to millimetres."""
+        c, rng = self.cfg, self.rng
+        valid = (z > c.z_min) & (z < c.z_max)
+        zz = np.where(valid, z, 1.0)
+        sigma = 0.0012 + 0.0019 * (zz - 0.4) ** 2
+        noisy = zz + rng.normal(0, 1, z.shape) * sigma
+        disp = np.round(c.baseline_focal / noisy * c.subpixel) / c.subpixel
+        q = c.baseline_focal / np.maximum(disp, 1e-6)
+        # edges: a depth jump in the 3x3 neighbourhood of the perfect depth
+        zmax = cv2.dilate(np.where(valid, z, 0).astype(np.float32), np.ones((3, 3)))
+        zmin = -cv2.dilate(-np.where(valid, z, 1e3).astype(np.float32), np.ones((3, 3)))
+        edge = (zmax - zmin) > c.edge_jump_m
+        drop = edge & (rng.random(z.shape) < 0.7)
+        if brightness is not None:
+            drop |= (brightness < c.dark_threshold) & (rng.random(z.shape) < c.dark_dropout)
+        drop |= rng.random(z.shape) < c.speckle_dropout
+        out = np.where(valid & ~drop, q, 0.0)
+        return (np.round(out * 1000.0) / 1000.0).astype(np.float32)
+
+    def rgb(self, img: np.ndarray) -> np.ndarray:
+        """Perfect colour (H, W, 3) float [0, 1] -> sensor RGB uint8."""
+        c, rng = self.cfg, self.rng
+        self.exposure = float(np.clip(self.exposure + rng.normal(0, c.exposure_walk), 0.8, 1.2))
+        self.wb = np.clip(self.wb + rng.normal(0, c.wb_walk, 3), 0.9, 1.1)
+        x = img.astype(np.float32) * self.exposure * self.wb.astype(np.float32)
+        s = float(rng.uniform(*c.blur_sigma))
+        x = cv2.GaussianBlur(x, (0, 0), s)
+        x = x * 255.0 + rng.normal(0, c.noise_std, x.shape).astype(np.float32)
+        return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+    def depth_delay_ns(self) -> int:
+        return int(self.rng.uniform(*self.cfg.depth_delay_ms) * 1e6)
