@@ -40,8 +40,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _json_default(o: Any) -> Any:
+    """numpy scalars and arrays -> Python numbers and lists."""
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+    return atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default) + "\n")
 
 
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> Path:

@@ -178,3 +178,37 @@ def lpips_distance(img: np.ndarray, ref: np.ndarray, weights_path: str | None = 
         raise MissingWeightsError(f"LPIPS weights file '{weights_path}' does not exist")
     raise MissingWeightsError("LPIPS with user weights is not wired in this version; use "
                               "masked_psnr / masked_ssim")
+
+
+def geometric_symmetries(vertices: np.ndarray, faces: np.ndarray, tol_m: float = 0.001,
+                         n_points: int = 6000, step_deg: float = 2.0) -> list[np.ndarray]:
+    """Rotations about the model origin that map the untextured surface onto itself: candidates
+    are rotations about z every ``step_deg``, 180-degree turns about x and y, and their
+    products; one is kept when a rotated surface sampling is as close to another independent
+    sampling as two independent samplings are to each other (99th percentile of the
+    nearest-neighbour distances, + ``tol_m``), so small parts such as a handle count. A
+    registration from geometry alone is only defined up to these; evaluate rotation errors
+    modulo them."""
+    from nol_ros.geometry import make_T, so3_exp
+    from nol_ros.reconstruction.registration import sample_surface
+
+    P, _ = sample_surface(vertices, faces, n_points, np.random.default_rng(0))
+    Q, _ = sample_surface(vertices, faces, n_points, np.random.default_rng(1))
+    tree = cKDTree(P)
+    base = float(np.percentile(tree.query(Q, k=1)[0], 99))
+    zrots = [so3_exp([0, 0, np.radians(a)]) for a in np.arange(step_deg, 360, step_deg)]
+    flips = [so3_exp(np.array(ax) * np.pi) for ax in ([1, 0, 0], [0, 1, 0])]
+    cands = zrots + flips + [F @ Rz for F in flips for Rz in zrots]
+    out = [np.eye(4)]
+    for R in cands:
+        d, _ = tree.query(Q @ R.T, k=1)
+        if np.percentile(d, 99) < 1.5 * base + tol_m:
+            out.append(make_T(R, np.zeros(3)))
+    return out
+
+
+def rotation_error_sym_deg(T_est: np.ndarray, T_gt: np.ndarray, syms: list[np.ndarray]) -> float:
+    """Smallest rotation error between T_est and T_gt @ S over the symmetries S."""
+    from nol_ros.geometry import rotation_error_deg
+
+    return min(rotation_error_deg(T_est[:3, :3], (T_gt @ S)[:3, :3]) for S in syms)

@@ -15,6 +15,7 @@ every artefact into the workspace so later stages (NOL) restart from there:
         object.json               T_world_object, registration figures, symmetric flag
         frames.json               per frame: T_camera_object, visib_fract
         views.json                selected source views: frame, T_camera_object, crop K, box
+        masks/%06d.png            visible mask per annotated frame (where the object is seen)
         views/%06d_rgb.png, %06d_mask.png, %06d_depth.png (crops, crop_size px; depth mm)
 """
 
@@ -207,6 +208,9 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
         anns = annotate_frame(scene, meshes, T_wos, seq.intrinsics, res.frames[k].T_world_camera,
                               fr.load_depth(), cfg.annotate)
         for i, a in enumerate(anns):
+            if a.mask_visib.any():
+                atomic_write_image(ws / "objects" / specs[i].name / "masks" / f"{fr.index:06d}.png",
+                                   a.mask_visib.astype(np.uint8) * 255)
             vis[i][j] = a.visible_vertices[vsub[i]]
             T_co_all[i][j] = a.T_camera_object
             per_obj_frames[i].append({"index": fr.index, "T_camera_object":

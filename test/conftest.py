@@ -27,3 +27,29 @@ def rclpy_context():
     finally:
         if ctx.ok():
             rclpy.shutdown(context=ctx)
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory):
+    """The small synthetic preset, generated once per test session (~20 s)."""
+    from nol_ros.datasets.synthetic.generate import generate
+
+    out = tmp_path_factory.mktemp("small_world")
+    summary = generate(out, "small", seed=0, progress=False)
+    return out, summary
+
+
+@pytest.fixture(scope="session")
+def small_workspace(small_world, tmp_path_factory):
+    """The self-annotation chain run once on the small preset's training sequence."""
+    from nol_ros.datasets.bop import read_bop_scene, read_models_info
+    from nol_ros.selfannotate import ObjectSpec, run_self_annotation
+
+    root, _ = small_world
+    seq = read_bop_scene(root / "train" / "000001", root / "models")
+    info = read_models_info(root / "models" / "models_info.json")
+    specs = [ObjectSpec(name=info[o.obj_id]["name"], mesh_path=o.mesh_path, obj_id=o.obj_id,
+                        symmetric=o.symmetric) for o in seq.objects]
+    ws = tmp_path_factory.mktemp("workspace")
+    report = run_self_annotation(seq, specs, ws)
+    return ws, report, seq, info

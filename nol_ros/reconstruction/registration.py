@@ -40,6 +40,7 @@ class RegistrationConfig:
     icp_max_dist_m: float = 0.02
     icp_iterations: int = 40
     refine_top_k: int = 8              # hypotheses per cluster refined with the full model
+    rest_bonus: float = 0.02           # score bonus of a pose resting on the support plane
     inlier_dist_m: float = 0.006
     min_score: float = 0.45            # refuse below this (score in [0, 1])
     ambiguity_margin: float = 0.03     # a different pose within this score margin -> ambiguous
@@ -317,6 +318,56 @@ class ObjectRegistrar:
                 hyps.append(("fpfh", np.asarray(res.transformation)))
         return hyps
 
+    def _snap_to_support(self, T: np.ndarray, model_pts: np.ndarray, iters: int = 15
+                         ) -> np.ndarray | None:
+        """Make a pose physically resting: the model axis closest to the plane normal becomes
+        parallel to it, the lowest point touches the plane, then ICP refines only x, y and yaw
+        on the plane. None if no model axis is within 20 deg of the normal."""
+        n = self.plane.normal
+        R = T[:3, :3]
+        axes = np.vstack([np.eye(3), -np.eye(3)])
+        up = axes @ R.T
+        k = int(np.argmax(up @ n))
+        if up[k] @ n < np.cos(np.radians(20)):
+            return None
+        R = _rot_a_to_b(up[k], n) @ R
+        a = np.cross(n, [1.0, 0, 0])
+        if np.linalg.norm(a) < 0.1:
+            a = np.cross(n, [0, 1.0, 0])
+        a /= np.linalg.norm(a)
+        b = np.cross(n, a)
+        t = T[:3, 3].copy()
+        for _ in range(iters):
+            P = model_pts @ R.T + t
+            t = t - (self.plane.height(P).min()) * n
+            P = model_pts @ R.T + t
+            keep = self.plane.height(P) > 0.01
+            d, j = self.tree.query(P[keep], k=1, distance_upper_bound=self.cfg.icp_max_dist_m)
+            ok = np.isfinite(d)
+            if ok.sum() < 10:
+                return None
+            src = P[keep][ok]
+            dst = self.points[j[ok]]
+            s2 = np.stack([src @ a, src @ b], 1)
+            d2 = np.stack([dst @ a, dst @ b], 1)
+            ms, md = s2.mean(0), d2.mean(0)
+            H = (s2 - ms).T @ (d2 - md)
+            ang = np.arctan2(H[0, 1] - H[1, 0], H[0, 0] + H[1, 1])
+            R2 = _axis_angle(n, ang)
+            c = np.array([*ms, 0.0])
+            c3 = c[0] * a + c[1] * b
+            shift = (md[0] - ms[0]) * a + (md[1] - ms[1]) * b
+            # rotate about the centroid (in the plane), then shift
+            R = R2 @ R
+            t = R2 @ (t - c3) + c3 + shift
+            if abs(ang) < 1e-5 and np.linalg.norm(shift) < 1e-5:
+                break
+        P = model_pts @ R.T + t
+        t = t - self.plane.height(P).min() * n
+        out = np.eye(4)
+        out[:3, :3], out[:3, 3] = R, t
+        return out
+
     def register(self, vertices: np.ndarray, faces: np.ndarray,
                  prior_point: np.ndarray | None = None, prior_radius_m: float = 0.3,
                  name: str = "object") -> RegistrationResult:
@@ -324,6 +375,7 @@ class ObjectRegistrar:
         import open3d as o3d
 
         c = self.cfg
+        o3d.utility.random.seed(c.seed)  # RANSAC and sampling: same input, same answer
         clusters = self.clusters
         if prior_point is not None:
             clusters = [cl for cl in clusters
@@ -342,7 +394,9 @@ class ObjectRegistrar:
         if c.use_fpfh:
             model_fpfh = o3d.pipelines.registration.compute_fpfh_feature(
                 model_pcd, o3d.geometry.KDTreeSearchParamHybrid(radius=0.025, max_nn=100))
-        est = o3d.pipelines.registration.TransformationEstimationPointToPlane()
+        # point-to-point: point-to-plane is singular for surfaces of revolution (a can on a
+        # table leaves the rotation about its axis free) and was measured to diverge by metres
+        est = o3d.pipelines.registration.TransformationEstimationPointToPoint()
         cands: list[Candidate] = []
         n_h = 0
         for ci, cl in enumerate(clusters):
@@ -368,6 +422,13 @@ class ObjectRegistrar:
                 T = np.asarray(r.transformation)
                 sc, mf, sf, rmse = self._score(T, model_pts)
                 cands.append(Candidate(T, sc, mf, sf, rmse, ci, src))
+                # the same pose resting on the table (objects stand on it); preferred when it
+                # explains the data about as well, since free ICP tilts on noisy partial views
+                Ts = self._snap_to_support(T, model_pts)
+                if Ts is not None:
+                    sc2, mf2, sf2, rmse2 = self._score(Ts, model_pts)
+                    cands.append(Candidate(Ts, sc2 + c.rest_bonus, mf2, sf2, rmse2, ci,
+                                           src + "+rest"))
         if not cands:
             raise RegistrationError(f"{name}: no cluster is large enough for an object of "
                                     f"diameter {diam * 100:.1f} cm")

@@ -35,8 +35,8 @@ class TrackerConfig:
     max_step_m: float = 0.20            # jump of the correction from the prediction
     max_step_deg: float = 20.0
     integrate_every: int = 1
-    keyframe_dist_m: float = 0.05
-    keyframe_angle_deg: float = 5.0
+    keyframe_dist_m: float = 0.20
+    keyframe_angle_deg: float = 15.0
     device: str = "CPU:0"               # "CUDA:0" when available
 
 

@@ -1,0 +1,140 @@
+"""Self-annotation on the small synthetic preset against its ground truth: camera trajectory,
+object registration, masks, view coverage; plus bad input. Tolerances are the issue's targets;
+a swapped T_a_b, a mm/m mix-up or a missing ICP each break them by far."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from nol_ros.geometry import rotation_error_deg
+from nol_ros.metrics import ate_rmse, geometric_symmetries, rotation_error_sym_deg
+
+pytestmark = pytest.mark.slow
+
+
+def _alignment(ws, seq):
+    traj = json.loads((ws / "trajectory.json").read_text())
+    est = [np.array(t["T_world_camera"]) for t in traj]
+    gt = [f.T_world_camera for f in seq.frames]
+    return ate_rmse(est, gt), est
+
+
+def test_camera_trajectory(small_workspace):
+    ws, report, seq, _ = small_workspace
+    (ate, _), est = _alignment(ws, seq)
+    assert report["tracking"]["frames_failed"] == 0
+    assert ate <= 0.01, f"ATE {ate * 100:.2f} cm"
+    # rotational drift over the sequence
+    d_est = np.linalg.inv(est[0]) @ est[-1]
+    d_gt = np.linalg.inv(seq.frames[0].T_world_camera) @ seq.frames[-1].T_world_camera
+    assert rotation_error_deg(d_est, d_gt) <= 1.0
+
+
+def test_object_registration(small_workspace):
+    from nol_ros.mesh import load_mesh
+
+    ws, report, seq, info = small_workspace
+    (_, A), _ = _alignment(ws, seq)
+    gt_info = json.loads((Path(seq.root) / "scene_gt_info.json").read_text())
+    checked = 0
+    for o in seq.objects:
+        vis = [a for k in gt_info for a, g in zip(gt_info[k], _gt(seq, k)) if g == o.obj_id]
+        if sum(v["visib_fract"] >= 0.3 for v in vis) < 20:
+            continue
+        entry = report["objects"][info[o.obj_id]["name"]]
+        assert "error" not in entry, entry.get("error")
+        T = A @ np.array(entry["registration"]["T_world_object"])
+        assert np.linalg.norm(T[:3, 3] - o.T_world_object[:3, 3]) <= 0.01
+        m = load_mesh(o.mesh_path)
+        syms = geometric_symmetries(m.vertices, m.faces)
+        assert rotation_error_sym_deg(T, o.T_world_object, syms) <= 2.0
+        checked += 1
+    assert checked >= 3
+
+
+def _gt(seq, k):
+    gt = json.loads((Path(seq.root) / "scene_gt.json").read_text())
+    return [a["obj_id"] for a in gt[k]]
+
+
+def test_masks_match_ground_truth(small_workspace):
+    from nol_ros.datasets.bop import read_masks
+
+    ws, report, seq, info = small_workspace
+    root = Path(seq.root)
+    gt = json.loads((root / "scene_gt.json").read_text())
+    gi = json.loads((root / "scene_gt_info.json").read_text())
+    ious = []
+    for fr in seq.frames[::3]:
+        anns = gt[str(fr.index)]
+        masks = read_masks(root, fr.index, len(anns))
+        for a, g, m in zip(anns, gi[str(fr.index)], masks):
+            if g["visib_fract"] < 0.5:
+                continue
+            p = ws / "objects" / info[a["obj_id"]]["name"] / "masks" / f"{fr.index:06d}.png"
+            est = cv2.imread(str(p), 0) > 127 if p.exists() else np.zeros_like(m)
+            ious.append((est & m).sum() / max(1, (est | m).sum()))
+    assert len(ious) >= 20
+    assert np.mean(ious) >= 0.85, f"mean IoU {np.mean(ious):.3f}"
+
+
+def test_view_selection_coverage_and_crops(small_workspace):
+    ws, report, seq, info = small_workspace
+    for name, entry in report["objects"].items():
+        sel = entry["selection"]
+        assert sel["coverage"] >= 0.95 and 1 <= len(sel["frames"]) <= 16
+        views = json.loads((ws / "objects" / name / "views.json").read_text())["views"]
+        assert len(views) == len(sel["frames"])
+        v = views[0]
+        rgb = cv2.imread(str(ws / "objects" / name / "views" / f"{v['frame']:06d}_rgb.png"))
+        mask = cv2.imread(str(ws / "objects" / name / "views" / f"{v['frame']:06d}_mask.png"), 0)
+        assert rgb.shape == (256, 256, 3) and mask.shape == (256, 256) and (mask > 0).any()
+        # the crop intrinsics project the object's pose into the mask
+        K = np.array(v["K_crop"])
+        T = np.array(v["T_camera_object"])
+        c = K @ T[:3, 3]
+        u, w = int(round(c[0] / c[2])), int(round(c[1] / c[2]))
+        ys, xs = np.nonzero(mask)
+        assert xs.min() - 10 <= u <= xs.max() + 10 and ys.min() - 10 <= w <= ys.max() + 10
+    assert (ws / "scene_mesh.ply").stat().st_size > 10000
+
+
+def test_bad_inputs_are_reported(small_world, tmp_path):
+    from nol_ros.datasets.bop import read_bop_scene
+    from nol_ros.errors import InputError
+    from nol_ros.mesh import load_mesh, save_mesh
+    from nol_ros.selfannotate import ObjectSpec, SelfAnnotationConfig, run_self_annotation
+
+    root, _ = small_world
+    seq = read_bop_scene(root / "train" / "000001", root / "models")
+    short = type(seq)(seq.name, seq.intrinsics, seq.frames[:1], seq.objects, seq.root)
+    with pytest.raises(InputError, match="1 frame"):
+        run_self_annotation(short, [ObjectSpec("x", seq.objects[0].mesh_path)], tmp_path / "a")
+    # a mesh in millimetres and an object that is not in the scene: reported per object
+    m = load_mesh(seq.objects[0].mesh_path)
+    m_mm = type(m)(m.vertices * 1000, m.faces)
+    save_mesh(m_mm, tmp_path / "mm.ply")
+    from nol_ros.datasets.synthetic.objects import make_object
+
+    save_mesh(make_object(7, 0).untextured(), tmp_path / "bowl.ply")  # not on this table
+    frames = seq.frames[:12]
+    sub = type(seq)(seq.name, seq.intrinsics, frames, seq.objects, seq.root)
+    rep = run_self_annotation(sub, [ObjectSpec("mm", str(tmp_path / "mm.ply")),
+                                    ObjectSpec("bowl", str(tmp_path / "bowl.ply"))],
+                              tmp_path / "b", SelfAnnotationConfig())
+    assert rep["objects"]["mm"]["error_code"] == "MESH_UNITS"
+    assert "millimetres" in rep["objects"]["mm"]["error"]
+    assert rep["objects"]["bowl"]["error_code"] == "REGISTRATION_FAILED"
+    # no depth at all
+    import shutil
+
+    bad = tmp_path / "nodepth"
+    shutil.copytree(root / "train" / "000001", bad)
+    for p in (bad / "depth").glob("*.png"):
+        cv2.imwrite(str(p), np.zeros((480, 640), np.uint16))
+    with pytest.raises(InputError, match="no valid depth"):
+        run_self_annotation(read_bop_scene(bad), [ObjectSpec("x", seq.objects[0].mesh_path)],
+                            tmp_path / "c")
