@@ -37,34 +37,40 @@ def detect_dataset(path: str | Path) -> str:
 
 
 def load_source(source: int, path: str, cfg: LearnConfig, scratch: Path):
-    """Read the source of a LearnObject request into a Sequence."""
+    """Read the source of a LearnObject request into (Sequence, T_odom_camera per frame or
+    None)."""
     if source == SOURCE_DATASET:
         kind = detect_dataset(path)
         if kind == "bop":
             from nol_ros.datasets.bop import read_bop_scene
 
-            return read_bop_scene(path)
+            return read_bop_scene(path), None
         from nol_ros.datasets.smot import read_smot
 
-        return read_smot(path, seq=cfg.smot_sequence)
+        return read_smot(path, seq=cfg.smot_sequence), None
     if source == SOURCE_BAG:
-        from nol_ros.datasets.bag_import import bag_to_bop_scene
+        from nol_ros.datasets.bag_import import bag_to_bop_scene, load_odometry
         from nol_ros.datasets.bop import read_bop_scene
 
         if not Path(path).exists():
             raise FileFormatError(f"bag '{path}' does not exist")
         scene_dir = scratch / "sequence"
+        if scene_dir.exists():
+            import shutil
+
+            shutil.rmtree(scene_dir)
         bag_to_bop_scene(path, scene_dir, rgb_topic=cfg.bag_rgb_topic,
                          depth_topic=cfg.bag_depth_topic,
                          camera_info_topic=cfg.bag_camera_info_topic)
-        return read_bop_scene(scene_dir)
+        seq = read_bop_scene(scene_dir)
+        return seq, load_odometry(scene_dir, len(seq.frames))
     if source == SOURCE_LIVE_BUFFER:
         from nol_ros.datasets.bop import read_bop_scene
 
         if not path or not Path(path).exists():
             raise InputError("the live buffer has not been exported; call the reconstruction "
                              "node's export service first (the nol node does this for you)")
-        return read_bop_scene(path)
+        return read_bop_scene(path), None
     raise InputError(f"unknown source {source}; use 0 (live buffer), 1 (bag) or 2 (dataset)")
 
 
@@ -84,11 +90,11 @@ def learn_object(name: str, mesh_path: str, source: int, source_path: str,
     ws.mkdir(parents=True, exist_ok=True)
     report = (progress or (lambda *a: None))
     report("loading", 0.0, f"reading source {source_path}")
-    seq = load_source(source, source_path, cfg, ws)
+    seq, odom = load_source(source, source_path, cfg, ws)
     spec = ObjectSpec(name=name, mesh_path=mesh_path, obj_id=obj_id, symmetric=symmetric,
                       prior_point=prior_point, model_free=model_free)
     rep = run_self_annotation(seq, [spec], ws, cfg.self_annotation,
-                              progress or (lambda *a: None))
+                              progress or (lambda *a: None), T_odom_cameras=odom)
     entry = rep["objects"][name]
     if "error_code" in entry:
         from nol_ros.errors import NolError

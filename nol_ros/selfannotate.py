@@ -103,6 +103,13 @@ def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = _noop,
         tracker.process(rgb, depth, prior)
         if k % 10 == 0 or k == n - 1:
             progress("tracking", (k + 1) / n, f"frame {k + 1}/{n}")
+    if cfg.tracker.loop_closure:
+        progress("loop_closure", 0.0, f"{len(tracker.keyframes)} keyframes")
+        tracker.close_loops()
+    if cfg.tracker.reference != "model":
+        frames = seq.frames
+        tracker.integrate_frames(lambda i: (frames[i].load_rgb(), frames[i].load_depth()),
+                                 progress)
     return tracker
 
 
@@ -131,6 +138,7 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
     report["timing_s"]["tracking"] = time.perf_counter() - t0
     report["tracking"] = {"frames_ok": int(res.ok.sum()), "frames_failed": int((~res.ok).sum()),
                           "keyframes": int(sum(f.keyframe for f in res.frames)),
+                          "loop_closures": len(tracker.loop_closures),
                           "fps": len(res.frames) / max(report["timing_s"]["tracking"], 1e-9)}
     traj = [{"index": fr.index, "stamp_ns": fr.stamp_ns,
              "T_world_camera": r.T_world_camera.tolist(),
