@@ -268,8 +268,70 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
         progress("view_selection", (i + 1) / len(specs), spec.name)
     report["timing_s"]["view_selection"] = time.perf_counter() - t4
     report["timing_s"]["total"] = time.perf_counter() - t0
+    try:
+        write_report_png(ws, seq, res, [s.name for s in specs])
+    except Exception as e:  # a picture must never fail the run
+        report["report_png_error"] = str(e)
     atomic_write_json(ws / "report.json", report)
     return report
+
+
+def write_report_png(ws: Path, seq, result, names: list[str]) -> Path:
+    """report.png: camera trajectory (top view; ground truth aligned when the sequence has it)
+    and, per object, the selected source views with their masks."""
+    import cv2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nol_ros.io_utils import atomic_write_with
+    from nol_ros.metrics import ate_rmse
+
+    est = [f.T_world_camera for f in result.frames]
+    P = np.array([T[:3, 3] for T in est])
+    n_obj = len(names)
+    fig = plt.figure(figsize=(14, 4 + 2.2 * n_obj))
+    ax = fig.add_subplot(1 + n_obj, 1, 1) if n_obj else fig.add_subplot(111)
+    gt = [f.T_world_camera for f in seq.frames]
+    title = "camera trajectory (self-annotated)"
+    if all(g is not None for g in gt) and len(gt) == len(est):
+        ate, A = ate_rmse(est, gt)
+        Pa = P @ A[:3, :3].T + A[:3, 3]
+        G = np.array([g[:3, 3] for g in gt])
+        ax.plot(G[:, 0], G[:, 1], "k-", lw=3, alpha=0.35, label="ground truth")
+        ax.plot(Pa[:, 0], Pa[:, 1], "b-", lw=1, label="estimated (aligned)")
+        title += f" vs ground truth: ATE {ate * 100:.2f} cm"
+    else:
+        ax.plot(P[:, 0], P[:, 1], "b-", lw=1, label="estimated")
+    bad = np.array([not f.ok for f in result.frames])
+    if bad.any():
+        ax.plot(P[bad, 0], P[bad, 1], "rx", label="tracking failed")
+    ax.set_aspect("equal")
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8)
+    for i, name in enumerate(names):
+        vdir = ws / "objects" / name
+        views = []
+        if (vdir / "views.json").exists():
+            views = json.loads((vdir / "views.json").read_text())["views"]
+        tiles = []
+        for v in views[:8]:
+            rgb = cv2.imread(str(vdir / "views" / f"{v['frame']:06d}_rgb.png"))[..., ::-1]
+            m = cv2.imread(str(vdir / "views" / f"{v['frame']:06d}_mask.png"), 0) > 127
+            t = rgb.copy()
+            t[~m] = (t[~m] * 0.35).astype(np.uint8)
+            tiles.append(cv2.resize(t, (128, 128), interpolation=cv2.INTER_AREA))
+        axv = fig.add_subplot(1 + n_obj, 1, 2 + i)
+        if tiles:
+            axv.imshow(np.hstack(tiles))
+        axv.set_title(f"{name}: {len(views)} selected views (masks shown)", fontsize=9)
+        axv.axis("off")
+    fig.tight_layout()
+    out = ws / "report.png"
+    atomic_write_with(out, lambda tmp: fig.savefig(tmp, dpi=80))
+    plt.close(fig)
+    return out
 
 
 def _jsonable(x):
