@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             job_of[name] = (oid, r.job_id)
             print(f"[demo] LearnObject {name}: job {r.job_id}", flush=True)
         done: dict[str, object] = {}
-        shown = ""
+        shown: dict[str, str] = {}
         while len(done) < len(job_of):
             rclpy.spin_once(node, timeout_sec=0.2)
             for name, (_, jid) in job_of.items():
@@ -179,11 +179,11 @@ def main(argv: list[str] | None = None) -> int:
                 p = last.get(jid)
                 if p is not None and p.state >= JobProgress.STATE_SUCCEEDED:
                     done[name] = _call(node, jobs, GetJobStatus.Request(job_id=jid))
-                elif p is not None:
+                elif p is not None and p.state == JobProgress.STATE_RUNNING:
                     line = f"  {name}: {p.stage} {p.fraction * 100:5.1f}% {p.message}"
-                    if line != shown:
+                    if line != shown.get(name):
                         print(line, flush=True)
-                        shown = line
+                        shown[name] = line
         times["learn"] = time.perf_counter() - t0
     finally:
         node.destroy_node()
