@@ -245,17 +245,26 @@ def models_info(mesh: Mesh, symmetric: bool = False) -> dict:
     return info
 
 
-def sample_surface_points(mesh: Mesh, n: int, rng: np.random.Generator) -> np.ndarray:
-    """(n, 3) area-uniform random points on the surface."""
-    v, f = mesh.vertices, mesh.faces
-    a = mesh.face_areas
-    if a.sum() <= 0:
-        raise EmptyMeshError(f"mesh '{mesh.name}' has zero surface area")
-    fi = rng.choice(len(f), size=n, p=a / a.sum())
+def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Area-uniform random surface points (n, 3) and the unit normals of their faces (n, 3)."""
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    cr = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    area = np.linalg.norm(cr, axis=1)
+    if len(f) == 0 or area.sum() <= 0:
+        raise EmptyMeshError("the mesh has no surface area (empty or degenerate)")
+    fi = rng.choice(len(f), size=n, p=area / area.sum())
     r1, r2 = rng.random(n), rng.random(n)
     s = np.sqrt(r1)
-    return ((1 - s)[:, None] * v[f[fi, 0]] + (s * (1 - r2))[:, None] * v[f[fi, 1]]
-            + (s * r2)[:, None] * v[f[fi, 2]])
+    pts = ((1 - s)[:, None] * v[f[fi, 0]] + (s * (1 - r2))[:, None] * v[f[fi, 1]]
+           + (s * r2)[:, None] * v[f[fi, 2]])
+    return pts, cr[fi] / np.maximum(area[fi], 1e-15)[:, None]
+
+
+def sample_surface_points(mesh: Mesh, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 3) area-uniform random points on the surface."""
+    return sample_surface(mesh.vertices, mesh.faces, n, rng)[0]
 
 
 def sample_vertices(mesh: Mesh, max_n: int, rng: np.random.Generator) -> np.ndarray:

@@ -42,12 +42,7 @@ def test_learn_object_errors_are_reported_and_node_survives(tmp_path, rclpy_cont
             object_name="mug", mesh_path=str(tmp_path / "missing.ply"),
             source=LearnObject.Request.SOURCE_DATASET, source_path=str(tmp_path)))
         assert r.accepted and r.job_id
-        t0 = time.monotonic()
-        while True:
-            st = _call_ex(ex, status, GetJobStatus.Request(job_id=r.job_id))
-            if st.status.state >= JobProgress.STATE_SUCCEEDED:
-                break
-            assert time.monotonic() - t0 < 20
+        st = _wait_done(ex, status, r.job_id)
         assert st.found and st.status.state == JobProgress.STATE_FAILED
         assert st.error_code == "BAD_FILE" and "missing.ply" in st.message
         # a bad dataset path with an existing mesh: still a clear file error
@@ -56,12 +51,7 @@ def test_learn_object_errors_are_reported_and_node_survives(tmp_path, rclpy_cont
         r2 = _call_ex(ex, learn, LearnObject.Request(
             object_name="mug", mesh_path=str(mesh),
             source=LearnObject.Request.SOURCE_DATASET, source_path=str(tmp_path / "nope")))
-        t0 = time.monotonic()
-        while True:
-            st = _call_ex(ex, status, GetJobStatus.Request(job_id=r2.job_id))
-            if st.status.state >= JobProgress.STATE_SUCCEEDED:
-                break
-            assert time.monotonic() - t0 < 20
+        st = _wait_done(ex, status, r2.job_id)
         assert st.status.state == JobProgress.STATE_FAILED and "does not exist" in st.message
         # unknown job
         assert not _call_ex(ex, status, GetJobStatus.Request(job_id="nope")).found
@@ -82,3 +72,15 @@ def _call_ex(ex, client, req, timeout=20):
         ex.spin_once(timeout_sec=0.05)
     assert fut.done(), "service call timed out"
     return fut.result()
+
+
+def _wait_done(ex, status_client, job_id, timeout=20):
+    from nol_ros.msg import JobProgress
+    from nol_ros.srv import GetJobStatus
+
+    t0 = time.monotonic()
+    while True:
+        st = _call_ex(ex, status_client, GetJobStatus.Request(job_id=job_id))
+        if st.status.state >= JobProgress.STATE_SUCCEEDED:
+            return st
+        assert time.monotonic() - t0 < timeout, "job did not finish"

@@ -188,20 +188,14 @@ def object_clusters(points: np.ndarray, plane: SupportPlane, cfg: RegistrationCo
 
 def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Area-weighted random surface points (n, 3) and their face normals (n, 3)."""
-    v = np.asarray(vertices, np.float64)
-    f = np.asarray(faces, np.int64)
-    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-    cr = np.cross(b - a, c - a)
-    area = np.linalg.norm(cr, axis=1)
-    if area.sum() <= 0:
-        raise RegistrationError("the mesh has no surface area (empty or degenerate)")
-    fi = rng.choice(len(f), size=n, p=area / area.sum())
-    r1, r2 = rng.random(n), rng.random(n)
-    s = np.sqrt(r1)
-    pts = (1 - s)[:, None] * a[fi] + (s * (1 - r2))[:, None] * b[fi] + (s * r2)[:, None] * c[fi]
-    nrm = cr[fi] / np.maximum(area[fi], 1e-12)[:, None]
-    return pts, nrm
+    """Surface samples and normals (see nol_ros.mesh.sample_surface); empty -> RegistrationError."""
+    from nol_ros.mesh import EmptyMeshError
+    from nol_ros.mesh import sample_surface as _sample
+
+    try:
+        return _sample(vertices, faces, n, rng)
+    except EmptyMeshError as e:
+        raise RegistrationError(str(e)) from e
 
 
 def _rot_a_to_b(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -14,9 +14,9 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial.transform import Rotation, Slerp
 
 from nol_ros.errors import NolError
+from nol_ros.geometry import interpolate_T
 
 
 class TransformError(NolError):
@@ -170,13 +170,4 @@ class TransformBuffer:
         i = bisect.bisect_right(s, t)
         t0, t1 = s[i - 1], s[i]
         a = (t - t0) / (t1 - t0)
-        return interpolate_transform(e.Ts[i - 1], e.Ts[i], a)
-
-
-def interpolate_transform(T0: np.ndarray, T1: np.ndarray, alpha: float) -> np.ndarray:
-    """Linear translation + spherical rotation interpolation, alpha in [0, 1]."""
-    slerp = Slerp([0.0, 1.0], Rotation.from_matrix(np.stack([T0[:3, :3], T1[:3, :3]])))
-    T = np.eye(4)
-    T[:3, :3] = slerp([alpha]).as_matrix()[0]
-    T[:3, 3] = (1 - alpha) * T0[:3, 3] + alpha * T1[:3, 3]
-    return T
+        return interpolate_T(e.Ts[i - 1], e.Ts[i], a)
