@@ -132,3 +132,15 @@ def test_bag_export_read_back_two_ways(tmp_path):
     assert main(["--bop", str(d), "--out", str(tmp_path / "b3"), "--tf", "gt"]) == 0
     with pytest.raises(Exception, match="exists"):
         export_bag(seq, out)
+
+
+def test_nan_depth_is_written_as_invalid(tmp_path):
+    d = np.full((48, 64), 1.5, np.float32)
+    d[3, 4], d[5, 6] = np.nan, np.inf
+    with BopSceneWriter(tmp_path / "s", INTR) as w:
+        w.add_frame(0, np.zeros((48, 64, 3), np.uint8), d, np.eye(4), [])
+    back = read_bop_scene(tmp_path / "s").frames[0].load_depth()
+    assert back[3, 4] == 0 and back[5, 6] == 0 and back[0, 0] == pytest.approx(1.5)
+    with pytest.raises(Exception, match="rgb must be"):
+        with BopSceneWriter(tmp_path / "t", INTR) as w:
+            w.add_frame(0, np.zeros((10, 10, 3), np.uint8), d, np.eye(4), [])

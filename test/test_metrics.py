@@ -61,3 +61,26 @@ def test_masked_psnr_ssim():
         M.masked_psnr(img, ref, np.zeros((32, 32), bool))
     with pytest.raises(M.MissingWeightsError, match="weights"):
         M.lpips_distance(img, ref)
+
+
+def test_lpips_loads_a_local_backbone_and_refuses_without(tmp_path):
+    """The test makes its own (random) AlexNet weights file: it checks the loading path and
+    the metric's basic properties, not the published LPIPS values (no download here)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    path = tmp_path / "alexnet.pth"
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+    rng = np.random.default_rng(0)
+    a = rng.random((64, 64, 3))
+    b = np.clip(a + rng.normal(0, 0.2, a.shape), 0, 1)
+    assert M.lpips_distance(a, a, str(path)) == pytest.approx(0.0, abs=1e-6)
+    d1 = M.lpips_distance(a, b, str(path))
+    d2 = M.lpips_distance(a, np.clip(a + rng.normal(0, 0.4, a.shape), 0, 1), str(path))
+    assert 0 < d1 < d2
+    with pytest.raises(M.MissingWeightsError, match="does not exist"):
+        M.lpips_distance(a, b, str(tmp_path / "nope.pth"))
+    torch.save({"bogus": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(M.MissingWeightsError, match="not a torchvision AlexNet"):
+        M.lpips_distance(a, b, str(tmp_path / "bad.pth"))

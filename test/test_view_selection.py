@@ -91,3 +91,12 @@ def test_per_target_selection_prefers_sources_seeing_the_target():
     # the best source is the one closest to frame 10
     assert abs(srcs[0] - 10) <= 2
     assert vis[srcs][:, target].any(0).all()  # together they see every target vertex
+
+
+def test_tracker_rejects_frames_that_do_not_match_the_intrinsics():
+    from nol_ros.camera import SMOT_XTION
+    from nol_ros.reconstruction.tracking import RgbdTracker
+
+    tr = RgbdTracker(SMOT_XTION)
+    with pytest.raises(InputError, match="does not match the intrinsics"):
+        tr.process(np.zeros((240, 320, 3), np.uint8), np.ones((240, 320), np.float32))
