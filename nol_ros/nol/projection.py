@@ -1,0 +1,209 @@
+"""NOL projection (paper Sec. 3.1, step 2), in torch: source maps -> target view.
+
+For a target pose, every target pixel covered by the mesh knows its face and barycentrics (from
+the project's rasteriser; no gradient needed). Each source k gives every mesh vertex a 2D
+position in its crop (projection with T_k, differentiable w.r.t. T_k) and a visibility flag
+(depth test in the source view, facing the camera, inside the source mask). Interpolating the
+vertex positions of the covering face with the barycentrics and bilinearly sampling the source
+map there gives P_k; a pixel is valid in source k when its face's three vertices are visible.
+
+Pixel convention as everywhere in nol_ros: integer pixel u is the centre of pixel u, so for
+``grid_sample(align_corners=False)`` the normalised coordinate is (2u + 1) / S - 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nol_ros.camera import Intrinsics
+from nol_ros.errors import InputError
+from nol_ros.mesh import Mesh
+
+
+@dataclass
+class SourceView:
+    """A source crop. rgb: (S, S, 3) float32 [0, 1]; mask: (S, S) bool; K: (3, 3) of the crop;
+    T_camera_object: (4, 4) (self-annotated, possibly inaccurate)."""
+
+    rgb: np.ndarray
+    mask: np.ndarray
+    K: np.ndarray
+    T_camera_object: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+def hat_torch(w: torch.Tensor) -> torch.Tensor:
+    z = torch.zeros_like(w[..., 0])
+    return torch.stack([torch.stack([z, -w[..., 2], w[..., 1]], -1),
+                        torch.stack([w[..., 2], z, -w[..., 0]], -1),
+                        torch.stack([-w[..., 1], w[..., 0], z], -1)], -2)
+
+
+def so3_exp_torch(w: torch.Tensor) -> torch.Tensor:
+    """(..., 3) -> (..., 3, 3), differentiable and stable at 0 (Taylor terms)."""
+    th2 = (w * w).sum(-1, keepdim=True)[..., None]
+    th = torch.sqrt(th2 + 1e-24)
+    small = th2 < 1e-8
+    a = torch.where(small, 1 - th2 / 6, torch.sin(th) / th)
+    b = torch.where(small, 0.5 - th2 / 24, (1 - torch.cos(th)) / torch.where(small, 1.0, th2))
+    W = hat_torch(w)
+    eye = torch.eye(3, dtype=w.dtype, device=w.device).expand(W.shape)
+    return eye + a * W + b * (W @ W)
+
+
+def se3_exp_torch(xi: torch.Tensor) -> torch.Tensor:
+    """(..., 6) = [v, w] -> (..., 4, 4)."""
+    v, w = xi[..., :3], xi[..., 3:]
+    th2 = (w * w).sum(-1, keepdim=True)[..., None]
+    th = torch.sqrt(th2 + 1e-24)
+    small = th2 < 1e-8
+    b = torch.where(small, 0.5 - th2 / 24, (1 - torch.cos(th)) / torch.where(small, 1.0, th2))
+    c = torch.where(small, 1.0 / 6 - th2 / 120,
+                    (th - torch.sin(th)) / torch.where(small, 1.0, th2 * th))
+    W = hat_torch(w)
+    eye = torch.eye(3, dtype=xi.dtype, device=xi.device).expand(W.shape)
+    V = eye + b * W + c * (W @ W)
+    R = so3_exp_torch(w)
+    T = torch.zeros(*xi.shape[:-1], 4, 4, dtype=xi.dtype, device=xi.device)
+    T[..., :3, :3] = R
+    T[..., :3, 3] = (V @ v[..., None])[..., 0]
+    T[..., 3, 3] = 1
+    return T
+
+
+def project_vertices(vertices: torch.Tensor, T_camera_object: torch.Tensor, K: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """vertices (V, 3), T (K, 4, 4), K (K, 3, 3) -> uv (K, V, 2) pixels, z (K, V)."""
+    R, t = T_camera_object[:, :3, :3], T_camera_object[:, None, :3, 3]
+    P = vertices[None] @ R.transpose(1, 2) + t
+    z = P[..., 2]
+    p = P @ K.transpose(1, 2)
+    uv = p[..., :2] / z.clamp(min=1e-6)[..., None]
+    return uv, z
+
+
+def vertex_visibility(mesh: Mesh, src: SourceView, depth_eps_m: float = 0.005,
+                      max_angle_deg: float = 85.0) -> tuple[np.ndarray, np.ndarray]:
+    """(visible (V,) bool, cos of the angle between viewing ray and normal (V,)) in a source."""
+    from nol_ros.rasterizer import render_object
+
+    S = src.size
+    intr = Intrinsics.from_K(src.K, S, S)
+    res = render_object(mesh, intr, src.T_camera_object)
+    T = src.T_camera_object
+    Pc = mesh.vertices @ T[:3, :3].T + T[:3, 3]
+    uv, z = intr.project(Pc)
+    u, v = np.round(uv[:, 0]).astype(np.int64), np.round(uv[:, 1]).astype(np.int64)
+    inside = (z > 0) & (u >= 0) & (u < S) & (v >= 0) & (v < S)
+    vis = np.zeros(len(Pc), bool)
+    ui, vi = u[inside], v[inside]
+    rd = res.depth[vi, ui]
+    vis[inside] = (rd > 0) & (z[inside] <= rd + depth_eps_m) & src.mask[vi, ui]
+    n = mesh.vertex_normals @ T[:3, :3].T
+    view = -Pc / np.linalg.norm(Pc, axis=1, keepdims=True)
+    cos = np.abs(np.sum(n * view, axis=1))  # vertex normals of closed meshes may face either way
+    vis &= cos > np.cos(np.radians(max_angle_deg))
+    return vis, cos.astype(np.float32)
+
+
+def sample_projection(feat: torch.Tensor, uv_vertex: torch.Tensor, vis_vertex: torch.Tensor,
+                      faces: torch.Tensor, face_id: torch.Tensor, bary: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """feat (K, C, S, S); uv_vertex (K, V, 2) pixels; vis_vertex (K, V) bool; faces (F, 3) long;
+    face_id (H, W) long (-1 background); bary (H, W, 3) -> P (K, C, H, W), valid (K, 1, H, W).
+    Differentiable w.r.t. feat and uv_vertex."""
+    Kn, C, S, _ = feat.shape
+    H, W = face_id.shape
+    fg = face_id >= 0
+    f = faces[face_id[fg]]                     # (N, 3)
+    b = bary[fg]                               # (N, 3)
+    uvf = uv_vertex[:, f]                      # (K, N, 3, 2)
+    uv = (uvf * b[None, :, :, None]).sum(2)    # (K, N, 2)
+    visf = vis_vertex[:, f].all(-1)            # (K, N)
+    inside = (uv[..., 0] >= -0.5) & (uv[..., 0] <= S - 0.5) & (uv[..., 1] >= -0.5) \
+        & (uv[..., 1] <= S - 0.5)
+    grid = (2 * uv + 1) / S - 1                # (K, N, 2)
+    samp = F.grid_sample(feat, grid[:, None], mode="bilinear", align_corners=False,
+                         padding_mode="zeros")[:, :, 0]   # (K, C, N)
+    P = feat.new_zeros(Kn, C, H, W)
+    P[:, :, fg] = samp
+    valid = torch.zeros(Kn, 1, H, W, dtype=torch.bool, device=feat.device)
+    valid[:, 0, fg] = visf & inside
+    return P * valid, valid
+
+
+@dataclass
+class Projection:
+    """P: (K, C, H, W) projected source maps (C = 3 colour + extra channels, the last one the
+    source viewing angle cosine); valid: (K, 1, H, W); target_mask: (H, W) bool."""
+
+    P: torch.Tensor
+    valid: torch.Tensor
+    target_mask: torch.Tensor
+
+
+def project_sources(mesh: Mesh, sources: list[SourceView], target_intr: Intrinsics,
+                    T_camera_object_target: np.ndarray, feats: torch.Tensor | None = None,
+                    device: str = "cpu") -> Projection:
+    """Project sources (their RGB, or the given feature maps (K, C, S, S)) into the target.
+    The angle cosine of each source is appended as the last channel."""
+    from nol_ros.rasterizer import render_object
+
+    if not sources:
+        raise InputError("no source views given")
+    for s in sources:
+        if not np.all(np.isfinite(s.T_camera_object)):
+            raise InputError("a source pose contains NaN/inf; fix the self-annotation first")
+        if not s.mask.any():
+            raise InputError("a source view has an empty mask: the object is not visible in it")
+    if not np.all(np.isfinite(T_camera_object_target)):
+        raise InputError("the target pose contains NaN/inf")
+    dev = torch.device(device)
+    res = render_object(mesh, target_intr, T_camera_object_target)
+    vis, cos = zip(*(vertex_visibility(mesh, s) for s in sources))
+    V = torch.as_tensor(mesh.vertices, dtype=torch.float32, device=dev)
+    Ts = torch.as_tensor(np.stack([s.T_camera_object for s in sources]), dtype=torch.float32,
+                         device=dev)
+    Ks = torch.as_tensor(np.stack([s.K for s in sources]), dtype=torch.float32, device=dev)
+    uv, _ = project_vertices(V, Ts, Ks)
+    if feats is None:
+        feats = torch.as_tensor(np.stack([s.rgb for s in sources]), dtype=torch.float32,
+                                device=dev).permute(0, 3, 1, 2)
+    faces = torch.as_tensor(mesh.faces, dtype=torch.long, device=dev)
+    fid = torch.as_tensor(res.face_id, dtype=torch.long, device=dev)
+    bary = torch.as_tensor(res.bary, dtype=torch.float32, device=dev)
+    visv = torch.as_tensor(np.stack(vis), device=dev)
+    P, valid = sample_projection(feats, uv, visv, faces, fid, bary)
+    # angle channel: per-vertex cosine interpolated over the target face
+    cosv = torch.as_tensor(np.stack(cos), dtype=torch.float32, device=dev)   # (K, V)
+    fg = fid >= 0
+    ang = torch.zeros(len(sources), 1, *fid.shape, device=dev)
+    ang[:, 0, fg] = (cosv[:, faces[fid[fg]]] * bary[fg][None]).sum(-1)
+    return Projection(torch.cat([P, ang * valid], 1), valid, fg)
+
+
+def blend_ibr(proj: Projection, mode: str = "angle", angle_power: float = 4.0) -> torch.Tensor:
+    """Baselines without learning, (3, H, W): 'angle' = visibility- and angle-weighted average
+    (classic image-based rendering), 'mean' = plain average of the valid projections (the
+    paper's w/o-LSTM ablation), 'best' = per pixel the source seen most frontally."""
+    rgb = proj.P[:, :3]
+    cos = proj.P[:, -1:]
+    v = proj.valid.float()
+    if mode == "mean":
+        w = v
+    elif mode == "angle":
+        w = v * cos.clamp(min=1e-3) ** angle_power
+    elif mode == "best":
+        score = torch.where(proj.valid, cos, torch.full_like(cos, -1.0))
+        w = (score == score.max(0, keepdim=True).values).float() * v
+    else:
+        raise InputError(f"blend mode '{mode}' unknown; use angle, mean or best")
+    den = w.sum(0)
+    return (rgb * w).sum(0) / den.clamp(min=1e-8)
