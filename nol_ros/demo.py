@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", default=".nol_demo", help="working folder (data, workspaces)")
     ap.add_argument("--preset", default="demo", help="synthetic preset (small for a quick run)")
-    ap.add_argument("--rate", type=float, default=2.0, help="bag replay speed factor")
+    ap.add_argument("--rate", type=float, default=1.0, help="bag replay speed factor")
     ap.add_argument("--objects", type=int, default=0, help="learn only the first N objects")
     a = ap.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -153,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         st = _call(node, status, GetBufferStatus.Request())
         times["replay"] = time.perf_counter() - t0
         print(f"[demo] reconstruction node received {st.frames_received} RGB-D frames "
-              f"({st.width}x{st.height}, {st.depth_encoding}), dropped {st.frames_dropped}; "
-              f"{stats.messages} messages replayed", flush=True)
+              f"({st.width}x{st.height}, {st.depth_encoding}), dropped {st.frames_dropped}, "
+              f"{st.messages_unpaired} images unpaired; {stats.messages} messages replayed",
+              flush=True)
 
         # 4. learn --------------------------------------------------------------------------
         t0 = time.perf_counter()

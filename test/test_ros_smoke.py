@@ -48,16 +48,21 @@ def test_publish_rgbd_and_call_service(rclpy_context, recon_process):
     from nol_ros.ros.conversions import depth_to_image, intrinsics_to_camera_info, numpy_to_image
     from nol_ros.srv import GetBufferStatus
 
+    from rclpy.executors import SingleThreadedExecutor
+
     node = rclpy.create_node("smoke_camera", namespace="/smoke", context=rclpy_context)
+    executor = SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(node)
     qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)  # like openni2
     pub_rgb = node.create_publisher(Image, "camera/rgb/image_raw", qos)
     pub_depth = node.create_publisher(Image, "camera/depth_registered/image_raw", qos)
     pub_info = node.create_publisher(CameraInfo, "camera/rgb/camera_info", qos)
     client = node.create_client(GetBufferStatus, "reconstruction/get_buffer_status")
-    spin = lambda: rclpy.spin_once(node, timeout_sec=0.05)  # noqa: E731
+    spin = lambda: executor.spin_once(timeout_sec=0.05)  # noqa: E731
     try:
         assert _wait(client.service_is_ready, 30, spin), "reconstruction node did not come up"
-        assert _wait(lambda: pub_rgb.get_subscription_count() > 0, 10, spin)
+        assert _wait(lambda: all(p.get_subscription_count() > 0
+                                 for p in (pub_rgb, pub_depth, pub_info)), 10, spin)
 
         rng = np.random.default_rng(0)
         rgb = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)

@@ -23,8 +23,8 @@ class ReconstructionNodeConfig:
     rgb_topic: str = "camera/rgb/image_raw"
     depth_topic: str = "camera/depth_registered/image_raw"
     camera_info_topic: str = "camera/rgb/camera_info"
-    qos_reliability: str = "best_effort"
-    qos_depth: int = 5
+    qos_reliability: str = "reliable"  # see config/reconstruction.yaml
+    qos_depth: int = 10
     sync_slop_s: float = 0.02
     ingest: IngestConfig = field(default_factory=IngestConfig)
 
@@ -78,6 +78,7 @@ def make_node(node_name: str = "reconstruction", **node_kwargs):
             s = self.ingest.status
             response.frames_received = s.frames_received
             response.frames_dropped = s.frames_dropped
+            response.messages_unpaired = self.sync.dropped
             response.width, response.height = s.width, s.height
             response.rgb_encoding, response.depth_encoding = s.rgb_encoding, s.depth_encoding
             response.last_valid_depth_fraction = s.last_valid_depth_fraction

@@ -80,7 +80,9 @@ def se3_exp_torch(xi: torch.Tensor) -> torch.Tensor:
 
 def project_vertices(vertices: torch.Tensor, T_camera_object: torch.Tensor, K: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """vertices (V, 3), T (K, 4, 4), K (K, 3, 3) -> uv (K, V, 2) pixels, z (K, V)."""
+    """vertices (V, 3) m, T_camera_object (K, 4, 4), K (K, 3, 3) crop intrinsics ->
+    uv (K, V, 2) pixel coordinates in each crop, z (K, V) m (depth in the camera).
+    Differentiable w.r.t. T_camera_object (and vertices)."""
     R, t = T_camera_object[:, :3, :3], T_camera_object[:, None, :3, 3]
     P = vertices[None] @ R.transpose(1, 2) + t
     z = P[..., 2]
@@ -118,7 +120,10 @@ def sample_projection(feat: torch.Tensor, uv_vertex: torch.Tensor, vis_vertex: t
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """feat (K, C, S, S); uv_vertex (K, V, 2) pixels; vis_vertex (K, V) bool; faces (F, 3) long;
     face_id (H, W) long (-1 background); bary (H, W, 3) -> P (K, C, H, W), valid (K, 1, H, W).
-    Differentiable w.r.t. feat and uv_vertex."""
+    Differentiable w.r.t. feat and uv_vertex. Pixel centre i has coordinate i, so the
+    grid_sample (align_corners=False) coordinate is x = (2u + 1) / S - 1. A pixel is valid in
+    source k when its face's 3 vertices are visible in k and the UV is inside the crop; P is
+    0 where invalid."""
     Kn, C, S, _ = feat.shape
     H, W = face_id.shape
     fg = face_id >= 0
@@ -149,13 +154,30 @@ class Projection:
     target_mask: torch.Tensor
 
 
-def project_sources(mesh: Mesh, sources: list[SourceView], target_intr: Intrinsics,
-                    T_camera_object_target: np.ndarray, feats: torch.Tensor | None = None,
-                    device: str = "cpu") -> Projection:
-    """Project sources (their RGB, or the given feature maps (K, C, S, S)) into the target.
-    The angle cosine of each source is appended as the last channel."""
-    from nol_ros.rasterizer import render_object
+@dataclass
+class ProjectionGeometry:
+    """Everything about one (target pose, K sources) pair that needs no gradient.
 
+    vertices (V, 3) float32 m; faces (F, 3) long; face_id (H, W) long (-1 background) and
+    bary (H, W, 3) float32 of the target rasterisation; vis (K, V) bool and cos (K, V) float32
+    (vertex visibility and angle cosine in each source, from the initial source poses);
+    K (K, 3, 3) float32 crop intrinsics; T_camera_object (K, 4, 4) float32 initial poses."""
+
+    vertices: torch.Tensor
+    faces: torch.Tensor
+    face_id: torch.Tensor
+    bary: torch.Tensor
+    vis: torch.Tensor
+    cos: torch.Tensor
+    K: torch.Tensor
+    T_camera_object: torch.Tensor
+
+    @property
+    def target_mask(self) -> torch.Tensor:
+        return self.face_id >= 0
+
+
+def _check_sources(sources: list[SourceView], T_camera_object_target: np.ndarray) -> None:
     if not sources:
         raise InputError("no source views given")
     for s in sources:
@@ -165,28 +187,77 @@ def project_sources(mesh: Mesh, sources: list[SourceView], target_intr: Intrinsi
             raise InputError("a source view has an empty mask: the object is not visible in it")
     if not np.all(np.isfinite(T_camera_object_target)):
         raise InputError("the target pose contains NaN/inf")
+
+
+def prepare_projection(mesh: Mesh, sources: list[SourceView], target_intr: Intrinsics,
+                       T_camera_object_target: np.ndarray, device: str = "cpu"
+                       ) -> ProjectionGeometry:
+    """Rasterise the target (numpy rasteriser) and compute vertex visibility in every source."""
+    from nol_ros.rasterizer import render_object
+
+    _check_sources(sources, T_camera_object_target)
     dev = torch.device(device)
     res = render_object(mesh, target_intr, T_camera_object_target)
     vis, cos = zip(*(vertex_visibility(mesh, s) for s in sources))
-    V = torch.as_tensor(mesh.vertices, dtype=torch.float32, device=dev)
-    Ts = torch.as_tensor(np.stack([s.T_camera_object for s in sources]), dtype=torch.float32,
-                         device=dev)
-    Ks = torch.as_tensor(np.stack([s.K for s in sources]), dtype=torch.float32, device=dev)
-    uv, _ = project_vertices(V, Ts, Ks)
+
+    def t(a, dtype=torch.float32):
+        return torch.as_tensor(np.asarray(a), dtype=dtype, device=dev)
+
+    return ProjectionGeometry(
+        vertices=t(mesh.vertices), faces=t(mesh.faces, torch.long),
+        face_id=t(res.face_id, torch.long), bary=t(res.bary), vis=t(np.stack(vis), torch.bool),
+        cos=t(np.stack(cos)), K=t(np.stack([s.K for s in sources])),
+        T_camera_object=t(np.stack([s.T_camera_object for s in sources])))
+
+
+def project_features(geom: ProjectionGeometry, feats: torch.Tensor,
+                     T_camera_object: torch.Tensor | None = None, append_angle: bool = True
+                     ) -> Projection:
+    """Differentiable step: feats (K, C, S, S) source maps, T_camera_object (K, 4, 4) source
+    poses (default: the initial ones; pass a tensor that requires grad for pose refinement) ->
+    Projection. append_angle adds the per-vertex source angle cosine, interpolated over the
+    target face, as the last channel (use False when feats already end with an angle channel,
+    e.g. F_k from NolNet.encode_sources)."""
+    T = geom.T_camera_object if T_camera_object is None else T_camera_object
+    uv, _ = project_vertices(geom.vertices.to(T.dtype), T, geom.K.to(T.dtype))
+    P, valid = sample_projection(feats, uv.to(feats.dtype), geom.vis, geom.faces, geom.face_id,
+                                 geom.bary.to(feats.dtype))
+    fg = geom.target_mask
+    if append_angle:
+        fid = geom.face_id
+        ang = feats.new_zeros(feats.shape[0], 1, *fid.shape)
+        ang[:, 0, fg] = (geom.cos[:, geom.faces[fid[fg]]].to(feats.dtype)
+                         * geom.bary[fg][None].to(feats.dtype)).sum(-1)
+        P = torch.cat([P, ang * valid], 1)
+    return Projection(P, valid, fg)
+
+
+def project_sources(mesh: Mesh, sources: list[SourceView], target_intr: Intrinsics,
+                    T_camera_object_target: np.ndarray, feats: torch.Tensor | None = None,
+                    device: str = "cpu", append_angle: bool = True) -> Projection:
+    """Project sources (their RGB, or the given feature maps (K, C, S, S)) into the target.
+    The angle cosine of each source is appended as the last channel unless append_angle is
+    False (see :func:`project_features`)."""
+    geom = prepare_projection(mesh, sources, target_intr, T_camera_object_target, device)
     if feats is None:
         feats = torch.as_tensor(np.stack([s.rgb for s in sources]), dtype=torch.float32,
-                                device=dev).permute(0, 3, 1, 2)
-    faces = torch.as_tensor(mesh.faces, dtype=torch.long, device=dev)
-    fid = torch.as_tensor(res.face_id, dtype=torch.long, device=dev)
-    bary = torch.as_tensor(res.bary, dtype=torch.float32, device=dev)
-    visv = torch.as_tensor(np.stack(vis), device=dev)
-    P, valid = sample_projection(feats, uv, visv, faces, fid, bary)
-    # angle channel: per-vertex cosine interpolated over the target face
-    cosv = torch.as_tensor(np.stack(cos), dtype=torch.float32, device=dev)   # (K, V)
-    fg = fid >= 0
-    ang = torch.zeros(len(sources), 1, *fid.shape, device=dev)
-    ang[:, 0, fg] = (cosv[:, faces[fid[fg]]] * bary[fg][None]).sum(-1)
-    return Projection(torch.cat([P, ang * valid], 1), valid, fg)
+                                device=geom.faces.device).permute(0, 3, 1, 2)
+    return project_features(geom, feats, append_angle=append_angle)
+
+
+def source_angle_map(mesh: Mesh, src: SourceView) -> np.ndarray:
+    """(S, S) float32: cosine between the viewing ray and the surface normal of the object in
+    the source crop (the angle input of NolNet.encode_sources); 0 off the object/mask."""
+    from nol_ros.rasterizer import render_object
+
+    S = src.size
+    intr = Intrinsics.from_K(src.K, S, S)
+    res = render_object(mesh, intr, src.T_camera_object)
+    u, v = np.meshgrid(np.arange(S, dtype=np.float64), np.arange(S, dtype=np.float64))
+    rays = np.stack([(u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy, np.ones_like(u)], -1)
+    rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
+    cos = np.abs(np.sum(res.normal_cam * rays, axis=-1))
+    return np.where((res.depth > 0) & src.mask, cos, 0.0).astype(np.float32)
 
 
 def blend_ibr(proj: Projection, mode: str = "angle", angle_power: float = 4.0) -> torch.Tensor:

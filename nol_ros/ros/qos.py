@@ -5,11 +5,12 @@ from __future__ import annotations
 from nol_ros.errors import ConfigError
 
 
-def sensor_qos(reliability: str = "best_effort", depth: int = 5):
+def sensor_qos(reliability: str = "reliable", depth: int = 5):
     """QoS for camera streams.
 
-    ``best_effort`` (default) matches both reliable publishers (the openni2 driver: reliable,
-    keep-last 1) and best-effort ones; ``reliable`` only matches reliable publishers.
+    ``reliable`` (default) matches the openni2 driver (reliable, keep-last 1). ``best_effort``
+    also matches best-effort publishers, but measured here a best-effort reader lost every
+    640x480 image of a reliable writer in another process; use it only for best-effort cameras.
     """
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
