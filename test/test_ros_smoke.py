@@ -41,14 +41,13 @@ def recon_process():
 
 def test_publish_rgbd_and_call_service(rclpy_context, recon_process):
     import rclpy
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
 
     from nol_ros.camera import SMOT_XTION
     from nol_ros.ros.conversions import depth_to_image, intrinsics_to_camera_info, numpy_to_image
     from nol_ros.srv import GetBufferStatus
-
-    from rclpy.executors import SingleThreadedExecutor
 
     node = rclpy.create_node("smoke_camera", namespace="/smoke", context=rclpy_context)
     executor = SingleThreadedExecutor(context=rclpy_context)
