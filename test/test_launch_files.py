@@ -35,7 +35,7 @@ def test_launch_files_reference_existing_executables_and_configs():
         nodes = _calls(tree, "Node")
         assert nodes, f"{f.name} starts no node"
         for n in nodes:
-            exe, name = _kw(n, "executable"), _kw(n, "name")
+            exe = _kw(n, "executable")
             assert f'"{exe}"' in setup, f"{f.name}: {exe} is not a console script"
             assert exe in cmake_nodes, f"{f.name}: {exe} is not installed by CMakeLists.txt"
         configs = [c.value for c in ast.walk(tree) if isinstance(c, ast.Constant)
