@@ -22,56 +22,93 @@ def _xf(R, t, pts):
     return np.asarray(pts, float) @ np.asarray(R, float).T + np.asarray(t, float).reshape(3)
 
 
+def _check_pose_args(R_est, t_est, R_gt, t_gt, pts) -> np.ndarray:
+    for name, v, shape in (("R_est", R_est, (3, 3)), ("R_gt", R_gt, (3, 3)),
+                           ("t_est", t_est, (3,)), ("t_gt", t_gt, (3,))):
+        a = np.asarray(v, float)
+        if a.size != int(np.prod(shape)) or not np.all(np.isfinite(a)):
+            raise InputError(f"{name} must be {shape} finite values, got shape {a.shape}")
+    pts = np.asarray(pts, float)
+    if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) == 0:
+        raise InputError(f"pts must be (N, 3) model points in metres with N > 0, got {pts.shape}")
+    return pts
+
+
 def add(R_est, t_est, R_gt, t_gt, pts) -> float:
+    """ADD: mean ||(R_est x + t_est) - (R_gt x + t_gt)|| over model points pts (N, 3) metres;
+    R (3, 3), t (3,) metres (object -> camera). Returns metres."""
+    pts = _check_pose_args(R_est, t_est, R_gt, t_gt, pts)
     return float(np.linalg.norm(_xf(R_est, t_est, pts) - _xf(R_gt, t_gt, pts), axis=1).mean())
 
 
 def adi(R_est, t_est, R_gt, t_gt, pts) -> float:
+    """ADI (ADD-S): mean over ground-truth-posed points of the distance to the NEAREST
+    estimate-posed point (metres); for symmetric objects."""
+    pts = _check_pose_args(R_est, t_est, R_gt, t_gt, pts)
     e, g = _xf(R_est, t_est, pts), _xf(R_gt, t_gt, pts)
     d, _ = cKDTree(e).query(g, k=1)
     return float(d.mean())
 
 
 def add_s(R_est, t_est, R_gt, t_gt, pts, symmetric: bool) -> float:
-    """ADD for asymmetric objects, ADI for symmetric ones (the usual ADD(-S))."""
+    """ADD for asymmetric objects, ADI for symmetric ones (the usual ADD(-S)), metres."""
     return (adi if symmetric else add)(R_est, t_est, R_gt, t_gt, pts)
 
 
-def _sym_list(sym_Rs):
-    return [np.eye(4)] if sym_Rs is None or len(sym_Rs) == 0 else list(sym_Rs)
+def _sym_list(sym_Rs) -> list[np.ndarray]:
+    """Symmetry transformations as (4, 4) float64 (model frame, metres); (3, 3) rotations are
+    accepted. None/empty = identity only."""
+    if sym_Rs is None or len(sym_Rs) == 0:
+        return [np.eye(4)]
+    out = []
+    for S in sym_Rs:
+        S = np.asarray(S, float)
+        if S.shape == (3, 3):
+            S = np.block([[S, np.zeros((3, 1))], [np.zeros((1, 3)), np.ones((1, 1))]])
+        if S.shape != (4, 4):
+            raise InputError(f"a symmetry must be (3, 3) or (4, 4), got {S.shape}")
+        out.append(S)
+    return out
 
 
-def mssd(R_est, t_est, R_gt, t_gt, pts, sym_Ts=None) -> float:
-    """min over symmetries S (4x4, model frame) of max ||T_est x - T_gt S x||."""
+def mssd(R_est, t_est, R_gt, t_gt, pts, sym_Rs=None) -> float:
+    """BOP MSSD (metres): min over symmetries S of max_x ||T_est x - T_gt S x||.
+    sym_Rs: list of (4, 4) (or (3, 3)) symmetry transformations in the model frame (metres),
+    e.g. from :func:`symmetries_from_models_info`; None = no symmetry."""
+    pts = _check_pose_args(R_est, t_est, R_gt, t_gt, pts)
     e = _xf(R_est, t_est, pts)
+    R_gt, t_gt = np.asarray(R_gt, float).reshape(3, 3), np.asarray(t_gt, float).reshape(3)
     best = np.inf
-    for S in _sym_list(sym_Ts):
-        g = _xf(np.asarray(R_gt) @ S[:3, :3], np.asarray(R_gt) @ S[:3, 3] + np.asarray(t_gt),
-                pts)
+    for S in _sym_list(sym_Rs):
+        g = _xf(R_gt @ S[:3, :3], R_gt @ S[:3, 3] + t_gt, pts)
         best = min(best, float(np.linalg.norm(e - g, axis=1).max()))
     return best
 
 
-def mspd(R_est, t_est, R_gt, t_gt, pts, K, sym_Ts=None) -> float:
-    """min over symmetries of max 2D distance (pixels) of the projected points."""
-    K = np.asarray(K, float)
+def mspd(R_est, t_est, R_gt, t_gt, pts, intr, sym_Rs=None) -> float:
+    """BOP MSPD (pixels): min over symmetries of the max 2D distance of the projected model
+    points. intr: :class:`nol_ros.camera.Intrinsics` or a (3, 3) K."""
+    pts = _check_pose_args(R_est, t_est, R_gt, t_gt, pts)
+    K = np.asarray(intr.K if hasattr(intr, "K") else intr, float).reshape(3, 3)
 
     def proj(P):
+        if np.any(P[:, 2] <= 0):
+            raise InputError("mspd: a model point is behind the camera (z <= 0)")
         p = P @ K.T
         return p[:, :2] / p[:, 2:3]
 
     e = proj(_xf(R_est, t_est, pts))
+    R_gt, t_gt = np.asarray(R_gt, float).reshape(3, 3), np.asarray(t_gt, float).reshape(3)
     best = np.inf
-    for S in _sym_list(sym_Ts):
-        g = proj(_xf(np.asarray(R_gt) @ S[:3, :3],
-                     np.asarray(R_gt) @ S[:3, 3] + np.asarray(t_gt), pts))
+    for S in _sym_list(sym_Rs):
+        g = proj(_xf(R_gt @ S[:3, :3], R_gt @ S[:3, 3] + t_gt, pts))
         best = min(best, float(np.linalg.norm(e - g, axis=1).max()))
     return best
 
 
 def symmetry_transforms(continuous_axes=(), discrete=(), n_continuous: int = 36) -> list:
     """BOP-style symmetry list: identity, the given discrete 4x4s, and each continuous axis
-    sampled every 360/n degrees."""
+    (through the model origin) sampled every 360/n degrees."""
     from nol_ros.geometry import make_T, so3_exp
 
     out = [np.eye(4)] + [np.asarray(S, float).reshape(4, 4) for S in discrete]
@@ -80,6 +117,48 @@ def symmetry_transforms(continuous_axes=(), discrete=(), n_continuous: int = 36)
         out += [make_T(so3_exp(a * 2 * np.pi * k / n_continuous), np.zeros(3))
                 for k in range(1, n_continuous)]
     return out
+
+
+def symmetries_from_models_info(entry: dict, max_sym_disc_step: float = 0.01
+                                ) -> list[np.ndarray]:
+    """Symmetry transformations (4, 4) float64, model frame, METRES, of one BOP models_info
+    entry: identity and ``symmetries_discrete`` (16 numbers, row-major, translation in mm),
+    each combined with the ``symmetries_continuous`` ({axis, offset (mm)}) discretised as in the
+    BOP toolkit: ceil(pi / max_sym_disc_step) steps, so the point farthest from the axis moves
+    at most max_sym_disc_step * diameter between consecutive steps."""
+    from nol_ros.geometry import so3_exp
+
+    disc = [np.eye(4)]
+    for v in entry.get("symmetries_discrete", []):
+        S = np.asarray(v, float).reshape(4, 4).copy()
+        S[:3, 3] *= 1e-3
+        disc.append(S)
+    cont = [np.eye(4)]
+    for sym in entry.get("symmetries_continuous", []):
+        axis = np.asarray(sym["axis"], float)
+        axis = axis / np.linalg.norm(axis)
+        off = np.asarray(sym.get("offset", [0, 0, 0]), float) * 1e-3
+        n = int(np.ceil(np.pi / max_sym_disc_step))
+        for i in range(1, n):
+            R = so3_exp(axis * (2 * np.pi * i / n))
+            C = np.eye(4)
+            C[:3, :3], C[:3, 3] = R, off - R @ off  # rotation about the axis through offset
+            cont.append(C)
+    return [C @ D for D in disc for C in cont]
+
+
+def rotation_error_deg(R_a, R_b) -> float:
+    """Angle (degrees) of R_a^T R_b (re-exported from nol_ros.geometry)."""
+    from nol_ros.geometry import rotation_error_deg as f
+
+    return f(R_a, R_b)
+
+
+def translation_error_m(t_a, t_b) -> float:
+    """||t_a - t_b|| in metres (re-exported from nol_ros.geometry)."""
+    from nol_ros.geometry import translation_error_m as f
+
+    return f(t_a, t_b)
 
 
 def align_umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = False) -> np.ndarray:
@@ -102,9 +181,23 @@ def align_umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = False) ->
     return T
 
 
+def _check_traj(T_est, T_gt) -> None:
+    if len(T_est) != len(T_gt):
+        raise InputError(f"trajectories differ in length: {len(T_est)} estimated vs "
+                         f"{len(T_gt)} ground-truth poses; pass corresponding poses")
+    for name, Ts in (("T_est", T_est), ("T_gt", T_gt)):
+        for i, T in enumerate(Ts):
+            T = np.asarray(T, float)
+            if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+                raise InputError(f"{name}[{i}] must be a finite (4, 4) matrix")
+
+
 def ate_rmse(T_est: list[np.ndarray], T_gt: list[np.ndarray], align: bool = True
              ) -> tuple[float, np.ndarray]:
-    """Absolute trajectory error (RMSE of camera positions, metres) after rigid alignment."""
+    """Absolute trajectory error: RMSE (metres) of the camera positions of T_est (list of (4, 4)
+    T_world_camera) against T_gt after the rigid Umeyama alignment A (4, 4, maps the estimate's
+    world into the ground truth's; identity with align=False). Returns (rmse_m, A)."""
+    _check_traj(T_est, T_gt)
     P = np.array([T[:3, 3] for T in T_est])
     G = np.array([T[:3, 3] for T in T_gt])
     A = align_umeyama(P, G) if align else np.eye(4)
@@ -114,7 +207,11 @@ def ate_rmse(T_est: list[np.ndarray], T_gt: list[np.ndarray], align: bool = True
 
 def rpe(T_est: list[np.ndarray], T_gt: list[np.ndarray], delta: int = 1
         ) -> tuple[float, float]:
-    """Relative pose error over ``delta`` frames: (translation RMSE m, rotation RMSE deg)."""
+    """Relative pose error over ``delta`` frames: (translation RMSE m, rotation RMSE deg) of
+    E_i = inv(inv(G_i) G_{i+delta}) (inv(P_i) P_{i+delta}); independent of the world frames."""
+    _check_traj(T_est, T_gt)
+    if delta < 1:
+        raise InputError(f"delta must be >= 1, got {delta}")
     et, er = [], []
     for i in range(len(T_est) - delta):
         de = np.linalg.inv(T_est[i]) @ T_est[i + delta]
@@ -127,9 +224,22 @@ def rpe(T_est: list[np.ndarray], T_gt: list[np.ndarray], delta: int = 1
     return float(np.sqrt(np.mean(np.square(et)))), float(np.sqrt(np.mean(np.square(er))))
 
 
+def _check_images(img, ref, mask) -> None:
+    a, b, m = np.asarray(img), np.asarray(ref), np.asarray(mask)
+    if a.shape != b.shape:
+        raise InputError(f"image {a.shape} and reference {b.shape} differ in shape")
+    if a.ndim not in (2, 3) or m.shape != a.shape[:2]:
+        raise InputError(f"mask {m.shape} must be (H, W) of the images {a.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise InputError("images contain NaN or infinity")
+
+
 def masked_psnr(img: np.ndarray, ref: np.ndarray, mask: np.ndarray, max_val: float = 1.0
                 ) -> float:
-    """PSNR over the pixels of ``mask`` ((H, W) bool); images (H, W, C) in [0, max_val]."""
+    """PSNR (dB) over the pixels of ``mask`` ((H, W) bool): 10 log10(max_val^2 / MSE), the MSE
+    taken over all channels of the masked pixels; img, ref (H, W) or (H, W, C) float in
+    [0, max_val]. inf for identical pixels."""
+    _check_images(img, ref, mask)
     m = np.asarray(mask, bool)
     if not m.any():
         raise InputError("masked_psnr: the mask is empty")
@@ -140,9 +250,12 @@ def masked_psnr(img: np.ndarray, ref: np.ndarray, mask: np.ndarray, max_val: flo
 
 def masked_ssim(img: np.ndarray, ref: np.ndarray, mask: np.ndarray, max_val: float = 1.0
                 ) -> float:
-    """Mean SSIM (Gaussian window 11, sigma 1.5; Wang et al. 2004) over the mask's pixels."""
+    """SSIM (Wang et al. 2004; Gaussian window 11 x 11, sigma 1.5, K1 = 0.01, K2 = 0.03, borders
+    reflected) computed per channel on the whole image, then averaged over the pixels of
+    ``mask`` ((H, W) bool) and the channels. img, ref (H, W) or (H, W, C) in [0, max_val]."""
     import cv2
 
+    _check_images(img, ref, mask)
     m = np.asarray(mask, bool)
     if not m.any():
         raise InputError("masked_ssim: the mask is empty")

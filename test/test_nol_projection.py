@@ -9,14 +9,19 @@ from nol_ros.camera import Intrinsics, crop_image, square_crop_box
 from nol_ros.datasets.synthetic.objects import make_object
 from nol_ros.errors import InputError
 from nol_ros.geometry import look_at, se3_exp
+from nol_ros.mesh import Mesh
 from nol_ros.metrics import masked_psnr
 from nol_ros.nol.projection import (
     SourceView,
     blend_ibr,
+    prepare_projection,
+    project_features,
     project_sources,
     project_vertices,
     sample_projection,
     se3_exp_torch,
+    so3_exp_torch,
+    source_angle_map,
 )
 from nol_ros.rasterizer import render_object, shade
 
@@ -146,3 +151,102 @@ def test_bad_sources_are_refused(box):
         project_sources(box, [empty], CAM, _pose(0.2, 0.5))
     with pytest.raises(InputError, match="no source"):
         project_sources(box, [], CAM, _pose(0.2, 0.5))
+
+
+def _quad_raster(S, f, z, half):
+    """Hand-made rasterisation of the square [-half, half]^2 (z = 0 in the object frame) seen
+    by a camera at T_camera_object = translation (0, 0, z), fx = fy = f, c = (S-1)/2. Two
+    triangles (0,1,2), (0,2,3) -> vertices, faces, face_id (S,S), bary (S,S,3), X, Y."""
+    c = (S - 1) / 2
+    v, u = np.mgrid[:S, :S].astype(np.float64)
+    X, Y = (u - c) / f * z, (v - c) / f * z
+    inside = (np.abs(X) < half) & (np.abs(Y) < half)
+    verts = np.array([[-half, -half, 0], [half, -half, 0], [half, half, 0], [-half, half, 0]])
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    face_id = np.where(inside, np.where(X - Y >= 0, 0, 1), -1)
+    bary = np.zeros((S, S, 3))
+    for fi, tri in enumerate(faces):
+        a, b, cc = verts[tri, :2]
+        l12 = np.stack([X - a[0], Y - a[1]], -1) @ np.linalg.inv(np.stack([b - a, cc - a], 1)).T
+        sel = face_id == fi
+        bary[sel] = np.stack([1 - l12[..., 0] - l12[..., 1], l12[..., 0], l12[..., 1]], -1)[sel]
+    return verts, faces, face_id, bary, X, Y
+
+
+def test_ramp_projection_through_a_hand_made_quad_is_exact():
+    """Source maps hold their own pixel coordinates (x and y ramps). Projecting them onto a
+    quad seen from a target must give, per target pixel, the source pixel where the same 3D
+    point projects (pinhole, computed here independently); outside the crop: invalid."""
+    St, ft, zt = 40, 60.0, 0.5
+    verts, faces, face_id, bary, X, Y = _quad_raster(St, ft, zt, 0.15)
+    Ss, fs = 48, 70.0
+    cs = np.array([23.5, 20.0])
+    shifts = [np.array([0.0, 0.0, 0.6]), np.array([0.12, -0.03, 0.55])]  # 2nd: partly outside
+    T = np.stack([np.eye(4)] * 2)
+    T[:, :3, 3] = shifts
+    Kc = np.array([[fs, 0, cs[0]], [0, fs, cs[1]], [0, 0, 1]])
+    u_ramp = np.broadcast_to(np.arange(Ss, dtype=np.float64), (Ss, Ss))
+    feat = torch.as_tensor(np.stack([np.stack([u_ramp, u_ramp.T])] * 2))   # (2, 2, Ss, Ss)
+    uv, z = project_vertices(torch.as_tensor(verts), torch.as_tensor(T),
+                             torch.as_tensor(np.stack([Kc, Kc])))
+    np.testing.assert_allclose(z.numpy(), np.array(shifts)[:, 2:3].repeat(4, 1))
+    P, valid = sample_projection(feat, uv, torch.ones(2, 4, dtype=torch.bool),
+                                 torch.as_tensor(faces), torch.as_tensor(face_id),
+                                 torch.as_tensor(bary))
+    fg = face_id >= 0
+    for k, t in enumerate(shifts):
+        us = fs * (X + t[0]) / t[2] + cs[0]
+        vs = fs * (Y + t[1]) / t[2] + cs[1]
+        exp_valid = fg & (us >= -0.5) & (us <= Ss - 0.5) & (vs >= -0.5) & (vs <= Ss - 0.5)
+        np.testing.assert_array_equal(valid[k, 0].numpy(), exp_valid)
+        interior = exp_valid & (us >= 0) & (us <= Ss - 1) & (vs >= 0) & (vs <= Ss - 1)
+        assert interior.sum() > 100
+        np.testing.assert_allclose(P[k, 0].numpy()[interior], us[interior], atol=1e-9)
+        np.testing.assert_allclose(P[k, 1].numpy()[interior], vs[interior], atol=1e-9)
+        assert (P[k].numpy()[:, ~exp_valid] == 0).all()
+    assert not valid[1, 0].numpy()[fg].all()  # the shifted source misses part of the quad
+
+
+def test_project_features_with_torch_poses_matches_and_has_pose_gradient(box):
+    T_t = _pose(0.4, 0.6)
+    sources = [_view(box, _pose(a, 0.5), size=128)[0] for a in (0.0, 1.0)]
+    geom = prepare_projection(box, sources, CAM, T_t)
+    ref = project_sources(box, sources, CAM, T_t)
+    feats = torch.as_tensor(np.stack([s.rgb for s in sources])).permute(0, 3, 1, 2)
+    T = geom.T_camera_object.clone().requires_grad_(True)
+    proj = project_features(geom, feats, T)
+    assert torch.allclose(proj.P, ref.P) and torch.equal(proj.valid, ref.valid)
+    proj.P[:, :3].sum().backward()
+    assert T.grad[:, :3, :].abs().sum() > 0
+    # append_angle=False keeps the channels of the given maps
+    assert project_features(geom, feats, append_angle=False).P.shape[1] == 3
+
+
+def test_source_angle_map_of_a_tilted_plane():
+    th = np.radians(35.0)
+    quad = Mesh(np.array([[-0.1, -0.1, 0], [0.1, -0.1, 0], [0.1, 0.1, 0], [-0.1, 0.1, 0]]),
+                np.array([[0, 1, 2], [0, 2, 3]]))
+    R = np.array([[1, 0, 0], [0, np.cos(th), -np.sin(th)], [0, np.sin(th), np.cos(th)]])
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, [0, 0, 0.6]
+    S = 64
+    K = np.array([[80.0, 0, 31.5], [0, 80.0, 31.5], [0, 0, 1]])
+    src = SourceView(np.zeros((S, S, 3), np.float32), np.ones((S, S), bool), K, T)
+    ang = source_angle_map(quad, src)
+    # centre pixels look along z: cosine = cos(tilt); off the plane (corners): 0
+    np.testing.assert_allclose(ang[31:33, 31:33], np.cos(th), atol=0.01)
+    assert ang[0, 0] == 0 and ang.dtype == np.float32
+    # off-centre pixel: independent ray/normal angle
+    n = R[:, 2]
+    ray = np.array([(40 - 31.5) / 80, (20 - 31.5) / 80, 1.0])
+    assert abs(ang[20, 40] - abs(n @ ray) / np.linalg.norm(ray)) < 0.01
+
+
+def test_so3_exp_torch_is_a_rotation_with_finite_gradient():
+    w = torch.tensor([[0.3, -1.2, 0.5], [0.0, 0.0, 0.0], [1e-9, 0, 0]], dtype=torch.float64,
+                     requires_grad=True)
+    R = so3_exp_torch(w)
+    eye = torch.eye(3, dtype=torch.float64).expand(3, 3, 3)
+    assert torch.allclose(R @ R.transpose(1, 2), eye, atol=1e-12)
+    assert torch.allclose(torch.linalg.det(R), torch.ones(3, dtype=torch.float64))
+    assert torch.autograd.gradcheck(lambda x: so3_exp_torch(x), (w,), eps=1e-6, atol=1e-6)

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nol_ros.errors import InputError
 from nol_ros.nol.config import NolConfig
 from nol_ros.nol.network import (
     _densenet121_features,
@@ -126,7 +127,7 @@ class NolLoss(nn.Module):
     def forward(self, out: dict[str, torch.Tensor], x_gt: torch.Tensor,
                 m_d: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if "x_phi" not in out:
-            raise ValueError("NolLoss needs out['x_phi']: run NolNet in training mode or with "
+            raise InputError("NolLoss needs out['x_phi']: run NolNet in training mode or with "
                              "decode=True")
         m = out["m_d"] if m_d is None else m_d
         li, lf = image_loss(out["x_phi"], x_gt, m, self.config.lambda_i, self.config.lambda_f,

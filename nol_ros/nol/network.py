@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nol_ros.errors import FileFormatError
+from nol_ros.errors import FileFormatError, InputError
 from nol_ros.io_utils import atomic_write_bytes
 from nol_ros.nol.config import NolConfig
 
@@ -64,7 +64,7 @@ def _densenet121_features() -> nn.Sequential:
 
 _OLD_DENSENET_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|"
-    r"running_var))$")
+    r"running_var|num_batches_tracked))$")
 
 
 def load_densenet_features_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -108,7 +108,8 @@ def load_state_checked(module: nn.Module, state: dict[str, torch.Tensor], what: 
     BackboneWeightsError naming the mismatch when keys or shapes do not fit."""
     own = module.state_dict()
     sub = {k: v for k, v in state.items() if k in own}
-    missing = sorted(set(own) - set(sub))
+    # BatchNorm's num_batches_tracked is absent from older checkpoints and unused here
+    missing = sorted(k for k in set(own) - set(sub) if not k.endswith("num_batches_tracked"))
     bad_shape = sorted(k for k in sub if sub[k].shape != own[k].shape)
     if missing or bad_shape:
         ex = (missing + bad_shape)[:3]
@@ -339,7 +340,7 @@ class NolNet(nn.Module):
         and surface normal, 0 off the object) -> F (K, C, S, S) = [rgb 3, features, angle 1]."""
         if rgb.ndim != 4 or rgb.shape[1] != 3 or angle.shape != (rgb.shape[0], 1,
                                                                   *rgb.shape[2:]):
-            raise ValueError(f"encode_sources wants rgb (K,3,S,S) and angle (K,1,S,S), got "
+            raise InputError(f"encode_sources wants rgb (K,3,S,S) and angle (K,1,S,S), got "
                              f"{tuple(rgb.shape)} and {tuple(angle.shape)}")
         feats = self.encoder(imagenet_normalise(rgb))
         return torch.cat([rgb, feats, angle], 1)
@@ -353,10 +354,10 @@ class NolNet(nn.Module):
         where any source is valid, 0 elsewhere), m_d (B, 1, H, W) bool, x_phi (B, 3, H, W) when
         decoded."""
         if P.ndim != 5 or valid.shape != (*P.shape[:2], 1, *P.shape[3:]):
-            raise ValueError(f"forward wants P (B,K,C,H,W) and valid (B,K,1,H,W), got "
+            raise InputError(f"forward wants P (B,K,C,H,W) and valid (B,K,1,H,W), got "
                              f"{tuple(P.shape)} and {tuple(valid.shape)}")
         if P.shape[2] != self.config.source_channels:
-            raise ValueError(f"P has {P.shape[2]} channels, the '{self.config.name}' config "
+            raise InputError(f"P has {P.shape[2]} channels, the '{self.config.name}' config "
                              f"needs {self.config.source_channels}")
         valid = valid.bool()
         P = P * valid
