@@ -15,6 +15,9 @@ from nol_ros.errors import InputError
 
 @dataclass(frozen=True)
 class Intrinsics:
+    """Pinhole camera without distortion: focal lengths and principal point in pixels (OpenCV
+    convention, integer coordinates are pixel centres), image size in pixels."""
+
     fx: float
     fy: float
     cx: float
@@ -101,11 +104,16 @@ def crop_image(img: np.ndarray, box: tuple[int, int, int], out_size: int,
                interp: str = "linear") -> np.ndarray:
     """Crop the square ``box`` = (x0, y0, side) and resize to out_size; outside the image is 0.
 
+    img: (H, W) or (H, W, C) any dtype OpenCV warps (uint8, float32, float64) -> (out_size,
+    out_size[, C]) same dtype. Crop pixel (i, j) samples source (x0 + (i + 0.5)/s - 0.5, ...).
+
     Uses the same mapping as :meth:`Intrinsics.crop_resize`. interp: linear | nearest | area.
     """
     import cv2
 
     x0, y0, side = box
+    if side <= 0 or out_size <= 0:
+        raise InputError(f"crop box {box} / out_size {out_size}: side and size must be > 0")
     s = out_size / side
     M = np.array([[s, 0, s * (0.5 - x0) - 0.5], [0, s, s * (0.5 - y0) - 0.5]], dtype=np.float64)
     flags = {"linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST,

@@ -1,7 +1,9 @@
 """SE(3)/SO(3) helpers (numpy, float64). Transforms are 4x4 ``T_a_b``: points in frame b -> a.
 
-se(3) vectors are ``xi = [v (3), w (3)]`` (translation part first); ``se3_exp``/``se3_log`` are
-exact inverses away from rotations of pi. Quaternions are ``[x, y, z, w]`` (ROS order).
+se(3) vectors are ``xi = [v (3), w (3)]`` (translation part first, metres / radians);
+``se3_exp``/``se3_log`` are inverses for rotation angles in [0, pi) and stay accurate near 0 and
+near pi. Quaternions are ``[x, y, z, w]`` (ROS order). Rotation angles come from atan2, which
+is accurate at both ends (arccos of the trace loses ~1e-8 rad there).
 """
 
 from __future__ import annotations
@@ -55,33 +57,41 @@ def hat(w: np.ndarray) -> np.ndarray:
 
 
 def so3_exp(w: np.ndarray) -> np.ndarray:
-    """Rodrigues: axis-angle (3,) radians -> (3, 3)."""
-    w = np.asarray(w, dtype=np.float64)
+    """Rodrigues: axis-angle (3,) radians -> (3, 3) rotation."""
+    w = np.asarray(w, dtype=np.float64).reshape(3)
     th = float(np.linalg.norm(w))
     W = hat(w)
     if th < 1e-8:
         return np.eye(3) + W + 0.5 * W @ W
-    return np.eye(3) + np.sin(th) / th * W + (1 - np.cos(th)) / th**2 * W @ W
+    # (1 - cos th) written as 2 sin^2(th / 2): no cancellation for small angles
+    return np.eye(3) + np.sin(th) / th * W + 2.0 * (np.sin(th / 2) / th) ** 2 * W @ W
+
+
+def _angle_and_axis_vector(R: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """Rotation angle in [0, pi] via atan2 (accurate at 0 and pi, unlike arccos), the vector
+    v = 2 sin(th) a from the skew part, and cos(th)."""
+    v = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    c = (np.trace(R) - 1.0) / 2.0
+    return float(np.arctan2(0.5 * np.linalg.norm(v), c)), v, float(c)
 
 
 def so3_log(R: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation -> axis-angle (3,), |w| in [0, pi]; stable near 0 and near pi."""
-    R = np.asarray(R, dtype=np.float64)
-    c = np.clip((np.trace(R) - 1) / 2, -1.0, 1.0)
-    th = float(np.arccos(c))
-    v = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    """(3, 3) rotation -> axis-angle (3,) radians, |w| in [0, pi]; accurate to ~1e-12 near 0 and
+    near pi (at exactly pi both signs are valid; the one agreeing with the skew part is kept)."""
+    R = np.asarray(R, dtype=np.float64)[:3, :3]
+    th, v, c = _angle_and_axis_vector(R)
     if th < 1e-6:
-        return 0.5 * v
-    if np.pi - th < 1e-4:
-        # near pi: R ~ 2 a a^T - I; take the axis from the largest diagonal entry
-        B = (R + np.eye(3)) / 2
-        i = int(np.argmax(np.diag(B)))
-        a = B[:, i] / np.sqrt(max(B[i, i], _EPS))
+        return 0.5 * (1.0 + th * th / 6.0) * v  # th / (2 sin th) to second order
+    if np.pi - th < 1e-3:
+        # near pi the skew part vanishes; the symmetric part is cos(th) I + (1 - cos(th)) a a^T
+        A = ((R + R.T) / 2 - c * np.eye(3)) / (1.0 - c)
+        i = int(np.argmax(np.diag(A)))
+        a = A[:, i] / np.sqrt(max(A[i, i], _EPS))
         a /= np.linalg.norm(a)
         if a @ v < 0:
             a = -a
         return a * th
-    return th / (2 * np.sin(th)) * v
+    return th / (2.0 * np.sin(th)) * v
 
 
 def _V(w: np.ndarray) -> np.ndarray:
@@ -93,14 +103,14 @@ def _V(w: np.ndarray) -> np.ndarray:
 
 
 def se3_exp(xi: np.ndarray) -> np.ndarray:
-    """xi = [v (3), w (3)] -> (4, 4)."""
+    """Twist xi = [v (3) m, w (3) rad] -> (4, 4) rigid transform (t = V(w) v)."""
     xi = np.asarray(xi, dtype=np.float64).reshape(6)
     v, w = xi[:3], xi[3:]
     return make_T(so3_exp(w), _V(w) @ v)
 
 
 def se3_log(T: np.ndarray) -> np.ndarray:
-    """(4, 4) -> xi = [v (3), w (3)]."""
+    """(4, 4) rigid transform -> twist xi = [v (3), w (3)] with |w| <= pi."""
     T = np.asarray(T, dtype=np.float64)
     w = so3_log(T[:3, :3])
     v = np.linalg.solve(_V(w), T[:3, 3])
@@ -108,7 +118,12 @@ def se3_log(T: np.ndarray) -> np.ndarray:
 
 
 def R_from_quat_xyzw(q: np.ndarray) -> np.ndarray:
-    x, y, z, w = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+    """Quaternion [x, y, z, w] (normalised here) -> (3, 3) rotation."""
+    q = np.asarray(q, dtype=np.float64).reshape(4)
+    n = float(np.linalg.norm(q))
+    if not np.isfinite(n) or n < _EPS:
+        raise InputError(f"quaternion {q.tolist()} has no direction; give a unit [x, y, z, w]")
+    x, y, z, w = q / n
     return np.array([
         [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
@@ -171,15 +186,26 @@ def perturb_T(T: np.ndarray, trans_m: float, rot_rad: float, rng: np.random.Gene
     return np.asarray(T, dtype=np.float64) @ make_T(so3_exp(dw), dt)
 
 
+def rotation_angle(R: np.ndarray) -> float:
+    """Rotation angle of a (3, 3) rotation (or the rotation of a (4, 4)), radians in [0, pi]."""
+    return _angle_and_axis_vector(np.asarray(R, dtype=np.float64)[:3, :3])[0]
+
+
 def rotation_error_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
-    """Angle of R_a^T R_b in degrees."""
-    R_a, R_b = np.asarray(R_a)[:3, :3], np.asarray(R_b)[:3, :3]
-    c = np.clip((np.trace(R_a.T @ R_b) - 1) / 2, -1.0, 1.0)
-    return float(np.degrees(np.arccos(c)))
+    """Angle of R_a^T R_b in degrees, [0, 180]. Accepts (3, 3) rotations or (4, 4) poses."""
+    R_a = np.asarray(R_a, dtype=np.float64)[:3, :3]
+    R_b = np.asarray(R_b, dtype=np.float64)[:3, :3]
+    return float(np.degrees(rotation_angle(R_a.T @ R_b)))
 
 
 def translation_error_m(t_a: np.ndarray, t_b: np.ndarray) -> float:
-    return float(np.linalg.norm(np.asarray(t_a).reshape(-1)[:3] - np.asarray(t_b).reshape(-1)[:3]))
+    """Euclidean distance of two (3,) translations (or the translations of (4, 4) poses), m."""
+    t_a, t_b = np.asarray(t_a, dtype=np.float64), np.asarray(t_b, dtype=np.float64)
+    if t_a.shape == (4, 4):
+        t_a = t_a[:3, 3]
+    if t_b.shape == (4, 4):
+        t_b = t_b[:3, 3]
+    return float(np.linalg.norm(t_a.reshape(3) - t_b.reshape(3)))
 
 
 def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.ndarray:

@@ -48,16 +48,36 @@ class Mesh:
             raise EmptyMeshError(f"mesh '{self.name}' has {len(self.vertices)} vertices and "
                                  f"{len(self.faces)} faces; a surface mesh is needed")
         if not np.all(np.isfinite(self.vertices)):
-            raise MeshLoadError(f"mesh '{self.name}' has NaN/inf vertex coordinates")
+            bad = int((~np.isfinite(self.vertices)).any(1).sum())
+            raise MeshLoadError(f"mesh '{self.name}' has {bad} vertices with NaN/inf "
+                                "coordinates; repair or re-export the mesh (e.g. remove those "
+                                "vertices and their faces)")
         if self.faces.min() < 0 or self.faces.max() >= len(self.vertices):
-            raise MeshLoadError(f"mesh '{self.name}' has face indices outside its vertices")
+            raise MeshLoadError(f"mesh '{self.name}' has face indices outside [0, "
+                                f"{len(self.vertices) - 1}]; the file's faces do not match its "
+                                "vertices, re-export the mesh")
+        nv = len(self.vertices)
         if self.vertex_colors is not None:
-            c = np.asarray(self.vertex_colors, dtype=np.float32).reshape(-1, 3)
+            c = np.asarray(self.vertex_colors, dtype=np.float32)
+            if c.ndim != 2 or c.shape[0] != nv or c.shape[1] < 3:
+                raise MeshLoadError(f"mesh '{self.name}': vertex colours have shape {c.shape}, "
+                                    f"expected ({nv}, 3); give one RGB colour per vertex")
+            c = c[:, :3]
             self.vertex_colors = c / 255.0 if c.max() > 1.0 else c
         if self.uvs is not None:
-            self.uvs = np.asarray(self.uvs, dtype=np.float32).reshape(-1, 2)
+            uv = np.asarray(self.uvs, dtype=np.float32)
+            if uv.shape != (nv, 2):
+                raise MeshLoadError(f"mesh '{self.name}': uvs have shape {uv.shape}, expected "
+                                    f"({nv}, 2); give one texture coordinate per vertex")
+            self.uvs = uv
         if self.texture is not None:
-            self.texture = np.ascontiguousarray(self.texture, dtype=np.uint8)[..., :3]
+            t = np.asarray(self.texture)
+            if t.ndim == 2:
+                t = np.repeat(t[..., None], 3, axis=2)
+            if t.ndim != 3 or t.shape[2] < 3:
+                raise MeshLoadError(f"mesh '{self.name}': texture has shape {t.shape}; an "
+                                    "(H, W, 3) RGB image is needed")
+            self.texture = np.ascontiguousarray(t[..., :3], dtype=np.uint8)
 
     # -- derived ----------------------------------------------------------------------------------
     @property
@@ -92,18 +112,9 @@ class Mesh:
 
     @cached_property
     def diameter(self) -> float:
-        """Largest distance between two vertices (on the convex hull), metres."""
-        from scipy.spatial import ConvexHull, QhullError
-        from scipy.spatial.distance import pdist
-
-        v = self.vertices
-        try:
-            hv = v[ConvexHull(v).vertices] if len(v) > 4 else v
-        except QhullError:  # flat mesh
-            hv = v
-        if len(hv) > 3000:
-            hv = hv[np.random.default_rng(0).choice(len(hv), 3000, replace=False)]
-        return float(pdist(hv).max()) if len(hv) > 1 else 0.0
+        """Largest distance between two vertices, metres (exact: the farthest pair lies on the
+        convex hull, so only hull vertices are compared)."""
+        return max_pairwise_distance(self.vertices)
 
     # -- variants ---------------------------------------------------------------------------------
     def untextured(self) -> Mesh:
@@ -123,6 +134,41 @@ class Mesh:
         if self.is_textured:
             return sample_texture(self.texture, self.uvs)
         return None
+
+
+def _hull_points(P: np.ndarray) -> np.ndarray:
+    """Vertices of the convex hull of (N, 3) points; for flat or collinear sets the hull in
+    their own plane / line (the farthest pair is always among these)."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    P = np.unique(P, axis=0)
+    if len(P) <= 4:
+        return P
+    try:
+        return P[ConvexHull(P).vertices]
+    except QhullError:
+        pass
+    c = P - P.mean(0)
+    _, sv, Vt = np.linalg.svd(c, full_matrices=False)
+    if sv[1] > 1e-12 * max(sv[0], 1e-300):
+        try:
+            return P[ConvexHull(c @ Vt[:2].T).vertices]
+        except QhullError:
+            pass
+    x = c @ Vt[0]
+    return P[[int(np.argmin(x)), int(np.argmax(x))]]
+
+
+def max_pairwise_distance(points: np.ndarray, block: int = 512) -> float:
+    """Exact max distance between any two of (N, 3) points (hull vertices, compared in
+    blocks so memory stays ~block * N_hull * 8 bytes)."""
+    from scipy.spatial.distance import cdist
+
+    H = _hull_points(np.asarray(points, dtype=np.float64))
+    best = 0.0
+    for i in range(0, len(H), block):
+        best = max(best, float(cdist(H[i:i + block], H[i:], "sqeuclidean").max()))
+    return float(np.sqrt(best))
 
 
 def sample_texture(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
@@ -150,6 +196,8 @@ def check_units(mesh: Mesh, units: str = "auto", on_millimetres: str = "error",
         return replace(mesh, vertices=mesh.vertices * 1e-3, _cache={})
     if units != "auto":
         raise MeshLoadError(f"units '{units}' unknown; use auto, m or mm")
+    if on_millimetres not in ("error", "convert"):
+        raise MeshLoadError(f"on_millimetres '{on_millimetres}' unknown; use error or convert")
     ext = float(mesh.extent.max())
     if ext > MAX_EXTENT_M:
         msg = (f"mesh {source or mesh.name} is {ext:.1f} units across: it looks like "
@@ -163,16 +211,28 @@ def check_units(mesh: Mesh, units: str = "auto", on_millimetres: str = "error",
 
 
 def load_mesh(path: str | Path, units: str = "auto", on_millimetres: str = "error") -> Mesh:
-    """Load a PLY or OBJ (with vertex colours, or UVs + texture image via its MTL)."""
+    """Load a PLY or OBJ: vertex colours, or UVs + texture image (OBJ via its MTL ``map_Kd``,
+    BOP-style PLY via ``comment TextureFile`` + ``texture_u/texture_v``).
+
+    units: "m" (file in metres), "mm" (scaled by 1e-3), "auto" (extent > 5 m means millimetres:
+    MeshUnitsError, or with on_millimetres="convert" scaled by 1e-3 with a warning).
+    Raises MeshLoadError (missing/unreadable file, NaN vertices, bad faces), EmptyMeshError (no
+    triangles), MeshUnitsError. Returns vertices in metres.
+    """
     import trimesh
 
+    if units not in ("auto", "m", "mm"):
+        raise MeshLoadError(f"units '{units}' unknown; use auto, m or mm")
+    if on_millimetres not in ("error", "convert"):
+        raise MeshLoadError(f"on_millimetres '{on_millimetres}' unknown; use error or convert")
     p = Path(path)
     if not p.is_file():
-        raise MeshLoadError(f"mesh file '{p}' does not exist")
+        raise MeshLoadError(f"mesh file '{p}' does not exist; check the path")
     try:
         tm = trimesh.load(str(p), process=False, force="mesh")
     except Exception as e:  # trimesh raises many kinds
-        raise MeshLoadError(f"cannot read mesh '{p}': {e}") from e
+        raise MeshLoadError(f"cannot read mesh '{p}' ({type(e).__name__}: {e}); give a valid "
+                            "PLY or OBJ file") from e
     if not isinstance(tm, trimesh.Trimesh) or len(tm.faces) == 0:
         raise EmptyMeshError(f"mesh '{p}' has no triangles (a point cloud?); give a surface mesh")
     colors = uvs = tex = None
@@ -183,9 +243,17 @@ def load_mesh(path: str | Path, units: str = "auto", on_millimetres: str = "erro
             img = vis.material.baseColorTexture
         if img is not None:
             uvs, tex = np.asarray(vis.uv), np.asarray(img.convert("RGB"))
+        else:
+            warnings.warn(f"mesh '{p}' has texture coordinates but its texture image was not "
+                          "found; loaded without texture (put the image next to the mesh as "
+                          "named in the MTL / PLY header)", stacklevel=2)
     elif getattr(vis, "kind", None) == "vertex":
         colors = np.asarray(vis.vertex_colors)[:, :3].astype(np.float32) / 255.0
-    mesh = Mesh(np.asarray(tm.vertices), np.asarray(tm.faces), colors, uvs, tex, name=p.stem)
+    try:
+        mesh = Mesh(np.asarray(tm.vertices), np.asarray(tm.faces), colors, uvs, tex,
+                    name=p.stem)
+    except MeshLoadError as e:
+        raise type(e)(f"{p}: {e}") from e
     return check_units(mesh, units, on_millimetres, str(p))
 
 

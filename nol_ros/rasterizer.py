@@ -14,6 +14,7 @@ import numpy as np
 
 from nol_ros.camera import Intrinsics
 from nol_ros.errors import InputError
+from nol_ros.geometry import invert_T
 from nol_ros.mesh import Mesh, sample_texture
 
 
@@ -30,10 +31,6 @@ class RasterResult:
         return self.mesh_id >= 0
 
 
-def _rays_cam(intr: Intrinsics) -> np.ndarray:
-    return intr.ray_directions().reshape(-1, 3)
-
-
 def _new_scene():
     import open3d as o3d
 
@@ -48,119 +45,167 @@ def _add(scene, mesh: Mesh, T_world_object: np.ndarray) -> int:
     return int(scene.add_triangles(o3c.Tensor(V), o3c.Tensor(mesh.faces.astype(np.uint32))))
 
 
+def _check_pose(T: np.ndarray, what: str) -> np.ndarray:
+    T = np.asarray(T, dtype=np.float64)
+    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+        raise InputError(f"{what} must be a finite 4x4 matrix, got shape {T.shape}")
+    R = T[:3, :3]
+    if not np.allclose(R.T @ R, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0:
+        raise InputError(f"{what} is not a rigid transform (its 3x3 block is not a rotation); "
+                         "orthonormalise it")
+    return T
+
+
 class Scene:
-    """Static meshes placed in the world; render from any camera pose."""
+    """Static meshes placed in the world; render from any camera pose.
+
+    The ray-casting structure (Embree BVH) is built once here; every render casts one ray per
+    pixel centre. Camera-frame rays have z = 1, so the hit parameter is the depth z (not the
+    ray length). Rays start on the near plane: geometry closer than ``near`` is clipped and
+    whatever lies behind it is seen, as with a z-buffer's near plane.
+    """
 
     def __init__(self, meshes: list[Mesh], T_world_objects: list[np.ndarray]):
         if len(meshes) != len(T_world_objects):
-            raise InputError(f"{len(meshes)} meshes but {len(T_world_objects)} poses")
+            raise InputError(f"{len(meshes)} meshes but {len(T_world_objects)} poses; give one "
+                             "T_world_object per mesh")
         if not meshes:
             raise InputError("a Scene needs at least one mesh")
         self.meshes = list(meshes)
-        self.T_world_objects = [np.asarray(T, dtype=np.float64) for T in T_world_objects]
+        self.T_world_objects = [_check_pose(T, f"T_world_objects[{i}]")
+                                for i, T in enumerate(T_world_objects)]
         self._scene = _new_scene()
-        self._gid_to_mesh: dict[int, int] = {}
-        for i, (m, T) in enumerate(zip(self.meshes, self.T_world_objects)):
-            self._gid_to_mesh[_add(self._scene, m, T)] = i
-        lut_size = max(self._gid_to_mesh) + 1
-        self._lut = np.full(lut_size, -1, np.int32)
-        for g, i in self._gid_to_mesh.items():
-            self._lut[g] = i
+        gids = [_add(self._scene, m, T) for m, T in zip(self.meshes, self.T_world_objects)]
+        self._lut = np.full(max(gids) + 1, -1, np.int32)  # Open3D geometry id -> mesh index
+        self._lut[gids] = np.arange(len(gids), dtype=np.int32)
         self._single: dict[int, object] = {}
         self._ray_cache: dict[Intrinsics, np.ndarray] = {}
 
-    def _cast(self, scene, intr: Intrinsics, T_world_camera: np.ndarray):
+    def _dirs(self, intr: Intrinsics) -> np.ndarray:
+        if not isinstance(intr, Intrinsics):
+            raise InputError(f"intr must be nol_ros.camera.Intrinsics, got {type(intr).__name__}")
+        dirs = self._ray_cache.get(intr)
+        if dirs is None:  # (H W, 3) float32, z = 1, through pixel centres (row-major)
+            dirs = intr.ray_directions().reshape(-1, 3).astype(np.float32)
+            self._ray_cache = {intr: dirs}
+        return dirs
+
+    def _cast(self, scene, intr: Intrinsics, T_world_camera: np.ndarray, near: float,
+              far: float):
+        """Cast the pixel rays; returns Open3D's result dict and (N,) bool hit within
+        [near, far]. t_hit in the result is measured from the near plane."""
         import open3d.core as o3c
 
-        T = np.asarray(T_world_camera, dtype=np.float64)
-        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-            raise InputError("T_world_camera must be a finite 4x4 matrix")
-        dirs = self._ray_cache.get(intr)
-        if dirs is None:
-            dirs = _rays_cam(intr)
-            self._ray_cache = {intr: dirs}
-        d = dirs @ T[:3, :3].T
+        T = _check_pose(T_world_camera, "T_world_camera")
+        if not (0.0 <= near < far):
+            raise InputError(f"near={near}, far={far}: need 0 <= near < far (metres)")
+        d = self._dirs(intr) @ T[:3, :3].T.astype(np.float32)
         rays = np.empty((len(d), 6), np.float32)
-        rays[:, :3] = T[:3, 3]
         rays[:, 3:] = d
-        return scene.cast_rays(o3c.Tensor(rays)), d
+        rays[:, :3] = T[:3, 3].astype(np.float32)
+        if near > 0:
+            rays[:, :3] += near * d
+        out = scene.cast_rays(o3c.Tensor.from_numpy(rays))
+        t = out["t_hit"].numpy()
+        return out, t <= (far - near)  # misses are inf
 
     def render(self, intr: Intrinsics, T_world_camera: np.ndarray, near: float = 0.05,
                far: float = 20.0) -> RasterResult:
-        out, d = self._cast(self._scene, intr, T_world_camera)
+        """Rasterise all meshes (with mutual occlusion) seen from ``T_world_camera`` (4, 4),
+        optical frame; near/far clip planes in metres (depth z)."""
+        out, hit = self._cast(self._scene, intr, T_world_camera, near, far)
         H, W = intr.height, intr.width
-        t = out["t_hit"].numpy()
-        gid = out["geometry_ids"].numpy().astype(np.int64)
-        hit = np.isfinite(t) & (t >= near) & (t <= far) & (gid < len(self._lut))
-        mesh_id = np.full(t.shape, -1, np.int32)
-        mesh_id[hit] = self._lut[gid[hit]]
-        hit &= mesh_id >= 0
-        depth = np.where(hit, t, 0).astype(np.float32)
-        face = np.where(hit, out["primitive_ids"].numpy().astype(np.int64), -1).astype(np.int32)
-        uv = out["primitive_uvs"].numpy()
-        bary = np.zeros((len(t), 3), np.float32)
-        bary[hit, 0] = 1 - uv[hit, 0] - uv[hit, 1]
-        bary[hit, 1] = uv[hit, 0]
-        bary[hit, 2] = uv[hit, 1]
-        n_w = out["primitive_normals"].numpy()
-        R = np.asarray(T_world_camera, dtype=np.float64)[:3, :3]
-        n_c = (n_w @ R).astype(np.float32)  # world -> camera: R^T n
-        flip = np.sum(n_w * d, axis=1) > 0  # facing away from the ray: flip
-        n_c[flip] *= -1
-        n_c[~hit] = 0
-        mesh_id[~hit] = -1
+        N = H * W
+        idx = np.flatnonzero(hit)
+        depth = np.zeros(N, np.float32)
+        depth[idx] = out["t_hit"].numpy()[idx] + np.float32(near)
+        mesh_id = np.full(N, -1, np.int32)
+        mesh_id[idx] = self._lut[out["geometry_ids"].numpy()[idx].astype(np.int64)]
+        face = np.full(N, -1, np.int32)
+        face[idx] = out["primitive_ids"].numpy()[idx]
+        # Open3D's (u, v) are the weights of the face's vertices 1 and 2
+        uv = out["primitive_uvs"].numpy()[idx]
+        bary = np.zeros((N, 3), np.float32)
+        bary[idx, 0] = 1.0 - uv[:, 0] - uv[:, 1]
+        bary[idx, 1:] = uv
+        # world-frame geometric normals -> camera frame (R^T n), flipped to face the camera
+        R = np.asarray(T_world_camera, dtype=np.float64)[:3, :3].astype(np.float32)
+        n = out["primitive_normals"].numpy()[idx] @ R
+        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        n[np.sum(n * self._dirs(intr)[idx], axis=1) > 0] *= -1
+        normal = np.zeros((N, 3), np.float32)
+        normal[idx] = n
         return RasterResult(depth.reshape(H, W), mesh_id.reshape(H, W), face.reshape(H, W),
-                            bary.reshape(H, W, 3), n_c.reshape(H, W, 3))
+                            bary.reshape(H, W, 3), normal.reshape(H, W, 3))
 
     def visible_masks(self, result: RasterResult) -> dict[int, np.ndarray]:
+        """mesh index -> (H, W) bool pixels where that mesh is the nearest surface."""
         return {i: result.mesh_id == i for i in range(len(self.meshes))}
 
-    def full_mask(self, mesh_index: int, intr: Intrinsics, T_world_camera: np.ndarray
-                  ) -> np.ndarray:
-        """(H, W) bool silhouette of one mesh ignoring all others."""
+    def full_mask(self, mesh_index: int, intr: Intrinsics, T_world_camera: np.ndarray,
+                  near: float = 0.05, far: float = 20.0) -> np.ndarray:
+        """(H, W) bool silhouette of one mesh ignoring all others (its own scene, built on
+        first use and kept)."""
+        if not 0 <= mesh_index < len(self.meshes):
+            raise InputError(f"mesh_index {mesh_index} out of range [0, {len(self.meshes)})")
         sc = self._single.get(mesh_index)
         if sc is None:
             sc = _new_scene()
             _add(sc, self.meshes[mesh_index], self.T_world_objects[mesh_index])
             self._single[mesh_index] = sc
-        out, _ = self._cast(sc, intr, T_world_camera)
-        return np.isfinite(out["t_hit"].numpy()).reshape(intr.height, intr.width)
+        _, hit = self._cast(sc, intr, T_world_camera, near, far)
+        return hit.reshape(intr.height, intr.width)
 
 
-def render_object(mesh: Mesh, intr: Intrinsics, T_camera_object: np.ndarray) -> RasterResult:
-    """Rasterise one mesh at T_camera_object."""
-    T = np.asarray(T_camera_object, dtype=np.float64)
-    return Scene([mesh], [np.eye(4)]).render(intr, _inv(T))
+def render_object(mesh: Mesh, intr: Intrinsics, T_camera_object: np.ndarray, near: float = 0.05,
+                  far: float = 20.0) -> RasterResult:
+    """Rasterise one mesh at T_camera_object (4, 4); mesh_id is 0 on the object."""
+    T = _check_pose(T_camera_object, "T_camera_object")
+    return Scene([mesh], [np.eye(4)]).render(intr, invert_T(T), near, far)
 
 
-def render_object_batch(mesh: Mesh, intr: Intrinsics, T_camera_objects: np.ndarray
-                        ) -> list[RasterResult]:
-    """Rasterise one mesh in many poses (one scene, built once)."""
+def render_object_batch(mesh: Mesh, intr: Intrinsics, T_camera_objects: np.ndarray,
+                        near: float = 0.05, far: float = 20.0) -> list[RasterResult]:
+    """Rasterise one mesh in B poses T_camera_objects (B, 4, 4). The scene is built once in the
+    object frame; per pose the pixel rays are moved into the object frame (T_object_camera)."""
+    Ts = np.asarray(T_camera_objects, dtype=np.float64).reshape(-1, 4, 4)
     sc = Scene([mesh], [np.eye(4)])
-    return [sc.render(intr, _inv(T)) for T in np.asarray(T_camera_objects, dtype=np.float64)]
+    return [sc.render(intr, invert_T(_check_pose(T, f"T_camera_objects[{b}]")), near, far)
+            for b, T in enumerate(Ts)]
 
 
-def _inv(T: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3] = T[:3, :3].T
-    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return out
+def _interp(result: RasterResult, sel: np.ndarray, faces: np.ndarray, attr: np.ndarray
+            ) -> np.ndarray:
+    """(n, C) attribute interpolated at the n selected pixels (bary of the faces hit)."""
+    f = faces[result.face_id[sel]]
+    b = result.bary[sel]
+    return b[:, 0:1] * attr[f[:, 0]] + b[:, 1:2] * attr[f[:, 1]] + b[:, 2:3] * attr[f[:, 2]]
 
 
 def interpolate_vertex_attribute(result: RasterResult, meshes: list[Mesh],
                                  attr_per_mesh: list[np.ndarray]) -> np.ndarray:
-    """Barycentric interpolation of per-vertex attributes (V_i, C) -> (H, W, C) float32."""
-    C = np.asarray(attr_per_mesh[0]).reshape(len(meshes[0].vertices), -1).shape[1]
-    H, W = result.depth.shape
-    out = np.zeros((H, W, C), np.float32)
+    """Barycentric interpolation of per-vertex attributes: attr_per_mesh[i] is (V_i, C) for
+    meshes[i] (the meshes of the Scene, in order) -> (H, W, C) float32, 0 on background."""
+    if len(attr_per_mesh) != len(meshes):
+        raise InputError(f"{len(attr_per_mesh)} attribute arrays for {len(meshes)} meshes")
+    attrs = []
     for i, (m, a) in enumerate(zip(meshes, attr_per_mesh)):
+        a = np.asarray(a, dtype=np.float32)
+        if a.ndim == 1:
+            a = a[:, None]
+        if a.ndim != 2 or len(a) != len(m.vertices):
+            raise InputError(f"attribute {i} has shape {a.shape}; mesh {i} has "
+                             f"{len(m.vertices)} vertices, give ({len(m.vertices)}, C)")
+        attrs.append(a)
+    C = {a.shape[1] for a in attrs}
+    if len(C) != 1:
+        raise InputError(f"attributes have different channel counts {sorted(C)}")
+    H, W = result.depth.shape
+    out = np.zeros((H, W, C.pop()), np.float32)
+    for i, (m, a) in enumerate(zip(meshes, attrs)):
         sel = result.mesh_id == i
-        if not sel.any():
-            continue
-        a = np.asarray(a, dtype=np.float32).reshape(len(m.vertices), -1)
-        f = m.faces[result.face_id[sel]]
-        b = result.bary[sel]
-        out[sel] = (b[:, 0:1] * a[f[:, 0]] + b[:, 1:2] * a[f[:, 1]] + b[:, 2:3] * a[f[:, 2]])
+        if sel.any():
+            out[sel] = _interp(result, sel, m.faces, a)
     return out
 
 
@@ -173,23 +218,20 @@ def shade(result: RasterResult, meshes: list[Mesh],
     Returns (H, W, 3) float32 in [0, 1], background 0."""
     H, W = result.depth.shape
     rgb = np.zeros((H, W, 3), np.float32)
-    light = np.asarray(light_dir_cam, dtype=np.float32)
+    light = np.asarray(light_dir_cam, dtype=np.float32).reshape(3)
+    if not np.all(np.isfinite(light)) or np.linalg.norm(light) == 0:
+        raise InputError(f"light_dir_cam {light.tolist()} has no direction")
     light /= np.linalg.norm(light)
-    lam = ambient + diffuse * np.clip(result.normal_cam @ light, 0, None)
     for i, m in enumerate(meshes):
         sel = result.mesh_id == i
         if not sel.any():
             continue
-        f = m.faces[result.face_id[sel]]
-        b = result.bary[sel]
         if m.is_textured:
-            t = m.uvs
-            uv = b[:, 0:1] * t[f[:, 0]] + b[:, 1:2] * t[f[:, 1]] + b[:, 2:3] * t[f[:, 2]]
-            alb = sample_texture(m.texture, uv)
+            alb = sample_texture(m.texture, _interp(result, sel, m.faces, m.uvs))
         elif m.vertex_colors is not None:
-            c = m.vertex_colors
-            alb = b[:, 0:1] * c[f[:, 0]] + b[:, 1:2] * c[f[:, 1]] + b[:, 2:3] * c[f[:, 2]]
+            alb = _interp(result, sel, m.faces, m.vertex_colors)
         else:
             alb = np.full((int(sel.sum()), 3), 0.7, np.float32)
-        rgb[sel] = alb * lam[sel][:, None]
+        lam = ambient + diffuse * np.clip(result.normal_cam[sel] @ light, 0, None)
+        rgb[sel] = alb * lam[:, None]
     return np.clip(rgb, 0, 1)

@@ -52,6 +52,24 @@ def test_crop_resize_keeps_projection_consistent():
     assert half.cx == pytest.approx((SMOT_XTION.cx + 0.5) / 2 - 0.5)
 
 
+@pytest.mark.parametrize("interp,out", [("linear", 256), ("linear", 97), ("area", 64)])
+def test_crop_image_and_crop_resize_agree_everywhere(interp, out):
+    """Crop images holding their own pixel coordinates: the source location crop_image samples
+    for every crop pixel must be where K projects the crop pixel's ray (through K_crop)."""
+    intr = SMOT_XTION
+    v, u = np.mgrid[0:intr.height, 0:intr.width].astype(np.float64)
+    box = (203, 117, 190)
+    cu, cv = crop_image(u, box, out, interp), crop_image(v, box, out, interp)
+    Kc = intr.crop_resize(box[0], box[1], box[2], box[2], out, out)
+    assert (Kc.width, Kc.height) == (out, out)
+    j, i = np.mgrid[2:out - 2, 2:out - 2]
+    rays = Kc.backproject(np.c_[i.ravel(), j.ravel()], np.ones(i.size))
+    uv, _ = intr.project(rays)
+    # OpenCV quantises sampling positions to 1/32 px
+    np.testing.assert_allclose(uv[:, 0], cu[j, i].ravel(), atol=0.02)
+    np.testing.assert_allclose(uv[:, 1], cv[j, i].ravel(), atol=0.02)
+
+
 def test_square_crop_box_rule_and_padding():
     m = np.zeros((480, 640), bool)
     m[100:140, 300:360] = True  # 60 x 40 -> half side is the 128 minimum

@@ -13,6 +13,7 @@ from nol_ros.mesh import (
     models_info,
     sample_surface_points,
     sample_texture,
+    sample_vertices,
     save_mesh,
 )
 
@@ -62,6 +63,10 @@ def test_obj_round_trip_with_texture(tmp_path):
     # same colours at the vertices (vertex order may be kept by trimesh with process=False)
     np.testing.assert_allclose(sample_texture(back.texture, back.uvs),
                                sample_texture(tex, uvs), atol=2 / 255)
+    # texture image missing: loaded untextured with a warning that names the fix
+    (tmp_path / "t.png").unlink()
+    with pytest.warns(UserWarning, match="texture image was not found"):
+        assert not load_mesh(tmp_path / "t.obj").is_textured
 
 
 def test_texture_lookup_is_bilinear_with_gl_v_axis():
@@ -91,3 +96,104 @@ def test_units_and_bad_meshes(tmp_path):
         Mesh(np.zeros((0, 3)), np.zeros((0, 3)))
     with pytest.raises(MeshLoadError, match="NaN"):
         Mesh(np.array([[0, 0, np.nan], [1, 0, 0], [0, 1, 0]]), np.array([[0, 1, 2]]))
+
+
+def test_diameter_is_exact_on_hull_and_degenerate_sets():
+    from scipy.spatial.distance import pdist
+
+    from nol_ros.mesh import max_pairwise_distance
+
+    rng = np.random.default_rng(5)
+    for P in (rng.normal(size=(3000, 3)) * [0.1, 0.05, 0.02],       # solid blob
+              np.c_[rng.random((500, 2)), np.zeros(500)],            # flat
+              np.outer(rng.random(50), [0.1, 0.2, 0.3]),             # collinear
+              rng.random((4, 3))):
+        assert max_pairwise_distance(P, block=64) == pytest.approx(pdist(P).max(), rel=1e-12)
+    tm = trimesh.creation.icosphere(subdivisions=3, radius=0.07)
+    m = Mesh(tm.vertices * [1.0, 1.5, 0.5], tm.faces)
+    assert m.diameter == pytest.approx(pdist(m.vertices).max(), rel=1e-12)
+
+
+def test_sphere_vertex_normals_are_radial_and_sampling_is_area_uniform():
+    tm = trimesh.creation.icosphere(subdivisions=3, radius=0.05)
+    m = Mesh(tm.vertices, tm.faces)
+    radial = m.vertices / np.linalg.norm(m.vertices, axis=1, keepdims=True)
+    assert np.min(np.sum(m.vertex_normals * radial, axis=1)) > 0.995
+    # a 0.1 x 0.2 x 0.3 box: the share of samples on each pair of faces follows the areas
+    b = box_mesh()
+    pts = sample_surface_points(b, 30000, np.random.default_rng(1))
+    half = np.array([0.05, 0.1, 0.15])
+    share = [np.mean(np.isclose(np.abs(pts[:, k]), half[k], atol=1e-9)) for k in range(3)]
+    areas = np.array([0.2 * 0.3, 0.1 * 0.3, 0.1 * 0.2])
+    np.testing.assert_allclose(share, areas / areas.sum(), atol=0.01)
+    sub = sample_vertices(b, 5, np.random.default_rng(0))
+    assert len(sub) == 5 and len(np.unique(sub, axis=0)) == 5
+    assert all(any(np.allclose(s, v) for v in b.vertices) for s in sub)
+    assert len(sample_vertices(b, 1000, np.random.default_rng(0))) == len(b.vertices)
+
+
+def test_bop_style_textured_ply_in_millimetres(tmp_path):
+    """BOP models: PLY in mm with 'comment TextureFile' and per-vertex texture_u/texture_v."""
+    from PIL import Image
+
+    tex = np.random.default_rng(4).integers(0, 255, (16, 8, 3), dtype=np.uint8)
+    Image.fromarray(tex).save(tmp_path / "obj_000001.png")
+    V = np.array([[0, 0, 0], [100.0, 0, 0], [0, 100.0, 0], [0, 0, 100.0]])
+    UV = np.array([[0.1, 0.2], [0.9, 0.2], [0.1, 0.8], [0.5, 0.5]])
+    F = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    head = ["ply", "format ascii 1.0", "comment TextureFile obj_000001.png",
+            "element vertex 4", "property float x", "property float y", "property float z",
+            "property float texture_u", "property float texture_v", "element face 4",
+            "property list uchar int vertex_indices", "end_header"]
+    rows = [" ".join(map(str, [*v, *t])) for v, t in zip(V, UV)]
+    rows += ["3 " + " ".join(map(str, f)) for f in F]
+    (tmp_path / "obj_000001.ply").write_text("\n".join(head + rows) + "\n")
+    with pytest.raises(MeshUnitsError, match="units='mm'"):
+        load_mesh(tmp_path / "obj_000001.ply")  # 100 units across: millimetres
+    m = load_mesh(tmp_path / "obj_000001.ply", units="mm")
+    assert m.is_textured
+    np.testing.assert_array_equal(m.texture, tex)
+    np.testing.assert_allclose(m.vertices, V * 1e-3, atol=1e-9)
+    np.testing.assert_allclose(m.uvs, UV, atol=1e-6)
+    np.testing.assert_array_equal(m.faces, F)
+
+
+def test_bad_files_name_the_problem(tmp_path):
+    (tmp_path / "nan.ply").write_text(
+        "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+        "property float z\nelement face 1\nproperty list uchar int vertex_indices\nend_header\n"
+        "0 0 0\nnan 0 0\n0 1 0\n3 0 1 2\n")
+    with pytest.raises(MeshLoadError, match=r"nan\.ply.*1 vertices with NaN"):
+        load_mesh(tmp_path / "nan.ply")
+    (tmp_path / "cloud.ply").write_text(
+        "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+        "property float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n")
+    with pytest.raises(EmptyMeshError, match="no triangles"):
+        load_mesh(tmp_path / "cloud.ply")
+    with pytest.raises(MeshLoadError, match="outside"):
+        Mesh(np.eye(3), np.array([[0, 1, 3]]))
+    with pytest.raises(MeshLoadError, match="vertex colours"):
+        Mesh(np.eye(3), np.array([[0, 1, 2]]), vertex_colors=np.zeros((2, 3)))
+    save_mesh(box_mesh(), tmp_path / "ok.ply")
+    with pytest.raises(MeshLoadError, match="on_millimetres"):
+        load_mesh(tmp_path / "ok.ply", on_millimetres="ignore")
+    with pytest.raises(MeshLoadError, match="units"):
+        load_mesh(tmp_path / "ok.ply", units="cm")
+
+
+def test_transformed_untextured_copy():
+    from scipy.spatial.transform import Rotation
+
+    m = box_mesh()
+    m.vertex_colors = np.full((len(m.vertices), 3), 0.5, np.float32)
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_rotvec([0.3, -0.2, 1.0]).as_matrix()
+    T[:3, 3] = [0.1, 0.2, 0.3]
+    mt = m.transformed(T)
+    np.testing.assert_allclose(mt.vertices, m.vertices @ T[:3, :3].T + T[:3, 3])
+    np.testing.assert_allclose(mt.face_normals, m.face_normals @ T[:3, :3].T, atol=1e-12)
+    assert mt.diameter == pytest.approx(m.diameter)
+    assert m.untextured().vertex_colors is None and m.untextured().uvs is None
+    c = m.copy()
+    c.vertices[0] += 1.0
+    assert not np.allclose(c.vertices[0], m.vertices[0])
