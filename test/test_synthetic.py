@@ -10,7 +10,9 @@ import pytest
 
 from nol_ros.datasets.bop import read_bop_scene, read_masks, read_models_info
 from nol_ros.datasets.synthetic.objects import CATALOGUE, make_object
+from nol_ros.datasets.synthetic.sensor import SensorConfig, XtionSensor, specular_strength
 from nol_ros.datasets.synthetic.world import build_world, circle_trajectory, elevation_deg
+from nol_ros.errors import NolError
 
 
 def _md5(p):
@@ -49,32 +51,115 @@ def test_gt_poses_project_into_the_visible_masks(small_world):
     assert checked >= 5
 
 
-def test_gt_info_and_depth_consistency(small_world):
+def test_gt_info_masks_and_depth_agree_with_an_independent_render(small_world):
+    """Each object rendered alone from its written model + GT pose (rasterizer.render_object)
+    gives the written full mask, contains the visible mask, and the sensor depth on the visible
+    mask agrees with the rendered depth within the noise model."""
+    from nol_ros.mesh import load_mesh
+    from nol_ros.rasterizer import render_object
+
     root, _ = small_world
     d = root / "train" / "000001"
+    seq = read_bop_scene(d, root / "models")
+    meshes = {o.obj_id: load_mesh(o.mesh_path) for o in seq.objects}
     info = json.loads((d / "scene_gt_info.json").read_text())
+    gt = json.loads((d / "scene_gt.json").read_text())
+    occluded = 0
     for k, anns in info.items():
-        masks = read_masks(d, int(k), len(anns), visib=True)
-        for a, m in zip(anns, masks):
+        vis = read_masks(d, int(k), len(anns), visib=True)
+        full = read_masks(d, int(k), len(anns), visib=False)
+        for a, mv, mf in zip(anns, vis, full):
             assert 0.0 <= a["visib_fract"] <= 1.0
-            assert a["px_count_visib"] == int(m.sum())
-            assert a["px_count_visib"] <= a["px_count_all"]
+            assert a["px_count_visib"] == int(mv.sum()) and a["px_count_all"] == int(mf.sum())
+            assert a["visib_fract"] == pytest.approx(mv.sum() / max(mf.sum(), 1))
+            assert not (mv & ~mf).any()
+            occluded += a["visib_fract"] < 0.9
+    assert occluded >= 3  # mutual occlusion happens on this table
+    cfg = SensorConfig()
+    agree, n_valid = 0, 0
+    for fr in seq.frames[::7]:
+        anns = gt[str(fr.index)]
+        vis = read_masks(d, fr.index, len(anns), visib=True)
+        full = read_masks(d, fr.index, len(anns), visib=False)
+        depth = fr.load_depth()
+        for a, mv, mf in zip(anns, vis, full):
+            r = render_object(meshes[a["obj_id"]], seq.intrinsics,
+                              seq.T_camera_object(fr.index, a["obj_id"]))
+            sil = r.depth > 0
+            iou = (sil & mf).sum() / max((sil | mf).sum(), 1)
+            assert iou > 0.99, (fr.index, a["obj_id"], iou)
+            # away from silhouette edges (edge dropouts, mixed pixels)
+            inner = cv2.erode(mv.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+            sel = inner & (depth > 0)
+            z = r.depth[sel].astype(np.float64)
+            sigma = 0.0012 + 0.0019 * (z - 0.4) ** 2
+            step = z ** 2 / (cfg.baseline_focal * cfg.subpixel)
+            err = np.abs(depth[sel] - z)
+            agree += int((err <= 4 * sigma + step + 0.001).sum())
+            n_valid += int(sel.sum())
+            # most of the visible surface has depth (dropouts are the exception)
+            if inner.sum() > 300:
+                assert sel.sum() > 0.5 * inner.sum()
+    assert n_valid > 5000 and agree / n_valid > 0.995
 
 
-def test_sensor_artefacts(small_world):
+def test_sensor_artefacts_in_the_written_frames(small_world):
     root, _ = small_world
     seq = read_bop_scene(root / "train" / "000001")
     depth = seq.frames[0].load_depth()
     invalid = (depth == 0).mean()
-    assert 0.003 < invalid < 0.5  # edges, dark spots and speckles are missing
+    assert 0.003 < invalid < 0.5  # edges, dark spots, highlights and speckles are missing
     # quantisation: the distinct depth values are further apart far away than close by
     near = np.unique(depth[(depth > 0.7) & (depth < 1.0)])
     far = np.unique(depth[(depth > 2.5) & (depth < 3.0)])
     assert np.median(np.diff(far)) > 2 * np.median(np.diff(near))
-    # RGB and depth stamps differ by a few ms
-    fr = seq.frames[3]
-    assert 2e6 <= fr.depth_stamp_ns - fr.stamp_ns <= 8e6
+    # RGB and depth stamps differ by a few ms; RGB at 30 Hz
+    gaps = [f.depth_stamp_ns - f.stamp_ns for f in seq.frames]
+    assert min(gaps) >= 2e6 and max(gaps) <= 8e6 and np.std(gaps) > 0.5e6
     assert seq.frames[1].stamp_ns - seq.frames[0].stamp_ns == 33_333_333
+    # exposure / white balance change from frame to frame: the mean colour of the (static)
+    # scene drifts although the views overlap
+    means = np.array([f.load_rgb().reshape(-1, 3).mean(0) for f in seq.frames[:6]])
+    ratios = means / means.mean(1, keepdims=True)
+    assert np.ptp(ratios, axis=0).max() > 0.005
+
+
+def test_sensor_model_dropouts_and_quantisation():
+    """The sensor model on synthetic input: disparity quantisation steps follow z^2 / (b f s),
+    dark and specular pixels lose depth at the configured rates, the rest only by speckle."""
+    cfg = SensorConfig()
+    sensor = XtionSensor(cfg, np.random.default_rng(0))
+    z = np.repeat(np.linspace(0.8, 3.2, 4000)[None], 200, axis=0)  # smooth ramp, no edges
+    out = sensor.depth(z)
+    for zc in (1.0, 2.0, 3.0):
+        vals = np.unique(out[np.abs(out - zc) < 0.1])
+        step = np.median(np.diff(vals))
+        expect = zc ** 2 / (cfg.baseline_focal * cfg.subpixel)
+        assert 0.7 * expect - 0.001 <= step <= 1.3 * expect + 0.001, (zc, step, expect)
+    z = np.full((300, 300), 1.5)
+    bright = np.full(z.shape, 0.6)
+    bright[:100] = 0.02                      # dark band
+    spec = np.zeros(z.shape)
+    spec[100:200] = 0.9                      # highlight band
+    out = sensor.depth(z, bright, spec)
+    rate = [(out[a:a + 100] == 0).mean() for a in (0, 100, 200)]
+    assert abs(rate[0] - cfg.dark_dropout) < 0.05
+    assert abs(rate[1] - cfg.specular_dropout) < 0.05
+    assert rate[2] < 3 * cfg.speckle_dropout
+    # depth edges lose pixels
+    z = np.full((100, 100), 1.0)
+    z[:, 50:] = 2.0
+    out = sensor.depth(z)
+    assert (out[:, 49:51] == 0).mean() > 0.4 and (out[:, 10:40] == 0).mean() < 0.02
+    # the highlight model (Blinn-Phong): light from the camera onto a surface facing it gives
+    # 1 on the optical axis; a ray at angle a off the normal has the half vector at a / 2
+    n = np.zeros((1, 3, 3))
+    n[..., 2] = -1.0
+    rays = np.array([[[0, 0, 1.0], [0.6, 0, 1.0], [1.0, 0, 1.0]]])
+    s = specular_strength(n, rays, np.array([0, 0, -1.0]), shininess=80.0)
+    a = np.arctan([0.0, 0.6, 1.0])
+    assert np.allclose(s[0], np.cos(a / 2) ** 80, atol=1e-5)
+    assert s[0, 0] > 0.99 and s[0, 2] < 0.01
 
 
 def test_trajectory_elevations_and_object_sizes():
@@ -82,6 +167,15 @@ def test_trajectory_elevations_and_object_sizes():
     train = circle_trajectory(w, 40, 5, (38.0, 41.0), 360.0)
     el = [elevation_deg(w, T) for T in train]
     assert 37.0 <= min(el) and max(el) <= 42.0
+    # robot-like: ~0.9 m from the table centre, head camera 1.1-1.45 m above the floor,
+    # looking at the table centre
+    target = np.array([*w.table_centre, w.table_top_z + 0.08])
+    for T in train:
+        c = T[:3, 3]
+        assert 0.78 <= np.linalg.norm(c[:2] - target[:2]) <= 1.0
+        assert 1.1 <= c[2] <= 1.45
+        ray = (target - c) / np.linalg.norm(target - c)
+        assert np.degrees(np.arccos(np.clip(ray @ T[:3, 2], -1, 1))) < 3.0
     test = circle_trajectory(w, 40, 6, (8.0, 42.0), 360.0, elev_mode="sweep")
     el = [elevation_deg(w, T) for T in test]
     assert min(el) < 11 and max(el) > 39
@@ -93,6 +187,7 @@ def test_trajectory_elevations_and_object_sizes():
 def test_textures_have_detail_and_symmetric_objects_flagged(small_world):
     for o in CATALOGUE:
         m = make_object(o.obj_id, 0)
+        assert m.is_textured and 400 <= len(m.faces) <= 5000, (o.name, len(m.faces))
         g = cv2.cvtColor(m.texture, cv2.COLOR_RGB2GRAY).astype(np.float32)
         grad = np.abs(cv2.Sobel(g, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(g, cv2.CV_32F, 0, 1))
         if o.symmetric:
@@ -101,20 +196,52 @@ def test_textures_have_detail_and_symmetric_objects_flagged(small_world):
         else:
             assert grad.mean() > 8.0, o.name
     assert sum(o.symmetric for o in CATALOGUE) == 2
-    root, _ = small_world
+    root, summary = small_world
     info = read_models_info(root / "models" / "models_info.json")
-    assert all("diameter" in v for v in info.values())
+    assert set(info) == {o.obj_id for o in CATALOGUE}
+    for o in CATALOGUE:
+        assert ("symmetries_continuous" in info[o.obj_id]) == o.symmetric, o.name
+        assert 50.0 <= info[o.obj_id]["diameter"] <= 400.0  # mm at the file boundary
+    assert sorted(summary["symmetric"]) == sorted(o.obj_id for o in CATALOGUE if o.symmetric)
+    # the pipeline's models carry no texture; the ground-truth ones do
+    from nol_ros.mesh import load_mesh
+
+    assert not load_mesh(root / "models" / "obj_000001.ply").is_textured
+    assert load_mesh(root / "models_textured" / "obj_000001.obj").is_textured
+    sheet = cv2.imread(str(root / "contact_sheet.png"))
+    assert sheet is not None and sheet.shape[0] >= 480 and sheet.shape[1] >= 960
+    assert list((root / "bags" / "train_000001").glob("*.mcap"))
+
+
+def test_bad_presets_and_ids_are_refused(tmp_path):
+    from nol_ros.datasets.synthetic.generate import Preset, generate
+
+    with pytest.raises(NolError, match="preset 'huge' unknown"):
+        generate(tmp_path, "huge")
+    with pytest.raises(NolError, match="catalogue"):
+        Preset(train_objects=(1, 42))
+    with pytest.raises(NolError, match="catalogue"):
+        make_object(42, 0)
 
 
 @pytest.mark.slow
-def test_deterministic_by_seed(small_world, tmp_path):
-    from nol_ros.datasets.synthetic.generate import generate
+def test_deterministic_by_seed(tmp_path):
+    """Same seed -> byte-identical files; another seed -> another world (a 3 + 2 frame preset,
+    the code path of every preset)."""
+    from nol_ros.datasets.synthetic.generate import Preset, generate
 
-    root, _ = small_world
-    generate(tmp_path / "again", "small", seed=0, progress=False)
-    for rel in ["train/000001/rgb/000007.png", "train/000001/depth/000011.png",
-                "train/000001/scene_gt.json", "test/000001/rgb/000003.png",
-                "models/obj_000001.ply"]:
-        assert _md5(root / rel) == _md5(tmp_path / "again" / rel), rel
-    w1, w2 = build_world(0, [1, 3]), build_world(1, [1, 3])
-    assert not np.allclose(w1.objects[0].T_world_object, w2.objects[0].T_world_object)
+    p = Preset(train_frames=3, test_frames=2, write_bag=False)
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        generate(tmp_path / name, p, seed=seed, progress=False)
+    files = ["train/000001/rgb/000002.png", "train/000001/depth/000001.png",
+             "train/000001/scene_gt.json", "train/000001/scene_camera.json",
+             "train/000001/scene_gt_info.json", "train/000001/scene_stamps.json",
+             "train/000001/mask_visib/000000_000000.png", "test/000001/rgb/000001.png",
+             "test/000001/depth/000001.png", "models/obj_000001.ply",
+             "models_textured/obj_000003.png", "models/models_info.json",
+             "contact_sheet.png"]
+    for rel in files:
+        assert _md5(tmp_path / "a" / rel) == _md5(tmp_path / "b" / rel), rel
+    differ = [rel for rel in files if _md5(tmp_path / "a" / rel) != _md5(tmp_path / "c" / rel)]
+    assert {"train/000001/rgb/000002.png", "train/000001/scene_gt.json",
+            "models_textured/obj_000003.png"} <= set(differ)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nol_ros.datasets.synthetic import textures as tx
+from nol_ros.errors import InputError
 from nol_ros.mesh import Mesh
 
 
@@ -110,7 +111,7 @@ def _atlas(rng, cells: int, cell_px: int = 384, fn=tx.label_texture) -> np.ndarr
 
 
 def make_box(rng, name, sx, sy, sz) -> Mesh:
-    parts = box_parts(sx, sy, sz)
+    parts = box_parts(sx, sy, sz, 10)  # 1200 faces: like a scanned model, not 12 triangles
     return assemble(parts, 6, name, _atlas(rng, 6))
 
 
@@ -206,7 +207,10 @@ CATALOGUE = [
 def make_object(obj_id: int, seed: int) -> Mesh:
     """Build catalogue object ``obj_id`` with textures drawn from ``seed``."""
     rng = np.random.default_rng([seed, obj_id])
-    name = next(o.name for o in CATALOGUE if o.obj_id == obj_id)
+    name = next((o.name for o in CATALOGUE if o.obj_id == obj_id), None)
+    if name is None:
+        raise InputError(f"object id {obj_id} is not in the synthetic catalogue; use one of "
+                         f"{[o.obj_id for o in CATALOGUE]}")
     if obj_id == 1:
         return make_box(rng, name, 0.16, 0.06, 0.21)
     if obj_id == 2:
@@ -225,4 +229,5 @@ def make_object(obj_id: int, seed: int) -> Mesh:
         return make_can(rng, name, 0.04, 0.09, symmetric=True)
     if obj_id == 9:
         return make_mug(rng, name)
-    raise ValueError(f"unknown object id {obj_id}")
+    raise InputError(f"object id {obj_id} is not in the synthetic catalogue; use one of "
+                     f"{[o.obj_id for o in CATALOGUE]}")

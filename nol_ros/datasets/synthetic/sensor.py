@@ -2,7 +2,8 @@
 
 Depth (structured light): disparity quantised in 1/8 px (so depth steps grow ~ z^2), axial noise
 sigma(z) = 1.2 mm + 1.9 mm (z - 0.4)^2 (Nguyen et al. 2012), invalid outside 0.4-4.5 m, at depth
-edges, on dark surfaces (IR absorbed) and on random specular-like speckles; stored as uint16 mm.
+edges, on dark surfaces (IR absorbed), on specular highlights (the projected IR pattern is
+reflected away) and on random speckles; stored as uint16 mm.
 RGB: per-frame exposure and white balance drift (smooth random walk), mild Gaussian blur,
 additive noise, 8-bit. RGB and depth are stamped a few ms apart.
 """
@@ -25,6 +26,8 @@ class SensorConfig:
     dark_threshold: float = 0.07            # albedo*light below this -> likely no depth
     dark_dropout: float = 0.6
     speckle_dropout: float = 0.004
+    specular_threshold: float = 0.5         # highlight strength above this -> likely no depth
+    specular_dropout: float = 0.85
     blur_sigma: tuple[float, float] = (0.3, 0.8)
     noise_std: float = 2.0                  # RGB, in 8-bit units
     exposure_walk: float = 0.02
@@ -38,9 +41,12 @@ class XtionSensor:
         self.exposure = 1.0
         self.wb = np.ones(3)
 
-    def depth(self, z: np.ndarray, brightness: np.ndarray | None = None) -> np.ndarray:
-        """Perfect depth (H, W) m (0 = nothing) -> sensor depth (H, W) float32 m (0 invalid),
-        already quantised to millimetres."""
+    def depth(self, z: np.ndarray, brightness: np.ndarray | None = None,
+              specular: np.ndarray | None = None) -> np.ndarray:
+        """Perfect depth z (H, W) float m (0 = nothing) -> sensor depth (H, W) float32 m
+        (0 = invalid), already quantised to millimetres. brightness (H, W) in [0, 1] (shaded
+        albedo): dark pixels lose depth; specular (H, W) in [0, 1] (highlight strength, see
+        :func:`specular_strength`): highlights lose depth."""
         c, rng = self.cfg, self.rng
         valid = (z > c.z_min) & (z < c.z_max)
         zz = np.where(valid, z, 1.0)
@@ -55,6 +61,8 @@ class XtionSensor:
         drop = edge & (rng.random(z.shape) < 0.7)
         if brightness is not None:
             drop |= (brightness < c.dark_threshold) & (rng.random(z.shape) < c.dark_dropout)
+        if specular is not None:
+            drop |= (specular > c.specular_threshold) & (rng.random(z.shape) < c.specular_dropout)
         drop |= rng.random(z.shape) < c.speckle_dropout
         out = np.where(valid & ~drop, q, 0.0)
         return (np.round(out * 1000.0) / 1000.0).astype(np.float32)
@@ -72,3 +80,18 @@ class XtionSensor:
 
     def depth_delay_ns(self) -> int:
         return int(self.rng.uniform(*self.cfg.depth_delay_ms) * 1e6)
+
+
+def specular_strength(normal_cam: np.ndarray, rays_cam: np.ndarray, light_dir_cam: np.ndarray,
+                      shininess: float = 80.0) -> np.ndarray:
+    """Blinn-Phong highlight (n . h)^shininess, (H, W) float32 in [0, 1].
+
+    normal_cam (H, W, 3) unit surface normals (camera frame, 0 on background); rays_cam
+    (H, W, 3) pixel ray directions (camera frame, any length); light_dir_cam (3,) direction from
+    the surface to a distant light (camera frame)."""
+    v = -rays_cam / np.linalg.norm(rays_cam, axis=2, keepdims=True)
+    l_ = np.asarray(light_dir_cam, np.float64) / np.linalg.norm(light_dir_cam)
+    h = v + l_
+    h /= np.maximum(np.linalg.norm(h, axis=2, keepdims=True), 1e-9)
+    ndh = np.clip(np.sum(normal_cam * h, axis=2), 0.0, 1.0)
+    return (ndh ** shininess).astype(np.float32)

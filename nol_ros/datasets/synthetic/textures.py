@@ -81,18 +81,51 @@ def ring_texture(rng: np.random.Generator, h: int = 256, w: int = 256) -> np.nda
 
 
 def wood_texture(rng: np.random.Generator, h: int = 1024, w: int = 1024) -> np.ndarray:
-    base = np.array(_color(rng, 90, 200), np.float32)
+    """Wood-like: a random wood tone (light beech to dark walnut); boards along x, each of its
+    own tone with butt joints; irregular grain lines (spacing and direction wander with
+    low-frequency noise, so the pattern is not periodic), blotchy figure, knots, pores and
+    scratches. Detail in both directions keeps camera tracking on the table well-posed."""
+    r = rng.uniform(110, 215)
+    base = np.array([r, r * rng.uniform(0.62, 0.8), r * rng.uniform(0.38, 0.58)], np.float32)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    f = rng.uniform(0.02, 0.05)
-    warp = _noise(rng, h, w, 40.0, 30.0)[..., 0]
-    grain = 0.5 + 0.5 * np.sin(f * (yy + warp) + 3 * np.sin(xx / 180.0))
-    img = base * (0.7 + 0.3 * grain[..., None]) + _noise(rng, h, w, 3.0, 8.0)
-    # a few printed/scratch marks so tracking has texture everywhere
+    # boards: rows of height plank_h, cut into pieces of random length
+    plank_h = int(rng.integers(h // 8, h // 5))
+    row = (yy // plank_h).astype(int)
+    n_rows = int(row.max()) + 1
+    piece = np.zeros((h, w), int)
+    seam = (yy % plank_h) < 2
+    for rr in range(n_rows):
+        cuts = np.cumsum(rng.integers(w // 4, w // 2 + 1, 4)) - int(rng.integers(0, w // 4))
+        sel = row == rr
+        piece[sel] = rr * 8 + np.searchsorted(cuts, xx[sel])
+        for c in cuts[(cuts > 0) & (cuts < w)]:
+            seam[sel & (np.abs(xx - c) < 1.5)] = True
+    n_pieces = int(piece.max()) + 1
+    tone = 1.0 + 0.14 * rng.normal(0, 1, n_pieces)[piece]
+    offset = rng.uniform(0, 200, n_pieces)[piece]
+    f = rng.uniform(0.6, 0.9)  # fine grain (~2 cm on a table), the coarse look is figure
+    warp = _noise(rng, h, w, 80.0, 18.0)[..., 0] + _noise(rng, h, w, 12.0, 2.0)[..., 0]
+    phase = f * (yy + warp + offset) + _noise(rng, h, w, 140.0, 4.0)[..., 0]
+    for _ in range(int(rng.integers(3, 7))):  # knots: the grain bends around them
+        ky, kx = rng.uniform(0, h), rng.uniform(0, w)
+        d2 = ((yy - ky) / rng.uniform(6, 14)) ** 2 + ((xx - kx) / rng.uniform(25, 60)) ** 2
+        phase += 6.0 * np.exp(-d2 / 4.0) + 0.8 * np.sqrt(d2) * (d2 < 4.0)
+    grain = 0.5 + 0.5 * np.sin(phase) ** 3
+    # figure: blotches and tone streaks along the grain (noise stretched 3x along x)
+    small = rng.normal(0, 1, (max(2, h // 20), max(2, w // 60)))
+    blotch = 1.0 + _noise(rng, h, w, 30.0, 0.17) \
+        + 0.1 * cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)[..., None]
+    pores = cv2.GaussianBlur((rng.random((h, w)) < 0.03).astype(np.float32), (9, 1), 0) > 0.2
+    img = base * (tone * (0.78 + 0.22 * grain) * (1.0 - 0.2 * pores))[..., None] * blotch \
+        + _noise(rng, h, w, 2.0, 6.0)
+    img[seam] *= 0.5
+    # scratches and dents
     img = np.clip(img, 0, 255).astype(np.uint8)
-    for _ in range(40):
+    for _ in range(60):
         p0 = (int(rng.integers(w)), int(rng.integers(h)))
         p1 = (p0[0] + int(rng.integers(-60, 60)), p0[1] + int(rng.integers(-60, 60)))
-        cv2.line(img, p0, p1, _color(rng, 40, 120), 1, cv2.LINE_AA)
+        dark = tuple(int(c) for c in base * rng.uniform(0.45, 0.7))
+        cv2.line(img, p0, p1, dark, 1, cv2.LINE_AA)
     return img
 
 

@@ -57,18 +57,24 @@ def build_world(seed: int, object_ids: list[int], n_clutter: int = 4,
                 texture_seed: int | None = None) -> World:
     """Objects ``object_ids`` (catalogue ids) stand on a table in a room with clutter.
     ``seed`` draws the placement and room textures; object textures come from ``texture_seed``
-    (the same objects keep their look across sequences)."""
+    (the same objects keep their look across sequences). Every texture has its own random
+    stream, so changing a texture generator does not move the objects or the camera."""
     rng = np.random.default_rng([seed, 7])
+
+    def trng(k: int) -> np.random.Generator:
+        return np.random.default_rng([seed, 7, 1000 + k])
     tseed = seed if texture_seed is None else texture_seed
-    top = float(rng.uniform(0.6, 0.75))
+    # a low table, as in SMOT: at 38-41 deg elevation from ~0.9 m the robot's head camera is
+    # then at 1.15-1.4 m
+    top = float(rng.uniform(0.42, 0.50))
     half = float(rng.uniform(0.40, 0.5))
     static: list[tuple[Mesh, np.ndarray]] = []
     # table top (textured box) and legs
-    wood = tx.wood_texture(rng, 1024, 1024)
+    wood = tx.wood_texture(trng(0), 1024, 1024)
     top_parts = box_parts(2 * half, 2 * half, 0.03, 10)
     table = assemble(top_parts, 6, "table", np.tile(wood[:384, :384], (3, 3, 1))[:1152, :1152])
     static.append((table, make_T(np.eye(3), [0, 0, top - 0.015])))
-    leg_tex = tx.wood_texture(rng, 256, 256)
+    leg_tex = tx.wood_texture(trng(1), 256, 256)
     for sx in (-1, 1):
         for sy in (-1, 1):
             leg = assemble(box_parts(0.04, 0.04, top - 0.03, 2), 6, "leg",
@@ -76,20 +82,23 @@ def build_world(seed: int, object_ids: list[int], n_clutter: int = 4,
             static.append((leg, make_T(np.eye(3), [sx * (half - 0.04), sy * (half - 0.04),
                                                    (top - 0.03) / 2])))
     # floor and walls
-    static.append((_quad_mesh([-4, -4, 0], [8, 0, 0], [0, 8, 0], tx.floor_texture(rng), (4, 4),
-                              name="floor"), np.eye(4)))
+    floor = _quad_mesh([-4, -4, 0], [8, 0, 0], [0, 8, 0], tx.floor_texture(trng(2)), (4, 4),
+                       name="floor")
+    static.append((floor, np.eye(4)))
     d = 3.0
     for k in range(4):
         R = so3_exp([0, 0, k * np.pi / 2])
         p0 = R @ np.array([-d, d, 0.0])
         du = R @ np.array([2 * d, 0, 0.0])
-        static.append((_quad_mesh(p0, du, [0, 0, 2.6], tx.wall_texture(rng), (2, 1),
+        static.append((_quad_mesh(p0, du, [0, 0, 2.6], tx.wall_texture(trng(3 + k)), (2, 1),
                                   name="wall"), np.eye(4)))
-    # clutter: boxes on the floor around the table and a couple of small items on the table
-    for _ in range(n_clutter):
-        sz = rng.uniform([0.15, 0.15, 0.15], [0.5, 0.5, 0.6])
+    # clutter: boxes on the floor around the table (lower than the table top: anything that
+    # crosses the table plane next to the table is taken for an object standing on it by the
+    # self-annotation's segmentation) and a couple of small items on the table
+    for c in range(n_clutter):
+        sz = rng.uniform([0.15, 0.15, 0.15], [0.5, 0.5, top - 0.05])
         m = assemble(box_parts(*sz, 3), 6, "clutter",
-                     np.tile(tx.poster_texture(rng, 384, 384), (3, 3, 1)))
+                     np.tile(tx.poster_texture(trng(10 + c), 384, 384), (3, 3, 1)))
         a = rng.uniform(0, 2 * np.pi)
         r = rng.uniform(1.3, 2.4)
         static.append((m, make_T(so3_exp([0, 0, rng.uniform(0, np.pi)]),
@@ -98,11 +107,11 @@ def build_world(seed: int, object_ids: list[int], n_clutter: int = 4,
     objs: list[WorldObject] = []
     placed: list[tuple[np.ndarray, float]] = []
     cat = {o.obj_id: o for o in CATALOGUE}
-    distractors = [("distractor", assemble(box_parts(*rng.uniform([0.04, 0.04, 0.03],
-                                                                  [0.08, 0.08, 0.07]), 2), 6,
-                                           "distractor",
-                                           np.tile(tx.label_texture(rng, 256, 256), (3, 3, 1))))
-                   for _ in range(2)]
+    distractors = []
+    for j in range(2):
+        box = box_parts(*rng.uniform([0.04, 0.04, 0.03], [0.08, 0.08, 0.07]), 2)
+        tex = np.tile(tx.label_texture(trng(30 + j), 256, 256), (3, 3, 1))
+        distractors.append(("distractor", assemble(box, 6, "distractor", tex)))
     items = [(oid, make_object(oid, tseed)) for oid in object_ids] + distractors
     for key, mesh in items:
         foot = 0.5 * float(np.linalg.norm(mesh.extent[:2]))
@@ -122,12 +131,13 @@ def build_world(seed: int, object_ids: list[int], n_clutter: int = 4,
 
 
 def circle_trajectory(world: World, n_frames: int, seed: int, elev_deg: tuple[float, float],
-                      arc_deg: float = 360.0, radius: tuple[float, float] = (0.85, 1.05),
+                      arc_deg: float = 360.0, radius: tuple[float, float] = (0.82, 0.95),
                       elev_mode: str = "uniform", start_deg: float | None = None
                       ) -> list[np.ndarray]:
-    """T_world_camera per frame of a robot circling the table at 30 Hz, with speed, height
-    and gaze jitter. elev_mode: 'uniform' (a random elevation within the range, slow drift)
-    or 'sweep' (the elevation sweeps the range back and forth, for test sequences)."""
+    """T_world_camera (4, 4) per frame of a robot circling the table at 30 Hz, with speed,
+    height and gaze jitter; radius: horizontal distance range (m) to the table centre.
+    elev_mode: 'uniform' (a random elevation within the range, slow drift) or 'sweep' (the
+    elevation sweeps the range back and forth, for test sequences)."""
     rng = np.random.default_rng([seed, 11])
     target = np.array([*world.table_centre, world.table_top_z + 0.08])
     R = float(rng.uniform(*radius))
