@@ -8,9 +8,13 @@ from glob import glob
 
 from setuptools import find_packages, setup
 
+# The ROS executables (`ros2 run nol_ros NAME` with colcon; console scripts here). The same
+# list is in CMakeLists.txt (NOL_ROS_EXECUTABLES); test/test_launch_files.py checks both.
 NODES = {
     "reconstruction_node": "nol_ros.nodes.reconstruction_node:main",
     "nol_node": "nol_ros.nodes.nol_node:main",
+    "view_selection_node": "nol_ros.nodes.view_selection_node:main",
+    "bag_replay": "nol_ros.commands.bag:replay_main",
 }
 
 setup(
@@ -24,6 +28,7 @@ setup(
         ("share/nol_ros", ["package.xml"]),
         ("share/nol_ros/launch", glob("launch/*.launch.py")),
         ("share/nol_ros/config", glob("config/*.yaml")),
+        ("share/nol_ros/config/bringup", glob("config/bringup/*.yaml")),
     ],
     python_requires=">=3.10",
     entry_points={
