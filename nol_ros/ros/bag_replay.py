@@ -211,8 +211,10 @@ def nol_typestore():
 class BagRecorder:
     """Record topics (raw CDR, no deserialisation) into an MCAP rosbag2."""
 
-    def __init__(self, node, out_path: str | Path, topics: dict[str, str], qos_depth: int = 50):
-        """``topics``: topic -> msgtype ('sensor_msgs/msg/Image')."""
+    def __init__(self, node, out_path: str | Path, topics: dict[str, str], qos_depth: int = 50,
+                 qos: dict | None = None):
+        """``topics``: topic -> msgtype ('sensor_msgs/msg/Image'); ``qos``: topic -> QoSProfile
+        for the subscription (default: reliable, keep last ``qos_depth``)."""
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         out = Path(out_path)
@@ -228,7 +230,8 @@ class BagRecorder:
         for topic, msgtype in topics.items():
             self._conns[topic] = self.writer.add_connection(topic, msgtype, typestore=self.store)
             node.create_subscription(msg_class(msgtype), topic,
-                                     lambda raw, t=topic: self._on(t, raw), qos_depth, raw=True)
+                                     lambda raw, t=topic: self._on(t, raw),
+                                     (qos or {}).get(topic, qos_depth), raw=True)
         self.node = node
 
     def _on(self, topic: str, raw: bytes) -> None:

@@ -59,17 +59,21 @@ def image_to_numpy(msg) -> np.ndarray:
             f"image step {step} is smaller than width*channels*bytes = {row} for {enc}; "
             "the publisher filled the message wrongly")
     data = msg.data
-    buf = data if isinstance(data, (bytes, bytearray, memoryview)) else bytes(data)
-    if hasattr(data, "tobytes") and not isinstance(data, (bytes, bytearray, memoryview)):
-        buf = data.tobytes()
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        buf = data
+    else:
+        try:  # rclpy gives array.array('B'): read it in place (one copy below, not three)
+            buf = memoryview(data).cast("B")
+        except TypeError:
+            buf = bytes(data)
     if len(buf) < step * h:
         raise ImageEncodingError(
             f"image data has {len(buf)} bytes, expected step*height = {step * h}")
     raw = np.frombuffer(buf, dtype=np.uint8, count=step * h).reshape(h, step)[:, :row]
     dt = dtype.newbyteorder(">" if msg.is_bigendian else "<")
-    arr = np.ascontiguousarray(raw).view(dt).astype(dtype, copy=False)
-    arr = arr.reshape(h, w, ch) if ch > 1 else arr.reshape(h, w)
-    return np.array(arr, copy=True)
+    arr = raw.copy()  # contiguous, owned by the array (not by the message)
+    arr = arr.view(dt).astype(dtype, copy=False)
+    return arr.reshape(h, w, ch) if ch > 1 else arr.reshape(h, w)
 
 
 def numpy_to_image(array: np.ndarray, encoding: str, stamp=None, frame_id: str = ""):
@@ -128,9 +132,11 @@ def depth_from_image(msg) -> np.ndarray:
             "e.g. camera/depth_registered/image_raw or camera/depth/image")
     a = image_to_numpy(msg)
     if a.dtype == np.uint16:
-        return a.astype(np.float32) * np.float32(1e-3)
-    d = a.astype(np.float32)
-    d[~np.isfinite(d) | (d <= 0)] = 0.0
+        d = a.astype(np.float32)
+        d *= np.float32(1e-3)
+        return d
+    d = a.astype(np.float32, copy=False)
+    d[~(d > 0) | ~np.isfinite(d)] = 0.0
     return d
 
 

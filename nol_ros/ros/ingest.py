@@ -28,7 +28,8 @@ class IngestConfig:
 
     depth_min_m: float = 0.2        # depth outside [min, max] is set invalid (0)
     depth_max_m: float = 6.0
-    max_frames: int = 3000          # ring buffer size (oldest frames are dropped)
+    max_frames: int = 900           # ring buffer size (oldest frames are dropped); a 640x480
+    #                                 frame takes 2.1 MB (rgb + float32 depth): 900 = 1.9 GB
     min_valid_depth_fraction: float = 0.05  # frames with less valid depth are rejected
 
 
@@ -46,6 +47,8 @@ class RgbdFrame:
     intrinsics: object  # nol_ros.camera.Intrinsics
     rgb_encoding: str = "rgb8"
     depth_encoding: str = "16UC1"
+    frame_id: str = ""              # the rgb image's header.frame_id (camera optical frame)
+    valid_fraction: float = 0.0     # fraction of pixels with valid depth
 
 
 @dataclass
@@ -92,9 +95,11 @@ class RgbdIngest:
             s.frames_received += 1
             s.width, s.height = frame.depth_m.shape[1], frame.depth_m.shape[0]
             s.rgb_encoding, s.depth_encoding = frame.rgb_encoding, frame.depth_encoding
-            valid = frame.depth_m > 0
-            s.last_valid_depth_fraction = float(valid.mean())
-            s.last_median_depth_m = float(np.median(frame.depth_m[valid])) if valid.any() else 0.0
+            s.last_valid_depth_fraction = frame.valid_fraction
+            # median over every 4th pixel in x and y: a status figure, 16x cheaper
+            sub = frame.depth_m[::4, ::4]
+            sub = sub[sub > 0]
+            s.last_median_depth_m = float(np.median(sub)) if sub.size else 0.0
             s.last_stamp_ns = frame.stamp_ns
         return frame
 
@@ -112,9 +117,8 @@ class RgbdIngest:
                 f"{rgb.shape[0]}; use the depth registered to the rgb camera "
                 "(e.g. camera/depth_registered/image_raw)")
         c = self.config
-        depth = np.where((depth >= c.depth_min_m) & (depth <= c.depth_max_m), depth, 0.0)
-        depth = depth.astype(np.float32)
-        frac = float((depth > 0).mean())
+        depth[(depth < c.depth_min_m) | (depth > c.depth_max_m)] = 0.0  # depth is our own copy
+        frac = float(np.count_nonzero(depth)) / depth.size
         if frac < c.min_valid_depth_fraction:
             raise InputError(
                 f"only {frac:.1%} of the depth pixels are valid in [{c.depth_min_m}, "
@@ -126,7 +130,13 @@ class RgbdIngest:
         return RgbdFrame(index=idx, stamp_ns=stamp_to_ns(rgb_msg.header.stamp),
                          depth_stamp_ns=stamp_to_ns(depth_msg.header.stamp), rgb=rgb,
                          depth_m=depth, intrinsics=intr, rgb_encoding=rgb_msg.encoding,
-                         depth_encoding=depth_msg.encoding)
+                         depth_encoding=depth_msg.encoding,
+                         frame_id=str(rgb_msg.header.frame_id), valid_fraction=frac)
+
+    def snapshot(self) -> list[RgbdFrame]:
+        """The buffered frames, oldest first (a copy of the list; frames are not copied)."""
+        with self._lock:
+            return list(self.frames)
 
     def clear(self) -> None:
         with self._lock:

@@ -62,7 +62,10 @@ def transform_stamped(parent: str, child: str, stamp_ns: int, T_parent_child: np
 class TfClient:
     """Listen to TF and look transforms up as 4x4 matrices."""
 
-    def __init__(self, node, cache_time_s: float = 30.0, prefer_tf2_ros: bool = True):
+    def __init__(self, node, cache_time_s: float = 30.0, prefer_tf2_ros: bool = True,
+                 callback_group=None):
+        """``callback_group``: for the /tf subscriptions (default: a reentrant group of their
+        own, so TF keeps arriving while other callbacks of the node are busy)."""
         self.node = node
         self._tf2 = None
         if prefer_tf2_ros and tf2_ros_available():
@@ -73,15 +76,33 @@ class TfClient:
             self._listener = tf2_ros.TransformListener(self._tf2, node)
             self.backend = "tf2_ros"
             return
-        from tf2_msgs.msg import TFMessage
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError as e:
+            raise TransformError(
+                "tf2_msgs is not importable, so TF cannot be received: run `make setup` (it "
+                "builds tf2_msgs into the venv) or source a ROS 2 install") from e
+        from rclpy.callback_groups import ReentrantCallbackGroup
 
+        group = callback_group or ReentrantCallbackGroup()
         self.buffer = TransformBuffer(cache_time_s=cache_time_s)
-        node.create_subscription(TFMessage, "/tf", lambda m: self._on(m, False), _qos_dynamic())
+        self._newest_ns = 0
+        node.create_subscription(TFMessage, "/tf", lambda m: self._on(m, False), _qos_dynamic(),
+                                 callback_group=group)
         node.create_subscription(TFMessage, "/tf_static", lambda m: self._on(m, True),
-                                 _qos_static())
+                                 _qos_static(), callback_group=group)
         self.backend = "nol_ros"
 
     def _on(self, msg, static: bool) -> None:
+        if not static and msg.transforms:
+            # time jumped back (a bag loops or restarts): old samples would hide the new ones,
+            # so forget the dynamic transforms, as tf2_ros does on a jump of /clock
+            t_new = max(stamp_to_ns(t.header.stamp) for t in msg.transforms)
+            if self._newest_ns and t_new < self._newest_ns - 1_000_000_000:
+                self.buffer.clear_dynamic()
+                self.node.get_logger().info("TF time jumped back: cleared the TF buffer")
+                self._newest_ns = t_new
+            self._newest_ns = max(self._newest_ns, t_new)
         for t in msg.transforms:
             try:
                 self.buffer.set_transform(t.header.frame_id, t.child_frame_id,

@@ -89,6 +89,11 @@ class TransformBuffer:
         with self._lock:
             self._edges.clear()
 
+    def clear_dynamic(self) -> None:
+        """Forget the dynamic transforms, keep the static ones (after a time jump)."""
+        with self._lock:
+            self._edges = {c: e for c, e in self._edges.items() if e.static}
+
     # -- reading ---------------------------------------------------------------------------------
     def frames(self) -> list[str]:
         with self._lock:
