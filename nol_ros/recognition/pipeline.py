@@ -1,0 +1,291 @@
+"""From a renderer per object to a models folder: render sets -> detector set -> detector and
+pose network -> ``MODELS/`` (loadable by :class:`~nol_ros.recognition.recognizer.Recognizer`).
+
+    objects = synthetic_objects("data/demo", "gt")          # or your own TrainObject list
+    report = train_recognisers(objects, "work/", "work/models", preset="demo")
+
+Presets (:data:`PRESETS`) bundle the pose grid, the detector set, the detector and the pose
+network; every stage keeps its artefacts in ``work_dir`` and is skipped (or resumed) when they
+are already there for the same configuration:
+
+- ``tiny``: seconds, for tests.
+- ``demo``: fits the ~6-8 min recognition share of ``make demo`` on the 2-core reference
+  machine (4 objects): 20 deg grid (90 views x 7 in-plane = 630 images per object, 128 px),
+  800 detector images at 320x240, detector ``cpu`` for 3 epochs, pose net ``cpu`` (narrow) for
+  700 steps.
+- ``cpu``: the benchmark preset: 10 deg grid (324 x 7 = 2268 images per object), 4000 detector
+  images, detector ``cpu`` for 8 epochs, pose net ``cpu`` for 4000 steps.
+- ``paper``: the paper's setup for a GPU: 5 deg grid (1296 x 7), 256 px renders, 150,000
+  detector images at 640x480, RetinaNet ResNet-50-FPN, Pix2Pose with ResNet-50, ~14K steps.
+
+Training sources: an :class:`~nol_ros.recognition.renderers.ObjectRenderer` per object (NOL,
+IBR, ground-truth textures), or ``real``: crops of a real training sequence (BOP scene) where
+the object is visible >= 50 %.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nol_ros.errors import ConfigError, FileFormatError, InputError
+from nol_ros.io_utils import atomic_write_json
+from nol_ros.mesh import Mesh
+from nol_ros.recognition.detector import DetectorConfig, detector_config
+from nol_ros.recognition.detset import DetectionSetConfig
+from nol_ros.recognition.posenet import PoseNetConfig, posenet_config
+from nol_ros.recognition.poses import PoseGridConfig
+from nol_ros.recognition.recognizer import RecognizerConfig
+
+ProgressFn = Callable[[str, float, str], None]
+
+
+def _noop(stage: str, fraction: float, message: str = "") -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class RecognitionPreset:
+    name: str
+    grid: PoseGridConfig
+    detset: DetectionSetConfig
+    detector: DetectorConfig
+    pose: PoseNetConfig
+    real_min_visib: float = 0.5
+    max_paste_per_object: int | None = None
+    max_pose_per_object: int | None = None
+    recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
+
+    def replace(self, **kw) -> RecognitionPreset:
+        return dataclasses.replace(self, **kw)
+
+
+_HALF = dict(width=320, height=240, focal_px=538.391 / 2)
+PRESETS: dict[str, RecognitionPreset] = {
+    "tiny": RecognitionPreset(
+        "tiny",
+        PoseGridConfig(az_step_deg=60, el_step_deg=30, el_max_deg=60, inplane_step_deg=45,
+                       crop_size=64),
+        DetectionSetConfig(n_images=48, width=160, height=120, focal_px=538.391 / 4,
+                           objects=(1, 3), n_backgrounds=6),
+        detector_config("tiny"), posenet_config("tiny")),
+    "demo": RecognitionPreset(
+        "demo",
+        PoseGridConfig(az_step_deg=20, el_step_deg=20, el_max_deg=80, crop_size=128),
+        DetectionSetConfig(n_images=800, **_HALF),
+        detector_config("cpu", epochs=3),
+        posenet_config("cpu", channels=(16, 24, 32, 48, 64), steps=700, ckpt_every=250)),
+    "cpu": RecognitionPreset(
+        "cpu",
+        PoseGridConfig(az_step_deg=10, el_step_deg=10, el_max_deg=80, crop_size=128),
+        DetectionSetConfig(n_images=4000, **_HALF),
+        detector_config("cpu", epochs=8),
+        posenet_config("cpu", steps=4000)),
+    "paper": RecognitionPreset(
+        "paper",
+        PoseGridConfig(crop_size=256),
+        DetectionSetConfig(n_images=150_000),
+        detector_config("paper"), posenet_config("paper"), max_paste_per_object=3000),
+}
+
+
+def recognition_preset(name: str | RecognitionPreset) -> RecognitionPreset:
+    if isinstance(name, RecognitionPreset):
+        return name
+    if name not in PRESETS:
+        raise ConfigError(f"recognition preset '{name}' unknown; use one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+@dataclass
+class TrainObject:
+    """One object to learn. mesh: its geometry (metres, object frame; the mesh the renderer
+    draws). renderer: draws it (NOL, IBR, textured mesh), or None with real_scene: a BOP scene
+    holding annotated real images of it (the "real" source)."""
+
+    obj_id: int
+    name: str
+    mesh: Mesh
+    renderer: object | None = None
+    real_scene: str | None = None
+    symmetric: bool = False
+
+
+def _stage_done(path: Path, key: dict) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("key") == key
+    except json.JSONDecodeError:
+        return False
+
+
+def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
+                      models_dir: str | Path, preset: str | RecognitionPreset = "demo",
+                      source: str = "", seed: int = 0, device: str | None = None,
+                      progress: ProgressFn = _noop) -> dict:
+    """Run every stage for ``objects`` and write the models folder. Returns a report with the
+    seconds of each stage, the image counts and the final training losses (also written to
+    work_dir/train_report.json)."""
+    from nol_ros.recognition.detector import train_detector
+    from nol_ros.recognition.detset import write_detection_set
+    from nol_ros.recognition.posenet import train_posenet
+    from nol_ros.recognition.recognizer import write_models_folder
+    from nol_ros.recognition.trainset import (
+        load_paste_samples,
+        load_pose_samples,
+        read_render_set,
+        write_render_set,
+    )
+
+    p = recognition_preset(preset)
+    if not objects:
+        raise InputError("the object set is empty: give at least one TrainObject")
+    ids = [o.obj_id for o in objects]
+    if len(set(ids)) != len(ids):
+        raise InputError(f"object ids {ids} repeat")
+    for o in objects:
+        if o.renderer is None and not o.real_scene:
+            raise InputError(f"object {o.obj_id} ({o.name}) has neither a renderer nor a real "
+                             "scene to learn from")
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    report: dict = {"preset": p.name, "source": source, "objects": ids, "seconds": {}}
+    names = {o.obj_id: o.name for o in objects}
+
+    # 1. render sets (objects with a renderer)
+    t0 = time.perf_counter()
+    scene_of: dict[int, tuple[Path, float, bool]] = {}
+    grid_key = dataclasses.asdict(p.grid)
+    for k, o in enumerate(objects):
+        if o.renderer is None:
+            scene_of[o.obj_id] = (Path(o.real_scene), p.real_min_visib, True)
+            continue
+        rdir = work / "render"
+        done = False
+        try:
+            meta = read_render_set(rdir)
+            e = meta["objects"].get(str(o.obj_id))
+            done = e is not None and meta.get("grid") == grid_key and \
+                meta.get("source") == source and e["images"] == p.grid.n_images
+        except FileFormatError:
+            pass
+        if not done:
+            def sub(stage, f, m, k=k):
+                progress("render", (k + f) / len(objects), m)
+
+            write_render_set(o.renderer, o.mesh, o.obj_id, rdir, p.grid, source=source,
+                             name=o.name, progress=sub)
+        scene_of[o.obj_id] = (rdir / f"{o.obj_id:06d}", 0.0, False)
+    report["seconds"]["render"] = time.perf_counter() - t0
+
+    # 2. detector set
+    t0 = time.perf_counter()
+    ddir = work / "detset"
+    dkey = {"config": dataclasses.asdict(p.detset), "objects": ids, "source": source,
+            "grid": grid_key}
+    if not _stage_done(ddir / "stage.json", dkey):
+        paste = {}
+        for o in objects:
+            sd, mv, _ = scene_of[o.obj_id]
+            paste[o.obj_id] = load_paste_samples(sd, o.obj_id, p.max_paste_per_object, mv,
+                                                 seed=seed)
+        summ = write_detection_set(paste, ddir, p.detset, names, progress)
+        atomic_write_json(ddir / "stage.json", {"key": dkey, "summary": summ})
+        del paste
+    report["seconds"]["detection_set"] = time.perf_counter() - t0
+
+    # 3. detector
+    t0 = time.perf_counter()
+    det = train_detector(ddir / "annotations.json", work / "detector", p.detector, seed=seed,
+                         device=device, progress=progress)
+    report["detector"] = {"epochs": det["epochs"], "steps": det["steps"],
+                          "loss": det["history"][-1]["loss"] if det["history"] else None,
+                          "train_seconds": det["seconds"]}
+    report["seconds"]["detector"] = time.perf_counter() - t0
+
+    # 4. pose network
+    t0 = time.perf_counter()
+    samples = []
+    for k, o in enumerate(objects):
+        sd, mv, real = scene_of[o.obj_id]
+        samples.append(load_pose_samples(sd, o.obj_id, o.mesh, p.pose.store_size,
+                                         wide=p.pose.wide, min_visib=mv,
+                                         max_samples=p.max_pose_per_object,
+                                         keep_background=real, seed=seed))
+        progress("load crops", (k + 1) / len(objects), f"{o.name}: {len(samples[-1])} crops")
+    report["seconds"]["pose_crops"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pose = train_posenet(samples, {o.obj_id: o.mesh.vertices for o in objects},
+                         work / "posenet", p.pose, names, seed=seed, device=device,
+                         progress=progress)
+    report["pose"] = {"steps": pose["steps"], "loss": pose["history"][-1] if pose["history"]
+                      else None, "train_seconds": pose["seconds"],
+                      "crops": {o.obj_id: len(s) for o, s in zip(objects, samples)}}
+    report["seconds"]["pose"] = time.perf_counter() - t0
+    del samples
+
+    # 5. models folder
+    write_models_folder(models_dir, work / "detector" / "detector.pt",
+                        work / "posenet" / "posenet.pt",
+                        [{"obj_id": o.obj_id, "name": o.name, "mesh": o.mesh,
+                          "symmetric": o.symmetric} for o in objects], p.recognizer,
+                        extra={"preset": p.name, "source": source})
+    report["seconds"]["total"] = sum(report["seconds"].values())
+    atomic_write_json(work / "train_report.json", report)
+    return report
+
+
+def synthetic_objects(data_root: str | Path, source: str, obj_ids: list[int] | None = None,
+                      workspace: str | Path | None = None, checkpoint: str | None = None,
+                      device: str | None = None) -> list[TrainObject]:
+    """The learnt objects of a synthetic world (``python -m nol_ros.datasets.synthetic``) for a
+    training source: ``gt`` (the ground-truth textured models), ``real`` (crops of
+    train/000001 with its ground-truth poses and masks), ``nol`` / ``ibr`` (the NOL renderer
+    and its image-based baseline on a self-annotated ``workspace``; needs
+    nol_ros.nol.renderer)."""
+    from nol_ros.datasets.bop import read_models_info
+    from nol_ros.mesh import load_mesh
+    from nol_ros.recognition.renderers import TexturedMeshRenderer
+
+    root = Path(data_root)
+    wj = root / "world.json"
+    if not wj.is_file():
+        raise FileFormatError(f"'{wj}' does not exist: '{root}' is not a synthetic world")
+    world = json.loads(wj.read_text())
+    info = read_models_info(root / "models" / "models_info.json")
+    ids = [int(k) for k in world["objects"]] if obj_ids is None else [int(i) for i in obj_ids]
+    if not ids:
+        raise InputError("no objects selected")
+    out = []
+    for oid in ids:
+        if oid not in info:
+            raise InputError(f"object {oid} is not in {root / 'models'}")
+        name = str(info[oid].get("name", f"obj_{oid:06d}"))
+        sym = bool(info[oid].get("symmetries_continuous") or info[oid].get("symmetries_discrete"))
+        geom = load_mesh(root / "models" / f"obj_{oid:06d}.ply")
+        if source == "gt":
+            tex = load_mesh(root / "models_textured" / f"obj_{oid:06d}.obj")
+            out.append(TrainObject(oid, name, tex.untextured(), TexturedMeshRenderer(tex),
+                                   symmetric=sym))
+        elif source == "real":
+            out.append(TrainObject(oid, name, geom, None, str(root / "train" / "000001"),
+                                   symmetric=sym))
+        elif source in ("nol", "ibr"):
+            try:
+                from nol_ros.nol.renderer import load_object_renderer
+            except ImportError as e:
+                raise ConfigError(f"source '{source}' needs nol_ros.nol.renderer, which is not "
+                                  f"available ({e})") from e
+            if workspace is None:
+                raise InputError(f"source '{source}' needs the self-annotated workspace")
+            odir = Path(workspace) / "objects" / name
+            r = load_object_renderer(odir, method=source, checkpoint=checkpoint, device=device)
+            out.append(TrainObject(oid, name, geom, r, symmetric=sym))
+        else:
+            raise InputError(f"training source '{source}' unknown; use gt, real, nol or ibr")
+    return out

@@ -1,0 +1,199 @@
+"""Poses from predicted correspondences (PnP-RANSAC) and their refinement with depth (ICP).
+
+:func:`pnp_ransac`: 2D-3D correspondences -> T_camera_object, or None ("no pose") when RANSAC
+finds fewer than ``min_inliers`` consistent correspondences, too small an inlier fraction, or a
+pose behind the camera. Never a garbage pose with a high score: the score is the inlier
+fraction.
+
+:func:`refine_icp`: render the mesh at the RGB pose to get the model points the camera sees,
+move the pose along its viewing ray so the visible model surface has the observed median
+depth, then point-to-point ICP (Open3D; point-to-plane was singular on cans and bottles here)
+from coarse to fine against the depth points inside the predicted visible mask (points farther
+than the object's radius from the median depth -- occluders, the table -- are dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nol_ros.camera import Intrinsics
+from nol_ros.errors import InputError
+from nol_ros.geometry import invert_T, make_T
+
+
+@dataclass
+class PnPResult:
+    T_camera_object: np.ndarray | None   # (4, 4) or None = no pose
+    n_inliers: int
+    n_points: int
+    score: float                          # inlier fraction (0 when no pose)
+    reason: str = ""
+
+
+def pnp_ransac(obj_pts: np.ndarray, img_pts: np.ndarray, K: np.ndarray,
+               reproj_px: float = 3.0, iterations: int = 150, min_inliers: int = 12,
+               min_inlier_fraction: float = 0.15, confidence: float = 0.99,
+               seed: int = 0) -> PnPResult:
+    """obj_pts (N, 3) object-frame metres, img_pts (N, 2) pixels, K (3, 3). EPnP inside
+    RANSAC, then Levenberg-Marquardt on the inliers."""
+    import cv2
+
+    P = np.ascontiguousarray(obj_pts, np.float64).reshape(-1, 3)
+    p = np.ascontiguousarray(img_pts, np.float64).reshape(-1, 2)
+    K = np.asarray(K, np.float64).reshape(3, 3)
+    if len(P) != len(p):
+        raise InputError(f"{len(P)} object points but {len(p)} image points")
+    n = len(P)
+    if n < max(4, min_inliers):
+        return PnPResult(None, 0, n, 0.0, f"only {n} correspondences (need {max(4, min_inliers)})")
+    if not (np.all(np.isfinite(P)) and np.all(np.isfinite(p))):
+        raise InputError("correspondences contain NaN or infinity")
+    cv2.setRNGSeed(int(seed))
+    try:
+        ok, rvec, tvec, inl = cv2.solvePnPRansac(P, p, K, None, iterationsCount=int(iterations),
+                                                 reprojectionError=float(reproj_px),
+                                                 confidence=float(confidence),
+                                                 flags=cv2.SOLVEPNP_EPNP)
+    except cv2.error as e:
+        return PnPResult(None, 0, n, 0.0, f"solvePnPRansac failed: {str(e)[:100]}")
+    if not ok or inl is None:
+        return PnPResult(None, 0, n, 0.0, "RANSAC found no consensus")
+    inl = inl.reshape(-1)
+    if len(inl) >= 6:
+        rvec, tvec = cv2.solvePnPRefineLM(P[inl], p[inl], K, None, rvec, tvec)
+        # inliers of the refined pose
+        proj, _ = cv2.projectPoints(P, rvec, tvec, K, None)
+        d = np.linalg.norm(proj.reshape(-1, 2) - p, axis=1)
+        inl = np.flatnonzero(d < reproj_px)
+    frac = len(inl) / n
+    R, _ = cv2.Rodrigues(rvec)
+    T = make_T(R, tvec.reshape(3))
+    if len(inl) < min_inliers:
+        return PnPResult(None, len(inl), n, 0.0, f"{len(inl)} inliers < {min_inliers}")
+    if frac < min_inlier_fraction:
+        return PnPResult(None, len(inl), n, 0.0, f"inlier fraction {frac:.2f} < "
+                         f"{min_inlier_fraction}")
+    if not np.all(np.isfinite(T)) or T[2, 3] <= 0.05:
+        return PnPResult(None, len(inl), n, 0.0, f"pose at z = {T[2, 3]:.3f} m (behind or at "
+                         "the camera)")
+    z = (P[inl] @ R.T + T[:3, 3])[:, 2]
+    if np.any(z <= 0):
+        return PnPResult(None, len(inl), n, 0.0, "inlier points behind the camera")
+    return PnPResult(T, int(len(inl)), n, float(frac))
+
+
+@dataclass(frozen=True)
+class IcpConfig:
+    """max_corr_m: coarse-to-fine correspondence distances (m); iterations per stage;
+    min_points: fewer observed depth points -> keep the RGB pose; voxel_m: downsampling."""
+
+    max_corr_m: tuple[float, ...] = (0.03, 0.015, 0.007)
+    iterations: int = 30
+    min_points: int = 50
+    voxel_m: float = 0.004
+    max_shift_m: float = 0.15
+
+
+@dataclass
+class IcpResult:
+    T_camera_object: np.ndarray
+    refined: bool
+    fitness: float
+    rmse_m: float
+    n_points: int
+    reason: str = ""
+
+
+_SCENES: dict[int, tuple] = {}
+
+
+def mesh_scene(mesh):
+    """The ray-casting Scene of one mesh in its own frame, built once per mesh object."""
+    from nol_ros.rasterizer import Scene
+
+    hit = _SCENES.get(id(mesh))
+    if hit is None or hit[0] is not mesh:
+        if len(_SCENES) > 64:
+            _SCENES.clear()
+        hit = (mesh, Scene([mesh], [np.eye(4)]))
+        _SCENES[id(mesh)] = hit
+    return hit[1]
+
+
+def _visible_model_points(mesh, T: np.ndarray, intr: Intrinsics, box) -> np.ndarray:
+    """Object-frame points of the mesh surface the camera sees at pose T, ray cast only inside
+    ``box`` (x0, y0, x1, y1) of the image (a sub-window of intr)."""
+    x0, y0, x1, y1 = box
+    sub = intr.crop_resize(x0, y0, x1 - x0, y1 - y0, x1 - x0, y1 - y0)
+    res = mesh_scene(mesh).render(sub, invert_T(T), near=0.01, far=20.0)
+    d = res.depth
+    v, u = np.nonzero(d > 0)
+    if len(u) == 0:
+        return np.zeros((0, 3))
+    P_cam = sub.backproject(np.stack([u, v], 1).astype(float), d[v, u])
+    return P_cam @ T[:3, :3] - T[:3, :3].T @ T[:3, 3]  # T^-1 applied
+
+
+def refine_icp(T_init: np.ndarray, mesh, depth: np.ndarray, intr: Intrinsics,
+               mask: np.ndarray, cfg: IcpConfig = IcpConfig()) -> IcpResult:
+    """Refine T_camera_object with the depth image (H, W) float32 m (0 = invalid) inside
+    ``mask`` ((H, W) bool, the object's predicted visible pixels)."""
+    import open3d as o3d
+
+    T0 = np.asarray(T_init, np.float64)
+    d = np.asarray(depth)
+    if d.shape != (intr.height, intr.width):
+        raise InputError(f"depth is {d.shape}, intrinsics are {intr.height}x{intr.width}")
+    m = np.asarray(mask, bool) & np.isfinite(d) & (d > 0)
+    if m.sum() < cfg.min_points:
+        return IcpResult(T0, False, 0.0, 0.0, int(m.sum()), "too few depth points in the mask")
+    v, u = np.nonzero(m)
+    z = d[v, u].astype(np.float64)
+    radius = 0.5 * float(np.linalg.norm(np.ptp(mesh.vertices, 0)))
+    zmed = float(np.median(z))
+    keep = np.abs(z - zmed) < radius
+    u, v, z = u[keep], v[keep], z[keep]
+    if len(z) < cfg.min_points:
+        return IcpResult(T0, False, 0.0, 0.0, len(z), "too few depth points near the median")
+    obs = intr.backproject(np.stack([u, v], 1).astype(float), z)
+    # model points seen from the RGB pose, in a window around the mask
+    pad = 10
+    box = (max(0, int(u.min()) - pad), max(0, int(v.min()) - pad),
+           min(intr.width, int(u.max()) + pad + 1), min(intr.height, int(v.max()) + pad + 1))
+    # the window must hold the model's projection: widen it to the projected bounding box
+    from nol_ros.recognition.poses import bbox_centre
+
+    c_cam = T0[:3, :3] @ bbox_centre(mesh.vertices) + T0[:3, 3]
+    if c_cam[2] <= 0.05:
+        return IcpResult(T0, False, 0.0, 0.0, len(z), "RGB pose behind the camera")
+    r_px = intr.fx * radius / c_cam[2]
+    uc, vc = intr.fx * c_cam[0] / c_cam[2] + intr.cx, intr.fy * c_cam[1] / c_cam[2] + intr.cy
+    box = (int(max(0, min(box[0], uc - r_px))), int(max(0, min(box[1], vc - r_px))),
+           int(min(intr.width, max(box[2], uc + r_px + 1))),
+           int(min(intr.height, max(box[3], vc + r_px + 1))))
+    if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+        return IcpResult(T0, False, 0.0, 0.0, len(z), "the RGB pose projects outside the image")
+    model = _visible_model_points(mesh, T0, intr, box)
+    if len(model) < 20:
+        return IcpResult(T0, False, 0.0, 0.0, len(z), "the model is not visible at the RGB pose")
+    # move along the viewing ray so the visible surface has the observed median depth
+    zm = float(np.median((model @ T0[:3, :3].T + T0[:3, 3])[:, 2]))
+    T = T0.copy()
+    T[:3, 3] *= float(np.median(obs[:, 2])) / max(zm, 1e-6)
+    src = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(model))
+    tgt = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(obs))
+    if cfg.voxel_m > 0:
+        src = src.voxel_down_sample(cfg.voxel_m)
+        tgt = tgt.voxel_down_sample(cfg.voxel_m)
+    est = o3d.pipelines.registration.TransformationEstimationPointToPoint()
+    crit = o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=cfg.iterations)
+    res = None
+    for dist in cfg.max_corr_m:
+        res = o3d.pipelines.registration.registration_icp(src, tgt, dist, T, est, crit)
+        if res.fitness > 0:
+            T = np.asarray(res.transformation)
+    if np.linalg.norm(T[:3, 3] - T0[:3, 3]) > cfg.max_shift_m:
+        return IcpResult(T0, False, 0.0, 0.0, len(z), "ICP moved the pose implausibly far")
+    return IcpResult(T, True, float(res.fitness), float(res.inlier_rmse), len(z))

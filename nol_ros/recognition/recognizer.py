@@ -1,0 +1,253 @@
+"""The inference API: an RGB(-D) image -> detected objects with 6D poses.
+
+    from nol_ros.recognition.recognizer import Recognizer
+
+    rec = Recognizer.load("MODELS")             # a models folder (see below); device optional
+    for r in rec.recognize(rgb, intr, depth):   # rgb (H, W, 3) uint8 RGB; intr: Intrinsics of
+        ...                                     # that image (H, W must match); depth (H, W)
+                                                # float32 metres, 0/NaN = invalid, optional
+    r.obj_id, r.name        BOP object id and name
+    r.score                 detector confidence in [0, 1]
+    r.box_xywh              (x, y, w, h) pixels, float
+    r.T_camera_object       (4, 4) float64 metres, optical frame; ICP-refined when depth was
+                            given and refinement succeeded; None = "no pose" (too few
+                            consistent correspondences -- never a guessed pose)
+    r.pose_score            0..1 (PnP inlier fraction, or ICP fitness when refined); 0 = no pose
+    r.T_camera_object_rgb   the pose from the colour image alone (before ICP), or None
+    r.refined, r.n_inliers, r.reason  diagnostics
+
+``recognize(rgb, intr, depth=None, score_thresh=None, max_per_class=None)`` returns detections
+above score_thresh (default: the folder's config, 0.3), best first; poses are estimated for the
+``max_per_class`` best detections of every object (default 1: one instance per object, as in
+the SMOT scenes), the others carry T_camera_object = None and reason "not posed". Wrong image
+size/dtype or intrinsics raise :class:`~nol_ros.errors.InputError`.
+
+Models folder (written by :func:`write_models_folder`)::
+
+    MODELS/recognition.json   classes [{obj_id, name, mesh, diameter_m, symmetric}], the
+                              detector and pose-net files, recognizer defaults, provenance
+    MODELS/detector.pt        RetinaNet checkpoint (weights_only loadable)
+    MODELS/posenet.pt         pose network checkpoint
+    MODELS/meshes/obj_%06d.ply
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from nol_ros.camera import Intrinsics
+from nol_ros.errors import ConfigError, FileFormatError, InputError
+from nol_ros.io_utils import atomic_write_json
+
+MODELS_JSON = "recognition.json"
+
+
+@dataclass
+class Recognition:
+    obj_id: int
+    name: str
+    score: float
+    box_xywh: tuple[float, float, float, float]
+    T_camera_object: np.ndarray | None = None
+    pose_score: float = 0.0
+    T_camera_object_rgb: np.ndarray | None = None
+    refined: bool = False
+    n_inliers: int = 0
+    reason: str = ""
+
+    @property
+    def box_xyxy(self) -> np.ndarray:
+        x, y, w, h = self.box_xywh
+        return np.array([x, y, x + w, y + h], np.float64)
+
+
+@dataclass(frozen=True)
+class RecognizerConfig:
+    score_thresh: float = 0.3
+    max_per_class: int = 1
+    icp: bool = True
+
+
+@dataclass
+class _Obj:
+    obj_id: int
+    name: str
+    mesh: object
+    diameter: float
+    symmetric: bool
+
+
+def write_models_folder(out_dir: str | Path, detector_ckpt: str | Path, posenet_ckpt: str | Path,
+                        objects: list[dict], config: RecognizerConfig = RecognizerConfig(),
+                        extra: dict | None = None) -> Path:
+    """Assemble a models folder. objects: [{obj_id, name, mesh (a Mesh in metres), symmetric}]
+    in the detector's class order. Checks that both checkpoints were trained for exactly these
+    objects (ConfigError otherwise)."""
+    import dataclasses
+
+    from nol_ros.mesh import save_mesh
+    from nol_ros.recognition.detector import CKPT_KIND as DK
+    from nol_ros.recognition.detector import check_classes, load_checkpoint
+    from nol_ros.recognition.posenet import CKPT_KIND as PK
+
+    if not objects:
+        raise InputError("no objects for the models folder")
+    ids = [int(o["obj_id"]) for o in objects]
+    check_classes(load_checkpoint(detector_ckpt, DK)["classes"], ids,
+                  f"detector '{detector_ckpt}'")
+    check_classes(load_checkpoint(posenet_ckpt, PK)["classes"], ids, f"pose net '{posenet_ckpt}'")
+    out = Path(out_dir)
+    (out / "meshes").mkdir(parents=True, exist_ok=True)
+    for src, name in ((detector_ckpt, "detector.pt"), (posenet_ckpt, "posenet.pt")):
+        tmp = out / f".{name}.tmp"
+        shutil.copyfile(src, tmp)
+        tmp.replace(out / name)
+    classes = []
+    for o in objects:
+        rel = f"meshes/obj_{int(o['obj_id']):06d}.ply"
+        save_mesh(o["mesh"].untextured(), out / rel)
+        classes.append({"obj_id": int(o["obj_id"]), "name": str(o["name"]), "mesh": rel,
+                        "diameter_m": float(o["mesh"].diameter),
+                        "symmetric": bool(o.get("symmetric", False))})
+    atomic_write_json(out / MODELS_JSON, {"version": 1, "classes": classes,
+                                          "detector": "detector.pt", "posenet": "posenet.pt",
+                                          "recognizer": dataclasses.asdict(config),
+                                          **(extra or {})})
+    return out
+
+
+class Recognizer:
+    """Detector + pose network + meshes; see the module docstring for the API."""
+
+    def __init__(self, detector, posenet, objects: list[_Obj],
+                 config: RecognizerConfig = RecognizerConfig()):
+        self.detector = detector
+        self.posenet = posenet
+        self.objects = {o.obj_id: o for o in objects}
+        self.config = config
+        self.timing: dict[str, float] = {}
+
+    @classmethod
+    def load(cls, models_dir: str | Path, device: str | None = None,
+             config: RecognizerConfig | None = None) -> Recognizer:
+        from nol_ros.mesh import load_mesh
+        from nol_ros.recognition.detector import Detector
+        from nol_ros.recognition.posenet import PoseNet
+
+        d = Path(models_dir)
+        p = d / MODELS_JSON
+        if not p.is_file():
+            raise FileFormatError(f"'{d}' is not a recognition models folder (no {MODELS_JSON}); "
+                                  "train one with nol_ros.recognition.pipeline")
+        meta = json.loads(p.read_text())
+        classes = meta.get("classes") or []
+        if not classes:
+            raise FileFormatError(f"'{p}' lists no classes")
+        ids = [int(c["obj_id"]) for c in classes]
+        det = Detector.load(d / meta.get("detector", "detector.pt"), ids, device)
+        pn = PoseNet.load(d / meta.get("posenet", "posenet.pt"), ids, device)
+        objs = [_Obj(int(c["obj_id"]), str(c["name"]), load_mesh(d / c["mesh"], units="m"),
+                     float(c["diameter_m"]), bool(c.get("symmetric", False))) for c in classes]
+        if config is None:
+            config = RecognizerConfig(**meta.get("recognizer", {}))
+        return cls(det, pn, objs, config)
+
+    def _check(self, rgb, intr, depth):
+        if not isinstance(intr, Intrinsics):
+            raise InputError(f"intr must be nol_ros.camera.Intrinsics, got {type(intr).__name__}")
+        a = np.asarray(rgb)
+        if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+            raise InputError(f"rgb must be (H, W, 3) uint8 RGB, got {a.shape} {a.dtype}; convert "
+                             "16-bit or float images to 8 bits and BGR to RGB first")
+        if a.shape[:2] != (intr.height, intr.width):
+            raise InputError(f"rgb is {a.shape[1]}x{a.shape[0]} but the intrinsics are "
+                             f"{intr.width}x{intr.height}; give the CameraInfo of this image")
+        d = None
+        if depth is not None:
+            d = np.asarray(depth)
+            if d.shape != a.shape[:2]:
+                raise InputError(f"depth is {d.shape} but rgb is {a.shape[:2]}; register the "
+                                 "depth to the colour camera first")
+            if d.dtype != np.float32:
+                raise InputError(f"depth must be float32 metres, got {d.dtype} (uint16 "
+                                 "millimetres: multiply by 0.001 and convert)")
+            d = np.where(np.isfinite(d), d, 0).astype(np.float32)
+        return a, d
+
+    def recognize(self, rgb: np.ndarray, intr: Intrinsics, depth: np.ndarray | None = None,
+                  score_thresh: float | None = None, max_per_class: int | None = None
+                  ) -> list[Recognition]:
+        from nol_ros.recognition.pnp import pnp_ransac, refine_icp
+        from nol_ros.recognition.trainset import crop_image_box, square_box
+
+        img, dep = self._check(rgb, intr, depth)
+        thr = self.config.score_thresh if score_thresh is None else float(score_thresh)
+        k_max = self.config.max_per_class if max_per_class is None else int(max_per_class)
+        t0 = time.perf_counter()
+        dets = self.detector.detect(img, score_thresh=thr)
+        t1 = time.perf_counter()
+        out: list[Recognition] = []
+        to_pose, seen = [], {}
+        for d in dets:
+            x0, y0, x1, y1 = d.box_xyxy
+            o = self.objects[d.obj_id]
+            r = Recognition(d.obj_id, o.name, d.score, (float(x0), float(y0), float(x1 - x0),
+                                                         float(y1 - y0)), reason="not posed")
+            out.append(r)
+            if seen.get(d.obj_id, 0) < k_max and x1 - x0 >= 2 and y1 - y0 >= 2:
+                seen[d.obj_id] = seen.get(d.obj_id, 0) + 1
+                to_pose.append(r)
+        cfg = self.posenet.cfg
+        S = cfg.input_size
+        if to_pose:
+            boxes = [square_box(r.box_xywh, cfg.pad) for r in to_pose]
+            crops = np.stack([crop_image_box(img, b, S) for b in boxes])
+            preds = self.posenet.predict(crops, [r.obj_id for r in to_pose])
+            for r, b, pr in zip(to_pose, boxes, preds):
+                x0, y0, side = b
+                sel = (pr.amodal > cfg.mask_thresh) & (pr.err < cfg.err_thresh)
+                vv, uu = np.nonzero(sel)
+                s = side / S
+                img_pts = np.stack([x0 + (uu + 0.5) * s - 0.5, y0 + (vv + 0.5) * s - 0.5], 1)
+                res = pnp_ransac(pr.xyz[vv, uu], img_pts, intr.K, reproj_px=cfg.ransac_px * s,
+                                 iterations=cfg.ransac_iters, min_inliers=cfg.min_inliers)
+                r.n_inliers = res.n_inliers
+                if res.T_camera_object is None:
+                    r.reason = f"no pose: {res.reason}"
+                    continue
+                r.T_camera_object = r.T_camera_object_rgb = res.T_camera_object
+                r.pose_score = res.score
+                r.reason = ""
+                if dep is not None and self.config.icp:
+                    inv = np.array([[1 / s, 0, (0.5 - x0) / s - 0.5], [0, 1 / s,
+                                                                        (0.5 - y0) / s - 0.5]])
+                    vis = cv2.warpAffine(pr.visib.astype(np.float32), inv,
+                                         (intr.width, intr.height), flags=cv2.INTER_LINEAR |
+                                         cv2.WARP_INVERSE_MAP, borderValue=0) > 0.5
+                    ir = refine_icp(res.T_camera_object, self.objects[r.obj_id].mesh, dep, intr,
+                                    vis)
+                    if ir.refined:
+                        r.T_camera_object, r.refined = ir.T_camera_object, True
+                        r.pose_score = ir.fitness
+                    else:
+                        r.reason = f"not refined: {ir.reason}"
+        t2 = time.perf_counter()
+        self.timing = {"detect_s": t1 - t0, "pose_s": t2 - t1, "total_s": t2 - t0}
+        return out
+
+
+def check_models_classes(models_dir: str | Path, obj_ids: list[int]) -> None:
+    """ConfigError unless the models folder was trained for exactly ``obj_ids`` (in order)."""
+    p = Path(models_dir) / MODELS_JSON
+    if not p.is_file():
+        raise FileFormatError(f"'{models_dir}' is not a recognition models folder")
+    have = [int(c["obj_id"]) for c in json.loads(p.read_text())["classes"]]
+    if have != [int(o) for o in obj_ids]:
+        raise ConfigError(f"models folder '{models_dir}' is for objects {have}, not {obj_ids}")

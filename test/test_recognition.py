@@ -1,0 +1,375 @@
+"""Recognition core: pose grid and in-plane rotations, render sets read back as BOP, the COCO
+detector set, detector / pose-net training (losses fall, resume is exact), PnP with outliers and
+"no pose", ADD/ADI and AP against hand-computed values, and bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nol_ros.camera import SMOT_XTION, Intrinsics
+from nol_ros.datasets.bop import read_bop_scene
+from nol_ros.datasets.synthetic.objects import make_object
+from nol_ros.errors import ConfigError, InputError
+from nol_ros.geometry import make_T, rotation_error_deg, so3_exp
+from nol_ros.recognition.detector import Detector, detector_config, train_detector
+from nol_ros.recognition.detset import DetectionSetConfig, read_coco, write_detection_set
+from nol_ros.recognition.evaluate import (
+    DetectionAccumulator,
+    ObjectModel,
+    add_error,
+    average_precision,
+    box_iou,
+    write_bop_csv,
+)
+from nol_ros.recognition.pnp import pnp_ransac
+from nol_ros.recognition.posenet import PoseNet, posenet_config, train_posenet
+from nol_ros.recognition.poses import (
+    PoseGridConfig,
+    bbox_centre,
+    bounding_radius,
+    crop_intrinsics,
+    hemisphere_poses,
+    roll,
+    roll_homography,
+)
+from nol_ros.recognition.renderers import TexturedMeshRenderer
+from nol_ros.recognition.trainset import (
+    load_paste_samples,
+    load_pose_samples,
+    read_render_set,
+    write_render_set,
+)
+
+GRID = PoseGridConfig(az_step_deg=60, el_step_deg=30, el_max_deg=60, inplane_step_deg=45,
+                      crop_size=64)
+
+
+@pytest.fixture(scope="module")
+def objects():
+    return {1: make_object(1, 0), 3: make_object(3, 0)}
+
+
+@pytest.fixture(scope="module")
+def render_set(objects, tmp_path_factory):
+    d = tmp_path_factory.mktemp("render")
+    for oid, m in objects.items():
+        write_render_set(TexturedMeshRenderer(m), m, oid, d, GRID, source="gt", name=m.name)
+    return d
+
+
+@pytest.fixture(scope="module")
+def coco(render_set, tmp_path_factory):
+    d = tmp_path_factory.mktemp("det")
+    paste = {o: load_paste_samples(render_set / f"{o:06d}", o) for o in (1, 3)}
+    cfg = DetectionSetConfig(n_images=16, width=160, height=120, focal_px=538.391 / 4,
+                             objects=(1, 3), n_backgrounds=4)
+    summary = write_detection_set(paste, d, cfg, {1: "cracker_box", 3: "soup"})
+    return d, summary, cfg
+
+
+# -- poses ---------------------------------------------------------------------------------------
+def test_paper_grid_counts_and_poses_look_at_the_centre():
+    g = PoseGridConfig()
+    assert (len(g.azimuths_deg), len(g.elevations_deg), g.n_views) == (72, 18, 1296)
+    assert g.inplane_deg.tolist() == [-45, -30, -15, 0, 15, 30, 45] and g.n_images == 9072
+    c = np.array([0.01, -0.02, 0.03])
+    T = hemisphere_poses(c, PoseGridConfig(az_step_deg=90, el_step_deg=40, el_max_deg=80))
+    assert len(T) == 4 * 3
+    for Tk in T:
+        p = Tk[:3, :3] @ c + Tk[:3, 3]       # the centre sits on the optical axis at 0.7 m
+        np.testing.assert_allclose(p, [0, 0, 0.7], atol=1e-9)
+        up = Tk[:3, :3] @ np.array([0, 0, 1.0])
+        assert up[1] <= 1e-9                  # object +z points up in the image (y down)
+
+
+def test_roll_is_the_image_rotation_and_crop_holds_the_object():
+    m = make_object(1, 0)
+    intr = crop_intrinsics(bounding_radius(m.vertices), 0.7, 96)
+    assert intr.cx == pytest.approx(47.5) and intr.cy == pytest.approx(47.5)
+    assert intr.fx / intr.fy == pytest.approx(SMOT_XTION.fx / SMOT_XTION.fy)
+    T = hemisphere_poses(bbox_centre(m.vertices), PoseGridConfig(az_step_deg=120,
+                                                                 el_step_deg=45))
+    Hm = roll_homography(intr, 30.0)
+    for Tk in T:
+        P = m.vertices @ Tk[:3, :3].T + Tk[:3, 3]
+        uv, _ = intr.project(P)
+        assert uv.min() >= 0 and uv.max() <= 95        # inside the crop in every view
+        T2 = roll(30.0) @ Tk
+        uv2, z2 = intr.project(m.vertices @ T2[:3, :3].T + T2[:3, 3])
+        h = np.c_[uv, np.ones(len(uv))] @ Hm.T
+        np.testing.assert_allclose(h[:, :2] / h[:, 2:], uv2, atol=1e-6)
+        np.testing.assert_allclose(z2, P[:, 2], atol=1e-12)  # a roll keeps depths
+    # positive angles turn the image counter-clockwise on screen
+    p = np.array([[0.05, 0.0, 0.7]])
+    q = (roll(30.0)[:3, :3] @ p.T).T
+    assert q[0, 1] < 0
+
+
+def test_bad_grid_configs():
+    with pytest.raises(ConfigError):
+        PoseGridConfig(az_step_deg=0)
+    with pytest.raises(ConfigError):
+        PoseGridConfig(el_max_deg=90)
+    with pytest.raises(InputError):
+        crop_intrinsics(0.5, 0.4, 64)
+
+
+# -- render sets -----------------------------------------------------------------------------------
+def test_render_set_is_valid_bop_and_rotations_match_direct_renders(render_set, objects):
+    meta = read_render_set(render_set)
+    assert meta["source"] == "gt" and set(meta["objects"]) == {"1", "3"}
+    n = GRID.n_images
+    assert meta["objects"]["1"]["images"] == n == len(GRID.inplane_deg) * GRID.n_views
+    seq = read_bop_scene(render_set / "000001")
+    assert len(seq.frames) == n and seq.intrinsics.width == 64
+    info = json.loads((render_set / "000001" / "scene_gt_info.json").read_text())
+    m = objects[1]
+    views = hemisphere_poses(bbox_centre(m.vertices), GRID)
+    r = TexturedMeshRenderer(m)
+    k = 2  # view 2, all in-plane angles
+    for j, a in enumerate(GRID.inplane_deg):
+        im_id = k * len(GRID.inplane_deg) + j
+        fr = seq.frames[im_id]
+        T_file = fr.T_camera_objects[1]
+        np.testing.assert_allclose(T_file[:3, :3], (roll(a) @ views[k])[:3, :3], atol=1e-6)
+        np.testing.assert_allclose(T_file[:3, 3], (roll(a) @ views[k])[:3, 3], atol=1e-6)
+        # the image-space rotation equals a direct render at the rolled pose
+        _, mask_direct = r.render(roll(a) @ views[k], seq.intrinsics)
+        mask_file = np.asarray(__import__("cv2").imread(
+            str(render_set / "000001" / "mask_visib" / f"{im_id:06d}_000000.png"), 0)) > 127
+        iou = (mask_file & mask_direct[0]).sum() / (mask_file | mask_direct[0]).sum()
+        assert iou > 0.9
+        x, y, w, h = info[str(im_id)][0]["bbox_visib"]
+        ys, xs = np.nonzero(mask_file)
+        assert (x, y, w, h) == (xs.min(), ys.min(), xs.max() - xs.min() + 1,
+                                ys.max() - ys.min() + 1)
+        # depth = rasterised mesh depth in 0.1 mm units, on the mask only
+        d = fr.load_depth()
+        assert np.all(d[mask_file] > 0.5) and np.all(d[~mask_file] == 0)
+
+
+def test_pose_samples_have_exact_object_coordinates(render_set, objects):
+    ps = load_pose_samples(render_set / "000003", 3, objects[3], 32, wide=1.6)
+    assert len(ps) == GRID.n_images
+    assert ps.rgb.shape == (len(ps), 32, 32, 3) and ps.xyz.dtype == np.float32
+    V = objects[3].vertices
+    for i in (0, 7, 20):
+        sel = ps.amodal[i]
+        assert sel.sum() > 20 and ps.visib[i].sum() > 0
+        q = ps.xyz[i][sel]
+        assert np.all(q >= V.min(0) - 1e-4) and np.all(q <= V.max(0) + 1e-4)
+        # coordinates re-projected with the crop intrinsics land on their pixels
+        K, T = ps.K[i], ps.T[i]
+        P = q @ T[:3, :3].T + T[:3, 3]
+        uv = (P @ K.T)[:, :2] / P[:, 2:3]
+        vv, uu = np.nonzero(sel)
+        assert np.median(np.linalg.norm(uv - np.stack([uu, vv], 1), axis=1)) < 0.1
+
+
+def test_renderer_without_object_pixels_is_refused(tmp_path, objects):
+    class Blank:
+        def render(self, T, intr):
+            return (np.zeros((len(T), intr.height, intr.width, 3), np.uint8),
+                    np.zeros((len(T), intr.height, intr.width), bool))
+
+    with pytest.raises(InputError, match="no object pixels"):
+        write_render_set(Blank(), objects[3], 3, tmp_path, GRID)
+    with pytest.raises(InputError):
+        write_render_set(object(), objects[3], 3, tmp_path, GRID)
+
+
+def test_empty_sets_are_refused(tmp_path, render_set):
+    with pytest.raises(InputError, match="empty"):
+        write_detection_set({}, tmp_path / "d")
+    with pytest.raises(InputError):
+        write_detection_set({1: []}, tmp_path / "d")
+    with pytest.raises(InputError, match="nothing to train"):
+        load_pose_samples(render_set / "000001", 9, make_object(9, 0), 32)
+    with pytest.raises(InputError):
+        train_posenet([], {}, tmp_path / "p", posenet_config("tiny"))
+    from nol_ros.recognition.pipeline import train_recognisers
+
+    with pytest.raises(InputError, match="empty"):
+        train_recognisers([], tmp_path / "w", tmp_path / "m", "tiny")
+
+
+# -- detector set ----------------------------------------------------------------------------------
+def test_detection_set_is_valid_coco(coco):
+    d, summary, cfg = coco
+    images, cats = read_coco(d / "annotations.json")
+    assert [c["id"] for c in cats] == [1, 3] and cats[0]["name"] == "cracker_box"
+    assert len(images) == cfg.n_images == summary["images"]
+    n_boxes = 0
+    for im in images:
+        assert im.path.is_file() and (im.width, im.height) == (160, 120)
+        img = __import__("cv2").imread(str(im.path))
+        assert img.shape == (120, 160, 3)
+        b = im.boxes_xyxy
+        assert np.all(b[:, 0] >= 0) and np.all(b[:, 2] <= 160) and np.all(b[:, 3] <= 120)
+        assert np.all(b[:, 2] > b[:, 0]) and set(im.labels.tolist()) <= {1, 3}
+        n_boxes += len(b)
+    assert n_boxes >= cfg.n_images  # at least one annotated object per image on average
+    coco_json = json.loads((d / "annotations.json").read_text())
+    assert all(a["iscrowd"] == 0 and a["area"] > 0 for a in coco_json["annotations"])
+
+
+def test_detection_set_is_reproducible(render_set, tmp_path):
+    paste = {3: load_paste_samples(render_set / "000003", 3)}
+    cfg = DetectionSetConfig(n_images=2, width=96, height=64, focal_px=100.0, n_backgrounds=2)
+    write_detection_set(paste, tmp_path / "a", cfg)
+    write_detection_set(paste, tmp_path / "b", cfg)
+    for i in range(2):
+        a = (tmp_path / "a" / "images" / f"{i:06d}.jpg").read_bytes()
+        assert a == (tmp_path / "b" / "images" / f"{i:06d}.jpg").read_bytes()
+
+
+# -- detector --------------------------------------------------------------------------------------
+def _state_equal(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tiny_detector_learns_and_resumes_exactly(coco, tmp_path):
+    torch.set_num_threads(1)
+    d, _, _ = coco
+    cfg = detector_config("tiny", epochs=4, batch_size=4, lr=3e-3, warmup_steps=2)
+    r = train_detector(d / "annotations.json", tmp_path / "a", cfg, seed=3)
+    losses = [h["loss"] for h in r["history"]]
+    assert len(losses) == 4 and losses[-1] < 0.85 * losses[0]
+    # interrupted after the first epoch (time budget), then resumed: identical weights
+    train_detector(d / "annotations.json", tmp_path / "b", cfg, seed=3, max_seconds=0.0)
+    ck = torch.load(tmp_path / "b" / "detector_last.pt", weights_only=True)
+    assert ck["epoch"] == 1
+    r2 = train_detector(d / "annotations.json", tmp_path / "b", cfg, seed=3)
+    assert [h["loss"] for h in r2["history"]] == pytest.approx(losses, rel=1e-6)
+    a = torch.load(tmp_path / "a" / "detector.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "detector.pt", weights_only=True)["model"]
+    assert _state_equal(a, b)
+    # inference runs on any image size and honours the class list
+    det = Detector.load(tmp_path / "a" / "detector.pt", classes=[1, 3])
+    out = det.detect(np.zeros((120, 160, 3), np.uint8), score_thresh=0.0)
+    assert all(o.obj_id in (1, 3) for o in out)
+    with pytest.raises(ConfigError, match="trained for objects"):
+        Detector.load(tmp_path / "a" / "detector.pt", classes=[1, 4])
+    with pytest.raises(InputError):
+        det.detect(np.zeros((120, 160, 3), np.float32))
+    with pytest.raises(ConfigError):  # resuming with another config is refused
+        train_detector(d / "annotations.json", tmp_path / "b", cfg.replace(lr=1e-3), seed=3)
+
+
+# -- pose network ----------------------------------------------------------------------------------
+def test_tiny_posenet_learns_and_resumes_exactly(render_set, objects, tmp_path):
+    torch.set_num_threads(1)
+    cfg = posenet_config("tiny", steps=80, ckpt_every=20, batch_size=8, lr=1e-2)
+    samples = [load_pose_samples(render_set / f"{o:06d}", o, objects[o], cfg.store_size,
+                                 wide=cfg.wide) for o in (1, 3)]
+    verts = {o: objects[o].vertices for o in (1, 3)}
+    r = train_posenet(samples, verts, tmp_path / "a", cfg, seed=1)
+    h = r["history"]
+    assert h[-1]["xyz"] < 0.95 * h[0]["xyz"] and h[-1]["loss"] < 0.9 * h[0]["loss"]
+    train_posenet(samples, verts, tmp_path / "b", cfg, seed=1, max_seconds=0.0)
+    assert torch.load(tmp_path / "b" / "posenet_last.pt", weights_only=True)["step"] == 1
+    train_posenet(samples, verts, tmp_path / "b", cfg, seed=1)
+    a = torch.load(tmp_path / "a" / "posenet.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "posenet.pt", weights_only=True)["model"]
+    assert _state_equal(a, b)
+    pn = PoseNet.load(tmp_path / "a" / "posenet.pt", classes=[1, 3])
+    out = pn.predict(np.zeros((2, 32, 32, 3), np.uint8), [1, 3])
+    assert out[0].xyz.shape == (32, 32, 3) and 0 <= out[1].err.min() <= out[1].err.max() <= 1
+    with pytest.raises(ConfigError):
+        PoseNet.load(tmp_path / "a" / "posenet.pt", classes=[3, 1])
+    with pytest.raises(InputError):
+        pn.predict(np.zeros((1, 48, 48, 3), np.uint8), [1])
+    with pytest.raises(InputError):
+        pn.predict(np.zeros((1, 32, 32, 3), np.uint8), [5])
+
+
+# -- PnP -------------------------------------------------------------------------------------------
+def _correspondences(rng, n, T, K, noise_px=0.3):
+    P = rng.uniform(-0.08, 0.08, (n, 3))
+    Q = P @ T[:3, :3].T + T[:3, 3]
+    p = (Q @ K.T)[:, :2] / Q[:, 2:3]
+    return P, p + rng.normal(0, noise_px, p.shape)
+
+
+def test_pnp_recovers_a_known_pose_despite_outliers():
+    rng = np.random.default_rng(0)
+    K = SMOT_XTION.K
+    T = make_T(so3_exp([0.4, -1.1, 0.3]), [0.05, -0.03, 0.9])
+    P, p = _correspondences(rng, 300, T, K)
+    out = rng.random(300) < 0.35
+    p[out] = rng.uniform([0, 0], [640, 480], (out.sum(), 2))
+    r = pnp_ransac(P, p, K, reproj_px=2.0, min_inliers=12)
+    assert r.T_camera_object is not None
+    assert rotation_error_deg(r.T_camera_object[:3, :3], T[:3, :3]) < 0.5
+    assert np.linalg.norm(r.T_camera_object[:3, 3] - T[:3, 3]) < 0.005
+    assert 0.55 < r.score < 0.75 and r.n_inliers == pytest.approx((~out).sum(), abs=8)
+
+
+def test_pnp_reports_no_pose_for_inconsistent_or_few_points():
+    rng = np.random.default_rng(1)
+    K = SMOT_XTION.K
+    P = rng.uniform(-0.08, 0.08, (200, 3))
+    p = rng.uniform([250, 200], [350, 280], (200, 2))   # no consistent pose
+    r = pnp_ransac(P, p, K, reproj_px=1.0, min_inliers=20)
+    assert r.T_camera_object is None and r.score == 0.0 and r.reason
+    T = make_T(np.eye(3), [0, 0, 0.8])
+    P, p = _correspondences(rng, 8, T, K)
+    r = pnp_ransac(P, p, K, min_inliers=12)
+    assert r.T_camera_object is None and "correspondences" in r.reason
+    with pytest.raises(InputError):
+        pnp_ransac(P, p[:5], K)
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+def test_add_and_adi_match_hand_computed_values():
+    pts = np.array([[0.1, 0, 0], [-0.1, 0, 0], [0, 0.1, 0], [0, -0.1, 0]])
+    T_gt = make_T(np.eye(3), [0, 0, 1.0])
+    shifted = make_T(np.eye(3), [0.003, 0.004, 1.0])          # 5 mm
+    asym = ObjectModel(1, "a", pts, 0.2, symmetric=False)
+    sym = ObjectModel(2, "s", pts, 0.2, symmetric=True)
+    assert add_error(shifted, T_gt, asym) == pytest.approx(0.005)
+    turned = make_T(so3_exp([0, 0, np.pi / 2]), [0, 0, 1.0])  # maps the set onto itself
+    assert add_error(turned, T_gt, asym) == pytest.approx(0.1 * np.sqrt(2))
+    assert add_error(turned, T_gt, sym) == pytest.approx(0.0, abs=1e-12)
+    assert add_error(shifted, T_gt, sym) == pytest.approx(0.005)
+
+
+def test_average_precision_and_accumulator_by_hand(tmp_path):
+    # 2 ground truths; detections TP (0.9), FP (0.8), TP (0.7): precision envelope 1 up to
+    # recall 0.5, 2/3 up to recall 1 -> AP = (51 * 1 + 50 * 2/3) / 101
+    ap = average_precision(np.array([0.9, 0.8, 0.7]), np.array([True, False, True]), 2)
+    assert ap == pytest.approx((51 + 50 * 2 / 3) / 101)
+    assert average_precision(np.array([]), np.array([], bool), 3) == 0.0
+    assert box_iou([[0, 0, 10, 10]], [[5, 0, 15, 10]])[0, 0] == pytest.approx(1 / 3)
+    acc = DetectionAccumulator()
+    gt = np.array([[10, 10, 50, 50], [100, 100, 140, 160], [0, 0, 20, 20]], float)
+    acc.add_image(det_boxes=np.array([[11, 11, 50, 52], [100, 100, 140, 160],
+                                      [101, 99, 141, 160], [0, 0, 19, 21], [200, 200, 220, 220]]),
+                  det_scores=np.array([0.9, 0.8, 0.7, 0.6, 0.5]),
+                  det_labels=np.array([1, 2, 2, 1, 1]),
+                  gt_boxes=gt, gt_labels=np.array([1, 2, 1]),
+                  gt_ignore=np.array([False, False, True]))
+    ap = acc.ap()
+    # class 1: TP 0.9, (0.6 on an ignored box: skipped), FP 0.5 -> AP 1
+    # class 2: TP 0.8, duplicate FP 0.7 -> AP 1
+    assert ap == {1: pytest.approx(1.0), 2: pytest.approx(1.0)} and acc.map() == 1.0
+    acc.add_image(np.zeros((0, 4)), [], [], np.array([[0, 0, 30, 30]]), np.array([2]))
+    assert acc.ap()[2] == pytest.approx(51 / 101)   # recall 0.5 at precision 0.5..1
+    rows = [(1, 4, 2, 0.5, np.eye(3), np.array([1.0, 2.0, 800.0]), 0.1)]
+    p = write_bop_csv(tmp_path / "r.csv", rows)
+    lines = p.read_text().splitlines()
+    assert lines[0] == "scene_id,im_id,obj_id,score,R,t,time"
+    f = lines[1].split(",")
+    assert f[:3] == ["1", "4", "2"] and len(f[4].split()) == 9 and len(f[5].split()) == 3
+
+
+def test_intrinsics_type_is_checked_by_the_renderer(objects):
+    r = TexturedMeshRenderer(objects[3])
+    with pytest.raises(InputError):
+        r.render(np.eye(4)[None], "not intrinsics")
+    with pytest.raises(InputError, match="behind the camera"):
+        r.render(np.eye(4)[None], Intrinsics(50, 50, 15.5, 15.5, 32, 32))
+    with pytest.raises(InputError):
+        TexturedMeshRenderer(objects[3].untextured())
