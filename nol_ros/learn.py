@@ -65,12 +65,15 @@ def load_source(source: int, path: str, cfg: LearnConfig, scratch: Path):
         seq = read_bop_scene(scene_dir)
         return seq, load_odometry(scene_dir, len(seq.frames))
     if source == SOURCE_LIVE_BUFFER:
+        from nol_ros.datasets.bag_import import load_odometry
         from nol_ros.datasets.bop import read_bop_scene
 
         if not path or not Path(path).exists():
             raise InputError("the live buffer has not been exported; call the reconstruction "
                              "node's export service first (the nol node does this for you)")
-        return read_bop_scene(path), None
+        seq = read_bop_scene(path)
+        # odometry.json of an export = the live tracked poses: the motion prior of re-tracking
+        return seq, load_odometry(path, len(seq.frames))
     raise InputError(f"unknown source {source}; use 0 (live buffer), 1 (bag) or 2 (dataset)")
 
 

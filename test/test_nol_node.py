@@ -37,22 +37,44 @@ def test_learn_object_errors_are_reported_and_node_survives(tmp_path, rclpy_cont
         # refused at once: empty name
         r = _call_ex(ex, learn, LearnObject.Request(object_name=""))
         assert not r.accepted and r.error_code and "object_name" in r.message
-        # accepted, then fails in the job: mesh file missing
+        # refused at once, the reply names the problem: mesh file missing
         r = _call_ex(ex, learn, LearnObject.Request(
             object_name="mug", mesh_path=str(tmp_path / "missing.ply"),
             source=LearnObject.Request.SOURCE_DATASET, source_path=str(tmp_path)))
+        assert not r.accepted and r.error_code == "BAD_FILE" and "missing.ply" in r.message
+        # a bad dataset path: a clear file error
+        mesh = tmp_path / "m.ply"
+        mesh.write_text("ply\n")
+        r = _call_ex(ex, learn, LearnObject.Request(
+            object_name="mug", mesh_path=str(mesh),
+            source=LearnObject.Request.SOURCE_DATASET, source_path=str(tmp_path / "nope")))
+        assert not r.accepted and r.error_code == "BAD_FILE" and "does not exist" in r.message
+        # an unreadable mesh / a missing bag / an unknown object / a bad option
+        r = _call_ex(ex, learn, LearnObject.Request(
+            object_name="mug", mesh_path=str(mesh), source=LearnObject.Request.SOURCE_BAG,
+            source_path=str(tmp_path)))
+        assert not r.accepted and r.error_code == "BAD_FILE" and "metadata.yaml" in r.message
+        (tmp_path / "scene_camera.json").write_text("{}")
+        (tmp_path / "scene_gt.json").write_text("{}")
+        r = _call_ex(ex, learn, LearnObject.Request(
+            object_name="mug", mesh_path=str(mesh), source=LearnObject.Request.SOURCE_DATASET,
+            source_path=str(tmp_path)))
+        assert not r.accepted and r.error_code == "BAD_MESH" and "m.ply" in r.message
+        r = _call_ex(ex, learn, LearnObject.Request(object_name="teapot"))
+        assert not r.accepted and r.error_code == "UNKNOWN_OBJECT" and "teapot" in r.message
+        good_mesh = _box_mesh(tmp_path / "box.ply")
+        r = _call_ex(ex, learn, LearnObject.Request(
+            object_name="box", mesh_path=good_mesh, source=LearnObject.Request.SOURCE_DATASET,
+            source_path=str(tmp_path), options_yaml="no_such_option: 1"))
+        assert not r.accepted and r.error_code == "BAD_CONFIG" and "no_such_option" in r.message
+        # accepted, then fails in the job: the dataset folder holds no images
+        r = _call_ex(ex, learn, LearnObject.Request(
+            object_name="box", mesh_path=good_mesh, source=LearnObject.Request.SOURCE_DATASET,
+            source_path=str(tmp_path), options_yaml="self_annotation:\n  annotate_step: 2\n"))
         assert r.accepted and r.job_id
         st = _wait_done(ex, status, r.job_id)
         assert st.found and st.status.state == JobProgress.STATE_FAILED
-        assert st.error_code == "BAD_FILE" and "missing.ply" in st.message
-        # a bad dataset path with an existing mesh: still a clear file error
-        mesh = tmp_path / "m.ply"
-        mesh.write_text("ply\n")
-        r2 = _call_ex(ex, learn, LearnObject.Request(
-            object_name="mug", mesh_path=str(mesh),
-            source=LearnObject.Request.SOURCE_DATASET, source_path=str(tmp_path / "nope")))
-        st = _wait_done(ex, status, r2.job_id)
-        assert st.status.state == JobProgress.STATE_FAILED and "does not exist" in st.message
+        assert st.error_code == "BAD_FILE" and "lists no images" in st.message
         # unknown job
         assert not _call_ex(ex, status, GetJobStatus.Request(job_id="nope")).found
         assert not _call_ex(ex, cancel, CancelJob.Request(job_id="nope")).success
@@ -63,6 +85,13 @@ def test_learn_object_errors_are_reported_and_node_survives(tmp_path, rclpy_cont
     finally:
         server.destroy_node()
         client_node.destroy_node()
+
+
+def _box_mesh(path):
+    import trimesh
+
+    trimesh.creation.box((0.1, 0.1, 0.1)).export(path)
+    return str(path)
 
 
 def _call_ex(ex, client, req, timeout=20):

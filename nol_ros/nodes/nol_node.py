@@ -1,4 +1,4 @@
-"""nol node: learn objects (self-annotation -> views -> NOL renders) as jobs.
+"""nol node: learn objects (self-annotation -> views [-> NOL renders]) as jobs.
 
 Services (all answer at once; long work runs on the job worker thread, one job at a time):
   ~/learn_object (nol_ros/srv/LearnObject)      -> job id, or accepted=false + error code
@@ -8,7 +8,24 @@ Action:
   ~/learn (nol_ros/action/Learn): the same job with feedback and cancellation.
 Topic:
   ~/progress (nol_ros/msg/JobProgress): every state/progress change of every job.
-Queue policy: see nol_ros.jobs (FIFO, max_queued waiting jobs, QUEUE_FULL beyond).
+
+A request is checked before it is queued, so the reply itself carries the error code of a bad
+request: empty name, UNKNOWN_OBJECT (no mesh_path and not in the `objects` parameters),
+BAD_FILE / BAD_MESH / EMPTY_MESH / MESH_UNITS (mesh missing or unreadable), BAD_FILE (bag or
+dataset path missing), BAD_CONFIG (options_yaml), QUEUE_FULL. Failures during the job (e.g.
+the object is not found in the scene) end the job FAILED with their code, logged once.
+
+Queue policy (nol_ros.jobs): jobs run one at a time in submission order; up to `max_queued`
+wait (a second LearnObject while one runs is QUEUED, not refused); beyond, QUEUE_FULL.
+
+Source SOURCE_LIVE_BUFFER (0) with an empty source_path: the job's first stage asks the
+reconstruction node (parameter `reconstruction_node`, relative to this node's namespace) to
+export its buffer into `live_export_dir` (default <workspace_root>/_live_buffer) and learns
+from that folder; a given source_path is used as an already exported folder. Both nodes must
+see the same file system (one machine, or a shared folder).
+
+A job is a list of stages (`_learn_stages`): check -> export (live buffer only) ->
+self_annotation; NOL rendering becomes one more stage appended after self_annotation.
 """
 
 from __future__ import annotations
@@ -16,30 +33,81 @@ from __future__ import annotations
 import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from nol_ros.errors import NolError
+from nol_ros.errors import ConfigError, FileFormatError, InputError, NolError
 from nol_ros.jobs import JobInfo, JobManager, JobState
-from nol_ros.learn import LearnConfig, learn_object
+from nol_ros.learn import (
+    SOURCE_BAG,
+    SOURCE_DATASET,
+    SOURCE_LIVE_BUFFER,
+    LearnConfig,
+    detect_dataset,
+    learn_object,
+)
+from nol_ros.ros.job_services import job_progress_msg  # noqa: F401  (re-exported)
+from nol_ros.ros.objects import ObjectCatalogConfig
 
 
 @dataclass(frozen=True)
 class NolNodeConfig:
     device: str = "cpu"
     max_queued: int = 4
+    reconstruction_node: str = "reconstruction"  # whose ~/export_sequence gives the live buffer
+    live_export_dir: str = ""                     # "" = <learn.workspace_root>/_live_buffer
+    export_timeout_s: float = 120.0
+    objects: ObjectCatalogConfig = field(default_factory=ObjectCatalogConfig)
     learn: LearnConfig = field(default_factory=LearnConfig)
 
 
-def job_progress_msg(info: JobInfo, stamp=None):
-    from nol_ros.msg import JobProgress
+def learn_config_with_options(cfg: LearnConfig, options_yaml: str) -> LearnConfig:
+    """``cfg`` with the overrides of a LearnObject's options_yaml: a mapping of learn-config
+    keys, nested or dotted (``self_annotation.annotate_step: 2``). Unknown keys are refused."""
+    if not options_yaml.strip():
+        return cfg
+    import yaml
 
-    m = JobProgress()
-    if stamp is not None:
-        m.header.stamp = stamp
-    m.job_id, m.job_type, m.object_name = info.job_id, info.job_type, info.object_name
-    m.state = int(info.state)
-    m.stage, m.fraction, m.message = info.stage, float(info.fraction), info.message
-    m.error_code = info.error_code
-    return m
+    from nol_ros.ros.params import config_from_flat, flatten_config, flatten_mapping
+
+    try:
+        opts = yaml.safe_load(options_yaml)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"options_yaml is not valid YAML: {e}") from e
+    if not isinstance(opts, dict):
+        raise ConfigError("options_yaml must be a mapping, e.g. 'self_annotation.annotate_step: 2'")
+    flat = flatten_config(cfg)
+    extra = flatten_mapping(opts)
+    unknown = sorted(set(extra) - set(flat))
+    if unknown:
+        raise ConfigError(f"options_yaml: unknown keys {unknown}; valid keys are the learn.* "
+                          "parameters without the 'learn.' prefix (see config/nol.yaml)")
+    return config_from_flat(type(cfg), {**flat, **extra})
+
+
+def check_learn_request(name: str, mesh_path: str, source: int, source_path: str) -> None:
+    """Cheap checks before a job is queued (raise the NolError a reply reports)."""
+    from nol_ros.mesh import load_mesh
+
+    if not name or "/" in name:
+        raise InputError(f"object_name '{name}' must be non-empty and contain no '/'; name the "
+                         "object to learn")
+    if source not in (SOURCE_LIVE_BUFFER, SOURCE_BAG, SOURCE_DATASET):
+        raise InputError(f"unknown source {source}; use 0 (live buffer), 1 (bag) or "
+                         "2 (dataset)")
+    if not Path(mesh_path).is_file():
+        raise FileFormatError(f"{name}: mesh '{mesh_path}' does not exist or is not a file")
+    if source == SOURCE_BAG:
+        p = Path(source_path)
+        if not source_path or not p.exists():
+            raise FileFormatError(f"bag '{source_path}' does not exist; give the rosbag2 folder")
+        if not ((p if p.is_dir() else p.parent) / "metadata.yaml").exists():
+            raise FileFormatError(f"'{source_path}' is not a rosbag2 folder (no metadata.yaml)")
+    elif source == SOURCE_DATASET:
+        detect_dataset(source_path)  # raises FileFormatError naming the problem
+    elif source_path and not Path(source_path).is_dir():
+        raise FileFormatError(f"exported live buffer '{source_path}' does not exist; leave "
+                              "source_path empty to export the reconstruction node's buffer")
+    load_mesh(mesh_path)  # unreadable / empty / millimetre meshes: BAD_MESH, EMPTY_MESH, ...
 
 
 def make_node(node_name: str = "nol", **node_kwargs):
@@ -49,8 +117,10 @@ def make_node(node_name: str = "nol", **node_kwargs):
 
     from nol_ros.action import Learn
     from nol_ros.msg import JobProgress
+    from nol_ros.ros.clients import ServiceCaller, export_live_buffer
+    from nol_ros.ros.job_services import attach_job_services
     from nol_ros.ros.params import declare_and_read
-    from nol_ros.srv import CancelJob, GetJobStatus, LearnObject
+    from nol_ros.srv import ExportSequence, LearnObject
 
     class NolNode(Node):
         def __init__(self):
@@ -62,63 +132,85 @@ def make_node(node_name: str = "nol", **node_kwargs):
             self._waiters: dict[str, list] = {}
             self._lock = threading.Lock()
             group = ReentrantCallbackGroup()
+            self.exporter = ServiceCaller(self, ExportSequence,
+                                          f"{self.cfg.reconstruction_node}/export_sequence",
+                                          callback_group=group)
             self.create_service(LearnObject, "~/learn_object", self._on_learn)
-            self.create_service(GetJobStatus, "~/get_job_status", self._on_status)
-            self.create_service(CancelJob, "~/cancel_job", self._on_cancel)
+            attach_job_services(self, self.jobs)
             self._action = ActionServer(
                 self, Learn, "~/learn", execute_callback=self._execute_goal,
                 goal_callback=lambda g: GoalResponse.ACCEPT,
                 cancel_callback=lambda g: CancelResponse.ACCEPT, callback_group=group)
             self.get_logger().info(f"nol node ready (device {self.cfg.device}, workspace "
-                                   f"{self.cfg.learn.workspace_root})")
+                                   f"{self.cfg.learn.workspace_root}, live buffer from "
+                                   f"{self.exporter.resolved_name})")
 
         # -- jobs ------------------------------------------------------------------------------
         def _on_update(self, info: JobInfo) -> None:
             self.progress_pub.publish(job_progress_msg(info, self.get_clock().now().to_msg()))
+            if info.state == JobState.FAILED:
+                self.get_logger().error(f"job {info.job_id} ({info.object_name}) failed "
+                                        f"[{info.error_code}]: {info.message}")
+            elif info.state == JobState.SUCCEEDED:
+                self.get_logger().info(f"job {info.job_id} ({info.object_name}) done: "
+                                       f"{info.result_path}")
             with self._lock:
                 for cb in self._waiters.get(info.job_id, []):
                     cb(info)
 
+        def _live_export_dir(self) -> str:
+            d = self.cfg.live_export_dir or str(Path(self.cfg.learn.workspace_root)
+                                                / "_live_buffer")
+            return str(Path(d).expanduser().resolve())
+
+        def _learn_stages(self, name, mesh, source, path, cfg):
+            """[(stage name, fn(ctx, progress))]; ctx carries source_path and workspace."""
+
+            def export(ctx, progress):
+                progress.report("export", 0.0, f"exporting the live buffer of "
+                                               f"{self.exporter.resolved_name}")
+                ctx["source_path"] = export_live_buffer(self.exporter, self._live_export_dir(),
+                                                        self.cfg.export_timeout_s)
+                progress.report("export", 0.0, f"live buffer exported to {ctx['source_path']}")
+
+            def self_annotation(ctx, progress):
+                ctx["workspace"] = learn_object(name, mesh, source, ctx["source_path"], cfg,
+                                                progress.report)
+
+            stages = []
+            if source == SOURCE_LIVE_BUFFER and not path:
+                stages.append(("export", export))
+            stages.append(("self_annotation", self_annotation))
+            # phase 2: stages.append(("render", render)) -- NOL renders into ctx["workspace"]
+            return stages
+
         def _submit_learn(self, req):
-            cfg = self.cfg.learn
-            name, mesh, source, path = req.object_name, req.mesh_path, req.source, req.source_path
+            """Check the request, then queue the job; raises NolError (the reply's code)."""
+            name = req.object_name
+            mesh = self.cfg.objects.mesh_for(name, req.mesh_path) if name else ""
+            check_learn_request(name, mesh, int(req.source), req.source_path)
+            cfg = learn_config_with_options(self.cfg.learn, req.options_yaml)
+            stages = self._learn_stages(name, mesh, int(req.source), req.source_path, cfg)
 
             def run(progress):
-                return learn_object(name, mesh, source, path, cfg, progress.report)
+                ctx = {"source_path": req.source_path, "workspace": ""}
+                for _stage, fn in stages:
+                    progress.check()
+                    fn(ctx, progress)
+                return ctx["workspace"]
 
             return self.jobs.submit("learn_object", run, name)
 
         def _on_learn(self, req, resp):
             try:
-                if not req.object_name:
-                    raise NolError("object_name is empty; name the object to learn")
                 info = self._submit_learn(req)
-                resp.accepted, resp.job_id, resp.message = True, info.job_id, "queued"
+                resp.accepted, resp.job_id = True, info.job_id
+                resp.message = ("queued" if self.jobs.get(info.job_id).state == JobState.QUEUED
+                                else "running")
             except NolError as e:
                 resp.accepted, resp.error_code, resp.message = False, e.code, str(e)
-                self.get_logger().error(f"LearnObject refused [{e.code}]: {e}")
-            return resp
-
-        def _on_status(self, req, resp):
-            info = self.jobs.get(req.job_id)
-            if info is None:
-                resp.found, resp.error_code = False, "UNKNOWN_JOB"
-                resp.message = f"no job '{req.job_id}'" if req.job_id else "no job yet"
-                return resp
-            resp.found = True
-            resp.status = job_progress_msg(info, self.get_clock().now().to_msg())
-            resp.result_path = info.result_path
-            resp.error_code, resp.message = info.error_code, info.message
-            return resp
-
-        def _on_cancel(self, req, resp):
-            try:
-                info = self.jobs.cancel(req.job_id)
-                resp.success = True
-                resp.message = ("cancelled" if info.state == JobState.CANCELLED
-                                else "cancellation requested; stops at the next progress step")
-            except NolError as e:
-                resp.success, resp.error_code, resp.message = False, "UNKNOWN_JOB", str(e)
+                self.get_logger().error(f"LearnObject '{req.object_name}' refused [{e.code}]: "
+                                        f"{e}")
             return resp
 
         # -- action ----------------------------------------------------------------------------
@@ -127,6 +219,8 @@ def make_node(node_name: str = "nol", **node_kwargs):
             try:
                 info = self._submit_learn(goal_handle.request)
             except NolError as e:
+                self.get_logger().error(f"Learn goal '{goal_handle.request.object_name}' "
+                                        f"refused [{e.code}]: {e}")
                 goal_handle.abort()
                 result.success, result.error_code, result.message = False, e.code, str(e)
                 return result
@@ -141,9 +235,13 @@ def make_node(node_name: str = "nol", **node_kwargs):
 
             with self._lock:
                 self._waiters.setdefault(info.job_id, []).append(on_update)
+            if self.jobs.get(info.job_id).done:
+                done.set()
             while not done.wait(0.2):
                 if goal_handle.is_cancel_requested:
                     self.jobs.cancel(info.job_id)
+            with self._lock:
+                self._waiters.pop(info.job_id, None)
             info = self.jobs.get(info.job_id)
             result.job_id, result.workspace_path = info.job_id, info.result_path
             result.error_code, result.message = info.error_code, info.message

@@ -9,7 +9,8 @@ not tracked). So the pose stays recent, memory is bounded, and nothing ever wait
 executor; the skips are counted and reported in the tracking status.
 
 Odometry prior (``odometry_mode``): ``auto`` asks the node for T_odom_camera at each frame's
-stamp (waiting up to ``tf_timeout_s`` for the transform); if the FIRST frame has it, the map
+stamp (waiting up to ``tf_timeout_s`` for the transform, ``first_tf_timeout_s`` for the first
+frame); if the FIRST frame has it, the map
 frame is anchored to odom (T_map_odom = identity at the start) and the tf mode is ``map->odom``;
 if not, the tracker runs on vision alone from then on (``map->camera``, no more lookups, one
 warning). ``required`` refuses to track frames without the prior (counted, error TF_*).
@@ -58,6 +59,8 @@ class LiveTrackingConfig:
     max_backlog: int = 15              # frames waiting for the tracker; more -> oldest skipped
     odometry_mode: str = "auto"        # auto | required | off
     tf_timeout_s: float = 0.1          # wait this long for a frame's odometry transform
+    first_tf_timeout_s: float = 2.0    # ... and this long for the first frame's (it decides
+    #                                    map->odom or map->camera; /tf_static may come late)
     reset_on_time_jump_s: float = 1.0  # a frame stamped this long before the previous one
     #                                    (bag loop/restart) resets buffer + tracker; 0 = never
 
@@ -67,8 +70,9 @@ class LiveTrackingConfig:
                               f"of {list(ODOMETRY_MODES)}")
         if self.max_backlog < 1:
             raise ConfigError(f"tracking.max_backlog must be >= 1, got {self.max_backlog}")
-        if self.tf_timeout_s < 0:
-            raise ConfigError(f"tracking.tf_timeout_s must be >= 0, got {self.tf_timeout_s}")
+        if self.tf_timeout_s < 0 or self.first_tf_timeout_s < 0:
+            raise ConfigError(f"tracking.tf_timeout_s ({self.tf_timeout_s}) and "
+                              f"first_tf_timeout_s ({self.first_tf_timeout_s}) must be >= 0")
 
 
 @dataclass
@@ -259,8 +263,9 @@ class LiveTracker:
             tf_mode = self._status.tf_mode
         if mode == "off" or self.lookup_prior is None or tf_mode == TF_MAP_CAMERA:
             return None, False
+        timeout = self.cfg.first_tf_timeout_s if tf_mode == "" else self.cfg.tf_timeout_s
         try:
-            T = np.asarray(self.lookup_prior(frame, self.cfg.tf_timeout_s), dtype=np.float64)
+            T = np.asarray(self.lookup_prior(frame, timeout), dtype=np.float64)
             return T, False
         except TransformError as e:
             if mode == "required":
