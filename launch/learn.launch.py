@@ -1,8 +1,9 @@
-"""Learning nodes only (reconstruction + nol), for a real ROS 2 install:
+"""Learning nodes only (reconstruction, view_selection, nol), for a real ROS 2 install:
 
     ros2 launch nol_ros learn.launch.py namespace:=robot use_sim_time:=false
 
-Parameters come from the package's config/*.yaml (the same files `nol-ros bringup` reads).
+The same graph as config/bringup/learn.yaml (`nol-ros bringup --config learn` in a pip
+install); parameters come from the package's config/*.yaml, the files bring-up passes too.
 """
 
 import os
@@ -15,18 +16,21 @@ from launch_ros.actions import Node
 
 
 def generate_launch_description():
-    share = get_package_share_directory("nol_ros")
-    ns = LaunchConfiguration("namespace")
-    sim = LaunchConfiguration("use_sim_time")
+    config = os.path.join(get_package_share_directory("nol_ros"), "config")
     return LaunchDescription([
         DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="true when replaying a bag with /clock"),
         Node(package="nol_ros", executable="reconstruction_node", name="reconstruction",
-             namespace=ns, output="screen",
-             parameters=[os.path.join(share, "config", "reconstruction.yaml"),
-                         {"use_sim_time": sim}]),
-        Node(package="nol_ros", executable="nol_node", name="nol", namespace=ns,
-             output="screen",
-             parameters=[os.path.join(share, "config", "nol.yaml"), {"use_sim_time": sim}]),
+             namespace=LaunchConfiguration("namespace"), output="screen",
+             parameters=[os.path.join(config, "reconstruction.yaml"),
+                         {"use_sim_time": LaunchConfiguration("use_sim_time")}]),
+        Node(package="nol_ros", executable="view_selection_node", name="view_selection",
+             namespace=LaunchConfiguration("namespace"), output="screen",
+             parameters=[os.path.join(config, "view_selection.yaml"),
+                         {"use_sim_time": LaunchConfiguration("use_sim_time")}]),
+        Node(package="nol_ros", executable="nol_node", name="nol",
+             namespace=LaunchConfiguration("namespace"), output="screen",
+             parameters=[os.path.join(config, "nol.yaml"),
+                         {"use_sim_time": LaunchConfiguration("use_sim_time")}]),
     ])

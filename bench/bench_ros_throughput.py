@@ -1,0 +1,160 @@
+"""Does the reconstruction node keep up with a 30 Hz RGB-D stream? (ROS graph benchmark)
+
+Starts ``reconstruction_node`` as its own process (as a robot would), replays a bag with
+``nol-ros replay`` (another process, original 30 Hz stamps scaled by --rate) and listens to
+/tf and the node's ~/status from this process. Prints what arrived, what the tracker did with
+it (tracked, skipped because the backlog was full, failed), tracker fps, pose latency, and the
+accuracy of the poses published on /tf against the ground truth of the BOP scene.
+
+    .venv/bin/python bench/bench_ros_throughput.py                     # data/demo, 30 Hz
+    .venv/bin/python bench/bench_ros_throughput.py --rate 0.5 --max-backlog 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _exe(name: str) -> str:
+    return shutil.which(name) or os.path.join(os.path.dirname(sys.executable), name)
+
+
+def pose_errors(tf_samples, bag: Path, scene: Path, odom_frame: str = "odom"):
+    """Translation (m) and rotation (deg) errors of T_map_camera from /tf against the scene's
+    ground truth; tf_samples: [(stamp_ns, child, T_map_child)]."""
+    from nol_ros.datasets.bag import read_bag_tf
+    from nol_ros.datasets.bop import read_bop_scene
+    from nol_ros.geometry import so3_log
+    from nol_ros.ros.tf_buffer import TransformBuffer
+
+    buf = TransformBuffer(cache_time_s=1e9)
+    cam = "camera_rgb_optical_frame"
+    for st, parent, child, T, static in read_bag_tf(bag):
+        buf.set_transform(parent, child, st, T, static=static)
+    gt = {f.stamp_ns: f.T_world_camera for f in read_bop_scene(scene).frames}
+    et, er = [], []
+    for st, child, T in tf_samples:
+        if st not in gt:
+            continue
+        T_mc = T @ buf.lookup(odom_frame, cam, st) if child == odom_frame else T
+        G = gt[st]
+        et.append(float(np.linalg.norm(T_mc[:3, 3] - G[:3, 3])))
+        er.append(float(np.degrees(np.linalg.norm(so3_log(T_mc[:3, :3].T @ G[:3, :3])))))
+    return np.array(et), np.array(er)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(ROOT / "data" / "demo"),
+                    help="synthetic dataset folder (bags/train_000001, train/000001)")
+    ap.add_argument("--rate", type=float, default=1.0, help="replay speed (1 = 30 Hz)")
+    ap.add_argument("--max-backlog", type=int, default=15, help="tracking.max_backlog")
+    ap.add_argument("--odometry", default="auto", help="tracking.odometry_mode")
+    ap.add_argument("--domain", type=int, default=40 + os.getpid() % 50)
+    a = ap.parse_args(argv)
+    os.environ["ROS_DOMAIN_ID"] = str(a.domain)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    data = Path(a.data)
+    bag, scene = data / "bags" / "train_000001", data / "train" / "000001"
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from tf2_msgs.msg import TFMessage
+
+    from nol_ros.msg import TrackingStatus
+    from nol_ros.ros.conversions import matrix_from_transform, stamp_to_ns
+    from nol_ros.srv import GetBufferStatus
+
+    load0 = os.getloadavg()
+    node_proc = subprocess.Popen(
+        [_exe("reconstruction_node"), "--ros-args", "-p", f"tracking.max_backlog:={a.max_backlog}",
+         "-p", f"tracking.odometry_mode:={a.odometry}", "-p", "keyframe_images:=false"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    rclpy.init()
+    node = rclpy.create_node("bench_client")
+    ex = SingleThreadedExecutor()
+    ex.add_node(node)
+    tfs, statuses = [], []
+    node.create_subscription(
+        TFMessage, "/tf", lambda m: tfs.extend(
+            (stamp_to_ns(t.header.stamp), t.child_frame_id, matrix_from_transform(t.transform))
+            for t in m.transforms if t.header.frame_id == "map"), 200)
+    node.create_subscription(TrackingStatus, "/reconstruction/status", statuses.append, 50)
+    cli = node.create_client(GetBufferStatus, "/reconstruction/get_buffer_status")
+
+    def spin_until(pred, timeout):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            ex.spin_once(timeout_sec=0.05)
+            if pred():
+                return True
+        return False
+
+    def status():
+        fut = cli.call_async(GetBufferStatus.Request())
+        assert spin_until(fut.done, 20), "no reply from get_buffer_status"
+        return fut.result()
+
+    try:
+        assert spin_until(cli.service_is_ready, 60), "reconstruction node did not start"
+        t0 = time.monotonic()
+        replay = subprocess.Popen(
+            [_exe("nol-ros"), "replay", str(bag), "--rate", str(a.rate),
+             "--wait-for-subscribers", "10"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
+        spin_until(lambda: replay.poll() is not None, 600)
+        t_replay = time.monotonic() - t0
+        replay_out = replay.communicate()[0]
+        # let the tracker finish its backlog
+        spin_until(lambda: status().tracking.backlog == 0, 60)
+        t_done = time.monotonic() - t0
+        spin_until(lambda: False, 0.5)
+        st = status()
+    finally:
+        node_proc.terminate()
+        try:
+            log = node_proc.communicate(timeout=10)[0]
+        except subprocess.TimeoutExpired:
+            node_proc.kill()
+            log = node_proc.communicate()[0]
+        node.destroy_node()
+        rclpy.shutdown()
+    tr = st.tracking
+    n_bag = 120 if "demo" in str(data) else None
+    et, er = pose_errors(tfs, bag, scene)
+    load1 = os.getloadavg()
+    print(f"bag: {bag} ({n_bag or '?'} RGB-D pairs), rate {a.rate} "
+          f"({30 * a.rate:.0f} Hz), max_backlog {a.max_backlog}, odometry {a.odometry}")
+    print(f"replay wall {t_replay:.1f} s; backlog tracked {t_done:.1f} s after the start")
+    print(f"received {tr.frames_received}, rejected {tr.frames_rejected}, unpaired "
+          f"{tr.messages_unpaired}; tracked {tr.frames_tracked}, skipped (backlog full) "
+          f"{tr.frames_skipped}, tracking failed {tr.frames_tracking_failed}, without odometry "
+          f"{tr.frames_without_odometry}; keyframes {tr.keyframes}; tf mode {tr.tf_mode}")
+    fps = [s.tracking_fps for s in statuses if s.frames_tracked > 0]
+    lat = [s.latency_s for s in statuses if s.frames_tracked > 0]
+    if fps:
+        print(f"tracker fps (last 30 frames): median {np.median(fps):.1f}, min {min(fps):.1f}; "
+              f"pose latency median {np.median(lat) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms")
+    if len(et):
+        print(f"/tf poses: {len(et)}; T_map_camera error vs ground truth: translation median "
+              f"{np.median(et) * 100:.2f} cm, max {et.max() * 100:.2f} cm; rotation median "
+              f"{np.median(er):.2f} deg, max {er.max():.2f} deg")
+    print(f"load average before {load0[0]:.2f}, after {load1[0]:.2f} (2 cores)")
+    print("replay:", replay_out.strip().splitlines()[-1] if replay_out.strip() else "")
+    if "--verbose" in os.environ.get("BENCH_FLAGS", ""):
+        print(log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
