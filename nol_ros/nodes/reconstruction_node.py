@@ -145,6 +145,7 @@ def make_node(node_name: str = "reconstruction", **node_kwargs):
             self.ingest = RgbdIngest(cfg.ingest)
             self._info = None
             self._pending: deque = deque()  # (wall time, rgb, depth) waiting for a CameraInfo
+            self._pending_lock = threading.Lock()
             self._last_stamp_ns = 0
             self._generation = 0
             self._status_lock = threading.Lock()
@@ -198,7 +199,7 @@ def make_node(node_name: str = "reconstruction", **node_kwargs):
                                 callback_group=heavy)
             self.create_service(ExportSequence, "~/export_sequence", self._on_export,
                                 callback_group=heavy)
-            self.create_timer(1.0, self._publish_status, callback_group=queries)
+            self.create_timer(1.0, self._on_timer, callback_group=queries)
             self._conv = dict(depth_to_image=depth_to_image, numpy_to_image=numpy_to_image,
                               info=intrinsics_to_camera_info, ns_to_stamp=ns_to_stamp,
                               tf=transform_from_matrix)
@@ -212,24 +213,29 @@ def make_node(node_name: str = "reconstruction", **node_kwargs):
         def _on_info(self, msg):
             self._info = msg  # pending pairs are flushed by the next pair (sensor group only)
 
-        def _flush_pending(self, now=None):
+        def _flush_pending(self):
             """Pairs that came before the first CameraInfo: ingest them once it is there; reject
-            (counted, 'no CameraInfo') those older than camera_info_wait_s."""
-            while self._pending:
-                t, rgb, depth = self._pending[0]
-                if self._info is None and now is not None and now - t < self.cfg.camera_info_wait_s:
-                    return
-                self._pending.popleft()
+            (counted, 'no CameraInfo') those older than camera_info_wait_s. Called for each
+            pair and by the 1 Hz timer (so waiting pairs are reported even if no more come)."""
+            now = time.monotonic()
+            while True:
+                with self._pending_lock:
+                    if not self._pending:
+                        return
+                    t, rgb, depth = self._pending[0]
+                    if self._info is None and now - t < self.cfg.camera_info_wait_s:
+                        return
+                    self._pending.popleft()
                 self._ingest(rgb, depth)
 
         def _on_pair(self, msgs):
             rgb, depth = msgs
             if self._info is None:
-                self._pending.append((time.monotonic(), rgb, depth))
-                self._flush_pending(time.monotonic())
-                return
-            if self._pending:
+                with self._pending_lock:
+                    self._pending.append((time.monotonic(), rgb, depth))
                 self._flush_pending()
+                return
+            self._flush_pending()
             self._ingest(rgb, depth)
 
         def _ingest(self, rgb, depth):
@@ -255,13 +261,18 @@ def make_node(node_name: str = "reconstruction", **node_kwargs):
                 raise FrameLookupError("the images have an empty header.frame_id; set the "
                                        "camera_frame parameter")
             deadline = time.monotonic() + timeout_s
+            first = self.live.status().tf_mode == ""
             while True:
                 try:
                     return self.tf.lookup(self.cfg.odom_frame, cam, frame.stamp_ns)
-                except TransformError:
+                except FrameLookupError:
+                    # an unknown frame only comes later at the start (/tf_static after images)
+                    if not first or time.monotonic() >= deadline:
+                        raise
+                except TransformError:  # not there yet (TF comes after the image): wait
                     if time.monotonic() >= deadline:
                         raise
-                    time.sleep(0.005)
+                time.sleep(0.005)
 
         # -- output (tracker thread) -------------------------------------------------------
         def _on_result(self, res, frame):
@@ -302,6 +313,10 @@ def make_node(node_name: str = "reconstruction", **node_kwargs):
             return tracking_status_msg(self.ingest.status, self.sync.dropped, self.live.status(),
                                        self.cfg.map_frame)
 
+        def _on_timer(self):
+            self._flush_pending()
+            self._publish_status()
+
         def _publish_status(self):
             with self._status_lock:
                 self._last_status_pub = time.monotonic()
@@ -326,7 +341,8 @@ def make_node(node_name: str = "reconstruction", **node_kwargs):
             return response
 
         def _reset(self):
-            self._pending.clear()
+            with self._pending_lock:
+                self._pending.clear()
             self.live.reset()
             self.ingest.clear()
             self.errors.clear()

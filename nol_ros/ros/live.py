@@ -13,7 +13,9 @@ stamp (waiting up to ``tf_timeout_s`` for the transform, ``first_tf_timeout_s`` 
 frame); if the FIRST frame has it, the map
 frame is anchored to odom (T_map_odom = identity at the start) and the tf mode is ``map->odom``;
 if not, the tracker runs on vision alone from then on (``map->camera``, no more lookups, one
-warning). ``required`` refuses to track frames without the prior (counted, error TF_*).
+warning). In ``map->odom`` mode a frame whose odometry does not arrive in time is not
+tracked (``frames_without_odometry``; it is buffered and exported with an interpolated pose).
+``required`` refuses to track frames without the prior (counted, error TF_*).
 ``off`` never asks. Why the two tf modes: see :mod:`nol_ros.nodes.reconstruction_node`.
 
 Export (:func:`export_sequence`) writes the buffer as a BOP scene (+ the live poses as
@@ -58,7 +60,7 @@ class LiveTrackingConfig:
     enabled: bool = True
     max_backlog: int = 15              # frames waiting for the tracker; more -> oldest skipped
     odometry_mode: str = "auto"        # auto | required | off
-    tf_timeout_s: float = 0.1          # wait this long for a frame's odometry transform
+    tf_timeout_s: float = 0.3          # wait this long for a frame's odometry transform
     first_tf_timeout_s: float = 2.0    # ... and this long for the first frame's (it decides
     #                                    map->odom or map->camera; /tf_static may come late)
     reset_on_time_jump_s: float = 1.0  # a frame stamped this long before the previous one
@@ -279,12 +281,16 @@ class LiveTracker:
                     self.on_info(f"no odometry TF for the first frame ({e}); tracking on vision "
                                  f"alone and publishing {TF_MAP_CAMERA} (set "
                                  "tracking.odometry_mode: required to insist on odometry)")
-            else:
-                with self._cv:
-                    self._status.frames_without_odometry += 1
-                self._error(e.code, f"frame {frame.index} tracked without the odometry prior: "
-                                    f"{e}")
-            return None, False
+                return None, False
+            # map->odom: a frame without its odometry is not tracked (it stays buffered and is
+            # exported with an interpolated pose). Tracking it on vision alone would hand the
+            # tracker an odometry gap: its next prediction would add the skipped frame's motion
+            # twice (measured: 6 of 29 frames then failed their checks on the small bag).
+            with self._cv:
+                self._status.frames_without_odometry += 1
+            self._error(e.code, f"frame {frame.index} not tracked: its odometry transform "
+                                f"did not arrive within {self.cfg.tf_timeout_s} s: {e}")
+            return None, True
 
     def _track(self, frame: RgbdFrame, t_recv: float, gen: int) -> LiveResult | None:
         from nol_ros.reconstruction.tracking import RgbdTracker
