@@ -20,6 +20,7 @@ from nol_ros.datasets.bag import (
     export_bag,
     main,
     mount_transform,
+    read_bag_custom_data,
     read_bag_frames,
     read_bag_tf,
 )
@@ -117,6 +118,11 @@ def test_tf_gt_is_exact_and_mount_is_fixed(tmp_path):
         assert stamp == 10**9 + k * 33_333_333
         np.testing.assert_allclose(T_oc, T_wc, atol=1e-6)  # quaternion round trip
     np.testing.assert_allclose(mount_transform(poses[0]), T_bc, atol=1e-6)
+    # the bag says that this /tf is the ground truth
+    meta = read_bag_custom_data(out)
+    assert meta["nol_ros.tf_mode"] == "gt" and meta["nol_ros.tf_source"] == "ground_truth"
+    assert meta["nol_ros.world_frame"] == "map" and "000001" in meta["nol_ros.source"]
+    assert "tf_source: ground_truth" in (out / "metadata.yaml").read_text().replace("'", "")
 
 
 def test_tf_odom_drifts_like_planar_wheel_odometry(tmp_path):
@@ -129,6 +135,8 @@ def test_tf_odom_drifts_like_planar_wheel_odometry(tmp_path):
                rng=np.random.default_rng(2))
     ta, tb, tc = (read_bag_tf(tmp_path / x) for x in "abc")
     assert not any(r[1] == "map" for r in ta)  # no map frame when odometry drifts
+    assert read_bag_custom_data(tmp_path / "a")["nol_ros.tf_source"] == \
+        "simulated_wheel_odometry"
     err = []
     for k, T_wc in enumerate(poses):
         _, A = _chain(ta, k)
@@ -157,6 +165,7 @@ def test_tf_none_sqlite3_and_frames_without_poses(tmp_path):
     assert s["frames"] == 2 and s["tf_messages"] == 0
     assert list((tmp_path / "db").glob("*.db3"))
     assert read_bag_tf(tmp_path / "db") == []
+    assert read_bag_custom_data(tmp_path / "db")["nol_ros.tf_source"] == "none"
     got = list(read_bag_frames(tmp_path / "db"))
     assert len(got) == 2
     np.testing.assert_array_equal(got[1][1], seq.frames[1].load_rgb())

@@ -24,6 +24,12 @@ tf_mode:
          angle turned); the first frame is exact, the error then accumulates.
   "none" no /tf and no /tf_static (frames without poses can then be exported).
 
+The bag says which it is: its metadata.yaml ``custom_data`` holds ``nol_ros.tf_mode`` (gt |
+odom | none), ``nol_ros.tf_source`` (``ground_truth``: the sequence's camera poses, exact;
+``simulated_wheel_odometry``: those poses with drift; ``none``), ``nol_ros.source`` (the
+sequence's name and folder) and ``nol_ros.world_frame`` (the frame the poses are in: ``map`` =
+``odom`` for gt). :func:`read_bag_custom_data` reads it back (``ros2 bag info`` shows it too).
+
 The bag is a rosbag2 FOLDER (metadata.yaml + one .mcap or .db3 file), as ``ros2 bag record -o``
 writes it; ``storage`` picks MCAP (default) or sqlite3.
 
@@ -52,6 +58,7 @@ BASE_FRAME = "base_link"
 ODOM_FRAME = "odom"
 MAP_FRAME = "map"
 TF_MODES = ("gt", "odom", "none")
+TF_SOURCES = {"gt": "ground_truth", "odom": "simulated_wheel_odometry", "none": "none"}
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,11 @@ def export_bag(seq, out_path: str | Path, tf_mode: str = "odom",
     n_tf = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     with Writer(out, version=9, storage_plugin=plugin) as w:
+        w.set_custom_data("nol_ros.tf_mode", tf_mode)
+        w.set_custom_data("nol_ros.tf_source", TF_SOURCES[tf_mode])
+        w.set_custom_data("nol_ros.source", f"{seq.name} ({getattr(seq, 'root', '')})")
+        if tf_mode == "gt":
+            w.set_custom_data("nol_ros.world_frame", MAP_FRAME)
         c_rgb = w.add_connection(RGB_TOPIC, Image.__msgtype__, typestore=ts)
         c_d = w.add_connection(DEPTH_TOPIC, Image.__msgtype__, typestore=ts)
         c_i = w.add_connection(INFO_TOPIC, CameraInfo.__msgtype__, typestore=ts)
@@ -256,7 +268,26 @@ def export_bag(seq, out_path: str | Path, tf_mode: str = "odom",
             w.write(c_rgb, fr.stamp_ns, ser(img, Image))
             w.write(c_d, fr.depth_stamp_ns, ser(dimg, Image))
     return {"path": str(out), "frames": len(frames), "tf_messages": n_tf, "tf_mode": tf_mode,
-            "storage": storage}
+            "tf_source": TF_SOURCES[tf_mode], "storage": storage}
+
+
+def read_bag_custom_data(path: str | Path) -> dict[str, str]:
+    """The ``custom_data`` of a rosbag2's metadata.yaml ({} when it has none): for bags written
+    by :func:`export_bag`, ``nol_ros.tf_mode`` / ``nol_ros.tf_source`` say whether /tf is the
+    ground truth, drifting odometry or absent."""
+    import yaml
+
+    from nol_ros.errors import FileFormatError
+
+    p = Path(path)
+    meta = (p.parent if p.is_file() else p) / "metadata.yaml"
+    if not meta.is_file():
+        raise FileFormatError(f"'{path}' is not a rosbag2 directory (no metadata.yaml)")
+    try:
+        info = yaml.safe_load(meta.read_text())["rosbag2_bagfile_information"]
+    except (yaml.YAMLError, KeyError, TypeError) as e:
+        raise FileFormatError(f"'{meta}' is not a rosbag2 metadata file: {e}") from e
+    return {str(k): str(v) for k, v in (info.get("custom_data") or {}).items()}
 
 
 def _camera_info_dict(m, stamp_ns: int) -> dict:
@@ -348,8 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq", default=None, help="SMOT sequence below ROOT (default train/seq1)")
     ap.add_argument("--out", required=True, help="output bag folder (must not exist)")
     ap.add_argument("--tf", default="gt", choices=list(TF_MODES),
-                    help="camera poses as exact odometry (gt, default), drifting wheel odometry "
-                         "(odom), or no /tf (none)")
+                    help="camera poses as exact odometry, marked as ground truth in the bag's "
+                         "metadata (gt, default), drifting wheel odometry (odom), or no /tf "
+                         "(none)")
     ap.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"],
                     help="rosbag2 storage plugin (default mcap)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the odometry drift")
@@ -374,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error [{e.code}]: {e}", file=sys.stderr)
         return 2
     print(f"wrote {summary['frames']} frames to {summary['path']} ({summary['storage']}, "
-          f"tf: {summary['tf_mode']})")
+          f"tf: {summary['tf_mode']} = {summary['tf_source']})")
     return 0
 
 

@@ -2,7 +2,9 @@
 
 RGB and depth are paired by approximate time (the Xtion stamps them a few ms apart), CameraInfo
 gives the intrinsics, and /tf + /tf_static (when present) give the odometry pose of the camera
-per frame, written to ``odometry.json`` as a prior for tracking (never as ground truth).
+per frame, written to ``odometry.json`` as a prior for tracking (never as ground truth; its
+``tf_source`` says what the bag declares /tf to be: ``ground_truth`` for a bag exported with
+``--tf gt``, ``simulated_wheel_odometry``, or ``unknown`` for a robot recording).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def bag_to_bop_scene(bag_path: str | Path, scene_dir: str | Path,
     """Write the synchronised frames of a bag as a BOP scene; returns a summary dict."""
     from rosbags.typesys import Stores, get_typestore
 
+    from nol_ros.datasets.bag import read_bag_custom_data
     from nol_ros.datasets.bop import BopSceneWriter
     from nol_ros.ros.bag_replay import open_bag
     from nol_ros.ros.conversions import (
@@ -37,6 +40,7 @@ def bag_to_bop_scene(bag_path: str | Path, scene_dir: str | Path,
     from nol_ros.ros.tf_buffer import TransformBuffer, TransformError
 
     reader = open_bag(bag_path)
+    tf_source = read_bag_custom_data(bag_path).get("nol_ros.tf_source", "unknown")
     store = get_typestore(Stores.ROS2_KILTED)
     topics = {c.topic for c in reader.connections}
     for t in (rgb_topic, depth_topic, camera_info_topic):
@@ -93,8 +97,10 @@ def bag_to_bop_scene(bag_path: str | Path, scene_dir: str | Path,
     writer.close()
     if odom:
         atomic_write_json(Path(scene_dir) / "odometry.json",
-                          {"frame": odom_frame, "child": cam_frame, "T_odom_camera": odom})
+                          {"frame": odom_frame, "child": cam_frame, "tf_source": tf_source,
+                           "T_odom_camera": odom})
     return {"frames": len(pairs), "dropped": sync.dropped, "odometry_frames": len(odom),
+            "tf_source": tf_source,
             "intrinsics": [intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height]}
 
 
