@@ -100,3 +100,54 @@ def test_tracker_rejects_frames_that_do_not_match_the_intrinsics():
     tr = RgbdTracker(SMOT_XTION)
     with pytest.raises(InputError, match="does not match the intrinsics"):
         tr.process(np.zeros((240, 320, 3), np.uint8), np.ones((240, 320), np.float32))
+
+
+def _views_around(centre, elev_deg, az_deg, dist=0.6):
+    from nol_ros.geometry import look_at
+
+    e, a = np.radians(elev_deg), np.radians(az_deg)
+    eye = centre + dist * np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
+    return look_at(eye, centre)
+
+
+def test_per_target_selection_on_rendered_visibility():
+    """Real geometry: a box seen by 12 sources on a 40 deg circle; the target looks at its front
+    face from the side (elevation 0), so only the 5 sources in front share vertices with it;
+    the others (back and top only) are never picked, and the source that shows most of the
+    target comes first."""
+    from nol_ros.camera import SMOT_XTION
+    from nol_ros.datasets.synthetic.objects import make_object
+    from nol_ros.reconstruction.annotate import visible_vertices_in_pose
+
+    box = make_object(1, 0).untextured()  # 0.16 x 0.06 x 0.21 m, front face towards -y
+    c = np.zeros(3)
+    src_az = np.arange(0, 360, 30) - 90.0          # -90 = in front of the -y face
+    vis = np.array([visible_vertices_in_pose(box, SMOT_XTION,
+                                             np.linalg.inv(_views_around(c, 40, a)))
+                    for a in src_az])
+    tgt = visible_vertices_in_pose(box, SMOT_XTION, np.linalg.inv(_views_around(c, 0, -85)))
+    assert tgt.sum() > 50 and not (tgt & (box.vertex_normals[:, 2] > 0.5)).any()  # no top
+    overlap = (vis & tgt).any(1)
+    assert 3 <= overlap.sum() <= 7 and not overlap.all()
+    picks = select_for_target(vis, tgt, k=6)
+    assert set(picks) == set(np.flatnonzero(overlap))   # all useful ones, no useless one
+    shared = (vis & tgt).sum(1)
+    assert shared[picks[0]] == shared.max() and abs(src_az[picks[0]] + 85) <= 30
+    # together the picks see everything of the target that any source sees
+    assert ((vis[picks].any(0) & tgt) == ((vis.any(0)) & tgt)).all()
+    with pytest.raises(InputError, match="shapes"):
+        select_for_target(vis, tgt[:-1])
+
+
+def test_observable_vertices_exclude_the_bottom():
+    from nol_ros.datasets.synthetic.objects import make_object
+    from nol_ros.reconstruction.annotate import observable_vertices
+
+    box = make_object(1, 0).untextured()
+    obs = observable_vertices(box, np.eye(4), np.array([0, 0, 1.0]))
+    down = box.vertex_normals[:, 2] < -0.9
+    assert not (obs & down).any()                        # the face on the table: never seen
+    assert obs[~down].mean() > 0.97                      # the rest: seen from some view
+    # the same object lying on its side (up = model y): its -y face is now the bottom
+    obs2 = observable_vertices(box, np.eye(4), np.array([0, 1.0, 0]))
+    assert not (obs2 & (box.vertex_normals[:, 1] < -0.9)).any()
