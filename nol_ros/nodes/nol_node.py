@@ -147,6 +147,8 @@ def make_node(node_name: str = "nol", **node_kwargs):
 
         # -- jobs ------------------------------------------------------------------------------
         def _on_update(self, info: JobInfo) -> None:
+            if not self.context.ok():  # shutting down: the job was cancelled, nobody listens
+                return
             self.progress_pub.publish(job_progress_msg(info, self.get_clock().now().to_msg()))
             if info.state == JobState.FAILED:
                 self.get_logger().error(f"job {info.job_id} ({info.object_name}) failed "
@@ -176,6 +178,15 @@ def make_node(node_name: str = "nol", **node_kwargs):
             def self_annotation(ctx, progress):
                 ctx["workspace"] = learn_object(name, mesh, source, ctx["source_path"], cfg,
                                                 progress.report)
+                try:  # a learnt object with a caveat (e.g. INSUFFICIENT_COVERAGE): say so
+                    import json
+
+                    rep = json.loads((Path(ctx["workspace"]) / "report.json").read_text())
+                    warning = rep["objects"][name].get("warning")
+                except (OSError, ValueError, KeyError):
+                    warning = None
+                if warning:
+                    self.get_logger().warning(warning)
 
             stages = []
             if source == SOURCE_LIVE_BUFFER and not path:
@@ -253,6 +264,9 @@ def make_node(node_name: str = "nol", **node_kwargs):
             else:
                 goal_handle.abort()
             return result
+
+        def prepare_shutdown(self):
+            self.jobs.shutdown()
 
         def destroy_node(self):
             self.jobs.shutdown()

@@ -276,6 +276,8 @@ def make_node(node_name: str = "reconstruction", **node_kwargs):
 
         # -- output (tracker thread) -------------------------------------------------------
         def _on_result(self, res, frame):
+            if not self.context.ok():  # shutting down (Ctrl-C): nothing to publish into
+                return
             cfg, c = self.cfg, self._conv
             cam = cfg.camera_frame or res.frame_id or "camera"
             try:
@@ -303,8 +305,9 @@ def make_node(node_name: str = "reconstruction", **node_kwargs):
                 now = time.monotonic()
                 if now - self._last_status_pub >= 1.0 / max(cfg.status_rate_hz, 1e-3):
                     self._publish_status()
-            except Exception as e:  # a failed publish (e.g. during shutdown) must not kill
-                self.errors.report("PUBLISH_FAILED", f"{type(e).__name__}: {e}")
+            except Exception as e:  # a failed publish must not kill the tracker
+                if self.context.ok():
+                    self.errors.report("PUBLISH_FAILED", f"{type(e).__name__}: {e}")
 
         def _on_live_error(self, code, message):
             self.errors.report(code, message, "tracking")
@@ -406,6 +409,9 @@ def make_node(node_name: str = "reconstruction", **node_kwargs):
             except Exception as e:
                 self._fail(response, "ExportSequence", e)
             return response
+
+        def prepare_shutdown(self):
+            self.live.shutdown()
 
         def destroy_node(self):
             self.live.shutdown()

@@ -116,6 +116,8 @@ def make_node(node_name: str = "view_selection", **node_kwargs):
                 f"workspaces in {self.cfg.workspace_root})")
 
         def _on_update(self, info: JobInfo) -> None:
+            if not self.context.ok():  # shutting down: the job was cancelled, nobody listens
+                return
             self.progress_pub.publish(job_progress_msg(info, self.get_clock().now().to_msg()))
             if info.state == JobState.FAILED:
                 self.get_logger().error(f"job {info.job_id} failed [{info.error_code}]: "
@@ -149,6 +151,8 @@ def make_node(node_name: str = "view_selection", **node_kwargs):
                                             f"{entry['error']}")
                 else:
                     good.append(name)
+                if "warning" in entry:  # e.g. INSUFFICIENT_COVERAGE: selected, but say so
+                    self.get_logger().warning(entry["warning"])
             if not good:
                 name, code, msg = errors[0]
                 err = NolError(f"no object could be selected; {name}: {msg}")
@@ -216,6 +220,9 @@ def make_node(node_name: str = "view_selection", **node_kwargs):
                 resp.accepted, resp.error_code, resp.message = False, e.code, str(e)
                 self.get_logger().error(f"SelectViews refused [{e.code}]: {e}")
             return resp
+
+        def prepare_shutdown(self):
+            self.jobs.shutdown()
 
         def destroy_node(self):
             self.jobs.shutdown()

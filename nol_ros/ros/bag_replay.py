@@ -30,8 +30,8 @@ class ReplayConfig:
     topics: tuple[str, ...] = ()       # empty = all topics
     remap: tuple[tuple[str, str], ...] = ()  # (from, to) topic pairs
     start_delay_s: float = 0.0         # wait before the first message (lets subscribers connect)
-    wait_for_subscribers_s: float = 0.0  # wait up to this long for a subscriber on each
-    #                                      non-latched topic
+    wait_for_subscribers_s: float = 0.0  # wait up to this long for a subscriber on every
+    #                                      topic (latched ones too)
 
 
 @dataclass
@@ -131,13 +131,13 @@ class BagPlayer:
         self.clock_pub.publish(Clock(clock=ns_to_stamp(t_ns)))
 
     def wait_for_subscribers(self, timeout_s: float, stop: threading.Event | None = None) -> bool:
-        from rclpy.qos import DurabilityPolicy
-
+        """Wait until every topic of the bag has a subscriber (or ``timeout_s``). Latched topics
+        (/tf_static) count too: they only reach a subscriber while this player is alive, and a
+        short bag ends before a slow subscriber matched (seen in bring-up: the reconstruction
+        node never got /tf_static and fell back to vision-only tracking)."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout_s:
-            # latched topics (/tf_static) reach late subscribers anyway: do not wait for them
-            if all(p.get_subscription_count() > 0 for p in self.publishers.values()
-                   if p.qos_profile.durability != DurabilityPolicy.TRANSIENT_LOCAL):
+            if all(p.get_subscription_count() > 0 for p in self.publishers.values()):
                 return True
             if stop is not None and stop.is_set():
                 return False
@@ -152,12 +152,14 @@ class BagPlayer:
         if self.cfg.start_delay_s > 0:
             stop.wait(self.cfg.start_delay_s)
         t_start = time.monotonic()
-        while not stop.is_set():
-            self._play_once(stop)
-            self.stats.loops += 1
-            if not self.cfg.loop:
-                break
-        self.stats.wall_s = time.monotonic() - t_start
+        try:
+            while not stop.is_set():
+                self._play_once(stop)
+                self.stats.loops += 1
+                if not self.cfg.loop:
+                    break
+        finally:  # also when interrupted (Ctrl-C): the summary shows the time played
+            self.stats.wall_s = time.monotonic() - t_start
         return self.stats
 
     def _play_once(self, stop: threading.Event) -> None:

@@ -30,7 +30,10 @@ class ServiceCaller:
 
     @property
     def resolved_name(self) -> str:
-        return self.client.srv_name
+        try:  # the fully qualified name (namespace applied), for messages
+            return self.node.resolve_service_name(self.name)
+        except Exception:
+            return self.client.srv_name
 
     def call(self, request, timeout_s: float = 60.0, wait_for_service_s: float = 5.0):
         if not self.client.wait_for_service(timeout_sec=wait_for_service_s):

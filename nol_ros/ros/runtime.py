@@ -47,6 +47,10 @@ def run_nodes(factories: Sequence[Callable[[], object]], argv: Sequence[str] | N
         rclpy.logging.get_logger("nol_ros").error(f"cannot start [{e.code}]: {e}")
         code = 2
     finally:
+        for n in nodes:  # stop worker threads first: nothing publishes into a dead context
+            stop = getattr(n, "prepare_shutdown", None)
+            if stop is not None:
+                stop()
         executor.shutdown()
         for n in nodes:
             n.destroy_node()

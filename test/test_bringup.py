@@ -1,0 +1,91 @@
+"""`nol-ros bringup` starts the graph of a config/bringup/*.yaml from one command (one process per
+node, the same parameter files as the launch files): the replay graph brings the three nodes
+up on bag time, the bag reaches the reconstruction node, Ctrl-C stops everything with exit 0;
+bad graph arguments exit 2 before anything starts."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from _graph_helpers import BIN, Graph, nol_ros
+
+pytestmark = pytest.mark.ros
+
+
+def test_dry_run_and_bad_arguments(tmp_path):
+    out = nol_ros("bringup", "--config", "replay", "bag:=/some/bag", "namespace:=robot",
+                  "rate:=0.5", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 4
+    assert "reconstruction_node" in lines[0] and "config/reconstruction.yaml" in lines[0]
+    assert "__ns:=/robot" in lines[0] and "use_sim_time:=true" in lines[0]
+    assert lines[3].split()[1:4] == ["/some/bag", "--rate", "0.5"]
+    assert "use_sim_time:=false" in nol_ros("bringup", "--config", "robot", "--dry-run").stdout
+    for args, text in [(["--config", "replay"], "bag:="),
+                       (["--config", "replay", "bag:=x", "speed:=2"], "no argument 'speed'"),
+                       (["--config", "replay", "bag"], "NAME:=VALUE"),
+                       (["--config", "nope"], "no graph 'nope'"),
+                       (["--config", "learn", "use_sim_time:=maybe"], "true or false")]:
+        out = nol_ros("bringup", *args, "--dry-run")
+        assert out.returncode == 2 and text in out.stderr, (args, out.stderr)
+
+
+def test_replay_graph_comes_up_receives_the_bag_and_stops_on_ctrl_c(small_world, tmp_path,
+                                                                    rclpy_context):
+    from nol_ros.srv import GetBufferStatus, GetJobStatus, SelectViews
+
+    root, _ = small_world
+    ns = f"bringup_{os.getpid()}"
+    proc = subprocess.Popen(
+        [str(BIN / "nol-ros"), "bringup", "--config", "replay",
+         f"bag:={root / 'bags' / 'train_000001'}", f"namespace:={ns}", "rate:=0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    g = Graph(rclpy_context)
+    out = ""
+    try:
+        cli = g.client_node()
+        status = cli.create_client(GetBufferStatus, f"/{ns}/reconstruction/get_buffer_status")
+        vs = cli.create_client(SelectViews, f"/{ns}/view_selection/select_views")
+        jobs = cli.create_client(GetJobStatus, f"/{ns}/nol/get_job_status")
+        for c in (status, vs, jobs):
+            g.wait(c.service_is_ready, 90, c.srv_name)
+        g.wait(lambda: g.call(status, GetBufferStatus.Request()).frames_received >= 10, 90,
+               "frames from the bag")
+        st = g.call(status, GetBufferStatus.Request())
+        assert st.frames_dropped == 0 and st.width == 640
+        assert g.call(jobs, GetJobStatus.Request()).error_code == "UNKNOWN_JOB"  # no job yet
+        assert proc.poll() is None
+    finally:
+        g.close()
+        proc.send_signal(signal.SIGINT)
+        try:
+            out = proc.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate()[0]
+            pytest.fail("bring-up did not stop on SIGINT:\n" + out[-3000:])
+    (tmp_path / "bringup.log").write_text(out)
+    print(out[-3000:])
+    assert proc.returncode == 0, out[-3000:]
+    for name in ("[reconstruction]", "[view_selection]", "[nol]", "[bag_replay]"):
+        assert name in out, out[-3000:]
+    assert "[bag_replay] [replay]" in out and "[bringup] stopped (exit 0)" in out
+    assert "Traceback" not in out, out[-3000:]
+
+
+def test_a_required_node_that_dies_stops_the_graph_with_exit_1(tmp_path):
+    graph = tmp_path / "bringup" / "g.yaml"
+    graph.parent.mkdir()
+    (tmp_path / "bad.yaml").write_text("/**/reconstruction:\n  ros__parameters:\n"
+                                       "    tracking.odometry_mode: sometimes\n")
+    graph.write_text("arguments: {namespace: ''}\nnodes:\n"
+                     "  - {executable: reconstruction_node, name: reconstruction, "
+                     "parameters: [bad.yaml]}\n")
+    t0 = time.monotonic()
+    out = nol_ros("bringup", "--config", str(graph), "namespace:=dies", timeout=120)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "odometry_mode" in out.stdout and "required node 'reconstruction' exited" in out.stdout
+    assert time.monotonic() - t0 < 60
