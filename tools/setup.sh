@@ -106,11 +106,30 @@ if ! stamp_ok package "$PKG_HASH"; then
 fi
 
 CURRENT_STEP="check imports"
-"$PY" - <<'PYCHECK'
+# The full check imports torch and open3d (~5 s, most of a no-op run): only after something was
+# installed or built. Otherwise a light check: the package, its interfaces, rclpy, tf2_msgs, and
+# that torch/open3d are still installed.
+CHECK_HASH="$REQ_HASH-$IF_HASH-$PKG_HASH"
+if ! stamp_ok imports "$CHECK_HASH"; then
+  "$PY" - <<'PYCHECK'
 import nol_ros, nol_ros.msg, nol_ros.srv, nol_ros.action  # noqa: F401
 import rclpy, tf2_msgs.msg, torch, open3d  # noqa: F401
 print(f"[setup] ok: nol_ros {nol_ros.__version__}, torch {torch.__version__} "
       f"(cuda={torch.cuda.is_available()}), open3d {open3d.__version__}")
 PYCHECK
+  stamp_set imports "$CHECK_HASH"
+else
+  "$PY" - <<'PYCHECK'
+import importlib.util
+import nol_ros, nol_ros.msg, nol_ros.srv, nol_ros.action  # noqa: F401
+import rclpy, tf2_msgs.msg  # noqa: F401
+missing = [m for m in ("torch", "torchvision", "open3d", "cv2", "rosbags")
+           if importlib.util.find_spec(m) is None]
+if missing:
+    raise SystemExit(f"[setup] installed packages are missing: {missing}; delete "
+                     ".venv/.nol_stamps/pip and re-run make setup")
+print(f"[setup] ok: nol_ros {nol_ros.__version__} (torch/open3d checked at install)")
+PYCHECK
+fi
 trap - ERR
 echo "[setup] done in $(( $(date +%s) - START )) s"
