@@ -115,8 +115,14 @@ def main(argv=None) -> int:
         spin_until(lambda: replay.poll() is not None, 600)
         t_replay = time.monotonic() - t0
         replay_out = replay.communicate()[0]
-        # let the tracker finish its backlog
-        spin_until(lambda: status().tracking.backlog == 0, 60)
+        # let the tracker finish its backlog: every received frame tracked or counted
+        def settled():
+            s = status()
+            t = s.tracking
+            return s.frames_received == (t.frames_tracked + t.frames_skipped
+                                         + t.frames_without_odometry + t.frames_tf_refused)
+
+        spin_until(settled, 120)
         t_done = time.monotonic() - t0
         spin_until(lambda: False, 0.5)
         st = status()
@@ -138,8 +144,9 @@ def main(argv=None) -> int:
     print(f"replay wall {t_replay:.1f} s; backlog tracked {t_done:.1f} s after the start")
     print(f"received {tr.frames_received}, rejected {tr.frames_rejected}, unpaired "
           f"{tr.messages_unpaired}; tracked {tr.frames_tracked}, skipped (backlog full) "
-          f"{tr.frames_skipped}, tracking failed {tr.frames_tracking_failed}, without odometry "
-          f"{tr.frames_without_odometry}; keyframes {tr.keyframes}; tf mode {tr.tf_mode}")
+          f"{tr.frames_skipped}, tracking failed {tr.frames_tracking_failed}, not tracked "
+          f"(odometry late) {tr.frames_without_odometry}; keyframes {tr.keyframes}; tf mode "
+          f"{tr.tf_mode}")
     fps = [s.tracking_fps for s in statuses if s.frames_tracked > 0]
     lat = [s.latency_s for s in statuses if s.frames_tracked > 0]
     if fps:

@@ -86,7 +86,7 @@ class TfClient:
 
         group = callback_group or ReentrantCallbackGroup()
         self.buffer = TransformBuffer(cache_time_s=cache_time_s)
-        self._newest_ns = 0
+        self._newest: dict[str, int] = {}  # newest stamp per child frame
         node.create_subscription(TFMessage, "/tf", lambda m: self._on(m, False), _qos_dynamic(),
                                  callback_group=group)
         node.create_subscription(TFMessage, "/tf_static", lambda m: self._on(m, True),
@@ -94,15 +94,21 @@ class TfClient:
         self.backend = "nol_ros"
 
     def _on(self, msg, static: bool) -> None:
-        if not static and msg.transforms:
-            # time jumped back (a bag loops or restarts): old samples would hide the new ones,
-            # so forget the dynamic transforms, as tf2_ros does on a jump of /clock
-            t_new = max(stamp_to_ns(t.header.stamp) for t in msg.transforms)
-            if self._newest_ns and t_new < self._newest_ns - 1_000_000_000:
-                self.buffer.clear_dynamic()
-                self.node.get_logger().info("TF time jumped back: cleared the TF buffer")
-                self._newest_ns = t_new
-            self._newest_ns = max(self._newest_ns, t_new)
+        if not static:
+            # time jumped back on an edge (a bag loops or restarts): old samples would hide the
+            # new ones, so forget the dynamic transforms, as tf2_ros does on a jump of /clock.
+            # Per edge: publishers legitimately lag each other (the reconstruction node's
+            # map -> odom is stamped with images it tracked seconds ago).
+            for t in msg.transforms:
+                child, st = t.child_frame_id.lstrip("/"), stamp_to_ns(t.header.stamp)
+                newest = self._newest.get(child, 0)
+                if newest and st < newest - 1_000_000_000:
+                    self.buffer.clear_dynamic()
+                    self._newest = {}
+                    self.node.get_logger().info(
+                        f"TF time jumped back ({child} at {st / 1e9:.3f} s after "
+                        f"{newest / 1e9:.3f} s): cleared the TF buffer")
+                self._newest[child] = max(self._newest.get(child, 0), st)
         for t in msg.transforms:
             try:
                 self.buffer.set_transform(t.header.frame_id, t.child_frame_id,
