@@ -72,3 +72,34 @@ def test_cache_window_drops_old_samples():
     with pytest.raises(ExtrapolationError):
         b.lookup("odom", "base", 1 * S)
     np.testing.assert_allclose(b.lookup("odom", "base", 2 * S)[:3, 3], [20, 0, 0])
+
+
+def test_tf_client_clears_on_a_time_jump_of_an_edge_not_on_a_lagging_publisher(rclpy_context):
+    """A bag that loops makes odom -> base_link jump back: the dynamic transforms are dropped.
+    The reconstruction node's map -> odom lags the odometry by seconds (stamped with the images
+    it tracked): that is no jump and must keep the odometry (it once cleared it)."""
+    import rclpy
+    from tf2_msgs.msg import TFMessage
+
+    from nol_ros.ros.tf import TfClient, transform_stamped
+
+    node = rclpy.create_node("tf_jump", context=rclpy_context)
+    try:
+        tf = TfClient(node, prefer_tf2_ros=False)
+
+        def send(parent, child, t_s, static=False):
+            tf._on(TFMessage(transforms=[transform_stamped(parent, child, int(t_s * S),
+                                                           T(t=(t_s, 0, 0)))]), static)
+
+        send("base_link", "camera", 0, static=True)
+        for t_s in (10, 11, 12):
+            send("odom", "base_link", t_s)
+        send("map", "odom", 5)                     # lagging publisher: no jump
+        np.testing.assert_allclose(tf.lookup("odom", "camera", 11 * S)[:3, 3], [11, 0, 0])
+        send("odom", "base_link", 1)               # the bag looped
+        with pytest.raises(ExtrapolationError):
+            tf.lookup("odom", "camera", 11 * S)
+        np.testing.assert_allclose(tf.lookup("odom", "camera", 1 * S)[:3, 3], [1, 0, 0])
+        assert tf.buffer.lookup("base_link", "camera")[0, 0] == 1.0  # static kept
+    finally:
+        node.destroy_node()
