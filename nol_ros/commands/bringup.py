@@ -177,11 +177,21 @@ def substitute(text: str, values: dict[str, str]) -> str:
 
 
 def _executable(name: str) -> str:
-    for cand in (os.path.join(os.path.dirname(sys.executable), name), shutil.which(name)):
+    """A node executable: the pip console script (next to the interpreter, or on PATH), else
+    lib/nol_ros/NAME of a colcon install (what `ros2 run nol_ros NAME` runs)."""
+    cands = [os.path.join(os.path.dirname(sys.executable), name), shutil.which(name)]
+    try:
+        from ament_index_python.packages import get_package_prefix
+
+        cands.append(os.path.join(get_package_prefix("nol_ros"), "lib", "nol_ros", name))
+    except Exception:  # no ament index: a pip install
+        pass
+    for cand in cands:
         if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
             return cand
-    raise ConfigError(f"executable '{name}' not found next to {sys.executable} or on PATH; "
-                      "run `make setup` (pip install -e .) so the console scripts exist")
+    raise ConfigError(f"executable '{name}' not found next to {sys.executable}, on PATH or in "
+                      "lib/nol_ros of a ROS install; run `make setup` (pip install -e .) so the "
+                      "console scripts exist")
 
 
 def commands(graph: Graph, values: dict[str, str]) -> list[tuple[NodeSpec, list[str]]]:
