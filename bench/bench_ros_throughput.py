@@ -31,7 +31,9 @@ def _exe(name: str) -> str:
 
 def pose_errors(tf_samples, bag: Path, scene: Path, odom_frame: str = "odom"):
     """Translation (m) and rotation (deg) errors of T_map_camera from /tf against the scene's
-    ground truth; tf_samples: [(stamp_ns, child, T_map_child)]."""
+    ground truth; tf_samples: [(stamp_ns, child, T_map_child)]. map -> odom poses are compared
+    as they are (map starts at odom, which starts at the truth); map -> camera poses after
+    aligning the first one (the map is the first tracked camera)."""
     from nol_ros.datasets.bag import read_bag_tf
     from nol_ros.datasets.bop import read_bop_scene
     from nol_ros.geometry import so3_log
@@ -43,10 +45,14 @@ def pose_errors(tf_samples, bag: Path, scene: Path, odom_frame: str = "odom"):
         buf.set_transform(parent, child, st, T, static=static)
     gt = {f.stamp_ns: f.T_world_camera for f in read_bop_scene(scene).frames}
     et, er = [], []
+    A = np.eye(4)  # map -> camera mode: the map is the first tracked camera, align it to truth
+    cams = sorted((st, T) for st, child, T in tf_samples if child != odom_frame and st in gt)
+    if cams:
+        A = gt[cams[0][0]] @ np.linalg.inv(cams[0][1])
     for st, child, T in tf_samples:
         if st not in gt:
             continue
-        T_mc = T @ buf.lookup(odom_frame, cam, st) if child == odom_frame else T
+        T_mc = T @ buf.lookup(odom_frame, cam, st) if child == odom_frame else A @ T
         G = gt[st]
         et.append(float(np.linalg.norm(T_mc[:3, 3] - G[:3, 3])))
         er.append(float(np.degrees(np.linalg.norm(so3_log(T_mc[:3, :3].T @ G[:3, :3])))))

@@ -47,7 +47,8 @@ def register(sub) -> None:
     p.add_argument("--start-delay", type=non_negative_float, default=0.0, metavar="S",
                    help="wait S seconds before the first message")
     p.add_argument("--wait-for-subscribers", type=non_negative_float, default=0.0, metavar="S",
-                   help="wait up to S seconds until every topic has a subscriber")
+                   help="wait up to S seconds until every topic has a subscriber "
+                   "(latched topics such as /tf_static: at most 2 s more)")
     p.add_argument("--quiet", action="store_true", help="no summary")
 
     r = add_command(

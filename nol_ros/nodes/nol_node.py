@@ -266,10 +266,12 @@ def make_node(node_name: str = "nol", **node_kwargs):
             return result
 
         def prepare_shutdown(self):
-            self.jobs.shutdown()
+            if getattr(self, "jobs", None) is not None:
+                self.jobs.shutdown()
 
         def destroy_node(self):
-            self.jobs.shutdown()
+            if getattr(self, "jobs", None) is not None:  # also when __init__ failed
+                self.jobs.shutdown()
             return super().destroy_node()
 
     return NolNode()

@@ -33,7 +33,7 @@ TF: the tracker estimates T_map_camera. Which transform carries it depends on od
   A camera with a static mount but no odometry: set odom_frame to the mount's root (base_link);
   the correction then goes to map -> base_link. tracking.odometry_mode chooses auto (default;
   decided at the first frame, one warning when odometry is absent), required (frames without
-  odometry are refused with a TF_* error code) or off.
+  odometry are refused with a TF_* error code) or none.
 Bag loops: a frame stamped more than tracking.reset_on_time_jump_s before the previous one
 resets buffer and tracker (like tf2 on a time jump), so a looping replay starts a new sequence.
 """
@@ -152,7 +152,7 @@ def make_node(node_name: str = "reconstruction", **node_kwargs):
             self._last_status_pub = 0.0
             # TF: listener for the odometry prior, broadcaster for the pose
             self.tf, self._tf_problem = None, ""
-            if cfg.tracking.enabled and cfg.tracking.odometry_mode != "off":
+            if cfg.tracking.enabled and cfg.tracking.odometry_mode != "none":
                 try:
                     from nol_ros.ros.tf import TfClient
 
@@ -411,10 +411,12 @@ def make_node(node_name: str = "reconstruction", **node_kwargs):
             return response
 
         def prepare_shutdown(self):
-            self.live.shutdown()
+            if getattr(self, "live", None) is not None:
+                self.live.shutdown()
 
         def destroy_node(self):
-            self.live.shutdown()
+            if getattr(self, "live", None) is not None:  # also when __init__ failed
+                self.live.shutdown()
             return super().destroy_node()
 
     return ReconstructionNode()

@@ -222,10 +222,12 @@ def make_node(node_name: str = "view_selection", **node_kwargs):
             return resp
 
         def prepare_shutdown(self):
-            self.jobs.shutdown()
+            if getattr(self, "jobs", None) is not None:
+                self.jobs.shutdown()
 
         def destroy_node(self):
-            self.jobs.shutdown()
+            if getattr(self, "jobs", None) is not None:  # also when __init__ failed
+                self.jobs.shutdown()
             return super().destroy_node()
 
     return ViewSelectionNode()

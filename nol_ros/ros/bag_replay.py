@@ -31,7 +31,7 @@ class ReplayConfig:
     remap: tuple[tuple[str, str], ...] = ()  # (from, to) topic pairs
     start_delay_s: float = 0.0         # wait before the first message (lets subscribers connect)
     wait_for_subscribers_s: float = 0.0  # wait up to this long for a subscriber on every
-    #                                      topic (latched ones too)
+    #                                      topic (latched ones: up to 2 s more)
 
 
 @dataclass
@@ -130,14 +130,29 @@ class BagPlayer:
 
         self.clock_pub.publish(Clock(clock=ns_to_stamp(t_ns)))
 
-    def wait_for_subscribers(self, timeout_s: float, stop: threading.Event | None = None) -> bool:
-        """Wait until every topic of the bag has a subscriber (or ``timeout_s``). Latched topics
-        (/tf_static) count too: they only reach a subscriber while this player is alive, and a
-        short bag ends before a slow subscriber matched (seen in bring-up: the reconstruction
-        node never got /tf_static and fell back to vision-only tracking)."""
+    def wait_for_subscribers(self, timeout_s: float, stop: threading.Event | None = None,
+                             latched_grace_s: float = 2.0) -> bool:
+        """Wait until every non-latched topic of the bag has a subscriber (or ``timeout_s``),
+        then up to ``latched_grace_s`` more for the latched ones (/tf_static): those reach a
+        subscriber only while this player is alive, and a short bag can end before a slow
+        subscriber matched (seen in bring-up: the reconstruction node never got /tf_static and
+        fell back to vision-only tracking). Not longer: a latched topic may have no subscriber
+        at all."""
+        from rclpy.qos import DurabilityPolicy
+
+        def ready(latched: bool) -> bool:
+            return all(p.get_subscription_count() > 0 for p in self.publishers.values()
+                       if (p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL)
+                       == latched)
+
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout_s:
-            if all(p.get_subscription_count() > 0 for p in self.publishers.values()):
+            if ready(False):
+                t1 = time.monotonic()
+                while not ready(True) and time.monotonic() - t1 < latched_grace_s:
+                    if stop is not None and stop.is_set():
+                        return False
+                    time.sleep(0.05)
                 return True
             if stop is not None and stop.is_set():
                 return False

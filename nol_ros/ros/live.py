@@ -16,7 +16,7 @@ if not, the tracker runs on vision alone from then on (``map->camera``, no more 
 warning). In ``map->odom`` mode a frame whose odometry does not arrive in time is not
 tracked (``frames_without_odometry``; it is buffered and exported with an interpolated pose).
 ``required`` refuses to track frames without the prior (counted, error TF_*).
-``off`` never asks. Why the two tf modes: see :mod:`nol_ros.nodes.reconstruction_node`.
+``none`` never asks. Why the two tf modes: see :mod:`nol_ros.nodes.reconstruction_node`.
 
 Export (:func:`export_sequence`) writes the buffer as a BOP scene (+ the live poses as
 ``odometry.json``, which :func:`nol_ros.datasets.bag_import.load_odometry` reads as the motion
@@ -42,7 +42,7 @@ from nol_ros.reconstruction.tracking import TrackerConfig, TrackResult
 from nol_ros.ros.ingest import RgbdFrame
 from nol_ros.ros.tf_buffer import TransformError
 
-ODOMETRY_MODES = ("auto", "required", "off")
+ODOMETRY_MODES = ("auto", "required", "none")  # not "off": YAML reads it as false
 TF_MAP_ODOM, TF_MAP_CAMERA = "map->odom", "map->camera"
 EXPORT_MARKER = "nol_export.json"
 
@@ -59,7 +59,7 @@ class LiveTrackingConfig:
 
     enabled: bool = True
     max_backlog: int = 15              # frames waiting for the tracker; more -> oldest skipped
-    odometry_mode: str = "auto"        # auto | required | off
+    odometry_mode: str = "auto"        # auto | required | none
     tf_timeout_s: float = 0.3          # wait this long for a frame's odometry transform
     first_tf_timeout_s: float = 2.0    # ... and this long for the first frame's (it decides
     #                                    map->odom or map->camera; /tf_static may come late)
@@ -263,7 +263,7 @@ class LiveTracker:
         mode = self.cfg.odometry_mode
         with self._cv:
             tf_mode = self._status.tf_mode
-        if mode == "off" or self.lookup_prior is None or tf_mode == TF_MAP_CAMERA:
+        if mode == "none" or self.lookup_prior is None or tf_mode == TF_MAP_CAMERA:
             return None, False
         timeout = self.cfg.first_tf_timeout_s if tf_mode == "" else self.cfg.tf_timeout_s
         try:

@@ -27,6 +27,7 @@ def run_nodes(factories: Sequence[Callable[[], object]], argv: Sequence[str] | N
     cannot start because of its configuration, with the reason logged)."""
     default_ros_env()
     import rclpy
+    from rclpy.exceptions import NameValidationException, ParameterException
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
     from nol_ros.errors import NolError
@@ -45,6 +46,11 @@ def run_nodes(factories: Sequence[Callable[[], object]], argv: Sequence[str] | N
         pass
     except NolError as e:
         rclpy.logging.get_logger("nol_ros").error(f"cannot start [{e.code}]: {e}")
+        code = 2
+    except (ParameterException, NameValidationException) as e:  # e.g. a string given as bool
+        rclpy.logging.get_logger("nol_ros").error(
+            f"cannot start [BAD_CONFIG]: {type(e).__name__}: {e} (check the parameter file / "
+            "-p values; quote strings YAML reads as other types, e.g. 'off', 'yes', '1')")
         code = 2
     finally:
         for n in nodes:  # stop worker threads first: nothing publishes into a dead context
