@@ -175,7 +175,24 @@ class BagPlayer:
                     break
         finally:  # also when interrupted (Ctrl-C): the summary shows the time played
             self.stats.wall_s = time.monotonic() - t_start
+        self.flush()
         return self.stats
+
+    def flush(self, timeout_s: float = 3.0) -> bool:
+        """Wait until the subscribers acknowledged what was published (reliable topics): a
+        player that exits right after its last message otherwise loses it (measured: the last
+        5 /tf and image messages of the demo bag never reached the reconstruction node)."""
+        from rclpy.duration import Duration
+
+        deadline = time.monotonic() + timeout_s
+        ok = True
+        for p in self.publishers.values():
+            left = max(0.0, deadline - time.monotonic())
+            try:
+                ok = p.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))) and ok
+            except Exception:  # context shut down (Ctrl-C)
+                return False
+        return ok
 
     def _play_once(self, stop: threading.Event) -> None:
         t0_bag = None
