@@ -106,8 +106,11 @@ def test_replay_tracks_publishes_tf_exports_and_learns_from_the_live_buffer(
               f"{tr.frames_tracked}, skipped {tr.frames_skipped}, failed "
               f"{tr.frames_tracking_failed}, fps {tr.tracking_fps:.1f}")
         assert st.frames_received >= 20 and st.frames_dropped == 0, st
-        assert tr.frames_tracked >= 10 and tr.frames_tracking_failed == 0, tr
-        assert tr.tf_mode == "map->odom" and tr.error_code == "", tr
+        assert tr.frames_tracked >= 15 and tr.frames_tracking_failed == 0, tr
+        # odometry that comes later than tracking.tf_timeout_s: the frame is not tracked
+        # (counted); seen once under a load average of 11
+        assert tr.frames_without_odometry <= 3, tr
+        assert tr.tf_mode == "map->odom" and tr.error_code in ("", "TF_EXTRAPOLATION"), tr
 
         # the pose on /tf: bar 1 cm median / 3 cm max / 2 deg (measured ~0.1-0.3 cm, while the
         # bag's odometry alone is off by up to ~2.7 cm)

@@ -60,7 +60,9 @@ class LiveTrackingConfig:
     enabled: bool = True
     max_backlog: int = 15              # frames waiting for the tracker; more -> oldest skipped
     odometry_mode: str = "auto"        # auto | required | none
-    tf_timeout_s: float = 0.3          # wait this long for a frame's odometry transform
+    tf_timeout_s: float = 1.0          # wait this long for a frame's odometry transform (it
+    #                                    normally comes within ms; 0.3 s was missed in a test on
+    #                                    a machine at load 11)
     first_tf_timeout_s: float = 2.0    # ... and this long for the first frame's (it decides
     #                                    map->odom or map->camera; /tf_static may come late)
     reset_on_time_jump_s: float = 1.0  # a frame stamped this long before the previous one
