@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     from nol_ros import __version__
 
     parser = argparse.ArgumentParser(
-        prog="nol-ros", description=__doc__.split("\n\n")[0],
+        prog="nol-ros", description="nol_ros command line: bring the ROS graph up, replay "
+        "and record bags (more commands join as the pipeline grows).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit codes: 0 ok, 1 failed while running, 2 bad arguments or input\n"
                "run 'nol-ros COMMAND --help' for a command's options and an example")
