@@ -436,7 +436,7 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
         cam = camera_frame or frames[0].frame_id or "camera"
         if poses is not None:
             atomic_write_json(tmp / "odometry.json", {
-                "frame": map_frame, "child": cam,
+                "frame": map_frame, "child": cam, "tf_source": "live_tracking",
                 "note": "live tracked T_map_camera (interpolated where not tracked): a motion "
                         "prior for the offline chain, not ground truth",
                 "T_odom_camera": {str(k): T.tolist() for k, T in enumerate(poses)}})
