@@ -390,7 +390,6 @@ class ObjectRegistrar:
                 model_pcd, o3d.geometry.KDTreeSearchParamHybrid(radius=0.025, max_nn=100))
         # point-to-point: point-to-plane is singular for surfaces of revolution (a can on a
         # table leaves the rotation about its axis free) and was measured to diverge by metres
-        est = o3d.pipelines.registration.TransformationEstimationPointToPoint()
         cands: list[Candidate] = []
         n_h = 0
         for ci, cl in enumerate(clusters):
@@ -398,22 +397,18 @@ class ObjectRegistrar:
             if ext < 0.3 * diam or len(cl) < c.cluster_min_points:
                 continue  # far too small to hold this object
             idx = self.tree.query_ball_point(cl.mean(0), 0.6 * diam + ext / 2 + 0.03)
-            target = _pcd(self.points[idx])
+            target = self.points[idx]
+            target_tree = cKDTree(target)  # once per cluster, shared by all its ICP runs
             coarse = []
             for src, T0 in self._hypotheses(model_pcd, model_fpfh, cl):
                 n_h += 1
-                r = o3d.pipelines.registration.registration_icp(
-                    coarse_pcd, target, c.icp_max_dist_m * 1.5, T0, est,
-                    o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=15))
-                T = np.asarray(r.transformation)
+                T = icp_point_to_point(coarse_pts, target, target_tree, T0,
+                                       c.icp_max_dist_m * 1.5, 15)
                 coarse.append((self._score(T, coarse_pts)[0], src, T))
             coarse.sort(key=lambda x: x[0], reverse=True)
             for _, src, T0 in coarse[:c.refine_top_k]:
-                r = o3d.pipelines.registration.registration_icp(
-                    model_pcd, target, c.icp_max_dist_m, T0, est,
-                    o3d.pipelines.registration.ICPConvergenceCriteria(
-                        max_iteration=c.icp_iterations))
-                T = np.asarray(r.transformation)
+                T = icp_point_to_point(model_pts, target, target_tree, T0, c.icp_max_dist_m,
+                                       c.icp_iterations)
                 sc, mf, sf, rmse = self._score(T, model_pts)
                 cands.append(Candidate(T, sc, mf, sf, rmse, ci, src))
                 # the same pose resting on the table (objects stand on it); preferred when it
@@ -450,6 +445,41 @@ class ObjectRegistrar:
                 f"{name}: ambiguous fit: two different poses score {best.score:.2f} and "
                 f"{runner:.2f}; give a prior point near the object")
         return res
+
+
+def icp_point_to_point(src: np.ndarray, target: np.ndarray, target_tree: cKDTree,
+                       T0: np.ndarray, max_dist_m: float, max_iterations: int,
+                       rel_eps: float = 1e-6) -> np.ndarray:
+    """Point-to-point ICP of src (N, 3) onto target (M, 3) from T0 (4, 4), as Open3D's
+    ``registration_icp`` with ``TransformationEstimationPointToPoint``: nearest neighbours
+    within ``max_dist_m``, closed-form rigid fit, stop when fitness and inlier RMSE change by
+    less than ``rel_eps`` or after ``max_iterations``. The target's KD-tree is passed in, built
+    once per target: Open3D rebuilds it on every call, which was measured here at 0.14 s of
+    every call, 56 of the 67 s it took to register one object (410 ICP runs, 7 clusters)."""
+    T = np.asarray(T0, dtype=np.float64).copy()
+    prev = None
+    for it in range(max_iterations + 1):
+        P = src @ T[:3, :3].T + T[:3, 3]
+        d, j = target_tree.query(P, k=1, distance_upper_bound=max_dist_m)
+        ok = np.isfinite(d)
+        n = int(ok.sum())
+        if n < 3:
+            break
+        fit, rmse = n / len(P), float(np.sqrt(np.mean(d[ok] ** 2)))
+        if prev is not None and abs(fit - prev[0]) < rel_eps and abs(rmse - prev[1]) < rel_eps:
+            break
+        prev = (fit, rmse)
+        if it == max_iterations:
+            break
+        a, b = P[ok], target[j[ok]]
+        ma, mb = a.mean(0), b.mean(0)
+        U, _s, Vt = np.linalg.svd((a - ma).T @ (b - mb))
+        D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
+        R = Vt.T @ D @ U.T
+        step = np.eye(4)
+        step[:3, :3], step[:3, 3] = R, mb - R @ ma
+        T = step @ T
+    return T
 
 
 def surface_distance(T1: np.ndarray, T2: np.ndarray, pts: np.ndarray) -> float:
