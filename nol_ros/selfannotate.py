@@ -31,7 +31,7 @@ import numpy as np
 
 from nol_ros.errors import InputError, NolError
 from nol_ros.io_utils import atomic_write_image, atomic_write_json
-from nol_ros.reconstruction.annotate import AnnotateConfig, annotate_frame
+from nol_ros.reconstruction.annotate import AnnotateConfig, annotate_frame, observable_vertices
 from nol_ros.reconstruction.registration import ObjectRegistrar, RegistrationConfig
 from nol_ros.reconstruction.tracking import RgbdTracker, TrackerConfig
 from nol_ros.views.selection import SequenceSelectionConfig, select_sequence_views
@@ -41,7 +41,9 @@ ProgressFn = Callable[[str, float, str], None]
 
 @dataclass(frozen=True)
 class ObjectSpec:
-    """One object to learn: its name and mesh (metres), or model-free with a prior point."""
+    """One object to learn: its name and mesh (metres), or model-free (no mesh: cut out of the
+    reconstruction) with a prior point on the object or a box around it (world frame of the
+    self-annotation = the first camera's frame, metres)."""
 
     name: str
     mesh_path: str = ""
@@ -49,6 +51,8 @@ class ObjectSpec:
     symmetric: bool = False
     prior_point: tuple[float, float, float] | None = None  # world frame, metres
     model_free: bool = False
+    # model-free: axis-aligned world box ((x, y, z) min, (x, y, z) max) holding the object
+    prior_box: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,9 @@ class SelfAnnotationConfig:
     min_crop_half: int = 128        # NOL: half side max(h/2, w/2, 128 px)
     max_vertices: int = 4000        # vertices used for visibility bookkeeping
     use_odometry_prior: bool = True
+    # flag an object when the sequence saw less than this fraction of the surface that a
+    # camera above the table could see (a sequence too short to go around the object)
+    min_observed_fraction: float = 0.8
 
 
 def _noop(stage: str, fraction: float, message: str = "") -> None:
@@ -88,11 +95,12 @@ def _write_ply(path: Path, V: np.ndarray, F: np.ndarray, colors: np.ndarray | No
 def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = _noop,
                    T_odom_cameras: list[np.ndarray] | None = None) -> RgbdTracker:
     """Track every frame of ``seq`` (a :class:`nol_ros.datasets.sequence.Sequence`)."""
-    tracker = RgbdTracker(seq.intrinsics, cfg.tracker)
     n = len(seq.frames)
     if n < 2:
         raise InputError(f"the sequence has {n} frame(s); self-annotation needs a sequence that "
                          "moves around the objects (tens to hundreds of frames)")
+    check_intrinsics(seq)
+    tracker = RgbdTracker(seq.intrinsics, cfg.tracker)
     for k, fr in enumerate(seq.frames):
         rgb, depth = fr.load_rgb(), fr.load_depth()
         if not np.any(depth > 0):
@@ -113,6 +121,23 @@ def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = _noop,
     return tracker
 
 
+def check_intrinsics(seq) -> None:
+    """Refuse intrinsics that cannot belong to the sequence's images: another image size, or a
+    principal point outside the image (K of another resolution, or a transposed matrix)."""
+    intr = seq.intrinsics
+    fr = seq.frames[0]
+    rgb, depth = fr.load_rgb(), fr.load_depth()
+    if rgb.shape[:2] != (intr.height, intr.width) or depth.shape != rgb.shape[:2]:
+        raise InputError(f"frame {fr.index}: rgb is {rgb.shape[1]}x{rgb.shape[0]}, depth "
+                         f"{depth.shape[1]}x{depth.shape[0]}, but the intrinsics are for "
+                         f"{intr.width}x{intr.height}; give the camera's intrinsics for this "
+                         "resolution (and depth registered to the colour image)")
+    if not (0 < intr.cx < intr.width and 0 < intr.cy < intr.height):
+        raise InputError(f"principal point ({intr.cx:.1f}, {intr.cy:.1f}) lies outside the "
+                         f"{intr.width}x{intr.height} image: the intrinsics belong to another "
+                         "resolution or K is transposed (Open3D stores it column-major)")
+
+
 def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
                         cfg: SelfAnnotationConfig = SelfAnnotationConfig(),
                         progress: ProgressFn = _noop,
@@ -131,11 +156,13 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
     if not objects:
         raise InputError("no objects given; name at least one object with its mesh")
     report: dict = {"sequence": getattr(seq, "name", ""), "n_frames": len(seq.frames),
-                    "config": _jsonable(asdict(cfg)), "objects": {}, "timing_s": {}}
-    t0 = time.perf_counter()
+                    "config": _jsonable(asdict(cfg)), "objects": {}, "timing_s": {},
+                    "cpu_s": {}}
+    t0, c0 = time.perf_counter(), time.process_time()
     tracker = track_sequence(seq, cfg, progress, T_odom_cameras)
     res = tracker.result
     report["timing_s"]["tracking"] = time.perf_counter() - t0
+    report["cpu_s"]["tracking"] = time.process_time() - c0
     report["tracking"] = {"frames_ok": int(res.ok.sum()), "frames_failed": int((~res.ok).sum()),
                           "keyframes": int(sum(f.keyframe for f in res.frames)),
                           "loop_closures": len(tracker.loop_closures),
@@ -147,7 +174,7 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
             for fr, r in zip(seq.frames, res.frames)]
     atomic_write_json(ws / "trajectory.json", traj)
 
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     progress("scene", 0.0, "extracting the scene")
     scene_mesh = tracker.extract_mesh()
     _write_ply(ws / "scene_mesh.ply", np.asarray(scene_mesh.vertices),
@@ -156,9 +183,10 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
     poses_ok = np.array([r.T_world_camera for r in res.frames if r.ok])
     registrar = ObjectRegistrar(pts, poses_ok, cfg.registration)
     report["timing_s"]["scene"] = time.perf_counter() - t1
+    report["cpu_s"]["scene"] = time.process_time() - c1
 
     # -- register every object ------------------------------------------------------------------
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     meshes, T_wos, specs = [], [], []
     for oi, spec in enumerate(objects):
         entry: dict = {"obj_id": spec.obj_id, "symmetric": spec.symmetric}
@@ -168,13 +196,19 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
             if spec.model_free:
                 from nol_ros.reconstruction.model_free import cut_out_object
 
-                if spec.prior_point is None:
-                    raise InputError(f"{spec.name}: model-free needs a prior_point on the object")
+                if spec.prior_point is None and spec.prior_box is None:
+                    raise InputError(f"{spec.name}: model-free needs a prior_point on the object "
+                                     "or a prior_box around it")
+                box = (None, None) if spec.prior_box is None else (
+                    np.asarray(spec.prior_box[0], float), np.asarray(spec.prior_box[1], float))
                 cm = cut_out_object(registrar.points, registrar.plane,
-                                    np.asarray(spec.prior_point, float))
+                                    None if spec.prior_point is None
+                                    else np.asarray(spec.prior_point, float), box[0], box[1])
                 mesh = Mesh(vertices=cm.vertices, faces=cm.faces, name=spec.name)
                 T_wo = cm.T_world_object
-                entry["registration"] = {"model_free": True, "n_points": cm.n_points}
+                entry["registration"] = {"model_free": True, "n_points": cm.n_points,
+                                         "closed": cm.closed, "n_faces": len(cm.faces),
+                                         "T_world_object": T_wo.tolist()}
             else:
                 mesh = load_mesh(spec.mesh_path)
                 prior = None if spec.prior_point is None else np.asarray(spec.prior_point, float)
@@ -195,12 +229,13 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
         T_wos.append(T_wo)
         specs.append(spec)
     report["timing_s"]["registration"] = time.perf_counter() - t2
+    report["cpu_s"]["registration"] = time.process_time() - c2
     if not meshes:
         atomic_write_json(ws / "report.json", report)
         return report
 
     # -- annotate frames: poses, masks, vertex visibility ----------------------------------------
-    t3 = time.perf_counter()
+    t3, c3 = time.perf_counter(), time.process_time()
     scene = Scene(meshes, T_wos)
     rng = np.random.default_rng(0)
     vsub = [np.sort(rng.choice(len(m.vertices), min(cfg.max_vertices, len(m.vertices)),
@@ -227,9 +262,10 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
         if j % 10 == 0 or j == len(idxs) - 1:
             progress("annotation", (j + 1) / len(idxs), f"frame {j + 1}/{len(idxs)}")
     report["timing_s"]["annotation"] = time.perf_counter() - t3
+    report["cpu_s"]["annotation"] = time.process_time() - c3
 
     # -- view selection and source crops -----------------------------------------------------------
-    t4 = time.perf_counter()
+    t4, c4 = time.perf_counter(), time.process_time()
     for i, spec in enumerate(specs):
         entry = report["objects"][spec.name]
         odir = ws / "objects" / spec.name
@@ -239,6 +275,20 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
         except NolError as e:
             entry.update(error_code=e.code, error=str(e))
             continue
+        # how much of the object the sequence saw at all (coverage above is relative to it)
+        obs = observable_vertices(meshes[i], T_wos[i], registrar.plane.normal,
+                                  cfg=cfg.annotate)[vsub[i]]
+        seen_seq = vis[i].any(0) & obs
+        seen_sel = vis[i][sel.frames].any(0) & obs
+        n_obs = max(int(obs.sum()), 1)
+        observed = float(seen_seq.sum() / n_obs)
+        if observed < cfg.min_observed_fraction:
+            entry.setdefault("flags", []).append("INSUFFICIENT_COVERAGE")
+            entry["warning"] = (f"{spec.name}: the sequence saw only {observed:.0%} of the "
+                                "object's surface that a camera above the table could see "
+                                f"(< {cfg.min_observed_fraction:.0%}); the selected views "
+                                "cannot show the rest: record a sequence that goes around "
+                                "the object")
         views = []
         for j in sel.frames:
             k = idxs[j]
@@ -264,10 +314,14 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
                                                "stop_reason": sel.stop_reason})
         entry["selection"] = {"frames": [idxs[j] for j in sel.frames], "coverage": sel.coverage,
                               "n_seen_sequence": sel.n_seen_sequence,
+                              "observed_fraction": observed,
+                              "coverage_of_object": float(seen_sel.sum() / n_obs),
                               "stop_reason": sel.stop_reason}
         progress("view_selection", (i + 1) / len(specs), spec.name)
     report["timing_s"]["view_selection"] = time.perf_counter() - t4
+    report["cpu_s"]["view_selection"] = time.process_time() - c4
     report["timing_s"]["total"] = time.perf_counter() - t0
+    report["cpu_s"]["total"] = time.process_time() - c0
     try:
         write_report_png(ws, seq, res, [s.name for s in specs])
     except Exception as e:  # a picture must never fail the run

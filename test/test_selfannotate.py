@@ -92,6 +92,11 @@ def test_view_selection_coverage_and_crops(small_workspace):
         rgb = cv2.imread(str(ws / "objects" / name / "views" / f"{v['frame']:06d}_rgb.png"))
         mask = cv2.imread(str(ws / "objects" / name / "views" / f"{v['frame']:06d}_mask.png"), 0)
         assert rgb.shape == (256, 256, 3) and mask.shape == (256, 256) and (mask > 0).any()
+        # how much of the object the (120 deg) sequence saw; the picks cannot see more
+        assert 0.3 < sel["observed_fraction"] <= 1.0
+        assert sel["coverage_of_object"] <= sel["observed_fraction"] + 1e-9
+        assert ("INSUFFICIENT_COVERAGE" in entry.get("flags", [])) == (
+            sel["observed_fraction"] < 0.8)
         # the crop intrinsics project the object's pose into the mask
         K = np.array(v["K_crop"])
         T = np.array(v["T_camera_object"])
@@ -100,6 +105,34 @@ def test_view_selection_coverage_and_crops(small_workspace):
         ys, xs = np.nonzero(mask)
         assert xs.min() - 10 <= u <= xs.max() + 10 and ys.min() - 10 <= w <= ys.max() + 10
     assert (ws / "scene_mesh.ply").stat().st_size > 10000
+
+
+def test_model_free_cut_out_against_the_true_models(small_workspace):
+    """The "Recont" option on the small preset's reconstruction: each object cut out at its
+    true position (mapped into the self-annotated world) is within a few mm of its true surface
+    (mm/m or frame mix-ups would be off by decimetres)."""
+    import open3d as o3d
+
+    from nol_ros.mesh import load_mesh
+    from nol_ros.reconstruction.model_free import cut_out_object, surface_errors_mm
+    from nol_ros.reconstruction.registration import find_support_plane
+
+    ws, report, seq, info = small_workspace
+    (_, A), est = _alignment(ws, seq)
+    pts = np.asarray(o3d.io.read_triangle_mesh(str(ws / "scene_mesh.ply")).vertices)
+    plane = find_support_plane(pts, np.array(est))
+    means = []
+    for o in seq.objects:
+        T = np.linalg.inv(A) @ o.T_world_object
+        cm = cut_out_object(pts, plane, T[:3, 3])
+        m = load_mesh(o.mesh_path)
+        assert np.allclose(cm.T_world_object[:3, 2], plane.normal, atol=1e-6)  # z = up
+        e = surface_errors_mm(cm.vertices @ cm.T_world_object[:3, :3].T
+                              + cm.T_world_object[:3, 3], cm.faces,
+                              m.vertices @ T[:3, :3].T + T[:3, 3], m.faces)
+        assert e["mean_mm"] <= 12.0, (info[o.obj_id]["name"], e)
+        means.append(e["mean_mm"])
+    assert np.median(means) <= 8.0, means
 
 
 def test_bad_inputs_are_reported(small_world, tmp_path):
@@ -113,6 +146,18 @@ def test_bad_inputs_are_reported(small_world, tmp_path):
     short = type(seq)(seq.name, seq.intrinsics, seq.frames[:1], seq.objects, seq.root)
     with pytest.raises(InputError, match="1 frame"):
         run_self_annotation(short, [ObjectSpec("x", seq.objects[0].mesh_path)], tmp_path / "a")
+    # intrinsics of another resolution, or a transposed K: refused before any tracking
+    from nol_ros.camera import Intrinsics
+
+    spec = [ObjectSpec("x", seq.objects[0].mesh_path)]
+    small_k = Intrinsics(269.0, 269.0, 157.5, 116.5, 320, 240)
+    with pytest.raises(InputError, match="intrinsics are for 320x240"):
+        run_self_annotation(type(seq)(seq.name, small_k, seq.frames[:5], seq.objects, seq.root),
+                            spec, tmp_path / "k1")
+    transposed = Intrinsics.from_K(seq.intrinsics.K.T, 640, 480)
+    with pytest.raises(InputError, match="principal point"):
+        run_self_annotation(type(seq)(seq.name, transposed, seq.frames[:5], seq.objects,
+                                      seq.root), spec, tmp_path / "k2")
     # a mesh in millimetres and an object that is not in the scene: reported per object
     m = load_mesh(seq.objects[0].mesh_path)
     m_mm = type(m)(m.vertices * 1000, m.faces)
@@ -122,12 +167,23 @@ def test_bad_inputs_are_reported(small_world, tmp_path):
     save_mesh(make_object(7, 0).untextured(), tmp_path / "bowl.ply")  # not on this table
     frames = seq.frames[:12]
     sub = type(seq)(seq.name, seq.intrinsics, frames, seq.objects, seq.root)
+    # ... and a sequence too short to go around the object (12 frames, a 48 deg arc): the
+    # model-free cracker box is cut out and gets views, but is flagged
+    box = next(o for o in seq.objects if o.obj_id == 1)
+    p_box = (np.linalg.inv(frames[0].T_world_camera) @ box.T_world_object)[:3, 3]
     rep = run_self_annotation(sub, [ObjectSpec("mm", str(tmp_path / "mm.ply")),
-                                    ObjectSpec("bowl", str(tmp_path / "bowl.ply"))],
+                                    ObjectSpec("bowl", str(tmp_path / "bowl.ply")),
+                                    ObjectSpec("box", model_free=True,
+                                               prior_point=tuple(p_box))],
                               tmp_path / "b", SelfAnnotationConfig())
     assert rep["objects"]["mm"]["error_code"] == "MESH_UNITS"
     assert "millimetres" in rep["objects"]["mm"]["error"]
     assert rep["objects"]["bowl"]["error_code"] == "REGISTRATION_FAILED"
+    b = rep["objects"]["box"]
+    assert "error" not in b and b["registration"]["model_free"]
+    assert b["flags"] == ["INSUFFICIENT_COVERAGE"] and "goes around" in b["warning"]
+    assert b["selection"]["observed_fraction"] < 0.8 and len(b["selection"]["frames"]) >= 1
+    assert (tmp_path / "b" / "objects" / "box" / "mesh.ply").exists()
     # no depth at all
     import shutil
 
@@ -138,3 +194,9 @@ def test_bad_inputs_are_reported(small_world, tmp_path):
     with pytest.raises(InputError, match="no valid depth"):
         run_self_annotation(read_bop_scene(bad), [ObjectSpec("x", seq.objects[0].mesh_path)],
                             tmp_path / "c")
+    # depth in the wrong encoding (8-bit): refused, not read as 0-255 mm
+    for p in (bad / "depth").glob("*.png"):
+        cv2.imwrite(str(p), np.full((480, 640), 200, np.uint8))
+    with pytest.raises(InputError, match="uint8, expected uint16"):
+        run_self_annotation(read_bop_scene(bad), [ObjectSpec("x", seq.objects[0].mesh_path)],
+                            tmp_path / "d")

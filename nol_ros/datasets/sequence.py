@@ -71,6 +71,11 @@ class FrameRecord:
         if d.ndim != 2:
             raise FileFormatError(f"depth image '{self.depth_path}' has {d.shape[2]} channels; "
                                   "expected a single-channel 16-bit PNG")
+        if d.dtype != np.uint16:
+            # an 8-bit file would be read as 0-255 mm: a wrong encoding, never real depth
+            raise FileFormatError(f"depth image '{self.depth_path}' is {d.dtype}, expected "
+                                  "uint16 (16UC1, depth units of depth_scale, 0 = invalid); "
+                                  "re-export the depth as 16-bit PNG")
         out = d.astype(np.float32) * np.float32(self.depth_scale_m)
         out[~np.isfinite(out) | (out < 0)] = 0
         return out

@@ -3,8 +3,18 @@
 When the user has no CAD mesh, the object's mesh is taken from the reconstruction: scene points
 above the support plane inside a user box or around a user point, largest cluster, plus the
 footprint on the plane (the unseen bottom) so the surface closes, then screened Poisson
-reconstruction, cropped and cleaned. The object frame: origin at the footprint centre on the
-plane, z along the plane normal, x along the footprint's main axis.
+reconstruction, cropped to the points' box and cleaned (only the largest connected piece is
+kept). The bottom is filled only where the object touches the plane (points within
+``contact_band_m`` of it): filling the whole projected footprint puts a false floor under
+overhangs (a drill's motor and chuck), which Poisson then joins to the overhang -- measured on the
+synthetic drill, 21 % of the cut-out surface was more than 1 cm off and the Hausdorff distance
+142 mm. By default no low-density Poisson vertices are trimmed, so the surface stays closed
+(measured on the synthetic world: trimming the 5 % least supported vertices opens 100-230
+boundary edges per object, lowers the drill's mean error from 4.7 to 2.8 mm and leaves the
+others within 0.2 mm; Open3D's ``fill_holes`` was tried to close them again and produced
+garbage or crashed). The object frame:
+origin at the footprint centre on the plane, z along the plane normal, x along the footprint's
+main axis.
 """
 
 from __future__ import annotations
@@ -22,8 +32,10 @@ class ModelFreeConfig:
     min_height_m: float = 0.004
     cluster_eps_m: float = 0.015
     poisson_depth: int = 8
-    density_quantile: float = 0.05   # drop the least supported Poisson vertices
+    density_quantile: float = 0.0    # > 0: drop the least supported Poisson vertices (opens
+    #                                  holes; see the module doc)
     footprint_spacing_m: float = 0.004
+    contact_band_m: float = 0.015    # points this low touch the plane: the bottom is their hull
     target_faces: int = 4000
 
 
@@ -33,6 +45,7 @@ class CutOutModel:
     faces: np.ndarray                # (F, 3) int64
     T_world_object: np.ndarray       # (4, 4)
     n_points: int
+    closed: bool = False             # every edge has exactly two faces (no boundary, manifold)
 
 
 def cut_out_object(points: np.ndarray, plane: SupportPlane, prior_point: np.ndarray,
@@ -82,14 +95,22 @@ def cut_out_object(points: np.ndarray, plane: SupportPlane, prior_point: np.ndar
     T[:3, :3] = np.stack([x, y, n], 1)
     T[:3, 3] = c
     L = (P - c) @ T[:3, :3]
-    # close the bottom: fill the footprint's convex hull on z = 0
-    from scipy.spatial import ConvexHull, Delaunay
+    # close the bottom: fill the convex hull of the CONTACT footprint (the lowest points) on
+    # z = 0, not of the whole projection (overhangs do not touch the plane)
+    from scipy.spatial import ConvexHull, Delaunay, QhullError
 
-    hull = ConvexHull(L[:, :2])
-    lo, hi = L[:, :2].min(0), L[:, :2].max(0)
+    low = L[L[:, 2] < L[:, 2].min() + cfg.contact_band_m, :2]
+    if len(low) < 10:
+        low = L[:, :2]
+    try:
+        hull = ConvexHull(low)
+    except QhullError:
+        hull = ConvexHull(L[:, :2])
+        low = L[:, :2]
+    lo, hi = low.min(0), low.max(0)
     g = np.mgrid[lo[0]:hi[0]:cfg.footprint_spacing_m, lo[1]:hi[1]:cfg.footprint_spacing_m]
     G = g.reshape(2, -1).T
-    G = G[Delaunay(L[hull.vertices, :2]).find_simplex(G) >= 0]
+    G = G[Delaunay(low[hull.vertices]).find_simplex(G) >= 0]
     bottom = np.c_[G, np.zeros(len(G))]
     allp = np.vstack([L, bottom])
     opc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(allp))
@@ -104,17 +125,24 @@ def cut_out_object(points: np.ndarray, plane: SupportPlane, prior_point: np.ndar
     mesh, dens = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(
         opc, depth=cfg.poisson_depth)
     dens = np.asarray(dens)
-    mesh.remove_vertices_by_mask(dens < np.quantile(dens, cfg.density_quantile))
+    if cfg.density_quantile > 0:
+        mesh.remove_vertices_by_mask(dens < np.quantile(dens, cfg.density_quantile))
     bb = o3d.geometry.AxisAlignedBoundingBox(allp.min(0) - 0.005, allp.max(0) + 0.005)
     mesh = mesh.crop(bb)
     if len(mesh.triangles) > cfg.target_faces:
         mesh = mesh.simplify_quadric_decimation(cfg.target_faces)
     mesh.remove_degenerate_triangles()
+    if len(mesh.triangles) == 0:
+        raise RegistrationError("surface reconstruction of the cut-out object is empty")
+    # clean: keep the largest connected piece (Poisson can leave small islands)
+    tri_cluster, n_tri, _ = mesh.cluster_connected_triangles()
+    tri_cluster = np.asarray(tri_cluster)
+    if len(n_tri) > 1:
+        mesh.remove_triangles_by_mask(tri_cluster != int(np.argmax(np.asarray(n_tri))))
     mesh.remove_unreferenced_vertices()
     V, Fc = np.asarray(mesh.vertices), np.asarray(mesh.triangles, dtype=np.int64)
-    if len(Fc) == 0:
-        raise RegistrationError("surface reconstruction of the cut-out object is empty")
-    return CutOutModel(V, Fc, T, len(P))
+    closed = bool(mesh.is_edge_manifold(allow_boundary_edges=False))
+    return CutOutModel(V, Fc, T, len(P), closed)
 
 
 def surface_errors_mm(v_a: np.ndarray, f_a: np.ndarray, v_b: np.ndarray, f_b: np.ndarray,
