@@ -338,31 +338,45 @@ def lpips_distance(img: np.ndarray, ref: np.ndarray, weights_path: str | None = 
     return float(d[m].mean())
 
 
-def geometric_symmetries(vertices: np.ndarray, faces: np.ndarray, tol_m: float = 0.001,
-                         n_points: int = 6000, step_deg: float = 2.0) -> list[np.ndarray]:
+def geometric_symmetries(vertices: np.ndarray, faces: np.ndarray, tol_m: float = 0.0005,
+                         n_points: int = 3000, step_deg: float = 2.0) -> list[np.ndarray]:
     """Rotations about the model origin that map the untextured surface onto itself: candidates
     are rotations about z every ``step_deg``, 180-degree turns about x and y, and their
-    products; one is kept when a rotated surface sampling is as close to another independent
-    sampling as two independent samplings are to each other (99th percentile of the
-    nearest-neighbour distances, + ``tol_m``), so small parts such as a handle count. A
-    registration from geometry alone is only defined up to these; evaluate rotation errors
-    modulo them."""
+    products; one is kept when the 99th percentile of the exact distances from rotated surface
+    samples to the (unrotated) surface is below ``tol_m`` -- so small parts such as a handle
+    count, and a rotation by a few degrees is not taken for a symmetry (comparing with a second
+    point sampling instead, as before, accepted 2-6 deg turns of a box and hid rotation errors of
+    that size). A registration from geometry alone is only defined up to these; evaluate
+    rotation errors modulo them."""
+    import open3d as o3d
+    import open3d.core as o3c
+
     from nol_ros.geometry import make_T, so3_exp
     from nol_ros.reconstruction.registration import sample_surface
 
     P, _ = sample_surface(vertices, faces, n_points, np.random.default_rng(0))
-    Q, _ = sample_surface(vertices, faces, n_points, np.random.default_rng(1))
-    tree = cKDTree(P)
-    base = float(np.percentile(tree.query(Q, k=1)[0], 99))
+    sc = o3d.t.geometry.RaycastingScene()
+    sc.add_triangles(o3c.Tensor(np.asarray(vertices, np.float32)),
+                     o3c.Tensor(np.asarray(faces, np.uint32)))
     zrots = [so3_exp([0, 0, np.radians(a)]) for a in np.arange(step_deg, 360, step_deg)]
     flips = [so3_exp(np.array(ax) * np.pi) for ax in ([1, 0, 0], [0, 1, 0])]
-    cands = zrots + flips + [F @ Rz for F in flips for Rz in zrots]
-    out = [np.eye(4)]
-    for R in cands:
-        d, _ = tree.query(Q @ R.T, k=1)
-        if np.percentile(d, 99) < 1.5 * base + tol_m:
-            out.append(make_T(R, np.zeros(3)))
-    return out
+    cands, seen = [], set()
+    for R in zrots + flips + [F @ Rz for F in flips for Rz in zrots]:
+        key = tuple(np.round(R, 6).ravel() + 0.0)  # flip(x) . Rz(pi) = flip(y): once
+        if key not in seen:
+            seen.add(key)
+            cands.append(R)
+
+
+    def passing(Rs, pts, tol):
+        Q = np.concatenate([pts @ R.T for R in Rs]).astype(np.float32)
+        d = sc.compute_distance(o3c.Tensor(Q)).numpy().reshape(len(Rs), len(pts))
+        return [R for R, p99 in zip(Rs, np.percentile(d, 99, axis=1)) if p99 < tol]
+
+    # a quick look with few points first (most candidates are far off), then the full test
+    cands = passing(cands, P[:400], 4 * tol_m)
+    keep = passing(cands, P, tol_m) if cands else []
+    return [np.eye(4)] + [make_T(R, np.zeros(3)) for R in keep]
 
 
 def rotation_error_sym_deg(T_est: np.ndarray, T_gt: np.ndarray, syms: list[np.ndarray]) -> float:

@@ -197,3 +197,24 @@ def test_lpips_loads_a_local_backbone_and_refuses_without(tmp_path):
     torch.save({"bogus": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(M.MissingWeightsError, match="not a torchvision AlexNet"):
         M.lpips_distance(a, b, str(tmp_path / "bad.pth"))
+
+
+def test_geometric_symmetries_are_exact_not_approximate():
+    """A box has exactly its three half turns (no 2-6 deg turns that would hide rotation errors
+    of that size), a closed cylinder every z turn (and upside down), a mug with a handle none
+    about z."""
+    from nol_ros.datasets.synthetic.objects import make_object
+    from nol_ros.geometry import make_T, rotation_angle, so3_exp
+    from nol_ros.metrics import geometric_symmetries, rotation_error_sym_deg
+
+    box = make_object(1, 0).untextured()
+    syms = geometric_symmetries(box.vertices, box.faces)
+    assert sorted(round(np.degrees(rotation_angle(S))) for S in syms) == [0, 180, 180, 180]
+    T = make_T(so3_exp([0, 0, np.radians(4.0)]), np.zeros(3))
+    assert rotation_error_sym_deg(T, np.eye(4), syms) == pytest.approx(4.0, abs=1e-6)
+    can = make_object(3, 0).untextured()
+    zs = [S for S in geometric_symmetries(can.vertices, can.faces) if abs(S[2, 2] - 1) < 1e-9]
+    assert len(zs) == 180  # every 2 deg about the axis
+    mug = make_object(9, 0).untextured()
+    msyms = geometric_symmetries(mug.vertices, mug.faces)
+    assert all(S[2, 2] < 0 or np.allclose(S, np.eye(4)) for S in msyms)  # no turn about z
