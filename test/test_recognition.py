@@ -153,7 +153,7 @@ def test_render_set_is_valid_bop_and_rotations_match_direct_renders(render_set, 
 def test_pose_samples_have_exact_object_coordinates(render_set, objects):
     ps = load_pose_samples(render_set / "000003", 3, objects[3], 32, wide=1.6)
     assert len(ps) == GRID.n_images
-    assert ps.rgb.shape == (len(ps), 32, 32, 3) and ps.xyz.dtype == np.float32
+    assert ps.rgb.shape == (len(ps), 32, 32, 3) and ps.xyz.dtype == np.float16
     V = objects[3].vertices
     for i in (0, 7, 20):
         sel = ps.amodal[i]
@@ -230,10 +230,11 @@ def _state_equal(a, b):
     return all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_tiny_detector_learns_and_resumes_exactly(coco, tmp_path):
+@pytest.mark.parametrize("arch", ["centernet", "retinanet"])
+def test_tiny_detector_learns_and_resumes_exactly(coco, tmp_path, arch):
     torch.set_num_threads(1)
     d, _, _ = coco
-    cfg = detector_config("tiny", epochs=4, batch_size=4, lr=3e-3, warmup_steps=2)
+    cfg = detector_config("tiny", arch=arch, epochs=4, batch_size=4, lr=3e-3, warmup_steps=2)
     r = train_detector(d / "annotations.json", tmp_path / "a", cfg, seed=3)
     losses = [h["loss"] for h in r["history"]]
     assert len(losses) == 4 and losses[-1] < 0.85 * losses[0]
@@ -261,7 +262,7 @@ def test_tiny_detector_learns_and_resumes_exactly(coco, tmp_path):
 # -- pose network ----------------------------------------------------------------------------------
 def test_tiny_posenet_learns_and_resumes_exactly(render_set, objects, tmp_path):
     torch.set_num_threads(1)
-    cfg = posenet_config("tiny", steps=80, ckpt_every=20, batch_size=8, lr=1e-2)
+    cfg = posenet_config("tiny", steps=60, ckpt_every=20, batch_size=8, lr=1e-2)
     samples = [load_pose_samples(render_set / f"{o:06d}", o, objects[o], cfg.store_size,
                                  wide=cfg.wide) for o in (1, 3)]
     verts = {o: objects[o].vertices for o in (1, 3)}
@@ -373,3 +374,52 @@ def test_intrinsics_type_is_checked_by_the_renderer(objects):
         r.render(np.eye(4)[None], Intrinsics(50, 50, 15.5, 15.5, 32, 32))
     with pytest.raises(InputError):
         TexturedMeshRenderer(objects[3].untextured())
+
+
+def test_centernet_targets_decode_back_to_the_boxes():
+    from nol_ros.recognition.centernet import CenterNet
+
+    cfg = detector_config("tiny", arch="centernet", min_size=120, max_size=160,
+                          score_thresh=0.5)
+    net = CenterNet(cfg, n_classes=2).eval()
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 90.0], [80.0, 30.0, 150.0, 70.0]])
+    t = [{"boxes": boxes, "labels": torch.tensor([1, 2])}]
+    scales = [(1.0, 1.0)]
+    heat, ind, bidx, size_t, off_t = net._targets(t, scales, (30, 40), "cpu")
+    assert heat.shape == (1, 2, 30, 40) and heat.max() == 1.0 and len(ind) == 2
+    # perfect predictions: logits of the target heat map, the target sizes and offsets
+    logit = torch.logit(heat.clamp(1e-6, 1 - 1e-6))
+    size = torch.zeros(1, 2, 30, 40)
+    off = torch.zeros(1, 2, 30, 40)
+    for i, s, o in zip(ind, size_t, off_t):
+        size[0, :, i // 40, i % 40] = torch.tensor(s)
+        off[0, :, i // 40, i % 40] = torch.tensor(o)
+    out = net._decode((logit, size, off), scales, [(120, 160)])[0]
+    assert sorted(out["labels"].tolist()) == [1, 2]
+    order = torch.argsort(out["labels"])
+    np.testing.assert_allclose(out["boxes"][order].numpy(), boxes.numpy(), atol=1e-3)
+    # training mode returns the two losses, and they are finite
+    net.train()
+    ld = net([torch.rand(3, 120, 160)], t)
+    assert set(ld) == {"classification", "bbox_regression"}
+    assert all(torch.isfinite(v) for v in ld.values())
+
+
+def test_symmetric_coordinates_are_canonical_about_the_axis():
+    from nol_ros.recognition.trainset import canonical_symmetric_coords
+
+    rng = np.random.default_rng(4)
+    xyz = rng.uniform(-0.05, 0.05, (6, 6, 3))
+    mask = np.ones((6, 6), bool)
+    mask[0] = False
+    T = make_T(so3_exp([1.2, 0.1, 0.4]), [0.02, -0.01, 0.8])
+    axis, off = np.array([0, 0, 1.0]), np.array([0, 0, 0.01])
+    for th in (0.3, 2.0, -2.9):
+        S = make_T(so3_exp(axis * th), off - so3_exp(axis * th) @ off)  # symmetry about axis
+        # the object turned by S looks the same; its surface points seen at the same pixels
+        # have coordinates S^-1 x
+        xyz2 = (xyz - off) @ so3_exp(axis * th) + off
+        a = canonical_symmetric_coords(xyz, mask, T, axis, off)
+        b = canonical_symmetric_coords(xyz2, mask, T @ S, axis, off)
+        np.testing.assert_allclose(a[mask], b[mask], atol=1e-12)
+        np.testing.assert_array_equal(a[~mask], xyz[~mask])

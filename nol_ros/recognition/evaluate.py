@@ -193,10 +193,11 @@ class SceneResult:
 def evaluate_scenes(recognizer, scene_dirs: list[str | Path], models: dict[int, ObjectModel],
                     min_visib_det: float = 0.1, min_visib_pose: float = 0.5,
                     max_images: int | None = None, image_step: int = 1,
-                    progress: ProgressFn = _noop) -> SceneResult:
+                    score_thresh: float = 0.05, progress: ProgressFn = _noop) -> SceneResult:
     """Run ``recognizer`` (a :class:`~nol_ros.recognition.recognizer.Recognizer`) on BOP test
     scenes (rgb + depth + scene_gt + scene_gt_info) and measure mAP@0.5 and ADD(-S) recall
-    with and without ICP. image_step: every n-th image; max_images: per scene."""
+    with and without ICP. image_step: every n-th image; max_images: per scene; score_thresh:
+    the lowest detector score kept (low, so the precision/recall curve is complete)."""
     import json
 
     from nol_ros.datasets.bop import read_bop_scene
@@ -220,7 +221,7 @@ def evaluate_scenes(recognizer, scene_dirs: list[str | Path], models: dict[int, 
     for n, (sd, seq, fr, info, gt) in enumerate(jobs):
         rgb, depth = fr.load_rgb(), fr.load_depth()
         t0 = time.perf_counter()
-        dets = recognizer.recognize(rgb, seq.intrinsics, depth)
+        dets = recognizer.recognize(rgb, seq.intrinsics, depth, score_thresh=score_thresh)
         dt = time.perf_counter() - t0
         t_total += dt
         n_img += 1

@@ -8,13 +8,14 @@ Presets (:data:`PRESETS`) bundle the pose grid, the detector set, the detector a
 network; every stage keeps its artefacts in ``work_dir`` and is skipped (or resumed) when they
 are already there for the same configuration:
 
-- ``tiny``: seconds, for tests.
+- ``tiny``: for tests (a minute for one object: 54 renders, 64 detector images at 320x240,
+  128 detector steps, 40 pose steps).
 - ``demo``: fits the ~6-8 min recognition share of ``make demo`` on the 2-core reference
   machine (4 objects): 20 deg grid (90 views x 7 in-plane = 630 images per object, 128 px),
   800 detector images at 320x240, detector ``cpu`` for 3 epochs, pose net ``cpu`` (narrow) for
   700 steps.
-- ``cpu``: the benchmark preset: 10 deg grid (324 x 7 = 2268 images per object), 4000 detector
-  images, detector ``cpu`` for 8 epochs, pose net ``cpu`` for 4000 steps.
+- ``cpu``: the benchmark preset: 10 deg grid (324 x 7 = 2268 images per object), 3000 detector
+  images, detector ``cpu`` for 5 epochs (1875 steps), pose net ``cpu`` for 3000 steps.
 - ``paper``: the paper's setup for a GPU: 5 deg grid (1296 x 7), 256 px renders, 150,000
   detector images at 640x480, RetinaNet ResNet-50-FPN, Pix2Pose with ResNet-50, ~14K steps.
 
@@ -70,9 +71,9 @@ PRESETS: dict[str, RecognitionPreset] = {
         "tiny",
         PoseGridConfig(az_step_deg=60, el_step_deg=30, el_max_deg=60, inplane_step_deg=45,
                        crop_size=64),
-        DetectionSetConfig(n_images=48, width=160, height=120, focal_px=538.391 / 4,
-                           objects=(1, 3), n_backgrounds=6),
-        detector_config("tiny"), posenet_config("tiny")),
+        DetectionSetConfig(n_images=64, objects=(1, 3), n_backgrounds=6, **_HALF),
+        detector_config("tiny", min_size=240, max_size=320, epochs=8, lr=4e-3),
+        posenet_config("tiny")),
     "demo": RecognitionPreset(
         "demo",
         PoseGridConfig(az_step_deg=20, el_step_deg=20, el_max_deg=80, crop_size=128),
@@ -82,9 +83,9 @@ PRESETS: dict[str, RecognitionPreset] = {
     "cpu": RecognitionPreset(
         "cpu",
         PoseGridConfig(az_step_deg=10, el_step_deg=10, el_max_deg=80, crop_size=128),
-        DetectionSetConfig(n_images=4000, **_HALF),
-        detector_config("cpu", epochs=8),
-        posenet_config("cpu", steps=4000)),
+        DetectionSetConfig(n_images=3000, **_HALF),
+        detector_config("cpu", epochs=5),
+        posenet_config("cpu", steps=3000)),
     "paper": RecognitionPreset(
         "paper",
         PoseGridConfig(crop_size=256),
@@ -113,13 +114,16 @@ class TrainObject:
     renderer: object | None = None
     real_scene: str | None = None
     symmetric: bool = False
+    symmetry_axis: tuple | None = None   # (axis (3,), offset (3,) m) of a continuous symmetry
 
 
 def _stage_done(path: Path, key: dict) -> bool:
+    """True when ``path`` records a finished stage for ``key`` (compared as JSON: tuples in the
+    configs come back as lists)."""
     if not path.is_file():
         return False
     try:
-        return json.loads(path.read_text()).get("key") == key
+        return json.loads(path.read_text()).get("key") == json.loads(json.dumps(key))
     except json.JSONDecodeError:
         return False
 
@@ -129,8 +133,9 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
                       source: str = "", seed: int = 0, device: str | None = None,
                       progress: ProgressFn = _noop) -> dict:
     """Run every stage for ``objects`` and write the models folder. Returns a report with the
-    seconds of each stage, the image counts and the final training losses (also written to
-    work_dir/train_report.json)."""
+    wall-clock and CPU seconds of each stage (CPU time: all threads of this process; on a busy
+    machine it says what the stage costs), the image counts and the final training losses (also
+    written to work_dir/train_report.json)."""
     from nol_ros.recognition.detector import train_detector
     from nol_ros.recognition.detset import write_detection_set
     from nol_ros.recognition.posenet import train_posenet
@@ -154,7 +159,15 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
                              "scene to learn from")
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    report: dict = {"preset": p.name, "source": source, "objects": ids, "seconds": {}}
+    report: dict = {"preset": p.name, "source": source, "objects": ids, "seconds": {},
+                    "cpu_seconds": {}}
+    c0 = time.process_time()
+
+    def lap(name: str, t_start: float) -> None:
+        nonlocal c0
+        report["seconds"][name] = time.perf_counter() - t_start
+        report["cpu_seconds"][name] = time.process_time() - c0
+        c0 = time.process_time()
     names = {o.obj_id: o.name for o in objects}
 
     # 1. render sets (objects with a renderer)
@@ -181,7 +194,7 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
             write_render_set(o.renderer, o.mesh, o.obj_id, rdir, p.grid, source=source,
                              name=o.name, progress=sub)
         scene_of[o.obj_id] = (rdir / f"{o.obj_id:06d}", 0.0, False)
-    report["seconds"]["render"] = time.perf_counter() - t0
+    lap("render", t0)
 
     # 2. detector set
     t0 = time.perf_counter()
@@ -197,7 +210,7 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
         summ = write_detection_set(paste, ddir, p.detset, names, progress)
         atomic_write_json(ddir / "stage.json", {"key": dkey, "summary": summ})
         del paste
-    report["seconds"]["detection_set"] = time.perf_counter() - t0
+    lap("detection_set", t0)
 
     # 3. detector
     t0 = time.perf_counter()
@@ -206,7 +219,7 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
     report["detector"] = {"epochs": det["epochs"], "steps": det["steps"],
                           "loss": det["history"][-1]["loss"] if det["history"] else None,
                           "train_seconds": det["seconds"]}
-    report["seconds"]["detector"] = time.perf_counter() - t0
+    lap("detector", t0)
 
     # 4. pose network
     t0 = time.perf_counter()
@@ -216,9 +229,10 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
         samples.append(load_pose_samples(sd, o.obj_id, o.mesh, p.pose.store_size,
                                          wide=p.pose.wide, min_visib=mv,
                                          max_samples=p.max_pose_per_object,
-                                         keep_background=real, seed=seed))
+                                         keep_background=real, seed=seed,
+                                         symmetry_axis=o.symmetry_axis))
         progress("load crops", (k + 1) / len(objects), f"{o.name}: {len(samples[-1])} crops")
-    report["seconds"]["pose_crops"] = time.perf_counter() - t0
+    lap("pose_crops", t0)
     t0 = time.perf_counter()
     pose = train_posenet(samples, {o.obj_id: o.mesh.vertices for o in objects},
                          work / "posenet", p.pose, names, seed=seed, device=device,
@@ -226,7 +240,7 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
     report["pose"] = {"steps": pose["steps"], "loss": pose["history"][-1] if pose["history"]
                       else None, "train_seconds": pose["seconds"],
                       "crops": {o.obj_id: len(s) for o, s in zip(objects, samples)}}
-    report["seconds"]["pose"] = time.perf_counter() - t0
+    lap("pose", t0)
     del samples
 
     # 5. models folder
@@ -236,6 +250,7 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
                           "symmetric": o.symmetric} for o in objects], p.recognizer,
                         extra={"preset": p.name, "source": source})
     report["seconds"]["total"] = sum(report["seconds"].values())
+    report["cpu_seconds"]["total"] = sum(report["cpu_seconds"].values())
     atomic_write_json(work / "train_report.json", report)
     return report
 
@@ -248,6 +263,8 @@ def synthetic_objects(data_root: str | Path, source: str, obj_ids: list[int] | N
     train/000001 with its ground-truth poses and masks), ``nol`` / ``ibr`` (the NOL renderer
     and its image-based baseline on a self-annotated ``workspace``; needs
     nol_ros.nol.renderer)."""
+    import numpy as np
+
     from nol_ros.datasets.bop import read_models_info
     from nol_ros.mesh import load_mesh
     from nol_ros.recognition.renderers import TexturedMeshRenderer
@@ -267,14 +284,17 @@ def synthetic_objects(data_root: str | Path, source: str, obj_ids: list[int] | N
             raise InputError(f"object {oid} is not in {root / 'models'}")
         name = str(info[oid].get("name", f"obj_{oid:06d}"))
         sym = bool(info[oid].get("symmetries_continuous") or info[oid].get("symmetries_discrete"))
+        cont = info[oid].get("symmetries_continuous") or []
+        axis = (np.asarray(cont[0]["axis"], float),
+                np.asarray(cont[0].get("offset", [0, 0, 0]), float) * 1e-3) if cont else None
         geom = load_mesh(root / "models" / f"obj_{oid:06d}.ply")
         if source == "gt":
             tex = load_mesh(root / "models_textured" / f"obj_{oid:06d}.obj")
             out.append(TrainObject(oid, name, tex.untextured(), TexturedMeshRenderer(tex),
-                                   symmetric=sym))
+                                   symmetric=sym, symmetry_axis=axis))
         elif source == "real":
             out.append(TrainObject(oid, name, geom, None, str(root / "train" / "000001"),
-                                   symmetric=sym))
+                                   symmetric=sym, symmetry_axis=axis))
         elif source in ("nol", "ibr"):
             try:
                 from nol_ros.nol.renderer import load_object_renderer
@@ -285,7 +305,7 @@ def synthetic_objects(data_root: str | Path, source: str, obj_ids: list[int] | N
                 raise InputError(f"source '{source}' needs the self-annotated workspace")
             odir = Path(workspace) / "objects" / name
             r = load_object_renderer(odir, method=source, checkpoint=checkpoint, device=device)
-            out.append(TrainObject(oid, name, geom, r, symmetric=sym))
+            out.append(TrainObject(oid, name, geom, r, symmetric=sym, symmetry_axis=axis))
         else:
             raise InputError(f"training source '{source}' unknown; use gt, real, nol or ibr")
     return out

@@ -6,10 +6,11 @@ pose behind the camera. Never a garbage pose with a high score: the score is the
 fraction.
 
 :func:`refine_icp`: render the mesh at the RGB pose to get the model points the camera sees,
-move the pose along its viewing ray so the visible model surface has the observed median
-depth, then point-to-point ICP (Open3D; point-to-plane was singular on cans and bottles here)
+then point-to-point ICP (Open3D; point-to-plane was singular on cans and bottles here)
 from coarse to fine against the depth points inside the predicted visible mask (points farther
-than the object's radius from the median depth -- occluders, the table -- are dropped).
+than the object's radius from the median depth -- occluders, the table -- are dropped). The
+start moves the RGB pose so the visible model surface and the observed points have the same
+per-axis medians (PnP's translation, above all along the ray, is its weakest part).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def pnp_ransac(obj_pts: np.ndarray, img_pts: np.ndarray, K: np.ndarray,
 @dataclass(frozen=True)
 class IcpConfig:
     """max_corr_m: coarse-to-fine correspondence distances (m); iterations per stage;
-    min_points: fewer observed depth points -> keep the RGB pose; voxel_m: downsampling."""
+    min_points: fewer observed depth points -> keep the RGB pose; voxel_m: downsampling;
+    max_shift_m: ICP moving the (centred) start farther than this is taken as a failure."""
 
     max_corr_m: tuple[float, ...] = (0.03, 0.015, 0.007)
     iterations: int = 30
@@ -178,10 +180,12 @@ def refine_icp(T_init: np.ndarray, mesh, depth: np.ndarray, intr: Intrinsics,
     model = _visible_model_points(mesh, T0, intr, box)
     if len(model) < 20:
         return IcpResult(T0, False, 0.0, 0.0, len(z), "the model is not visible at the RGB pose")
-    # move along the viewing ray so the visible surface has the observed median depth
-    zm = float(np.median((model @ T0[:3, :3].T + T0[:3, 3])[:, 2]))
+    # start with the visible model surface centred on the observed points (per-axis medians:
+    # PnP's translation is its weakest part, depth along the ray above all)
+    mc = model @ T0[:3, :3].T + T0[:3, 3]
     T = T0.copy()
-    T[:3, 3] *= float(np.median(obs[:, 2])) / max(zm, 1e-6)
+    T[:3, 3] += np.median(obs, 0) - np.median(mc, 0)
+    T_start = T.copy()
     src = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(model))
     tgt = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(obs))
     if cfg.voxel_m > 0:
@@ -194,6 +198,6 @@ def refine_icp(T_init: np.ndarray, mesh, depth: np.ndarray, intr: Intrinsics,
         res = o3d.pipelines.registration.registration_icp(src, tgt, dist, T, est, crit)
         if res.fitness > 0:
             T = np.asarray(res.transformation)
-    if np.linalg.norm(T[:3, 3] - T0[:3, 3]) > cfg.max_shift_m:
+    if np.linalg.norm(T[:3, 3] - T_start[:3, 3]) > cfg.max_shift_m:
         return IcpResult(T0, False, 0.0, 0.0, len(z), "ICP moved the pose implausibly far")
     return IcpResult(T, True, float(res.fitness), float(res.inlier_rmse), len(z))

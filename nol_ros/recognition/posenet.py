@@ -52,18 +52,22 @@ def _noop(stage: str, fraction: float, message: str = "") -> None:
 @dataclass(frozen=True)
 class PoseNetConfig:
     """encoder: "convnet" (widths ``channels``: stem + 4 stride-2 stages) or "resnet50".
-    input_size: crop side (px). pad: the crop side is pad * max(w, h) of the object's box.
+    input_size: crop side (px). out_stride: 1 = the decoder runs up to the input resolution;
+    2 = up to half of it and the outputs are upsampled (bilinear), a quarter of the compute.
+    pad: the crop side is pad * max(w, h) of the object's box.
     wide: training crops are stored at wide * max(w, h) so jitter stays inside.
     Augmentation: bg_prob (replace non-object pixels by a random background), occlusion_prob,
     shift (std of the box-centre jitter, fraction of the box), scale (range of the side jitter),
     rot_deg (in-plane rotation range). Loss weights: w_xyz, w_err, w_mask.
-    Inference: mask_thresh, err_thresh (normalised units), min_inliers, ransac_px (reprojection
-    threshold in crop pixels), ransac_iters."""
+    Inference: mask_thresh, err_thresh (normalised units; when fewer than min_pixels silhouette
+    pixels pass it, the min_pixels with the lowest predicted error are used), min_inliers,
+    ransac_px (reprojection threshold in crop pixels), ransac_iters."""
 
     name: str = "cpu"
     encoder: str = "convnet"
     channels: tuple[int, ...] = (32, 48, 64, 96, 128)
     input_size: int = 64
+    out_stride: int = 2
     pad: float = 1.2
     wide: float = 1.6
     batch_size: int = 32
@@ -83,6 +87,7 @@ class PoseNetConfig:
     w_mask: float = 1.0
     mask_thresh: float = 0.5
     err_thresh: float = 0.15
+    min_pixels: int = 60
     min_inliers: int = 12
     ransac_px: float = 1.5
     ransac_iters: int = 150
@@ -97,6 +102,8 @@ class PoseNetConfig:
             raise ConfigError(f"input_size {self.input_size} must be a multiple of 16 (>= 16)")
         if not (1.0 <= self.pad < self.wide):
             raise ConfigError(f"need 1 <= pad ({self.pad}) < wide ({self.wide})")
+        if self.out_stride not in (1, 2):
+            raise ConfigError(f"out_stride must be 1 or 2, got {self.out_stride}")
         if self.batch_size < 1 or self.steps < 0 or self.lr <= 0 or self.min_inliers < 4:
             raise ConfigError("batch_size >= 1, steps >= 0, lr > 0, min_inliers >= 4 needed")
 
@@ -125,7 +132,8 @@ class PoseNetConfig:
 
 
 POSE_PRESETS: dict[str, PoseNetConfig] = {
-    "paper": PoseNetConfig(name="paper", encoder="resnet50", input_size=128, batch_size=32,
+    "paper": PoseNetConfig(name="paper", encoder="resnet50", input_size=128, out_stride=1,
+                           batch_size=32,
                            steps=14000, lr=1e-4, ransac_px=3.0, warmup_steps=500),
     "cpu": PoseNetConfig(),
     "tiny": PoseNetConfig(name="tiny", channels=(8, 12, 16, 24, 32), input_size=32,
@@ -169,7 +177,8 @@ def build_posenet(cfg: PoseNetConfig, n_classes: int):
     class ConvEncoder(nn.Module):
         def __init__(self, ch):
             super().__init__()
-            self.stem = nn.Sequential(cbr(3, ch[0]), cbr(ch[0], ch[0]))
+            st = cfg.out_stride
+            self.stem = nn.Sequential(cbr(3, ch[0], st), cbr(ch[0], ch[0]))
             self.downs = nn.ModuleList([nn.Sequential(cbr(ch[i], ch[i + 1], 2),
                                                       cbr(ch[i + 1], ch[i + 1]))
                                         for i in range(4)])
@@ -179,7 +188,7 @@ def build_posenet(cfg: PoseNetConfig, n_classes: int):
             feats = [self.stem(x)]
             for d in self.downs:
                 feats.append(d(feats[-1]))
-            return feats  # strides 1, 2, 4, 8, 16
+            return feats  # strides (1 or 2) x (1, 2, 4, 8, 16)
 
     class ResNetEncoder(nn.Module):
         def __init__(self):
@@ -225,8 +234,10 @@ def build_posenet(cfg: PoseNetConfig, n_classes: int):
             y = self.up3(f[4], f[3])
             y = self.up2(y, f[2])
             y = self.up1(y, f[1])
-            y = self.up0(y, f[0])
-            return self.head(y)
+            y = self.head(self.up0(y, f[0]))
+            if y.shape[-2:] != x.shape[-2:]:
+                y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            return y
 
     return UNet()
 
@@ -284,17 +295,17 @@ def make_batch(samples: list[PoseSamples], norms: list[ObjectNorm], cfg: PoseNet
         ps = samples[c]
         j = int(rng.integers(len(ps)))
         side = cfg.pad * box * rng.uniform(*cfg.scale)
-        ctr = R / 2 + rng.normal(0, cfg.shift * box, 2)
+        # pixel centres are integers in both grids: the crop centre is (S - 1) / 2
+        ctr = (R - 1) / 2 + rng.normal(0, cfg.shift * box, 2)
         ang = rng.uniform(-cfg.rot_deg, cfg.rot_deg)
         s = S / side
         M = cv2.getRotationMatrix2D((float(ctr[0]), float(ctr[1])), float(ang), s)
-        M[:, 2] += np.array([S / 2 - ctr[0], S / 2 - ctr[1]])
-        # cv2's matrix maps source pixel centres; both grids use integer = centre
+        M[:, 2] += np.array([(S - 1) / 2 - ctr[0], (S - 1) / 2 - ctr[1]])
         img = cv2.warpAffine(ps.rgb[j], M, (S, S), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         v = cv2.warpAffine(ps.visib[j].astype(np.uint8), M, (S, S), flags=cv2.INTER_NEAREST) > 0
         a = cv2.warpAffine(ps.amodal[j].astype(np.uint8), M, (S, S), flags=cv2.INTER_NEAREST) > 0
-        q = cv2.warpAffine(ps.xyz[j], M, (S, S), flags=cv2.INTER_NEAREST)
+        q = cv2.warpAffine(ps.xyz[j].astype(np.float32), M, (S, S), flags=cv2.INTER_NEAREST)
         if rng.random() < (cfg.bg_prob * (0.6 if ps.keep_background else 1.0)):
             bg = pool.background(rng, S, S, shapes=3)
             img = np.where(v[..., None], img, bg)
@@ -506,3 +517,53 @@ class PoseNet:
                                        torch.sigmoid(o["amodal"][b]).cpu().numpy(),
                                        torch.sigmoid(o["visib"][b]).cpu().numpy()))
         return out
+
+
+def projected_box(points: np.ndarray, T: np.ndarray, K: np.ndarray) -> np.ndarray | None:
+    """(x0, y0, x1, y1) of the model points projected at pose T, or None when any point is
+    behind the camera."""
+    P = points @ T[:3, :3].T + T[:3, 3]
+    if np.any(P[:, 2] <= 1e-3):
+        return None
+    uv = (P @ np.asarray(K, float).T)[:, :2] / P[:, 2:3]
+    return np.concatenate([uv.min(0), uv.max(0)])
+
+
+def pose_from_prediction(pred: CoordPrediction, box: tuple[float, float, float], K: np.ndarray,
+                         cfg: PoseNetConfig, seed: int = 0, det_box_xywh=None,
+                         model_points: np.ndarray | None = None, min_box_iou: float = 0.3):
+    """PnP-RANSAC on the confident pixels of one crop's prediction. box: the crop (x0, y0, side)
+    in image pixels; K: the image's (3, 3) intrinsics. With det_box_xywh (the detection) and
+    model_points ((N, 3) m), a pose whose projected model box overlaps the detection less than
+    min_box_iou is refused (a degenerate PnP solution, e.g. from coordinates collapsed onto a
+    line, can have many inliers), and the score is the inlier fraction times that overlap.
+    Returns a :class:`~nol_ros.recognition.pnp.PnPResult` (T_camera_object None = no pose)."""
+    from nol_ros.recognition.evaluate import box_iou
+    from nol_ros.recognition.pnp import PnPResult, pnp_ransac
+
+    S = cfg.input_size
+    fg = pred.amodal > cfg.mask_thresh
+    vv, uu = np.nonzero(fg)
+    if len(vv) < cfg.min_inliers:
+        return PnPResult(None, 0, len(vv), 0.0, f"only {len(vv)} silhouette pixels")
+    e = pred.err[vv, uu]
+    keep = e < cfg.err_thresh
+    if keep.sum() < cfg.min_pixels:
+        keep = np.argsort(e, kind="stable")[:min(len(e), cfg.min_pixels)]
+    vv, uu = vv[keep], uu[keep]
+    x0, y0, side = box
+    s = side / S
+    img_pts = np.stack([x0 + (uu + 0.5) * s - 0.5, y0 + (vv + 0.5) * s - 0.5], 1)
+    res = pnp_ransac(pred.xyz[vv, uu], img_pts, K, reproj_px=cfg.ransac_px * s,
+                     iterations=cfg.ransac_iters, min_inliers=cfg.min_inliers, seed=seed)
+    if res.T_camera_object is None or det_box_xywh is None or model_points is None:
+        return res
+    pb = projected_box(model_points, res.T_camera_object, K)
+    x, y, w, h = det_box_xywh
+    iou = 0.0 if pb is None else float(box_iou(pb[None], [[x, y, x + w, y + h]])[0, 0])
+    if iou < min_box_iou:
+        return PnPResult(None, res.n_inliers, res.n_points, 0.0,
+                         f"the pose's model box overlaps the detection by {iou:.2f} < "
+                         f"{min_box_iou}")
+    res.score *= iou
+    return res

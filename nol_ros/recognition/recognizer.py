@@ -133,6 +133,7 @@ class Recognizer:
         self.objects = {o.obj_id: o for o in objects}
         self.config = config
         self.timing: dict[str, float] = {}
+        self._pts: dict[int, np.ndarray] = {}
 
     @classmethod
     def load(cls, models_dir: str | Path, device: str | None = None,
@@ -159,6 +160,15 @@ class Recognizer:
             config = RecognizerConfig(**meta.get("recognizer", {}))
         return cls(det, pn, objs, config)
 
+    def _points(self, obj_id: int) -> np.ndarray:
+        """Up to 500 mesh vertices (m) of an object, for the pose/box consistency check."""
+        pts = self._pts.get(obj_id)
+        if pts is None:
+            V = self.objects[obj_id].mesh.vertices
+            pts = V[np.random.default_rng(0).choice(len(V), min(500, len(V)), replace=False)]
+            self._pts[obj_id] = pts
+        return pts
+
     def _check(self, rgb, intr, depth):
         if not isinstance(intr, Intrinsics):
             raise InputError(f"intr must be nol_ros.camera.Intrinsics, got {type(intr).__name__}")
@@ -184,7 +194,8 @@ class Recognizer:
     def recognize(self, rgb: np.ndarray, intr: Intrinsics, depth: np.ndarray | None = None,
                   score_thresh: float | None = None, max_per_class: int | None = None
                   ) -> list[Recognition]:
-        from nol_ros.recognition.pnp import pnp_ransac, refine_icp
+        from nol_ros.recognition.pnp import refine_icp
+        from nol_ros.recognition.posenet import pose_from_prediction
         from nol_ros.recognition.trainset import crop_image_box, square_box
 
         img, dep = self._check(rgb, intr, depth)
@@ -212,12 +223,9 @@ class Recognizer:
             preds = self.posenet.predict(crops, [r.obj_id for r in to_pose])
             for r, b, pr in zip(to_pose, boxes, preds):
                 x0, y0, side = b
-                sel = (pr.amodal > cfg.mask_thresh) & (pr.err < cfg.err_thresh)
-                vv, uu = np.nonzero(sel)
                 s = side / S
-                img_pts = np.stack([x0 + (uu + 0.5) * s - 0.5, y0 + (vv + 0.5) * s - 0.5], 1)
-                res = pnp_ransac(pr.xyz[vv, uu], img_pts, intr.K, reproj_px=cfg.ransac_px * s,
-                                 iterations=cfg.ransac_iters, min_inliers=cfg.min_inliers)
+                res = pose_from_prediction(pr, b, intr.K, cfg, det_box_xywh=r.box_xywh,
+                                           model_points=self._points(r.obj_id))
                 r.n_inliers = res.n_inliers
                 if res.T_camera_object is None:
                     r.reason = f"no pose: {res.reason}"

@@ -222,7 +222,7 @@ class PoseSamples:
     """Object crops for the pose network, all of one object, N samples of R x R pixels.
 
     rgb (N, R, R, 3) uint8; visib (N, R, R) bool (visible object pixels); amodal (N, R, R) bool
-    (the whole silhouette, occluded parts included); xyz (N, R, R, 3) float32 object-frame
+    (the whole silhouette, occluded parts included); xyz (N, R, R, 3) float16 object-frame
     coordinates (m) of the surface seen at each pixel of the amodal mask (0 elsewhere);
     T (N, 4, 4) T_camera_object; K (N, 3, 3) intrinsics of the crops. The object's visible box
     spans ~R / wide pixels around the crop centre.
@@ -284,15 +284,41 @@ def object_coordinates(mesh: Mesh, T_camera_object: np.ndarray, intr: Intrinsics
     return xyz, res.mask
 
 
+def canonical_symmetric_coords(xyz: np.ndarray, mask: np.ndarray, T_camera_object: np.ndarray,
+                               axis: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Object coordinates of an object with a continuous symmetry (axis through offset, object
+    frame) turned about the axis so the camera always sits at the same azimuth around it: the
+    network then sees one target per appearance. PnP on such coordinates gives T @ S for a
+    symmetry S, which ADI scores like T."""
+    from nol_ros.geometry import so3_exp
+
+    a = np.asarray(axis, float) / np.linalg.norm(axis)
+    o = np.asarray(offset, float)
+    R, t = T_camera_object[:3, :3], T_camera_object[:3, 3]
+    cam = -R.T @ t - o                      # camera centre in the object frame, from the axis
+    ref = np.array([1.0, 0, 0]) if abs(a[0]) < 0.9 else np.array([0, 1.0, 0])
+    e1 = ref - a * (ref @ a)
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(a, e1)
+    phi = float(np.arctan2(cam @ e2, cam @ e1))
+    Rc = so3_exp(-a * phi)                  # turns the camera azimuth to 0
+    out = xyz.copy()
+    out[mask] = (xyz[mask] - o) @ Rc.T + o
+    return out
+
+
 def load_pose_samples(scene_dir: str | Path, obj_id: int, mesh: Mesh, size: int,
                       wide: float = 1.6, min_visib: float = 0.0, min_px: int = 30,
                       max_samples: int | None = None, keep_background: bool = False,
-                      seed: int = 0, progress: ProgressFn = _noop) -> PoseSamples:
+                      seed: int = 0, symmetry_axis: tuple | None = None,
+                      progress: ProgressFn = _noop) -> PoseSamples:
     """Crops of every annotation of ``obj_id`` in a BOP scene (a render set's object scene or a
     real sequence): a square of ``wide`` times the visible box, resized to ``size`` px, with the
     object coordinates rasterised from ``mesh`` at the annotated pose (exact for every source).
     max_samples: a random subset (seeded) when there are more. keep_background: the crops'
-    backgrounds are real (a real sequence) and may be kept by the augmentation."""
+    backgrounds are real (a real sequence) and may be kept by the augmentation.
+    symmetry_axis: (axis (3,), offset (3,) m) of a continuous symmetry: the coordinates are
+    canonicalised about it (:func:`canonical_symmetric_coords`)."""
     anns = scene_annotations(scene_dir, obj_id, min_visib, min_px)
     if not anns:
         raise InputError(f"no images of object {obj_id} in '{scene_dir}' (visib >= {min_visib}, "
@@ -304,7 +330,7 @@ def load_pose_samples(scene_dir: str | Path, obj_id: int, mesh: Mesh, size: int,
     rgb = np.zeros((N, size, size, 3), np.uint8)
     vis = np.zeros((N, size, size), bool)
     amo = np.zeros((N, size, size), bool)
-    xyz = np.zeros((N, size, size, 3), np.float32)
+    xyz = np.zeros((N, size, size, 3), np.float16)
     Ts = np.zeros((N, 4, 4))
     Ks = np.zeros((N, 3, 3))
     from nol_ros.rasterizer import Scene
@@ -323,6 +349,9 @@ def load_pose_samples(scene_dir: str | Path, obj_id: int, mesh: Mesh, size: int,
         vis[i] = _crop(_read_mask(a.mask_path(True)).astype(np.uint8), box, size,
                        "nearest") > 0
         xyz[i], amo[i] = object_coordinates(mesh, a.T_camera_object, intr, scene)
+        if symmetry_axis is not None:
+            xyz[i] = canonical_symmetric_coords(xyz[i], amo[i], a.T_camera_object,
+                                                *symmetry_axis)
         Ts[i], Ks[i] = a.T_camera_object, intr.K
         if i % 200 == 0 or i == N - 1:
             progress("load crops", (i + 1) / N, f"object {obj_id}: {i + 1}/{N}")

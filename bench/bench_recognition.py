@@ -1,0 +1,143 @@
+"""Recognisers trained on each training source, tested on the synthetic world's test sequences
+(the paper's SMOT evaluation, Table 3 / C.1): mAP@IoU0.5, ADD(-S) recall with RGB only and
+with ICP on the depth, per object and on average; training and inference times.
+
+Run: .venv/bin/python bench/bench_recognition.py --data data/full --sources gt,real \
+        [--preset cpu] [--work /tmp/nol_bench_rec] [--image-step 1] [--threads 2]
+
+Sources: gt (ground-truth textured models, Lambertian), real (crops of train/000001 where the
+object is visible >= 50 %, ground-truth poses and masks), nol / ibr (the NOL renderer and its
+image-based baseline on a self-annotated workspace: --workspace, --nol-checkpoint; needs
+nol_ros.nol.renderer). Every stage's artefacts stay under --work/SOURCE and are reused by a
+second run. Prints markdown tables; writes --work/results.json and BOP CSVs.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+
+def _progress(source):
+    last = {"t": 0.0, "stage": ""}
+
+    def f(stage, frac, msg=""):
+        now = time.monotonic()
+        if stage != last["stage"] or now - last["t"] > 30 or frac >= 1.0:
+            print(f"  [{source}] {time.strftime('%H:%M:%S')} {stage} {100 * frac:5.1f}% {msg}",
+                  flush=True)
+            last.update(t=now, stage=stage)
+    return f
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="data/full")
+    ap.add_argument("--sources", default="gt,real")
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--work", default="/tmp/nol_bench_rec")
+    ap.add_argument("--tests", default="", help="comma-separated test scenes (default: all)")
+    ap.add_argument("--image-step", type=int, default=1)
+    ap.add_argument("--workspace", default="", help="self-annotated workspace (nol, ibr)")
+    ap.add_argument("--nol-checkpoint", default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-train", action="store_true", help="only evaluate existing models")
+    a = ap.parse_args()
+
+    import numpy as np
+    import torch
+
+    from nol_ros.errors import NolError
+    from nol_ros.recognition.evaluate import evaluate_scenes, load_object_models, write_bop_csv
+    from nol_ros.recognition.pipeline import synthetic_objects, train_recognisers
+    from nol_ros.recognition.recognizer import Recognizer
+
+    torch.set_num_threads(a.threads)
+    root = Path(a.data)
+    tests = [root / t for t in a.tests.split(",")] if a.tests else \
+        sorted((root / "test").iterdir())
+    work = Path(a.work)
+    sources = [s.strip() for s in a.sources.split(",") if s.strip()]
+    results: dict = {"command": " ".join([Path(sys.executable).name] + sys.argv),
+                     "machine": f"{platform.node()} {platform.processor() or platform.machine()}"
+                                f" {os.cpu_count()} cores",
+                     "date": time.strftime("%Y-%m-%d %H:%M"), "preset": a.preset,
+                     "tests": [str(t) for t in tests], "image_step": a.image_step,
+                     "threads": a.threads, "sources": {}}
+    names: dict[int, str] = {}
+    for src in sources:
+        print(f"== source {src}", flush=True)
+        try:
+            objects = synthetic_objects(root, src, workspace=a.workspace or None,
+                                        checkpoint=a.nol_checkpoint)
+        except NolError as e:
+            print(f"  skipped: [{e.code}] {e}", flush=True)
+            results["sources"][src] = {"skipped": str(e)}
+            continue
+        names.update({o.obj_id: o.name for o in objects})
+        wdir = work / src
+        load0 = os.getloadavg()[0]
+        if not a.no_train:
+            rep = train_recognisers(objects, wdir, wdir / "models", a.preset, source=src,
+                                    progress=_progress(src))
+        else:
+            rep = json.loads((wdir / "train_report.json").read_text())
+        rec = Recognizer.load(wdir / "models")
+        models = load_object_models(root / "models", [o.obj_id for o in objects])
+        t0 = time.perf_counter()
+        res = evaluate_scenes(rec, tests, models, image_step=a.image_step,
+                              progress=_progress(src))
+        write_bop_csv(wdir / f"results_{src}.csv", res.rows)
+        results["sources"][src] = {
+            "train": rep, "map50": res.map50, "ap50": res.ap50, "add_rgb": res.add_rgb,
+            "add_icp": res.add_icp, "n_pose": res.n_pose, "n_images": res.n_images,
+            "s_per_image": res.seconds_per_image, "eval_s": time.perf_counter() - t0,
+            "load_avg_start": load0, "load_avg_end": os.getloadavg()[0]}
+        print(f"  mAP@0.5 {res.map50:.3f}  ADD RGB {res.mean(res.add_rgb):.3f}  "
+              f"ADD RGB+ICP {res.mean(res.add_icp):.3f}  {res.seconds_per_image:.3f} s/image",
+              flush=True)
+        from nol_ros.io_utils import atomic_write_json
+
+        atomic_write_json(work / "results.json", results)
+    done = [s for s in sources if "map50" in results["sources"].get(s, {})]
+    if not done:
+        return 1
+    ids = sorted(names)
+    R = results["sources"]
+
+    def cell(v):
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    print(f"\nADD(-S) < 10 % diameter, % of instances visible >= 50 % ({a.preset} presets; "
+          f"{len(tests)} test sequences, every {a.image_step}. image)\n")
+    head = " | ".join([f"RGB {s}" for s in done] + [f"RGB+ICP {s}" for s in done])
+    print(f"| object | {head} |")
+    print("|---|" + "---|" * (2 * len(done)))
+    for o in ids:
+        row = [cell(R[s]["add_rgb"].get(o)) for s in done] + \
+              [cell(R[s]["add_icp"].get(o)) for s in done]
+        print(f"| {names[o]} | " + " | ".join(row) + " |")
+    avg = [cell(float(np.mean(list(R[s]["add_rgb"].values())))) for s in done] + \
+          [cell(float(np.mean(list(R[s]["add_icp"].values())))) for s in done]
+    print("| **average** | " + " | ".join(avg) + " |")
+    print("\nmAP@IoU0.5 (%)\n")
+    print("| object | " + " | ".join(done) + " |")
+    print("|---|" + "---|" * len(done))
+    for o in ids:
+        print(f"| {names[o]} | " + " | ".join(cell(R[s]["ap50"].get(o)) for s in done) + " |")
+    print("| **mAP** | " + " | ".join(cell(R[s]["map50"]) for s in done) + " |")
+    print("\n| source | render (s) | detector set (s) | detector train (s) | pose crops (s) | "
+          "pose train (s) | inference (s/image) |")
+    print("|---|---|---|---|---|---|---|")
+    for s in done:
+        t = R[s]["train"]["seconds"]
+        print(f"| {s} | {t['render']:.0f} | {t['detection_set']:.0f} | {t['detector']:.0f} | "
+              f"{t['pose_crops']:.0f} | {t['pose']:.0f} | {R[s]['s_per_image']:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
