@@ -79,15 +79,17 @@ class Scene:
         self._lut = np.full(max(gids) + 1, -1, np.int32)  # Open3D geometry id -> mesh index
         self._lut[gids] = np.arange(len(gids), dtype=np.int32)
         self._single: dict[int, object] = {}
-        self._ray_cache: dict[Intrinsics, np.ndarray] = {}
+        self._ray_cache: dict[Intrinsics, np.ndarray] = {}  # a few recent cameras (LRU)
 
     def _dirs(self, intr: Intrinsics) -> np.ndarray:
         if not isinstance(intr, Intrinsics):
             raise InputError(f"intr must be nol_ros.camera.Intrinsics, got {type(intr).__name__}")
-        dirs = self._ray_cache.get(intr)
+        dirs = self._ray_cache.pop(intr, None)
         if dirs is None:  # (H W, 3) float32, z = 1, through pixel centres (row-major)
             dirs = intr.ray_directions().reshape(-1, 3).astype(np.float32)
-            self._ray_cache = {intr: dirs}
+            if len(self._ray_cache) >= 4:
+                self._ray_cache.pop(next(iter(self._ray_cache)))
+        self._ray_cache[intr] = dirs  # most recent last
         return dirs
 
     def _cast(self, scene, intr: Intrinsics, T_world_camera: np.ndarray, near: float,
@@ -145,7 +147,9 @@ class Scene:
     def full_mask(self, mesh_index: int, intr: Intrinsics, T_world_camera: np.ndarray,
                   near: float = 0.05, far: float = 20.0) -> np.ndarray:
         """(H, W) bool silhouette of one mesh ignoring all others (its own scene, built on
-        first use and kept)."""
+        first use and kept). Rays are cast only inside the bounding box of the mesh's projected
+        vertices (the same pixel rays as a full render, so the same result; an object covering a
+        few percent of the image costs a few percent of a render)."""
         if not 0 <= mesh_index < len(self.meshes):
             raise InputError(f"mesh_index {mesh_index} out of range [0, {len(self.meshes)})")
         sc = self._single.get(mesh_index)
@@ -153,8 +157,26 @@ class Scene:
             sc = _new_scene()
             _add(sc, self.meshes[mesh_index], self.T_world_objects[mesh_index])
             self._single[mesh_index] = sc
-        _, hit = self._cast(sc, intr, T_world_camera, near, far)
-        return hit.reshape(intr.height, intr.width)
+        H, W = intr.height, intr.width
+        T_cw = invert_T(_check_pose(T_world_camera, "T_world_camera"))
+        T_co = T_cw @ self.T_world_objects[mesh_index]
+        P = self.meshes[mesh_index].vertices @ T_co[:3, :3].T + T_co[:3, 3]
+        out = np.zeros((H, W), bool)
+        if np.all(P[:, 2] <= near) or np.all(P[:, 2] >= far):
+            return out
+        if np.any(P[:, 2] <= near):  # straddles the near plane: no safe box, cast everything
+            _, hit = self._cast(sc, intr, T_world_camera, near, far)
+            return hit.reshape(H, W)
+        uv, _ = intr.project(P)
+        x0, y0 = np.floor(uv.min(0)).astype(int) - 2
+        x1, y1 = np.ceil(uv.max(0)).astype(int) + 3
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
+        if x1 <= x0 or y1 <= y0:
+            return out
+        sub = intr.crop_resize(x0, y0, x1 - x0, y1 - y0, x1 - x0, y1 - y0)
+        _, hit = self._cast(sc, sub, T_world_camera, near, far)
+        out[y0:y1, x0:x1] = hit.reshape(y1 - y0, x1 - x0)
+        return out
 
 
 def render_object(mesh: Mesh, intr: Intrinsics, T_camera_object: np.ndarray, near: float = 0.05,
