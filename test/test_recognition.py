@@ -257,6 +257,9 @@ def test_tiny_detector_learns_and_resumes_exactly(coco, tmp_path, arch):
         det.detect(np.zeros((120, 160, 3), np.float32))
     with pytest.raises(ConfigError):  # resuming with another config is refused
         train_detector(d / "annotations.json", tmp_path / "b", cfg.replace(lr=1e-3), seed=3)
+    # ... but a longer schedule continues the checkpoint
+    r3 = train_detector(d / "annotations.json", tmp_path / "b", cfg.replace(epochs=5), seed=3)
+    assert len(r3["history"]) == 5 and r3["history"][:4] == r2["history"]
 
 
 # -- pose network ----------------------------------------------------------------------------------
@@ -423,3 +426,22 @@ def test_symmetric_coordinates_are_canonical_about_the_axis():
         b = canonical_symmetric_coords(xyz2, mask, T @ S, axis, off)
         np.testing.assert_allclose(a[mask], b[mask], atol=1e-12)
         np.testing.assert_array_equal(a[~mask], xyz[~mask])
+
+
+def test_icp_refines_a_perturbed_pose_on_rendered_depth():
+    from nol_ros.geometry import invert_T, look_at, perturb_T
+    from nol_ros.rasterizer import Scene
+    from nol_ros.recognition.pnp import refine_icp
+
+    m = make_object(6, 0)   # the drill: no symmetry
+    T = invert_T(look_at(np.array([0.5, -0.6, 0.45]), np.zeros(3)))
+    res = Scene([m], [np.eye(4)]).render(SMOT_XTION, invert_T(T))
+    depth, mask = res.depth.astype(np.float32), res.mask
+    T0 = perturb_T(T, 0.015, np.radians(4), np.random.default_rng(2), mode="fixed")
+    r = refine_icp(T0, m, depth, SMOT_XTION, mask)
+    assert r.refined and r.fitness > 0.8
+    assert np.linalg.norm(r.T_camera_object[:3, 3] - T[:3, 3]) < 0.003
+    assert rotation_error_deg(r.T_camera_object, T) < 1.0
+    # no depth where the mask is -> the RGB pose comes back unrefined, with the reason
+    r = refine_icp(T0, m, np.zeros_like(depth), SMOT_XTION, mask)
+    assert not r.refined and np.array_equal(r.T_camera_object, T0) and "depth" in r.reason

@@ -19,7 +19,9 @@ Training (:func:`train_detector`): AdamW, linear warm-up then cosine decay (the 
 function of the step, so a resumed run follows the same schedule), gradient clipping, optional
 gradient accumulation; a checkpoint after every epoch (model, optimiser, epoch, RNG state,
 loss history) from which :func:`train_detector` resumes; an epoch's data order and augmentation
-depend only on (seed, epoch), so a resumed run reproduces an uninterrupted one. Checkpoints are
+depend only on (seed, epoch), so a resumed run reproduces an uninterrupted one. A checkpoint of
+the same configuration with another number of epochs is continued (the learning rate follows the
+new schedule from there). Checkpoints are
 read with ``torch.load(..., weights_only=True)``.
 
 Classes are BOP object ids; the checkpoint stores them with their names, and loading a
@@ -371,6 +373,12 @@ def save_checkpoint(path: str | Path, ck: dict) -> None:
     atomic_write_with(path, lambda tmp: torch.save(ck, tmp))
 
 
+def _schedule_free(d: dict, keys=("epochs", "steps", "ckpt_every")) -> dict:
+    """A config dict without its schedule length: a checkpoint may be continued with a longer or
+    shorter schedule (the learning rate then follows the new schedule from that step on)."""
+    return {k: v for k, v in d.items() if k not in keys}
+
+
 def lr_at(step: int, total: int, base: float, warmup: int) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay to 5 % of ``base`` at ``total``."""
     if warmup > 0 and step < warmup:
@@ -423,7 +431,7 @@ def train_detector(coco_json: str | Path, out_dir: str | Path, cfg: DetectorConf
     epoch0, step, history, spent = 0, 0, [], 0.0
     if resume and last.exists():
         ck = load_checkpoint(last, CKPT_KIND)
-        if ck["config"] != cfg.to_dict():
+        if _schedule_free(ck["config"]) != _schedule_free(cfg.to_dict()):
             raise ConfigError(f"'{last}' was trained with another detector config; delete it "
                               "or use resume=False")
         check_classes(ck["classes"], classes, f"checkpoint '{last}'")

@@ -185,6 +185,7 @@ class SceneResult:
     seconds_per_image: float
     rows: list               # BOP CSV rows
     per_instance: list       # dicts: scene, im_id, obj_id, visib, add_rgb, add_icp, ...
+    cpu_seconds_per_image: float = float("nan")   # CPU time of recognize() (all threads)
 
     def mean(self, d: dict) -> float:
         return float(np.mean(list(d.values()))) if d else float("nan")
@@ -206,7 +207,7 @@ def evaluate_scenes(recognizer, scene_dirs: list[str | Path], models: dict[int, 
     ok_rgb: dict[int, list] = {o: [] for o in models}
     ok_icp: dict[int, list] = {o: [] for o in models}
     rows, per_inst = [], []
-    n_img, t_total = 0, 0.0
+    n_img, t_total, c_total = 0, 0.0, 0.0
     jobs = []
     for sd in scene_dirs:
         seq = read_bop_scene(sd)
@@ -220,10 +221,11 @@ def evaluate_scenes(recognizer, scene_dirs: list[str | Path], models: dict[int, 
         raise InputError("no test images to evaluate")
     for n, (sd, seq, fr, info, gt) in enumerate(jobs):
         rgb, depth = fr.load_rgb(), fr.load_depth()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         dets = recognizer.recognize(rgb, seq.intrinsics, depth, score_thresh=score_thresh)
         dt = time.perf_counter() - t0
         t_total += dt
+        c_total += time.process_time() - c0
         n_img += 1
         key = str(fr.index)
         g_boxes, g_labels, g_ign = [], [], []
@@ -276,7 +278,7 @@ def evaluate_scenes(recognizer, scene_dirs: list[str | Path], models: dict[int, 
                        add_icp={o: float(np.mean(v)) for o, v in ok_icp.items() if v},
                        n_pose={o: len(v) for o, v in ok_rgb.items()}, n_images=n_img,
                        seconds_per_image=t_total / max(1, n_img), rows=rows,
-                       per_instance=per_inst)
+                       per_instance=per_inst, cpu_seconds_per_image=c_total / max(1, n_img))
 
 
 def write_bop_csv(path: str | Path, rows) -> Path:

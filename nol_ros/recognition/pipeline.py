@@ -15,7 +15,7 @@ are already there for the same configuration:
   800 detector images at 320x240, detector ``cpu`` for 3 epochs, pose net ``cpu`` (narrow) for
   700 steps.
 - ``cpu``: the benchmark preset: 10 deg grid (324 x 7 = 2268 images per object), 3000 detector
-  images, detector ``cpu`` for 5 epochs (1875 steps), pose net ``cpu`` for 3000 steps.
+  images, detector ``cpu`` for 3 epochs (1125 steps), pose net ``cpu`` for 2000 steps.
 - ``paper``: the paper's setup for a GPU: 5 deg grid (1296 x 7), 256 px renders, 150,000
   detector images at 640x480, RetinaNet ResNet-50-FPN, Pix2Pose with ResNet-50, ~14K steps.
 
@@ -84,8 +84,8 @@ PRESETS: dict[str, RecognitionPreset] = {
         "cpu",
         PoseGridConfig(az_step_deg=10, el_step_deg=10, el_max_deg=80, crop_size=128),
         DetectionSetConfig(n_images=3000, **_HALF),
-        detector_config("cpu", epochs=5),
-        posenet_config("cpu", steps=3000)),
+        detector_config("cpu", epochs=3),
+        posenet_config("cpu", steps=2000)),
     "paper": RecognitionPreset(
         "paper",
         PoseGridConfig(crop_size=256),

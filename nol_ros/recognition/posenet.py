@@ -31,6 +31,7 @@ import numpy as np
 
 from nol_ros.errors import ConfigError, InputError
 from nol_ros.recognition.detector import (
+    _schedule_free,
     check_classes,
     load_checkpoint,
     lr_at,
@@ -386,7 +387,7 @@ def train_posenet(samples: list[PoseSamples], vertices: dict[int, np.ndarray], o
     step, history, spent = 0, [], 0.0
     if resume and last.exists():
         ck = load_checkpoint(last, CKPT_KIND)
-        if ck["config"] != cfg.to_dict():
+        if _schedule_free(ck["config"]) != _schedule_free(cfg.to_dict()):
             raise ConfigError(f"'{last}' was trained with another pose config; delete it or use "
                               "resume=False")
         check_classes(ck["classes"], classes, f"checkpoint '{last}'")
