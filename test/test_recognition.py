@@ -445,3 +445,25 @@ def test_icp_refines_a_perturbed_pose_on_rendered_depth():
     # no depth where the mask is -> the RGB pose comes back unrefined, with the reason
     r = refine_icp(T0, m, np.zeros_like(depth), SMOT_XTION, mask)
     assert not r.refined and np.array_equal(r.T_camera_object, T0) and "depth" in r.reason
+
+
+@pytest.mark.slow
+def test_paper_presets_build_and_run():
+    """The paper's RetinaNet ResNet-50-FPN and the ResNet-50 Pix2Pose-style net (random init;
+    inputs shrunk so the check is quick)."""
+    from nol_ros.recognition.detector import build_detector
+    from nol_ros.recognition.posenet import build_posenet
+
+    torch.set_num_threads(1)
+    det = build_detector(detector_config("paper", min_size=96, max_size=128), 4).eval()
+    assert type(det).__name__ == "RetinaNet"
+    assert sum(p.numel() for p in det.parameters()) > 30e6
+    with torch.no_grad():
+        out = det([torch.rand(3, 96, 128)])
+    assert set(out[0]) == {"boxes", "scores", "labels"}
+    net = build_posenet(posenet_config("paper", input_size=64), 2).eval()
+    with torch.no_grad():
+        y = net(torch.rand(1, 3, 64, 64))
+    assert y.shape == (1, 12, 64, 64)
+    with pytest.raises(ConfigError, match="weights"):
+        build_detector(detector_config("paper", backbone_weights="/nonexistent.pth"), 4)

@@ -2,6 +2,7 @@
 pose network -> ``MODELS/`` (loadable by :class:`~nol_ros.recognition.recognizer.Recognizer`).
 
     objects = synthetic_objects("data/demo", "gt")          # or your own TrainObject list
+    objects = workspace_objects("ws/", "nol")               # learnt objects, NOL renderer
     report = train_recognisers(objects, "work/", "work/models", preset="demo")
 
 Presets (:data:`PRESETS`) bundle the pose grid, the detector set, the detector and the pose
@@ -296,16 +297,50 @@ def synthetic_objects(data_root: str | Path, source: str, obj_ids: list[int] | N
             out.append(TrainObject(oid, name, geom, None, str(root / "train" / "000001"),
                                    symmetric=sym, symmetry_axis=axis))
         elif source in ("nol", "ibr"):
-            try:
-                from nol_ros.nol.renderer import load_object_renderer
-            except ImportError as e:
-                raise ConfigError(f"source '{source}' needs nol_ros.nol.renderer, which is not "
-                                  f"available ({e})") from e
             if workspace is None:
                 raise InputError(f"source '{source}' needs the self-annotated workspace")
-            odir = Path(workspace) / "objects" / name
-            r = load_object_renderer(odir, method=source, checkpoint=checkpoint, device=device)
-            out.append(TrainObject(oid, name, geom, r, symmetric=sym, symmetry_axis=axis))
+            w = workspace_objects(workspace, source, [name], checkpoint, device)[0]
+            out.append(TrainObject(oid, name, geom, w.renderer, symmetric=sym,
+                                   symmetry_axis=axis))
         else:
             raise InputError(f"training source '{source}' unknown; use gt, real, nol or ibr")
+    return out
+
+
+def workspace_objects(workspace: str | Path, method: str = "nol", names: list[str] | None = None,
+                      checkpoint: str | None = None, device: str | None = None
+                      ) -> list[TrainObject]:
+    """The learnt objects of a self-annotation workspace (``WORKSPACE/objects/NAME/`` with
+    mesh.ply, object.json, views.json, views/) with their NOL (or ``ibr``) renderers, for
+    :func:`train_recognisers` -- what the demo and the nol node use. names: a subset (default:
+    every object folder with a views.json). Object ids come from object.json (0 there: numbered
+    1, 2, ... in name order)."""
+    try:
+        from nol_ros.nol.renderer import load_object_renderer
+    except ImportError as e:
+        raise ConfigError(f"method '{method}' needs nol_ros.nol.renderer, which is not "
+                          f"available ({e})") from e
+    from nol_ros.mesh import load_mesh
+
+    root = Path(workspace) / "objects"
+    if not root.is_dir():
+        raise FileFormatError(f"'{workspace}' has no objects/ folder: it is not a learnt "
+                              "workspace (run LearnObject / run_self_annotation first)")
+    avail = sorted(p.name for p in root.iterdir() if (p / "views.json").is_file())
+    names = avail if names is None else list(names)
+    missing = [n for n in names if n not in avail]
+    if missing:
+        raise InputError(f"objects {missing} are not learnt in '{workspace}' (learnt: {avail})")
+    if not names:
+        raise InputError(f"'{workspace}' holds no learnt object: nothing to train on")
+    out, used = [], set()
+    for k, n in enumerate(names):
+        meta = json.loads((root / n / "object.json").read_text())
+        oid = int(meta.get("obj_id") or 0) or k + 1
+        while oid in used:
+            oid += 1
+        used.add(oid)
+        r = load_object_renderer(root / n, method=method, checkpoint=checkpoint, device=device)
+        out.append(TrainObject(oid, n, load_mesh(root / n / "mesh.ply"), r,
+                               symmetric=bool(meta.get("symmetric", False))))
     return out
