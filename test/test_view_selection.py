@@ -113,8 +113,8 @@ def _views_around(centre, elev_deg, az_deg, dist=0.6):
 def test_per_target_selection_on_rendered_visibility():
     """Real geometry: a box seen by 12 sources on a 40 deg circle; the target looks at its front
     face from the side (elevation 0), so only the 5 sources in front share vertices with it;
-    the others (back and top only) are never picked, and the source that shows most of the
-    target comes first."""
+    the others (back and top only) are never picked with skip_unrelated (by default they fill
+    up k, after the useful ones), and the source that shows most of the target comes first."""
     from nol_ros.camera import SMOT_XTION
     from nol_ros.datasets.synthetic.objects import make_object
     from nol_ros.reconstruction.annotate import visible_vertices_in_pose
@@ -129,8 +129,11 @@ def test_per_target_selection_on_rendered_visibility():
     assert tgt.sum() > 50 and not (tgt & (box.vertex_normals[:, 2] > 0.5)).any()  # no top
     overlap = (vis & tgt).any(1)
     assert 3 <= overlap.sum() <= 7 and not overlap.all()
-    picks = select_for_target(vis, tgt, k=6)
+    picks = select_for_target(vis, tgt, k=6, skip_unrelated=True)
     assert set(picks) == set(np.flatnonzero(overlap))   # all useful ones, no useless one
+    # by default k come back, the useful ones first
+    full = select_for_target(vis, tgt, k=6)
+    assert len(full) == 6 and set(full[:len(picks)]) == set(picks)
     shared = (vis & tgt).sum(1)
     assert shared[picks[0]] == shared.max() and abs(src_az[picks[0]] + 85) <= 30
     # together the picks see everything of the target that any source sees

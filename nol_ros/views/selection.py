@@ -125,14 +125,16 @@ def select_by_pose_distance(T_camera_object: np.ndarray, min_dist_m: float = 0.3
 
 
 def select_for_target(vis_sources: np.ndarray, vis_target: np.ndarray, k: int = 6,
-                      seen_weight: float = 1.5) -> list[int]:
+                      seen_weight: float = 1.5, skip_unrelated: bool = False) -> list[int]:
     """Choose up to ``k`` sources (rows of ``vis_sources``, (S, V) bool) for one target pose,
     counting only the vertices visible in the target (``vis_target``, (V,) bool; see
     :func:`nol_ros.reconstruction.annotate.visible_vertices_in_pose`). Greedy on the same tanh
     score, so a source showing target vertices no pick shows yet wins over one that repeats
     them; sources that only repeat are still used (in order of overlap) until k, because several
-    observations of a vertex help the blend. A source that sees none of the target's vertices
-    is never picked (it would only add invalid projections): fewer than k come back then."""
+    observations of a vertex help the blend. Sources that see none of the target's vertices
+    come last (they only add invalid projections); with ``skip_unrelated`` they are never
+    picked and fewer than k can come back (callers that need exactly min(k, S) sources keep
+    the default)."""
     vs = np.asarray(vis_sources, dtype=bool)
     vt = np.asarray(vis_target, dtype=bool)
     if vs.ndim != 2 or vt.shape != (vs.shape[1],):
@@ -146,7 +148,7 @@ def select_for_target(vis_sources: np.ndarray, vis_target: np.ndarray, k: int = 
         g = rel @ delta
         g[~alive] = -np.inf
         i = int(np.argmax(g))
-        if not g[i] > 0:  # no remaining source sees any target vertex
+        if skip_unrelated and not g[i] > 0:  # no remaining source sees any target vertex
             break
         picks.append(i)
         alive[i] = False
