@@ -7,7 +7,10 @@ with 32 filters, 6 blocks, expansion 4; lambda_i = 5, lambda_f = 10, lambda_s = 
 ``cpu``: the same structure, sized so it trains and renders on a 2-core CPU (measured with
 ``bench/bench_nol_network.py``): a small strided conv pyramid instead of DenseNet-121 (same four
 taps at 1/2, 1/4, 1/8, 1/16 and the same 13 feature channels, so F_k keeps 17 channels), 128 px
-crops, ConvLSTM 8/8/8, weight block 16/8/8/1, WDSR-B 16 filters, 3 blocks. Measured (2 threads,
+crops, ConvLSTM 8/8/8, weight block 16/8/8/1, WDSR-B 16 filters, 3 blocks, and no feature loss
+(psi needs ImageNet weights, which cannot be downloaded here; with a randomly initialised
+DenseNet the feature term has an arbitrary scale -- measured: 8x the image term at the start of
+training -- and costs 15 % of a training step). Measured (2 threads,
 K=6, 128 px): 0.047 s per target with sources cached, 0.17 s per pose-refinement iteration,
 0.35 s per training step with K=8; LSTM 16/16/16 costs 0.10 s and 0.73 s.
 
@@ -107,7 +110,8 @@ class NolConfig:
         if name == "cpu":
             return NolConfig(name="cpu", encoder="pyramid", pyramid_channels=(16, 24, 32, 48),
                              crop_size=128, lstm_channels=(8, 8, 8),
-                             weight_channels=(16, 8, 8), wdsr_filters=16, wdsr_blocks=3)
+                             weight_channels=(16, 8, 8), wdsr_filters=16, wdsr_blocks=3,
+                             feature_loss_net="none")
         raise ConfigError(f"NOL preset '{name}' unknown; use 'paper' or 'cpu'")
 
     def to_dict(self) -> dict[str, Any]:

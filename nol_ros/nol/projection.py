@@ -91,28 +91,62 @@ def project_vertices(vertices: torch.Tensor, T_camera_object: torch.Tensor, K: t
     return uv, z
 
 
-def vertex_visibility(mesh: Mesh, src: SourceView, depth_eps_m: float = 0.005,
-                      max_angle_deg: float = 85.0) -> tuple[np.ndarray, np.ndarray]:
-    """(visible (V,) bool, cos of the angle between viewing ray and normal (V,)) in a source."""
-    from nol_ros.rasterizer import render_object
+def _object_scene(mesh: Mesh, scene=None):
+    """A rasteriser Scene holding ``mesh`` in its object frame (built once, reused)."""
+    from nol_ros.rasterizer import Scene
+
+    return scene if scene is not None else Scene([mesh], [np.eye(4)])
+
+
+def source_geometry(mesh: Mesh, src: SourceView, depth_eps_m: float = 0.005,
+                    max_angle_deg: float = 85.0, scene=None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One ray cast of the mesh in a source crop at its (possibly inaccurate) pose gives:
+    visible (V,) bool (depth test within ``depth_eps_m``, inside the crop and the source mask,
+    viewing angle below ``max_angle_deg``), cos (V,) float32 (|cosine| between viewing ray and
+    vertex normal) and the angle map (S, S) float32 (cosine between viewing ray and surface
+    normal per pixel, 0 off the object or the mask; the angle input of
+    NolNet.encode_sources). ``scene``: a Scene of the mesh in its object frame, to reuse."""
+    from nol_ros.geometry import invert_T
 
     S = src.size
     intr = Intrinsics.from_K(src.K, S, S)
-    res = render_object(mesh, intr, src.T_camera_object)
+    res = _object_scene(mesh, scene).render(intr, invert_T(src.T_camera_object))
     T = src.T_camera_object
     Pc = mesh.vertices @ T[:3, :3].T + T[:3, 3]
     uv, z = intr.project(Pc)
-    u, v = np.round(uv[:, 0]).astype(np.int64), np.round(uv[:, 1]).astype(np.int64)
+    with np.errstate(invalid="ignore"):
+        u, v = np.round(uv[:, 0]), np.round(uv[:, 1])
     inside = (z > 0) & (u >= 0) & (u < S) & (v >= 0) & (v < S)
     vis = np.zeros(len(Pc), bool)
-    ui, vi = u[inside], v[inside]
+    ui, vi = u[inside].astype(np.int64), v[inside].astype(np.int64)
+    # A vertex on the silhouette often rounds to a background pixel (depth 0): test it against
+    # the farthest surface in its 3x3 neighbourhood instead, and against the mask dilated by one
+    # pixel, so silhouette faces are not lost; an occluder in front still fails the test.
+    import cv2
+
     rd = res.depth[vi, ui]
-    vis[inside] = (rd > 0) & (z[inside] <= rd + depth_eps_m) & src.mask[vi, ui]
+    far = cv2.dilate(res.depth, np.ones((3, 3), np.uint8))[vi, ui]
+    rd = np.where(rd > 0, rd, far)
+    mask = cv2.dilate(src.mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    vis[inside] = (rd > 0) & (z[inside] <= rd + depth_eps_m) & mask[vi, ui]
     n = mesh.vertex_normals @ T[:3, :3].T
     view = -Pc / np.linalg.norm(Pc, axis=1, keepdims=True)
     cos = np.abs(np.sum(n * view, axis=1))  # vertex normals of closed meshes may face either way
     vis &= cos > np.cos(np.radians(max_angle_deg))
-    return vis, cos.astype(np.float32)
+    rays = intr.ray_directions()
+    rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
+    amap = np.abs(np.sum(res.normal_cam * rays, axis=-1))
+    amap = np.where((res.depth > 0) & src.mask, amap, 0.0).astype(np.float32)
+    return vis, cos.astype(np.float32), amap
+
+
+def vertex_visibility(mesh: Mesh, src: SourceView, depth_eps_m: float = 0.005,
+                      max_angle_deg: float = 85.0) -> tuple[np.ndarray, np.ndarray]:
+    """(visible (V,) bool, cos of the angle between viewing ray and normal (V,)) in a source
+    (see :func:`source_geometry`)."""
+    vis, cos, _ = source_geometry(mesh, src, depth_eps_m, max_angle_deg)
+    return vis, cos
 
 
 def sample_projection(feat: torch.Tensor, uv_vertex: torch.Tensor, vis_vertex: torch.Tensor,
@@ -189,25 +223,43 @@ def _check_sources(sources: list[SourceView], T_camera_object_target: np.ndarray
         raise InputError("the target pose contains NaN/inf")
 
 
-def prepare_projection(mesh: Mesh, sources: list[SourceView], target_intr: Intrinsics,
-                       T_camera_object_target: np.ndarray, device: str = "cpu"
-                       ) -> ProjectionGeometry:
-    """Rasterise the target (numpy rasteriser) and compute vertex visibility in every source."""
-    from nol_ros.rasterizer import render_object
+def target_raster(mesh: Mesh, target_intr: Intrinsics, T_camera_object_target: np.ndarray,
+                  scene=None):
+    """Rasterise the mesh in the target pose (no gradient needed): RasterResult."""
+    from nol_ros.geometry import invert_T
+    from nol_ros.rasterizer import _check_pose
 
-    _check_sources(sources, T_camera_object_target)
+    T = _check_pose(T_camera_object_target, "the target pose T_camera_object")
+    return _object_scene(mesh, scene).render(target_intr, invert_T(T))
+
+
+def geometry_from(mesh: Mesh, sources: list[SourceView], raster, vis: np.ndarray,
+                  cos: np.ndarray, device: str | torch.device = "cpu") -> ProjectionGeometry:
+    """ProjectionGeometry from a target raster and precomputed per-source vertex visibility
+    vis (K, V) bool and cos (K, V) (see :func:`source_geometry`)."""
     dev = torch.device(device)
-    res = render_object(mesh, target_intr, T_camera_object_target)
-    vis, cos = zip(*(vertex_visibility(mesh, s) for s in sources))
 
     def t(a, dtype=torch.float32):
         return torch.as_tensor(np.asarray(a), dtype=dtype, device=dev)
 
     return ProjectionGeometry(
         vertices=t(mesh.vertices), faces=t(mesh.faces, torch.long),
-        face_id=t(res.face_id, torch.long), bary=t(res.bary), vis=t(np.stack(vis), torch.bool),
-        cos=t(np.stack(cos)), K=t(np.stack([s.K for s in sources])),
+        face_id=t(raster.face_id, torch.long), bary=t(raster.bary),
+        vis=t(np.asarray(vis), torch.bool), cos=t(np.asarray(cos)),
+        K=t(np.stack([s.K for s in sources])),
         T_camera_object=t(np.stack([s.T_camera_object for s in sources])))
+
+
+def prepare_projection(mesh: Mesh, sources: list[SourceView], target_intr: Intrinsics,
+                       T_camera_object_target: np.ndarray, device: str = "cpu", scene=None
+                       ) -> ProjectionGeometry:
+    """Rasterise the target and compute vertex visibility in every source."""
+    _check_sources(sources, T_camera_object_target)
+    scene = _object_scene(mesh, scene)
+    res = target_raster(mesh, target_intr, T_camera_object_target, scene)
+    geo = [source_geometry(mesh, s, scene=scene) for s in sources]
+    return geometry_from(mesh, sources, res, np.stack([g[0] for g in geo]),
+                         np.stack([g[1] for g in geo]), device)
 
 
 def project_features(geom: ProjectionGeometry, feats: torch.Tensor,
@@ -248,22 +300,16 @@ def project_sources(mesh: Mesh, sources: list[SourceView], target_intr: Intrinsi
 def source_angle_map(mesh: Mesh, src: SourceView) -> np.ndarray:
     """(S, S) float32: cosine between the viewing ray and the surface normal of the object in
     the source crop (the angle input of NolNet.encode_sources); 0 off the object/mask."""
-    from nol_ros.rasterizer import render_object
-
-    S = src.size
-    intr = Intrinsics.from_K(src.K, S, S)
-    res = render_object(mesh, intr, src.T_camera_object)
-    u, v = np.meshgrid(np.arange(S, dtype=np.float64), np.arange(S, dtype=np.float64))
-    rays = np.stack([(u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy, np.ones_like(u)], -1)
-    rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
-    cos = np.abs(np.sum(res.normal_cam * rays, axis=-1))
-    return np.where((res.depth > 0) & src.mask, cos, 0.0).astype(np.float32)
+    return source_geometry(mesh, src)[2]
 
 
-def blend_ibr(proj: Projection, mode: str = "angle", angle_power: float = 4.0) -> torch.Tensor:
+def blend_ibr(proj: Projection, mode: str = "angle", angle_power: float = 4.0,
+              return_weights: bool = False):
     """Baselines without learning, (3, H, W): 'angle' = visibility- and angle-weighted average
     (classic image-based rendering), 'mean' = plain average of the valid projections (the
-    paper's w/o-LSTM ablation), 'best' = per pixel the source seen most frontally."""
+    paper's w/o-LSTM ablation), 'best' = per pixel the source seen most frontally.
+    return_weights: also return the per-source weights (K, 1, H, W), summing to 1 where any
+    source is valid."""
     rgb = proj.P[:, :3]
     cos = proj.P[:, -1:]
     v = proj.valid.float()
@@ -276,5 +322,6 @@ def blend_ibr(proj: Projection, mode: str = "angle", angle_power: float = 4.0) -
         w = (score == score.max(0, keepdim=True).values).float() * v
     else:
         raise InputError(f"blend mode '{mode}' unknown; use angle, mean or best")
-    den = w.sum(0)
-    return (rgb * w).sum(0) / den.clamp(min=1e-8)
+    w = w / w.sum(0, keepdim=True).clamp(min=1e-8)
+    out = (rgb * w).sum(0)
+    return (out, w) if return_weights else out

@@ -1,0 +1,674 @@
+"""Rendering a learnt object in any pose: NOL (paper Sec. 3.1, 3.3) and the IBR baselines.
+
+    r = load_object_renderer("ws/mug/objects/mug")          # shipped cpu model, or method="ibr"
+    rgb, mask = r.render(T_camera_objects, intr)            # the ObjectRenderer protocol
+    res = r.render_detailed(T_camera_objects, intr)         # + weights, coverage, refined poses
+
+Per object, once: every source crop is resized to the network's crop size, its vertex
+visibility / viewing angles and angle map are computed at its (self-annotated) pose, and it is
+encoded (F_k, 17 channels for the paper) -- the cache. Per target pose: the mesh is rasterised
+in the target; ``n_sources`` sources are chosen greedily for the vertices visible in the target
+(views.selection.select_for_target); their cached maps are projected (P_k); the network blends
+them (X_S, X_D = its colour channels) or, for the baselines, a fixed blend does: ``ibr_angle``
+(visibility- and angle-weighted average, classic image-based rendering), ``ibr_mean`` (plain
+average: the paper's w/o-LSTM ablation), ``ibr_best`` (per pixel the most frontal source).
+
+Pose refinement of the sources (Sec. 3.3): X_S(t0) of the first prediction is the target; each
+source pose T_k is moved to minimise E_k = mean over the shared mask |X_S(t0) - P_k(T_k)| (colour
+and feature channels, angle excluded) by gradient descent through the projection only (the
+cached F_k do not change, so no network runs inside the loop); the best pose of each source is
+kept, iterations stop when no source improved for ``patience`` steps or after ``max_iters``
+(<= 50); then the network predicts again with the refined poses. Two parameterisations:
+``se3`` (T_k exp(xi), xi in se(3) in the object frame, Adam with separate step sizes for
+rotation and translation; the default, see BENCHMARKS.md) and ``euler`` (the reference code's
+heuristic: Euler-angle and translation deltas in the camera frame, plain gradient steps of
+size ``euler_step`` with the translation step clipped to +-5 mm, the step x0.99 after an accepted
+step, x0.9 and the step reverted when the loss rises).
+
+Pixels of the target silhouette that no source sees (``mask`` False, ``coverage`` < 1) are
+filled by inpainting in :meth:`render` so recognisers never learn black holes; render_detailed
+reports them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nol_ros.camera import Intrinsics
+from nol_ros.errors import ConfigError, FileFormatError, InputError
+from nol_ros.geometry import invert_T
+from nol_ros.mesh import Mesh
+from nol_ros.nol.network import NolNet, default_device
+from nol_ros.nol.projection import (
+    SourceView,
+    _object_scene,
+    blend_ibr,
+    geometry_from,
+    project_features,
+    se3_exp_torch,
+    source_geometry,
+)
+
+METHODS = ("nol", "ibr_angle", "ibr_mean", "ibr_best")
+REFINE = ("none", "se3", "euler")
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "nol_cpu.pt"
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Source-pose refinement. Steps: rotation in radians, translation in metres."""
+
+    method: str = "se3"
+    max_iters: int = 25
+    patience: int = 4
+    lr_rot: float = 3e-3
+    lr_trans: float = 1.5e-3
+    euler_step: float = 1e-3
+    euler_max_trans_step_m: float = 0.005
+    blur_sigmas: tuple[float, ...] = (0.0,)   # coarse-to-fine: Gaussian sigma (px) per stage
+    rounds: int = 1                           # refine -> predict again, repeated
+    target: str = "moving"                    # moving (consensus) | fixed (the paper's X_S(t0))
+    maps: str = "source"                      # refine a NOL renderer on the full-resolution
+    #                                           "source" colour crops or the "network" maps
+
+    def __post_init__(self):
+        if self.maps not in ("network", "source"):
+            raise ConfigError(f"refine maps '{self.maps}' unknown; use network or source")
+        if self.target not in ("moving", "fixed"):
+            raise ConfigError(f"refine target '{self.target}' unknown; use moving or fixed")
+        if self.method not in REFINE:
+            raise ConfigError(f"refine method '{self.method}' unknown; use one of {REFINE}")
+        if not 0 <= self.max_iters <= 50:
+            raise ConfigError(f"refine max_iters {self.max_iters}: use 0..50 (paper: 25-50)")
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """method: nol | ibr_angle | ibr_mean | ibr_best. n_sources: sources per target (paper: 6
+    at inference). batch: targets per network call. target_scale: render the target at
+    intr.scaled(target_scale) and resize to intr (ignored when colours come from the
+    full-resolution sources). colour_from: "source" (network weights applied to the
+    full-resolution source colours) or "network" (X_D at the network's resolution).
+    refine: see RefineConfig."""
+
+    method: str = "nol"
+    n_sources: int = 6
+    batch: int = 4
+    target_scale: float = 1.0
+    colour_from: str = "source"
+    angle_power: float = 4.0
+    refine: RefineConfig = dataclasses.field(default_factory=RefineConfig)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError(f"render method '{self.method}' unknown; use one of {METHODS}")
+        if self.colour_from not in ("source", "network"):
+            raise ConfigError(f"colour_from '{self.colour_from}' unknown; use source or network")
+        if self.n_sources < 1 or self.batch < 1 or not 0 < self.target_scale <= 1:
+            raise ConfigError("RenderConfig: n_sources and batch must be >= 1 and "
+                              "0 < target_scale <= 1")
+
+
+@dataclass
+class RenderResult:
+    """B targets. rgb (B, H, W, 3) float32 [0, 1] (0 where no source sees the surface);
+    mask (B, H, W) bool pixels with >= 1 valid projection; object_mask (B, H, W) bool target
+    silhouette; coverage (B,) mask / object_mask pixels; weights (B, K, H, W) float32 per-pixel
+    source weights (sum 1 on mask); source_ids (B, K) indices into the renderer's sources;
+    T_sources (B, K, 4, 4) source poses used for the final prediction (refined or initial);
+    refine_loss (B, 2) mean E_k before/after refinement (NaN without refinement);
+    seconds: timing per stage (whole batch)."""
+
+    rgb: np.ndarray
+    mask: np.ndarray
+    object_mask: np.ndarray
+    coverage: np.ndarray
+    weights: np.ndarray
+    source_ids: np.ndarray
+    T_sources: np.ndarray
+    refine_loss: np.ndarray
+    seconds: dict
+
+
+def _resize_source(src: SourceView, S: int) -> SourceView:
+    """The source crop resized to S x S (area for colour, majority for the mask), K kept
+    consistent."""
+    import cv2
+
+    s0 = src.size
+    if s0 == S:
+        return src
+    rgb = cv2.resize(src.rgb, (S, S), interpolation=cv2.INTER_AREA)
+    mask = cv2.resize(src.mask.astype(np.float32), (S, S), interpolation=cv2.INTER_AREA) > 0.5
+    K = Intrinsics.from_K(src.K, s0, s0).crop_resize(0, 0, s0, s0, S, S).K
+    return SourceView(rgb.astype(np.float32), mask, K, src.T_camera_object)
+
+
+class NolRenderer:
+    """Renders one learnt object. mesh: untextured (metres); sources: the selected source views
+    (any crop size); net: a NolNet (eval) for method "nol", None for the baselines.
+
+    The network sees the sources resized to its crop size (128 px for the ``cpu`` preset) and
+    predicts the blend weights at that resolution; with ``colour_from="source"`` (default)
+    the output colours are the same weights (upsampled) applied to projections of the
+    full-resolution source crops -- X_D = sum_k W_k P_k with P_k's colour channels sampled
+    from the source image, as in the paper, only at the source's own resolution. The baselines
+    always use the full-resolution sources."""
+
+    def __init__(self, mesh: Mesh, sources: list[SourceView], net: NolNet | None = None,
+                 config: RenderConfig = RenderConfig(), device: str | None = None):
+        if not sources:
+            raise InputError("no source views: learn the object first (LearnObject) so its "
+                             "workspace holds selected views")
+        if config.method == "nol" and net is None:
+            raise InputError("method 'nol' needs a network (a checkpoint); or use an IBR "
+                             "method")
+        sizes = {s.size for s in sources}
+        if len(sizes) != 1:
+            raise InputError(f"source crops have different sizes {sorted(sizes)}; give crops "
+                             "of one size (the workspace's views.json crop_size)")
+        for i, s in enumerate(sources):
+            if s.rgb.shape != (s.size, s.size, 3) or s.mask.shape != (s.size, s.size):
+                raise InputError(f"source {i}: rgb {s.rgb.shape} / mask {s.mask.shape} are "
+                                 "not square S x S (x 3) crops")
+            if not np.all(np.isfinite(s.T_camera_object)):
+                raise InputError(f"source {i} has a pose with NaN/inf; fix the self-annotation")
+            if not s.mask.any():
+                raise InputError(f"source {i} has an empty mask: the object is not visible in "
+                                 "it; drop that view")
+        self.mesh, self.cfg = mesh, config
+        self.device = default_device(device) if net is None else net.device
+        self.net = net.eval() if net is not None else None
+        S = net.config.crop_size if net is not None else sources[0].size
+        self.full = list(sources)
+        self.sources = [_resize_source(s, S) for s in sources]
+        self.hybrid = (net is not None and config.colour_from == "source"
+                       and sources[0].size != S)
+        self._scene = _object_scene(mesh)
+        t0 = time.perf_counter()
+        self._encode()
+        self.encode_s = time.perf_counter() - t0
+
+    def _encode(self) -> None:
+        """(Re)compute visibility, angles and the cached maps of the sources at their poses."""
+        def maps(srcs):
+            geo = [source_geometry(self.mesh, s, scene=self._scene) for s in srcs]
+            rgb = torch.as_tensor(np.stack([s.rgb for s in srcs]), dtype=torch.float32,
+                                  device=self.device).permute(0, 3, 1, 2).contiguous()
+            ang = torch.as_tensor(np.stack([g[2] for g in geo]), device=self.device)[:, None]
+            return np.stack([g[0] for g in geo]), np.stack([g[1] for g in geo]), rgb, ang
+
+        self.vis, self.cos, rgb, ang = maps(self.sources)
+        with torch.no_grad():
+            self.F = self.net.encode_sources(rgb, ang) if self.net is not None else \
+                torch.cat([rgb, ang], 1)
+        if self.hybrid:
+            self.vis_full, self.cos_full, rgb, ang = maps(self.full)
+            self.C_full = torch.cat([rgb, ang], 1)
+
+    def _set_poses(self, T: np.ndarray) -> None:
+        self.sources = [dataclasses.replace(s, T_camera_object=T[i])
+                        for i, s in enumerate(self.sources)]
+        self.full = [dataclasses.replace(s, T_camera_object=T[i]) for i, s in enumerate(self.full)]
+        self._encode()
+
+    def refine_sources(self, cfg: RefineConfig | None = None) -> dict:
+        """Per-object refinement: every source view is an anchor (target) and all source poses
+        are refined jointly for consistency in all of them -- a photometric bundle adjustment
+        of the sources, done once per object so that any number of renders afterwards costs no
+        refinement. The sources' poses, visibility and cached maps are updated in place.
+        Returns {before, after (mean errors), seconds, iterations}."""
+        cfg = cfg or self.cfg.refine
+        if cfg.method == "none" or cfg.max_iters == 0 or len(self.sources) < 2:
+            return {"before": float("nan"), "after": float("nan"), "seconds": 0.0}
+        t0 = time.perf_counter()
+        full = self.hybrid and cfg.maps == "source"
+        srcs, F = (self.full, self.C_full) if full else (self.sources, self.F)
+        S = srcs[0].size
+        anchors = []
+        for s in srcs:
+            geoms, sel, _ = self._targets(s.T_camera_object[None], Intrinsics.from_K(s.K, S, S),
+                                          full)
+            with torch.no_grad():
+                proj = project_features(geoms[0], F[sel[0]], append_angle=False)
+                if full:
+                    x_s, w = blend_ibr(proj, "angle", self.cfg.angle_power, return_weights=True)
+                    x_s, w = torch.cat([x_s, (w * proj.P[:, 3:]).sum(0)], 0)[None], w[None]
+                else:
+                    x_s, w = self._blend([proj])
+            anchors.append(Anchor(geoms[0], sel[0], w[0], x_s[0]))
+        T0 = torch.as_tensor(np.stack([s.T_camera_object for s in self.sources]),
+                             dtype=torch.float32, device=self.device)
+        T, e0, e1 = refine_poses(anchors, F, T0, cfg)
+        self._set_poses(T.cpu().numpy().astype(np.float64))
+        return {"before": e0, "after": e1, "seconds": time.perf_counter() - t0}
+
+    # -- the ObjectRenderer protocol --------------------------------------------------------------
+    def render(self, T_camera_objects: np.ndarray, intr: Intrinsics
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """T_camera_objects (B, 4, 4) -> (rgb (B, H, W, 3) uint8, silhouette (B, H, W) bool).
+        Unseen silhouette pixels are inpainted from their surroundings."""
+        import cv2
+
+        res = self.render_detailed(T_camera_objects, intr)
+        out = np.clip(np.round(res.rgb * 255), 0, 255).astype(np.uint8)
+        for b in range(len(out)):
+            holes = res.object_mask[b] & ~res.mask[b]
+            if holes.any() and res.mask[b].any():
+                out[b] = cv2.inpaint(out[b], holes.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+            out[b][~res.object_mask[b]] = 0
+        return out, res.object_mask
+
+    # -- rendering --------------------------------------------------------------------------------
+    def render_detailed(self, T_camera_objects: np.ndarray, intr: Intrinsics,
+                        refine: RefineConfig | None = None) -> RenderResult:
+        """Render B target poses (see the module docstring); refine overrides the config's."""
+        Ts = np.asarray(T_camera_objects, dtype=np.float64).reshape(-1, 4, 4)
+        if not isinstance(intr, Intrinsics):
+            raise InputError(f"intr must be nol_ros.camera.Intrinsics, got {type(intr).__name__}")
+        if not np.all(np.isfinite(Ts)):
+            raise InputError("a target pose contains NaN/inf")
+        rcfg = self.cfg.refine if refine is None else refine
+        parts = [self._render_batch(Ts[i:i + self.cfg.batch], intr, rcfg)
+                 for i in range(0, len(Ts), self.cfg.batch)]
+        cat = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
+               for f in dataclasses.fields(RenderResult) if f.name != "seconds"}
+        secs = {k: sum(p.seconds.get(k, 0.0) for p in parts) for k in parts[0].seconds}
+        return RenderResult(**cat, seconds=secs)
+
+    def _targets(self, Ts: np.ndarray, intr: Intrinsics, full: bool = False):
+        """Rasterise the targets and choose their sources; full: geometry of the
+        full-resolution sources (hybrid mode) instead of the network-size ones."""
+        from nol_ros.views.selection import select_for_target
+
+        srcs = self.full if full else self.sources
+        vis, cos = (self.vis_full, self.cos_full) if full else (self.vis, self.cos)
+        K = min(self.cfg.n_sources, len(srcs))
+        geoms, sel, rasters = [], [], []
+        for T in Ts:
+            r = self._scene.render(intr, invert_T(T))
+            vt = np.zeros(len(self.mesh.vertices), bool)
+            fid = r.face_id[r.face_id >= 0]
+            vt[self.mesh.faces[fid].reshape(-1)] = True
+            ids = select_for_target(vis, vt, K) if vt.any() else list(range(K))
+            geoms.append(geometry_from(self.mesh, [srcs[i] for i in ids], r, vis[ids],
+                                       cos[ids], self.device))
+            sel.append(ids)
+            rasters.append(r)
+        return geoms, np.array(sel), rasters
+
+    def _blend(self, projs) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (x_s (B, C, H, W), weights (B, K, 1, H, W))."""
+        P = torch.stack([p.P for p in projs])
+        valid = torch.stack([p.valid for p in projs])
+        if self.cfg.method == "nol":
+            out = self.net(P, valid, decode=False)
+            return out["x_s"], out["weights"]
+        mode = self.cfg.method.split("_", 1)[1]
+        xs, ws = [], []
+        for p in projs:
+            rgb, w = blend_ibr(p, mode, self.cfg.angle_power, return_weights=True)
+            xs.append(torch.cat([rgb, p.P[:, 3:].mul(w).sum(0)], 0))
+            ws.append(w)
+        return torch.stack(xs), torch.stack(ws)
+
+    def _render_batch(self, Ts: np.ndarray, intr: Intrinsics, rcfg: RefineConfig
+                      ) -> RenderResult:
+        t0 = time.perf_counter()
+        if self.hybrid:  # network at the source-pixel footprint of its own crops
+            scale = self.sources[0].size / self.full[0].size
+        else:
+            scale = self.cfg.target_scale
+        rintr = intr if scale == 1 else intr.scaled(scale)
+        geoms, sel, rasters = self._targets(Ts, rintr)
+        t1 = time.perf_counter()
+        B = len(Ts)
+        with torch.no_grad():
+            projs = [project_features(g, self.F[ids], append_angle=False)
+                     for g, ids in zip(geoms, sel)]
+            x_s, w = self._blend(projs)
+        t2 = time.perf_counter()
+        loss = np.full((B, 2), np.nan)
+        T_used = np.stack([g.T_camera_object.cpu().numpy() for g in geoms]).astype(np.float64)
+        if rcfg.method != "none" and rcfg.max_iters > 0:
+            for r in range(max(1, rcfg.rounds)):
+                for b in range(B):
+                    T_new, l0, l1 = self._refine_target(geoms[b], sel[b], Ts[b], intr,
+                                                        x_s[b], w[b], rcfg)
+                    loss[b] = (l0 if r == 0 else loss[b, 0], l1)
+                    geoms[b] = dataclasses.replace(geoms[b], T_camera_object=T_new)
+                    T_used[b] = T_new.cpu().numpy()
+                with torch.no_grad():
+                    projs = [project_features(g, self.F[ids], append_angle=False)
+                             for g, ids in zip(geoms, sel)]
+                    x_s, w = self._blend(projs)
+        t3 = time.perf_counter()
+        if rintr == intr:
+            rgb = x_s[:, :3].clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+            m = torch.stack([p.valid.any(0)[0] for p in projs]).cpu().numpy()
+            om = np.stack([r.mask for r in rasters])
+            wt = w[:, :, 0].cpu().numpy()
+        else:
+            rgb, m, om, wt = self._upsample(Ts, intr, sel, T_used, x_s, w)
+        rgb = rgb * m[..., None]
+        cov = m.reshape(B, -1).sum(1) / np.maximum(om.reshape(B, -1).sum(1), 1)
+        return RenderResult(rgb.astype(np.float32), m, om, cov.astype(np.float32),
+                            wt.astype(np.float32), sel, T_used, loss,
+                            {"geometry": t1 - t0, "predict": (t2 - t1) + (time.perf_counter()
+                                                                          - t3),
+                             "refine": t3 - t2, "total": time.perf_counter() - t0})
+
+    def _refine_target(self, geom, ids, T_target, intr, x_s, w, rcfg: RefineConfig):
+        """Per-target refinement (paper Sec. 3.3) of the sources ``ids`` of one target. In
+        hybrid mode with maps "source" it runs on the full-resolution colour projections at
+        ``intr``, with the network's first-prediction weights (upsampled) defining X_S(t0)."""
+        import torch.nn.functional as tf
+
+        if not (self.hybrid and rcfg.maps == "source"):
+            a = Anchor(geom, np.arange(len(ids)), w.detach(), x_s.detach())
+            return refine_poses([a], self.F[ids], geom.T_camera_object, rcfg)
+        r = self._scene.render(intr, invert_T(T_target))
+        srcs = [dataclasses.replace(self.full[i], T_camera_object=geom.T_camera_object[k]
+                                    .cpu().numpy().astype(np.float64))
+                for k, i in enumerate(ids)]
+        g = geometry_from(self.mesh, srcs, r, self.vis_full[ids], self.cos_full[ids],
+                          self.device)
+        with torch.no_grad():
+            p = project_features(g, self.C_full[ids], append_angle=False)
+            wb = tf.interpolate(w.detach(), size=(intr.height, intr.width), mode="bilinear",
+                                align_corners=False) * p.valid
+            wb = wb / wb.sum(0, keepdim=True).clamp(min=1e-8)
+            x0 = (wb * p.P).sum(0)
+        return refine_poses([Anchor(g, np.arange(len(ids)), wb, x0)], self.C_full[ids],
+                            geom.T_camera_object, rcfg)
+
+    def _upsample(self, Ts, intr, sel, T_used, x_s, w):
+        """Output at ``intr`` from a prediction at a lower resolution: the weights are
+        upsampled; colours come from the full-resolution sources (hybrid) or are upsampled."""
+        import torch.nn.functional as tf
+
+        H, W = intr.height, intr.width
+        rgbs, ms, oms, wts = [], [], [], []
+        for b, T in enumerate(Ts):
+            r = self._scene.render(intr, invert_T(T))
+            wb = tf.interpolate(w[b], size=(H, W), mode="bilinear", align_corners=False)
+            if self.hybrid:
+                ids = sel[b]
+                srcs = [dataclasses.replace(self.full[i], T_camera_object=T_used[b][k])
+                        for k, i in enumerate(ids)]
+                g = geometry_from(self.mesh, srcs, r, self.vis_full[ids], self.cos_full[ids],
+                                  self.device)
+                with torch.no_grad():
+                    p = project_features(g, self.C_full[ids], append_angle=False)
+                v = p.valid.float()
+                wb = wb * v
+                den = wb.sum(0, keepdim=True)
+                # pixels seen at full resolution only: fall back to the angle weights there
+                _, wa = blend_ibr(p, "angle", self.cfg.angle_power, return_weights=True)
+                wb = torch.where(den > 1e-6, wb / den.clamp(min=1e-8), wa)
+                col = (wb * p.P[:, :3]).sum(0)
+                m = p.valid.any(0)[0]
+            else:
+                col = tf.interpolate(x_s[b:b + 1, :3], size=(H, W), mode="bilinear",
+                                     align_corners=False)[0]
+                m = torch.as_tensor(r.mask)
+                wb = wb / wb.sum(0, keepdim=True).clamp(min=1e-8)
+            rgbs.append(col.clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+            ms.append(m.cpu().numpy() & r.mask)
+            oms.append(r.mask)
+            wts.append(wb[:, 0].cpu().numpy())
+        return np.stack(rgbs), np.stack(ms), np.stack(oms), np.stack(wts)
+
+
+# --------------------------------------------------------------------------- refinement
+@dataclass
+class Anchor:
+    """One target view the source poses are refined in: geom (its ProjectionGeometry, poses of
+    its sources), ids (K,) indices of its sources among all sources, w0 (K, 1, H, W) the
+    blend weights of the first prediction, x0 (C, H, W) the first prediction X_S(t0)."""
+
+    geom: object
+    ids: np.ndarray
+    w0: torch.Tensor
+    x0: torch.Tensor
+    valid0: torch.Tensor | None = None   # (K, H, W) pixels of each source at t0 (set by
+    #                                      refine_poses)
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of (N, C, H, W) maps with sigma in pixels (identity for sigma <= 0)."""
+    if sigma <= 0:
+        return x
+    r = int(np.ceil(2.5 * sigma))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype) / sigma) ** 2)
+    k = (k / k.sum()).to(x.device)
+    C = x.shape[1]
+    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (r, r, 0, 0), mode="replicate"),
+                                   k.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
+    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, r, r), mode="replicate"),
+                                      k.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
+
+
+def _anchor_errors(a: Anchor, F: torch.Tensor, T: torch.Tensor, target: str, n_ch: int
+                   ) -> torch.Tensor:
+    """E_k (K,) of one anchor at source poses T (K, 4, 4): mean over the pixels valid in
+    source k and seen at t0 of |X - P_k| over the first n_ch channels. X is the first
+    prediction (target "fixed", the paper) or the blend of the current projections with the
+    first prediction's weights, detached (target "moving")."""
+    proj = project_features(dataclasses.replace(a.geom, T_camera_object=T), F,
+                            append_angle=False)
+    valid = proj.valid
+    m0 = a.w0.sum(0)[0] > 0
+    if target == "fixed":
+        X = a.x0[None, :n_ch]
+    else:
+        w = a.w0 * valid
+        w = w / w.sum(0, keepdim=True).clamp(min=1e-8)
+        X = (w * proj.P).sum(0, keepdim=True)[:, :n_ch].detach()
+    m = (valid[:, 0] & m0[None]).to(F.dtype)
+    d = (proj.P[:, :n_ch] - X).abs().mean(1)
+    # normalised by the pixels each source covered at t0, and every one of them it no longer
+    # covers costs LOST_PIXEL_COST: moving a source out of view must not look like agreement
+    m_ref = (a.valid0 & m0[None]) if a.valid0 is not None else m.bool()
+    n_ref = m_ref.sum((1, 2)).to(F.dtype).clamp(min=1.0)
+    lost = (m_ref & ~valid[:, 0]).sum((1, 2)).to(F.dtype)
+    return ((d * m).sum((1, 2)) + LOST_PIXEL_COST * lost) / n_ref
+
+
+LOST_PIXEL_COST = 0.25  # colour units (the error of a pixel that is badly wrong)
+
+
+def _source_losses(anchors: list[Anchor], F: torch.Tensor, T_all: torch.Tensor, target: str,
+                   n_ch: int) -> torch.Tensor:
+    """Per source (N,): the sum of its E_k over the anchors that use it."""
+    out = T_all.new_zeros(len(T_all), dtype=F.dtype)
+    for a in anchors:
+        ids = torch.as_tensor(a.ids, device=F.device)
+        out = out.index_add(0, ids, _anchor_errors(a, F[ids], T_all[ids].to(F.dtype), target,
+                                                   n_ch))
+    return out
+
+
+def refine_poses(anchors: list[Anchor], F: torch.Tensor, T0: torch.Tensor, cfg: RefineConfig
+                 ) -> tuple[torch.Tensor, float, float]:
+    """Refine the N source poses T0 (N, 4, 4) jointly in all anchors (see the module
+    docstring); F (N, C, S, S) the cached source maps. Returns (T (N, 4, 4) float32, mean
+    error of the used sources before and after, in the objective of ``cfg.target``)."""
+    n_ch = F.shape[1] - 1  # colour + features; the angle channel is excluded
+    T0 = T0.detach().to(torch.float64)
+    used = np.unique(np.concatenate([a.ids for a in anchors]))
+    with torch.no_grad():
+        anchors = [dataclasses.replace(a, valid0=project_features(
+            dataclasses.replace(a.geom, T_camera_object=T0[torch.as_tensor(a.ids)].to(F.dtype)),
+            F[torch.as_tensor(a.ids)], append_angle=False).valid[:, 0]) for a in anchors]
+    with torch.no_grad():
+        e_start = _source_losses(anchors, F, T0, cfg.target, n_ch)[used].mean()
+    T = T0
+    for sigma, iters in _stages(cfg):
+        Fb = _blur(F, sigma)
+        anc = [dataclasses.replace(a, x0=_blur(a.x0[None], sigma)[0]) for a in anchors] \
+            if sigma > 0 else anchors
+        T = _refine_stage(anc, Fb, T, cfg, iters, n_ch)
+    with torch.no_grad():
+        e_end = _source_losses(anchors, F, T, cfg.target, n_ch)[used].mean()
+    if e_end > e_start:  # never return poses that the objective finds worse
+        return T0.float(), float(e_start), float(e_start)
+    return T.float(), float(e_start), float(e_end)
+
+
+def _stages(cfg: RefineConfig) -> list[tuple[float, int]]:
+    sig = cfg.blur_sigmas or (0.0,)
+    n = len(sig)
+    return [(s, cfg.max_iters // n + (1 if i < cfg.max_iters % n else 0))
+            for i, s in enumerate(sig)]
+
+
+def _refine_stage(anchors: list[Anchor], F: torch.Tensor, T0: torch.Tensor, cfg: RefineConfig,
+                  iters: int, n_ch: int) -> torch.Tensor:
+    N = len(T0)
+    if cfg.method == "se3":
+        # Adam (Kingma & Ba) on xi = [v, w], written out: six numbers per source do not need
+        # torch.optim, whose first use imports torch._dynamo (seconds)
+        xi = torch.zeros(N, 6, dtype=torch.float64, requires_grad=True)
+        lr = torch.tensor([cfg.lr_trans] * 3 + [cfg.lr_rot] * 3, dtype=torch.float64)
+        m1 = torch.zeros(N, 6, dtype=torch.float64)
+        m2 = torch.zeros(N, 6, dtype=torch.float64)
+        b1, b2 = 0.9, 0.999
+        best, stall = float("inf"), 0
+        for it in range(1, iters + 1):
+            e = _source_losses(anchors, F, T0 @ se3_exp_torch(xi), cfg.target, n_ch).sum()
+            if float(e.detach()) < best * (1 - 1e-3):
+                best, stall = float(e.detach()), 0
+            else:
+                stall += 1
+                if stall >= cfg.patience:
+                    break
+            (g,) = torch.autograd.grad(e, xi)
+            with torch.no_grad():
+                m1.mul_(b1).add_((1 - b1) * g)
+                m2.mul_(b2).add_((1 - b2) * g * g)
+                step = lr * (m1 / (1 - b1 ** it)) / ((m2 / (1 - b2 ** it)).sqrt() + 1e-8)
+                xi -= step
+        return (T0 @ se3_exp_torch(xi)).detach()
+    # "euler": the reference code's heuristic, per source (camera-frame deltas)
+    ang = torch.zeros(N, 3, dtype=torch.float64)
+    dt = torch.zeros(N, 3, dtype=torch.float64)
+    step = torch.full((N,), cfg.euler_step, dtype=torch.float64)
+
+    def pose(a, t):
+        Td = torch.eye(4, dtype=torch.float64).repeat(N, 1, 1)
+        Td[:, :3, :3] = _euler_R(a)
+        Td[:, :3, 3] = t
+        return Td @ T0
+
+    with torch.no_grad():
+        cur = _source_losses(anchors, F, T0, cfg.target, n_ch).to(torch.float64)
+    for _ in range(iters):
+        a = ang.clone().requires_grad_(True)
+        t = dt.clone().requires_grad_(True)
+        _source_losses(anchors, F, pose(a, t), cfg.target, n_ch).sum().backward()
+        with torch.no_grad():
+            na = ang - step[:, None] * a.grad
+            nt = dt - (step[:, None] * t.grad).clamp(-cfg.euler_max_trans_step_m,
+                                                     cfg.euler_max_trans_step_m)
+            en = _source_losses(anchors, F, pose(na, nt), cfg.target, n_ch).to(torch.float64)
+            ok = en < cur
+            ang = torch.where(ok[:, None], na, ang)
+            dt = torch.where(ok[:, None], nt, dt)
+            cur = torch.where(ok, en, cur)
+            step = torch.where(ok, step * 0.99, step * 0.9)
+    return pose(ang, dt).detach()
+
+
+def _euler_R(e: torch.Tensor) -> torch.Tensor:
+    """(K, 3) xyz Euler angles -> (K, 3, 3) = Rz Ry Rx."""
+    c, s = torch.cos(e), torch.sin(e)
+    one, zero = torch.ones_like(c[:, 0]), torch.zeros_like(c[:, 0])
+
+    def m(rows):
+        return torch.stack([torch.stack(r, -1) for r in rows], -2)
+
+    Rx = m([[one, zero, zero], [zero, c[:, 0], -s[:, 0]], [zero, s[:, 0], c[:, 0]]])
+    Ry = m([[c[:, 1], zero, s[:, 1]], [zero, one, zero], [-s[:, 1], zero, c[:, 1]]])
+    Rz = m([[c[:, 2], -s[:, 2], zero], [s[:, 2], c[:, 2], zero], [zero, zero, one]])
+    return Rz @ Ry @ Rx
+
+
+# --------------------------------------------------------------------------- loading
+def load_sources(object_dir: str | os.PathLike) -> tuple[Mesh, list[SourceView], dict]:
+    """A learnt object's folder (WORKSPACE/NAME/objects/NAME: mesh.ply, views.json, views/)
+    -> (mesh, source views, views.json content)."""
+    import cv2
+
+    from nol_ros.mesh import load_mesh
+
+    d = Path(object_dir)
+    vj = d / "views.json"
+    if not vj.is_file():
+        raise FileFormatError(f"'{d}' holds no views.json: it is not a learnt object's folder "
+                              "(WORKSPACE/NAME/objects/NAME), or learning it failed before "
+                              "view selection")
+    try:
+        meta = json.loads(vj.read_text())
+        views = meta["views"]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise FileFormatError(f"{vj} is unreadable or has no 'views' ({e}); re-run "
+                              "LearnObject") from e
+    if not views:
+        raise InputError(f"{vj} lists no source views: no frame saw the object")
+    mesh = load_mesh(d / "mesh.ply")
+    sources = []
+    for v in views:
+        f = int(v["frame"])
+        rgb = cv2.imread(str(d / "views" / f"{f:06d}_rgb.png"), cv2.IMREAD_COLOR)
+        mask = cv2.imread(str(d / "views" / f"{f:06d}_mask.png"), cv2.IMREAD_GRAYSCALE)
+        if rgb is None or mask is None:
+            raise FileFormatError(f"source view {f} of '{d}': views/{f:06d}_rgb.png or "
+                                  f"_mask.png is missing or unreadable")
+        sources.append(SourceView(rgb[..., ::-1].astype(np.float32) / 255.0, mask > 127,
+                                  np.asarray(v["K_crop"], dtype=np.float64),
+                                  np.asarray(v["T_camera_object"], dtype=np.float64)))
+    return mesh, sources, meta
+
+
+def default_method() -> str:
+    """"nol" when the shipped model is installed and its evaluation (models/nol_cpu.json,
+    written by bench/bench_nol.py) says it beats the angle-weighted IBR baseline, else
+    "ibr_angle" -- the project never silently prefers a model that measured worse."""
+    meta = SHIPPED_MODEL.with_suffix(".json")
+    if not SHIPPED_MODEL.is_file() or not meta.is_file():
+        return "ibr_angle"
+    try:
+        return "nol" if json.loads(meta.read_text()).get("default_method") == "nol" \
+            else "ibr_angle"
+    except (json.JSONDecodeError, OSError):
+        return "ibr_angle"
+
+
+def load_object_renderer(object_dir: str | os.PathLike, method: str = "auto",
+                         checkpoint: str | os.PathLike | None = None,
+                         device: str | None = None, config: RenderConfig | None = None
+                         ) -> NolRenderer:
+    """The ObjectRenderer of a learnt object (folder WORKSPACE/NAME/objects/NAME). method:
+    "auto" (:func:`default_method`), "nol" (``checkpoint``, default the shipped cpu model),
+    "ibr" (= "ibr_angle"), "ibr_mean", "ibr_best". config overrides the defaults."""
+    from nol_ros.nol.network import load_checkpoint
+
+    if method == "auto":
+        method = default_method() if checkpoint is None else "nol"
+    if method == "ibr":
+        method = "ibr_angle"
+    cfg = dataclasses.replace(config or RenderConfig(), method=method)
+    mesh, sources, _ = load_sources(object_dir)
+    net = None
+    if method == "nol":
+        net, _ = load_checkpoint(checkpoint or SHIPPED_MODEL, device)
+    return NolRenderer(mesh, sources, net, cfg, device)
