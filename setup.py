@@ -14,6 +14,8 @@ NODES = {
     "reconstruction_node": "nol_ros.nodes.reconstruction_node:main",
     "nol_node": "nol_ros.nodes.nol_node:main",
     "view_selection_node": "nol_ros.nodes.view_selection_node:main",
+    "trainer_node": "nol_ros.nodes.trainer_node:main",
+    "recognizer_node": "nol_ros.nodes.recognizer_node:main",
     "bag_replay": "nol_ros.commands.bag:replay_main",
 }
 
