@@ -263,6 +263,7 @@ def check_learn_request(name: str, mesh_path: str, source: int, source_path: str
 def make_node(node_name: str = "nol", **node_kwargs):
     from rclpy.action import ActionServer, CancelResponse, GoalResponse
     from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+    from rclpy.clock import Clock, ClockType
     from rclpy.node import Node
 
     from nol_ros.action import Learn
@@ -303,7 +304,8 @@ def make_node(node_name: str = "nol", **node_kwargs):
             self.create_service(RenderViews, "~/render_views", self._on_render_views,
                                 callback_group=MutuallyExclusiveCallbackGroup())
             self.create_timer(max(0.5, min(5.0, rv.idle_release_s / 4)), self._on_idle_timer,
-                              callback_group=MutuallyExclusiveCallbackGroup())
+                              callback_group=MutuallyExclusiveCallbackGroup(),
+                              clock=Clock(clock_type=ClockType.STEADY_TIME))  # idle: wall time
             r = self.cfg.learn.render
             self.get_logger().info(
                 f"nol node ready (device {self.device}, workspace "

@@ -114,6 +114,7 @@ def tracking_status_msg(ingest_status, unpaired: int, live_status, map_frame: st
 def make_node(node_name: str = "reconstruction", **node_kwargs):
     """Create the node (rclpy must be initialised)."""
     from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+    from rclpy.clock import Clock, ClockType
     from rclpy.node import Node
     from sensor_msgs.msg import CameraInfo, Image
     from std_srvs.srv import Trigger
@@ -199,7 +200,10 @@ def make_node(node_name: str = "reconstruction", **node_kwargs):
                                 callback_group=heavy)
             self.create_service(ExportSequence, "~/export_sequence", self._on_export,
                                 callback_group=heavy)
-            self.create_timer(1.0, self._on_timer, callback_group=queries)
+            # wall clock: with use_sim_time the status and the CameraInfo wait must go on
+            # when a bag (and its /clock) has ended
+            self.create_timer(1.0, self._on_timer, callback_group=queries,
+                              clock=Clock(clock_type=ClockType.STEADY_TIME))
             self._conv = dict(depth_to_image=depth_to_image, numpy_to_image=numpy_to_image,
                               info=intrinsics_to_camera_info, ns_to_stamp=ns_to_stamp,
                               tf=transform_from_matrix)
