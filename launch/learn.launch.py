@@ -1,4 +1,5 @@
-"""Learning nodes only (reconstruction, view_selection, nol), for a real ROS 2 install:
+"""Learning nodes only (reconstruction, view_selection, nol, trainer), for a real ROS 2
+install:
 
     ros2 launch nol_ros learn.launch.py namespace:=robot use_sim_time:=false
 
@@ -32,5 +33,9 @@ def generate_launch_description():
         Node(package="nol_ros", executable="nol_node", name="nol",
              namespace=LaunchConfiguration("namespace"), output="screen",
              parameters=[os.path.join(config, "nol.yaml"),
+                         {"use_sim_time": LaunchConfiguration("use_sim_time")}]),
+        Node(package="nol_ros", executable="trainer_node", name="trainer",
+             namespace=LaunchConfiguration("namespace"), output="screen",
+             parameters=[os.path.join(config, "trainer.yaml"),
                          {"use_sim_time": LaunchConfiguration("use_sim_time")}]),
     ])

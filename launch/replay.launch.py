@@ -1,13 +1,16 @@
-"""The learning nodes fed by a rosbag2 replay on bag time, for a real ROS 2 install:
+"""The learning nodes and the recogniser fed by a rosbag2 replay on bag time, for a real ROS 2
+install:
 
     ros2 launch nol_ros replay.launch.py bag:=/path/to/bag rate:=1.0
 
 The bag is played by the package's `bag_replay` (= `nol-ros replay BAG --clock`: original
 topics, stamps and QoS, /clock) so no rosbag2 plugin is needed; `ros2 bag play BAG --clock`
 in another terminal works the same with the learn graph (learn.launch.py use_sim_time:=true).
-The nodes run with use_sim_time:=true and take the bag's absolute camera topics whatever the
-namespace. The same graph as config/bringup/replay.yaml (`nol-ros bringup --config replay
-bag:=...`); parameters come from the package's config/*.yaml, the files bring-up passes too.
+The nodes run with use_sim_time:=true; the reconstruction and recognizer nodes take the bag's
+absolute camera topics whatever the namespace (replay a test bag to see the recogniser's
+detections on ~/detections and /tf). The same graph as config/bringup/replay.yaml
+(`nol-ros bringup --config replay bag:=...`); parameters come from the package's config/*.yaml,
+the files bring-up passes too.
 """
 
 import os
@@ -44,6 +47,19 @@ def generate_launch_description():
              namespace=LaunchConfiguration("namespace"), output="screen",
              parameters=[os.path.join(config, "nol.yaml"),
                          {"use_sim_time": LaunchConfiguration("use_sim_time")}]),
+        Node(package="nol_ros", executable="trainer_node", name="trainer",
+             namespace=LaunchConfiguration("namespace"), output="screen",
+             parameters=[os.path.join(config, "trainer.yaml"),
+                         {"use_sim_time": LaunchConfiguration("use_sim_time")}]),
+        Node(package="nol_ros", executable="recognizer_node", name="recognizer",
+             namespace=LaunchConfiguration("namespace"), output="screen",
+             parameters=[os.path.join(config, "recognizer.yaml"),
+                         {"use_sim_time": LaunchConfiguration("use_sim_time")}],
+             remappings=[
+                 ("camera/rgb/image_raw", "/camera/rgb/image_raw"),
+                 ("camera/depth_registered/image_raw", "/camera/depth_registered/image_raw"),
+                 ("camera/rgb/camera_info", "/camera/rgb/camera_info"),
+             ]),
         Node(package="nol_ros", executable="bag_replay", name="bag_replay",
              namespace=LaunchConfiguration("namespace"), output="screen",
              parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],

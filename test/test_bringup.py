@@ -1,7 +1,8 @@
 """`nol-ros bringup` starts the graph of a config/bringup/*.yaml from one command (one process per
-node, the same parameter files as the launch files): the replay graph brings the three nodes
-up on bag time, the bag reaches the reconstruction node, Ctrl-C stops everything with exit 0;
-bad graph arguments exit 2 before anything starts."""
+node, the same parameter files as the launch files): the replay graph brings its five nodes
+up on bag time, the bag reaches the reconstruction node and the recognizer (which has no models
+there: it counts the frames as NO_MODELS and keeps running), Ctrl-C stops everything with exit
+0; bad graph arguments exit 2 before anything starts."""
 
 import os
 import signal
@@ -19,10 +20,12 @@ def test_dry_run_and_bad_arguments(tmp_path):
                   "rate:=0.5", "--dry-run")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert len(lines) == 4
+    assert len(lines) == 6  # reconstruction, view_selection, nol, trainer, recognizer, player
     assert "reconstruction_node" in lines[0] and "config/reconstruction.yaml" in lines[0]
     assert "__ns:=/robot" in lines[0] and "use_sim_time:=true" in lines[0]
-    assert lines[3].split()[1:4] == ["/some/bag", "--rate", "0.5"]
+    assert "recognizer_node" in lines[4] and "camera/rgb/image_raw:=/camera/rgb/image_raw" \
+        in lines[4]
+    assert lines[5].split()[1:4] == ["/some/bag", "--rate", "0.5"]
     assert "use_sim_time:=false" in nol_ros("bringup", "--config", "robot", "--dry-run").stdout
     for args, text in [(["--config", "replay"], "bag:="),
                        (["--config", "replay", "bag:=x", "speed:=2"], "no argument 'speed'"),
@@ -35,6 +38,7 @@ def test_dry_run_and_bad_arguments(tmp_path):
 
 def test_replay_graph_comes_up_receives_the_bag_and_stops_on_ctrl_c(small_world, tmp_path,
                                                                     rclpy_context):
+    from nol_ros.msg import RecognizerStatus
     from nol_ros.srv import GetBufferStatus, GetJobStatus, SelectViews
 
     root, _ = small_world
@@ -47,6 +51,11 @@ def test_replay_graph_comes_up_receives_the_bag_and_stops_on_ctrl_c(small_world,
     out = ""
     try:
         cli = g.client_node()
+        from rclpy.qos import DurabilityPolicy, QoSProfile
+
+        rec = []
+        cli.create_subscription(RecognizerStatus, f"/{ns}/recognizer/status", rec.append,
+                                QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         status = cli.create_client(GetBufferStatus, f"/{ns}/reconstruction/get_buffer_status")
         vs = cli.create_client(SelectViews, f"/{ns}/view_selection/select_views")
         jobs = cli.create_client(GetJobStatus, f"/{ns}/nol/get_job_status")
@@ -57,6 +66,8 @@ def test_replay_graph_comes_up_receives_the_bag_and_stops_on_ctrl_c(small_world,
         st = g.call(status, GetBufferStatus.Request())
         assert st.frames_dropped == 0 and st.width == 640
         assert g.call(jobs, GetJobStatus.Request()).error_code == "UNKNOWN_JOB"  # no job yet
+        g.wait(lambda: rec and rec[-1].frames_rejected >= 1, 60, "the recognizer's status")
+        assert not rec[-1].models_loaded and rec[-1].error_code == "NO_MODELS", rec[-1]
         assert proc.poll() is None
     finally:
         g.close()
@@ -70,7 +81,8 @@ def test_replay_graph_comes_up_receives_the_bag_and_stops_on_ctrl_c(small_world,
     (tmp_path / "bringup.log").write_text(out)
     print(out[-3000:])
     assert proc.returncode == 0, out[-3000:]
-    for name in ("[reconstruction]", "[view_selection]", "[nol]", "[bag_replay]"):
+    for name in ("[reconstruction]", "[view_selection]", "[nol]", "[trainer]", "[recognizer]",
+                 "[bag_replay]"):
         assert name in out, out[-3000:]
     assert "[bag_replay] [replay]" in out and "[bringup] stopped (exit 0)" in out
     assert "Traceback" not in out, out[-3000:]

@@ -144,7 +144,9 @@ def _commented_defaults(text: str) -> dict:
 
 CONFIGS = [("reconstruction", "nol_ros.nodes.reconstruction_node:ReconstructionNodeConfig", ""),
            ("nol", "nol_ros.nodes.nol_node:NolNodeConfig", ""),
-           ("view_selection", "nol_ros.nodes.view_selection_node:ViewSelectionNodeConfig", "")]
+           ("view_selection", "nol_ros.nodes.view_selection_node:ViewSelectionNodeConfig", ""),
+           ("trainer", "nol_ros.nodes.trainer_node:TrainerNodeConfig", ""),
+           ("recognizer", "nol_ros.nodes.recognizer_node:RecognizerNodeConfig", "")]
 
 
 @pytest.mark.parametrize("name,target,_", CONFIGS, ids=[c[0] for c in CONFIGS])
