@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     from nol_ros import __version__
 
     parser = argparse.ArgumentParser(
-        prog="nol-ros", description="nol_ros command line: bring the ROS graph up, replay "
-        "and record bags (more commands join as the pipeline grows).",
+        prog="nol-ros", description="nol_ros command line: learn an object from a bag or a "
+        "dataset folder, render its training set, train and evaluate the recognisers (offline, "
+        "no ROS graph needed); bring the ROS graph up, replay and record bags.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit codes: 0 ok, 1 failed while running, 2 bad arguments or input\n"
                "run 'nol-ros COMMAND --help' for a command's options and an example")

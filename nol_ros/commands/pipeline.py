@@ -1,0 +1,256 @@
+"""``nol-ros learn | render | train-detector | train-pose | evaluate``: the pipeline on your own
+data, offline (no ROS graph): the same core functions the nodes call (nol_ros.learn)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from nol_ros.commands._common import EXIT_OK, add_command
+
+ORDER = 10  # before bringup/replay in --help
+
+
+def _progress(quiet: bool):
+    """A progress callback printing one line per stage change and every 10 %."""
+    last: dict = {"stage": None, "pct": -10}
+
+    def report(stage: str, fraction: float, message: str = "") -> None:
+        pct = int(100 * fraction)
+        if quiet or (stage == last["stage"] and pct < last["pct"] + 10):
+            return
+        last.update(stage=stage, pct=pct)
+        print(f"  {stage:<16} {pct:3d}%  {message}", file=sys.stderr, flush=True)
+
+    return report
+
+
+def _learn_config(args):
+    import dataclasses
+
+    from nol_ros.learn import LearnConfig, RenderStageConfig
+
+    return dataclasses.replace(
+        LearnConfig(), workspace_root=args.workspace, bag_rgb_topic=args.rgb_topic,
+        bag_depth_topic=args.depth_topic, bag_camera_info_topic=args.camera_info_topic,
+        smot_sequence=args.smot_sequence,
+        render=RenderStageConfig(enabled=not getattr(args, "no_render", False),
+                                 method=args.method, checkpoint=args.checkpoint or "",
+                                 preset=args.preset, refine_sources=not args.no_refine))
+
+
+def run_learn(args) -> int:
+    from nol_ros.errors import InputError
+    from nol_ros.learn import SOURCE_BAG, SOURCE_DATASET, learn_object
+
+    given = [a for a in (args.bag, args.dataset) if a]
+    if len(given) != 1:
+        raise InputError("give exactly one source: --bag BAG_FOLDER or --dataset FOLDER (a BOP "
+                         "scene or a SMOT-layout root)")
+    source = SOURCE_BAG if args.bag else SOURCE_DATASET
+    ws = learn_object(args.name, args.mesh, source, given[0], _learn_config(args),
+                      _progress(args.quiet), symmetric=args.symmetric, device=args.device)
+    rep = json.loads((Path(ws) / "report.json").read_text())
+    entry = rep["objects"][args.name]
+    sel = entry.get("selection", {})
+    print(json.dumps({"workspace": ws, "views": len(sel.get("frames", [])),
+                      "coverage": sel.get("coverage"),
+                      "registration": {k: entry.get("registration", {}).get(k)
+                                       for k in ("fitness", "rmse_m")},
+                      "renders": str(Path(ws) / "renders") if not args.no_render else None}))
+    return EXIT_OK
+
+
+def run_render(args) -> int:
+    from nol_ros.learn import object_id_for, render_training_set
+
+    cfg = _learn_config(args).render
+    ws = Path(args.workspace) / args.name
+    oid = object_id_for(args.workspace, args.name, assign=False)
+    rep = render_training_set(ws, args.name, oid, cfg, args.device, _progress(args.quiet))
+    print(json.dumps({k: rep.get(k) for k in ("method", "images", "seconds", "coverage")
+                      if k in rep} | {"renders": str(ws / "renders")}))
+    return EXIT_OK
+
+
+def _train(args, stage: str) -> int:
+    from nol_ros.learn import TrainConfig, run_train_stage, train_plan
+
+    cfg = TrainConfig(workspace_root=args.workspace, models_dir=args.models or "",
+                      preset=args.preset, max_seconds=args.max_seconds)
+    names = [n for n in (args.objects or "").split(",") if n]
+    plan = train_plan(cfg, names, args.preset, args.options or "")
+    out = run_train_stage(plan, stage, args.device, _progress(args.quiet))
+    print(json.dumps({k: out.get(k) for k in ("stage", "objects", "skipped", "models_dir",
+                                              "seconds", "steps", "loss")}))
+    return EXIT_OK
+
+
+def run_train_detector(args) -> int:
+    return _train(args, "detector")
+
+
+def run_train_pose(args) -> int:
+    return _train(args, "pose")
+
+
+class _IdMapped:
+    """A recogniser whose object ids are mapped to the ground truth's (a workspace numbers its
+    objects 1, 2, ... in learning order; a dataset has its own ids)."""
+
+    def __init__(self, rec, mapping: dict[int, int]):
+        self.rec, self.mapping = rec, mapping
+
+    def recognize(self, *a, **kw):
+        out = self.rec.recognize(*a, **kw)
+        for d in out:
+            d.obj_id = self.mapping.get(d.obj_id, d.obj_id)
+        return out
+
+
+def id_mapping(rec_objects: dict, models_info: dict, explicit: str = "") -> dict[int, int]:
+    """Recogniser id -> ground-truth id: ``explicit`` 'name=ID,...' first, then by equal names
+    (models_info 'name' keys, as the synthetic world writes them), else the same id."""
+    from nol_ros.errors import InputError
+
+    by_name = {str(v.get("name")): int(k) for k, v in models_info.items() if v.get("name")}
+    for item in [x for x in explicit.split(",") if x]:
+        if "=" not in item:
+            raise InputError(f"--id-map '{item}': use NAME=ID, e.g. mug=3")
+        n, i = item.split("=", 1)
+        by_name[n] = int(i)
+    out = {}
+    for oid, o in rec_objects.items():
+        out[int(oid)] = by_name.get(o.name, int(oid))
+    return out
+
+
+def run_evaluate(args) -> int:
+    from nol_ros.datasets.bop import read_models_info
+    from nol_ros.recognition.evaluate import evaluate_scenes, load_object_models, write_bop_csv
+    from nol_ros.recognition.recognizer import Recognizer
+
+    rec = Recognizer.load(args.models, device=args.device or None)
+    info = read_models_info(Path(args.bop_models) / "models_info.json")
+    mapping = id_mapping(rec.objects, info, args.id_map)
+    models = load_object_models(args.bop_models, sorted(set(mapping.values())))
+    res = evaluate_scenes(_IdMapped(rec, mapping), args.scene, models,
+                          max_images=args.max_images or None, image_step=args.step,
+                          progress=_progress(args.quiet))
+    if args.csv:
+        write_bop_csv(args.csv, res.rows)
+    names = {o: models[o].name for o in models}
+    print(json.dumps({"map50": res.map50, "images": res.n_images,
+                      "s_per_image": res.seconds_per_image,
+                      "per_object": {names[o]: {"ap50": res.ap50.get(o),
+                                                "add_rgb": res.add_rgb.get(o),
+                                                "add_icp": res.add_icp.get(o),
+                                                "n": res.n_pose.get(o)} for o in names},
+                      "csv": args.csv or None}, indent=1))
+    return EXIT_OK
+
+
+def _source_args(p) -> None:
+    p.add_argument("--workspace", default="nol_workspace",
+                   help="workspace root (one folder per object; default nol_workspace)")
+    p.add_argument("--method", default="auto", choices=["auto", "nol", "ibr", "ibr_mean",
+                                                        "ibr_best"],
+                   help="renderer: auto = the shipped NOL model if it measured better than the "
+                        "IBR baseline, else IBR")
+    p.add_argument("--checkpoint", default="", help="NOL checkpoint for --method nol")
+    p.add_argument("--preset", default="demo", choices=["tiny", "demo", "cpu", "paper"],
+                   help="pose grid of the training set (tiny 54, demo 630, cpu 2268, paper "
+                        "9072 images)")
+    p.add_argument("--no-refine", action="store_true",
+                   help="do not refine the source poses before rendering")
+    p.add_argument("--device", default="", help="cpu | cuda (default: cuda when present)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--rgb-topic", default="/camera/rgb/image_raw")
+    p.add_argument("--depth-topic", default="/camera/depth_registered/image_raw",
+                   help="16UC1 mm or 32FC1 m")
+    p.add_argument("--camera-info-topic", default="/camera/rgb/camera_info")
+    p.add_argument("--smot-sequence", default="train/seq1",
+                   help="sequence of a SMOT-layout root (default train/seq1)")
+
+
+def _train_args(p) -> None:
+    p.add_argument("--workspace", default="nol_workspace", help="workspace root")
+    p.add_argument("--objects", default="", help="comma-separated names (default: all learnt)")
+    p.add_argument("--preset", default="demo", choices=["tiny", "demo", "cpu", "paper"])
+    p.add_argument("--models", default="", help="models folder (default WORKSPACE/_models)")
+    p.add_argument("--options", default="", metavar="YAML",
+                   help="overrides, e.g. '{detector.epochs: 4, pose.steps: 200}'")
+    p.add_argument("--max-seconds", type=float, default=0.0,
+                   help="wall-clock budget of the stage (0 = none)")
+    p.add_argument("--device", default="")
+    p.add_argument("--quiet", action="store_true")
+
+
+def register(sub) -> None:
+    p = add_command(
+        sub, "learn", "learn an object from a bag or a dataset folder (self-annotation, "
+        "views, training renders)",
+        "Self-annotate the camera and the object (mesh in metres) in an RGB-D sequence, pick "
+        "the source views and render the object's training set with NOL (or its IBR baseline) "
+        "into WORKSPACE/NAME/. The sequence is a rosbag2 folder (Xtion topics by default) or "
+        "a dataset folder: a BOP scene (scene_camera.json + scene_gt.json) or a SMOT-layout "
+        "root (camera_intrinsic.json). Prints a JSON summary on stdout.",
+        ["nol-ros learn mug --mesh mug.ply --bag my_bag --workspace ws",
+         "nol-ros learn cracker --mesh models/obj_000001.ply --dataset data/demo/train/000001",
+         "nol-ros learn drill --mesh drill.ply --dataset SMOT --smot-sequence train/seq2 "
+         "--preset cpu"],
+        run_learn)
+    p.add_argument("name", help="object name (a folder name: no '/')")
+    p.add_argument("--mesh", required=True, help="untextured mesh, PLY/OBJ in metres")
+    p.add_argument("--bag", default="", help="rosbag2 folder with RGB, depth, CameraInfo")
+    p.add_argument("--dataset", default="", help="BOP scene folder or SMOT-layout root")
+    p.add_argument("--symmetric", action="store_true", help="the object is symmetric")
+    p.add_argument("--no-render", action="store_true", help="stop after view selection")
+    _source_args(p)
+
+    r = add_command(
+        sub, "render", "render a learnt object's training set again",
+        "Render a learnt object (WORKSPACE/NAME with selected views) on the pose grid of a "
+        "preset into WORKSPACE/NAME/renders/ (a BOP render set), e.g. with another renderer "
+        "or a finer grid.",
+        ["nol-ros render mug --workspace ws --preset cpu",
+         "nol-ros render mug --workspace ws --method ibr"],
+        run_render)
+    r.add_argument("name", help="learnt object name")
+    _source_args(r)
+
+    for name, fn, what in (("train-detector", run_train_detector, "the 2D detector"),
+                           ("train-pose", run_train_pose, "the 6D pose estimator")):
+        t = add_command(
+            sub, name, f"train {what} on the renders of learnt objects",
+            f"Train {what} on the render sets of learnt objects (pasted detector images or "
+            "pose crops are made from them); when both the detector and the pose estimator "
+            "are trained for the same objects and preset, the models folder the recognizer "
+            "loads is written. A finished stage is skipped, an interrupted one resumed.",
+            [f"nol-ros {name} --workspace ws --preset demo",
+             f"nol-ros {name} --workspace ws --objects mug,cracker --preset cpu "
+             "--options '{seed: 1}'"],
+            fn)
+        _train_args(t)
+
+    e = add_command(
+        sub, "evaluate", "measure a models folder on BOP test scenes (mAP, ADD)",
+        "Run the recogniser of a models folder on BOP test scenes (rgb, depth, scene_gt, "
+        "scene_gt_info) and print mAP@0.5 and ADD(-S) recall (< 10 % of the diameter) with "
+        "and without ICP as JSON; --csv writes the poses in the BOP challenge format.",
+        ["nol-ros evaluate --models ws/_models --scene data/demo/test/000001 "
+         "--bop-models data/demo/models",
+         "nol-ros evaluate --models ws/_models --scene S1 S2 --bop-models M --csv results.csv"],
+        run_evaluate)
+    e.add_argument("--models", required=True, help="models folder (recognition.json)")
+    e.add_argument("--scene", nargs="+", required=True, help="BOP test scene folder(s)")
+    e.add_argument("--bop-models", required=True,
+                   help="BOP models folder of the ground truth (obj_%%06d.ply + models_info)")
+    e.add_argument("--id-map", default="", metavar="NAME=ID,...",
+                   help="ground-truth id of a learnt object whose name is not in models_info")
+    e.add_argument("--max-images", type=int, default=0, help="per scene (0 = all)")
+    e.add_argument("--step", type=int, default=1, help="every n-th image")
+    e.add_argument("--csv", default="", help="write BOP CSV results here")
+    e.add_argument("--device", default="")
+    e.add_argument("--quiet", action="store_true")
