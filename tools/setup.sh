@@ -47,6 +47,36 @@ else
   step "Python packages up to date"
 fi
 
+# 2b. Debian's chromium for the report's headless-browser test (test_report_browser drives it
+# with playwright; `playwright install`'s own browser download is not reachable). Only when the
+# binary is missing, so a second run costs one file test. No apt: say so and go on (that test
+# then fails, naming the fix).
+CURRENT_STEP="install Debian chromium"
+CHROMIUM="${NOL_CHROMIUM:-/usr/bin/chromium}"
+if [[ ! -x "$CHROMIUM" ]]; then
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then
+    if [[ -t 0 ]]; then SUDO="sudo"; else SUDO="sudo -n"; fi
+  fi
+  APT_LOG="$VENV/.nol_apt_chromium.log"
+  if ! command -v apt-get >/dev/null; then
+    step "WARNING: $CHROMIUM is missing and apt-get is not available: install Chromium by hand" \
+         "(or set NOL_CHROMIUM=/path/to/chromium); test/test_report_browser.py fails without it"
+  elif [[ $(id -u) -ne 0 && -z "$SUDO" ]]; then
+    step "WARNING: $CHROMIUM is missing and installing it needs root (no sudo here): run" \
+         "'apt-get install chromium' as root; test/test_report_browser.py fails without it"
+  elif step "installing Debian chromium with apt-get (for the report's browser test, ~1-2 min)" &&
+       $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q > "$APT_LOG" 2>&1 &&
+       $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+         chromium >> "$APT_LOG" 2>&1 && [[ -x "$CHROMIUM" ]]; then
+    step "chromium installed: $("$CHROMIUM" --version 2>/dev/null || echo "$CHROMIUM")"
+  else
+    tail -20 "$APT_LOG" 2>/dev/null || true
+    step "WARNING: apt-get failed or did not provide $CHROMIUM (log: $APT_LOG); continuing, but" \
+         "test/test_report_browser.py fails until $CHROMIUM exists"
+  fi
+fi
+
 SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 PYINC=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 NPINC=$("$PY" -c 'import numpy; print(numpy.get_include())')
@@ -123,7 +153,7 @@ else
 import importlib.util
 import nol_ros, nol_ros.msg, nol_ros.srv, nol_ros.action  # noqa: F401
 import rclpy, tf2_msgs.msg  # noqa: F401
-missing = [m for m in ("torch", "torchvision", "open3d", "cv2", "rosbags")
+missing = [m for m in ("torch", "torchvision", "open3d", "cv2", "rosbags", "playwright")
            if importlib.util.find_spec(m) is None]
 if missing:
     raise SystemExit(f"[setup] installed packages are missing: {missing}; delete "
