@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import resource
 import sys
 import time
@@ -230,6 +231,39 @@ def timing(args) -> dict:
     return out
 
 
+def ship(args, results: dict, table_md: str) -> str:
+    """Install the checkpoint as the shipped model and write its card (atomically)."""
+    import shutil
+
+    from nol_ros.io_utils import atomic_write_text
+    from nol_ros.nol.evaluate import choose_default_method
+
+    if not args.checkpoint:
+        raise SystemExit("--ship needs --checkpoint")
+    dst = Path(args.ship)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tj = Path(args.train_json or Path(args.checkpoint).with_name("train.json"))
+    train = json.loads(tj.read_text()) if tj.is_file() else {}
+    decision = choose_default_method(results)
+    card = {
+        "default_method": decision["default_method"],
+        "decision": decision,
+        "checkpoint_source": str(args.checkpoint),
+        "bench_command": results.get("command", "python " + " ".join(sys.argv)),
+        "bench_date": time.strftime("%Y-%m-%d"),
+        "bench_load_avg": os.getloadavg()[0],
+        "training": {k: train.get(k) for k in ("config", "epochs", "resumed_from_epoch",
+                                              "data_s", "device")},
+        "table_md": table_md,
+    }
+    tmp = dst.with_suffix(".pt.tmp")
+    shutil.copyfile(args.checkpoint, tmp)
+    os.replace(tmp, dst)
+    atomic_write_text(dst.with_suffix(".json"), json.dumps(card, indent=1))
+    return (f"shipped {dst} ({dst.stat().st_size / 1e3:.0f} kB); default_method "
+            f"{decision['default_method']} (mean PSNR {decision['mean_psnr']})")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -244,14 +278,29 @@ def main(argv=None) -> int:
     ap.add_argument("--timing", action="store_true", help="also time cpu/paper presets")
     ap.add_argument("--hemisphere", action="store_true",
                     help="with --timing: render a 1296-view hemisphere (minutes)")
+    ap.add_argument("--ship", default="",
+                    help="copy the checkpoint to this .pt path and write the model card beside "
+                         "it (.json: training run, these results, and default_method by "
+                         "nol_ros.nol.evaluate.choose_default_method)")
+    ap.add_argument("--train-json", default="",
+                    help="with --ship: the training run's train.json (default: beside the "
+                         "checkpoint)")
+    ap.add_argument("--results", default="",
+                    help="reuse OUT/results.json of an earlier run (tables, plot, --ship) "
+                         "instead of evaluating again")
     args = ap.parse_args(argv)
     args.objects = [int(x) for x in args.objects.split(",") if x]
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    results, rows = run(args)
-    results["wall_s"] = time.perf_counter() - t0
+    if args.results:
+        results, rows = json.loads(Path(args.results).read_text()), []
+    else:
+        results, rows = run(args)
+        results["wall_s"] = time.perf_counter() - t0
+        results["command"] = "python " + " ".join(sys.argv)
+        results["load_avg_start"] = os.getloadavg()[0]
     if args.timing:
         results["timing"] = timing(args)
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -264,6 +313,8 @@ def main(argv=None) -> int:
         atomic_write_image(out / "grid.png", (np.clip(np.vstack(rows), 0, 1) * 255)
                            .astype(np.uint8))
     print(md)
+    if args.ship:
+        print(ship(args, results, md))
     print(f"wrote {out}/results.json, table.md, noise_curve.png, grid.png "
           f"({results['wall_s']:.0f} s)")
     return 0

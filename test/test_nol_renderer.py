@@ -214,3 +214,30 @@ def test_loading_a_learnt_object_from_its_workspace(small_workspace):
     assert p > 22.0, p
     with pytest.raises(Exception, match="views.json"):
         load_object_renderer(ws, method="ibr")
+
+
+def test_the_shipped_model_becomes_default_only_when_it_measured_better():
+    from nol_ros.nol.evaluate import choose_default_method
+
+    def results(nol, ibr):  # two objects, two noise levels: {level: (nol, ibr)} per object
+        return {"objects": {o: {lv: {"nol": {"object": [nol[i][j], 0.5]},
+                                     "ibr_angle": {"object": [ibr[i][j], 0.5]}}
+                                for j, lv in enumerate(("0mm_0deg", "10mm_3deg"))}
+                            for i, o in enumerate(("a", "b"))}}
+
+    better = choose_default_method(results([[20.0, 16.0], [19.0, 15.5]],
+                                           [[20.1, 15.7], [19.0, 15.2]]))
+    assert better["default_method"] == "nol"
+    assert better["mean_psnr"]["nol"] == pytest.approx((20 + 16 + 19 + 15.5) / 4)
+    assert better["per_level"]["10mm_3deg"]["ibr_angle"] == pytest.approx(15.45)
+    worse = choose_default_method(results([[20.0, 15.0], [19.0, 15.0]],
+                                          [[20.1, 15.7], [19.0, 15.2]]))
+    assert worse["default_method"] == "ibr_angle"
+    tie = choose_default_method(results([[20.0, 15.0]] * 2, [[20.0, 15.0]] * 2))
+    assert tie["default_method"] == "ibr_angle"       # a tie keeps the baseline
+    with pytest.raises(ValueError, match="no evaluated objects"):
+        choose_default_method({"objects": {}})
+    r = results([[20.0, 16.0], [19.0, 15.5]], [[20.1, 15.7], [19.0, 15.2]])
+    del r["objects"]["b"]["10mm_3deg"]["nol"]
+    with pytest.raises(ValueError, match="'nol' has no 'object' score"):
+        choose_default_method(r)

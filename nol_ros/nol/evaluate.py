@@ -133,3 +133,32 @@ def evaluate_renderer(renderer, case: Case, refine=None) -> dict:
             "coverage": float(np.mean(cov)), "seconds_per_image": dt,
             "refine_loss": np.nanmean(np.array(rl), 0).tolist() if np.isfinite(rl).any()
             else [float("nan")] * 2, "results": outs}
+
+
+def choose_default_method(results: dict, candidate: str = "nol", baseline: str = "ibr_angle",
+                          refinement: str = "object") -> dict:
+    """The rule that decides whether the shipped model becomes the default renderer, applied to
+    a ``bench/bench_nol.py`` results dict: ``candidate`` wins only if its masked PSNR, averaged
+    over every evaluated object and source-pose noise level with ``refinement`` (the setting
+    LearnObject's render stage uses), is higher than ``baseline``'s. Returns {default_method,
+    rule, mean_psnr {method: dB}, per_level {level: {method: dB}}, objects}."""
+    objs = results.get("objects") or {}
+    if not objs:
+        raise ValueError("results hold no evaluated objects: run bench/bench_nol.py first")
+    levels = list(next(iter(objs.values())).keys())
+    per_level: dict = {}
+    for lv in levels:
+        per_level[lv] = {}
+        for m in (candidate, baseline):
+            v = [objs[o][lv][m][refinement][0] for o in objs
+                 if m in objs[o].get(lv, {}) and refinement in objs[o][lv][m]]
+            if len(v) != len(objs):
+                raise ValueError(f"method '{m}' has no '{refinement}' score for every object "
+                                 f"at {lv}: evaluate it with a checkpoint")
+            per_level[lv][m] = float(np.mean(v))
+    mean = {m: float(np.mean([per_level[lv][m] for lv in levels])) for m in (candidate,
+                                                                              baseline)}
+    return {"default_method": candidate if mean[candidate] > mean[baseline] else baseline,
+            "rule": f"{candidate} if its mean masked PSNR ({refinement} refinement, all objects "
+                    f"and noise levels) beats {baseline}",
+            "mean_psnr": mean, "per_level": per_level, "objects": sorted(objs)}
