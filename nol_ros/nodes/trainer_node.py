@@ -66,7 +66,9 @@ def result_message(res: dict) -> str:
         other = "TrainPoseEstimator" if res["stage"] == "detector" else "TrainDetector"
         tail = (f"the models folder is written once {other} ran for the same objects and "
                 f"preset ({res['preset']})")
-    return f"{what} of {', '.join(res['objects'])} {how}; {tail}"
+    took = f" in {res['seconds']:.0f} s ({res['cpu_seconds']:.0f} CPU-s)" if "seconds" in res \
+        else ""
+    return f"{what} of {', '.join(res['objects'])} {how}{took}; {tail}"
 
 
 def make_node(node_name: str = "trainer", **node_kwargs):
