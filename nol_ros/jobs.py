@@ -1,4 +1,5 @@
-"""Long jobs (learn, render, train) run one at a time per device, off the ROS executor.
+"""Long jobs (learn, render, train) run one at a time per node (one JobManager each: the nol
+node and the trainer node can each run one job at once), off the ROS executor.
 
 Policy (what a LearnObject caller can rely on): jobs run in submission order on one worker
 thread; up to ``max_queued`` jobs wait, a further submission is refused with QUEUE_FULL (never

@@ -31,10 +31,13 @@ def _learn_config(args):
 
     from nol_ros.learn import LearnConfig, RenderStageConfig
 
+    base = LearnConfig()
+    inputs = {k: getattr(args, a) for k, a in (
+        ("bag_rgb_topic", "rgb_topic"), ("bag_depth_topic", "depth_topic"),
+        ("bag_camera_info_topic", "camera_info_topic"), ("smot_sequence", "smot_sequence"))
+        if hasattr(args, a)}                       # learn reads a sequence; render does not
     return dataclasses.replace(
-        LearnConfig(), workspace_root=args.workspace, bag_rgb_topic=args.rgb_topic,
-        bag_depth_topic=args.depth_topic, bag_camera_info_topic=args.camera_info_topic,
-        smot_sequence=args.smot_sequence,
+        base, workspace_root=args.workspace, **inputs,
         render=RenderStageConfig(enabled=not getattr(args, "no_render", False),
                                  method=args.method, checkpoint=args.checkpoint or "",
                                  preset=args.preset, refine_sources=not args.no_refine))
@@ -166,6 +169,10 @@ def _source_args(p) -> None:
                    help="do not refine the source poses before rendering")
     p.add_argument("--device", default="", help="cpu | cuda (default: cuda when present)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _input_args(p) -> None:
+    """Where learn reads the sequence from (render works on the learnt views)."""
     p.add_argument("--rgb-topic", default="/camera/rgb/image_raw")
     p.add_argument("--depth-topic", default="/camera/depth_registered/image_raw",
                    help="16UC1 mm or 32FC1 m")
@@ -208,6 +215,7 @@ def register(sub) -> None:
     p.add_argument("--symmetric", action="store_true", help="the object is symmetric")
     p.add_argument("--no-render", action="store_true", help="stop after view selection")
     _source_args(p)
+    _input_args(p)
 
     r = add_command(
         sub, "render", "render a learnt object's training set again",
