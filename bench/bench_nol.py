@@ -223,9 +223,12 @@ def timing(args) -> dict:
         Ts = hemisphere_poses(bbox_centre(case.mesh.vertices), g)
         intr = crop_intrinsics(bounding_radius(case.mesh.vertices), g.distance_m, g.crop_size,
                                margin=g.margin)
+        per_target = RefineConfig() if args.hemisphere_target_refine else NONE
+        r.cfg = dataclasses.replace(r.cfg, refine=per_target)
         for i in range(0, len(Ts), 16):
-            r.render(Ts[i:i + 16], intr)
-        out["hemisphere"] = {"views": len(Ts), "s": time.perf_counter() - t0}
+            r.render(Ts[i:i + 16], intr)     # what a training set is written with
+        out["hemisphere"] = {"views": len(Ts), "s": time.perf_counter() - t0,
+                             "per_target_refine": bool(args.hemisphere_target_refine)}
         print("hemisphere", out["hemisphere"], flush=True)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
@@ -278,6 +281,9 @@ def main(argv=None) -> int:
     ap.add_argument("--timing", action="store_true", help="also time cpu/paper presets")
     ap.add_argument("--hemisphere", action="store_true",
                     help="with --timing: render a 1296-view hemisphere (minutes)")
+    ap.add_argument("--hemisphere-target-refine", action="store_true",
+                    help="with --hemisphere: also refine the sources per view (25 it, early "
+                         "stop) after the per-object refinement")
     ap.add_argument("--ship", default="",
                     help="copy the checkpoint to this .pt path and write the model card beside "
                          "it (.json: training run, these results, and default_method by "
