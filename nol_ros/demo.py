@@ -535,7 +535,9 @@ def main(argv: list[str] | None = None) -> int:
             first = False
         ev.pop("trajectory")
         ev.update(obj_id=oid, job=jid, psnr=rq["learnt"]["psnr"], ssim=rq["learnt"]["ssim"],
-                  psnr_ibr=rq.get("ibr", rq["learnt"])["psnr"], render_rows=rq["rows"])
+                  psnr_ibr=rq.get("ibr", rq["learnt"])["psnr"], render_rows=rq["rows"],
+                  psnr_poses=f"{rq['poses_scored']} scored of {rq['poses_covered']} covered / "
+                             f"{rq['poses_visible']} visible test poses")
         results["objects"][name] = ev
     results["renderer"] = renderer
     for lab, r in train_done.items():
@@ -571,6 +573,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{f(ev.get('r_err_deg'))} | {ev.get('views', 0)} | {ev.get('coverage', 0):.3f} | "
               f"{f(ev['psnr'])} | {f(ev['psnr_ibr'])} | {f(po.get('ap50'))} | "
               f"{f(po.get('add_rgb'))} | {f(po.get('add_icp'))} |")
+    for name, ev in results["objects"].items():
+        if "psnr_poses" in ev:
+            print(f"PSNR of {name}: {ev['psnr_poses']} (>= 80 % of the silhouette seen by the "
+                  "learnt views)")
     if rec:
         print(f"recognition on {rec['frames']} test frames: mAP@0.5 {f(rec['map50'], 3)}, "
               f"ADD(-S) RGB {f(rec['add_rgb'], 3)}, RGB+ICP {f(rec['add_icp'], 3)}; "
