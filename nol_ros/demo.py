@@ -152,22 +152,14 @@ def evaluate_workspace(ws: Path, scene: Path, models: Path, obj_id: int) -> dict
 
 
 def _object_crop(intr, T, diameter_m: float, size: int):
-    """Intrinsics of a size x size crop that holds the object (its diameter + 10 %)."""
+    """A size x size crop that holds the object (its diameter + 10 %): (its intrinsics, the
+    square box (x0, y0, side) in the full image, for nol_ros.camera.crop_image)."""
     c = T[:3, 3]
     side = 1.1 * diameter_m * intr.fx / max(c[2], 1e-3)
     u = intr.fx * c[0] / c[2] + intr.cx
     v = intr.fy * c[1] / c[2] + intr.cy
-    return intr.crop_resize(u - side / 2, v - side / 2, side, side, size, size)
-
-
-def _crop(img: np.ndarray, intr_full, intr_crop) -> np.ndarray:
-    """The pixels of the full image seen by the crop camera (same focal ratio) as uint8."""
-    import cv2
-
-    s = intr_crop.fx / intr_full.fx
-    M = np.array([[s, 0, intr_crop.cx - s * intr_full.cx],
-                  [0, s, intr_crop.cy - s * intr_full.cy]], np.float64)
-    return cv2.warpAffine(img, M, (intr_crop.width, intr_crop.height), flags=cv2.INTER_AREA)
+    box = (u - side / 2, v - side / 2, side)
+    return intr.crop_resize(box[0], box[1], side, side, size, size), box
 
 
 def render_quality(object_dir: str, data: Path, obj_id: int, method: str, n_frames: int = 4,
@@ -178,6 +170,7 @@ def render_quality(object_dir: str, data: Path, obj_id: int, method: str, n_fram
     are moved by the NOL evaluation's noise levels (no refinement)."""
     import dataclasses
 
+    from nol_ros.camera import crop_image
     from nol_ros.datasets.bop import read_bop_scene
     from nol_ros.mesh import load_mesh
     from nol_ros.nol.evaluate import NOISE_LEVELS, noisy_sources, score
@@ -205,17 +198,17 @@ def render_quality(object_dir: str, data: Path, obj_id: int, method: str, n_fram
     cand = []
     for f in frames:
         T = seq.T_camera_object(f.index, obj_id)
-        ic = _object_crop(seq.intrinsics, T, diam, size)
+        ic, box = _object_crop(seq.intrinsics, T, diam, size)
         cov = float(rends["learnt"].render_detailed(T[None], ic).coverage[0])
-        cand.append((cov, f, T, ic))
+        cand.append((cov, f, T, ic, box))
     good = [c for c in cand if c[0] >= 0.8] or sorted(cand, key=lambda c: -c[0])[:1]
     chosen = good[::max(1, len(good) // n_frames)][:n_frames]
     scores = {k: [] for k in rends}
     rows, cams = [], []
-    for cov, f, T, ic in chosen:
+    for cov, f, T, ic, box in chosen:
         gt, gm = gt_r.render(T[None], ic)
-        row = [(f"test frame {f.index} (cov {cov:.2f})",
-                _crop(f.load_rgb(), seq.intrinsics, ic))]
+        row = [(f"test frame {f.index} (cov {cov:.2f})", crop_image(f.load_rgb(), box, size,
+                                                                   "area"))]
         for k, r in rends.items():
             img, _ = r.render(T[None], ic)
             scores[k].append(score(img[0] / 255.0, gt[0] / 255.0, gm[0]))
