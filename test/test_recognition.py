@@ -23,7 +23,7 @@ from nol_ros.recognition.evaluate import (
     box_iou,
     write_bop_csv,
 )
-from nol_ros.recognition.pnp import pnp_ransac
+from nol_ros.recognition.pnp import kabsch, pnp_ransac, rigid_ransac
 from nol_ros.recognition.posenet import PoseNet, posenet_config, train_posenet
 from nol_ros.recognition.poses import (
     PoseGridConfig,
@@ -324,6 +324,85 @@ def test_pnp_reports_no_pose_for_inconsistent_or_few_points():
     assert r.T_camera_object is None and "correspondences" in r.reason
     with pytest.raises(InputError):
         pnp_ransac(P, p[:5], K)
+
+
+def test_rigid_ransac_recovers_a_known_pose_despite_outliers():
+    rng = np.random.default_rng(3)
+    T = make_T(so3_exp([-0.7, 0.9, 1.6]), [-0.04, 0.02, 0.85])
+    P = rng.uniform(-0.06, 0.06, (400, 3))
+    Q = P @ T[:3, :3].T + T[:3, 3] + rng.normal(0, 0.002, (400, 3))
+    out = rng.random(400) < 0.4
+    Q[out] = T[:3, 3] + rng.uniform(-0.2, 0.2, (out.sum(), 3))
+    assert np.allclose(kabsch(P[~out][:50], P[~out][:50] @ T[:3, :3].T + T[:3, 3]), T)
+    r = rigid_ransac(P, Q, thresh_m=0.008)
+    assert r.T_camera_object is not None
+    assert rotation_error_deg(r.T_camera_object[:3, :3], T[:3, :3]) < 1.0
+    assert np.linalg.norm(r.T_camera_object[:3, 3] - T[:3, 3]) < 0.002
+    assert 0.5 < r.score < 0.7 and r.n_inliers == pytest.approx((~out).sum(), abs=15)
+
+
+def test_rigid_ransac_reports_no_pose_for_inconsistent_few_or_collinear_points():
+    rng = np.random.default_rng(4)
+    P = rng.uniform(-0.08, 0.08, (200, 3))
+    r = rigid_ransac(P, rng.uniform(-0.1, 0.1, (200, 3)) + [0, 0, 0.8], thresh_m=0.005,
+                     min_inliers=20)
+    assert r.T_camera_object is None and r.score == 0.0 and r.reason
+    r = rigid_ransac(P[:8], P[:8] + [0, 0, 0.8], min_inliers=12)
+    assert r.T_camera_object is None and "correspondences" in r.reason
+    line = np.outer(np.linspace(-0.1, 0.1, 50), [1.0, 0.5, 0.2])   # fixes no rotation
+    r = rigid_ransac(line, line + [0, 0, 0.8])
+    assert r.T_camera_object is None and "degenerate" in r.reason
+    with pytest.raises(InputError):
+        rigid_ransac(P, P[:5])
+
+
+def _crop_prediction(m, T, S=64, pad=1.2):
+    """A perfect pose-network output for the object at pose T: the crop around its projection,
+    true object coordinates, zero error, both masks."""
+    from nol_ros.recognition.posenet import CoordPrediction
+    from nol_ros.recognition.trainset import crop_image_box, object_coordinates, square_box
+
+    xyz, mask = object_coordinates(m, T, SMOT_XTION)
+    v, u = np.nonzero(mask)
+    det = (float(u.min()), float(v.min()), float(u.max() + 1 - u.min()),
+           float(v.max() + 1 - v.min()))
+    box = square_box(det, pad)
+    cx = crop_image_box(xyz, box, S, "nearest").astype(np.float64)
+    cm = crop_image_box(mask.astype(np.uint8), box, S, "nearest").astype(np.float32)
+    return CoordPrediction(cx, np.zeros((S, S), np.float32), cm, cm), box, det
+
+
+def test_pose_from_prediction_with_depth_and_the_mask_box():
+    from nol_ros.geometry import invert_T, look_at
+    from nol_ros.rasterizer import Scene
+    from nol_ros.recognition.posenet import pose_from_prediction
+    from nol_ros.recognition.recognizer import _mask_box
+
+    m = make_object(6, 0)
+    T = invert_T(look_at(np.array([0.45, -0.55, 0.5]), np.zeros(3)))
+    depth = Scene([m], [np.eye(4)]).render(SMOT_XTION, invert_T(T)).depth.astype(np.float32)
+    cfg = posenet_config("cpu")
+    pred, box, det = _crop_prediction(m, T, cfg.input_size, cfg.pad)
+    # a third of the silhouette predicts coordinates of the wrong side of the object
+    rng = np.random.default_rng(0)
+    v, u = np.nonzero(pred.amodal > 0.5)
+    bad = rng.random(len(u)) < 0.33
+    pred.xyz[v[bad], u[bad]] = rng.uniform(-0.1, 0.1, (bad.sum(), 3))
+    pts = m.vertices[:500]
+    rd = pose_from_prediction(pred, box, SMOT_XTION.K, cfg, det_box_xywh=det, model_points=pts,
+                              depth=depth, rgbd_thresh_m=0.01)
+    assert rd.T_camera_object is not None
+    # exact (measured 0.03 mm, 0.01 deg); sampling the depth one pixel off gives 0.2 mm, 0.6 deg
+    assert np.linalg.norm(rd.T_camera_object[:3, 3] - T[:3, 3]) < 0.0005
+    assert rotation_error_deg(rd.T_camera_object, T) < 0.3
+    # no depth anywhere -> no 3D-3D pose (the recognizer then falls back to PnP)
+    none = pose_from_prediction(pred, box, SMOT_XTION.K, cfg, det_box_xywh=det,
+                                model_points=pts, depth=np.zeros_like(depth))
+    assert none.T_camera_object is None and "correspondences" in none.reason
+    # the visible mask's box, mapped back to the image, is the object's box within a crop pixel
+    mb = _mask_box(pred.visib > 0.5, box, cfg.input_size)
+    assert np.allclose(mb, det, atol=box[2] / cfg.input_size + 0.5), (mb, det)
+    assert _mask_box(np.zeros((64, 64), bool), box, 64) is None
 
 
 # -- metrics ---------------------------------------------------------------------------------------

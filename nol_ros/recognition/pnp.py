@@ -5,6 +5,11 @@ finds fewer than ``min_inliers`` consistent correspondences, too small an inlier
 pose behind the camera. Never a garbage pose with a high score: the score is the inlier
 fraction.
 
+:func:`rigid_ransac`: the same with 3D-3D correspondences (predicted object coordinates and the
+depth image's camera points at the same pixels; RGB-D cameras): a rigid fit (Kabsch) inside
+RANSAC. Depth fixes what a small crop cannot give PnP (the distance, and the rotation that
+only weak perspective shows).
+
 :func:`refine_icp`: render the mesh at the RGB pose to get the model points the camera sees,
 then point-to-point ICP (Open3D; point-to-plane was singular on cans and bottles here)
 from coarse to fine against the depth points inside the predicted visible mask (points farther
@@ -82,6 +87,75 @@ def pnp_ransac(obj_pts: np.ndarray, img_pts: np.ndarray, K: np.ndarray,
     z = (P[inl] @ R.T + T[:3, 3])[:, 2]
     if np.any(z <= 0):
         return PnPResult(None, len(inl), n, 0.0, "inlier points behind the camera")
+    return PnPResult(T, int(len(inl)), n, float(frac))
+
+
+def kabsch(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Least-squares rigid transform T (4, 4) with B ~ R A + t for (N, 3) point sets, or a
+    batch (H, N, 3) -> (H, 4, 4)."""
+    A = np.asarray(A, np.float64)
+    B = np.asarray(B, np.float64)
+    one = A.ndim == 2
+    if one:
+        A, B = A[None], B[None]
+    ca, cb = A.mean(1, keepdims=True), B.mean(1, keepdims=True)
+    H = np.einsum("hni,hnj->hij", A - ca, B - cb)
+    U, _, Vt = np.linalg.svd(H)
+    d = np.sign(np.linalg.det(np.einsum("hij,hjk->hik", Vt.transpose(0, 2, 1),
+                                        U.transpose(0, 2, 1))))
+    D = np.tile(np.eye(3), (len(A), 1, 1))
+    D[:, 2, 2] = d
+    R = Vt.transpose(0, 2, 1) @ D @ U.transpose(0, 2, 1)
+    T = np.tile(np.eye(4), (len(A), 1, 1))
+    T[:, :3, :3] = R
+    T[:, :3, 3] = cb[:, 0] - np.einsum("hij,hj->hi", R, ca[:, 0])
+    return T[0] if one else T
+
+
+def rigid_ransac(obj_pts: np.ndarray, cam_pts: np.ndarray, thresh_m: float = 0.015,
+                 iterations: int = 300, min_inliers: int = 12,
+                 min_inlier_fraction: float = 0.15, seed: int = 0) -> PnPResult:
+    """obj_pts (N, 3) object-frame metres, cam_pts (N, 3) camera-frame metres (depth points at
+    the same pixels). Minimal 3-point Kabsch fits inside RANSAC (degenerate, near-collinear
+    samples skipped), then two least-squares refits on the inliers. Score: inlier fraction."""
+    P = np.asarray(obj_pts, np.float64).reshape(-1, 3)
+    Q = np.asarray(cam_pts, np.float64).reshape(-1, 3)
+    if len(P) != len(Q):
+        raise InputError(f"{len(P)} object points but {len(Q)} camera points")
+    n = len(P)
+    if n < max(3, min_inliers):
+        return PnPResult(None, 0, n, 0.0, f"only {n} correspondences (need {max(3, min_inliers)})")
+    if not (np.all(np.isfinite(P)) and np.all(np.isfinite(Q))):
+        raise InputError("correspondences contain NaN or infinity")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(int(iterations), 3))
+    A, B = P[idx], Q[idx]
+    # both triangles must span an area (a sample on a line fixes no rotation)
+    area = np.minimum(np.linalg.norm(np.cross(A[:, 1] - A[:, 0], A[:, 2] - A[:, 0]), axis=1),
+                      np.linalg.norm(np.cross(B[:, 1] - B[:, 0], B[:, 2] - B[:, 0]), axis=1))
+    good = area > (0.5 * thresh_m) ** 2
+    if not good.any():
+        return PnPResult(None, 0, n, 0.0, "every sample was degenerate (points on a line)")
+    Ts = kabsch(A[good], B[good])
+    res = np.linalg.norm(np.einsum("hij,nj->hni", Ts[:, :3, :3], P) + Ts[:, None, :3, 3] - Q,
+                         axis=2)
+    count = (res < thresh_m).sum(1)
+    T = Ts[int(np.argmax(count))]
+    inl = np.flatnonzero(res[int(np.argmax(count))] < thresh_m)
+    for _ in range(2):
+        if len(inl) < 3:
+            break
+        T = kabsch(P[inl], Q[inl])
+        inl = np.flatnonzero(np.linalg.norm(P @ T[:3, :3].T + T[:3, 3] - Q, axis=1) < thresh_m)
+    frac = len(inl) / n
+    if len(inl) < min_inliers:
+        return PnPResult(None, len(inl), n, 0.0, f"{len(inl)} inliers < {min_inliers}")
+    if frac < min_inlier_fraction:
+        return PnPResult(None, len(inl), n, 0.0, f"inlier fraction {frac:.2f} < "
+                         f"{min_inlier_fraction}")
+    if T[2, 3] <= 0.05:
+        return PnPResult(None, len(inl), n, 0.0, f"pose at z = {T[2, 3]:.3f} m (behind or at "
+                         "the camera)")
     return PnPResult(T, int(len(inl)), n, float(frac))
 
 

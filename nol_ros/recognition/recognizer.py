@@ -13,7 +13,9 @@
                             given and refinement succeeded; None = "no pose" (too few
                             consistent correspondences -- never a guessed pose)
     r.pose_score            0..1 (PnP inlier fraction, or ICP fitness when refined); 0 = no pose
-    r.T_camera_object_rgb   the pose from the colour image alone (before ICP), or None
+    r.T_camera_object_rgb   the pose from the colour image alone (PnP, before ICP), or None
+    r.solver                what gave the pose ICP started from: "pnp" (colour) or "rgbd"
+                            (3D-3D fit to the depth; the default when depth is given)
     r.refined, r.n_inliers, r.reason  diagnostics
 
 ``recognize(rgb, intr, depth=None, score_thresh=None, max_per_class=None)`` returns detections
@@ -61,6 +63,8 @@ class Recognition:
     refined: bool = False
     n_inliers: int = 0
     reason: str = ""
+    solver: str = "pnp"       # what gave the pose before ICP: pnp (colour) or rgbd (3D-3D)
+    det_box_xywh: tuple[float, float, float, float] | None = None  # the detector's box
 
     @property
     def box_xyxy(self) -> np.ndarray:
@@ -70,9 +74,30 @@ class Recognition:
 
 @dataclass(frozen=True)
 class RecognizerConfig:
+    """score_thresh, max_per_class: see :meth:`Recognizer.recognize`. solver: "rgbd" = with a
+    depth image, the pose is a rigid 3D-3D RANSAC fit of the predicted object coordinates to the
+    depth points at the same pixels (inlier distance rgbd_thresh_m), PnP on the colour image
+    when that finds no pose or there is no depth; "rgb" = always PnP. icp: refine with the depth
+    image (point-to-point ICP on the visible mask). refine_boxes: the ``refine_top`` best
+    detections of every object get the box of the pose network's visible mask (its crop is the
+    detector's box, padded), which is sharper than the detector's box regression; the
+    detector's own box stays in ``det_box_xywh``."""
+
     score_thresh: float = 0.3
     max_per_class: int = 1
     icp: bool = True
+    solver: str = "rgbd"
+    rgbd_thresh_m: float = 0.015
+    refine_boxes: bool = True
+    refine_top: int = 3
+
+    def __post_init__(self):
+        if self.solver not in ("rgb", "rgbd"):
+            raise ConfigError(f"recognizer solver '{self.solver}' unknown; use rgb or rgbd")
+        if self.refine_top < 0:
+            raise ConfigError(f"refine_top must be >= 0, got {self.refine_top}")
+        if not self.rgbd_thresh_m > 0:
+            raise ConfigError(f"rgbd_thresh_m must be > 0 m, got {self.rgbd_thresh_m}")
 
 
 @dataclass
@@ -205,32 +230,48 @@ class Recognizer:
         dets = self.detector.detect(img, score_thresh=thr)
         t1 = time.perf_counter()
         out: list[Recognition] = []
-        to_pose, seen = [], {}
+        to_refine, seen = [], {}
+        n_ref = self.config.refine_top if self.config.refine_boxes else 0
         for d in dets:
             x0, y0, x1, y1 = d.box_xyxy
             o = self.objects[d.obj_id]
             r = Recognition(d.obj_id, o.name, d.score, (float(x0), float(y0), float(x1 - x0),
                                                          float(y1 - y0)), reason="not posed")
+            r.det_box_xywh = r.box_xywh
             out.append(r)
-            if seen.get(d.obj_id, 0) < k_max and x1 - x0 >= 2 and y1 - y0 >= 2:
-                seen[d.obj_id] = seen.get(d.obj_id, 0) + 1
-                to_pose.append(r)
+            k = seen.get(d.obj_id, 0)
+            if x1 - x0 >= 2 and y1 - y0 >= 2 and k < max(k_max, n_ref):
+                seen[d.obj_id] = k + 1
+                to_refine.append((r, k < k_max))
         cfg = self.posenet.cfg
         S = cfg.input_size
-        if to_pose:
-            boxes = [square_box(r.box_xywh, cfg.pad) for r in to_pose]
+        if to_refine:
+            boxes = [square_box(r.box_xywh, cfg.pad) for r, _ in to_refine]
             crops = np.stack([crop_image_box(img, b, S) for b in boxes])
-            preds = self.posenet.predict(crops, [r.obj_id for r in to_pose])
-            for r, b, pr in zip(to_pose, boxes, preds):
+            preds = self.posenet.predict(crops, [r.obj_id for r, _ in to_refine])
+            for (r, pose_it), b, pr in zip(to_refine, boxes, preds):
                 x0, y0, side = b
                 s = side / S
+                if n_ref:
+                    mb = _mask_box(pr.visib > 0.5, b, S)
+                    if mb is not None:
+                        r.box_xywh = mb
+                if not pose_it:
+                    continue
                 res = pose_from_prediction(pr, b, intr.K, cfg, det_box_xywh=r.box_xywh,
                                            model_points=self._points(r.obj_id))
+                r.T_camera_object_rgb = res.T_camera_object
+                if dep is not None and self.config.solver == "rgbd":
+                    rd = pose_from_prediction(pr, b, intr.K, cfg, det_box_xywh=r.box_xywh,
+                                              model_points=self._points(r.obj_id), depth=dep,
+                                              rgbd_thresh_m=self.config.rgbd_thresh_m)
+                    if rd.T_camera_object is not None:
+                        res, r.solver = rd, "rgbd"
                 r.n_inliers = res.n_inliers
                 if res.T_camera_object is None:
                     r.reason = f"no pose: {res.reason}"
                     continue
-                r.T_camera_object = r.T_camera_object_rgb = res.T_camera_object
+                r.T_camera_object = res.T_camera_object
                 r.pose_score = res.score
                 r.reason = ""
                 if dep is not None and self.config.icp:
@@ -249,6 +290,18 @@ class Recognizer:
         t2 = time.perf_counter()
         self.timing = {"detect_s": t1 - t0, "pose_s": t2 - t1, "total_s": t2 - t0}
         return out
+
+
+def _mask_box(mask: np.ndarray, crop_box, S: int, min_pixels: int = 12):
+    """(x, y, w, h) in image pixels of a crop's (S, S) mask, or None when it has fewer than
+    min_pixels pixels. crop_box (x0, y0, side): the crop in the image."""
+    v, u = np.nonzero(mask)
+    if len(u) < min_pixels:
+        return None
+    x0, y0, side = crop_box
+    s = side / S
+    return (float(x0 + u.min() * s), float(y0 + v.min() * s),
+            float((u.max() + 1 - u.min()) * s), float((v.max() + 1 - v.min()) * s))
 
 
 def check_models_classes(models_dir: str | Path, obj_ids: list[int]) -> None:
