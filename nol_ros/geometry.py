@@ -186,6 +186,28 @@ def perturb_T(T: np.ndarray, trans_m: float, rot_rad: float, rng: np.random.Gene
     return np.asarray(T, dtype=np.float64) @ make_T(so3_exp(dw), dt)
 
 
+def fit_rigid(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Least-squares rigid transform T (4, 4) with B ~ R A + t (Kabsch; reflections excluded)
+    for (N, 3) point sets, or for a batch (H, N, 3) -> (H, 4, 4) in one vectorised call."""
+    A = np.asarray(A, np.float64)
+    B = np.asarray(B, np.float64)
+    one = A.ndim == 2
+    if one:
+        A, B = A[None], B[None]
+    ca, cb = A.mean(1, keepdims=True), B.mean(1, keepdims=True)
+    H = np.einsum("hni,hnj->hij", A - ca, B - cb)
+    U, _, Vt = np.linalg.svd(H)
+    d = np.sign(np.linalg.det(np.einsum("hij,hjk->hik", Vt.transpose(0, 2, 1),
+                                        U.transpose(0, 2, 1))))
+    D = np.tile(np.eye(3), (len(A), 1, 1))
+    D[:, 2, 2] = d
+    R = Vt.transpose(0, 2, 1) @ D @ U.transpose(0, 2, 1)
+    T = np.tile(np.eye(4), (len(A), 1, 1))
+    T[:, :3, :3] = R
+    T[:, :3, 3] = cb[:, 0] - np.einsum("hij,hj->hi", R, ca[:, 0])
+    return T[0] if one else T
+
+
 def rotation_angle(R: np.ndarray) -> float:
     """Rotation angle of a (3, 3) rotation (or the rotation of a (4, 4)), radians in [0, pi]."""
     return _angle_and_axis_vector(np.asarray(R, dtype=np.float64)[:3, :3])[0]

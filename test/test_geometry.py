@@ -116,3 +116,15 @@ def test_look_at_is_optical_frame():
     assert p[0] == pytest.approx(0) and p[1] == pytest.approx(0) and p[2] > 0
     up = g.rotate_vectors(g.invert_T(T), np.array([[0, 0, 1.0]]))[0]
     assert up[1] < 0
+
+
+def test_fit_rigid_single_and_batched_recovers_rotations_never_reflections():
+    rng = np.random.default_rng(7)
+    A = rng.normal(0, 0.1, (5, 20, 3))
+    Ts = [g.make_T(g.so3_exp(rng.normal(0, 2, 3)), rng.normal(0, 1, 3)) for _ in range(5)]
+    B = np.stack([a @ T[:3, :3].T + T[:3, 3] for a, T in zip(A, Ts)])
+    assert np.allclose(g.fit_rigid(A, B), np.stack(Ts), atol=1e-9)
+    assert np.allclose(g.fit_rigid(A[0], B[0]), Ts[0], atol=1e-9)
+    # a mirrored point set: the best proper rotation, det +1, not the reflection
+    M = g.fit_rigid(A[1], A[1] * [1, 1, -1])
+    assert np.linalg.det(M[:3, :3]) == pytest.approx(1.0)

@@ -12,7 +12,7 @@ from nol_ros.camera import SMOT_XTION, Intrinsics
 from nol_ros.datasets.bop import read_bop_scene
 from nol_ros.datasets.synthetic.objects import make_object
 from nol_ros.errors import ConfigError, InputError
-from nol_ros.geometry import make_T, rotation_error_deg, so3_exp
+from nol_ros.geometry import fit_rigid, make_T, rotation_error_deg, so3_exp
 from nol_ros.recognition.detector import Detector, detector_config, train_detector
 from nol_ros.recognition.detset import DetectionSetConfig, read_coco, write_detection_set
 from nol_ros.recognition.evaluate import (
@@ -23,7 +23,7 @@ from nol_ros.recognition.evaluate import (
     box_iou,
     write_bop_csv,
 )
-from nol_ros.recognition.pnp import kabsch, pnp_ransac, rigid_ransac
+from nol_ros.recognition.pnp import pnp_ransac, rigid_ransac
 from nol_ros.recognition.posenet import PoseNet, posenet_config, train_posenet
 from nol_ros.recognition.poses import (
     PoseGridConfig,
@@ -333,7 +333,7 @@ def test_rigid_ransac_recovers_a_known_pose_despite_outliers():
     Q = P @ T[:3, :3].T + T[:3, 3] + rng.normal(0, 0.002, (400, 3))
     out = rng.random(400) < 0.4
     Q[out] = T[:3, 3] + rng.uniform(-0.2, 0.2, (out.sum(), 3))
-    assert np.allclose(kabsch(P[~out][:50], P[~out][:50] @ T[:3, :3].T + T[:3, 3]), T)
+    assert np.allclose(fit_rigid(P[~out][:50], P[~out][:50] @ T[:3, :3].T + T[:3, 3]), T)
     r = rigid_ransac(P, Q, thresh_m=0.008)
     assert r.T_camera_object is not None
     assert rotation_error_deg(r.T_camera_object[:3, :3], T[:3, :3]) < 1.0

@@ -26,7 +26,7 @@ import numpy as np
 
 from nol_ros.camera import Intrinsics
 from nol_ros.errors import InputError
-from nol_ros.geometry import invert_T, make_T
+from nol_ros.geometry import fit_rigid, invert_T, make_T
 
 
 @dataclass
@@ -90,34 +90,13 @@ def pnp_ransac(obj_pts: np.ndarray, img_pts: np.ndarray, K: np.ndarray,
     return PnPResult(T, int(len(inl)), n, float(frac))
 
 
-def kabsch(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Least-squares rigid transform T (4, 4) with B ~ R A + t for (N, 3) point sets, or a
-    batch (H, N, 3) -> (H, 4, 4)."""
-    A = np.asarray(A, np.float64)
-    B = np.asarray(B, np.float64)
-    one = A.ndim == 2
-    if one:
-        A, B = A[None], B[None]
-    ca, cb = A.mean(1, keepdims=True), B.mean(1, keepdims=True)
-    H = np.einsum("hni,hnj->hij", A - ca, B - cb)
-    U, _, Vt = np.linalg.svd(H)
-    d = np.sign(np.linalg.det(np.einsum("hij,hjk->hik", Vt.transpose(0, 2, 1),
-                                        U.transpose(0, 2, 1))))
-    D = np.tile(np.eye(3), (len(A), 1, 1))
-    D[:, 2, 2] = d
-    R = Vt.transpose(0, 2, 1) @ D @ U.transpose(0, 2, 1)
-    T = np.tile(np.eye(4), (len(A), 1, 1))
-    T[:, :3, :3] = R
-    T[:, :3, 3] = cb[:, 0] - np.einsum("hij,hj->hi", R, ca[:, 0])
-    return T[0] if one else T
-
-
 def rigid_ransac(obj_pts: np.ndarray, cam_pts: np.ndarray, thresh_m: float = 0.015,
                  iterations: int = 300, min_inliers: int = 12,
                  min_inlier_fraction: float = 0.15, seed: int = 0) -> PnPResult:
     """obj_pts (N, 3) object-frame metres, cam_pts (N, 3) camera-frame metres (depth points at
     the same pixels). Minimal 3-point Kabsch fits inside RANSAC (degenerate, near-collinear
-    samples skipped), then two least-squares refits on the inliers. Score: inlier fraction."""
+    samples skipped; :func:`~nol_ros.geometry.fit_rigid` for all at once), then two
+    least-squares refits on the inliers. Score: inlier fraction."""
     P = np.asarray(obj_pts, np.float64).reshape(-1, 3)
     Q = np.asarray(cam_pts, np.float64).reshape(-1, 3)
     if len(P) != len(Q):
@@ -136,7 +115,7 @@ def rigid_ransac(obj_pts: np.ndarray, cam_pts: np.ndarray, thresh_m: float = 0.0
     good = area > (0.5 * thresh_m) ** 2
     if not good.any():
         return PnPResult(None, 0, n, 0.0, "every sample was degenerate (points on a line)")
-    Ts = kabsch(A[good], B[good])
+    Ts = fit_rigid(A[good], B[good])
     res = np.linalg.norm(np.einsum("hij,nj->hni", Ts[:, :3, :3], P) + Ts[:, None, :3, 3] - Q,
                          axis=2)
     count = (res < thresh_m).sum(1)
@@ -145,7 +124,7 @@ def rigid_ransac(obj_pts: np.ndarray, cam_pts: np.ndarray, thresh_m: float = 0.0
     for _ in range(2):
         if len(inl) < 3:
             break
-        T = kabsch(P[inl], Q[inl])
+        T = fit_rigid(P[inl], Q[inl])
         inl = np.flatnonzero(np.linalg.norm(P @ T[:3, :3].T + T[:3, 3] - Q, axis=1) < thresh_m)
     frac = len(inl) / n
     if len(inl) < min_inliers:

@@ -21,6 +21,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from nol_ros.errors import NolError
+from nol_ros.geometry import fit_rigid
 
 
 class RegistrationError(NolError):
@@ -471,14 +472,7 @@ def icp_point_to_point(src: np.ndarray, target: np.ndarray, target_tree: cKDTree
         prev = (fit, rmse)
         if it == max_iterations:
             break
-        a, b = P[ok], target[j[ok]]
-        ma, mb = a.mean(0), b.mean(0)
-        U, _s, Vt = np.linalg.svd((a - ma).T @ (b - mb))
-        D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
-        R = Vt.T @ D @ U.T
-        step = np.eye(4)
-        step[:3, :3], step[:3, 3] = R, mb - R @ ma
-        T = step @ T
+        T = fit_rigid(P[ok], target[j[ok]]) @ T
     return T
 
 
