@@ -8,7 +8,8 @@
                                                 # float32 metres, 0/NaN = invalid, optional
     r.obj_id, r.name        BOP object id and name
     r.score                 detector confidence in [0, 1]
-    r.box_xywh              (x, y, w, h) pixels, float
+    r.box_xywh              (x, y, w, h) pixels, float (the pose network's visible-mask box
+                            when refine_boxes; the detector's own box is r.det_box_xywh)
     r.T_camera_object       (4, 4) float64 metres, optical frame; ICP-refined when depth was
                             given and refinement succeeded; None = "no pose" (too few
                             consistent correspondences -- never a guessed pose)

@@ -1,0 +1,52 @@
+"""The recogniser's inference options on trained models folders: the pose from the colour image
+alone (PnP) or from the depth (3D-3D RANSAC), boxes from the detector or from the pose
+network's visible mask; mAP@0.5 and ADD(-S) with and without ICP on the test scenes.
+
+Run: .venv/bin/python bench/bench_recognizer_options.py --data .nol_demo/data_demo \
+        --models /tmp/rec_demo_nol/nol/models /tmp/rec_demo/real/models [--threads 2]
+
+The models folders come from bench/bench_recognition.py (--work W: W/SOURCE/models). Nothing is
+trained here, so the rows differ only in the option. Prints a markdown table.
+"""
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+OPTIONS = [("detector boxes, PnP + ICP", dict(refine_boxes=False, solver="rgb")),
+           ("mask boxes, PnP + ICP", dict(refine_boxes=True, solver="rgb")),
+           ("mask boxes, 3D-3D + ICP (default)", dict(refine_boxes=True, solver="rgbd"))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=".nol_demo/data_demo")
+    ap.add_argument("--models", nargs="+", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+
+    import torch
+
+    from nol_ros.recognition.evaluate import evaluate_scenes, load_object_models
+    from nol_ros.recognition.recognizer import Recognizer
+
+    torch.set_num_threads(a.threads)
+    root = Path(a.data)
+    tests = sorted((root / "test").iterdir())
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}, {len(tests)} test scenes of {root}\n")
+    print("| models | option | mAP@0.5 | ADD(-S) RGB | ADD(-S) +ICP | s per image |")
+    print("|---|---|---|---|---|---|")
+    for m in a.models:
+        for label, kw in OPTIONS:
+            rec = Recognizer.load(m)
+            rec.config = dataclasses.replace(rec.config, **kw)
+            models = load_object_models(root / "models", sorted(rec.objects))
+            r = evaluate_scenes(rec, tests, models)
+            print(f"| {m} | {label} | {100 * r.map50:.1f} | {100 * r.mean(r.add_rgb):.1f} | "
+                  f"{100 * r.mean(r.add_icp):.1f} | {r.seconds_per_image:.2f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
