@@ -45,6 +45,9 @@ def main() -> int:
     ap.add_argument("--nol-checkpoint", default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-train", action="store_true", help="only evaluate existing models")
+    ap.add_argument("--override", default="",
+                    help='JSON of preset fields to change, e.g. \'{"detset": {"distractors": '
+                         '[0, 0]}}\' (the ablations in BENCHMARKS.md)')
     a = ap.parse_args()
 
     import numpy as np
@@ -56,6 +59,17 @@ def main() -> int:
     from nol_ros.recognition.recognizer import Recognizer
 
     torch.set_num_threads(a.threads)
+    preset = a.preset
+    if a.override:
+        import dataclasses
+
+        from nol_ros.recognition.pipeline import recognition_preset
+
+        preset = recognition_preset(a.preset)
+        for part, kw in json.loads(a.override).items():
+            sub = getattr(preset, part)
+            kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}
+            preset = preset.replace(**{part: dataclasses.replace(sub, **kw)})
     root = Path(a.data)
     tests = [root / t for t in a.tests.split(",")] if a.tests else \
         sorted((root / "test").iterdir())
@@ -65,6 +79,7 @@ def main() -> int:
                      "machine": f"{platform.node()} {platform.processor() or platform.machine()}"
                                 f" {os.cpu_count()} cores",
                      "date": time.strftime("%Y-%m-%d %H:%M"), "preset": a.preset,
+                     "override": a.override,
                      "tests": [str(t) for t in tests], "image_step": a.image_step,
                      "threads": a.threads, "sources": {}}
     names: dict[int, str] = {}
@@ -81,7 +96,7 @@ def main() -> int:
         wdir = work / src
         load0 = os.getloadavg()[0]
         if not a.no_train:
-            rep = train_recognisers(objects, wdir, wdir / "models", a.preset, source=src,
+            rep = train_recognisers(objects, wdir, wdir / "models", preset, source=src,
                                     progress=_progress(src))
         else:
             rep = json.loads((wdir / "train_report.json").read_text())
