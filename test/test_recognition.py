@@ -546,3 +546,12 @@ def test_paper_presets_build_and_run():
     assert y.shape == (1, 12, 64, 64)
     with pytest.raises(ConfigError, match="weights"):
         build_detector(detector_config("paper", backbone_weights="/nonexistent.pth"), 4)
+
+
+def test_recognizer_config_refuses_unknown_solver_and_bad_thresholds():
+    from nol_ros.recognition.recognizer import RecognizerConfig
+
+    assert RecognizerConfig().solver == "rgbd" and RecognizerConfig().refine_boxes
+    for bad in (dict(solver="depth"), dict(rgbd_thresh_m=0.0), dict(refine_top=-1)):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            RecognizerConfig(**bad)
