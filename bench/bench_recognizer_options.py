@@ -16,7 +16,7 @@ from pathlib import Path
 
 OPTIONS = [("detector boxes, PnP + ICP", dict(refine_boxes=False, solver="rgb")),
            ("mask boxes, PnP + ICP", dict(refine_boxes=True, solver="rgb")),
-           ("mask boxes, 3D-3D + ICP (default)", dict(refine_boxes=True, solver="rgbd"))]
+           ("mask boxes, 3D-3D + ICP (solver rgbd)", dict(refine_boxes=True, solver="rgbd"))]
 
 
 def main() -> int:
