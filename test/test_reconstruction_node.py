@@ -184,7 +184,10 @@ def test_replay_tracks_publishes_tf_exports_and_learns_from_the_live_buffer(
             assert abs(e["r_err_deg"] - o["r_err_deg"]) < 0.2, (e, o)
             # ... and so is what the render stage wrote: the pose grid, rendered
             rs = json.loads((ws / "renders" / "render_set.json").read_text())
-            assert next(iter(rs["objects"].values()))["images"] == 630, rs
+            from nol_ros.recognition.pipeline import recognition_preset
+            grid = recognition_preset(nol.cfg.learn.render.preset).grid
+            n_grid = len(grid.azimuths_deg) * len(grid.elevations_deg) * len(grid.inplane_deg)
+            assert next(iter(rs["objects"].values()))["images"] == n_grid, rs
         stages = [p.stage for p in progress if p.job_id == jobs["cracker_box"].job_id]
         assert "export" in stages and "tracking" in stages, stages
         cancelled = g.call(job_status, GetJobStatus.Request(job_id=r3.job_id))

@@ -38,6 +38,35 @@ class PnPResult:
     reason: str = ""
 
 
+def _check_correspondences(P: np.ndarray, other: np.ndarray, what: str,
+                           need: int) -> PnPResult | None:
+    """Shared input checks of the two RANSAC solvers: a length mismatch or NaN is the caller's
+    bug (InputError); too few correspondences is "no pose" (returned)."""
+    if len(P) != len(other):
+        raise InputError(f"{len(P)} object points but {len(other)} {what} points")
+    if len(P) < need:
+        return PnPResult(None, 0, len(P), 0.0, f"only {len(P)} correspondences (need {need})")
+    if not (np.all(np.isfinite(P)) and np.all(np.isfinite(other))):
+        raise InputError("correspondences contain NaN or infinity")
+    return None
+
+
+def _accept(T: np.ndarray, n_inl: int, n: int, min_inliers: int,
+            min_inlier_fraction: float) -> PnPResult:
+    """The pose, or "no pose" with the reason: too few inliers, too small a fraction, not
+    finite, or at/behind the camera."""
+    frac = n_inl / n
+    if n_inl < min_inliers:
+        return PnPResult(None, n_inl, n, 0.0, f"{n_inl} inliers < {min_inliers}")
+    if frac < min_inlier_fraction:
+        return PnPResult(None, n_inl, n, 0.0, f"inlier fraction {frac:.2f} < "
+                         f"{min_inlier_fraction}")
+    if not np.all(np.isfinite(T)) or T[2, 3] <= 0.05:
+        return PnPResult(None, n_inl, n, 0.0, f"pose at z = {T[2, 3]:.3f} m (behind or at "
+                         "the camera)")
+    return PnPResult(T, int(n_inl), n, float(frac))
+
+
 def pnp_ransac(obj_pts: np.ndarray, img_pts: np.ndarray, K: np.ndarray,
                reproj_px: float = 3.0, iterations: int = 150, min_inliers: int = 12,
                min_inlier_fraction: float = 0.15, confidence: float = 0.99,
@@ -49,13 +78,10 @@ def pnp_ransac(obj_pts: np.ndarray, img_pts: np.ndarray, K: np.ndarray,
     P = np.ascontiguousarray(obj_pts, np.float64).reshape(-1, 3)
     p = np.ascontiguousarray(img_pts, np.float64).reshape(-1, 2)
     K = np.asarray(K, np.float64).reshape(3, 3)
-    if len(P) != len(p):
-        raise InputError(f"{len(P)} object points but {len(p)} image points")
     n = len(P)
-    if n < max(4, min_inliers):
-        return PnPResult(None, 0, n, 0.0, f"only {n} correspondences (need {max(4, min_inliers)})")
-    if not (np.all(np.isfinite(P)) and np.all(np.isfinite(p))):
-        raise InputError("correspondences contain NaN or infinity")
+    bad = _check_correspondences(P, p, "image", max(4, min_inliers))
+    if bad is not None:
+        return bad
     cv2.setRNGSeed(int(seed))
     try:
         ok, rvec, tvec, inl = cv2.solvePnPRansac(P, p, K, None, iterationsCount=int(iterations),
@@ -73,21 +99,12 @@ def pnp_ransac(obj_pts: np.ndarray, img_pts: np.ndarray, K: np.ndarray,
         proj, _ = cv2.projectPoints(P, rvec, tvec, K, None)
         d = np.linalg.norm(proj.reshape(-1, 2) - p, axis=1)
         inl = np.flatnonzero(d < reproj_px)
-    frac = len(inl) / n
     R, _ = cv2.Rodrigues(rvec)
     T = make_T(R, tvec.reshape(3))
-    if len(inl) < min_inliers:
-        return PnPResult(None, len(inl), n, 0.0, f"{len(inl)} inliers < {min_inliers}")
-    if frac < min_inlier_fraction:
-        return PnPResult(None, len(inl), n, 0.0, f"inlier fraction {frac:.2f} < "
-                         f"{min_inlier_fraction}")
-    if not np.all(np.isfinite(T)) or T[2, 3] <= 0.05:
-        return PnPResult(None, len(inl), n, 0.0, f"pose at z = {T[2, 3]:.3f} m (behind or at "
-                         "the camera)")
-    z = (P[inl] @ R.T + T[:3, 3])[:, 2]
-    if np.any(z <= 0):
+    res = _accept(T, len(inl), n, min_inliers, min_inlier_fraction)
+    if res.T_camera_object is not None and np.any((P[inl] @ R.T + T[:3, 3])[:, 2] <= 0):
         return PnPResult(None, len(inl), n, 0.0, "inlier points behind the camera")
-    return PnPResult(T, int(len(inl)), n, float(frac))
+    return res
 
 
 def rigid_ransac(obj_pts: np.ndarray, cam_pts: np.ndarray, thresh_m: float = 0.015,
@@ -99,13 +116,10 @@ def rigid_ransac(obj_pts: np.ndarray, cam_pts: np.ndarray, thresh_m: float = 0.0
     least-squares refits on the inliers. Score: inlier fraction."""
     P = np.asarray(obj_pts, np.float64).reshape(-1, 3)
     Q = np.asarray(cam_pts, np.float64).reshape(-1, 3)
-    if len(P) != len(Q):
-        raise InputError(f"{len(P)} object points but {len(Q)} camera points")
     n = len(P)
-    if n < max(3, min_inliers):
-        return PnPResult(None, 0, n, 0.0, f"only {n} correspondences (need {max(3, min_inliers)})")
-    if not (np.all(np.isfinite(P)) and np.all(np.isfinite(Q))):
-        raise InputError("correspondences contain NaN or infinity")
+    bad = _check_correspondences(P, Q, "camera", max(3, min_inliers))
+    if bad is not None:
+        return bad
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(int(iterations), 3))
     A, B = P[idx], Q[idx]
@@ -126,16 +140,7 @@ def rigid_ransac(obj_pts: np.ndarray, cam_pts: np.ndarray, thresh_m: float = 0.0
             break
         T = fit_rigid(P[inl], Q[inl])
         inl = np.flatnonzero(np.linalg.norm(P @ T[:3, :3].T + T[:3, 3] - Q, axis=1) < thresh_m)
-    frac = len(inl) / n
-    if len(inl) < min_inliers:
-        return PnPResult(None, len(inl), n, 0.0, f"{len(inl)} inliers < {min_inliers}")
-    if frac < min_inlier_fraction:
-        return PnPResult(None, len(inl), n, 0.0, f"inlier fraction {frac:.2f} < "
-                         f"{min_inlier_fraction}")
-    if T[2, 3] <= 0.05:
-        return PnPResult(None, len(inl), n, 0.0, f"pose at z = {T[2, 3]:.3f} m (behind or at "
-                         "the camera)")
-    return PnPResult(T, int(len(inl)), n, float(frac))
+    return _accept(T, len(inl), n, min_inliers, min_inlier_fraction)
 
 
 @dataclass(frozen=True)
