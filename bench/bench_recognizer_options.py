@@ -3,7 +3,8 @@ alone (PnP) or from the depth (3D-3D RANSAC), boxes from the detector or from th
 network's visible mask; mAP@0.5 and ADD(-S) with and without ICP on the test scenes.
 
 Run: .venv/bin/python bench/bench_recognizer_options.py --data .nol_demo/data_demo \
-        --models /tmp/rec_demo_nol/nol/models /tmp/rec_demo/real/models [--threads 2]
+        --models /tmp/rec_demo_nol/nol/models /tmp/rec_demo/real/models [--threads 2] \
+        [--rows 2]
 
 The models folders come from bench/bench_recognition.py (--work W: W/SOURCE/models). Nothing is
 trained here, so the rows differ only in the option. Prints a markdown table.
@@ -24,7 +25,10 @@ def main() -> int:
     ap.add_argument("--data", default=".nol_demo/data_demo")
     ap.add_argument("--models", nargs="+", required=True)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rows", default="", help="comma-separated row numbers (0-based) of "
+                    "OPTIONS to run (default: all)")
     a = ap.parse_args()
+    rows = [OPTIONS[int(i)] for i in a.rows.split(",")] if a.rows else OPTIONS
 
     import torch
 
@@ -38,7 +42,7 @@ def main() -> int:
     print("| models | option | mAP@0.5 | ADD(-S) RGB | ADD(-S) +ICP | s per image |")
     print("|---|---|---|---|---|---|")
     for m in a.models:
-        for label, kw in OPTIONS:
+        for label, kw in rows:
             rec = Recognizer.load(m)
             rec.config = dataclasses.replace(rec.config, **kw)
             models = load_object_models(root / "models", sorted(rec.objects))

@@ -55,7 +55,7 @@ class RenderStageConfig:
     method: auto (the shipped NOL model when it exists and measured better than the IBR
     baseline, else IBR), nol, ibr (= ibr_angle), ibr_mean, ibr_best (nol_ros.nol.renderer).
     checkpoint: NOL checkpoint for method nol ("" = the shipped model). preset: the recognition
-    preset whose pose grid is rendered (tiny 54 images, demo 630, cpu 2268, paper 9072 per
+    preset whose pose grid is rendered (tiny 54 images, demo 378, cpu 756, paper 9072 per
     object). refine_sources: refine the source poses once (paper Sec. 3.3) before rendering.
     batch: target poses per renderer call."""
 

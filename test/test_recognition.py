@@ -356,6 +356,23 @@ def test_rigid_ransac_reports_no_pose_for_inconsistent_few_or_collinear_points()
         rigid_ransac(P, P[:5])
 
 
+def test_rigid_ransac_refuses_a_fit_to_a_patch_of_the_object():
+    # a poorly trained pose net: its coordinates are right on a 3 cm patch and collapse to one
+    # point elsewhere; the depth sees a 12 cm face. The fit to the patch is consistent (40
+    # inliers) but fixes no pose worth publishing
+    rng = np.random.default_rng(5)
+    T = make_T(so3_exp([0.3, -0.4, 0.2]), [0.05, -0.02, 0.9])
+    face = np.c_[rng.uniform(-0.06, 0.06, (200, 2)), np.zeros(200)]
+    Q = face @ T[:3, :3].T + T[:3, 3]
+    P = np.tile([0.03, 0.03, 0.0], (200, 1)) + rng.normal(0, 0.001, (200, 3))
+    patch = np.flatnonzero(np.linalg.norm(face[:, :2], axis=1) < 0.03)[:40]
+    P[patch] = face[patch]
+    loose = rigid_ransac(P, Q, thresh_m=0.005, min_inliers=12)
+    assert loose.T_camera_object is not None and loose.n_inliers >= 30
+    r = rigid_ransac(P, Q, thresh_m=0.005, min_inliers=12, min_extent_m=0.03)
+    assert r.T_camera_object is None and "patch" in r.reason, r
+
+
 def _crop_prediction(m, T, S=64, pad=1.2):
     """A perfect pose-network output for the object at pose T: the crop around its projection,
     true object coordinates, zero error, both masks."""
@@ -551,7 +568,7 @@ def test_paper_presets_build_and_run():
 def test_recognizer_config_refuses_unknown_solver_and_bad_thresholds():
     from nol_ros.recognition.recognizer import RecognizerConfig
 
-    assert RecognizerConfig().solver == "rgb" and RecognizerConfig().refine_boxes
+    assert RecognizerConfig().solver == "rgbd" and RecognizerConfig().refine_boxes
     for bad in (dict(solver="depth"), dict(rgbd_thresh_m=0.0), dict(refine_top=-1)):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             RecognizerConfig(**bad)

@@ -163,7 +163,7 @@ def _source_args(p) -> None:
                         "IBR baseline, else IBR")
     p.add_argument("--checkpoint", default="", help="NOL checkpoint for --method nol")
     p.add_argument("--preset", default="demo", choices=["tiny", "demo", "cpu", "paper"],
-                   help="pose grid of the training set (tiny 54, demo 630, cpu 2268, paper "
+                   help="pose grid of the training set (tiny 54, demo 378, cpu 756, paper "
                         "9072 images)")
     p.add_argument("--no-refine", action="store_true",
                    help="do not refine the source poses before rendering")

@@ -112,7 +112,7 @@ class NolNodeConfig:
 
 
 # share of a LearnObject job per progress stage (measured on the small preset: self-annotation
-# ~50 s, the tiny render set ~10 s; the demo grid's 630 renders take longer)
+# ~50 s, the tiny render set ~10 s; the demo grid's 378 renders take longer)
 _SELF_ANNOTATION_WEIGHTS = (("loading", 2), ("tracking", 20), ("loop_closure", 3), ("scene", 10),
                             ("registration", 25), ("annotation", 8), ("view_selection", 4))
 _RENDER_WEIGHTS = (("render_setup", 2), ("refine", 6), ("render", 30))

@@ -12,13 +12,21 @@ are already there for the same configuration:
 - ``tiny``: for tests (a minute for one object: 54 renders, 64 detector images at 320x240,
   128 detector steps, 40 pose steps).
 - ``demo``: fits the ~6-8 min recognition share of ``make demo`` on the 2-core reference
-  machine (4 objects): 20 deg grid (90 views x 7 in-plane = 630 images per object, 128 px),
-  800 detector images at 320x240, detector ``cpu`` for 3 epochs, pose net ``cpu`` (narrow) for
-  700 steps.
-- ``cpu``: the benchmark preset: 10 deg grid (324 x 7 = 2268 images per object), 3000 detector
-  images, detector ``cpu`` for 3 epochs (1125 steps), pose net ``cpu`` for 2000 steps.
+  machine (4 objects): a robot's view range (below) every 20 deg in azimuth and 10 deg in
+  elevation (126 views x 3 in-plane = 378 images per object, 128 px), 800 detector images at
+  320x240, detector ``cpu`` for 3 epochs, pose net ``cpu`` (narrow) for 700 steps.
+- ``cpu``: the benchmark preset: the robot's view range every 10 deg (252 x 3 = 756 images per
+  object), 3000 detector images, detector ``cpu`` for 3 epochs (1125 steps), pose net ``cpu``
+  for 2000 steps.
 - ``paper``: the paper's setup for a GPU: 5 deg grid (1296 x 7), 256 px renders, 150,000
   detector images at 640x480, RetinaNet ResNet-50-FPN, Pix2Pose with ResNet-50, ~14K steps.
+
+The robot's view range of ``demo`` and ``cpu``: elevation 0-60 deg, in-plane -15..15 deg,
+detector images pasted at 0.6-1.4 m -- a mobile robot looks at objects on a table from the side
+and above, hardly rolled, not from overhead; the paper's full hemisphere (to 85 deg, +-45 deg,
+0.65-1.6 m) made the training boxes squarer and smaller than what such a robot sees (BENCHMARKS.md
+"Recognition"). For another robot: ``detset.distance_m`` in the training options, and a
+``RecognitionPreset`` of your own with its ``PoseGridConfig`` (Python API) for the grid.
 
 Training sources: an :class:`~nol_ros.recognition.renderers.ObjectRenderer` per object (NOL,
 IBR, ground-truth textures), or ``real``: crops of a real training sequence (BOP scene) where

@@ -109,11 +109,14 @@ def pnp_ransac(obj_pts: np.ndarray, img_pts: np.ndarray, K: np.ndarray,
 
 def rigid_ransac(obj_pts: np.ndarray, cam_pts: np.ndarray, thresh_m: float = 0.015,
                  iterations: int = 300, min_inliers: int = 12,
-                 min_inlier_fraction: float = 0.15, seed: int = 0) -> PnPResult:
+                 min_inlier_fraction: float = 0.15, min_extent_m: float = 0.0,
+                 seed: int = 0) -> PnPResult:
     """obj_pts (N, 3) object-frame metres, cam_pts (N, 3) camera-frame metres (depth points at
     the same pixels). Minimal 3-point Kabsch fits inside RANSAC (degenerate, near-collinear
     samples skipped; :func:`~nol_ros.geometry.fit_rigid` for all at once), then two
-    least-squares refits on the inliers. Score: inlier fraction."""
+    least-squares refits on the inliers. No pose also when the inlier object coordinates'
+    RMS spread is below ``min_extent_m`` (a fit to a patch of the object). Score: inlier
+    fraction."""
     P = np.asarray(obj_pts, np.float64).reshape(-1, 3)
     Q = np.asarray(cam_pts, np.float64).reshape(-1, 3)
     n = len(P)
@@ -140,7 +143,16 @@ def rigid_ransac(obj_pts: np.ndarray, cam_pts: np.ndarray, thresh_m: float = 0.0
             break
         T = fit_rigid(P[inl], Q[inl])
         inl = np.flatnonzero(np.linalg.norm(P @ T[:3, :3].T + T[:3, 3] - Q, axis=1) < thresh_m)
-    return _accept(T, len(inl), n, min_inliers, min_inlier_fraction)
+    res = _accept(T, len(inl), n, min_inliers, min_inlier_fraction)
+    if res.T_camera_object is not None and min_extent_m > 0:
+        # the inliers must span the seen surface, not a patch of it: a pose net whose
+        # coordinates collapse (a poorly trained one) agrees with the depth on a small cluster,
+        # where the rotation is free and the origin lands centimetres off
+        ext = float(np.sqrt(((P[inl] - P[inl].mean(0)) ** 2).sum(1).mean()))
+        if ext < min_extent_m:
+            return PnPResult(None, len(inl), n, 0.0, f"the inliers cover a patch of the object "
+                             f"({ext * 100:.1f} cm RMS < {min_extent_m * 100:.1f} cm)")
+    return res
 
 
 @dataclass(frozen=True)

@@ -79,9 +79,10 @@ class RecognizerConfig:
     depth image, the pose is a rigid 3D-3D RANSAC fit of the predicted object coordinates to the
     depth points at the same pixels (inlier distance rgbd_thresh_m), PnP on the colour image
     when that finds no pose or there is no depth; "rgb" = always PnP. icp: refine with the depth
-    image (point-to-point ICP on the visible mask). The default stays "rgb": "rgbd" measured
-    2-2.5x the ADD+ICP on the demo world, but it also accepts poses from poor coordinates that
-    PnP's box check refuses (seen with the tiny test models: 10-21 cm off). refine_boxes: the
+    image (point-to-point ICP on the visible mask). "rgbd" is the default: it measured 1.04-2.4x
+    the ADD+ICP of PnP on the demo world; it uses only the pixels the pose net sees as visible
+    and refuses a fit whose inliers cover a patch of the object (the poor coordinates of an
+    undertrained net: the tiny test models posed 10-21 cm off without that). refine_boxes: the
     ``refine_top`` best detections of every object get the box of the pose network's visible
     mask (its crop is the detector's box, padded), which is sharper than the detector's box
     regression; the detector's own box stays in ``det_box_xywh``."""
@@ -89,7 +90,7 @@ class RecognizerConfig:
     score_thresh: float = 0.3
     max_per_class: int = 1
     icp: bool = True
-    solver: str = "rgb"
+    solver: str = "rgbd"
     rgbd_thresh_m: float = 0.015
     refine_boxes: bool = True
     refine_top: int = 3
