@@ -100,7 +100,10 @@ def main() -> int:
                                     progress=_progress(src))
         else:
             rep = json.loads((wdir / "train_report.json").read_text())
-        rec = Recognizer.load(wdir / "models")
+        # the models folder keeps the recognizer options it was trained with; an override of
+        # them (e.g. the solver) applies to the evaluation, also with --no-train
+        rec = Recognizer.load(wdir / "models", config=preset.recognizer
+                              if "recognizer" in json.loads(a.override or "{}") else None)
         models = load_object_models(root / "models", [o.obj_id for o in objects])
         t0 = time.perf_counter()
         res = evaluate_scenes(rec, tests, models, image_step=a.image_step,
