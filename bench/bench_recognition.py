@@ -45,6 +45,9 @@ def main() -> int:
     ap.add_argument("--nol-checkpoint", default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-train", action="store_true", help="only evaluate existing models")
+    ap.add_argument("--scenes", default="",
+                    help="workspace root whose learnt objects' frames (objects removed) become "
+                         "detector backgrounds for the rendered sources (nol, ibr, gt)")
     ap.add_argument("--override", default="",
                     help='JSON of preset fields to change, e.g. \'{"detset": {"distractors": '
                          '[0, 0]}}\' (the ablations in BENCHMARKS.md)')
@@ -79,7 +82,7 @@ def main() -> int:
                      "machine": f"{platform.node()} {platform.processor() or platform.machine()}"
                                 f" {os.cpu_count()} cores",
                      "date": time.strftime("%Y-%m-%d %H:%M"), "preset": a.preset,
-                     "override": a.override,
+                     "override": a.override, "scenes": a.scenes,
                      "tests": [str(t) for t in tests], "image_step": a.image_step,
                      "threads": a.threads, "sources": {}}
     names: dict[int, str] = {}
@@ -96,8 +99,14 @@ def main() -> int:
         wdir = work / src
         load0 = os.getloadavg()[0]
         if not a.no_train:
+            scenes = None
+            if a.scenes and src != "real":
+                from nol_ros.recognition.scenes import SceneBackgrounds
+
+                scenes = SceneBackgrounds.from_workspaces(
+                    sorted(d for d in Path(a.scenes).iterdir() if (d / "sequence").is_dir()))
             rep = train_recognisers(objects, wdir, wdir / "models", preset, source=src,
-                                    progress=_progress(src))
+                                    progress=_progress(src), scenes=scenes)
         else:
             rep = json.loads((wdir / "train_report.json").read_text())
         # the models folder keeps the recognizer options it was trained with; an override of

@@ -628,12 +628,24 @@ def _train_detector(plan: TrainPlan, d: Path, names, device, budget, prog) -> di
         prog("detection set", 0.5 * k / len(plan.objects), f"{o.name}: reading its renders")
         paste[o.obj_id] = load_paste_samples(o.scene_dir, o.obj_id, p.max_paste_per_object,
                                              0.0, seed=plan.seed)
+    scenes = None
+    if p.detset.scene_bg_prob > 0:
+        from nol_ros.errors import NolError
+        from nol_ros.recognition.scenes import SceneBackgrounds
+
+        try:   # the frames the objects were learnt from, the objects removed
+            scenes = SceneBackgrounds.from_workspaces([o.workspace for o in plan.objects],
+                                                      width=p.detset.width)
+        except NolError as e:
+            prog("detection set", 0.5, f"random backgrounds only: {e}")
     summ = write_detection_set(paste, ddir, p.detset, names,
-                               lambda s, f, m="": prog("detection set", 0.5 + 0.5 * f, m))
+                               lambda s, f, m="": prog("detection set", 0.5 + 0.5 * f, m),
+                               scenes)
     del paste
     r = train_detector(ddir / "annotations.json", d, p.detector, seed=plan.seed, device=device,
                        max_seconds=budget, progress=prog)
-    return {"images": int(summ.get("images", p.detset.n_images)), "epochs": r["epochs"],
+    return {"images": int(summ.get("images", p.detset.n_images)),
+            "scene_backgrounds": int(summ.get("scene_backgrounds", 0)), "epochs": r["epochs"],
             "steps": r["steps"], "loss": r["history"][-1]["loss"] if r["history"] else None,
             "train_seconds": r["seconds"]}
 

@@ -28,6 +28,7 @@ from nol_ros.camera import SMOT_XTION
 from nol_ros.errors import ConfigError, FileFormatError, InputError
 from nol_ros.io_utils import atomic_write_json, atomic_write_with
 from nol_ros.recognition.augment import BackgroundPool, color_jitter, draw_shape, paste, soft_alpha
+from nol_ros.recognition.scenes import SceneBackgrounds
 from nol_ros.recognition.trainset import PasteSample
 
 ProgressFn = Callable[[str, float, str], None]
@@ -57,6 +58,7 @@ class DetectionSetConfig:
     n_backgrounds: int = 40
     jpeg_quality: int = 92
     seed: int = 0
+    scene_bg_prob: float = 0.5   # with scene backgrounds given: the share of images on them
 
     def __post_init__(self):
         if self.n_images < 1 or self.width < 16 or self.height < 16:
@@ -66,6 +68,8 @@ class DetectionSetConfig:
             raise ConfigError(f"objects per image {self.objects}: need 1 <= lo <= hi")
         if not (0 < self.distance_m[0] <= self.distance_m[1]):
             raise ConfigError(f"distance_m {self.distance_m}: need 0 < lo <= hi")
+        if not 0 <= self.scene_bg_prob <= 1:
+            raise ConfigError(f"scene_bg_prob {self.scene_bg_prob} must be in [0, 1]")
 
 
 def _scaled_cutout(s: PasteSample, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -78,12 +82,16 @@ def _scaled_cutout(s: PasteSample, scale: float) -> tuple[np.ndarray, np.ndarray
 
 
 def compose_image(samples: dict[int, list[PasteSample]], pool: BackgroundPool,
-                  cfg: DetectionSetConfig, rng: np.random.Generator
-                  ) -> tuple[np.ndarray, list[dict]]:
+                  cfg: DetectionSetConfig, rng: np.random.Generator,
+                  scenes: SceneBackgrounds | None = None) -> tuple[np.ndarray, list[dict]]:
     """One training image (H, W, 3) uint8 and its annotations [{obj_id, bbox [x, y, w, h],
-    area, visib_fract}]."""
+    area, visib_fract}]. With ``scenes``, a share ``cfg.scene_bg_prob`` of the images is
+    pasted on a view of the robot's own frames (objects removed) instead of a random texture."""
     H, W = cfg.height, cfg.width
-    img = pool.background(rng, H, W)
+    if scenes is not None and rng.random() < cfg.scene_bg_prob:
+        img = scenes.background(rng, H, W)
+    else:
+        img = pool.background(rng, H, W)
     inst = np.full((H, W), -1, np.int32)    # instance id per pixel (last paste on top)
     own = []                                  # pasted pixel count per instance
     classes = sorted(samples)
@@ -166,12 +174,15 @@ def compose_image(samples: dict[int, list[PasteSample]], pool: BackgroundPool,
 def write_detection_set(samples: dict[int, list[PasteSample]], out_dir: str | Path,
                         cfg: DetectionSetConfig = DetectionSetConfig(),
                         names: dict[int, str] | None = None,
-                        progress: ProgressFn = _noop) -> dict:
+                        progress: ProgressFn = _noop,
+                        scenes: SceneBackgrounds | None = None) -> dict:
     """Write ``cfg.n_images`` pasted images + annotations.json (COCO) into ``out_dir``.
 
     samples: obj_id -> cut-outs (:func:`nol_ros.recognition.trainset.load_paste_samples`).
-    names: obj_id -> class name (COCO category names; default obj_XXXXXX). Returns a summary
-    (images, annotations per class, seconds). Image i depends only on (cfg.seed, i).
+    names: obj_id -> class name (COCO category names; default obj_XXXXXX). scenes: backgrounds
+    from the robot's frames (:mod:`nol_ros.recognition.scenes`), for ``cfg.scene_bg_prob`` of
+    the images. Returns a summary (images, annotations per class, scene backgrounds, seconds).
+    Image i depends only on (cfg.seed, i) and the scenes.
     """
     if not samples or not any(samples.values()):
         raise InputError("no object cut-outs to paste: the object set is empty or has no "
@@ -187,7 +198,7 @@ def write_detection_set(samples: dict[int, list[PasteSample]], out_dir: str | Pa
     per_class = {int(o): 0 for o in samples}
     for i in range(cfg.n_images):
         rng = np.random.default_rng([cfg.seed, 5, i])
-        img, a = compose_image(samples, pool, cfg, rng)
+        img, a = compose_image(samples, pool, cfg, rng, scenes)
         fn = f"images/{i:06d}.jpg"
         q = cfg.jpeg_quality
 
@@ -206,13 +217,15 @@ def write_detection_set(samples: dict[int, list[PasteSample]], out_dir: str | Pa
         if i % 50 == 0 or i == cfg.n_images - 1:
             progress("detection set", (i + 1) / cfg.n_images, f"image {i + 1}/{cfg.n_images}")
     coco = {"info": {"description": "nol_ros detector training set (pasted renders)",
-                     "config": asdict(cfg)},
+                     "config": asdict(cfg),
+                     "scene_backgrounds": len(scenes.images) if scenes is not None else 0},
             "images": images,
             "categories": [{"id": int(o), "name": names.get(int(o), f"obj_{int(o):06d}")}
                            for o in sorted(samples)],
             "annotations": anns}
     atomic_write_json(out / "annotations.json", coco, indent=None)
     return {"images": len(images), "annotations": per_class,
+            "scene_backgrounds": len(scenes.images) if scenes is not None else 0,
             "seconds": time.perf_counter() - t0}
 
 

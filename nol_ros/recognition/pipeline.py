@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,8 +150,11 @@ def _stage_done(path: Path, key: dict) -> bool:
 def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
                       models_dir: str | Path, preset: str | RecognitionPreset = "demo",
                       source: str = "", seed: int = 0, device: str | None = None,
-                      progress: ProgressFn = _noop) -> dict:
-    """Run every stage for ``objects`` and write the models folder. Returns a report with the
+                      progress: ProgressFn = _noop, scenes=None) -> dict:
+    """Run every stage for ``objects`` and write the models folder. scenes: backgrounds from
+    the robot's own frames for the detector set
+    (:class:`~nol_ros.recognition.scenes.SceneBackgrounds`; None = random textures only).
+    Returns a report with the
     wall-clock and CPU seconds of each stage (CPU time: all threads of this process; on a busy
     machine it says what the stage costs), the image counts and the final training losses (also
     written to work_dir/train_report.json)."""
@@ -191,6 +195,7 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
     # 1. render sets (objects with a renderer)
     t0 = time.perf_counter()
     scene_of: dict[int, tuple[Path, float, bool]] = {}
+    rendered = False
     grid_key = dataclasses.asdict(p.grid)
     for k, o in enumerate(objects):
         if o.renderer is None:
@@ -211,6 +216,7 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
 
             write_render_set(o.renderer, o.mesh, o.obj_id, rdir, p.grid, source=source,
                              name=o.name, progress=sub)
+            rendered = True
         scene_of[o.obj_id] = (rdir / f"{o.obj_id:06d}", 0.0, False)
     lap("render", t0)
 
@@ -218,14 +224,18 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
     t0 = time.perf_counter()
     ddir = work / "detset"
     dkey = {"config": dataclasses.asdict(p.detset), "objects": ids, "source": source,
-            "grid": grid_key}
-    if not _stage_done(ddir / "stage.json", dkey):
+            "grid": grid_key, "scenes": list(scenes.sources) if scenes is not None else []}
+    if rendered or not _stage_done(ddir / "stage.json", dkey):
+        # new training data: the networks trained on the old data must not be resumed
+        for stale in ([work / "detector"] + ([work / "posenet"] if rendered else [])):
+            if stale.is_dir():
+                shutil.rmtree(stale)
         paste = {}
         for o in objects:
             sd, mv, _ = scene_of[o.obj_id]
             paste[o.obj_id] = load_paste_samples(sd, o.obj_id, p.max_paste_per_object, mv,
                                                  seed=seed)
-        summ = write_detection_set(paste, ddir, p.detset, names, progress)
+        summ = write_detection_set(paste, ddir, p.detset, names, progress, scenes)
         atomic_write_json(ddir / "stage.json", {"key": dkey, "summary": summ})
         del paste
     lap("detection_set", t0)
