@@ -616,6 +616,23 @@ def run_train_stage(plan: TrainPlan, stage: str, device: str | None = None,
     return out
 
 
+def _scene_backgrounds(plan: TrainPlan, prog, stage: str):
+    """The frames the objects were learnt from, the objects removed (backgrounds for
+    ``detset.scene_bg_prob`` of the detector images and pose crops), or None (prob 0, or the
+    workspaces lack them: random backgrounds only, said in the progress)."""
+    p = plan.preset
+    if p.detset.scene_bg_prob <= 0:
+        return None
+    from nol_ros.recognition.scenes import SceneBackgrounds
+
+    try:
+        return SceneBackgrounds.from_workspaces([o.workspace for o in plan.objects],
+                                                width=p.detset.width)
+    except NolError as e:
+        prog(stage, 0.0, f"random backgrounds only: {e}")
+        return None
+
+
 def _train_detector(plan: TrainPlan, d: Path, names, device, budget, prog) -> dict:
     from nol_ros.recognition.detector import train_detector
     from nol_ros.recognition.detset import write_detection_set
@@ -628,16 +645,7 @@ def _train_detector(plan: TrainPlan, d: Path, names, device, budget, prog) -> di
         prog("detection set", 0.5 * k / len(plan.objects), f"{o.name}: reading its renders")
         paste[o.obj_id] = load_paste_samples(o.scene_dir, o.obj_id, p.max_paste_per_object,
                                              0.0, seed=plan.seed)
-    scenes = None
-    if p.detset.scene_bg_prob > 0:
-        from nol_ros.errors import NolError
-        from nol_ros.recognition.scenes import SceneBackgrounds
-
-        try:   # the frames the objects were learnt from, the objects removed
-            scenes = SceneBackgrounds.from_workspaces([o.workspace for o in plan.objects],
-                                                      width=p.detset.width)
-        except NolError as e:
-            prog("detection set", 0.5, f"random backgrounds only: {e}")
+    scenes = _scene_backgrounds(plan, prog, "detection set")
     summ = write_detection_set(paste, ddir, p.detset, names,
                                lambda s, f, m="": prog("detection set", 0.5 + 0.5 * f, m),
                                scenes)
@@ -665,7 +673,9 @@ def _train_pose(plan: TrainPlan, d: Path, names, device, budget, prog) -> dict:
                                          max_samples=p.max_pose_per_object, seed=plan.seed))
         prog("load crops", (k + 1) / len(plan.objects), f"{o.name}: {len(samples[-1])} crops")
     r = train_posenet(samples, verts, d, p.pose, names, seed=plan.seed, device=device,
-                      max_seconds=budget, progress=prog)
+                      max_seconds=budget, progress=prog,
+                      scenes=_scene_backgrounds(plan, prog, "load crops"),
+                      scene_prob=p.detset.scene_bg_prob)
     last = r["history"][-1] if r["history"] else {}
     return {"steps": r["steps"], "loss": last.get("loss"), "train_seconds": r["seconds"],
             "crops": {o.name: len(s) for o, s in zip(plan.objects, samples)}}

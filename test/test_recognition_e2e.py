@@ -50,6 +50,19 @@ def test_tiny_end_to_end_beats_chance(trained, tmp_path):
     # a second run reuses every stage (nothing re-rendered or retrained)
     again = train_recognisers(objects, work, work / "models2", "tiny", source="gt")
     assert again["seconds"]["render"] < 2.0 and again["seconds"]["detection_set"] < 2.0
+    # another detector set: the detector starts afresh on it (resuming the finished one would
+    # report its old step count and train nothing); the pose net, whose data did not change,
+    # is reused
+    import dataclasses
+
+    from nol_ros.recognition.pipeline import recognition_preset
+
+    p = recognition_preset("tiny")
+    half = p.replace(detset=dataclasses.replace(p.detset, n_images=p.detset.n_images // 2))
+    third = train_recognisers(objects, work, work / "models3", half, source="gt")
+    assert third["detector"]["steps"] == report["detector"]["steps"] // 2, third["detector"]
+    assert third["pose"]["steps"] == report["pose"]["steps"]
+    assert third["seconds"]["pose"] < 0.5 * report["seconds"]["pose"]
 
 
 def test_recognizer_refuses_bad_images(trained):

@@ -12,7 +12,7 @@ from nol_ros.camera import Intrinsics
 from nol_ros.datasets.bop import BopSceneWriter
 from nol_ros.errors import FileFormatError, InputError
 from nol_ros.recognition.detset import DetectionSetConfig, compose_image, write_detection_set
-from nol_ros.recognition.scenes import SceneBackgrounds
+from nol_ros.recognition.scenes import SceneBackgrounds, ScenePool
 from nol_ros.recognition.trainset import PasteSample
 
 INTR = Intrinsics(100.0, 100.0, 63.5, 47.5, 128, 96)
@@ -90,7 +90,8 @@ def test_scene_views_and_the_detection_set_use_them(tmp_path):
     pool = BackgroundPool(2, 0, size=64)
     room = np.array([0.6, 1.0, 0.7])
     for i in range(3):
-        img, anns = compose_image({1: [s]}, pool, cfg, np.random.default_rng([1, i]), bg)
+        img, anns = compose_image({1: [s]}, ScenePool(pool, bg, cfg.scene_bg_prob), cfg,
+                                  np.random.default_rng([1, i]))
         assert len(anns) == 1
         x, y, w, h = anns[0]["bbox"]
         keep = np.ones(img.shape[:2], bool)
@@ -121,3 +122,20 @@ def test_bad_scene_input_is_named(tmp_path):
         SceneBackgrounds.from_workspaces(ws, step=1)
     with pytest.raises(Exception, match="scene_bg_prob"):
         DetectionSetConfig(scene_bg_prob=1.5)
+
+
+def test_scene_pool_zooms_and_is_the_plain_pool_without_scenes(tmp_path):
+    from nol_ros.recognition.augment import BackgroundPool
+
+    bg = SceneBackgrounds.from_workspaces(_workspaces(tmp_path), width=128, step=1)
+    pool = BackgroundPool(2, 0, size=64)
+    same = ScenePool(pool, None, 1.0).background(np.random.default_rng(3), 32, 32)
+    assert np.array_equal(same, pool.background(np.random.default_rng(3), 32, 32))
+    # a pose crop's background: a window of an object's size (the room's gradient spans a
+    # fraction of its full 100 grey levels across a 2.5-5x zoomed 32 px window)
+    crop = ScenePool(pool, bg, 1.0, zoom=(2.5, 5.0)).background(np.random.default_rng(4), 32, 32)
+    wide = bg.background(np.random.default_rng(4), 32, 32, zoom=(1.0, 1.0))
+    span = lambda im: float(np.ptp(im[..., 1].mean(0)))   # noqa: E731
+    assert span(crop) < 0.6 * span(wide), (span(crop), span(wide))
+    with pytest.raises(InputError, match="probability"):
+        ScenePool(pool, bg, 2.0)

@@ -28,7 +28,7 @@ from nol_ros.camera import SMOT_XTION
 from nol_ros.errors import ConfigError, FileFormatError, InputError
 from nol_ros.io_utils import atomic_write_json, atomic_write_with
 from nol_ros.recognition.augment import BackgroundPool, color_jitter, draw_shape, paste, soft_alpha
-from nol_ros.recognition.scenes import SceneBackgrounds
+from nol_ros.recognition.scenes import SceneBackgrounds, ScenePool
 from nol_ros.recognition.trainset import PasteSample
 
 ProgressFn = Callable[[str, float, str], None]
@@ -58,7 +58,8 @@ class DetectionSetConfig:
     n_backgrounds: int = 40
     jpeg_quality: int = 92
     seed: int = 0
-    scene_bg_prob: float = 0.5   # with scene backgrounds given: the share of images on them
+    scene_bg_prob: float = 0.5   # with scene backgrounds given: the share of images (and of
+    #                              the pose net's replaced crop backgrounds) on them
 
     def __post_init__(self):
         if self.n_images < 1 or self.width < 16 or self.height < 16:
@@ -82,16 +83,13 @@ def _scaled_cutout(s: PasteSample, scale: float) -> tuple[np.ndarray, np.ndarray
 
 
 def compose_image(samples: dict[int, list[PasteSample]], pool: BackgroundPool,
-                  cfg: DetectionSetConfig, rng: np.random.Generator,
-                  scenes: SceneBackgrounds | None = None) -> tuple[np.ndarray, list[dict]]:
+                  cfg: DetectionSetConfig, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, list[dict]]:
     """One training image (H, W, 3) uint8 and its annotations [{obj_id, bbox [x, y, w, h],
-    area, visib_fract}]. With ``scenes``, a share ``cfg.scene_bg_prob`` of the images is
-    pasted on a view of the robot's own frames (objects removed) instead of a random texture."""
+    area, visib_fract}]. pool: a BackgroundPool, or a ScenePool that puts part of the images
+    on views of the robot's own frames."""
     H, W = cfg.height, cfg.width
-    if scenes is not None and rng.random() < cfg.scene_bg_prob:
-        img = scenes.background(rng, H, W)
-    else:
-        img = pool.background(rng, H, W)
+    img = pool.background(rng, H, W)
     inst = np.full((H, W), -1, np.int32)    # instance id per pixel (last paste on top)
     own = []                                  # pasted pixel count per instance
     classes = sorted(samples)
@@ -192,13 +190,13 @@ def write_detection_set(samples: dict[int, list[PasteSample]], out_dir: str | Pa
         raise InputError(f"objects {empty} have no rendered images to paste")
     names = names or {}
     out = Path(out_dir)
-    pool = BackgroundPool(cfg.n_backgrounds, cfg.seed)
+    pool = ScenePool(BackgroundPool(cfg.n_backgrounds, cfg.seed), scenes, cfg.scene_bg_prob)
     images, anns = [], []
     t0 = time.perf_counter()
     per_class = {int(o): 0 for o in samples}
     for i in range(cfg.n_images):
         rng = np.random.default_rng([cfg.seed, 5, i])
-        img, a = compose_image(samples, pool, cfg, rng, scenes)
+        img, a = compose_image(samples, pool, cfg, rng)
         fn = f"images/{i:06d}.jpg"
         q = cfg.jpeg_quality
 

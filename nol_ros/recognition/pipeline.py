@@ -147,6 +147,17 @@ def _stage_done(path: Path, key: dict) -> bool:
         return False
 
 
+def _keyed_dir(d: Path, key: dict) -> None:
+    """A network's folder for training data and config ``key``: resumed when the key is the
+    same, emptied when it changed (a checkpoint of other data must not be continued)."""
+    kp = d / "input_key.json"
+    if d.is_dir() and not _stage_done(kp, key):
+        shutil.rmtree(d)
+    d.mkdir(parents=True, exist_ok=True)
+    if not kp.is_file():
+        atomic_write_json(kp, {"key": key})
+
+
 def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
                       models_dir: str | Path, preset: str | RecognitionPreset = "demo",
                       source: str = "", seed: int = 0, device: str | None = None,
@@ -195,7 +206,6 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
     # 1. render sets (objects with a renderer)
     t0 = time.perf_counter()
     scene_of: dict[int, tuple[Path, float, bool]] = {}
-    rendered = False
     grid_key = dataclasses.asdict(p.grid)
     for k, o in enumerate(objects):
         if o.renderer is None:
@@ -216,7 +226,6 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
 
             write_render_set(o.renderer, o.mesh, o.obj_id, rdir, p.grid, source=source,
                              name=o.name, progress=sub)
-            rendered = True
         scene_of[o.obj_id] = (rdir / f"{o.obj_id:06d}", 0.0, False)
     lap("render", t0)
 
@@ -225,11 +234,7 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
     ddir = work / "detset"
     dkey = {"config": dataclasses.asdict(p.detset), "objects": ids, "source": source,
             "grid": grid_key, "scenes": list(scenes.sources) if scenes is not None else []}
-    if rendered or not _stage_done(ddir / "stage.json", dkey):
-        # new training data: the networks trained on the old data must not be resumed
-        for stale in ([work / "detector"] + ([work / "posenet"] if rendered else [])):
-            if stale.is_dir():
-                shutil.rmtree(stale)
+    if not _stage_done(ddir / "stage.json", dkey):
         paste = {}
         for o in objects:
             sd, mv, _ = scene_of[o.obj_id]
@@ -242,6 +247,7 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
 
     # 3. detector
     t0 = time.perf_counter()
+    _keyed_dir(work / "detector", {**dkey, "detector": p.detector.to_dict(), "seed": seed})
     det = train_detector(ddir / "annotations.json", work / "detector", p.detector, seed=seed,
                          device=device, progress=progress)
     report["detector"] = {"epochs": det["epochs"], "steps": det["steps"],
@@ -262,9 +268,12 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
         progress("load crops", (k + 1) / len(objects), f"{o.name}: {len(samples[-1])} crops")
     lap("pose_crops", t0)
     t0 = time.perf_counter()
+    _keyed_dir(work / "posenet", {"grid": grid_key, "objects": ids, "source": source,
+                                  "scenes": dkey["scenes"], "pose": p.pose.to_dict(),
+                                  "max_pose": p.max_pose_per_object, "seed": seed})
     pose = train_posenet(samples, {o.obj_id: o.mesh.vertices for o in objects},
                          work / "posenet", p.pose, names, seed=seed, device=device,
-                         progress=progress)
+                         progress=progress, scenes=scenes, scene_prob=p.detset.scene_bg_prob)
     report["pose"] = {"steps": pose["steps"], "loss": pose["history"][-1] if pose["history"]
                       else None, "train_seconds": pose["seconds"],
                       "crops": {o.obj_id: len(s) for o, s in zip(objects, samples)}}

@@ -351,16 +351,19 @@ def _to_tensor(x: np.ndarray, dev):
 def train_posenet(samples: list[PoseSamples], vertices: dict[int, np.ndarray], out_dir: str | Path,
                   cfg: PoseNetConfig, names: dict[int, str] | None = None, seed: int = 0,
                   resume: bool = True, device: str | None = None,
-                  max_seconds: float | None = None, progress: ProgressFn = _noop) -> dict:
+                  max_seconds: float | None = None, progress: ProgressFn = _noop,
+                  scenes=None, scene_prob: float = 0.5) -> dict:
     """Train the shared pose network on the crops of every object (one PoseSamples each, at
     cfg.store_size px: :func:`nol_ros.recognition.trainset.load_pose_samples` with size =
     cfg.store_size and wide = cfg.wide). vertices: obj_id -> (V, 3) mesh vertices (for the
     coordinate normalisation). Writes out_dir/posenet_last.pt every cfg.ckpt_every steps and
-    out_dir/posenet.pt at the end; resumes from posenet_last.pt. Returns {steps, history,
-    seconds}."""
+    out_dir/posenet.pt at the end; resumes from posenet_last.pt. scenes: views of the robot's
+    frames (:class:`~nol_ros.recognition.scenes.SceneBackgrounds`) for ``scene_prob`` of the
+    replaced crop backgrounds. Returns {steps, history, seconds}."""
     import torch
 
     from nol_ros.recognition.augment import BackgroundPool
+    from nol_ros.recognition.scenes import ScenePool
 
     if not samples:
         raise InputError("no training crops: the object set is empty")
@@ -395,7 +398,7 @@ def train_posenet(samples: list[PoseSamples], vertices: dict[int, np.ndarray], o
         opt.load_state_dict(ck["optimizer"])
         step, history, spent = int(ck["step"]), list(ck["history"]), float(ck["seconds"])
         set_rng_state(ck["rng"])
-    pool = BackgroundPool(24, seed + 1, size=256)
+    pool = ScenePool(BackgroundPool(24, seed + 1, size=256), scenes, scene_prob, zoom=(2.5, 5.0))
     t_start = time.perf_counter()
     model.train()
     run: list[dict] = []

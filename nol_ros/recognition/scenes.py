@@ -109,15 +109,17 @@ class SceneBackgrounds:
             g[1].extend(masks)
         return cls.from_sequences(list(groups.values()), width, step, max_images, dilate_px)
 
-    def background(self, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-        """(h, w, 3) uint8: a random window of a scene image, scaled 1-1.4x of what covers
+    def background(self, rng: np.random.Generator, h: int, w: int,
+                   zoom: tuple[float, float] = (1.0, 1.4)) -> np.ndarray:
+        """(h, w, 3) uint8: a random window of a scene image, scaled ``zoom`` times what covers
         (h, w) (at width ``width`` a 1x window shows things at the camera's own scale when
-        the detector images have that width), flipped half the time."""
+        the detector images have that width; a pose crop wants a window of an object's size,
+        i.e. 2.5-5x), flipped half the time."""
         from nol_ros.recognition.augment import color_jitter
 
         src = self.images[int(rng.integers(len(self.images)))]
         Hs, Ws = src.shape[:2]
-        s = max(h / Hs, w / Ws) * rng.uniform(1.0, 1.4)
+        s = max(h / Hs, w / Ws) * rng.uniform(*zoom)
         x0 = rng.uniform(0, max(0.0, Ws * s - w))
         y0 = rng.uniform(0, max(0.0, Hs * s - h))
         M = np.array([[s, 0, -x0], [0, s, -y0]], np.float64)
@@ -126,3 +128,24 @@ class SceneBackgrounds:
         if rng.random() < 0.5:
             out = np.ascontiguousarray(out[:, ::-1])
         return color_jitter(out, rng, 0.5)
+
+
+class ScenePool:
+    """A :class:`~nol_ros.recognition.augment.BackgroundPool` whose backgrounds are scene views
+    with probability ``prob`` (zoomed by ``zoom``); patches and shapes still come from the pool.
+    With ``scenes`` None it is the pool itself (same random draws)."""
+
+    def __init__(self, pool, scenes: SceneBackgrounds | None, prob: float,
+                 zoom: tuple[float, float] = (1.0, 1.4)):
+        if not 0 <= prob <= 1:
+            raise InputError(f"scene background probability {prob} must be in [0, 1]")
+        self.pool, self.scenes, self.prob, self.zoom = pool, scenes, float(prob), zoom
+
+    def background(self, rng: np.random.Generator, h: int, w: int, shapes: int = 6
+                   ) -> np.ndarray:
+        if self.scenes is not None and rng.random() < self.prob:
+            return self.scenes.background(rng, h, w, self.zoom)
+        return self.pool.background(rng, h, w, shapes)
+
+    def __getattr__(self, name):
+        return getattr(self.pool, name)
