@@ -28,6 +28,12 @@ and above, hardly rolled, not from overhead; the paper's full hemisphere (to 85 
 "Recognition"). For another robot: ``detset.distance_m`` in the training options, and a
 ``RecognitionPreset`` of your own with its ``PoseGridConfig`` (Python API) for the grid.
 
+Backgrounds: random textures, and with ``scenes`` (what the trainer node and ``nol-ros
+train-*`` pass: the learnt objects' own workspaces) views of the frames the robot learnt its
+objects from, the objects inpainted away, for ``detset.scene_bg_prob`` (0.5) of the detector
+images and pose crops -- the room, its tables and the other things on them are what the
+detector must tell the objects from (:mod:`nol_ros.recognition.scenes`).
+
 Training sources: an :class:`~nol_ros.recognition.renderers.ObjectRenderer` per object (NOL,
 IBR, ground-truth textures), or ``real``: crops of a real training sequence (BOP scene) where
 the object is visible >= 50 %.
