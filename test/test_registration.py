@@ -71,3 +71,27 @@ def test_icp_recovers_a_known_offset():
     # no correspondence within the distance: the start pose comes back unchanged
     far = icp_point_to_point(P, target + 1.0, cKDTree(target + 1.0), np.eye(4), 0.03, 10)
     np.testing.assert_array_equal(far, np.eye(4))
+
+
+def test_the_upright_pose_is_taken_among_equal_fits(two_boxes):
+    # geometry alone cannot tell a box from itself turned upside down; the registrar then takes
+    # the pose whose model z axis is along the table normal (the box stands as modelled)
+    from dataclasses import replace
+
+    box, poses, reg = two_boxes
+    cfg, flipped = reg.cfg, 0
+    for T_gt in poses:
+        reg.cfg = replace(cfg, up_axis=None)
+        try:
+            r0 = reg.register(box.vertices, box.faces, prior_point=T_gt[:3, 3],
+                              prior_radius_m=0.1)
+        finally:
+            reg.cfg = cfg
+        r1 = reg.register(box.vertices, box.faces, prior_point=T_gt[:3, 3], prior_radius_m=0.1)
+        flipped += r0.T_world_object[:3, 2] @ reg.plane.normal < 0.7
+        # the same surface either way, and with the prior the very pose (not modulo turns)
+        assert rotation_error_sym_deg(r0.T_world_object, T_gt,
+                                      geometric_symmetries(box.vertices, box.faces)) < 1.0
+        assert rotation_error_deg(r1.T_world_object, T_gt) < 1.0
+        assert np.linalg.norm(r1.T_world_object[:3, 3] - T_gt[:3, 3]) < 0.003
+    assert flipped >= 1   # (measured: geometry alone put one of the two boxes upside down)

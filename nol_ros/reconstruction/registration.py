@@ -46,6 +46,12 @@ class RegistrationConfig:
     min_score: float = 0.45            # refuse below this (score in [0, 1])
     ambiguity_margin: float = 0.03     # a different pose within this score margin -> ambiguous
     distinct_pose_m: float = 0.02      # poses differing by more than this (ADD/ADI) are distinct
+    # geometry cannot tell a box from itself upside down: among the poses that put the surface
+    # where the best one does and score within up_tie_margin of it, take the one whose model
+    # axis up_axis (z: the BOP / YCB convention of standing objects) points along the support
+    # normal, when the best one's does not (cos < 0.7); None = keep geometry's pick
+    up_axis: int | None = 2
+    up_tie_margin: float = 0.03
     seed: int = 0
 
 
@@ -424,6 +430,32 @@ class ObjectRegistrar:
                                     f"diameter {diam * 100:.1f} cm")
         cands.sort(key=lambda x: x.score, reverse=True)
         best = cands[0]
+        if c.up_axis is not None:
+            def up(cd):
+                return float(cd.T_world_object[:3, c.up_axis] @ self.plane.normal)
+
+            if up(best) < 0.7:
+                same = [cd for cd in cands if cd.score >= best.score - c.up_tie_margin and
+                        surface_distance(best.T_world_object, cd.T_world_object,
+                                         model_pts) <= c.distinct_pose_m]
+                # and the best pose turned by 180 deg about a model axis through the box
+                # centre, where that leaves the surface in place (boxes, cylinders)
+                ctr = (model_pts.min(0) + model_pts.max(0)) / 2
+                for ax in range(3):
+                    F = np.eye(4)
+                    F[:3, :3] = -np.eye(3)
+                    F[ax, ax] = 1.0
+                    F[:3, 3] = ctr - F[:3, :3] @ ctr
+                    Tf = best.T_world_object @ F
+                    if surface_distance(best.T_world_object, Tf, model_pts) <= \
+                            c.distinct_pose_m:
+                        sc, mf, sf, rmse = self._score(Tf, model_pts)
+                        if sc >= best.score - c.up_tie_margin:
+                            same.append(Candidate(Tf, sc, mf, sf, rmse, best.cluster,
+                                                  best.source + "+flip"))
+                upright = max(same, key=up)
+                if up(upright) >= 0.7:
+                    best = upright
         # runner-up: best candidate whose pose is clearly different
         runner = 0.0
         for cd in cands[1:]:
