@@ -435,12 +435,11 @@ class ObjectRegistrar:
                 return float(cd.T_world_object[:3, c.up_axis] @ self.plane.normal)
 
             if up(best) < 0.7:
-                same = [cd for cd in cands if cd.score >= best.score - c.up_tie_margin and
-                        surface_distance(best.T_world_object, cd.T_world_object,
-                                         model_pts) <= c.distinct_pose_m]
-                # and the best pose turned by 180 deg about a model axis through the box
-                # centre, where that leaves the surface in place (boxes, cylinders)
+                # first the best pose itself turned by 180 deg about a model axis through the
+                # box centre, where that leaves the surface in place (boxes, cylinders): the
+                # same fit, standing; else another candidate that fits as well, standing
                 ctr = (model_pts.min(0) + model_pts.max(0)) / 2
+                flips = []
                 for ax in range(3):
                     F = np.eye(4)
                     F[:3, :3] = -np.eye(3)
@@ -450,12 +449,16 @@ class ObjectRegistrar:
                     if surface_distance(best.T_world_object, Tf, model_pts) <= \
                             c.distinct_pose_m:
                         sc, mf, sf, rmse = self._score(Tf, model_pts)
-                        if sc >= best.score - c.up_tie_margin:
-                            same.append(Candidate(Tf, sc, mf, sf, rmse, best.cluster,
-                                                  best.source + "+flip"))
-                upright = max(same, key=up)
-                if up(upright) >= 0.7:
-                    best = upright
+                        flips.append(Candidate(Tf, sc, mf, sf, rmse, best.cluster,
+                                               best.source + "+flip"))
+                same = [cd for cd in cands if cd.score >= best.score - c.up_tie_margin and
+                        surface_distance(best.T_world_object, cd.T_world_object,
+                                         model_pts) <= c.distinct_pose_m]
+                for group in (flips, same):
+                    upright = [cd for cd in group if up(cd) >= 0.7]
+                    if upright:
+                        best = max(upright, key=lambda cd: cd.score)
+                        break
         # runner-up: best candidate whose pose is clearly different
         runner = 0.0
         for cd in cands[1:]:
