@@ -10,7 +10,10 @@ The robot's objects stand on a support surface (table), so the search is built a
    model's (non-bottom) surface that has scene points within ``inlier_dist_m`` and the fraction
    of scene points inside the model's box that lie on the model;
 5. the best is returned only if its score is good and no clearly different pose scores nearly as
-   well; otherwise :class:`RegistrationError` says why (never a silently wrong pose).
+   well; otherwise :class:`RegistrationError` says why (never a silently wrong pose);
+6. poses geometry cannot tell apart (a box upside down puts its surface in the same place) are
+   one answer to it, but not to the renders and pose labels made from it: the one standing as
+   modelled (model z along the table normal, ``up_axis``) is taken.
 """
 
 from __future__ import annotations
