@@ -52,10 +52,17 @@ class RegistrationConfig:
     # geometry cannot tell a box from itself upside down: among the poses that put the surface
     # where the best one does and score within up_tie_margin of it, take the one whose model
     # axis up_axis (z: the BOP / YCB convention of standing objects) points along the support
-    # normal, when the best one's does not (cos < 0.7); None = keep geometry's pick
-    up_axis: int | None = 2
+    # normal, when the best one's does not (cos < 0.7); -1 = keep geometry's pick
+    up_axis: int = 2
     up_tie_margin: float = 0.03
     seed: int = 0
+
+    def __post_init__(self):
+        if self.up_axis not in (-1, 0, 1, 2):
+            from nol_ros.errors import ConfigError
+
+            raise ConfigError(f"registration up_axis {self.up_axis} must be 0, 1, 2 (the model "
+                              "axis that points up when the object stands) or -1 (off)")
 
 
 @dataclass
@@ -433,7 +440,7 @@ class ObjectRegistrar:
                                     f"diameter {diam * 100:.1f} cm")
         cands.sort(key=lambda x: x.score, reverse=True)
         best = cands[0]
-        if c.up_axis is not None:
+        if c.up_axis >= 0:
             def up(cd):
                 return float(cd.T_world_object[:3, c.up_axis] @ self.plane.normal)
 
