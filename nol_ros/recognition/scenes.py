@@ -6,8 +6,8 @@ its tables, the other things standing on them -- is what it will look at. The le
 are in those frames too, unlabelled, so each frame is used only where their masks (written by
 self-annotation: ``WORKSPACE/objects/NAME/masks/%06d.png``, one per frame) are known: the
 masked pixels (dilated) are inpainted, and a frame some learnt object has no mask for is left
-out. Several objects learnt from one recording (the same frames: same ``scene_stamps.json``,
-or the same image names) have their masks joined.
+out. Several objects learnt from one recording (the same ``scene_stamps.json``; without stamps,
+only the very same folder) have their masks joined.
 
     bg = SceneBackgrounds.from_workspaces([ws / "mug", ws / "drill"], width=320)
     img = bg.background(rng, 240, 320)
