@@ -57,7 +57,12 @@ def main() -> int:
     import torch
 
     from nol_ros.errors import NolError
-    from nol_ros.recognition.evaluate import evaluate_scenes, load_object_models, write_bop_csv
+    from nol_ros.recognition.evaluate import (
+        evaluate_scenes,
+        learnt_frames_from_views,
+        load_object_models,
+        write_bop_csv,
+    )
     from nol_ros.recognition.pipeline import synthetic_objects, train_recognisers
     from nol_ros.recognition.recognizer import Recognizer
 
@@ -114,19 +119,33 @@ def main() -> int:
         rec = Recognizer.load(wdir / "models", config=preset.recognizer
                               if "recognizer" in json.loads(a.override or "{}") else None)
         models = load_object_models(root / "models", [o.obj_id for o in objects])
+        frames = {}
+        if src in ("nol", "ibr"):
+            # the learnt objects' frames: the dataset's up to a symmetry of the untextured mesh
+            # (nol_ros.recognition.evaluate, "Learnt frames"); ADD is scored in them
+            frames = learnt_frames_from_views(
+                models, {o.obj_id: Path(a.workspace) / "objects" / o.name for o in objects},
+                root / "train" / "000001", root / "models")
+            for o, f in frames.items():
+                print(f"  [{src}] learnt frame of {names[o]}: the model's turned by "
+                      f"{f['sym_deg']:.1f} deg (a symmetry of its mesh); registration error "
+                      f"beyond it {f['residual_deg']:.2f} deg ({f['frames']} views)", flush=True)
         t0 = time.perf_counter()
         res = evaluate_scenes(rec, tests, models, image_step=a.image_step,
                               progress=_progress(src))
         write_bop_csv(wdir / f"results_{src}.csv", res.rows)
         results["sources"][src] = {
             "train": rep, "map50": res.map50, "ap50": res.ap50, "add_rgb": res.add_rgb,
-            "add_icp": res.add_icp, "n_pose": res.n_pose, "n_images": res.n_images,
+            "add_icp": res.add_icp, "n_pose": res.n_pose, "learnt_frames": frames,
+            "add_rgb_model_frame": res.add_rgb_model_frame,
+            "add_icp_model_frame": res.add_icp_model_frame, "n_images": res.n_images,
             "s_per_image": res.seconds_per_image, "cpu_s_per_image": res.cpu_seconds_per_image,
             "eval_s": time.perf_counter() - t0,
             "load_avg_start": load0, "load_avg_end": os.getloadavg()[0]}
         print(f"  mAP@0.5 {res.map50:.3f}  ADD RGB {res.mean(res.add_rgb):.3f}  "
-              f"ADD RGB+ICP {res.mean(res.add_icp):.3f}  {res.seconds_per_image:.3f} s/image",
-              flush=True)
+              f"ADD RGB+ICP {res.mean(res.add_icp):.3f} (in the model's frame "
+              f"{res.mean(res.add_rgb_model_frame):.3f} / {res.mean(res.add_icp_model_frame):.3f}"
+              f")  {res.seconds_per_image:.3f} s/image", flush=True)
         from nol_ros.io_utils import atomic_write_json
 
         atomic_write_json(work / "results.json", results)
@@ -151,6 +170,20 @@ def main() -> int:
     avg = [cell(float(np.mean(list(R[s]["add_rgb"].values())))) for s in done] + \
           [cell(float(np.mean(list(R[s]["add_icp"].values())))) for s in done]
     print("| **average** | " + " | ".join(avg) + " |")
+    mf = [s for s in done if R[s].get("learnt_frames")]
+    if mf:
+        print("\nthe same against the ground truth in the model's own frame (the learnt frame "
+              "not stated)\n")
+        print("| object | " + " | ".join([f"RGB {s}" for s in mf] + [f"RGB+ICP {s}" for s in mf])
+              + " | learnt frame vs model's |")
+        print("|---|" + "---|" * (2 * len(mf) + 1))
+        for o in ids:
+            row = [cell(R[s]["add_rgb_model_frame"].get(o)) for s in mf] + \
+                  [cell(R[s]["add_icp_model_frame"].get(o)) for s in mf]
+            fr = R[mf[0]]["learnt_frames"].get(o, {})
+            nan = float("nan")
+            row.append(f"{fr.get('sym_deg', nan):.0f} deg (+{fr.get('residual_deg', nan):.1f})")
+            print(f"| {names[o]} | " + " | ".join(row) + " |")
     print("\nmAP@IoU0.5 (%)\n")
     print("| object | " + " | ".join(done) + " |")
     print("|---|" + "---|" * len(done))

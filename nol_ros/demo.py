@@ -240,13 +240,20 @@ def render_quality(object_dir: str, data: Path, obj_id: int, method: str, n_fram
     return out
 
 
-def recognition_offline(models_dir: Path, data: Path, ws_ids: dict, overlays: int = 4) -> dict:
+def recognition_offline(models_dir: Path, data: Path, ws_root: Path | None = None,
+                        overlays: int = 4) -> dict:
     """The trained models on the test sequence, scored like the recognition benchmark
-    (workspace ids mapped to the world's by name) + overlays of a few frames."""
+    (workspace ids mapped to the world's by name; ADD in each object's learnt frame, measured
+    from ws_root/NAME/objects/NAME/views.json on the training sequence, see
+    nol_ros.recognition.evaluate) + overlays of a few frames."""
     from nol_ros.commands.pipeline import _IdMapped, id_mapping
     from nol_ros.datasets.bop import read_bop_scene
     from nol_ros.mesh import load_mesh
-    from nol_ros.recognition.evaluate import evaluate_scenes, load_object_models
+    from nol_ros.recognition.evaluate import (
+        evaluate_scenes,
+        learnt_frames_from_views,
+        load_object_models,
+    )
     from nol_ros.recognition.recognizer import Recognizer
     from nol_ros.report import draw_recognitions
 
@@ -255,12 +262,20 @@ def recognition_offline(models_dir: Path, data: Path, ws_ids: dict, overlays: in
     info = json.loads((data / "models" / "models_info.json").read_text())
     mapping = id_mapping(rec.objects, info)
     models = load_object_models(data / "models", sorted(set(mapping.values())))
+    frames = {}
+    if ws_root is not None:
+        dirs = {mapping[o]: ws_root / r.name / "objects" / r.name for o, r in rec.objects.items()
+                if (ws_root / r.name / "objects" / r.name / "views.json").is_file()}
+        frames = learnt_frames_from_views(models, dirs, data / "train" / "000001",
+                                          data / "models")
     bar = _Bar("recognize (offline)")
     res = evaluate_scenes(_IdMapped(rec, mapping), [scene], models,
                           progress=lambda s, f, m="": bar.update(s, f, m))
     bar.close()
     names = {o: m.name for o, m in models.items()}
     out = {"map50": res.map50, "add_rgb": res.mean(res.add_rgb), "add_icp": res.mean(res.add_icp),
+           "add_icp_model_frame": res.mean(res.add_icp_model_frame),
+           "learnt_frame_deg": {models[o].name: f["sym_deg"] for o, f in frames.items()},
            "frames": res.n_images, "seconds_per_image": res.seconds_per_image,
            "cpu_seconds_per_image": res.cpu_seconds_per_image,
            "per_object": {names[o]: {"ap50": res.ap50.get(o), "add_rgb": res.add_rgb.get(o),
@@ -450,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         # 6. recognise ------------------------------------------------------------------------
         if (models_dir / "recognition.json").exists():
             t0 = time.perf_counter()
-            results["recognition"] = recognition_offline(models_dir, data, {})
+            results["recognition"] = recognition_offline(models_dir, data, ws_root)
             times["recognize (offline)"] = time.perf_counter() - t0
             _spin_until(node, lambda: rstat and rstat[-1].models_loaded, 60,
                         "the recognizer node to load the models")
@@ -571,8 +586,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"PSNR of {name}: {ev['psnr_poses']} (>= 80 % of the silhouette seen by the "
                   "learnt views)")
     if rec:
+        turns = ", ".join(f"{n} {v:.0f}" for n, v in rec.get("learnt_frame_deg", {}).items())
         print(f"recognition on {rec['frames']} test frames: mAP@0.5 {f(rec['map50'], 3)}, "
-              f"ADD(-S) RGB {f(rec['add_rgb'], 3)}, RGB+ICP {f(rec['add_icp'], 3)}; "
+              f"ADD(-S) RGB {f(rec['add_rgb'], 3)}, RGB+ICP {f(rec['add_icp'], 3)} in the "
+              f"learnt frames ({f(rec.get('add_icp_model_frame'), 3)} in the mesh files' own; "
+              "learnt frame = mesh frame turned by "
+              f"{turns} deg, symmetries of the untextured meshes); "
               f"{rec['seconds_per_image']:.2f} s per image")
     if live:
         print(f"recognizer node on the replayed test bag: {live['received']} frames received, "

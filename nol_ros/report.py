@@ -239,7 +239,9 @@ def write_report(out_dir: str | Path, results: dict) -> Path:
         parts.append(f"<p>mAP@0.5 over {rec.get('frames', 0)} test frames: "
                      f"<b>{_fmt(rec.get('map50'))}</b>; ADD(-S) RGB "
                      f"<b>{_fmt(rec.get('add_rgb'))}</b>, RGB+ICP "
-                     f"<b>{_fmt(rec.get('add_icp'))}</b></p>")
+                     f"<b>{_fmt(rec.get('add_icp'))}</b> (in each object's learnt frame; "
+                     f"{_fmt(rec.get('add_icp_model_frame'))} in the mesh files' own frames: "
+                     "an untextured mesh fixes its frame only up to its symmetries)</p>")
         lv = rec.get("live")
         if lv:
             parts.append(f"<p>recognizer node on the replayed test bag: {lv.get('received')} "

@@ -73,6 +73,18 @@ def test_train_both_stages_then_evaluate(learnt, capsys, tmp_path):
     assert res["images"] == 8 and 0.0 <= res["map50"] <= 1.0
     assert name in res["per_object"], "the learnt object must be scored under its BOP id"
     assert (tmp_path / "r.csv").read_text().startswith("scene_id,im_id,obj_id")
+    # scored in the frame the object was learnt in (measured on its training sequence)
+    code, out, _ = _run(capsys, "evaluate", "--models", str(models), "--scene",
+                        str(root / "test" / "000001"), "--bop-models", str(root / "models"),
+                        "--learnt-frames", f"{ws}:{root / 'train' / '000001'}",
+                        "--max-images", "2", "--quiet")
+    assert code == 0
+    po = json.loads(out)["per_object"][name]
+    assert 0.0 <= po["learnt_frame_deg"] <= 180.0 and 0.0 <= po["add_icp_model_frame"] <= 1.0
+    code, _, err = _run(capsys, "evaluate", "--models", str(models), "--scene",
+                        str(root / "test" / "000001"), "--bop-models", str(root / "models"),
+                        "--learnt-frames", str(ws), "--quiet")
+    assert code == 2 and "WORKSPACE:TRAIN_SCENE" in err
     # unknown objects and a folder that is no models folder
     code, _, err = _run(capsys, "train-pose", "--workspace", str(ws), "--objects", "ghost",
                         "--quiet")

@@ -21,6 +21,9 @@ from nol_ros.recognition.evaluate import (
     add_error,
     average_precision,
     box_iou,
+    learnt_frame_symmetry,
+    learnt_frames_from_views,
+    load_object_models,
     write_bop_csv,
 )
 from nol_ros.recognition.pnp import pnp_ransac, rigid_ransac
@@ -434,6 +437,51 @@ def test_add_and_adi_match_hand_computed_values():
     assert add_error(turned, T_gt, asym) == pytest.approx(0.1 * np.sqrt(2))
     assert add_error(turned, T_gt, sym) == pytest.approx(0.0, abs=1e-12)
     assert add_error(shifted, T_gt, sym) == pytest.approx(0.005)
+
+
+def test_the_learnt_frame_is_the_nearest_mesh_symmetry_and_add_is_scored_in_it(tmp_path):
+    """A box registered turned 180 deg about its height (its own surface: an untextured mesh
+    cannot tell) is scored in that frame; a turn that is no symmetry stays an error."""
+    from nol_ros.mesh import save_mesh
+
+    box = make_object(1, 0)                      # the cracker box, 16 x 6 x 21 cm
+    rng = np.random.default_rng(3)
+    Rz180 = make_T(so3_exp([0, 0, np.pi]), np.zeros(3))
+    small = make_T(so3_exp([0.01, -0.008, 0.005]), [0.002, 0, 0])   # ~0.8 deg of noise
+    gts = [make_T(so3_exp(rng.normal(size=3)), [0, 0, 1.0]) for _ in range(5)]
+    S, res, off = learnt_frame_symmetry([(G @ Rz180 @ small, G) for G in gts],
+                                        box.vertices, box.faces)
+    assert rotation_error_deg(S, Rz180) < 1e-6 and res < 1.5 and off > 178
+    # 90 deg about z does not map a 16 x 6 cm box onto itself: the identity is as near as
+    # the 180-deg twin and the 90 deg stay (residual 90)
+    Rz90 = make_T(so3_exp([0, 0, np.pi / 2]), np.zeros(3))
+    S2, res2, _ = learnt_frame_symmetry([(G @ Rz90, G) for G in gts], box.vertices, box.faces)
+    assert res2 == pytest.approx(90.0, abs=0.5)
+    with pytest.raises(InputError, match="cannot be measured"):
+        learnt_frame_symmetry([], box.vertices, box.faces)
+
+    # from files, as the benchmark does: a BOP models folder, scene_gt, views.json
+    models_dir, scene, od = tmp_path / "models", tmp_path / "scene", tmp_path / "obj"
+    for d in (models_dir, scene, od):
+        d.mkdir()
+    save_mesh(box, models_dir / "obj_000001.ply")
+    (models_dir / "models_info.json").write_text(json.dumps(
+        {"1": {"diameter": 1000 * box.diameter, "name": "cracker_box"}}))
+    (scene / "scene_gt.json").write_text(json.dumps(
+        {str(k): [{"obj_id": 1, "cam_R_m2c": G[:3, :3].ravel().tolist(),
+                   "cam_t_m2c": (1000 * G[:3, 3]).tolist()}] for k, G in enumerate(gts)}))
+    (od / "views.json").write_text(json.dumps(
+        {"views": [{"frame": str(k), "T_camera_object": (G @ Rz180).tolist()}
+                   for k, G in enumerate(gts)]}))
+    models = load_object_models(models_dir, [1])
+    G = gts[0]
+    assert add_error(G @ Rz180, G, models[1]) > 0.05            # the model's frame: 2 x 8 cm off
+    info = learnt_frames_from_views(models, {1: od}, scene, models_dir)
+    assert info[1]["sym_deg"] == pytest.approx(180.0) and info[1]["frames"] == 5
+    assert add_error(G @ Rz180, G, models[1]) < 1e-9             # the learnt frame
+    assert add_error(G @ Rz180, G, models[1], learnt_frame=False) > 0.05
+    with pytest.raises(InputError, match="not a learnt object folder"):
+        learnt_frames_from_views(models, {1: tmp_path}, scene, models_dir)
 
 
 def test_average_precision_and_accumulator_by_hand(tmp_path):

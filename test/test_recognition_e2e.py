@@ -45,6 +45,8 @@ def test_tiny_end_to_end_beats_chance(trained, tmp_path):
     # ~0.001); the tiny detector must do clearly better
     assert res.map50 > 0.03, res.ap50
     assert res.n_pose[4] > 0 and 0.0 <= res.add_icp[4] <= 1.0
+    # no learnt frame stated: the model's frame is the one scored
+    assert res.add_icp_model_frame == res.add_icp and res.add_rgb_model_frame == res.add_rgb
     csv = write_bop_csv(tmp_path / "res.csv", res.rows)
     assert csv.read_text().startswith("scene_id,im_id,obj_id,score,R,t,time")
     # a second run reuses every stage (nothing re-rendered or retrained)

@@ -131,6 +131,7 @@ def id_mapping(rec_objects: dict, models_info: dict, explicit: str = "") -> dict
 
 def run_evaluate(args) -> int:
     from nol_ros.datasets.bop import read_models_info
+    from nol_ros.errors import InputError
     from nol_ros.recognition.evaluate import evaluate_scenes, load_object_models, write_bop_csv
     from nol_ros.recognition.recognizer import Recognizer
 
@@ -138,6 +139,21 @@ def run_evaluate(args) -> int:
     info = read_models_info(Path(args.bop_models) / "models_info.json")
     mapping = id_mapping(rec.objects, info, args.id_map)
     models = load_object_models(args.bop_models, sorted(set(mapping.values())))
+    frames = {}
+    if args.learnt_frames:
+        from nol_ros.recognition.evaluate import learnt_frames_from_views
+
+        if ":" not in args.learnt_frames:
+            raise InputError(f"--learnt-frames '{args.learnt_frames}': use WORKSPACE:"
+                             "TRAIN_SCENE, e.g. ws:data/demo/train/000001")
+        ws, scene = (Path(p) for p in args.learnt_frames.rsplit(":", 1))
+
+        def obj_dir(n):
+            nested = ws / n / "objects" / n
+            return nested if (nested / "views.json").is_file() else ws / n
+        frames = learnt_frames_from_views(
+            models, {mapping[o]: obj_dir(r.name) for o, r in rec.objects.items()}, scene,
+            args.bop_models)
     res = evaluate_scenes(_IdMapped(rec, mapping), args.scene, models,
                           max_images=args.max_images or None, image_step=args.step,
                           progress=_progress(args.quiet))
@@ -149,6 +165,10 @@ def run_evaluate(args) -> int:
                       "per_object": {names[o]: {"ap50": res.ap50.get(o),
                                                 "add_rgb": res.add_rgb.get(o),
                                                 "add_icp": res.add_icp.get(o),
+                                                "add_icp_model_frame":
+                                                    res.add_icp_model_frame.get(o),
+                                                "learnt_frame_deg":
+                                                    frames.get(o, {}).get("sym_deg"),
                                                 "n": res.n_pose.get(o)} for o in names},
                       "csv": args.csv or None}, indent=1))
     return EXIT_OK
@@ -260,5 +280,11 @@ def register(sub) -> None:
     e.add_argument("--max-images", type=int, default=0, help="per scene (0 = all)")
     e.add_argument("--step", type=int, default=1, help="every n-th image")
     e.add_argument("--csv", default="", help="write BOP CSV results here")
+    e.add_argument("--learnt-frames", default="", metavar="WORKSPACE:TRAIN_SCENE",
+                   help="score ADD in the frames the objects were learnt in: WORKSPACE as given "
+                        "to learn (NAME/objects/NAME/views.json; or a folder of NAME/views.json),"
+                        " TRAIN_SCENE the BOP scene they were learnt from (its scene_gt); an "
+                        "untextured mesh fixes its frame only up to its symmetries (the recall "
+                        "in the mesh's own frame is printed too)")
     e.add_argument("--device", default="")
     e.add_argument("--quiet", action="store_true")
