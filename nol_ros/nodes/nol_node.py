@@ -271,11 +271,11 @@ def make_node(node_name: str = "nol", **node_kwargs):
     from nol_ros.msg import JobProgress
     from nol_ros.ros.clients import ServiceCaller, export_live_buffer
     from nol_ros.ros.conversions import camera_info_to_intrinsics, numpy_to_image
-    from nol_ros.ros.job_services import attach_job_services
+    from nol_ros.ros.job_services import JobNodeShutdown, attach_job_services
     from nol_ros.ros.params import declare_and_read
     from nol_ros.srv import ExportSequence, LearnObject, RenderViews
 
-    class NolNode(Node):
+    class NolNode(JobNodeShutdown, Node):
         def __init__(self):
             super().__init__(node_name, **node_kwargs)
             self.cfg: NolNodeConfig = declare_and_read(self, NolNodeConfig)
@@ -509,15 +509,6 @@ def make_node(node_name: str = "nol", **node_kwargs):
                 self.get_logger().error(f"RenderViews '{name}' failed [INTERNAL_ERROR]: "
                                         f"{resp.message}")
             return resp
-
-        def prepare_shutdown(self):
-            if getattr(self, "jobs", None) is not None:
-                self.jobs.shutdown()
-
-        def destroy_node(self):
-            if getattr(self, "jobs", None) is not None:  # also when __init__ failed
-                self.jobs.shutdown()
-            return super().destroy_node()
 
     return NolNode()
 

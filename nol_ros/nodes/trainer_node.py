@@ -76,11 +76,11 @@ def make_node(node_name: str = "trainer", **node_kwargs):
 
     from nol_ros.learn import resolve_device
     from nol_ros.msg import JobProgress
-    from nol_ros.ros.job_services import attach_job_services, job_progress_msg
+    from nol_ros.ros.job_services import JobNodeShutdown, attach_job_services, job_progress_msg
     from nol_ros.ros.params import declare_and_read
     from nol_ros.srv import TrainDetector, TrainPoseEstimator
 
-    class TrainerNode(Node):
+    class TrainerNode(JobNodeShutdown, Node):
         def __init__(self):
             super().__init__(node_name, **node_kwargs)
             self.cfg: TrainerNodeConfig = declare_and_read(self, TrainerNodeConfig)
@@ -143,15 +143,6 @@ def make_node(node_name: str = "trainer", **node_kwargs):
                 resp.accepted, resp.error_code, resp.message = False, e.code, str(e)
                 self.get_logger().error(f"{srv} refused [{e.code}]: {e}")
             return resp
-
-        def prepare_shutdown(self):
-            if getattr(self, "jobs", None) is not None:
-                self.jobs.shutdown()
-
-        def destroy_node(self):
-            if getattr(self, "jobs", None) is not None:
-                self.jobs.shutdown()
-            return super().destroy_node()
 
     return TrainerNode()
 

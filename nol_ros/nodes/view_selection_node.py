@@ -87,7 +87,7 @@ def make_node(node_name: str = "view_selection", **node_kwargs):
     from nol_ros.msg import JobProgress, ObjectPoseAnnotation, ViewSelection
     from nol_ros.ros.clients import ServiceCaller, export_live_buffer
     from nol_ros.ros.conversions import ns_to_stamp, numpy_to_image, pose_from_matrix
-    from nol_ros.ros.job_services import attach_job_services, job_progress_msg
+    from nol_ros.ros.job_services import JobNodeShutdown, attach_job_services, job_progress_msg
     from nol_ros.ros.params import declare_and_read
     from nol_ros.srv import ExportSequence, SelectViews
 
@@ -95,7 +95,7 @@ def make_node(node_name: str = "view_selection", **node_kwargs):
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
-    class ViewSelectionNode(Node):
+    class ViewSelectionNode(JobNodeShutdown, Node):
         def __init__(self):
             super().__init__(node_name, **node_kwargs)
             self.cfg: ViewSelectionNodeConfig = declare_and_read(self, ViewSelectionNodeConfig)
@@ -220,15 +220,6 @@ def make_node(node_name: str = "view_selection", **node_kwargs):
                 resp.accepted, resp.error_code, resp.message = False, e.code, str(e)
                 self.get_logger().error(f"SelectViews refused [{e.code}]: {e}")
             return resp
-
-        def prepare_shutdown(self):
-            if getattr(self, "jobs", None) is not None:
-                self.jobs.shutdown()
-
-        def destroy_node(self):
-            if getattr(self, "jobs", None) is not None:  # also when __init__ failed
-                self.jobs.shutdown()
-            return super().destroy_node()
 
     return ViewSelectionNode()
 

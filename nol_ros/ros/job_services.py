@@ -20,6 +20,20 @@ def job_progress_msg(info: JobInfo, stamp=None):
     return m
 
 
+class JobNodeShutdown:
+    """Mixin for a node that runs its work on ``self.jobs`` (a JobManager): the runtime's
+    prepare_shutdown and destroy_node stop the job threads (also when __init__ failed before
+    ``jobs`` existed). Put it before rclpy's Node in the bases."""
+
+    def prepare_shutdown(self):
+        if getattr(self, "jobs", None) is not None:
+            self.jobs.shutdown()
+
+    def destroy_node(self):
+        self.prepare_shutdown()
+        return super().destroy_node()
+
+
 def attach_job_services(node, jobs: JobManager, callback_group=None) -> None:
     """Create ``~/get_job_status`` (nol_ros/srv/GetJobStatus; an empty id = the last job) and
     ``~/cancel_job`` (nol_ros/srv/CancelJob) on ``node`` for ``jobs``."""
