@@ -69,13 +69,17 @@ def test_replay_with_clock_drives_a_sim_time_node_and_remaps(small_world, rclpy_
                       "--topics", "/camera/rgb/camera_info", "/tf",
                       "--remap", "/camera/rgb/camera_info:=/remapped/camera_info",
                       "--wait-for-subscribers", "20")
-        stop.set()
-        th.join()
         assert out.returncode == 0, out.stdout + out.stderr
         assert "60 messages" in out.stdout, out.stdout          # 30 CameraInfo + 30 /tf
         g.wait(lambda: len(infos) == 30 and len(tfs) == 30, 10, "all replayed messages")
-        # the node's clock followed the bag (stamps from 1.7e9 s), not the wall clock (later)
         t0, t_end = 1_700_000_000 * S, 1_700_000_000 * S + 2 * S
+        # the last /clock messages can still be in flight when the replay process exits
+        # (CI saw the sampler stop at 0.7 s): keep sampling until the clock reaches the end
+        g.wait(lambda: bool(clock_seen) and clock_seen[-1] >= t0 + 0.9 * S, 10,
+               "the node's clock to reach the bag's last message")
+        stop.set()
+        th.join()
+        # the node's clock followed the bag (stamps from 1.7e9 s), not the wall clock (later)
         sim = [t for t in clock_seen if t > 0]
         assert sim and all(t0 <= t <= t_end for t in sim), (sim[:3], sim[-3:])
         assert sim[-1] >= t0 + 0.9 * S           # ... up to the bag's last message

@@ -117,6 +117,7 @@ class BagPlayer:
                         for c in self.connections}
         self._topic_of = {c.id: c.topic for c in self.connections}
         self.clock_pub = None
+        self._last_clock_ns: int | None = None
         if config.clock:
             from rosgraph_msgs.msg import Clock
 
@@ -129,6 +130,19 @@ class BagPlayer:
         from nol_ros.ros.conversions import ns_to_stamp
 
         self.clock_pub.publish(Clock(clock=ns_to_stamp(t_ns)))
+        self._last_clock_ns = t_ns
+
+    def _hold_final_clock(self, hold_s: float = 0.25) -> None:
+        """Repeat the bag's last time for a moment: rclpy's time source subscribes to /clock
+        best-effort, so nothing is acknowledged and the final messages of a player that exits
+        at once can be lost (CI saw a sim-time node stop at 0.7 s of a 1 s bag)."""
+        if self.clock_pub is None or self._last_clock_ns is None:
+            return
+        period = 1.0 / max(self.cfg.clock_hz, 1e-3)
+        t_end = time.monotonic() + hold_s
+        while time.monotonic() < t_end:
+            self._publish_clock(self._last_clock_ns)
+            time.sleep(min(period, hold_s))
 
     def wait_for_subscribers(self, timeout_s: float, stop: threading.Event | None = None,
                              latched_grace_s: float = 2.0) -> bool:
@@ -175,6 +189,8 @@ class BagPlayer:
                     break
         finally:  # also when interrupted (Ctrl-C): the summary shows the time played
             self.stats.wall_s = time.monotonic() - t_start
+        if not stop.is_set():
+            self._hold_final_clock()
         self.flush()
         return self.stats
 
