@@ -139,6 +139,7 @@ def main() -> int:
             "add_icp": res.add_icp, "n_pose": res.n_pose, "learnt_frames": frames,
             "add_rgb_model_frame": res.add_rgb_model_frame,
             "add_icp_model_frame": res.add_icp_model_frame, "n_images": res.n_images,
+            "pose_errors": res.pose_errors(),
             "s_per_image": res.seconds_per_image, "cpu_s_per_image": res.cpu_seconds_per_image,
             "eval_s": time.perf_counter() - t0,
             "load_avg_start": load0, "load_avg_end": os.getloadavg()[0]}
@@ -184,6 +185,17 @@ def main() -> int:
             nan = float("nan")
             row.append(f"{fr.get('sym_deg', nan):.0f} deg (+{fr.get('residual_deg', nan):.1f})")
             print(f"| {names[o]} | " + " | ".join(row) + " |")
+    print("\nwhere the poses (with ICP) are off, in the learnt frame: median tilt of the model's z "
+          "axis, median turn about it, share turned > 30 deg, median translation error\n")
+    print("| object | " + " | ".join(f"{s} tilt / turn deg, > 30 deg, t mm" for s in done) + " |")
+    print("|---|" + "---|" * len(done))
+    for o in ids:
+        row = []
+        for s in done:
+            e = R[s].get("pose_errors", {}).get(o)
+            row.append("-" if not e else f"{e['median_tilt_deg']:.1f} / {e['median_turn_deg']:.1f}"
+                       f", {100 * e['turned_share']:.0f} %, {e['median_t_mm']:.1f}")
+        print(f"| {names[o]} | " + " | ".join(row) + " |")
     print("\nmAP@IoU0.5 (%)\n")
     print("| object | " + " | ".join(done) + " |")
     print("|---|" + "---|" * len(done))

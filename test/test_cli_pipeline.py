@@ -81,6 +81,9 @@ def test_train_both_stages_then_evaluate(learnt, capsys, tmp_path):
     assert code == 0
     po = json.loads(out)["per_object"][name]
     assert 0.0 <= po["learnt_frame_deg"] <= 180.0 and 0.0 <= po["add_icp_model_frame"] <= 1.0
+    pe = po["pose_errors"]                       # None when the tiny models posed nothing
+    assert pe is None or (1 <= pe["n"] <= 2 and 0.0 <= pe["median_turn_deg"] <= 180.0
+                          and 0.0 <= pe["turned_share"] <= 1.0 and pe["median_t_mm"] >= 0.0)
     code, _, err = _run(capsys, "evaluate", "--models", str(models), "--scene",
                         str(root / "test" / "000001"), "--bop-models", str(root / "models"),
                         "--learnt-frames", str(ws), "--quiet")

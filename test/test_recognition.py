@@ -484,6 +484,35 @@ def test_the_learnt_frame_is_the_nearest_mesh_symmetry_and_add_is_scored_in_it(t
         learnt_frames_from_views(models, {1: tmp_path}, scene, models_dir)
 
 
+def test_pose_error_parts_split_tilt_from_the_turn_about_the_axis():
+    """A known turn about the model's height and a known tilt come back apart, in the learnt
+    frame when there is one; the per-object summary counts the turned poses."""
+    from nol_ros.recognition.evaluate import ObjectModel, SceneResult, pose_error_parts
+
+    m = ObjectModel(1, "can", np.zeros((4, 3)), 0.1, False)
+    G = make_T(so3_exp([0.3, -1.1, 0.4]), [0.05, -0.02, 0.9])
+    turn = make_T(so3_exp([0, 0, np.radians(40)]), np.zeros(3))
+    tilt = make_T(so3_exp([np.radians(3), 0, 0]), np.zeros(3))
+    shift = make_T(np.eye(3), [0.004, 0, 0])
+    ti, tu, t_mm = pose_error_parts(G @ turn @ tilt @ shift, G, m)
+    assert ti == pytest.approx(3.0, abs=0.05) and tu == pytest.approx(40.0, abs=0.2)
+    assert t_mm == pytest.approx(4.0, abs=0.3)
+    ti, tu, _ = pose_error_parts(G @ make_T(so3_exp([0, 0, np.radians(-170)]), np.zeros(3)), G, m)
+    assert ti < 1e-4 and tu == pytest.approx(170.0, abs=1e-6)      # [0, 180], either way round
+    # a learnt frame (the 180-deg twin): an estimate in it has no error
+    Rz180 = make_T(so3_exp([0, 0, np.pi]), np.zeros(3))
+    m2 = ObjectModel(1, "can", np.zeros((4, 3)), 0.1, False, T_model_learnt=Rz180)
+    assert pose_error_parts(G @ Rz180, G, m2)[1] < 1e-6
+    assert pose_error_parts(G @ Rz180, G, m)[1] == pytest.approx(180.0)
+    inst = [{"obj_id": 1, "tilt_deg": 1.0, "turn_deg": tu, "t_mm": 2.0}
+            for tu in (5.0, 10.0, 50.0, 120.0)]
+    inst.append({"obj_id": 1, "tilt_deg": np.nan, "turn_deg": np.nan, "t_mm": np.nan})  # no pose
+    r = SceneResult(0.0, {}, {}, {}, {}, 1, 0.0, [], inst)
+    e = r.pose_errors()[1]
+    assert e["n"] == 4 and e["median_turn_deg"] == pytest.approx(30.0)
+    assert e["turned_share"] == pytest.approx(0.5) and e["median_t_mm"] == 2.0
+
+
 def test_average_precision_and_accumulator_by_hand(tmp_path):
     # 2 ground truths; detections TP (0.9), FP (0.8), TP (0.7): precision envelope 1 up to
     # recall 0.5, 2/3 up to recall 1 -> AP = (51 * 1 + 50 * 2/3) / 101

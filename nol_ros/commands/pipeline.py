@@ -160,6 +160,7 @@ def run_evaluate(args) -> int:
     if args.csv:
         write_bop_csv(args.csv, res.rows)
     names = {o: models[o].name for o in models}
+    perr = res.pose_errors()
     print(json.dumps({"map50": res.map50, "images": res.n_images,
                       "s_per_image": res.seconds_per_image,
                       "per_object": {names[o]: {"ap50": res.ap50.get(o),
@@ -169,6 +170,7 @@ def run_evaluate(args) -> int:
                                                     res.add_icp_model_frame.get(o),
                                                 "learnt_frame_deg":
                                                     frames.get(o, {}).get("sym_deg"),
+                                                "pose_errors": perr.get(o),
                                                 "n": res.n_pose.get(o)} for o in names},
                       "csv": args.csv or None}, indent=1))
     return EXIT_OK

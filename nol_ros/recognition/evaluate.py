@@ -166,6 +166,26 @@ def add_error(T_est: np.ndarray, T_gt: np.ndarray, model: ObjectModel,
                  model.symmetric)
 
 
+def pose_error_parts(T_est: np.ndarray, T_gt: np.ndarray, model: ObjectModel,
+                     up_axis: int = 2) -> tuple[float, float, float]:
+    """(tilt deg, turn deg, translation error mm) of an estimate against the ground truth (in
+    the learnt frame when the model has one): tilt = the angle between the estimated and the
+    true model axis ``up_axis`` (z: the height of a standing object), turn = the rest of the
+    rotation error, about that axis (swing-twist split of R_gt^T R_est), in [0, 180]. Tells a
+    pose that is upright and in place but turned about its axis -- what a cylinder's texture
+    alone has to fix -- from one that is off altogether."""
+    from nol_ros.geometry import quat_xyzw_from_R
+
+    if model.T_model_learnt is not None:
+        T_gt = T_gt @ model.T_model_learnt
+    M = T_gt[:3, :3].T @ T_est[:3, :3]
+    tilt = float(np.degrees(np.arccos(np.clip(M[up_axis, up_axis], -1.0, 1.0))))
+    q = quat_xyzw_from_R(M)
+    turn = abs((np.degrees(2.0 * np.arctan2(q[up_axis], q[3])) + 180.0) % 360.0 - 180.0)
+    t_mm = float(np.linalg.norm(T_est[:3, 3] - T_gt[:3, 3]) * 1000.0)
+    return tilt, float(turn), t_mm
+
+
 def learnt_frame_symmetry(pairs: list[tuple[np.ndarray, np.ndarray]], vertices: np.ndarray,
                           faces: np.ndarray) -> tuple[np.ndarray, float, float]:
     """The frame an object was learnt in, from (T_camera_object learnt, T_camera_object ground
@@ -268,6 +288,23 @@ class SceneResult:
     def mean(self, d: dict) -> float:
         return float(np.mean(list(d.values()))) if d else float("nan")
 
+    def pose_errors(self, turn_limit_deg: float = 30.0) -> dict:
+        """Per object, over the instances that got a pose (ICP'd; :func:`pose_error_parts`):
+        {"n", "median_tilt_deg", "median_turn_deg", "turned_share" (turn > turn_limit_deg),
+        "median_t_mm"}."""
+        out = {}
+        for o in sorted({p["obj_id"] for p in self.per_instance}):
+            v = [p for p in self.per_instance if p["obj_id"] == o and np.isfinite(p["t_mm"])]
+            if not v:
+                continue
+            turn = np.array([p["turn_deg"] for p in v])
+            out[o] = {"n": len(v),
+                      "median_tilt_deg": float(np.median([p["tilt_deg"] for p in v])),
+                      "median_turn_deg": float(np.median(turn)),
+                      "turned_share": float(np.mean(turn > turn_limit_deg)),
+                      "median_t_mm": float(np.median([p["t_mm"] for p in v]))}
+        return out
+
 
 def evaluate_scenes(recognizer, scene_dirs: list[str | Path], models: dict[int, ObjectModel],
                     min_visib_det: float = 0.1, min_visib_pose: float = 0.5,
@@ -338,7 +375,9 @@ def evaluate_scenes(recognizer, scene_dirs: list[str | Path], models: dict[int, 
                               ].T_camera_objects.get(oid)
             d = best.get(oid)
             e_rgb = e_icp = m_rgb = m_icp = float("inf")
+            parts = (float("nan"),) * 3
             if d is not None and T_gt is not None:
+                parts = pose_error_parts(d.T_camera_object, T_gt, models[oid])
                 if d.T_camera_object_rgb is not None:
                     e_rgb = add_error(d.T_camera_object_rgb, T_gt, models[oid])
                     m_rgb = add_error(d.T_camera_object_rgb, T_gt, models[oid], False)
@@ -350,7 +389,8 @@ def evaluate_scenes(recognizer, scene_dirs: list[str | Path], models: dict[int, 
             ok_mf[oid].append((m_rgb < thr, m_icp < thr))
             per_inst.append({"scene": sd.name, "im_id": fr.index, "obj_id": oid,
                              "visib": inf["visib_fract"], "add_rgb": e_rgb, "add_icp": e_icp,
-                             "detected": d is not None})
+                             "detected": d is not None, "tilt_deg": parts[0],
+                             "turn_deg": parts[1], "t_mm": parts[2]})
         if n % 10 == 0 or n == len(jobs) - 1:
             progress("evaluate", (n + 1) / len(jobs), f"image {n + 1}/{len(jobs)}")
     ap = acc.ap()
