@@ -485,7 +485,10 @@ class ObjectRegistrar:
             raise RegistrationError(
                 f"{name}: best fit is poor (score {best.score:.2f} < {c.min_score}: "
                 f"{best.model_fitness:.0%} of the model surface and {best.scene_fitness:.0%} of "
-                "the local scene agree); check the mesh (units, right object) and coverage")
+                "the local scene agree); check the mesh (units, right object) and coverage"
+                f" [searched {len(clusters)} clusters on the support plane n="
+                f"{np.round(self.plane.normal, 3).tolist()} d={self.plane.d:.3f}, {n_h} "
+                "hypotheses]")
         if best.score - runner < c.ambiguity_margin:
             raise RegistrationError(
                 f"{name}: ambiguous fit: two different poses score {best.score:.2f} and "
