@@ -237,10 +237,12 @@ def _state_equal(a, b):
 def test_tiny_detector_learns_and_resumes_exactly(coco, tmp_path, arch):
     torch.set_num_threads(1)
     d, _, _ = coco
-    cfg = detector_config("tiny", arch=arch, epochs=4, batch_size=4, lr=3e-3, warmup_steps=2)
+    # 6 epochs: with 4 the RetinaNet's loss fell by 14.6 % on one CI machine (by more on
+    # another: float kernels differ between CPUs), a hair short of the 15 % bar; 6 give 20 %
+    cfg = detector_config("tiny", arch=arch, epochs=6, batch_size=4, lr=3e-3, warmup_steps=2)
     r = train_detector(d / "annotations.json", tmp_path / "a", cfg, seed=3)
     losses = [h["loss"] for h in r["history"]]
-    assert len(losses) == 4 and losses[-1] < 0.85 * losses[0]
+    assert len(losses) == 6 and losses[-1] < 0.85 * losses[0]
     # interrupted after the first epoch (time budget), then resumed: identical weights
     train_detector(d / "annotations.json", tmp_path / "b", cfg, seed=3, max_seconds=0.0)
     ck = torch.load(tmp_path / "b" / "detector_last.pt", weights_only=True)
@@ -261,8 +263,8 @@ def test_tiny_detector_learns_and_resumes_exactly(coco, tmp_path, arch):
     with pytest.raises(ConfigError):  # resuming with another config is refused
         train_detector(d / "annotations.json", tmp_path / "b", cfg.replace(lr=1e-3), seed=3)
     # ... but a longer schedule continues the checkpoint
-    r3 = train_detector(d / "annotations.json", tmp_path / "b", cfg.replace(epochs=5), seed=3)
-    assert len(r3["history"]) == 5 and r3["history"][:4] == r2["history"]
+    r3 = train_detector(d / "annotations.json", tmp_path / "b", cfg.replace(epochs=7), seed=3)
+    assert len(r3["history"]) == 7 and r3["history"][:6] == r2["history"]
 
 
 # -- pose network ----------------------------------------------------------------------------------
