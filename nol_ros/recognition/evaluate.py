@@ -152,6 +152,11 @@ class ObjectModel:
     symmetric: bool
     T_model_learnt: np.ndarray | None = None
 
+    def in_learnt_frame(self, T_camera_model: np.ndarray) -> np.ndarray:
+        """A ground-truth pose (model frame) re-expressed in the learnt frame, if there is one."""
+        return T_camera_model if self.T_model_learnt is None else \
+            T_camera_model @ self.T_model_learnt
+
 
 def add_error(T_est: np.ndarray, T_gt: np.ndarray, model: ObjectModel,
               learnt_frame: bool = True) -> float:
@@ -160,8 +165,8 @@ def add_error(T_est: np.ndarray, T_gt: np.ndarray, model: ObjectModel,
     learnt_frame)."""
     from nol_ros.metrics import add_s
 
-    if learnt_frame and model.T_model_learnt is not None:
-        T_gt = T_gt @ model.T_model_learnt
+    if learnt_frame:
+        T_gt = model.in_learnt_frame(T_gt)
     return add_s(T_est[:3, :3], T_est[:3, 3], T_gt[:3, :3], T_gt[:3, 3], model.points,
                  model.symmetric)
 
@@ -176,8 +181,7 @@ def pose_error_parts(T_est: np.ndarray, T_gt: np.ndarray, model: ObjectModel,
     alone has to fix -- from one that is off altogether."""
     from nol_ros.geometry import quat_xyzw_from_R
 
-    if model.T_model_learnt is not None:
-        T_gt = T_gt @ model.T_model_learnt
+    T_gt = model.in_learnt_frame(T_gt)
     M = T_gt[:3, :3].T @ T_est[:3, :3]
     tilt = float(np.degrees(np.arccos(np.clip(M[up_axis, up_axis], -1.0, 1.0))))
     q = quat_xyzw_from_R(M)
