@@ -1,17 +1,59 @@
-"""Shared test set-up: keep DDS on localhost and give each test session its own ROS domain so
-parallel runs on one machine do not see each other's nodes."""
+"""Shared test set-up.
+
+Every test's outcome must be a function of the code alone, whatever the machine and its load:
+
+- DDS stays on localhost, and each test session gets its own ROS domain so parallel runs on one
+  machine do not see each other's nodes;
+- one thread count for every numeric library in every test (``NOL_TEST_THREADS``, default 1):
+  OpenMP (Open3D's RANSAC and odometry, torch) and torch's intra-op pool. It is set in the
+  environment before torch or Open3D load their OpenMP runtime, so the processes the tests
+  start (nodes, the CLI, the demo) inherit it, and again before each test, so no test inherits
+  another's setting. Parallel float reductions and Open3D's multi-threaded RANSAC give results
+  that depend on the thread count and, for RANSAC, on the scheduling; with one thread they
+  depend on the code and the seed only;
+- every test starts from the same seeds (Python, NumPy's global generator, torch).
+
+``NOL_TEST_THREADS=2 make test`` runs the suite with two threads, to check that the verdicts of
+the learned-quality tests do not depend on it.
+"""
 
 import os
+import random
 
-import pytest
-
+# Before anything loads an OpenMP runtime (torch, Open3D, scikit-learn): they read it once.
+TEST_THREADS = int(os.environ.get("NOL_TEST_THREADS", "1"))
+os.environ["OMP_NUM_THREADS"] = str(TEST_THREADS)
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(50 + os.getpid() % 100))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: slower test (still run in CI)")
     config.addinivalue_line("markers", "ros: starts real rclpy nodes (DDS on localhost)")
+
+
+def pytest_report_header(config):
+    return f"nol_ros tests: {TEST_THREADS} thread(s) for OpenMP and torch (NOL_TEST_THREADS)"
+
+
+def seed_everything(seed: int = 0) -> None:
+    """The same start for every random generator a test may touch without seeding it."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_start():
+    """Before each test: the session's thread count and fixed seeds (module- and session-scoped
+    fixtures seed themselves: they run before this)."""
+    torch.set_num_threads(TEST_THREADS)
+    seed_everything(0)
+    yield
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from nol_ros.nol.network import (
 )
 from nol_ros.nol.projection import project_vertices, sample_projection
 
-torch.set_num_threads(2)
 TINY = dataclasses.replace(NolConfig.preset("cpu"), crop_size=32)
 
 
@@ -254,20 +253,19 @@ def test_tiny_training_learns_to_ignore_the_grazing_source():
         net.train()
         return w[torch.arange(8), ib].mean().item()
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is faster
-    try:
-        before = bad_weight()
-        losses = []
-        for _ in range(60):
-            P, valid, gt, _ = batch(4)
-            opt.zero_grad()
-            loss = loss_fn(net(P, valid), gt)["total"]
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        after = bad_weight()
-    finally:
-        torch.set_num_threads(threads)
+    before = bad_weight()
+    losses = []
+    for _ in range(60):
+        P, valid, gt, _ = batch(4)
+        opt.zero_grad()
+        loss = loss_fn(net(P, valid), gt)["total"]
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    after = bad_weight()
+    fall = np.mean(losses[-10:]) / np.mean(losses[:10])
+    print(f"weight of the bad source {before:.4f} -> {after:.4f}; loss {fall:.3f}x")
+    # Bars: measured (1 and 2 threads alike) 0.333 -> 0.0046 (bar 0.05: 11x margin) and a loss
+    # of 0.32x its start (bar 0.6)
     assert abs(before - 1 / 3) < 0.02 and after < 0.05, (before, after)
-    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
+    assert fall < 0.6

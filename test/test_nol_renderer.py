@@ -24,7 +24,6 @@ from nol_ros.nol.renderer import (
     load_object_renderer,
 )
 
-torch.set_num_threads(2)
 NONE = RefineConfig(method="none")
 
 

@@ -15,7 +15,6 @@ from nol_ros.nol.losses import NolLoss
 from nol_ros.nol.network import NolNet, load_checkpoint
 from nol_ros.nol.train import TrainConfig, generate_sets, sample_loss, train
 
-torch.set_num_threads(2)
 DATA = DataConfig(crop_size=32, renders_per_set=4, min_crop_half=40, texture_px=128,
                   background_px=96)
 TINY = dict(crop_size=32)
@@ -127,6 +126,8 @@ def test_tiny_training_reduces_the_loss(tmp_path):
     net, extra = load_checkpoint(tmp_path / "run" / "model.pt")
     after = _losses(net, sets, dcfg)
     assert extra["trained_epochs"] == 20 and len(summary["epochs"]) == 20
+    print(f"objective after / before training: {after.sum() / before.sum():.3f}x")
+    # Bar 0.95x; measured 0.81x with 1 and with 2 threads
     assert after.sum() < 0.95 * before.sum(), (before, after)
     log = (tmp_path / "run" / "log.csv").read_text().strip().splitlines()
     assert log[0].startswith("epoch,step,lr,total") and len(log) == 1 + 20 * 2

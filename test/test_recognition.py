@@ -235,21 +235,29 @@ def _state_equal(a, b):
 
 @pytest.mark.parametrize("arch", ["centernet", "retinanet"])
 def test_tiny_detector_learns_and_resumes_exactly(coco, tmp_path, arch):
-    torch.set_num_threads(1)
     d, _, _ = coco
-    # 6 epochs: with 4 the RetinaNet's loss fell by 14.6 % on one CI machine (by more on
-    # another: float kernels differ between CPUs), a hair short of the 15 % bar; 6 give 20 %
-    cfg = detector_config("tiny", arch=arch, epochs=6, batch_size=4, lr=3e-3, warmup_steps=2)
+    # Learning: 12 epochs on the 16 images without augmentation, so that the epoch loss
+    # measures the fit and not the random draws (with augmentation the RetinaNet's epoch loss
+    # moves by +-0.15 between epochs).
+    cfg = detector_config("tiny", arch=arch, epochs=12, batch_size=4, lr=3e-3, warmup_steps=2,
+                          augment=False)
     r = train_detector(d / "annotations.json", tmp_path / "a", cfg, seed=3)
     losses = [h["loss"] for h in r["history"]]
-    assert len(losses) == 6 and losses[-1] < 0.85 * losses[0]
-    # interrupted after the first epoch (time budget), then resumed: identical weights
-    train_detector(d / "annotations.json", tmp_path / "b", cfg, seed=3, max_seconds=0.0)
+    print(f"{arch}: epoch losses {[round(x, 3) for x in losses]}")
+    # Bar: the loss at least halves. Measured (1 and 2 threads alike): centernet 5.25 -> 0.78
+    # (0.15x), retinanet 2.06 -> 0.60 (0.29x): margins 3.4x and 1.7x below the bar.
+    assert len(losses) == 12 and losses[-1] < 0.5 * losses[0], losses
+    # Resume, with augmentation (its random draws must resume too): interrupted after the first
+    # epoch (time budget), then continued: the same losses and weights as one run
+    aug = cfg.replace(epochs=3, augment=True)
+    ref = train_detector(d / "annotations.json", tmp_path / "ref", aug, seed=3)
+    train_detector(d / "annotations.json", tmp_path / "b", aug, seed=3, max_seconds=0.0)
     ck = torch.load(tmp_path / "b" / "detector_last.pt", weights_only=True)
     assert ck["epoch"] == 1
-    r2 = train_detector(d / "annotations.json", tmp_path / "b", cfg, seed=3)
-    assert [h["loss"] for h in r2["history"]] == pytest.approx(losses, rel=1e-6)
-    a = torch.load(tmp_path / "a" / "detector.pt", weights_only=True)["model"]
+    r2 = train_detector(d / "annotations.json", tmp_path / "b", aug, seed=3)
+    assert [h["loss"] for h in r2["history"]] == pytest.approx(
+        [h["loss"] for h in ref["history"]], rel=1e-6)
+    a = torch.load(tmp_path / "ref" / "detector.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "detector.pt", weights_only=True)["model"]
     assert _state_equal(a, b)
     # inference runs on any image size and honours the class list
@@ -261,21 +269,25 @@ def test_tiny_detector_learns_and_resumes_exactly(coco, tmp_path, arch):
     with pytest.raises(InputError):
         det.detect(np.zeros((120, 160, 3), np.float32))
     with pytest.raises(ConfigError):  # resuming with another config is refused
-        train_detector(d / "annotations.json", tmp_path / "b", cfg.replace(lr=1e-3), seed=3)
+        train_detector(d / "annotations.json", tmp_path / "b", aug.replace(lr=1e-3), seed=3)
     # ... but a longer schedule continues the checkpoint
-    r3 = train_detector(d / "annotations.json", tmp_path / "b", cfg.replace(epochs=7), seed=3)
-    assert len(r3["history"]) == 7 and r3["history"][:6] == r2["history"]
+    r3 = train_detector(d / "annotations.json", tmp_path / "b", aug.replace(epochs=4), seed=3)
+    assert len(r3["history"]) == 4 and r3["history"][:3] == r2["history"]
 
 
 # -- pose network ----------------------------------------------------------------------------------
 def test_tiny_posenet_learns_and_resumes_exactly(render_set, objects, tmp_path):
-    torch.set_num_threads(1)
-    cfg = posenet_config("tiny", steps=60, ckpt_every=20, batch_size=8, lr=1e-2)
+    cfg = posenet_config("tiny", steps=150, ckpt_every=50, batch_size=8, lr=1e-2)
     samples = [load_pose_samples(render_set / f"{o:06d}", o, objects[o], cfg.store_size,
                                  wide=cfg.wide) for o in (1, 3)]
     verts = {o: objects[o].vertices for o in (1, 3)}
     r = train_posenet(samples, verts, tmp_path / "a", cfg, seed=1)
     h = r["history"]
+    print("posenet (xyz error, loss) every 25 steps:",
+          [(round(x["xyz"], 3), round(x["loss"], 3)) for x in h])
+    # Bars: the coordinate error falls below 0.95x and the loss below 0.9x of the first 25
+    # steps' mean. Measured with 150 steps (1 and 2 threads): 0.85x and 0.74x (60 steps gave
+    # 0.88x / 0.82x, too close to the bars).
     assert h[-1]["xyz"] < 0.95 * h[0]["xyz"] and h[-1]["loss"] < 0.9 * h[0]["loss"]
     train_posenet(samples, verts, tmp_path / "b", cfg, seed=1, max_seconds=0.0)
     assert torch.load(tmp_path / "b" / "posenet_last.pt", weights_only=True)["step"] == 1
@@ -629,7 +641,6 @@ def test_paper_presets_build_and_run():
     from nol_ros.recognition.detector import build_detector
     from nol_ros.recognition.posenet import build_posenet
 
-    torch.set_num_threads(1)
     det = build_detector(detector_config("paper", min_size=96, max_size=128), 4).eval()
     assert type(det).__name__ == "RetinaNet"
     assert sum(p.numel() for p in det.parameters()) > 30e6

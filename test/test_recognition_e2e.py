@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from nol_ros.camera import Intrinsics
 from nol_ros.datasets.bop import read_bop_scene
@@ -21,7 +20,6 @@ from nol_ros.recognition.trainset import load_pose_samples
 
 @pytest.fixture(scope="module")
 def trained(small_world, tmp_path_factory):
-    torch.set_num_threads(1)
     root, _ = small_world
     objects = synthetic_objects(root, "gt", obj_ids=[4])
     work = tmp_path_factory.mktemp("rec_work")
@@ -42,7 +40,9 @@ def test_tiny_end_to_end_beats_chance(trained, tmp_path):
                           score_thresh=0.01)
     assert res.n_images == 8 and set(res.ap50) <= set(ids)
     # chance: boxes at random places match a ground-truth box at IoU >= 0.5 almost never (AP
-    # ~0.001); the tiny detector must do clearly better
+    # ~0.001); the tiny detector must do clearly better. Bar 0.03; measured 0.37 with 1 thread
+    # and 0.30 with 2 (float kernels): 10x above it.
+    print(f"tiny e2e: mAP@0.5 {res.map50:.4f}, ADD+ICP {res.add_icp}, n_pose {res.n_pose}")
     assert res.map50 > 0.03, res.ap50
     assert res.n_pose[4] > 0 and 0.0 <= res.add_icp[4] <= 1.0
     # no learnt frame stated: the model's frame is the one scored
@@ -50,8 +50,9 @@ def test_tiny_end_to_end_beats_chance(trained, tmp_path):
     csv = write_bop_csv(tmp_path / "res.csv", res.rows)
     assert csv.read_text().startswith("scene_id,im_id,obj_id,score,R,t,time")
     # a second run reuses every stage (nothing re-rendered or retrained)
+    assert report["reused"] == []
     again = train_recognisers(objects, work, work / "models2", "tiny", source="gt")
-    assert again["seconds"]["render"] < 2.0 and again["seconds"]["detection_set"] < 2.0
+    assert again["reused"] == ["render", "detection_set", "detector", "pose"], again["reused"]
     # another detector set: the detector starts afresh on it (resuming the finished one would
     # report its old step count and train nothing); the pose net, whose data did not change,
     # is reused
@@ -64,7 +65,7 @@ def test_tiny_end_to_end_beats_chance(trained, tmp_path):
     third = train_recognisers(objects, work, work / "models3", half, source="gt")
     assert third["detector"]["steps"] == report["detector"]["steps"] // 2, third["detector"]
     assert third["pose"]["steps"] == report["pose"]["steps"]
-    assert third["seconds"]["pose"] < 0.5 * report["seconds"]["pose"]
+    assert third["reused"] == ["render", "pose"], third["reused"]
 
 
 def test_recognizer_refuses_bad_images(trained):

@@ -26,6 +26,7 @@ def test_camera_trajectory(small_workspace):
     ws, report, seq, _ = small_workspace
     (ate, _), est = _alignment(ws, seq)
     assert report["tracking"]["frames_failed"] == 0
+    print(f"ATE {ate * 100:.3f} cm")
     assert ate <= 0.01, f"ATE {ate * 100:.2f} cm"
     # rotational drift over the sequence
     d_est = np.linalg.inv(est[0]) @ est[-1]
@@ -50,7 +51,12 @@ def test_object_registration(small_workspace):
         assert np.linalg.norm(T[:3, 3] - o.T_world_object[:3, 3]) <= 0.01
         m = load_mesh(o.mesh_path)
         syms = geometric_symmetries(m.vertices, m.faces)
-        assert rotation_error_sym_deg(T, o.T_world_object, syms) <= 2.0
+        r_err = rotation_error_sym_deg(T, o.T_world_object, syms)
+        t_err = np.linalg.norm(T[:3, 3] - o.T_world_object[:3, 3])
+        print(f"{info[o.obj_id]['name']}: t {t_err * 1000:.2f} mm, R {r_err:.2f} deg")
+        # Measured (1 and 2 threads): t 1.4-2.8 mm; R 0.2-0.8 deg, the cracker box 1.70-1.77
+        # deg (a turn about the vertical: 30 frames of one side of it)
+        assert r_err <= 2.0
         checked += 1
     assert checked >= 3
 

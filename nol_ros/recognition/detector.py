@@ -498,7 +498,8 @@ def train_detector(coco_json: str | Path, out_dir: str | Path, cfg: DetectorConf
              "model": model.state_dict(), "epoch": len(history), "step": step,
              "history": history, "seconds": spent + time.perf_counter() - t_start}
     save_checkpoint(out / "detector.pt", final)
-    return {"epochs": len(history), "steps": step, "history": history,
+    return {"epochs": len(history), "new_epochs": len(history) - epoch0, "steps": step,
+            "history": history,
             "seconds": final["seconds"], "images": len(images), "classes": classes}
 
 

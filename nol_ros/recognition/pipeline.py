@@ -199,7 +199,7 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     report: dict = {"preset": p.name, "source": source, "objects": ids, "seconds": {},
-                    "cpu_seconds": {}}
+                    "cpu_seconds": {}, "reused": []}   # stages found done and not run again
     c0 = time.process_time()
 
     def lap(name: str, t_start: float) -> None:
@@ -213,6 +213,7 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
     t0 = time.perf_counter()
     scene_of: dict[int, tuple[Path, float, bool]] = {}
     grid_key = dataclasses.asdict(p.grid)
+    rendered = False
     for k, o in enumerate(objects):
         if o.renderer is None:
             scene_of[o.obj_id] = (Path(o.real_scene), p.real_min_visib, True)
@@ -233,6 +234,9 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
             write_render_set(o.renderer, o.mesh, o.obj_id, rdir, p.grid, source=source,
                              name=o.name, progress=sub)
         scene_of[o.obj_id] = (rdir / f"{o.obj_id:06d}", 0.0, False)
+        rendered = rendered or not done
+    if not rendered:
+        report["reused"].append("render")
     lap("render", t0)
 
     # 2. detector set
@@ -249,6 +253,8 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
         summ = write_detection_set(paste, ddir, p.detset, names, progress, scenes)
         atomic_write_json(ddir / "stage.json", {"key": dkey, "summary": summ})
         del paste
+    else:
+        report["reused"].append("detection_set")
     lap("detection_set", t0)
 
     # 3. detector
@@ -259,6 +265,8 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
     report["detector"] = {"epochs": det["epochs"], "steps": det["steps"],
                           "loss": det["history"][-1]["loss"] if det["history"] else None,
                           "train_seconds": det["seconds"]}
+    if det["new_epochs"] == 0:
+        report["reused"].append("detector")
     lap("detector", t0)
 
     # 4. pose network
@@ -283,6 +291,8 @@ def train_recognisers(objects: list[TrainObject], work_dir: str | Path,
     report["pose"] = {"steps": pose["steps"], "loss": pose["history"][-1] if pose["history"]
                       else None, "train_seconds": pose["seconds"],
                       "crops": {o.obj_id: len(s) for o, s in zip(objects, samples)}}
+    if pose["new_steps"] == 0:
+        report["reused"].append("pose")
     lap("pose", t0)
     del samples
 

@@ -398,6 +398,7 @@ def train_posenet(samples: list[PoseSamples], vertices: dict[int, np.ndarray], o
         opt.load_state_dict(ck["optimizer"])
         step, history, spent = int(ck["step"]), list(ck["history"]), float(ck["seconds"])
         set_rng_state(ck["rng"])
+    step0 = step
     pool = ScenePool(BackgroundPool(24, seed + 1, size=256), scenes, scene_prob, zoom=(2.5, 5.0))
     t_start = time.perf_counter()
     model.train()
@@ -446,8 +447,8 @@ def train_posenet(samples: list[PoseSamples], vertices: dict[int, np.ndarray], o
     if run:
         history.append({"step": step, **{k: float(np.mean([r[k] for r in run])) for k in run[0]}})
     ckpt(out / "posenet.pt", with_opt=False)
-    return {"steps": step, "history": history, "seconds": spent + time.perf_counter() - t_start,
-            "classes": classes}
+    return {"steps": step, "new_steps": step - step0, "history": history,
+            "seconds": spent + time.perf_counter() - t_start, "classes": classes}
 
 
 # -- inference -------------------------------------------------------------------------------------
