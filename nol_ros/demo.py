@@ -329,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recognition", default="",
                     help="recognition preset (default: demo; tiny for the small world)")
     ap.add_argument("--render-method", default="auto", help="auto | nol | ibr (LearnObject)")
-    ap.add_argument("--rate", type=float, default=1.0, help="training-bag replay speed factor")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="replay the bags at this speed factor (1 = as recorded); default 0: "
+                         "paced by the receiving node, every frame processed, on any machine")
     ap.add_argument("--objects", type=int, default=0, help="learn only the first N objects")
     ap.add_argument("--report", default="report", help="report folder (index.html + PNGs)")
     a = ap.parse_args(argv)
@@ -374,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
 
     from nol_ros.msg import DetectionArray, JobProgress, RecognizerStatus
-    from nol_ros.ros.bag_replay import BagPlayer, ReplayConfig
+    from nol_ros.ros.bag_replay import BagPlayer, ReplayConfig, receiver_pace
     from nol_ros.srv import (
         GetBufferStatus,
         GetJobStatus,
@@ -410,10 +412,27 @@ def main(argv: list[str] | None = None) -> int:
 
         # 3. replay ---------------------------------------------------------------------------
         t0 = time.perf_counter()
-        _say(f"replaying {bag.name} at {a.rate}x into the reconstruction node")
         remap = tuple((t, NS + t) for t in XTION)
-        player = BagPlayer(node, ReplayConfig(bag=str(bag), rate=a.rate,
-                                              wait_for_subscribers_s=10.0, remap=remap))
+
+        def wait(pred, timeout, what):
+            _spin_until(node, pred, timeout, what)
+
+        def tracked():
+            s = _call(node, status, GetBufferStatus.Request())
+            t = s.tracking
+            return min(s.frames_received + s.frames_dropped,
+                       s.frames_dropped + t.frames_tracked + t.frames_skipped
+                       + t.frames_without_odometry + t.frames_tf_refused)
+
+        if a.rate > 0:
+            _say(f"replaying {bag.name} at {a.rate}x into the reconstruction node")
+            player = BagPlayer(node, ReplayConfig(bag=str(bag), rate=a.rate,
+                                                  wait_for_subscribers_s=10.0, remap=remap))
+        else:
+            _say(f"replaying {bag.name} into the reconstruction node, paced by its tracking")
+            player = BagPlayer(node, ReplayConfig(bag=str(bag), wait_for_subscribers_s=10.0,
+                                                  remap=remap, pace_topic=XTION[0]),
+                               receiver_pace(tracked, wait, lag=1))
         stats = player.run()
         player.close()
         time.sleep(0.5)
@@ -474,15 +493,26 @@ def main(argv: list[str] | None = None) -> int:
             from nol_ros.datasets.bop import read_bop_scene
 
             test_seq = read_bop_scene(data / "test" / "000001")
-            stamps = [f.stamp_ns for f in test_seq.frames]
-            period = float(np.median(np.diff(stamps))) / 1e9 if len(stamps) > 1 else 1 / 30
-            rate = period / (1.5 * per + 0.3)   # slow enough for the recognizer to keep up
-            _say(f"replaying the test bag into the recognizer node at {rate:.3f}x "
-                 f"({1.5 * per + 0.3:.1f} s per frame)")
             n0, s0 = len(dets), rstat[-1]
-            player = BagPlayer(node, ReplayConfig(bag=str(data / "bags" / "test_000001"),
-                                                  rate=rate, wait_for_subscribers_s=10.0,
-                                                  remap=remap))
+            test_bag = str(data / "bags" / "test_000001")
+            if a.rate > 0:
+                stamps = [f.stamp_ns for f in test_seq.frames]
+                period = float(np.median(np.diff(stamps))) / 1e9 if len(stamps) > 1 else 1 / 30
+                rate = period / (1.5 * per + 0.3)   # slow enough for the recognizer to keep up
+                _say(f"replaying the test bag into the recognizer node at {rate:.3f}x "
+                     f"({1.5 * per + 0.3:.1f} s per frame)")
+                player = BagPlayer(node, ReplayConfig(bag=test_bag, rate=rate,
+                                                      wait_for_subscribers_s=10.0, remap=remap))
+            else:
+                def recognised():
+                    s = rstat[-1]
+                    return sum(getattr(s, f) - getattr(s0, f) for f in (
+                        "frames_processed", "frames_rejected", "frames_dropped_busy"))
+
+                _say("replaying the test bag into the recognizer node, paced by its status")
+                player = BagPlayer(node, ReplayConfig(bag=test_bag, wait_for_subscribers_s=10.0,
+                                                      remap=remap, pace_topic=XTION[0]),
+                                   receiver_pace(recognised, wait, lag=0))
             player.run()
             player.close()
             n_test = len(test_seq.frames)

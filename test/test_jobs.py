@@ -23,7 +23,7 @@ def test_jobs_run_in_order_with_progress_and_results():
 
     a = m.submit("learn_object", make("a"), "a")
     b = m.submit("learn_object", make("b"), "b")
-    assert m.wait(b.job_id, 10).state == JobState.SUCCEEDED
+    assert m.wait(b.job_id, 60).state == JobState.SUCCEEDED
     assert order == ["a", "b"]
     assert m.get(a.job_id).result_path == "/tmp/a" and m.get().job_id == b.job_id
     fr = [u.fraction for u in updates if u.job_id == a.job_id and u.state == JobState.RUNNING]
@@ -43,7 +43,7 @@ def test_failure_is_recorded_and_worker_survives():
     j1 = m.submit("learn_object", bad)
     j2 = m.submit("learn_object", crash)
     j3 = m.submit("learn_object", lambda p: "ok")
-    assert m.wait(j3.job_id, 10).state == JobState.SUCCEEDED
+    assert m.wait(j3.job_id, 60).state == JobState.SUCCEEDED
     f1, f2 = m.get(j1.job_id), m.get(j2.job_id)
     assert f1.state == JobState.FAILED and f1.error_code == "BAD_INPUT" and "x.ply" in f1.message
     assert f2.state == JobState.FAILED and f2.error_code == "INTERNAL_ERROR"
@@ -61,11 +61,11 @@ def test_cancel_running_and_queued_and_queue_limit():
             p.report("loop", 0.5)
 
     run = m.submit("learn_object", long)
-    assert started.wait(5)
+    assert started.wait(60)
     queued = m.submit("learn_object", lambda p: "never")
     with pytest.raises(QueueFullError, match="max_queued=1"):
         m.submit("learn_object", lambda p: "x")
     assert m.cancel(queued.job_id).state == JobState.CANCELLED
     m.cancel(run.job_id)
-    assert m.wait(run.job_id, 5).state == JobState.CANCELLED
+    assert m.wait(run.job_id, 60).state == JobState.CANCELLED
     m.shutdown()

@@ -12,9 +12,16 @@ the small synthetic world), on the tiny recognition preset so it takes minutes, 
 3. TrainDetector + TrainPoseEstimator (trainer node) train the two stages and write one models
    folder; bad requests are refused with their codes; a repeated request reuses the stage.
 4. The recognizer node, started before any models existed (frames counted as NO_MODELS), picks
-   the models up, and on the test scene publishes what the offline Recognizer computes, with
-   boxes that match the ground truth above a stated (low: tiny preset) bar; bad input on its
-   stream is counted and reported, a bad models folder keeps the old models.
+   the models up, and on the test scene publishes exactly what the offline Recognizer computes
+   on the same models, posed detections on /tf; bad input on its stream is counted and
+   reported, a bad models folder keeps the old models.
+
+These tests check the plumbing. What the tiny models learn is not asserted here: a 128-step
+detector finds the object on 2 to 6 of the 8 test frames depending on the machine's float
+kernels, so a bar on it would decide by chance. Learned quality is asserted offline where it is
+deterministic and far above its bar (test_recognition.py, test_recognition_e2e.py) and measured
+in bench/ (BENCHMARKS.md). Frames are published one at a time and each waits for the node's
+answer: nothing here depends on how fast the machine is.
 """
 
 from __future__ import annotations
@@ -85,8 +92,10 @@ def _srv(g, srv_type, name):
     return g.cli.create_client(srv_type, name)
 
 
-def _publish_frame(pubs, rgb, depth, intr, stamp_ns, frame="camera_rgb_optical_frame",
+def _publish_frame(pubs, rgb, depth, intr, stamp_ns, node, frame="camera_rgb_optical_frame",
                    rgb_encoding="rgb8", info=None):
+    """CameraInfo first; once ``node`` (the recognizer, which uses the latest CameraInfo) has
+    it, the image pair with the same stamp."""
     from nol_ros.ros.conversions import (
         depth_to_image,
         intrinsics_to_camera_info,
@@ -96,8 +105,11 @@ def _publish_frame(pubs, rgb, depth, intr, stamp_ns, frame="camera_rgb_optical_f
 
     st = ns_to_stamp(stamp_ns)
     pr, pd, pi = pubs
-    pi.publish(info or intrinsics_to_camera_info(intr, st, frame))
-    time.sleep(0.2)  # the node uses the latest CameraInfo: let it arrive first
+    info = info or intrinsics_to_camera_info(intr, st, frame)
+    info.header.stamp = st
+    pi.publish(info)
+    Graph.wait(lambda: node._info is not None and node._info.header.stamp == st, 60,
+               "the recognizer to receive the CameraInfo")
     img = numpy_to_image(rgb, "rgb8", st, frame)
     img.encoding = rgb_encoding
     pr.publish(img)
@@ -126,7 +138,7 @@ def test_recognizer_without_models_counts_frames_and_keeps_running(graph, pubs, 
     seq = read_bop_scene(world / "test" / "000001")
     f = seq.frames[0]
     n = g.rec.counts["rejected"]
-    _publish_frame(pubs, f.load_rgb(), f.load_depth(), seq.intrinsics, f.stamp_ns)
+    _publish_frame(pubs, f.load_rgb(), f.load_depth(), seq.intrinsics, f.stamp_ns, g.rec)
     g.wait(lambda: g.rec.counts["rejected"] > n, 30, "the frame to be rejected")
     g.wait(lambda: g.status and g.status[-1].error_code == "NO_MODELS", 5, "status NO_MODELS")
     assert not g.status[-1].models_loaded and not g.dets
@@ -275,11 +287,11 @@ def test_render_views_matches_the_core_and_the_ground_truth(graph, learnt, small
     assert np.allclose(psnr_node, psnr_core, atol=0.05)
     # ... and the silhouette is the ground truth's (registered mesh, given pose)
     assert min(ious) > 0.95
-    # Bar: the IBR baseline's colours (the shipped NOL model does not exist yet, so "auto" is
-    # IBR) vs the textured model under another light: measured 11.5-13.5 dB on this object
-    # (a flat mean colour scores 14-15 dB, a black image 7-8 dB): the bar catches empty,
-    # black, misplaced or channel-mangled renders, it does not grade NOL's quality (the NOL
-    # benchmarks do, BENCHMARKS.md).
+    # Bar: the learnt colours (the shipped NOL model) vs the textured model under another
+    # light: measured 11.8 / 13.1 / 13.4 dB (mean 12.8: 2.3 dB above the bar; the lowest 1.4 dB
+    # above the black image's best + 2), a black image 6.7-8.4 dB, a flat mean colour 14-15 dB:
+    # the bar catches empty, black, misplaced or channel-mangled renders, it does not grade
+    # NOL's quality (the NOL benchmarks do, BENCHMARKS.md).
     assert np.mean(psnr_node) > 10.5 and min(psnr_node) > np.max(psnr_black) + 2.0
 
 
@@ -399,82 +411,66 @@ def test_trainer_trains_both_stages_into_one_models_folder(graph, trained):
     # the same request again reuses the trained stage at once
     td = _srv(g, TrainDetector, "/trainer/train_detector")
     status = _srv(g, GetJobStatus, "/trainer/get_job_status")
-    t0 = time.monotonic()
     r = g.call(td, TrainDetector.Request(object_names=[OBJ], preset="tiny"))
     st = wait_job(g, status, r.job_id, 120)
-    assert st.status.state == JobProgress.STATE_SUCCEEDED and time.monotonic() - t0 < 30
+    assert st.status.state == JobProgress.STATE_SUCCEEDED
+    res = g.trainer.results[r.job_id]["result"]
+    assert res["skipped"] and res["steps"] == g.trainer.results[st_a.status.job_id][
+        "result"]["steps"], res
     assert st.result_path == str(g.ws / "_models")
 
 
-def _best_iou(dets, obj_name, gt_box):
-    from nol_ros.recognition.evaluate import box_iou
-
-    mine = [d for d in dets if d.object_name == obj_name]
-    if not mine:
-        return 0.0
-    d = max(mine, key=lambda d: d.score)
-    x, y, w, h = gt_box
-    return float(box_iou(np.array([[d.x, d.y, d.x + d.width, d.y + d.height]]),
-                         np.array([[x, y, x + w, y + h]]))[0, 0])
-
-
-def test_recognizer_on_the_test_scene_matches_the_core_and_the_ground_truth(
+def test_recognizer_on_the_test_scene_publishes_what_the_core_computes(
         graph, trained, pubs, small_world):
     from nol_ros.datasets.bop import read_bop_scene
     from nol_ros.recognition.recognizer import Recognizer
+    from nol_ros.ros.conversions import matrix_from_pose, matrix_from_transform, stamp_to_ns
 
     g, (world, _) = graph, small_world
     g.wait(lambda: g.status and g.status[-1].models_loaded, 30, "the recognizer to load models")
     assert g.status[-1].object_names == [OBJ]
-    scene = world / "test" / "000001"
-    seq = read_bop_scene(scene)
-    info = json.loads((scene / "scene_gt_info.json").read_text())
-    gt = json.loads((scene / "scene_gt.json").read_text())
+    seq = read_bop_scene(world / "test" / "000001")
     offline = Recognizer.load(g.ws / "_models", "cpu")
-    from nol_ros.ros.conversions import matrix_from_pose
-
-    ious, same, t_errs, t0 = [], 0, [], time.monotonic()
+    processed0 = g.rec.counts["processed"]
+    same, posed = 0, 0
     for f in seq.frames:
         rgb, depth = f.load_rgb(), f.load_depth()
         n = len(g.dets)
-        _publish_frame(pubs, rgb, depth, seq.intrinsics, f.stamp_ns)
+        _publish_frame(pubs, rgb, depth, seq.intrinsics, f.stamp_ns, g.rec)
         g.wait(lambda n=n: len(g.dets) > n, 120, f"detections of frame {f.index}")
         msg = g.dets[-1]
+        assert len(g.dets) == n + 1   # one DetectionArray per frame, in order
         assert msg.header.frame_id == "camera_rgb_optical_frame"
-        assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == f.stamp_ns
+        assert stamp_to_ns(msg.header.stamp) == f.stamp_ns
         ref = offline.recognize(rgb, seq.intrinsics, depth, score_thresh=0.05)
         got = [(d.object_name, round(d.score, 4), round(d.x, 1), round(d.y, 1),
                 round(d.width, 1), d.has_pose) for d in msg.detections]
         want = [(r.name, round(r.score, 4), round(r.box_xywh[0], 1), round(r.box_xywh[1], 1),
                  round(r.box_xywh[2], 1), r.T_camera_object is not None) for r in ref]
         same += got == want
-        k = next(i for i, a in enumerate(gt[str(f.index)]) if a["obj_id"] == GT_ID)
-        ious.append(_best_iou(msg.detections, OBJ, info[str(f.index)][k]["bbox_obj"]))
-        a = gt[str(f.index)][k]
-        t_gt = np.array(a["cam_t_m2c"]) / 1000.0
-        for d in msg.detections:   # posed detections of the object: where their origin is
-            if d.object_name == OBJ and d.has_pose:
-                t_errs.append(float(np.linalg.norm(matrix_from_pose(d.pose)[:3, 3] - t_gt)))
-    st = g.status[-1]
-    print(f"recognizer: {len(seq.frames)} frames in {time.monotonic() - t0:.1f} s; IoU of the "
-          f"best {OBJ} box with the ground truth per frame {np.round(ious, 2)}; identical to "
-          f"the offline Recognizer on {same}/{len(seq.frames)}; status {st}; translation "
-          f"errors of the posed {OBJ} detections (m) {np.round(t_errs, 3)}")
-    # the node publishes what the core computes on the same images
+        # every posed detection goes to /tf at the image's stamp (min_pose_score 0)
+        poses = [matrix_from_pose(d.pose) for d in msg.detections if d.has_pose]
+        posed += len(poses)
+        if poses:
+            g.wait(lambda st=f.stamp_ns: any(stamp_to_ns(t.header.stamp) == st
+                                             for m in g.tf for t in m.transforms), 30,
+                   "the object's TF")
+            tfs = [t for m in g.tf for t in m.transforms
+                   if stamp_to_ns(t.header.stamp) == f.stamp_ns]
+            assert {t.child_frame_id for t in tfs} <= {f"object_{OBJ}"} | {
+                f"object_{OBJ}_{k}" for k in range(2, len(poses) + 1)}
+            assert len(tfs) == len(poses)
+            assert all(t.header.frame_id == "camera_rgb_optical_frame" for t in tfs)
+            assert np.allclose(matrix_from_transform(tfs[0].transform), poses[0], atol=1e-5)
+    print(f"recognizer: {len(seq.frames)} frames, identical to the offline Recognizer on "
+          f"{same}; {sum(len(m.detections) for m in g.dets[-len(seq.frames):])} detections, "
+          f"{posed} posed")
+    # the node publishes what the core computes on the same images and models
     assert same == len(seq.frames)
-    # Bar (tiny preset: 128 detector steps on 54 IBR renders of one object): the best-scoring
-    # box of the object overlaps its ground-truth box with IoU > 0.3 on at least 3 of the 8
-    # test frames (measured through the graph: 6/8, IoU 0.49-0.66 where found; a CI run of
-    # 2026-12-02 3/8 at IoU 0.63-0.68: the tiny training varies; the same tiny training on two
-    # objects got the class right on only 3/8, so one object it is). A broken detector --
-    # untrained, boxes at random, wrong scale or colour order -- gets almost none.
-    assert sum(i > 0.3 for i in ious) >= 3, ious
-    # Poses: the tiny pose net poses few detections (measured: 1 in 8 frames, its ICP-refined
-    # origin 1.1 cm from the truth); every posed one must be near the truth (a pose in the
-    # wrong frame, inverted or in mm is metres off), and each was counted and sent to TF
-    assert all(e < 0.05 for e in t_errs), t_errs
-    assert st.poses_published >= len(t_errs)
-    g.wait(lambda: g.status[-1].frames_processed >= len(seq.frames), 5, "the status")
+    g.wait(lambda: g.status[-1].frames_processed == processed0 + len(seq.frames), 10,
+           "the status")
+    st = g.status[-1]
+    assert st.frames_dropped_busy == 0 and st.poses_published >= posed, st
 
 
 def test_recognizer_bad_input_and_bad_models_keep_it_running(graph, trained, pubs,
@@ -498,7 +494,7 @@ def test_recognizer_bad_input_and_bad_models_keep_it_running(graph, trained, pub
         t += 10**8
         n = g.rec.counts["rejected"]
         _publish_frame(pubs, kw.pop("rgb", rgb), kw.pop("depth", depth), seq.intrinsics, t,
-                       **kw)
+                       g.rec, **kw)
         g.wait(lambda: g.rec.counts["rejected"] > n, 30, f"a {code} rejection")
         g.wait(lambda: g.status[-1].error_code == code, 5, f"status {code}")
 
@@ -509,7 +505,7 @@ def test_recognizer_bad_input_and_bad_models_keep_it_running(graph, trained, pub
     reject("SIZE_MISMATCH", depth=depth[::2, ::2].copy())
     # still recognising good frames
     n = len(g.dets)
-    _publish_frame(pubs, rgb, depth, seq.intrinsics, t + 10**8)
+    _publish_frame(pubs, rgb, depth, seq.intrinsics, t + 10**8, g.rec)
     g.wait(lambda: len(g.dets) > n, 60, "detections after bad input")
     # a models folder that does not exist: the old models stay, the error is reported
     reload = g.cli.create_client(Trigger, "/recognizer/reload")

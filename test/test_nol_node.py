@@ -37,7 +37,7 @@ def test_learn_object_errors_are_reported_and_node_survives(tmp_path, rclpy_cont
         t0 = time.monotonic()
         while not (learn.service_is_ready() and status.service_is_ready()):
             spin()
-            assert time.monotonic() - t0 < 20
+            assert time.monotonic() - t0 < 60, "the nol node's services did not come up"
         # refused at once: empty name
         r = _call_ex(ex, learn, LearnObject.Request(object_name=""))
         assert not r.accepted and r.error_code and "object_name" in r.message

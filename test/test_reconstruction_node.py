@@ -1,9 +1,10 @@
 """The reconstruction node with real rclpy nodes over localhost DDS.
 
-1. (slow) The small synthetic bag replayed with `nol-ros replay` (another process) into the
-   reconstruction and nol nodes: the self-annotated pose on /tf (map -> odom composed with the
-   bag's odometry) is close to the ground truth, keyframes and status arrive, the scene mesh and
-   the export work, and LearnObject from the live buffer (source 0: the nol node exports) learns
+1. (slow) The small synthetic bag replayed over DDS into the reconstruction and nol nodes,
+   paced by the reconstruction node's status (every frame arrives and is tracked, whatever the
+   machine's load): the self-annotated pose on /tf (map -> odom composed with the bag's
+   odometry) is close to the ground truth, keyframes and status arrive, the scene mesh and the
+   export work, and LearnObject from the live buffer (source 0: the nol node exports) learns
    two objects, each with the numbers the offline core gets on the same export; a request while
    one runs is queued (FIFO) and a queued one can be cancelled.
 2. Bad input (wrong encoding, no CameraInfo, mismatched sizes, TF missing with odometry
@@ -14,13 +15,12 @@
 """
 
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from _graph_helpers import Graph, gt_by_stamp, nol_ros, params, wait_job, workspace_errors
+from _graph_helpers import Graph, gt_by_stamp, params, wait_job, workspace_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,10 +70,15 @@ def test_replay_tracks_publishes_tf_exports_and_learns_from_the_live_buffer(
 
     root, _ = small_world
     bag, scene, models = root / "bags" / "train_000001", root / "train" / "000001", root / "models"
+    from nol_ros.ros.bag_replay import BagPlayer, ReplayConfig, receiver_pace
+
     g = Graph(rclpy_context)
     try:
+        # generous deadlines for the odometry on /tf: a frame whose transform is late is not
+        # tracked, and under load "late" must not happen by chance
         g.add(make_recon("reconstruction", context=rclpy_context, parameter_overrides=params(
-            export_dir=str(tmp_path / "default_export"))))
+            export_dir=str(tmp_path / "default_export"), tracking__tf_timeout_s=30.0,
+            tracking__first_tf_timeout_s=30.0)))
         nol = g.add(make_nol("nol", context=rclpy_context, parameter_overrides=params(
             learn__workspace_root=str(tmp_path / "ws"), max_queued=2)))
         cli = g.client_node()
@@ -92,28 +97,29 @@ def test_replay_tracks_publishes_tf_exports_and_learns_from_the_live_buffer(
         cancel = cli.create_client(CancelJob, "/nol/cancel_job")
         g.wait(status.service_is_ready, 60, "the reconstruction node")
 
-        # half speed: robust when other jobs load both cores (see BENCHMARKS.md "ROS graph")
-        out = nol_ros("replay", bag, "--rate", "0.5", "--wait-for-subscribers", "20")
-        assert out.returncode == 0, out.stdout + out.stderr
-        def settled():
+        def done():   # frames the node has finished with (tracked or not)
             s = g.call(status, GetBufferStatus.Request())
             t = s.tracking
-            return s.frames_received == (t.frames_tracked + t.frames_skipped
-                                         + t.frames_without_odometry + t.frames_tf_refused)
+            return min(s.frames_received, t.frames_tracked + t.frames_skipped
+                       + t.frames_without_odometry + t.frames_tf_refused)
 
-        time.sleep(1.0)
-        g.wait(settled, 60, "the tracker to finish its backlog")
+        player_node = g.client_node("bag_player")
+        player = BagPlayer(player_node, ReplayConfig(
+            bag=str(bag), wait_for_subscribers_s=30.0, pace_topic="/camera/rgb/image_raw"),
+            receiver_pace(done, g.wait, lag=1, timeout_s=120))
+        stats = player.run()
+        player.close()
+        g.wait(lambda: done() == 30, 120, "the tracker to finish the 30 frames")
         st = g.call(status, GetBufferStatus.Request())
         tr = st.tracking
-        print(f"received {st.frames_received}/30, unpaired {st.messages_unpaired}, tracked "
-              f"{tr.frames_tracked}, skipped {tr.frames_skipped}, failed "
-              f"{tr.frames_tracking_failed}, fps {tr.tracking_fps:.1f}")
-        assert st.frames_received >= 20 and st.frames_dropped == 0, st
-        assert tr.frames_tracked >= 15 and tr.frames_tracking_failed == 0, tr
-        # odometry that comes later than tracking.tf_timeout_s: the frame is not tracked
-        # (counted); seen once under a load average of 11
-        assert tr.frames_without_odometry <= 3, tr
-        assert tr.tf_mode == "map->odom" and tr.error_code in ("", "TF_EXTRAPOLATION"), tr
+        print(f"replayed {stats.messages} messages; received {st.frames_received}/30, unpaired "
+              f"{st.messages_unpaired}, tracked {tr.frames_tracked}, skipped "
+              f"{tr.frames_skipped}, failed {tr.frames_tracking_failed}, fps "
+              f"{tr.tracking_fps:.1f}")
+        assert (st.frames_received, st.frames_dropped, st.messages_unpaired) == (30, 0, 0), st
+        assert (tr.frames_tracked, tr.frames_skipped, tr.frames_without_odometry,
+                tr.frames_tf_refused, tr.frames_tracking_failed) == (30, 0, 0, 0, 0), tr
+        assert tr.tf_mode == "map->odom" and tr.error_code == "", tr
 
         # the pose on /tf: bar 1 cm median / 3 cm max / 2 deg (measured ~0.1-0.3 cm, while the
         # bag's odometry alone is off by up to ~2.7 cm)
@@ -171,8 +177,7 @@ def test_replay_tracks_publishes_tf_exports_and_learns_from_the_live_buffer(
                                        obj_id=object_id_for(tmp_path / "ws", name)))
             o = workspace_errors(off, name, scene, models, oid)
             print(f"{name} learnt through the graph: {e}\n{name} offline, same export: {o}")
-            # against the truth with the offline tests' bounds (coverage 0.95 needs all 30
-            # frames; when replay drops some under load the same-data check below is the bar)
+            # against the truth with the offline tests' bounds
             assert e["ate_m"] < 0.01 and e["t_err_m"] < 0.01 and e["r_err_deg"] < 2.0, e
             assert 1 <= e["views"] <= 16 and e["coverage"] >= 0.9, e
             # the graph's numbers are the offline core's on the same data, within what two
@@ -231,11 +236,13 @@ def test_bad_input_is_reported_and_the_node_keeps_serving(small_world, tmp_path,
     seq, frames = _scene_frames(root / "train" / "000001", 6)
     g = Graph(rclpy_context)
     try:
-        g.add(make_node("reconstruction", namespace="/bad", context=rclpy_context,
-                        parameter_overrides=params(
-                            tracking__odometry_mode="required",
-                            tracking__first_tf_timeout_s=0.2, tracking__tf_timeout_s=0.05,
-                            camera_info_wait_s=0.3)))
+        # short waits: the TF asked for below never comes, and the pairs without CameraInfo are
+        # meant to give up; where the data does come, the test waits until the node has it
+        node = g.add(make_node("reconstruction", namespace="/bad", context=rclpy_context,
+                               parameter_overrides=params(
+                                   tracking__odometry_mode="required",
+                                   tracking__first_tf_timeout_s=0.2, tracking__tf_timeout_s=0.05,
+                                   camera_info_wait_s=0.3)))
         cam = g.client_node("bad_camera")
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         p_rgb = cam.create_publisher(Image, "/bad/camera/rgb/image_raw", qos)
@@ -255,10 +262,11 @@ def test_bad_input_is_reported_and_the_node_keeps_serving(small_world, tmp_path,
         def pair(k, rgb_msg=None, depth_msg=None, info=True):
             t, rgb, depth = frames[k % len(frames)]
             stamp = ns_to_stamp(t)
-            if info:
+            if info:   # the node uses the latest CameraInfo: the pair goes once it has this one
                 p_info.publish(intrinsics_to_camera_info(seq.intrinsics, stamp,
                                                          "camera_rgb_optical_frame"))
-                time.sleep(0.05)
+                g.wait(lambda: node._info is not None and node._info.header.stamp == stamp, 60,
+                       "the node to receive the CameraInfo")
             m_rgb = rgb_msg or numpy_to_image(rgb, "rgb8", stamp, "camera_rgb_optical_frame")
             m_depth = depth_msg or depth_to_image(depth, "16UC1", ns_to_stamp(t + 4_000_000),
                                                   "camera_rgb_optical_frame")
@@ -309,15 +317,16 @@ def test_bad_input_is_reported_and_the_node_keeps_serving(small_world, tmp_path,
         T_odom_cam = np.eye(4)
         p_static.publish(TFMessage(transforms=[transform_stamped(
             "odom", "camera_rgb_optical_frame", 0, T_odom_cam)]))
-        time.sleep(0.3)
-        for k in range(5, 8):
+        g.wait(lambda: node.tf.can_transform("odom", "camera_rgb_optical_frame"), 60,
+               "the node to receive the static transform")
+        for n, k in enumerate(range(5, 8)):
             pair(k)
-            time.sleep(0.1)
-        g.wait(lambda: st().tracking.frames_tracked >= 2, 30, "tracking to resume")
+            g.wait(lambda n=n: st().tracking.frames_tracked == n + 1, 60, f"frame {k} tracked")
         s = st()
         assert s.tracking.tf_mode == "map->odom" and s.tracking.tracking_ok
+        assert s.frames_received == 4 and s.tracking.frames_tracked == 3, s
         r = g.call(export, ExportSequence.Request(output_dir=str(tmp_path / "e1")))
-        assert r.success and r.frames == s.frames_received and r.frames_tracked >= 2, r
+        assert r.success and r.frames == s.frames_received and r.frames_tracked == 3, r
     finally:
         g.close()
 
@@ -407,33 +416,48 @@ def test_bag_loop_detection_and_one_error_per_code():
 
 
 def test_live_tracker_skips_the_oldest_frames_when_it_cannot_keep_up(small_world):
-    """A deliberately slow tracker (a TF prior that takes 0.2 s per frame) with a backlog of 2:
-    frames are never blocked, the oldest waiting ones are skipped and counted."""
+    """A tracker held busy (its TF prior blocks until the test releases it) with a backlog of
+    2: submitting never waits for it, the oldest waiting frames are skipped and counted, the
+    newest are tracked."""
+    import threading
+
     from nol_ros.ros.ingest import RgbdFrame
     from nol_ros.ros.live import LiveTracker, LiveTrackingConfig
 
     root, _ = small_world
     seq, frames = _scene_frames(root / "train" / "000001", 8)
-    done = []
+    done, asked = [], []
+    release = threading.Event()
 
-    def slow_prior(frame, timeout):
-        time.sleep(0.2)
+    def blocking_prior(frame, timeout):
+        asked.append(frame.index)
+        assert release.wait(120), "the test never released the prior"
         return seq.frames[frame.index].T_world_camera
 
-    live = LiveTracker(LiveTrackingConfig(max_backlog=2), lookup_prior=slow_prior,
+    live = LiveTracker(LiveTrackingConfig(max_backlog=2), lookup_prior=blocking_prior,
                        on_result=lambda r, f: done.append(r.index))
     try:
-        t0 = time.monotonic()
-        for i, (t, rgb, depth) in enumerate(frames):
-            live.submit(RgbdFrame(index=i, stamp_ns=t, depth_stamp_ns=t, rgb=rgb, depth_m=depth,
-                                  intrinsics=seq.intrinsics, frame_id="cam"))
-            if i == 0:  # let the worker take the first frame
-                Graph.wait(lambda: live.status().backlog == 0, 5, "the worker")
-        assert time.monotonic() - t0 < 1.0  # submit never waits for the tracker
+        submitted = threading.Event()
+
+        def submit_all():
+            for i, (t, rgb, depth) in enumerate(frames):
+                live.submit(RgbdFrame(index=i, stamp_ns=t, depth_stamp_ns=t, rgb=rgb,
+                                      depth_m=depth, intrinsics=seq.intrinsics, frame_id="cam"))
+                if i == 0:  # the worker takes the first frame and blocks in its prior
+                    Graph.wait(lambda: asked == [0], 60, "the worker to take frame 0")
+            submitted.set()
+
+        # submit never waits for the tracker: all 8 go in while the worker is still blocked
+        th = threading.Thread(target=submit_all, daemon=True)
+        th.start()
+        assert submitted.wait(60), "submit blocked while the tracker was busy"
+        assert asked == [0] and live.status().backlog == 2
+        release.set()
         assert live.wait_idle(60)
         s = live.status()
-        assert s.frames_tracked + s.frames_skipped == 8 and s.frames_skipped >= 4, s
-        assert done[0] == 0 and done == sorted(done) and done[-1] == 7  # the newest is tracked
+        # frame 0 tracked, of 1..7 only the last two waited (6 and 7): 5 skipped
+        assert (s.frames_tracked, s.frames_skipped) == (3, 5), s
+        assert done == [0, 6, 7]   # in order, the newest tracked
         assert s.tf_mode == "map->odom"
         # map anchored at odom: the first pose is the first prior
         np.testing.assert_allclose(live.snapshot()[0].track.T_world_camera,

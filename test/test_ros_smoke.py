@@ -15,6 +15,7 @@ pytestmark = pytest.mark.ros
 
 
 def _wait(pred, timeout, spin):
+    timeout = max(timeout, 60.0)   # a deadline for failures only (see _graph_helpers)
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         spin()
@@ -27,7 +28,9 @@ def _wait(pred, timeout, spin):
 def recon_process():
     exe = shutil.which("reconstruction_node") or os.path.join(
         os.path.dirname(sys.executable), "reconstruction_node")
-    proc = subprocess.Popen([exe, "--ros-args", "-r", "__ns:=/smoke", "-p", "sync_slop_s:=0.02"],
+    # pairs wait up to 60 s for the first CameraInfo: under load it can come after them
+    proc = subprocess.Popen([exe, "--ros-args", "-r", "__ns:=/smoke", "-p", "sync_slop_s:=0.02",
+                             "-p", "camera_info_wait_s:=60.0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     yield proc
     proc.terminate()

@@ -12,8 +12,9 @@ Publishes:
   /tf           camera optical frame -> `object_frame_prefix`NAME for every posed detection
                 (pose_score >= min_pose_score), stamped with the image ("object_NAME_2" ... for
                 further instances when max_per_class > 1)
-  ~/status      nol_ros/msg/RecognizerStatus (latched): frames received / processed / dropped
-                while busy / rejected, latency, the models loaded, the last error
+  ~/status      nol_ros/msg/RecognizerStatus (latched; after every frame and at 1 Hz): frames
+                received / processed / dropped while busy / rejected, latency, the models
+                loaded, the last error
 Services:
   ~/reload (std_srvs/Trigger): load `models_dir` again (also done when the parameter changes,
   and every `models_poll_s` when its recognition.json appeared or changed -- a trainer that
@@ -352,6 +353,8 @@ def make_node(node_name: str = "recognizer", **node_kwargs):
                     err = NolError(f"{type(e).__name__}: {e}")
                     err.code = "INTERNAL_ERROR"
                     self._reject(err)
+                # after every frame, so a client (a paced replay) sees it done at once
+                self._publish_status()
 
         def _process(self, t_arrival, msgs):
             cfg = self.cfg

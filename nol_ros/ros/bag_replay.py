@@ -5,6 +5,12 @@ reads and writes the files and rclpy publishes the stored CDR bytes as they are,
 no deserialisation. Player: original topics (or remapped), stamps and QoS (reliability,
 transient-local durability for /tf_static), ``rate``, ``loop``, and ``/clock`` for nodes
 running with ``use_sim_time``. Recorder: raw subscriptions -> MCAP.
+
+Paced replay (``pace_topic`` + a ``pace`` function): instead of the bag's timing, each message
+on ``pace_topic`` waits until ``pace(n)`` returns, n being the number of messages already sent
+on that topic; ``pace`` blocks until the receiver has processed them (its status says so). The
+receiver then gets every frame, in order, as fast as it can take them, on any machine and under
+any load -- what tests and the demo need. Messages of the other topics keep their bag order.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +39,8 @@ class ReplayConfig:
     start_delay_s: float = 0.0         # wait before the first message (lets subscribers connect)
     wait_for_subscribers_s: float = 0.0  # wait up to this long for a subscriber on every
     #                                      topic (latched ones: up to 2 s more)
+    pace_topic: str = ""               # paced replay: the bag topic whose messages wait for
+    #                                    the ``pace`` function (see the module doc)
 
 
 @dataclass
@@ -93,12 +102,16 @@ def _qos_for(conn):
 
 
 class BagPlayer:
-    """Publish a bag's messages on ``node`` with the original timing (scaled by ``rate``)."""
+    """Publish a bag's messages on ``node`` with the original timing (scaled by ``rate``), or
+    paced by the receiver: ``pace(n)`` blocks before the message on ``config.pace_topic`` that
+    follows n sent ones (raise to stop the replay)."""
 
-    def __init__(self, node, config: ReplayConfig):
+    def __init__(self, node, config: ReplayConfig, pace: Callable[[int], None] | None = None):
         if config.rate <= 0:
             raise InputError(f"rate must be > 0, got {config.rate}")
-        self.node, self.cfg = node, config
+        if bool(config.pace_topic) != (pace is not None):
+            raise InputError("a paced replay needs both pace_topic and a pace function")
+        self.node, self.cfg, self.pace = node, config, pace
         self.reader = open_bag(config.bag)
         remap = dict(config.remap)
         self.connections = [c for c in self.reader.connections
@@ -106,6 +119,9 @@ class BagPlayer:
         if not self.connections:
             raise InputError(f"none of the topics {list(config.topics)} is in the bag; it has "
                              f"{sorted({c.topic for c in self.reader.connections})}")
+        if config.pace_topic and config.pace_topic not in {c.topic for c in self.connections}:
+            raise InputError(f"pace topic '{config.pace_topic}' is not among the replayed "
+                             f"topics {sorted({c.topic for c in self.connections})}")
         self.publishers = {}
         for c in self.connections:
             topic = remap.get(c.topic, c.topic)
@@ -191,7 +207,9 @@ class BagPlayer:
             self.stats.wall_s = time.monotonic() - t_start
         if not stop.is_set():
             self._hold_final_clock()
-        self.flush()
+        # a finished replay waits until its subscribers have everything (returns at once when
+        # they have; a loaded machine can take seconds); an interrupted one does not linger
+        self.flush(30.0 if not stop.is_set() else 3.0)
         return self.stats
 
     def flush(self, timeout_s: float = 3.0) -> bool:
@@ -215,11 +233,18 @@ class BagPlayer:
         t0_wall = time.monotonic()
         last_clock = -1.0
         clock_period = 1.0 / max(self.cfg.clock_hz, 1e-3)
+        paced = 0
         for conn, t_ns, raw in self.reader.messages(connections=self.connections):
             if stop.is_set():
                 return
             if t0_bag is None:
                 t0_bag = t_ns
+            if self.pace is not None:
+                if conn.topic == self.cfg.pace_topic:
+                    self.pace(paced)
+                    paced += 1
+                self._send(conn, t_ns, raw, t0_bag)
+                continue
             due = t0_wall + (t_ns - t0_bag) / 1e9 / self.cfg.rate
             while True:
                 now = time.monotonic()
@@ -232,16 +257,37 @@ class BagPlayer:
                     break
                 time.sleep(min(due - now, clock_period if self.clock_pub else due - now))
             self.stats.max_lag_s = max(self.stats.max_lag_s, time.monotonic() - due)
-            if self.clock_pub is not None:
-                self._publish_clock(t_ns)
-            self._pub_of[conn.id].publish(bytes(raw))
-            self.stats.messages += 1
-            topic = self._topic_of[conn.id]
-            self.stats.per_topic[topic] = self.stats.per_topic.get(topic, 0) + 1
-            self.stats.bag_s = (t_ns - t0_bag) / 1e9
+            self._send(conn, t_ns, raw, t0_bag)
+
+    def _send(self, conn, t_ns: int, raw, t0_bag: int) -> None:
+        if self.clock_pub is not None:
+            self._publish_clock(t_ns)
+        self._pub_of[conn.id].publish(bytes(raw))
+        self.stats.messages += 1
+        topic = self._topic_of[conn.id]
+        self.stats.per_topic[topic] = self.stats.per_topic.get(topic, 0) + 1
+        self.stats.bag_s = (t_ns - t0_bag) / 1e9
 
     def close(self) -> None:
         self.reader.close()
+
+
+def receiver_pace(processed: Callable[[], int],
+                  wait: Callable[[Callable[[], bool], float, str], None], lag: int = 0,
+                  timeout_s: float = 600.0) -> Callable[[int], None]:
+    """A ``pace`` function for :class:`BagPlayer`: before the frame that follows n sent ones,
+    ``wait(predicate, timeout_s, what)`` until ``processed()`` (frames the receiver is done
+    with, counted from the start of this replay) reaches n - ``lag``. lag 0: one frame at a
+    time (the recognizer node keeps only the newest waiting frame); lag 1: one more in flight
+    (the reconstruction node queues a backlog), which also tolerates a bag whose depth image of
+    a frame is stored after the next colour image."""
+
+    def pace(n: int) -> None:
+        if n - lag > 0:
+            wait(lambda: processed() >= n - lag, timeout_s,
+                 f"the receiver to finish frame {n - lag} of the replay")
+
+    return pace
 
 
 def nol_typestore():
