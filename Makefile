@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo lint bench clean
+.PHONY: setup test test-fast test-load demo lint bench clean
 
 setup:
 	@bash tools/setup.sh
@@ -15,6 +15,11 @@ test: setup
 # Everything except tests marked slow, for a quick check while developing.
 test-fast: setup
 	$(PY) -m pytest -p no:cacheprovider -m "not slow" $(PYTEST_ARGS) test
+
+# The whole suite from a fresh clone with every core kept busy by a CPU hog, 3 runs in a row
+# (RUNS=n, HOGS=n to change); all must pass. See tools/test_under_load.sh.
+test-load:
+	@bash tools/test_under_load.sh
 
 demo: setup
 	$(PY) -m nol_ros.demo
