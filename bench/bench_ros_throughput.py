@@ -37,7 +37,7 @@ def pose_errors(tf_samples, bag: Path, scene: Path, odom_frame: str = "odom"):
     from nol_ros.datasets.bag import read_bag_tf
     from nol_ros.datasets.bop import read_bop_scene
     from nol_ros.geometry import so3_log
-    from nol_ros.ros.tf_buffer import TransformBuffer
+    from nol_ros.streaming.tf_buffer import TransformBuffer
 
     buf = TransformBuffer(cache_time_s=1e9)
     cam = "camera_rgb_optical_frame"
@@ -78,8 +78,8 @@ def main(argv=None) -> int:
     from tf2_msgs.msg import TFMessage
 
     from nol_ros.msg import TrackingStatus
-    from nol_ros.ros.conversions import matrix_from_transform, stamp_to_ns
     from nol_ros.srv import GetBufferStatus
+    from nol_ros.streaming.messages import matrix_from_transform, stamp_to_ns
 
     load0 = os.getloadavg()
     node_proc = subprocess.Popen(

@@ -433,30 +433,20 @@ def learnt_objects(workspace_root: str | Path) -> dict[str, LearntObject]:
     return out
 
 
-def _override(cfg, opts: dict, section: str):
-    """``cfg`` (a frozen config dataclass) with ``opts`` {field: value}; types checked against
-    the current values (lists for tuples)."""
-    names = {f.name for f in dataclasses.fields(cfg)}
-    unknown = sorted(set(opts) - names)
-    if unknown:
-        raise ConfigError(f"options_yaml: {section} has no keys {unknown}; valid: "
-                          f"{sorted(names)}")
-    kw = {}
-    for k, v in opts.items():
-        cur = getattr(cfg, k)
-        ok = (isinstance(v, bool) if isinstance(cur, bool) else
-              isinstance(v, int) and not isinstance(v, bool) if isinstance(cur, int) else
-              isinstance(v, (int, float)) and not isinstance(v, bool) if isinstance(cur, float)
-              else isinstance(v, str) if isinstance(cur, str) else
-              isinstance(v, (list, tuple)) if isinstance(cur, tuple) else True)
-        if not ok:
-            raise ConfigError(f"options_yaml: {section}.{k} must be like {cur!r}, got {v!r}")
-        kw[k] = float(v) if isinstance(cur, float) else v
-    d = {**dataclasses.asdict(cfg), **kw}
-    if hasattr(type(cfg), "from_dict"):
-        return type(cfg).from_dict(d)
-    return dataclasses.replace(cfg, **{k: tuple(v) if isinstance(v, list) else v
-                                       for k, v in kw.items()})
+PRESET_SECTIONS = ("detset", "detector", "pose", "recognizer")  # what options_yaml may change
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The per-request run settings of a training request (options_yaml ``seed``,
+    ``max_seconds``)."""
+
+    seed: int = 0
+    max_seconds: float = 0.0
+
+    def __post_init__(self):
+        if self.max_seconds < 0:
+            raise ConfigError(f"max_seconds must be >= 0, got {self.max_seconds}")
 
 
 @dataclass(frozen=True)
@@ -483,40 +473,19 @@ def train_plan(cfg: TrainConfig, object_names=(), preset: str = "",
     options_yaml: overrides, e.g. ``{detector.epochs: 4, pose.steps: 200, seed: 1,
     max_seconds: 600}`` (sections detset, detector, pose, recognizer; keys of their configs in
     nol_ros.recognition)."""
-    import yaml
-
+    from nol_ros.config import override, parse_options
     from nol_ros.recognition.pipeline import recognition_preset
 
     p = recognition_preset(check_preset(preset or cfg.preset))
-    seed, max_s = cfg.seed, cfg.max_seconds
-    if options_yaml.strip():
-        try:
-            opts = yaml.safe_load(options_yaml)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"options_yaml is not valid YAML: {e}") from e
-        if not isinstance(opts, dict):
-            raise ConfigError("options_yaml must be a mapping, e.g. 'detector.epochs: 4'")
-        from nol_ros.ros.params import flatten_mapping
-
-        sections: dict[str, dict] = {}
-        for k, v in flatten_mapping(opts).items():
-            head, _, rest = k.partition(".")
-            if head == "seed" and not rest:
-                if isinstance(v, bool) or not isinstance(v, int):
-                    raise ConfigError(f"options_yaml: seed must be an integer, got {v!r}")
-                seed = v
-            elif head == "max_seconds" and not rest:
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                    raise ConfigError(f"options_yaml: max_seconds must be >= 0, got {v!r}")
-                max_s = float(v)
-            elif head in ("detset", "detector", "pose", "recognizer") and rest and \
-                    "." not in rest:
-                sections.setdefault(head, {})[rest] = v
-            else:
-                raise ConfigError(f"options_yaml: unknown key '{k}'; use seed, max_seconds or "
-                                  "detset.* / detector.* / pose.* / recognizer.* (fields of the "
-                                  "nol_ros.recognition configs)")
-        p = p.replace(**{k: _override(getattr(p, k), v, k) for k, v in sections.items()})
+    opts = parse_options(options_yaml)
+    top = {k: opts.pop(k) for k in ("seed", "max_seconds") if k in opts}
+    bad = [k for k in opts if k.partition(".")[0] not in PRESET_SECTIONS or "." not in k]
+    if bad:
+        raise ConfigError(f"options_yaml: unknown key(s) {bad}; use seed, max_seconds or "
+                          "detset.* / detector.* / pose.* / recognizer.* (fields of the "
+                          "nol_ros.recognition configs)")
+    p = override(p, opts, "options_yaml: ")
+    run = override(RunOptions(cfg.seed, cfg.max_seconds), top, "options_yaml: ")
     names = list(object_names)
     if len(set(names)) != len(names):
         raise InputError(f"object_names {names} repeats a name")
@@ -540,7 +509,7 @@ def train_plan(cfg: TrainConfig, object_names=(), preset: str = "",
     if len(key) > 120:
         key = f"{p.name}_{hashlib.sha1(key.encode()).hexdigest()[:16]}"
     return TrainPlan(p, tuple(objs), Path(cfg.workspace_root) / "_training" / key,
-                     cfg.models_path, seed, max_s)
+                     cfg.models_path, run.seed, run.max_seconds)
 
 
 def _stage_key(plan: TrainPlan, stage: str) -> dict:

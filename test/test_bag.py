@@ -59,7 +59,7 @@ def test_export_read_back_with_rosbags_and_rclpy(tmp_path):
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import CameraInfo, Image
 
-    from nol_ros.ros.bag_replay import open_bag
+    from nol_ros.datasets.bag import open_bag
 
     d, poses = _scene(tmp_path)
     seq = read_bop_scene(d)

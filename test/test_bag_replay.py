@@ -103,7 +103,7 @@ def test_play_with_remap_clock_and_latched_static(tmp_path, rclpy_context):
     cs = [c.clock.sec * S + c.clock.nanosec for c in clocks]
     assert cs and cs[0] >= t0 and cs[-1] == t0 + 9 * S // 10 and np.all(np.diff(cs) >= 0)
     # the recording holds what was received
-    from nol_ros.ros.bag_replay import open_bag
+    from nol_ros.datasets.bag import open_bag
 
     r = open_bag(tmp_path / "out_bag")
     assert sum(1 for _ in r.messages()) == rec.counts["/remapped/rgb"] == 10

@@ -5,19 +5,21 @@ import pytest
 from sensor_msgs.msg import CameraInfo, Image
 
 from nol_ros.ros.conversions import (
+    depth_to_image,
+    intrinsics_to_camera_info,
+    numpy_to_image,
+    pose_from_matrix,
+    transform_from_matrix,
+)
+from nol_ros.streaming.messages import (
     CameraInfoError,
     ImageEncodingError,
     camera_info_to_intrinsics,
     depth_from_image,
-    depth_to_image,
     image_to_numpy,
-    intrinsics_to_camera_info,
     matrix_from_pose,
     matrix_from_transform,
-    numpy_to_image,
-    pose_from_matrix,
     rgb_from_image,
-    transform_from_matrix,
 )
 
 RNG = np.random.default_rng(0)

@@ -72,7 +72,8 @@ def test_round_trip(typ):
 
 
 def test_keyframe_carries_images():
-    from nol_ros.ros.conversions import depth_from_image, depth_to_image, numpy_to_image
+    from nol_ros.ros.conversions import depth_to_image, numpy_to_image
+    from nol_ros.streaming.messages import depth_from_image
 
     kf = nol_ros.msg.Keyframe()
     rgb = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)

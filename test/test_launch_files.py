@@ -153,15 +153,16 @@ CONFIGS = [("reconstruction", "nol_ros.nodes.reconstruction_node:ReconstructionN
 def test_config_files_document_every_parameter_of_the_node(name, target, _):
     import importlib
 
-    from nol_ros.ros.params import config_from_flat, flatten_config, load_params_file
+    from nol_ros.config import flatten, from_dict
+    from nol_ros.ros.params import load_params_file
 
     mod, cls_name = target.split(":")
     cls = getattr(importlib.import_module(mod), cls_name)
     path = ROOT / "config" / f"{name}.yaml"
     params = load_params_file(path, name)
-    fields = flatten_config(cls())
+    fields = flatten(cls())
     assert set(params) <= set(fields), f"unknown parameters {set(params) - set(fields)}"
-    config_from_flat(cls, params)  # types check
+    from_dict(cls, params)  # types check
     commented = _commented_defaults(path.read_text())
     assert set(commented) <= set(fields), f"unknown commented {set(commented) - set(fields)}"
     for k, v in commented.items():

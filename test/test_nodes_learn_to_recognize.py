@@ -250,8 +250,9 @@ def test_render_views_matches_the_core_and_the_ground_truth(graph, learnt, small
     from nol_ros.metrics import masked_psnr
     from nol_ros.nol.renderer import load_object_renderer
     from nol_ros.recognition.renderers import TexturedMeshRenderer
-    from nol_ros.ros.conversions import image_to_numpy, intrinsics_to_camera_info, pose_from_matrix
+    from nol_ros.ros.conversions import intrinsics_to_camera_info, pose_from_matrix
     from nol_ros.srv import RenderViews
+    from nol_ros.streaming.messages import image_to_numpy
 
     g, (world, _) = graph, small_world
     seq = read_bop_scene(world / "train" / "000001", world / "models")
@@ -424,7 +425,7 @@ def test_recognizer_on_the_test_scene_publishes_what_the_core_computes(
         graph, trained, pubs, small_world):
     from nol_ros.datasets.bop import read_bop_scene
     from nol_ros.recognition.recognizer import Recognizer
-    from nol_ros.ros.conversions import matrix_from_pose, matrix_from_transform, stamp_to_ns
+    from nol_ros.streaming.messages import matrix_from_pose, matrix_from_transform, stamp_to_ns
 
     g, (world, _) = graph, small_world
     g.wait(lambda: g.status and g.status[-1].models_loaded, 30, "the recognizer to load models")

@@ -50,14 +50,8 @@ def test_posed_detections_go_to_tf_and_busy_frames_are_dropped(tmp_path, rclpy_c
     from nol_ros.camera import Intrinsics
     from nol_ros.msg import DetectionArray
     from nol_ros.nodes.recognizer_node import make_node
-    from nol_ros.ros.conversions import (
-        intrinsics_to_camera_info,
-        matrix_from_pose,
-        matrix_from_transform,
-        ns_to_stamp,
-        numpy_to_image,
-        stamp_to_ns,
-    )
+    from nol_ros.ros.conversions import intrinsics_to_camera_info, ns_to_stamp, numpy_to_image
+    from nol_ros.streaming.messages import matrix_from_pose, matrix_from_transform, stamp_to_ns
 
     g = Graph(rclpy_context)
     try:

@@ -29,7 +29,7 @@ def _tf_errors(tf_samples, bag, scene):
     """T_map_camera from /tf (map -> odom, composed with the bag's odom -> camera) vs truth."""
     from nol_ros.datasets.bag import read_bag_tf
     from nol_ros.geometry import rotation_error_deg
-    from nol_ros.ros.tf_buffer import TransformBuffer
+    from nol_ros.streaming.tf_buffer import TransformBuffer
 
     buf = TransformBuffer(cache_time_s=1e9)
     for st, parent, child, T, static in read_bag_tf(bag):
@@ -58,7 +58,6 @@ def test_replay_tracks_publishes_tf_exports_and_learns_from_the_live_buffer(
     from nol_ros.msg import JobProgress, Keyframe, TrackingStatus
     from nol_ros.nodes.nol_node import make_node as make_nol
     from nol_ros.nodes.reconstruction_node import make_node as make_recon
-    from nol_ros.ros.conversions import matrix_from_transform, stamp_to_ns
     from nol_ros.srv import (
         CancelJob,
         ExportSequence,
@@ -67,6 +66,7 @@ def test_replay_tracks_publishes_tf_exports_and_learns_from_the_live_buffer(
         LearnObject,
         SaveMesh,
     )
+    from nol_ros.streaming.messages import matrix_from_transform, stamp_to_ns
 
     root, _ = small_world
     bag, scene, models = root / "bags" / "train_000001", root / "train" / "000001", root / "models"
@@ -333,7 +333,7 @@ def test_bad_input_is_reported_and_the_node_keeps_serving(small_world, tmp_path,
 
 # -- pure parts ----------------------------------------------------------------------------------
 def _frame(i, stamp_ns, intr):
-    from nol_ros.ros.ingest import RgbdFrame
+    from nol_ros.streaming.ingest import RgbdFrame
 
     return RgbdFrame(index=i, stamp_ns=stamp_ns, depth_stamp_ns=stamp_ns,
                      rgb=np.full((intr.height, intr.width, 3), i, np.uint8),
@@ -421,8 +421,8 @@ def test_live_tracker_skips_the_oldest_frames_when_it_cannot_keep_up(small_world
     newest are tracked."""
     import threading
 
-    from nol_ros.ros.ingest import RgbdFrame
     from nol_ros.ros.live import LiveTracker, LiveTrackingConfig
+    from nol_ros.streaming.ingest import RgbdFrame
 
     root, _ = small_world
     seq, frames = _scene_frames(root / "train" / "000001", 8)

@@ -91,7 +91,7 @@ def test_replay_with_clock_drives_a_sim_time_node_and_remaps(small_world, rclpy_
 def test_record_topics_to_mcap_with_type_discovery(tmp_path, rclpy_context):
     from std_msgs.msg import String
 
-    from nol_ros.ros.bag_replay import open_bag
+    from nol_ros.datasets.bag import open_bag
 
     g = Graph(rclpy_context)
     try:

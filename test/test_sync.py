@@ -1,6 +1,6 @@
 """Approximate time sync: pairs within slop, drops stale messages, never pairs across slop."""
 
-from nol_ros.ros.sync import ApproximateTimeSync
+from nol_ros.streaming.sync import ApproximateTimeSync
 
 MS = 1_000_000
 

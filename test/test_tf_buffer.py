@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from nol_ros.ros.tf_buffer import (
+from nol_ros.streaming.tf_buffer import (
     ExtrapolationError,
     FrameLookupError,
     TransformBuffer,

@@ -78,7 +78,7 @@ def test_train_plan_checks_objects_ids_and_options(tmp_path):
             (dict(preset="fast"), ConfigError, "fast"),
             (dict(options_yaml="detset.n_images: -1"), ConfigError, "n_images"),
             (dict(options_yaml="detector.arch: transformer"), ConfigError, "arch"),
-            (dict(options_yaml="lr: 0.1"), ConfigError, "unknown key 'lr'"),
+            (dict(options_yaml="lr: 0.1"), ConfigError, r"unknown key\(s\) \['lr'\]"),
             (dict(options_yaml="seed: 1.5"), ConfigError, "seed"),
             (dict(options_yaml="a: [1"), ConfigError, "not valid YAML")]:
         with pytest.raises(err, match=text):

@@ -26,8 +26,8 @@ def test_select_views_for_two_objects_publishes_selection_and_image(small_world,
 
     from nol_ros.msg import JobProgress, ViewSelection
     from nol_ros.nodes.view_selection_node import make_node
-    from nol_ros.ros.conversions import image_to_numpy, matrix_from_pose
     from nol_ros.srv import GetJobStatus, SelectViews
+    from nol_ros.streaming.messages import image_to_numpy, matrix_from_pose
 
     root, _ = small_world
     scene, models = root / "train" / "000001", root / "models"

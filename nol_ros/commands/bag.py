@@ -77,7 +77,8 @@ def register(sub) -> None:
 def run_replay(args) -> int:
     from pathlib import Path
 
-    from nol_ros.ros.bag_replay import BagPlayer, ReplayConfig, open_bag
+    from nol_ros.datasets.bag import open_bag
+    from nol_ros.ros.bag_replay import BagPlayer, ReplayConfig
 
     if not Path(args.bag).exists():
         raise InputError(f"bag '{args.bag}' does not exist; give a rosbag2 folder")

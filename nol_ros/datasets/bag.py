@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nol_ros.errors import InputError, NolError
+from nol_ros.errors import FileFormatError, InputError, NolError
 
 RGB_TOPIC = "/camera/rgb/image_raw"
 DEPTH_TOPIC = "/camera/depth_registered/image_raw"
@@ -308,8 +308,8 @@ def read_bag_frames(path: str | Path, rgb_topic: str = RGB_TOPIC, depth_topic: s
     R (3, 3), P (3, 4); None when the bag has no CameraInfo."""
     from rosbags.typesys import Stores, get_typestore
 
-    from nol_ros.ros.bag_replay import open_bag
-    from nol_ros.ros.conversions import depth_from_image, rgb_from_image, stamp_to_ns
+    from nol_ros.datasets.bag import open_bag
+    from nol_ros.streaming.messages import depth_from_image, rgb_from_image, stamp_to_ns
 
     ts = get_typestore(Stores.ROS2_KILTED)
     reader = open_bag(path)
@@ -343,8 +343,8 @@ def read_bag_tf(path: str | Path) -> list[tuple[int, str, str, np.ndarray, bool]
     child_frame, T_parent_child (4, 4) float64, is_static)."""
     from rosbags.typesys import Stores, get_typestore
 
-    from nol_ros.ros.bag_replay import open_bag
-    from nol_ros.ros.conversions import matrix_from_transform, stamp_to_ns
+    from nol_ros.datasets.bag import open_bag
+    from nol_ros.streaming.messages import matrix_from_transform, stamp_to_ns
 
     ts = get_typestore(Stores.ROS2_KILTED)
     reader = open_bag(path)
@@ -412,3 +412,36 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def open_bag(path: str | Path):
+    """Open a rosbag2 directory (or a single .mcap/.db3 file's directory) with rosbags."""
+    from rosbags.rosbag2 import Reader
+
+    p = Path(path)
+    if p.is_file():
+        p = p.parent
+    if not (p / "metadata.yaml").exists():
+        raise FileFormatError(
+            f"'{path}' is not a rosbag2 directory (no metadata.yaml); pass the bag folder written "
+            "by ros2 bag record / nol-ros record, not a ROS 1 .bag")
+    try:
+        reader = Reader(p)
+        reader.open()
+    except Exception as e:  # rosbags raises its own error types
+        raise FileFormatError(f"cannot open bag '{path}': {e}") from e
+    return reader
+
+
+def nol_typestore():
+    """rosbags Kilted type store plus nol_ros's and tf2_msgs's own message definitions."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    msg_dir = Path(__file__).resolve().parents[2] / "msg"
+    types = {}
+    for f in sorted(msg_dir.glob("*.msg")) if msg_dir.is_dir() else []:
+        types.update(get_types_from_msg(f.read_text(), f"nol_ros/msg/{f.stem}"))
+    if types:
+        store.register(types)
+    return store

@@ -26,18 +26,17 @@ def bag_to_bop_scene(bag_path: str | Path, scene_dir: str | Path,
     """Write the synchronised frames of a bag as a BOP scene; returns a summary dict."""
     from rosbags.typesys import Stores, get_typestore
 
-    from nol_ros.datasets.bag import read_bag_custom_data
+    from nol_ros.datasets.bag import open_bag, read_bag_custom_data
     from nol_ros.datasets.bop import BopSceneWriter
-    from nol_ros.ros.bag_replay import open_bag
-    from nol_ros.ros.conversions import (
+    from nol_ros.streaming.messages import (
         camera_info_to_intrinsics,
         depth_from_image,
         matrix_from_transform,
         rgb_from_image,
         stamp_to_ns,
     )
-    from nol_ros.ros.sync import ApproximateTimeSync
-    from nol_ros.ros.tf_buffer import TransformBuffer, TransformError
+    from nol_ros.streaming.sync import ApproximateTimeSync
+    from nol_ros.streaming.tf_buffer import TransformBuffer, TransformError
 
     reader = open_bag(bag_path)
     tf_source = read_bag_custom_data(bag_path).get("nol_ros.tf_source", "unknown")

@@ -59,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nol_ros.catalog import ObjectCatalogConfig
 from nol_ros.errors import ConfigError, FileFormatError, InputError, NolError
 from nol_ros.jobs import JobInfo, JobManager, JobState
 from nol_ros.learn import (
@@ -76,7 +77,6 @@ from nol_ros.learn import (
     render_training_set,
 )
 from nol_ros.ros.job_services import job_progress_msg  # noqa: F401  (re-exported)
-from nol_ros.ros.objects import ObjectCatalogConfig
 
 
 class PoseError(InputError):
@@ -131,7 +131,7 @@ def learn_progress_spans(live_export: bool, render: bool) -> dict[str, tuple[flo
 
 def poses_from_msgs(poses, max_poses: int) -> np.ndarray:
     """geometry_msgs/Pose[] (T_camera_object) -> (B, 4, 4); PoseError naming the bad one."""
-    from nol_ros.ros.conversions import matrix_from_pose
+    from nol_ros.streaming.messages import matrix_from_pose
 
     if not poses:
         raise PoseError("no poses given; send at least one T_camera_object")
@@ -213,25 +213,9 @@ class RendererCache:
 def learn_config_with_options(cfg: LearnConfig, options_yaml: str) -> LearnConfig:
     """``cfg`` with the overrides of a LearnObject's options_yaml: a mapping of learn-config
     keys, nested or dotted (``self_annotation.annotate_step: 2``). Unknown keys are refused."""
-    if not options_yaml.strip():
-        return cfg
-    import yaml
+    from nol_ros.config import override, parse_options
 
-    from nol_ros.ros.params import config_from_flat, flatten_config, flatten_mapping
-
-    try:
-        opts = yaml.safe_load(options_yaml)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"options_yaml is not valid YAML: {e}") from e
-    if not isinstance(opts, dict):
-        raise ConfigError("options_yaml must be a mapping, e.g. 'self_annotation.annotate_step: 2'")
-    flat = flatten_config(cfg)
-    extra = flatten_mapping(opts)
-    unknown = sorted(set(extra) - set(flat))
-    if unknown:
-        raise ConfigError(f"options_yaml: unknown keys {unknown}; valid keys are the learn.* "
-                          "parameters without the 'learn.' prefix (see config/nol.yaml)")
-    return config_from_flat(type(cfg), {**flat, **extra})
+    return override(cfg, parse_options(options_yaml), "options_yaml: ")
 
 
 def check_learn_request(name: str, mesh_path: str, source: int, source_path: str) -> None:
@@ -270,10 +254,11 @@ def make_node(node_name: str = "nol", **node_kwargs):
     from nol_ros.learn import load_renderer, resolve_device
     from nol_ros.msg import JobProgress
     from nol_ros.ros.clients import ServiceCaller, export_live_buffer
-    from nol_ros.ros.conversions import camera_info_to_intrinsics, numpy_to_image
+    from nol_ros.ros.conversions import numpy_to_image
     from nol_ros.ros.job_services import JobNodeShutdown, attach_job_services
     from nol_ros.ros.params import declare_and_read
     from nol_ros.srv import ExportSequence, LearnObject, RenderViews
+    from nol_ros.streaming.messages import camera_info_to_intrinsics
 
     class NolNode(JobNodeShutdown, Node):
         def __init__(self):
@@ -478,7 +463,7 @@ def make_node(node_name: str = "nol", **node_kwargs):
                         f"{', '.join(learnt) or 'none'}); call LearnObject first")
                 intr = camera_info_to_intrinsics(req.camera_info)
                 if intr.width * intr.height > self.cfg.render_views.max_pixels:
-                    from nol_ros.ros.conversions import CameraInfoError
+                    from nol_ros.streaming.messages import CameraInfoError
 
                     raise CameraInfoError(
                         f"CameraInfo asks for {intr.width}x{intr.height} images; at most "

@@ -157,18 +157,18 @@ def make_node(node_name: str = "recognizer", **node_kwargs):
 
     from nol_ros.learn import resolve_device
     from nol_ros.msg import DetectionArray, RecognizerStatus
-    from nol_ros.ros.conversions import (
-        camera_info_to_intrinsics,
-        check_image_matches_info,
-        depth_from_image,
-        pose_from_matrix,
-        rgb_from_image,
-        stamp_to_ns,
-    )
+    from nol_ros.ros.conversions import pose_from_matrix
     from nol_ros.ros.params import declare_and_read
     from nol_ros.ros.qos import sensor_qos
     from nol_ros.ros.runtime import ErrorReporter
-    from nol_ros.ros.sync import ApproximateTimeSync
+    from nol_ros.streaming.messages import (
+        camera_info_to_intrinsics,
+        check_image_matches_info,
+        depth_from_image,
+        rgb_from_image,
+        stamp_to_ns,
+    )
+    from nol_ros.streaming.sync import ApproximateTimeSync
 
     class RecognizerNode(Node):
         def __init__(self):

@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 
 from nol_ros.errors import InputError, NolError
 from nol_ros.reconstruction.tracking import TrackerConfig
-from nol_ros.ros.ingest import IngestConfig, RgbdIngest
 from nol_ros.ros.live import (
     TF_MAP_CAMERA,
     TF_MAP_ODOM,
@@ -60,7 +59,8 @@ from nol_ros.ros.live import (
     time_jumped_back,
     write_mesh_file,
 )
-from nol_ros.ros.tf_buffer import FrameLookupError, TransformError
+from nol_ros.streaming.ingest import IngestConfig, RgbdIngest
+from nol_ros.streaming.tf_buffer import FrameLookupError, TransformError
 
 
 @dataclass(frozen=True)
@@ -125,14 +125,14 @@ def make_node(node_name: str = "reconstruction", **node_kwargs):
         intrinsics_to_camera_info,
         ns_to_stamp,
         numpy_to_image,
-        stamp_to_ns,
         transform_from_matrix,
     )
     from nol_ros.ros.params import declare_and_read
     from nol_ros.ros.qos import sensor_qos
     from nol_ros.ros.runtime import ErrorReporter
-    from nol_ros.ros.sync import ApproximateTimeSync
     from nol_ros.srv import ExportSequence, GetBufferStatus, SaveMesh
+    from nol_ros.streaming.messages import stamp_to_ns
+    from nol_ros.streaming.sync import ApproximateTimeSync
 
     class ReconstructionNode(Node):
         def __init__(self):

@@ -31,9 +31,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nol_ros.catalog import ObjectCatalogConfig
 from nol_ros.errors import FileFormatError, InputError, NolError
 from nol_ros.jobs import JobInfo, JobManager, JobState
-from nol_ros.ros.objects import ObjectCatalogConfig
 from nol_ros.selfannotate import SelfAnnotationConfig
 
 
@@ -165,7 +165,7 @@ def make_node(node_name: str = "view_selection", **node_kwargs):
         def _publish(self, seq, sequence_path: str, ws: Path, names: list[str]) -> None:
             import json
 
-            from nol_ros.ros.selection_io import annotated_image, load_selection
+            from nol_ros.views.selection_io import annotated_image, load_selection
 
             cam = "camera"
             odo = Path(sequence_path) / "odometry.json"

@@ -19,7 +19,6 @@ Round trip for checkpoints: ``NolConfig.from_dict(cfg.to_dict()) == cfg``.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,25 +114,14 @@ class NolConfig:
         raise ConfigError(f"NOL preset '{name}' unknown; use 'paper' or 'cpu'")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (lists for tuples), JSON/YAML serialisable."""
-        out = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
+        """Plain dict (lists for tuples), JSON/YAML serialisable (nol_ros.config.to_dict)."""
+        from nol_ros.config import to_dict
+
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NolConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ConfigError naming them."""
-        if not isinstance(d, dict):
-            raise ConfigError("NOL config must be a mapping (dict) of NolConfig fields")
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ConfigError(f"NOL config has unknown keys {unknown}; valid keys: "
-                              f"{sorted(names)}")
-        kw = {}
-        for k, v in d.items():
-            default = names[k].default
-            kw[k] = tuple(v) if isinstance(default, tuple) else v
-        return cls(**kw)
+        from nol_ros.config import from_dict
+
+        return from_dict(cls, d, "NOL config: ")

@@ -118,21 +118,15 @@ class DetectorConfig:
             raise ConfigError("head_convs >= 0 and 16 <= min_size <= max_size needed")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        from nol_ros.config import to_dict
+
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> DetectorConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown detector config keys {unknown}")
-        kw = dict(d)
-        for k in ("channels", "levels", "aspect_ratios"):
-            if k in kw:
-                kw[k] = tuple(kw[k])
-        if "anchor_sizes" in kw:
-            kw["anchor_sizes"] = tuple(tuple(float(x) for x in a) for a in kw["anchor_sizes"])
-        return cls(**kw)
+        from nol_ros.config import from_dict
+
+        return from_dict(cls, d, "detector config: ")
 
     def replace(self, **kw) -> DetectorConfig:
         return dataclasses.replace(self, **kw)

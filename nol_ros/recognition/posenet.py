@@ -114,19 +114,15 @@ class PoseNetConfig:
         return int(round(self.input_size * self.wide / self.pad))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        from nol_ros.config import to_dict
+
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> PoseNetConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown pose-net config keys {unknown}")
-        kw = dict(d)
-        for k in ("channels", "scale"):
-            if k in kw:
-                kw[k] = tuple(kw[k])
-        return cls(**kw)
+        from nol_ros.config import from_dict
+
+        return from_dict(cls, d, "pose-net config: ")
 
     def replace(self, **kw) -> PoseNetConfig:
         return dataclasses.replace(self, **kw)

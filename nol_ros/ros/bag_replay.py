@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nol_ros.errors import FileFormatError, InputError
+from nol_ros.datasets.bag import nol_typestore, open_bag
+from nol_ros.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -63,25 +64,6 @@ def msg_class(msgtype: str):
     except (ImportError, AttributeError, IndexError) as e:
         raise InputError(f"message type '{msgtype}' is not available in this environment; "
                          "install/build its interface package") from e
-
-
-def open_bag(path: str | Path):
-    """Open a rosbag2 directory (or a single .mcap/.db3 file's directory) with rosbags."""
-    from rosbags.rosbag2 import Reader
-
-    p = Path(path)
-    if p.is_file():
-        p = p.parent
-    if not (p / "metadata.yaml").exists():
-        raise FileFormatError(
-            f"'{path}' is not a rosbag2 directory (no metadata.yaml); pass the bag folder written "
-            "by ros2 bag record / nol-ros record, not a ROS 1 .bag")
-    try:
-        reader = Reader(p)
-        reader.open()
-    except Exception as e:  # rosbags raises its own error types
-        raise FileFormatError(f"cannot open bag '{path}': {e}") from e
-    return reader
 
 
 def _qos_for(conn):
@@ -288,20 +270,6 @@ def receiver_pace(processed: Callable[[], int],
                  f"the receiver to finish frame {n - lag} of the replay")
 
     return pace
-
-
-def nol_typestore():
-    """rosbags Kilted type store plus nol_ros's and tf2_msgs's own message definitions."""
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
-    store = get_typestore(Stores.ROS2_KILTED)
-    msg_dir = Path(__file__).resolve().parents[2] / "msg"
-    types = {}
-    for f in sorted(msg_dir.glob("*.msg")) if msg_dir.is_dir() else []:
-        types.update(get_types_from_msg(f.read_text(), f"nol_ros/msg/{f.stem}"))
-    if types:
-        store.register(types)
-    return store
 
 
 class BagRecorder:

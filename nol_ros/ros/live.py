@@ -39,8 +39,8 @@ import numpy as np
 
 from nol_ros.errors import ConfigError, InputError, NolError
 from nol_ros.reconstruction.tracking import TrackerConfig, TrackResult
-from nol_ros.ros.ingest import RgbdFrame
-from nol_ros.ros.tf_buffer import TransformError
+from nol_ros.streaming.ingest import RgbdFrame
+from nol_ros.streaming.tf_buffer import TransformError
 
 ODOMETRY_MODES = ("auto", "required", "none")  # not "off": YAML reads it as false
 TF_MAP_ODOM, TF_MAP_CAMERA = "map->odom", "map->camera"

@@ -13,65 +13,12 @@ namespace: measured with rclpy Kilted). :func:`load_params_file` reads either fo
 
 from __future__ import annotations
 
-import dataclasses
 import typing
 from pathlib import Path
 from typing import Any
 
-from nol_ros.errors import ConfigError, FileFormatError
-
-
-def flatten_config(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(v):
-            out.update(flatten_config(v, key + "."))
-        elif isinstance(v, tuple):
-            out[key] = list(v)
-        else:
-            out[key] = v
-    return out
-
-
-def config_from_flat(cls: type, flat: dict[str, Any], prefix: str = "") -> Any:
-    """Build ``cls`` from a flat dict, keeping defaults for absent keys; types are checked."""
-    kwargs: dict[str, Any] = {}
-    defaults = cls()
-    for f in dataclasses.fields(cls):
-        key = f"{prefix}{f.name}"
-        default = getattr(defaults, f.name)
-        if dataclasses.is_dataclass(default):
-            kwargs[f.name] = config_from_flat(type(default), flat, key + ".")
-            continue
-        if key not in flat:
-            continue
-        v = flat[key]
-        if isinstance(default, bool):
-            if not isinstance(v, bool):
-                raise ConfigError(f"parameter '{key}' must be true/false, got {v!r}")
-        elif isinstance(default, int):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(f"parameter '{key}' must be an integer, got {v!r}")
-        elif isinstance(default, float):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"parameter '{key}' must be a number, got {v!r}")
-            v = float(v)
-        elif isinstance(default, str):
-            if not isinstance(v, str):
-                raise ConfigError(f"parameter '{key}' must be a string, got {v!r}")
-        elif isinstance(default, tuple):
-            if v is None:
-                v = ()
-            if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
-                raise ConfigError(f"parameter '{key}' must be a list, got {v!r}")
-            v = tuple(v)
-        kwargs[f.name] = v
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"invalid {cls.__name__}: {e}") from e
+from nol_ros.config import flatten, from_dict
+from nol_ros.errors import FileFormatError
 
 
 def _array_kind(cls: type, key: str) -> type | None:
@@ -97,7 +44,7 @@ def declare_and_read(node, cls: type, prefix: str = "") -> Any:
 
     array_types = {str: Parameter.Type.STRING_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
                    float: Parameter.Type.DOUBLE_ARRAY, bool: Parameter.Type.BOOL_ARRAY}
-    flat_defaults = flatten_config(cls())
+    flat_defaults = flatten(cls())
     values = {}
     for key, default in flat_defaults.items():
         name = prefix + key
@@ -111,7 +58,7 @@ def declare_and_read(node, cls: type, prefix: str = "") -> Any:
             continue
         node.declare_parameter(name, default)
         values[key] = node.get_parameter(name).value
-    return config_from_flat(cls, values)
+    return from_dict(cls, values, "parameters: ")
 
 
 def load_params_file(path: str | Path, node_name: str) -> dict[str, Any]:
@@ -136,15 +83,5 @@ def load_params_file(path: str | Path, node_name: str) -> dict[str, Any]:
                 k.endswith(f"/{node_name}") and k.startswith("/")):
             if not isinstance(body, dict) or "ros__parameters" not in body:
                 raise FileFormatError(f"'{p}': '{k}' has no ros__parameters mapping")
-            out.update(flatten_mapping(body["ros__parameters"] or {}))
-    return out
-
-
-def flatten_mapping(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten_mapping(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
+            out.update(flatten(body["ros__parameters"] or {}))
     return out

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from nol_ros.ros.conversions import (
-    matrix_from_transform,
-    ns_to_stamp,
-    stamp_to_ns,
-    transform_from_matrix,
-)
-from nol_ros.ros.tf_buffer import (
+from nol_ros.ros.conversions import ns_to_stamp, transform_from_matrix
+from nol_ros.streaming.messages import matrix_from_transform, stamp_to_ns
+from nol_ros.streaming.tf_buffer import (
     ExtrapolationError,
     FrameLookupError,
     TransformBuffer,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nol_ros.errors import InputError, NolError
-from nol_ros.ros.conversions import (
+from nol_ros.streaming.messages import (
     camera_info_to_intrinsics,
     check_image_matches_info,
     depth_from_image,
