@@ -180,17 +180,11 @@ def test_replay_tracks_publishes_tf_exports_and_learns_from_the_live_buffer(
             # against the truth with the offline tests' bounds
             assert e["ate_m"] < 0.01 and e["t_err_m"] < 0.01 and e["r_err_deg"] < 2.0, e
             assert 1 <= e["views"] <= 16 and e["coverage"] >= 0.9, e
-            # the graph's numbers are the offline core's on the same data, within what two
-            # offline runs differ by (Open3D's RANSAC plane / global registration draws from its
-            # own generator; measured: 1-2 views -- 4 vs 6 in a CI run of 2026-12-02 --,
-            # coverage 0.008, 0.05 mm, 0.06 deg; the greedy view selection's count
-            # is the loosest figure, the coverage and the poses below are the tight ones)
-            assert e["frames"] == o["frames"] and abs(e["views"] - o["views"]) <= 2, (e, o)
-            assert abs(e["coverage"] - o["coverage"]) <= 0.02, (e, o)
-            assert abs(e["t_err_m"] - o["t_err_m"]) < 1e-3, (e, o)
-            # the can's turn about its axis is free for the geometry: two runs of the same data
-            # differ by up to 0.64 deg there (measured 2026-12-02, both < 1 deg from the truth)
-            assert abs(e["r_err_deg"] - o["r_err_deg"]) < 1.0, (e, o)
+            # the graph computes exactly what the offline core computes on the same data: the
+            # same code, and registration's random draws are seeded and single-threaded even
+            # while the node registers the next object in this process (they differed by up to
+            # 2 views, 0.04 coverage and 0.64 deg before: Open3D's shared random generator)
+            assert e == o, (e, o)
             # ... and so is what the render stage wrote: the pose grid, rendered
             rs = json.loads((ws / "renders" / "render_set.json").read_text())
             from nol_ros.recognition.pipeline import recognition_preset

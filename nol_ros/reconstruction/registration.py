@@ -14,10 +14,19 @@ The robot's objects stand on a support surface (table), so the search is built a
 6. poses geometry cannot tell apart (a box upside down puts its surface in the same place) are
    one answer to it, but not to the renders and pose labels made from it: the one standing as
    modelled (model z along the table normal, ``up_axis``) is taken.
+
+Same input, same answer: Open3D's random draws (plane RANSAC, feature RANSAC, sampling) come
+from one process-wide generator and its RANSAC loops run on OpenMP threads, so with several
+threads, or two registrations in one process, the draws and thus the result depended on thread
+timing (a LearnObject once failed an object that 14 re-runs fitted). They run inside
+:func:`seeded_open3d`: one registration at a time per process, one OpenMP thread, the
+generator seeded with ``seed``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +38,21 @@ from nol_ros.geometry import fit_rigid
 
 class RegistrationError(NolError):
     code = "REGISTRATION_FAILED"
+
+
+_OPEN3D_RANDOM = threading.Lock()
+
+
+@contextlib.contextmanager
+def seeded_open3d(seed: int):
+    """Open3D's random generator seeded with ``seed`` and its OpenMP loops on one thread, for
+    this block alone and for no other thread of the process meanwhile (see the module doc)."""
+    import open3d as o3d
+    from threadpoolctl import threadpool_limits
+
+    with _OPEN3D_RANDOM, threadpool_limits(limits=1, user_api="openmp"):
+        o3d.utility.random.seed(int(seed))
+        yield
 
 
 @dataclass(frozen=True)
@@ -249,7 +273,8 @@ class ObjectRegistrar:
         pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(scene_points))
         pcd = pcd.voxel_down_sample(config.voxel_m)
         self.points = np.asarray(pcd.points)
-        self.plane = find_support_plane(self.points, camera_poses, config)
+        with seeded_open3d(config.seed):
+            self.plane = find_support_plane(self.points, camera_poses, config)
         self.tree = cKDTree(self.points)
         self.clusters = object_clusters(self.points, self.plane, config)
 
@@ -383,10 +408,15 @@ class ObjectRegistrar:
                  prior_point: np.ndarray | None = None, prior_radius_m: float = 0.3,
                  name: str = "object") -> RegistrationResult:
         """T_world_object of the mesh (vertices (V,3) metres in the object frame)."""
+        with seeded_open3d(self.cfg.seed):
+            return self._register(vertices, faces, prior_point, prior_radius_m, name)
+
+    def _register(self, vertices: np.ndarray, faces: np.ndarray,
+                  prior_point: np.ndarray | None, prior_radius_m: float,
+                  name: str) -> RegistrationResult:
         import open3d as o3d
 
         c = self.cfg
-        o3d.utility.random.seed(c.seed)  # RANSAC and sampling: same input, same answer
         clusters = self.clusters
         if prior_point is not None:
             clusters = [cl for cl in clusters
