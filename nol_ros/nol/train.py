@@ -16,6 +16,15 @@ the same weights as an uninterrupted run (the sample stream depends only on seed
 step, never on the process). OUT/log.csv gets one row per optimiser step, OUT/train.json the
 config and timings; TensorBoard events too when the tensorboard package is installed.
 The exported model (OUT/model.pt, for nol_ros.nol.renderer) has no optimiser state.
+
+Several processes (nol_ros.distributed), e.g. 2 CPU processes or 8 GPUs on one machine:
+
+    torchrun --standalone --nproc_per_node 2 -m nol_ros.nol.train --preset cpu --out runs/x
+
+The ``accumulate`` samples of an optimiser step are dealt out over the ranks (sample j of a
+step to rank j mod world size; each sample's random draws depend on (seed, epoch, j) only, so
+the samples are those of a single process) and DDP sums their gradients: the same global batch
+and learning rate as one process. Rank 0 writes the checkpoints, log and summary.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -118,9 +128,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     """Run (or resume) a training run; returns the summary (also OUT/train.json)."""
     from tqdm import tqdm
 
+    from nol_ros import distributed
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dev = default_device(device)
+    ctx = distributed.setup(device)            # SINGLE (all no-ops) outside torchrun
+    dev = default_device(ctx.device(device))
+    progress = progress and ctx.is_main
     torch.manual_seed(cfg.seed)
     ncfg = cfg.net_config()
     net = NolNet(ncfg, backbone_weights=backbone_weights, device=dev)
@@ -147,7 +161,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     t_data = time.perf_counter() - t0
     dcfg = dataclasses.replace(cfg.data, crop_size=ncfg.crop_size,
                                n_sources=ncfg.n_sources_train)
-    log_path = out / "log.csv"
+    log_path = out / "log.csv" if ctx.is_main else Path(os.devnull)
     new_log = not (resume and log_path.exists())
     log_f = open(log_path, "w" if new_log else "a", newline="")
     log = csv.writer(log_f)
@@ -157,9 +171,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     try:
         from torch.utils.tensorboard import SummaryWriter
 
-        tb = SummaryWriter(str(out / "tb"))
+        tb = SummaryWriter(str(out / "tb")) if ctx.is_main else None
     except Exception:  # noqa: BLE001 - tensorboard is optional
         tb = None
+    ddp = ctx.wrap(distributed.loss_module(net, lambda m, s: sample_loss(m, loss_fn, s, dev)),
+                   dev) if ctx.enabled else None
     summary = {"config": cfg.to_dict(), "device": str(dev), "data_s": t_data,
                "epochs": [], "resumed_from_epoch": start_epoch if resume else None}
     if (out / "train.json").exists() and resume:
@@ -179,12 +195,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
                    leave=False)
         t_ep = time.perf_counter()
         for j, si in enumerate(bar):
-            rng = np.random.default_rng([cfg.seed, 7, epoch, j])
-            sample = make_sample(sets[si], rng, dcfg)
-            terms = sample_loss(net, loss_fn, sample, dev)
-            (terms["total"] / cfg.accumulate).backward()
-            for k in acc:
-                acc[k] += float(terms[k].detach())
+            if ctx.enabled:
+                _ddp_sample(ctx, ddp, cfg, sets, si, epoch, j, len(order), step, dcfg, acc)
+            else:
+                rng = np.random.default_rng([cfg.seed, 7, epoch, j])
+                sample = make_sample(sets[si], rng, dcfg)
+                terms = sample_loss(net, loss_fn, sample, dev)
+                (terms["total"] / cfg.accumulate).backward()
+                for k in acc:
+                    acc[k] += float(terms[k].detach())
             n_acc += 1
             step += 1
             if n_acc == cfg.accumulate or j == len(order) - 1:
@@ -192,7 +211,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
                     torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                row = {k: v / n_acc for k, v in acc.items()}
+                row = {k: ctx.sum(v) / n_acc for k, v in acc.items()}
                 ep_losses.append(row["total"])
                 log.writerow([epoch, step, lr, *(f"{row[k]:.5f}" for k in acc),
                               f"{time.perf_counter() - t_train:.1f}"])
@@ -208,19 +227,47 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
                 break
         summary["epochs"].append({"epoch": epoch, "lr": lr, "mean_loss": float(np.mean(ep_losses))
                                   if ep_losses else None, "s": time.perf_counter() - t_ep})
-        _save_state(out / "last.pt", net, opt, epoch, step, cfg)
-        if cfg.keep_every and (epoch + 1) % cfg.keep_every == 0:
-            _save_state(out / f"epoch_{epoch + 1:03d}.pt", net, opt, epoch, step, cfg)
-        save_checkpoint(net, out / "model.pt", trained_epochs=epoch + 1, samples=step,
-                        train_seed=cfg.seed, n_sets=cfg.n_sets)
+        ctx.sync_buffers(net)                  # BatchNorm statistics averaged over ranks
+        if ctx.is_main:
+            _save_state(out / "last.pt", net, opt, epoch, step, cfg)
+            if cfg.keep_every and (epoch + 1) % cfg.keep_every == 0:
+                _save_state(out / f"epoch_{epoch + 1:03d}.pt", net, opt, epoch, step, cfg)
+            save_checkpoint(net, out / "model.pt", trained_epochs=epoch + 1, samples=step,
+                            train_seed=cfg.seed, n_sets=cfg.n_sets)
         summary["train_s"] = time.perf_counter() - t_train
-        atomic_write_json(out / "train.json", summary)
+        if ctx.is_main:
+            atomic_write_json(out / "train.json", summary)
         if done:
             break
     log_f.close()
     if tb is not None:
         tb.close()
+    ctx.barrier()                              # every rank returns once the model is written
     return summary
+
+
+def _ddp_sample(ctx, ddp, cfg: TrainConfig, sets, si: int, epoch: int, j: int, n_order: int,
+                step: int, dcfg, acc: dict) -> None:
+    """Sample j of an epoch in a distributed run: its rank (j mod world size within the
+    optimiser step's window) computes it, gradients accumulate locally, and each rank's last
+    backward of the window synchronises (DDP averages over ranks, hence the world-size factor:
+    the sum is that of one process). A rank without a sample in a short window joins the
+    synchronisation with a zero loss."""
+    A, W = cfg.accumulate, ctx.world_size
+    p = j % A                                   # position in the window
+    length = min(A, n_order - (j - p))          # the window's samples (short at the epoch end
+    if cfg.max_steps:                           # or at max_steps)
+        length = min(length, cfg.max_steps - (step - p))
+    if p % W == ctx.rank:
+        rng = np.random.default_rng([cfg.seed, 7, epoch, j])
+        sample = make_sample(sets[si], rng, dcfg)
+        with ctx.no_sync(ddp, p + W < length):  # not this rank's last sample of the window
+            terms = ddp(sample)
+            (terms["total"] / A * W).backward()
+        for k in acc:
+            acc[k] += float(terms[k].detach())
+    elif ctx.rank >= length and p == length - 1:
+        ddp(None)["total"].backward()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -402,9 +402,13 @@ def train_detector(coco_json: str | Path, out_dir: str | Path, cfg: DetectorConf
     ``out_dir/detector.pt`` (model only) at the end. Classes: the set's categories (ids = BOP
     object ids). With resume, an existing detector_last.pt of the same config and classes is
     continued. max_seconds: stop after the epoch that crosses this budget (the finished model
-    is still written). Returns {epochs, steps, loss history per epoch, seconds, ...}."""
+    is still written). Returns {epochs, steps, loss history per epoch, seconds, ...}.
+
+    Under torchrun (nol_ros.distributed) every rank trains on its slice of each global batch
+    of ``cfg.batch_size`` images with DDP; rank 0 writes the checkpoints."""
     import torch
 
+    from nol_ros import distributed
     from nol_ros.recognition.detset import read_coco
 
     images, cats = read_coco(coco_json)
@@ -412,7 +416,13 @@ def train_detector(coco_json: str | Path, out_dir: str | Path, cfg: DetectorConf
     label_of = {c["obj_id"]: i + 1 for i, c in enumerate(classes)}
     if not any(len(im.labels) for im in images):
         raise InputError(f"'{coco_json}' has no box annotations; nothing to train on")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ctx = distributed.setup(device)           # SINGLE (all no-ops) outside torchrun
+    if ctx.enabled and cfg.batch_size < ctx.world_size:
+        raise ConfigError(f"detector batch_size {cfg.batch_size} < {ctx.world_size} processes: "
+                          "every rank needs at least one image of each batch")
+    if not ctx.is_main:
+        progress = _noop
+    dev = torch.device(ctx.device(device) or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     last = out / "detector_last.pt"
@@ -434,6 +444,9 @@ def train_detector(coco_json: str | Path, out_dir: str | Path, cfg: DetectorConf
         epoch0, step, history = int(ck["epoch"]), int(ck["step"]), list(ck["history"])
         spent = float(ck.get("seconds", 0.0))
         set_rng_state(ck["rng"])
+    # the model itself outside torchrun; a rank whose images lost every box to augmentation
+    # leaves the box heads unused in that step (find_unused)
+    net = ctx.wrap(model, dev, find_unused=True)
     t_start = time.perf_counter()
     for epoch in range(epoch0, cfg.epochs):
         model.train()
@@ -461,18 +474,27 @@ def train_detector(coco_json: str | Path, out_dir: str | Path, cfg: DetectorConf
                                                            ).reshape(-1, 4).to(dev),
                                  "labels": torch.as_tensor([label_of[int(v)] for v in labels],
                                                            dtype=torch.int64, device=dev)})
-                ld = model(imgs, tgts)
-                loss = (ld["classification"] + ld["bbox_regression"]) / cfg.accumulate
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"detector loss became {loss.item()} at step "
-                                             f"{step}; lower lr (now {cfg.lr})")
-                loss.backward()
+                if ctx.enabled:  # this rank's slice; both losses are means over the objects
+                    n_all = sum(len(t["labels"]) for t in tgts)    # of the batch: weigh a
+                    imgs, tgts = ctx.shard(imgs), ctx.shard(tgts)  # rank by its share of them
+                    n_own = max(1, sum(len(t["labels"]) for t in tgts))
+                with ctx.no_sync(net, a < cfg.accumulate - 1):
+                    ld = net(imgs, tgts)
+                    loss = (ld["classification"] + ld["bbox_regression"]) / cfg.accumulate
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"detector loss became {loss.item()} at step "
+                                                 f"{step}; lower lr (now {cfg.lr})")
+                    if ctx.enabled:
+                        (loss * ctx.weight(n_own, max(1, n_all))).backward()
+                    else:
+                        loss.backward()
                 tot += float(loss.detach())
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             step += 1
-            losses.append(tot)
+            # the global batch's loss, the same on every rank
+            losses.append(ctx.sum(tot * n_own) / max(1, n_all) if ctx.enabled else tot)
             if k % 10 == 0 or k == steps_per_epoch - 1:
                 frac = (epoch + (k + 1) / steps_per_epoch) / max(1, cfg.epochs)
                 progress("train detector", frac, f"epoch {epoch + 1}/{cfg.epochs} step "
@@ -480,18 +502,24 @@ def train_detector(coco_json: str | Path, out_dir: str | Path, cfg: DetectorConf
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)),
                         "seconds": time.perf_counter() - t_ep})
         spent_now = spent + time.perf_counter() - t_start
-        save_checkpoint(last, {"kind": CKPT_KIND, "version": 1, "config": cfg.to_dict(),
-                               "classes": classes, "model": model.state_dict(),
-                               "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
-                               "history": history, "rng": rng_state(), "seconds": spent_now})
-        if max_seconds is not None and spent_now > max_seconds and epoch + 1 < cfg.epochs:
+        ctx.sync_buffers(model)
+        if ctx.is_main:
+            save_checkpoint(last, {"kind": CKPT_KIND, "version": 1, "config": cfg.to_dict(),
+                                   "classes": classes, "model": model.state_dict(),
+                                   "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                                   "step": step, "history": history, "rng": rng_state(),
+                                   "seconds": spent_now})
+        if ctx.agree(max_seconds is not None and spent_now > max_seconds
+                     and epoch + 1 < cfg.epochs):
             progress("train detector", 1.0, f"time budget {max_seconds:.0f} s reached after "
                      f"epoch {epoch + 1}")
             break
     final = {"kind": CKPT_KIND, "version": 1, "config": cfg.to_dict(), "classes": classes,
              "model": model.state_dict(), "epoch": len(history), "step": step,
              "history": history, "seconds": spent + time.perf_counter() - t_start}
-    save_checkpoint(out / "detector.pt", final)
+    if ctx.is_main:
+        save_checkpoint(out / "detector.pt", final)
+    ctx.barrier()                             # every rank returns once the model is written
     return {"epochs": len(history), "new_epochs": len(history) - epoch0, "steps": step,
             "history": history,
             "seconds": final["seconds"], "images": len(images), "classes": classes}

@@ -24,6 +24,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -319,20 +320,26 @@ def make_batch(samples: list[PoseSamples], norms: list[ObjectNorm], cfg: PoseNet
     return xs, cls, np.clip(xyz, -1, 1), amo, vis
 
 
-def posenet_loss(out: dict, xyz_t, amo_t, vis_t, cfg: PoseNetConfig):
+def posenet_loss(out: dict, xyz_t, amo_t, vis_t, cfg: PoseNetConfig, norm=None):
     """Pix2Pose-style loss: L1 on the coordinates inside the silhouette, L2 of the error map
-    against the (detached, capped at 1) per-pixel coordinate error, BCE on both masks."""
+    against the (detached, capped at 1) per-pixel coordinate error, BCE on both masks.
+    norm: (silhouette pixels, pixels) of the whole batch when this is one rank's slice of it
+    (then the slices' losses add up to the batch's); None = of the given batch."""
     import torch
     import torch.nn.functional as F
 
     m = amo_t.float()
-    n_fg = m.sum().clamp(min=1.0)
+    n_fg = m.sum().clamp(min=1.0) if norm is None else max(1.0, float(norm[0]))
     d = (out["xyz"] - xyz_t).abs().mean(1)                       # (B, S, S)
     l_xyz = (d * m).sum() / n_fg
     err_t = torch.clamp(d.detach(), max=1.0)
     l_err = (((out["err"] - err_t) ** 2) * m).sum() / n_fg
-    l_mask = F.binary_cross_entropy_with_logits(out["amodal"], m) + \
-        F.binary_cross_entropy_with_logits(out["visib"], vis_t.float())
+    if norm is None:
+        l_mask = F.binary_cross_entropy_with_logits(out["amodal"], m) + \
+            F.binary_cross_entropy_with_logits(out["visib"], vis_t.float())
+    else:
+        bce = partial(F.binary_cross_entropy_with_logits, reduction="sum")
+        l_mask = (bce(out["amodal"], m) + bce(out["visib"], vis_t.float())) / float(norm[1])
     total = cfg.w_xyz * l_xyz + cfg.w_err * l_err + cfg.w_mask * l_mask
     return total, {"xyz": float(l_xyz.detach()), "err": float(l_err.detach()),
                    "mask": float(l_mask.detach())}
@@ -355,9 +362,13 @@ def train_posenet(samples: list[PoseSamples], vertices: dict[int, np.ndarray], o
     coordinate normalisation). Writes out_dir/posenet_last.pt every cfg.ckpt_every steps and
     out_dir/posenet.pt at the end; resumes from posenet_last.pt. scenes: views of the robot's
     frames (:class:`~nol_ros.recognition.scenes.SceneBackgrounds`) for ``scene_prob`` of the
-    replaced crop backgrounds. Returns {steps, history, seconds}."""
+    replaced crop backgrounds. Returns {steps, history, seconds}.
+
+    Under torchrun (nol_ros.distributed) every rank draws the same global batch of
+    ``cfg.batch_size`` crops and trains on its slice with DDP; rank 0 writes the checkpoints."""
     import torch
 
+    from nol_ros import distributed
     from nol_ros.recognition.augment import BackgroundPool
     from nol_ros.recognition.scenes import ScenePool
 
@@ -376,7 +387,13 @@ def train_posenet(samples: list[PoseSamples], vertices: dict[int, np.ndarray], o
         raise InputError("two PoseSamples of the same object; merge them first")
     norms = [ObjectNorm.from_vertices(ps.obj_id, np.asarray(vertices[ps.obj_id]))
              for ps in samples]
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ctx = distributed.setup(device)           # SINGLE (all no-ops) outside torchrun
+    if ctx.enabled and cfg.batch_size < ctx.world_size:
+        raise ConfigError(f"pose batch_size {cfg.batch_size} < {ctx.world_size} processes: "
+                          "every rank needs at least one crop of each batch")
+    if not ctx.is_main:
+        progress = _noop
+    dev = torch.device(ctx.device(device) or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     last = out / "posenet_last.pt"
@@ -396,11 +413,15 @@ def train_posenet(samples: list[PoseSamples], vertices: dict[int, np.ndarray], o
         set_rng_state(ck["rng"])
     step0 = step
     pool = ScenePool(BackgroundPool(24, seed + 1, size=256), scenes, scene_prob, zoom=(2.5, 5.0))
+    net = ctx.wrap(model, dev)                # the model itself outside torchrun
     t_start = time.perf_counter()
     model.train()
     run: list[dict] = []
 
     def ckpt(path, with_opt=True):
+        ctx.sync_buffers(model)
+        if not ctx.is_main:
+            return
         ck = {"kind": CKPT_KIND, "version": 1, "config": cfg.to_dict(), "classes": classes,
               "norms": [nm.to_dict() for nm in norms], "model": model.state_dict(),
               "step": step, "history": history, "rng": rng_state(),
@@ -412,22 +433,31 @@ def train_posenet(samples: list[PoseSamples], vertices: dict[int, np.ndarray], o
     while step < cfg.steps:
         rng = np.random.default_rng([seed, 23, step])  # batch content depends on the step only
         x, c, q, a, v = make_batch(samples, norms, cfg, rng, pool, cfg.batch_size)
+        norm = None
+        if ctx.enabled:  # this rank's slice of the global batch, its loss normalised like it
+            norm = (int(a.sum()), a.size)
+            x, c, q, a, v = (ctx.shard(t) for t in (x, c, q, a, v))
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps)
-        raw = model(_to_tensor(x, dev))
+        raw = net(_to_tensor(x, dev))
         o = split_outputs(raw, torch.from_numpy(c).to(dev))
         loss, parts = posenet_loss(o, torch.from_numpy(q).permute(0, 3, 1, 2).to(dev),
-                                   torch.from_numpy(a).to(dev), torch.from_numpy(v).to(dev), cfg)
+                                   torch.from_numpy(a).to(dev), torch.from_numpy(v).to(dev), cfg,
+                                   norm)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"pose-net loss became {float(loss)} at step {step}; "
                                      f"lower lr (now {cfg.lr})")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if ctx.enabled:  # DDP averages over ranks; the slices' losses add up to the batch's
+            (loss * ctx.world_size).backward()
+            parts = {k: ctx.sum(val) for k, val in parts.items()}
+        else:
+            loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         step += 1
-        run.append({"loss": float(loss.detach()), **parts})
+        run.append({"loss": ctx.sum(float(loss.detach())), **parts})
         if step % 25 == 0 or step == cfg.steps:
             history.append({"step": step, **{k: float(np.mean([r[k] for r in run]))
                                              for k in run[0]}})
@@ -436,13 +466,15 @@ def train_posenet(samples: list[PoseSamples], vertices: dict[int, np.ndarray], o
                      f"step {step}/{cfg.steps} loss {history[-1]['loss']:.4f}")
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             ckpt(last)
-        if max_seconds is not None and spent + time.perf_counter() - t_start > max_seconds:
+        if ctx.agree(max_seconds is not None
+                     and spent + time.perf_counter() - t_start > max_seconds):
             progress("train pose", 1.0, f"time budget {max_seconds:.0f} s reached at step {step}")
             ckpt(last)
             break
     if run:
         history.append({"step": step, **{k: float(np.mean([r[k] for r in run])) for k in run[0]}})
     ckpt(out / "posenet.pt", with_opt=False)
+    ctx.barrier()                             # every rank returns once the model is written
     return {"steps": step, "new_steps": step - step0, "history": history,
             "seconds": spent + time.perf_counter() - t_start, "classes": classes}
 
