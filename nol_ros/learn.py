@@ -542,13 +542,18 @@ def run_train_stage(plan: TrainPlan, stage: str, device: str | None = None,
     when done for the same objects, renders and config; resumed after an interruption); then
     write the models folder if the other stage is done too. progress(stage, fraction, message)
     with one overall fraction. Returns {stage, skipped, models_dir ("" = not written yet),
-    seconds, cpu_seconds, steps, loss, ...}."""
+    seconds, cpu_seconds, steps, loss, ...}. Under torchrun (nol_ros.distributed) the ranks
+    train together and rank 0 alone writes the work folder and the models folder."""
+    from nol_ros import distributed
     from nol_ros.io_utils import atomic_write_json
 
     if stage not in STAGES:
         raise InputError(f"training stage '{stage}' unknown; use one of {STAGES}")
     report = progress or (lambda *a: None)
     dev = resolve_device(device)
+    ctx = distributed.setup(dev)                # SINGLE (all no-ops) outside torchrun
+    if not ctx.is_main:
+        report = lambda *a: None  # noqa: E731
     p, d = plan.preset, plan.work_dir / stage
     key = _stage_key(plan, stage)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -561,10 +566,12 @@ def run_train_stage(plan: TrainPlan, stage: str, device: str | None = None,
         out.update(_read_stage(d).get("result", {}))
         report(stage, 0.9, f"{stage} already trained for {plan.names} ({p.name}); reused")
     else:
-        if _read_stage(d).get("key") != key and d.exists():
-            shutil.rmtree(d)  # another object set, renders or config: start afresh
-        d.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(d / "stage.json", {"key": key, "done": False})
+        if ctx.is_main:
+            if _read_stage(d).get("key") != key and d.exists():
+                shutil.rmtree(d)  # another object set, renders or config: start afresh
+            d.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(d / "stage.json", {"key": key, "done": False})
+        ctx.barrier()
         if stage == "detector":
             prog = OverallProgress(report, {"detection set": (0.0, 0.1),
                                             "train detector": (0.1, 0.95)}, (0.0, 0.1))
@@ -574,10 +581,11 @@ def run_train_stage(plan: TrainPlan, stage: str, device: str | None = None,
                                             "train pose": (0.05, 0.95)}, (0.0, 0.05))
             res = _train_pose(plan, d, names, dev, budget, prog)
         out.update(res)
-        atomic_write_json(d / "stage.json", {"key": key, "done": True, "result": res})
+        if ctx.is_main:
+            atomic_write_json(d / "stage.json", {"key": key, "done": True, "result": res})
     other = "pose" if stage == "detector" else "detector"
     out["models_dir"] = ""
-    if _stage_done(plan, other):
+    if ctx.is_main and _stage_done(plan, other):
         report("models", 0.95, f"writing the models folder {plan.models_dir}")
         out["models_dir"] = str(write_models(plan))
     out["seconds"] = time.perf_counter() - t0
@@ -603,6 +611,7 @@ def _scene_backgrounds(plan: TrainPlan, prog, stage: str):
 
 
 def _train_detector(plan: TrainPlan, d: Path, names, device, budget, prog) -> dict:
+    from nol_ros import distributed
     from nol_ros.recognition.detector import train_detector
     from nol_ros.recognition.detset import write_detection_set
     from nol_ros.recognition.trainset import load_paste_samples
@@ -615,9 +624,11 @@ def _train_detector(plan: TrainPlan, d: Path, names, device, budget, prog) -> di
         paste[o.obj_id] = load_paste_samples(o.scene_dir, o.obj_id, p.max_paste_per_object,
                                              0.0, seed=plan.seed)
     scenes = _scene_backgrounds(plan, prog, "detection set")
+    ctx = distributed.current()                 # under torchrun: rank 0 writes the set
     summ = write_detection_set(paste, ddir, p.detset, names,
                                lambda s, f, m="": prog("detection set", 0.5 + 0.5 * f, m),
-                               scenes)
+                               scenes) if ctx.is_main else {}
+    ctx.barrier()
     del paste
     r = train_detector(ddir / "annotations.json", d, p.detector, seed=plan.seed, device=device,
                        max_seconds=budget, progress=prog)

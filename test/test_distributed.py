@@ -197,3 +197,59 @@ def test_rank0_checkpoints_have_the_single_process_format_and_load(runs):
     a = torch.load(out / "single" / "detector_nobn" / "detector.pt", weights_only=True)["model"]
     b = torch.load(out / "ddp" / "detector_nobn" / "detector.pt", weights_only=True)["model"]
     assert max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point()) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def learnt_root(tmp_path_factory):
+    """A workspace root with one 'learnt' object as LearnObject leaves it for the trainer:
+    objects/NAME/ (object.json, mesh.ply) and renders/ (its render set; here rendered from the
+    textured mesh, the NOL renderer is not under test)."""
+    from nol_ros.datasets.synthetic.objects import make_object
+    from nol_ros.io_utils import atomic_write_json
+    from nol_ros.mesh import save_mesh
+    from nol_ros.recognition.poses import PoseGridConfig
+    from nol_ros.recognition.renderers import TexturedMeshRenderer
+    from nol_ros.recognition.trainset import write_render_set
+
+    root = tmp_path_factory.mktemp("learnt_root")
+    m = make_object(1, 0)
+    od = root / "box" / "objects" / "box"
+    od.mkdir(parents=True)
+    save_mesh(m.untextured(), od / "mesh.ply")
+    atomic_write_json(od / "object.json", {"name": "box", "obj_id": 1, "symmetric": False})
+    atomic_write_json(root / "object_ids.json", {"box": 1})
+    grid = PoseGridConfig(az_step_deg=60, el_step_deg=30, el_max_deg=60, inplane_step_deg=90,
+                          crop_size=64)
+    write_render_set(TexturedMeshRenderer(m), m, 1, root / "box" / "renders", grid,
+                     source="gt", name="box")
+    return root
+
+
+@pytest.mark.slow
+def test_nol_ros_train_commands_under_torchrun_write_one_models_folder(learnt_root):
+    """`torchrun --nproc_per_node 2 nol-ros train-detector|train-pose`: the ranks train
+    together, rank 0 alone writes the detector set, the stage folders and the models folder,
+    which the recogniser loads."""
+    from nol_ros.recognition.recognizer import Recognizer
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nol_ros = str(Path(sys.executable).with_name("nol-ros"))
+    opts = "{detector.epochs: 1, pose.steps: 4, detset.n_images: 8, detset.scene_bg_prob: 0}"
+    for stage in ("train-detector", "train-pose"):
+        p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                            "--nproc_per_node", "2", nol_ros, stage, "--workspace",
+                            str(learnt_root), "--preset", "tiny", "--options", opts, "--quiet",
+                            "--device", "cpu"], env=env, capture_output=True, text=True,
+                           timeout=1200)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        outs = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+        assert len(outs) == 2, p.stdout       # one summary per rank
+        assert {o["stage"] for o in outs} == {"detector" if "detector" in stage else "pose"}
+    models = learnt_root / "_models"
+    assert outs[0]["models_dir"] == str(models) or outs[1]["models_dir"] == str(models)
+    rec = Recognizer.load(models, device="cpu")
+    assert [o.name for o in rec.objects.values()] == ["box"]
+    work = next((learnt_root / "_training").iterdir())
+    for st in ("detector", "pose"):
+        assert json.loads((work / st / "stage.json").read_text())["done"] is True
+    assert len(list((work / "detector" / "detset").glob("*.json"))) >= 1
