@@ -59,12 +59,17 @@ def _raster_depth_masks(mesh: Mesh, T: np.ndarray, intr: Intrinsics):
 
 def write_render_set(renderer: ObjectRenderer, mesh: Mesh, obj_id: int, out_dir: str | Path,
                      grid: PoseGridConfig = PoseGridConfig(), source: str = "",
-                     name: str = "", batch: int = 16, progress: ProgressFn = _noop) -> dict:
+                     name: str = "", batch: int = 16, progress: ProgressFn = _noop,
+                     shard: tuple[int, int] = (0, 1)) -> dict:
     """Render one object on the pose grid and write it as the BOP scene ``out_dir/OBJ_ID``.
 
     renderer: draws the object (rgb + mask); mesh: the object's geometry (metres, the mesh the
     renderer uses), rasterised for the depth images. Returns the object's entry of
     render_set.json (also merged into ``out_dir/render_set.json``).
+    shard (k, n): render only the batches b of ``batch`` views with b mod n == k (a part of the
+    set for one of n workers, with the image ids of the whole set; the renderer sees the very
+    batches it sees when it renders everything). nol_ros.recognition.render_shards merges the
+    parts into the whole set.
     """
     if not isinstance(renderer, ObjectRenderer):
         raise InputError(f"renderer {type(renderer).__name__} has no render(T, intr) method")
@@ -77,11 +82,16 @@ def write_render_set(renderer: ObjectRenderer, mesh: Mesh, obj_id: int, out_dir:
     intr = crop_intrinsics(radius, grid.distance_m, grid.crop_size, margin=grid.margin)
     views = hemisphere_poses(centre, grid)
     angles = grid.inplane_deg
+    k_shard, n_shards = (int(v) for v in shard)
+    if not 0 <= k_shard < n_shards:
+        raise InputError(f"shard {k_shard} of {n_shards}: need 0 <= shard < shard count")
     scene_dir = out_dir / f"{obj_id:06d}"
     t0 = time.perf_counter()
     n_written = n_empty = 0
     with BopSceneWriter(scene_dir, intr, depth_scale=RENDER_DEPTH_SCALE) as w:
         for b0 in range(0, len(views), batch):
+            if (b0 // batch) % n_shards != k_shard:
+                continue
             T = views[b0:b0 + batch]
             if hasattr(renderer, "render_raster"):
                 rgb, mask, rasters = renderer.render_raster(T, intr)
@@ -110,13 +120,15 @@ def write_render_set(renderer: ObjectRenderer, mesh: Mesh, obj_id: int, out_dir:
                     n_written += 1
             progress("render", min(1.0, (b0 + len(T)) / len(views)),
                      f"object {obj_id}: {b0 + len(T)}/{len(views)} views")
-    if n_empty == n_written:
+    if n_empty == n_written and n_shards == 1:
         raise InputError(f"object {obj_id}: the renderer produced no object pixels in any of "
                          f"{n_written} images; check the renderer and the mesh")
     entry = {"obj_id": obj_id, "name": name or mesh.name, "images": n_written,
              "views": len(views), "inplane_deg": angles.tolist(), "empty_images": n_empty,
              "K": intr.K.tolist(), "size": [intr.width, intr.height],
              "seconds": time.perf_counter() - t0}
+    if n_shards > 1:
+        entry["shard"] = [k_shard, n_shards]
     meta_path = out_dir / "render_set.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     meta.update({"source": source, "grid": asdict(grid)})
