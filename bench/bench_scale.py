@@ -1,0 +1,274 @@
+"""Scale-out on one machine: sharded training-set rendering and data-parallel training, 1 -> N
+processes (torchrun, gloo on the CPU), against one process in the same run.
+
+    .venv/bin/python bench/bench_scale.py render            # demo grid (378 images), NOL
+    .venv/bin/python bench/bench_scale.py train             # detector / pose net / NOL steps
+
+``render``: a learnt object (``--object-workspace WS --name NAME``, a folder LearnObject wrote;
+by default the mustard bottle of the small synthetic world, self-annotated once into
+.nol_bench/scale/) is rendered on the grid of ``--preset`` three ways, each a fresh process:
+one process with one thread, one process with ``--workers`` threads, ``--workers`` torchrun
+ranks with one thread each (``nol-ros render`` under torchrun: the path users run). Prints the
+render-stage and whole-process wall times, the speed-ups, and checks the sets are identical.
+
+``train``: seconds per optimiser step of the ``cpu`` presets of the detector (global batch 8
+images 240x320) and the pose net (global batch 32 crops at 64 px) and of the NOL ``cpu``
+network (accumulate 10), one process vs ``--workers`` ranks at the same global batch, plus the
+share of a detector step spent preparing the global batch (which every rank repeats).
+
+Every figure is wall time on a shared machine: the load average is printed with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".nol_bench" / "scale"
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _nol_ros() -> str:
+    return str(Path(sys.executable).with_name("nol-ros"))
+
+
+def default_object() -> tuple[Path, str]:
+    """The small world's mustard bottle, self-annotated once (cached)."""
+    ws = CACHE / "learnt"
+    name = "mustard_bottle"
+    if (ws / name / "objects" / name / "views.json").is_file():
+        return ws, name
+    from nol_ros.datasets.bop import read_bop_scene, read_models_info
+    from nol_ros.datasets.synthetic.generate import generate
+    from nol_ros.selfannotate import ObjectSpec, run_self_annotation
+
+    world = CACHE / "world"
+    if not (world / "train").is_dir():
+        generate(world, "small", seed=0, progress=False)
+    seq = read_bop_scene(world / "train" / "000001", world / "models")
+    info = read_models_info(world / "models" / "models_info.json")
+    o = next(o for o in seq.objects if info[o.obj_id]["name"] == name)
+    run_self_annotation(seq, [ObjectSpec(name=name, mesh_path=o.mesh_path, obj_id=1)],
+                        ws / name)
+    (ws / "object_ids.json").write_text(json.dumps({name: 1}))
+    return ws, name
+
+
+def _run(cmd, env) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    return dt, p.stdout
+
+
+def bench_render(a) -> dict:
+    root, name = (Path(a.object_workspace), a.name) if a.object_workspace else default_object()
+    runs = [("1 process x 1 thread", 1, 1), (f"1 process x {a.workers} threads", 1, a.workers),
+            (f"{a.workers} processes x 1 thread (torchrun)", a.workers, 1)]
+    out = {"preset": a.preset, "method": a.method, "object": name, "runs": []}
+    sets = {}
+    for label, procs, threads in runs:
+        scratch = CACHE / f"render_{procs}x{threads}"
+        if scratch.exists():
+            shutil.rmtree(scratch)
+        shutil.copytree(root / name / "objects", scratch / name / "objects")
+        shutil.copy(root / "object_ids.json", scratch / "object_ids.json")
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        cmd = [_nol_ros(), "render", name, "--workspace", str(scratch), "--preset", a.preset,
+               "--method", a.method, "--device", "cpu", "--quiet"]
+        if procs > 1:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   "--nproc_per_node", str(procs), *cmd]
+        before = load()
+        wall, _ = _run(cmd, env)
+        rep = json.loads((scratch / name / "renders" / "render_report.json").read_text())
+        row = {"run": label, "render_s": rep["seconds"]["render"],
+               "refine_s": rep["seconds"].get("refine", 0.0), "process_wall_s": wall,
+               "images": rep["images"], "load_before": before, "load_after": load()}
+        out["runs"].append(row)
+        sets[label] = scratch / name / "renders"
+        print(json.dumps(row), flush=True)
+    base = out["runs"][0]
+    for r in out["runs"][1:]:
+        r["speedup_render"] = base["render_s"] / r["render_s"]
+        r["speedup_wall"] = base["process_wall_s"] / r["process_wall_s"]
+    a_set, b_set = sets[runs[0][0]], sets[runs[2][0]]
+    files = sorted(p.relative_to(a_set) for p in a_set.rglob("*")
+                   if p.is_file() and p.suffix != ".json" or p.name.startswith("scene_"))
+    out["identical_files"] = all((a_set / f).read_bytes() == (b_set / f).read_bytes()
+                                 for f in files)
+    out["files_compared"] = len(files)
+    return out
+
+
+# -- training --------------------------------------------------------------------------------
+def _train_data() -> Path:
+    d = CACHE / "train_data"
+    if (d / "det" / "annotations.json").is_file():
+        return d
+    from nol_ros.datasets.synthetic.objects import make_object
+    from nol_ros.recognition.detset import DetectionSetConfig, write_detection_set
+    from nol_ros.recognition.poses import PoseGridConfig
+    from nol_ros.recognition.renderers import TexturedMeshRenderer
+    from nol_ros.recognition.trainset import load_paste_samples, write_render_set
+
+    grid = PoseGridConfig(az_step_deg=30, el_step_deg=20, el_max_deg=60, inplane_step_deg=15,
+                          crop_size=128)
+    for oid in (1, 3):
+        m = make_object(oid, 0)
+        write_render_set(TexturedMeshRenderer(m), m, oid, d / "render", grid, source="gt",
+                         name=m.name)
+    paste = {o: load_paste_samples(d / "render" / f"{o:06d}", o) for o in (1, 3)}
+    write_detection_set(paste, d / "det", DetectionSetConfig(n_images=96, objects=(1, 3),
+                                                             n_backgrounds=8),
+                        {1: "a", 3: "b"})
+    return d
+
+
+def train_worker(kind: str, data: Path, out: Path, steps: int) -> None:
+    """One training run (plain or a torchrun rank): prints its wall time per step (rank 0)."""
+    import torch
+
+    from nol_ros import distributed
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    t0 = time.perf_counter()
+    if kind == "detector":
+        from nol_ros.recognition.detector import detector_config, train_detector
+
+        cfg = detector_config("cpu", epochs=1, warmup_steps=2)
+        r = train_detector(data / "det" / "annotations.json", out, cfg, seed=0)
+        n = r["steps"]
+    elif kind == "pose":
+        from nol_ros.datasets.synthetic.objects import make_object
+        from nol_ros.recognition.posenet import posenet_config, train_posenet
+        from nol_ros.recognition.trainset import load_pose_samples
+
+        cfg = posenet_config("cpu", steps=steps, ckpt_every=steps)
+        m = make_object(1, 0)
+        s = [load_pose_samples(data / "render" / "000001", 1, m, cfg.store_size, wide=cfg.wide)]
+        t0 = time.perf_counter()
+        r = train_posenet(s, {1: m.vertices}, out, cfg, {1: "a"}, seed=0)
+        n = r["steps"]
+    else:
+        from nol_ros.nol.train import TrainConfig, generate_sets, train
+
+        cfg = TrainConfig(preset="cpu", n_sets=20, epochs=1, accumulate=10, seed=0)
+        sets = generate_sets(cfg)
+        t0 = time.perf_counter()
+        train(cfg, out, sets=sets, progress=False)
+        n = 2
+    dt = time.perf_counter() - t0
+    if distributed.current().is_main:
+        print(json.dumps({"kind": kind, "steps": n, "s_per_step": dt / max(1, n)}), flush=True)
+
+
+def detector_prep_share(data: Path) -> float:
+    """Seconds to prepare one global detector batch (load + augment 8 images) over seconds of
+    one training step on it (one process): what each extra rank repeats."""
+    import numpy as np
+    import torch
+
+    from nol_ros.recognition.detector import (
+        _load_rgb,
+        augment_detection,
+        build_detector,
+        detector_config,
+    )
+    from nol_ros.recognition.detset import read_coco
+
+    torch.set_num_threads(1)
+    images, _ = read_coco(data / "det" / "annotations.json")
+    cfg = detector_config("cpu")
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    batch = []
+    for im in images[:cfg.batch_size * 4]:
+        img, b, lab = augment_detection(_load_rgb(im.path), im.boxes_xyxy, im.labels, rng)
+        batch.append((img, b, lab))
+    prep = (time.perf_counter() - t0) / 4
+    model = build_detector(cfg, 2).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    t1 = time.perf_counter()
+    for k in range(3):
+        imgs = [torch.from_numpy(x).permute(2, 0, 1).float().div(255)
+                for x, _, _ in batch[k * 8:(k + 1) * 8]]
+        tg = [{"boxes": torch.from_numpy(np.asarray(b, np.float32)).reshape(-1, 4),
+               "labels": torch.as_tensor([int(v) for v in lab], dtype=torch.int64)}
+              for _, b, lab in batch[k * 8:(k + 1) * 8]]
+        ld = model(imgs, tg)
+        opt.zero_grad()
+        (ld["classification"] + ld["bbox_regression"]).backward()
+        opt.step()
+    step = (time.perf_counter() - t1) / 3
+    return prep / (prep + step)
+
+
+def bench_train(a) -> dict:
+    data = _train_data()
+    out = {"workers": a.workers, "runs": []}
+    for kind in a.kinds.split(","):
+        for procs, threads in ((1, 1), (1, a.workers), (a.workers, 1)):
+            scratch = CACHE / f"train_{kind}_{procs}x{threads}"
+            if scratch.exists():
+                shutil.rmtree(scratch)
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+            cmd = [sys.executable, __file__, "_worker", kind, str(data), str(scratch),
+                   str(a.steps)]
+            if procs > 1:
+                cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                       "--nproc_per_node", str(procs), *cmd[1:]]
+            before = load()
+            _, stdout = _run(cmd, env)
+            row = json.loads([x for x in stdout.splitlines() if x.startswith("{")][-1])
+            row.update(processes=procs, threads=threads, load_before=before, load_after=load())
+            out["runs"].append(row)
+            print(json.dumps(row), flush=True)
+    out["detector_prep_share"] = detector_prep_share(data)
+    print(json.dumps({"detector_prep_share": out["detector_prep_share"]}), flush=True)
+    return out
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_worker":
+        train_worker(argv[1], Path(argv[2]), Path(argv[3]), int(argv[4]))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    r = sub.add_parser("render")
+    r.add_argument("--object-workspace", default="", help="workspace root holding NAME/")
+    r.add_argument("--name", default="")
+    r.add_argument("--preset", default="demo")
+    r.add_argument("--method", default="nol")
+    r.add_argument("--workers", type=int, default=2)
+    t = sub.add_parser("train")
+    t.add_argument("--kinds", default="detector,pose,nol")
+    t.add_argument("--steps", type=int, default=40, help="pose-net steps")
+    t.add_argument("--workers", type=int, default=2)
+    for p in (r, t):
+        p.add_argument("--out", default="", help="also write the results as JSON here")
+    a = ap.parse_args(argv)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    res = bench_render(a) if a.what == "render" else bench_train(a)
+    res.update(date=time.strftime("%Y-%m-%d %H:%M"), cpus=os.cpu_count())
+    print(json.dumps(res, indent=1))
+    if a.out:
+        Path(a.out).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
