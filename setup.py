@@ -16,6 +16,7 @@ NODES = {
     "view_selection_node": "nol_ros.nodes.view_selection_node:main",
     "trainer_node": "nol_ros.nodes.trainer_node:main",
     "recognizer_node": "nol_ros.nodes.recognizer_node:main",
+    "transfer_node": "nol_ros.nodes.transfer_node:main",
     "bag_replay": "nol_ros.commands.bag:replay_main",
 }
 

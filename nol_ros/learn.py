@@ -35,6 +35,7 @@ from nol_ros.errors import ConfigError, FileFormatError, InputError, NolError
 from nol_ros.selfannotate import ObjectSpec, SelfAnnotationConfig, run_self_annotation
 
 SOURCE_LIVE_BUFFER, SOURCE_BAG, SOURCE_DATASET = 0, 1, 2
+SOURCE_WORKSPACE = 3  # an object self-annotated elsewhere (a robot's package): render only
 
 
 RECOGNITION_PRESETS = ("tiny", "demo", "cpu", "paper")  # nol_ros.recognition.pipeline.PRESETS
@@ -264,6 +265,33 @@ def annotate_object(name: str, mesh_path: str, source: int, source_path: str,
         err = NolError(entry["error"])
         err.code = entry["error_code"]
         raise err
+    return str(ws)
+
+
+def adopt_workspace(name: str, source_path: str, cfg: LearnConfig = LearnConfig()) -> str:
+    """The object's workspace ROOT/NAME for a LearnObject with SOURCE_WORKSPACE: an object
+    self-annotated elsewhere (the package a robot's view selection wrote, nol_ros.handoff) is
+    rendered here. ``source_path`` empty or ROOT/NAME: the package is there already (a transfer
+    put it there); another folder (e.g. on a shared file system) is copied in. Renders of an
+    earlier run are removed. Returns the workspace."""
+    from nol_ros.handoff import check_package
+
+    if not name or "/" in name:
+        raise InputError(f"object name '{name}' must be non-empty and contain no '/'")
+    root = Path(cfg.workspace_root)
+    ws = root / name
+    src = Path(source_path) if source_path else ws
+    check_package(src, name)
+    if src.resolve() != ws.resolve():
+        tmp = root / f".{name}.adopt"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(src, tmp)
+        if ws.exists():
+            shutil.rmtree(ws)
+        tmp.rename(ws)
+    if (ws / RENDERS).exists():
+        shutil.rmtree(ws / RENDERS)
     return str(ws)
 
 

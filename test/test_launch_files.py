@@ -146,7 +146,8 @@ CONFIGS = [("reconstruction", "nol_ros.nodes.reconstruction_node:ReconstructionN
            ("nol", "nol_ros.nodes.nol_node:NolNodeConfig", ""),
            ("view_selection", "nol_ros.nodes.view_selection_node:ViewSelectionNodeConfig", ""),
            ("trainer", "nol_ros.nodes.trainer_node:TrainerNodeConfig", ""),
-           ("recognizer", "nol_ros.nodes.recognizer_node:RecognizerNodeConfig", "")]
+           ("recognizer", "nol_ros.nodes.recognizer_node:RecognizerNodeConfig", ""),
+           ("transfer", "nol_ros.nodes.transfer_node:TransferNodeConfig", "")]
 
 
 @pytest.mark.parametrize("name,target,_", CONFIGS, ids=[c[0] for c in CONFIGS])

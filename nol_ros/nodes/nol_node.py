@@ -66,9 +66,11 @@ from nol_ros.learn import (
     SOURCE_BAG,
     SOURCE_DATASET,
     SOURCE_LIVE_BUFFER,
+    SOURCE_WORKSPACE,
     LearnConfig,
     OverallProgress,
     UnknownObjectError,
+    adopt_workspace,
     annotate_object,
     detect_dataset,
     object_dir,
@@ -118,9 +120,12 @@ _SELF_ANNOTATION_WEIGHTS = (("loading", 2), ("tracking", 20), ("loop_closure", 3
 _RENDER_WEIGHTS = (("render_setup", 2), ("refine", 6), ("render", 30))
 
 
-def learn_progress_spans(live_export: bool, render: bool) -> dict[str, tuple[float, float]]:
-    """Stage -> [lo, hi) share of a LearnObject job."""
-    w = ([("export", 4)] if live_export else []) + list(_SELF_ANNOTATION_WEIGHTS) + \
+def learn_progress_spans(live_export: bool, render: bool, annotate: bool = True
+                         ) -> dict[str, tuple[float, float]]:
+    """Stage -> [lo, hi) share of a LearnObject job (annotate False: SOURCE_WORKSPACE, an object
+    self-annotated elsewhere)."""
+    w = ([("export", 4)] if live_export else []) + \
+        (list(_SELF_ANNOTATION_WEIGHTS) if annotate else [("workspace", 1)]) + \
         (list(_RENDER_WEIGHTS) if render else [])
     total, acc, out = float(sum(x for _, x in w)), 0.0, {}
     for name, x in w:
@@ -352,18 +357,35 @@ def make_node(node_name: str = "nol", **node_kwargs):
                     f"{name}: {rep['images']} training images rendered ({rep['method']}, "
                     f"preset {rep['preset']}) in {rep['seconds']['total']:.1f} s")
 
+            def workspace(ctx, progress):  # SOURCE_WORKSPACE: self-annotated on another host
+                ctx["progress"]("workspace", 0.0, f"{name}: taking the learnt object from "
+                                                  f"{ctx['source_path'] or 'the workspace'}")
+                ctx["workspace"] = adopt_workspace(name, ctx["source_path"], cfg)
+                ctx["obj_id"] = object_id_for(cfg.workspace_root, name)
+
+            annotate = source != SOURCE_WORKSPACE
             stages = [("export", export)] if live else []
-            stages.append(("self_annotation", self_annotation))
+            stages.append(("self_annotation", self_annotation) if annotate else
+                          ("workspace", workspace))
             if cfg.render.enabled:
                 stages.append(("render", render))
-            return stages, learn_progress_spans(live, cfg.render.enabled)
+            return stages, learn_progress_spans(live, cfg.render.enabled, annotate)
 
         def _submit_learn(self, req):
             """Check the request, then queue the job; raises NolError (the reply's code)."""
             name = req.object_name
-            mesh = self.cfg.objects.mesh_for(name, req.mesh_path) if name else ""
-            check_learn_request(name, mesh, int(req.source), req.source_path)
             cfg = learn_config_with_options(self.cfg.learn, req.options_yaml)
+            if int(req.source) == SOURCE_WORKSPACE:  # the package brings its mesh
+                from nol_ros.handoff import check_package
+
+                mesh = ""
+                if not name or "/" in name:
+                    raise InputError(f"object_name '{name}' must be non-empty and contain no "
+                                     "'/'; name the object to learn")
+                check_package(req.source_path or Path(cfg.workspace_root) / name, name)
+            else:
+                mesh = self.cfg.objects.mesh_for(name, req.mesh_path) if name else ""
+                check_learn_request(name, mesh, int(req.source), req.source_path)
             stages, spans = self._learn_stages(name, mesh, int(req.source), req.source_path,
                                                cfg)
 

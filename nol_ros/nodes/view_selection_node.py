@@ -5,6 +5,8 @@ the reconstruction's output (its exported buffer, or any BOP scene folder), a jo
 core chain :func:`nol_ros.selfannotate.run_self_annotation` (tracking with the live poses as
 motion prior, TSDF, registration on the support plane, per-frame poses and masks, view
 selection) into a workspace, then publishes what it found. Thin: no algorithm lives here.
+With `packages` (default) every selected object's package -- what a workstation renders and
+trains from, nol_ros.handoff -- is written to <workspace>/packages/NAME.
 
 Services:
   ~/select_views (nol_ros/srv/SelectViews)   -> job id, or accepted=false + error code
@@ -46,6 +48,8 @@ class ViewSelectionNodeConfig:
     max_queued: int = 2
     image_tile_px: int = 160                      # height of one view in ~/annotated_image
     image_max_views: int = 8                      # views per object drawn
+    packages: bool = True                         # write <ws>/packages/NAME for a workstation
+    package_keyframe_step: int = 4                # (nol_ros.handoff): views + every n-th frame
     objects: ObjectCatalogConfig = field(default_factory=ObjectCatalogConfig)
     self_annotation: SelfAnnotationConfig = field(default_factory=SelfAnnotationConfig)
 
@@ -158,6 +162,13 @@ def make_node(node_name: str = "view_selection", **node_kwargs):
                 err = NolError(f"no object could be selected; {name}: {msg}")
                 err.code = code
                 raise err
+            if self.cfg.packages:  # what a workstation renders and trains from (nol_ros.handoff)
+                from nol_ros.handoff import PACKAGES, pack_learnt_object
+
+                for name in good:
+                    progress.report("package", 1.0, f"{name}: writing its package")
+                    pack_learnt_object(ws, name, sequence_path, ws / PACKAGES / name,
+                                       self.cfg.package_keyframe_step)
             progress.report("publish", 1.0, f"publishing {len(good)} selections")
             self._publish(seq, sequence_path, ws, good)
             return str(ws)

@@ -1,0 +1,170 @@
+"""``nol-ros remote-learn`` and ``nol-ros fetch``: the robot + workstation deployment from the
+command line (docs/deployment.md). Both are ROS clients of nodes that must be running
+(graphs robot_remote and workstation); they print JSON on stdout."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from nol_ros.commands._common import EXIT_OK, add_command, init_ros
+
+ORDER = 40
+
+
+def _spin(node):
+    """Spin ``node`` in a background thread (the client waits on replies from this thread)."""
+    from rclpy.executors import MultiThreadedExecutor
+
+    ex = MultiThreadedExecutor(num_threads=2)
+    ex.add_node(node)
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            try:
+                ex.spin_once(timeout_sec=0.05)
+            except Exception:  # shutting down
+                if stop.is_set():
+                    return
+                raise
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+
+    def close():
+        stop.set()
+        t.join(5)
+        ex.remove_node(node)
+        node.destroy_node()
+
+    return close
+
+
+def run_remote_learn(args) -> int:
+    from nol_ros.ros.remote import RemoteLearnConfig, RemoteLearner
+
+    cfg = RemoteLearnConfig(robot_ns=args.robot_ns, workstation_ns=args.workstation_ns,
+                            shared_workspace=args.shared_workspace, models_path=args.models_path,
+                            preset=args.preset, train_options_yaml=args.train_options,
+                            learn_options_yaml=args.learn_options,
+                            job_timeout_s=args.job_timeout)
+    node = init_ros(args.ros_args, "remote_learn")
+    close = _spin(node)
+    try:
+        out = RemoteLearner(node, cfg).learn(args.name, args.mesh, args.sequence)
+    finally:
+        close()
+    print(json.dumps(out), flush=True)
+    return EXIT_OK
+
+
+def run_fetch(args) -> int:
+    """Ask a transfer node to fetch; print its TransferStatus as JSON lines until the job ends
+    (what a caller paces itself by)."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+
+    from nol_ros.msg import JobProgress, TransferStatus
+    from nol_ros.ros.clients import ServiceCaller
+    from nol_ros.ros.remote import RemoteJobError, _status_dict
+    from nol_ros.srv import Fetch, GetJobStatus
+
+    node = init_ros(args.ros_args, "fetch_client")
+    lines: list = []
+    cv = threading.Condition()
+
+    def on_status(m):
+        with cv:
+            lines.append(m)
+            cv.notify_all()
+
+    node.create_subscription(TransferStatus, f"{args.node.rstrip('/')}/transfer_status",
+                             on_status, QoSProfile(depth=50,
+                                                   durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    close = _spin(node)
+    try:
+        fetch = ServiceCaller(node, Fetch, f"{args.node.rstrip('/')}/fetch")
+        status = ServiceCaller(node, GetJobStatus, f"{args.node.rstrip('/')}/get_job_status")
+        r = fetch.call(Fetch.Request(peer=args.peer, remote_path=args.remote,
+                                     local_path=args.local, max_chunks=args.max_chunks),
+                       60.0, args.wait)
+        if not r.accepted:
+            raise RemoteJobError(f"fetch refused [{r.error_code}]: {r.message}",
+                                 r.error_code or "REFUSED")
+        job, seen, last = r.job_id, 0, None
+        while True:
+            with cv:
+                cv.wait(0.5)
+                new, seen = lines[seen:], len(lines)
+            for m in new:
+                if m.job_id == job:
+                    last = m
+                    if not args.quiet:
+                        print(json.dumps({"job_id": job, **_status_dict(m),
+                                          "message": m.message}), flush=True)
+            st = status.call(GetJobStatus.Request(job_id=job), 60.0, 60.0)
+            if st.found and st.status.state >= JobProgress.STATE_SUCCEEDED:
+                deadline = time.monotonic() + 30
+                while (last is None or last.state < 4) and time.monotonic() < deadline:
+                    with cv:
+                        cv.wait(0.2)
+                        new, seen = lines[seen:], len(lines)
+                    last = next((m for m in reversed(new) if m.job_id == job), last)
+                out = {"job_id": job, "job_state": int(st.status.state),
+                       "result_path": st.result_path, "error_code": st.status.error_code,
+                       "message": st.status.message, "final": True, **_status_dict(last)}
+                print(json.dumps(out), flush=True)
+                return EXIT_OK if st.status.state == JobProgress.STATE_SUCCEEDED else 1
+    finally:
+        close()
+
+
+def register(sub) -> None:
+    p = add_command(
+        sub, "remote-learn", "learn an object with a robot and a workstation over ROS 2",
+        "Run the two-machine chain as a client of the running nodes: view selection on the "
+        "robot (its package), the package sent to the workstation (transfer nodes), the "
+        "training set rendered and the recognisers trained there, the models sent back to the "
+        "robot. Prints a JSON summary (paths, transfer figures, seconds per step). Start the "
+        "graphs robot_remote and workstation first (docs/deployment.md).",
+        ["nol-ros remote-learn mug --mesh /data/mug.ply --robot-ns /robot "
+         "--workstation-ns /workstation",
+         "nol-ros remote-learn mug --mesh /data/mug.ply --sequence /data/seq --preset tiny "
+         "--shared-workspace"],
+        run_remote_learn)
+    p.add_argument("name")
+    p.add_argument("--mesh", default="", help="the object's mesh on the robot (PLY/OBJ, m); "
+                   "empty: the view_selection node's objects parameters")
+    p.add_argument("--sequence", default="", help="a BOP scene on the robot; empty: the "
+                   "reconstruction node's buffer")
+    p.add_argument("--robot-ns", default="/robot")
+    p.add_argument("--workstation-ns", default="/workstation")
+    p.add_argument("--shared-workspace", action="store_true",
+                   help="both hosts see one file system: no transfers")
+    p.add_argument("--models-path", default="_models",
+                   help="where the models land under the robot's transfer root")
+    p.add_argument("--preset", default="", help="training preset (default: the trainer's)")
+    p.add_argument("--train-options", default="", metavar="YAML")
+    p.add_argument("--learn-options", default="", metavar="YAML",
+                   help="LearnObject options, e.g. '{render.preset: tiny}'")
+    p.add_argument("--job-timeout", type=float, default=7200.0, metavar="S")
+
+    f = add_command(
+        sub, "fetch", "ask a transfer node to fetch a folder from another one",
+        "The transfer node NODE pulls REMOTE (a folder under the peer's transfer root) into "
+        "LOCAL (under its own root), chunked, checksummed and resumable; prints the "
+        "transfer's status as JSON lines until the job ends (the last line has final: true).",
+        ["nol-ros fetch /workstation/transfer /robot/transfer view_selection/1/packages/mug mug",
+         "nol-ros fetch /robot/transfer /workstation/transfer _models _models --max-chunks 10"],
+        run_fetch)
+    f.add_argument("node", help="the receiving transfer node, e.g. /workstation/transfer")
+    f.add_argument("peer", help="the sending transfer node, e.g. /robot/transfer")
+    f.add_argument("remote")
+    f.add_argument("local")
+    f.add_argument("--max-chunks", type=int, default=0,
+                   help="stop after this many new chunks (resumable; 0 = all)")
+    f.add_argument("--wait", type=float, default=60.0, metavar="S",
+                   help="how long to wait for the node's service to appear")
+    f.add_argument("--quiet", action="store_true", help="only the final line")
+
