@@ -53,7 +53,8 @@ def run_remote_learn(args) -> int:
     node = init_ros(args.ros_args, "remote_learn")
     close = _spin(node)
     try:
-        out = RemoteLearner(node, cfg).learn(args.name, args.mesh, args.sequence)
+        out = RemoteLearner(node, cfg).learn(args.name, args.mesh, args.sequence,
+                                             args.package)
     finally:
         close()
     print(json.dumps(out), flush=True)
@@ -138,6 +139,8 @@ def register(sub) -> None:
                    "empty: the view_selection node's objects parameters")
     p.add_argument("--sequence", default="", help="a BOP scene on the robot; empty: the "
                    "reconstruction node's buffer")
+    p.add_argument("--package", default="", help="a package view selection wrote already "
+                   "(a robot path): start at the transfer")
     p.add_argument("--robot-ns", default="/robot")
     p.add_argument("--workstation-ns", default="/workstation")
     p.add_argument("--shared-workspace", action="store_true",

@@ -39,6 +39,7 @@ from __future__ import annotations
 import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nol_ros.errors import NolError
 from nol_ros.jobs import JobInfo, JobManager, JobState
@@ -128,7 +129,8 @@ def make_node(node_name: str = "trainer", **node_kwargs):
                     p = train_plan(self.cfg.train, plan.names, plan.preset.name,
                                    req.options_yaml)
                     holder["result"] = run_train_stage(p, stage, self.device, progress.report)
-                    return holder["result"]["models_dir"] or holder["result"]["work_dir"]
+                    out = holder["result"]["models_dir"] or holder["result"]["work_dir"]
+                    return str(Path(out).resolve())  # absolute: other hosts fetch it by path
 
                 with self._lock:
                     info = self.jobs.submit(JOB_TYPES[stage], run,

@@ -187,8 +187,10 @@ class RemoteLearner:
         self.wait("train_status", jd, "detector training")
         return self.wait("train_status", jp, "pose training").result_path
 
-    def learn(self, name: str, mesh_path: str, sequence_path: str = "") -> dict:
-        """The whole chain; returns what each step produced and took."""
+    def learn(self, name: str, mesh_path: str, sequence_path: str = "",
+              package: str = "") -> dict:
+        """The whole chain; returns what each step produced and took. package: a package the
+        robot's view selection wrote already (a robot path): step 1 is skipped."""
         cfg = self.cfg
         robot_tx, ws_tx = _join(cfg.robot_ns, "transfer"), _join(cfg.workstation_ns, "transfer")
         out: dict = {"object": name, "shared_workspace": cfg.shared_workspace, "seconds": {}}
@@ -199,8 +201,8 @@ class RemoteLearner:
             out["seconds"][key] = time.monotonic() - t
             return res
 
-        out["package"] = step("view_selection", self.select_views, name, mesh_path,
-                              sequence_path)
+        out["package"] = package or step("view_selection", self.select_views, name,
+                                         mesh_path, sequence_path)
         if cfg.shared_workspace:
             out["workspace"] = step("render", self.render, name, out["package"])
         else:

@@ -110,16 +110,6 @@ class Fetcher:
                 self.node.create_client(GetChunk, f"{p}/get_chunk", callback_group=self.group))
         return self._clients[peer]
 
-    def _call(self, client, request, timeout: float):
-        """The reply, or None after ``timeout`` s (the request is withdrawn)."""
-        done = threading.Event()
-        fut = client.call_async(request)
-        fut.add_done_callback(lambda _f: done.set())
-        if not done.wait(timeout):
-            fut.cancel()
-            return None
-        return fut.result()
-
     def _manifest(self, client, remote_path: str, st: FetchStatus, report, check) -> Manifest:
         from nol_ros.srv import GetManifest
 
@@ -127,8 +117,26 @@ class Fetcher:
         while True:
             check()
             if client.service_is_ready():
-                r = self._call(client, GetManifest.Request(path=remote_path),
-                               self.cfg.manifest_timeout_s)
+                done = threading.Event()
+                fut = client.call_async(GetManifest.Request(path=remote_path))
+                fut.add_done_callback(lambda _f, d=done: d.set())
+                sent = time.monotonic()
+                while not done.wait(0.2):
+                    now = time.monotonic()
+                    try:
+                        check()
+                    except BaseException:
+                        fut.cancel()
+                        raise
+                    if now - sent > self.cfg.chunk_timeout_s and st.state != WAITING:
+                        st.state, st.retries = WAITING, st.retries + 1
+                        st.message = (f"no manifest from {st.peer} for "
+                                      f"{self.cfg.chunk_timeout_s:.0f} s (link down?); waiting")
+                        report(st)
+                    if now - sent > self.cfg.manifest_timeout_s or now > deadline:
+                        fut.cancel()
+                        break
+                r = fut.result() if done.is_set() and not fut.cancelled() else None
                 if r is not None:
                     if not r.success:
                         raise RemoteTransferError(f"{st.peer} refused '{remote_path}': "
