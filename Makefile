@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-load demo lint bench clean
+.PHONY: setup test test-fast test-load test-scale demo lint bench clean
 
 setup:
 	@bash tools/setup.sh
@@ -15,6 +15,14 @@ test: setup
 # Everything except tests marked slow, for a quick check while developing.
 test-fast: setup
 	$(PY) -m pytest -p no:cacheprovider -m "not slow" $(PYTEST_ARGS) test
+
+# The scale-out tests alone (docs/deployment.md): transfer core and nodes, the two network-
+# namespace hosts (need root; skipped with the kernel's reason where it refuses namespaces),
+# 2-process DDP training (gloo) and sharded rendering. `make test` runs them with the rest.
+test-scale: setup
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) test/test_transfer.py \
+		test/test_transfer_node.py test/test_two_hosts.py test/test_distributed.py \
+		test/test_render_shards.py
 
 # The whole suite from a fresh clone with every core kept busy by a CPU hog, 3 runs in a row
 # (RUNS=n, HOGS=n to change); all must pass. See tools/test_under_load.sh.

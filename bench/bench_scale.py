@@ -64,13 +64,21 @@ def default_object() -> tuple[Path, str]:
     return ws, name
 
 
-def _run(cmd, env) -> tuple[float, str]:
-    t0 = time.perf_counter()
+def _cpu_children() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _run(cmd, env) -> tuple[float, str, float]:
+    """(wall s, stdout, CPU s of the process and every process it waited for)."""
+    t0, c0 = time.perf_counter(), _cpu_children()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     dt = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
-    return dt, p.stdout
+    return dt, p.stdout, _cpu_children() - c0
 
 
 def bench_render(a) -> dict:
@@ -79,7 +87,7 @@ def bench_render(a) -> dict:
             (f"{a.workers} processes x 1 thread (torchrun)", a.workers, 1)]
     out = {"preset": a.preset, "method": a.method, "object": name, "runs": []}
     sets = {}
-    for label, procs, threads in runs:
+    for label, procs, threads in runs * a.repeat:     # interleaved rounds
         scratch = CACHE / f"render_{procs}x{threads}"
         if scratch.exists():
             shutil.rmtree(scratch)
@@ -92,18 +100,21 @@ def bench_render(a) -> dict:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    "--nproc_per_node", str(procs), *cmd]
         before = load()
-        wall, _ = _run(cmd, env)
+        wall, _, cpu = _run(cmd, env)
         rep = json.loads((scratch / name / "renders" / "render_report.json").read_text())
         row = {"run": label, "render_s": rep["seconds"]["render"],
                "refine_s": rep["seconds"].get("refine", 0.0), "process_wall_s": wall,
-               "images": rep["images"], "load_before": before, "load_after": load()}
+               "process_cpu_s": cpu, "images": rep["images"], "load_before": before,
+               "load_after": load()}
         out["runs"].append(row)
         sets[label] = scratch / name / "renders"
         print(json.dumps(row), flush=True)
-    base = out["runs"][0]
-    for r in out["runs"][1:]:
-        r["speedup_render"] = base["render_s"] / r["render_s"]
-        r["speedup_wall"] = base["process_wall_s"] / r["process_wall_s"]
+    out["median"] = _medians(out["runs"], "run", ("render_s", "process_wall_s",
+                                                    "process_cpu_s"))
+    base = out["median"][runs[0][0]]
+    for m in out["median"].values():
+        m["speedup_render"] = base["render_s"] / m["render_s"]
+        m["speedup_wall"] = base["process_wall_s"] / m["process_wall_s"]
     a_set, b_set = sets[runs[0][0]], sets[runs[2][0]]
     files = sorted(p.relative_to(a_set) for p in a_set.rglob("*")
                    if p.is_file() and p.suffix != ".json" or p.name.startswith("scene_"))
@@ -111,6 +122,16 @@ def bench_render(a) -> dict:
                                  for f in files)
     out["files_compared"] = len(files)
     return out
+
+
+def _medians(rows, key, fields) -> dict:
+    import statistics
+
+    out: dict = {}
+    for r in rows:
+        out.setdefault(r[key], []).append(r)
+    return {k: {f: statistics.median(x[f] for x in v) for f in fields} | {"n": len(v)}
+            for k, v in out.items()}
 
 
 # -- training --------------------------------------------------------------------------------
@@ -190,7 +211,8 @@ def detector_prep_share(data: Path) -> float:
     from nol_ros.recognition.detset import read_coco
 
     torch.set_num_threads(1)
-    images, _ = read_coco(data / "det" / "annotations.json")
+    images, cats = read_coco(data / "det" / "annotations.json")
+    label_of = {c["id"]: i + 1 for i, c in enumerate(cats)}
     cfg = detector_config("cpu")
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
@@ -206,7 +228,7 @@ def detector_prep_share(data: Path) -> float:
         imgs = [torch.from_numpy(x).permute(2, 0, 1).float().div(255)
                 for x, _, _ in batch[k * 8:(k + 1) * 8]]
         tg = [{"boxes": torch.from_numpy(np.asarray(b, np.float32)).reshape(-1, 4),
-               "labels": torch.as_tensor([int(v) for v in lab], dtype=torch.int64)}
+               "labels": torch.as_tensor([label_of[int(v)] for v in lab], dtype=torch.int64)}
               for _, b, lab in batch[k * 8:(k + 1) * 8]]
         ld = model(imgs, tg)
         opt.zero_grad()
@@ -220,7 +242,7 @@ def bench_train(a) -> dict:
     data = _train_data()
     out = {"workers": a.workers, "runs": []}
     for kind in a.kinds.split(","):
-        for procs, threads in ((1, 1), (1, a.workers), (a.workers, 1)):
+        for procs, threads in ((1, 1), (1, a.workers), (a.workers, 1)) * a.repeat:
             scratch = CACHE / f"train_{kind}_{procs}x{threads}"
             if scratch.exists():
                 shutil.rmtree(scratch)
@@ -231,11 +253,15 @@ def bench_train(a) -> dict:
                 cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                        "--nproc_per_node", str(procs), *cmd[1:]]
             before = load()
-            _, stdout = _run(cmd, env)
+            wall, stdout, cpu = _run(cmd, env)
             row = json.loads([x for x in stdout.splitlines() if x.startswith("{")][-1])
-            row.update(processes=procs, threads=threads, load_before=before, load_after=load())
+            row.update(processes=procs, threads=threads, process_wall_s=wall,
+                       process_cpu_s=cpu, load_before=before, load_after=load(),
+                       run=f"{kind} {procs}x{threads}")
             out["runs"].append(row)
             print(json.dumps(row), flush=True)
+    out["median"] = _medians(out["runs"], "run", ("s_per_step", "process_wall_s",
+                                                    "process_cpu_s"))
     out["detector_prep_share"] = detector_prep_share(data)
     print(json.dumps({"detector_prep_share": out["detector_prep_share"]}), flush=True)
     return out
@@ -260,6 +286,7 @@ def main(argv=None) -> int:
     t.add_argument("--workers", type=int, default=2)
     for p in (r, t):
         p.add_argument("--out", default="", help="also write the results as JSON here")
+        p.add_argument("--repeat", type=int, default=2, help="interleaved rounds (medians)")
     a = ap.parse_args(argv)
     CACHE.mkdir(parents=True, exist_ok=True)
     res = bench_render(a) if a.what == "render" else bench_train(a)
