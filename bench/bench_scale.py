@@ -8,8 +8,10 @@ processes (torchrun, gloo on the CPU), against one process in the same run.
 by default the mustard bottle of the small synthetic world, self-annotated once into
 .nol_bench/scale/) is rendered on the grid of ``--preset`` three ways, each a fresh process:
 one process with one thread, one process with ``--workers`` threads, ``--workers`` torchrun
-ranks with one thread each (``nol-ros render`` under torchrun: the path users run). Prints the
-render-stage and whole-process wall times, the speed-ups, and checks the sets are identical.
+ranks with one thread each (the render stage of ``nol-ros render``, learn.render_training_set,
+under torchrun: the path users run). Prints the render-stage and whole-process wall times, the
+busiest rank's CPU time (the speed-up free cores would give, on a loaded machine), the
+speed-ups, and checks the sets are identical.
 
 ``train``: seconds per optimiser step of the ``cpu`` presets of the detector (global batch 8
 images 240x320) and the pose net (global batch 32 crops at 64 px) and of the NOL ``cpu``
@@ -36,10 +38,6 @@ CACHE = ROOT / ".nol_bench" / "scale"
 
 def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
-
-
-def _nol_ros() -> str:
-    return str(Path(sys.executable).with_name("nol-ros"))
 
 
 def default_object() -> tuple[Path, str]:
@@ -94,26 +92,32 @@ def bench_render(a) -> dict:
         shutil.copytree(root / name / "objects", scratch / name / "objects")
         shutil.copy(root / "object_ids.json", scratch / "object_ids.json")
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        cmd = [_nol_ros(), "render", name, "--workspace", str(scratch), "--preset", a.preset,
-               "--method", a.method, "--device", "cpu", "--quiet"]
+        cmd = [sys.executable, __file__, "_render", str(scratch), name, a.preset, a.method]
         if procs > 1:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   "--nproc_per_node", str(procs), *cmd]
+                   "--nproc_per_node", str(procs), *cmd[1:]]
         before = load()
-        wall, _, cpu = _run(cmd, env)
+        wall, stdout, cpu = _run(cmd, env)
+        stage = json.loads([x for x in stdout.splitlines() if x.startswith("{")][-1])
         rep = json.loads((scratch / name / "renders" / "render_report.json").read_text())
         row = {"run": label, "render_s": rep["seconds"]["render"],
-               "refine_s": rep["seconds"].get("refine", 0.0), "process_wall_s": wall,
+               "refine_s": rep["seconds"].get("refine", 0.0), "stage_wall_s": stage["wall_s"],
+               "stage_cpu_s_per_rank": stage["cpu_s"],
+               "stage_cpu_s_max_rank": max(stage["cpu_s"]), "process_wall_s": wall,
                "process_cpu_s": cpu, "images": rep["images"], "load_before": before,
                "load_after": load()}
         out["runs"].append(row)
         sets[label] = scratch / name / "renders"
         print(json.dumps(row), flush=True)
-    out["median"] = _medians(out["runs"], "run", ("render_s", "process_wall_s",
+    out["median"] = _medians(out["runs"], "run", ("render_s", "stage_wall_s",
+                                                    "stage_cpu_s_max_rank", "process_wall_s",
                                                     "process_cpu_s"))
     base = out["median"][runs[0][0]]
     for m in out["median"].values():
         m["speedup_render"] = base["render_s"] / m["render_s"]
+        m["speedup_stage_wall"] = base["stage_wall_s"] / m["stage_wall_s"]
+        # what free cores would give: the busiest rank's CPU time against one process's
+        m["speedup_cpu_bound"] = base["stage_cpu_s_max_rank"] / m["stage_cpu_s_max_rank"]
         m["speedup_wall"] = base["process_wall_s"] / m["process_wall_s"]
     a_set, b_set = sets[runs[0][0]], sets[runs[2][0]]
     files = sorted(p.relative_to(a_set) for p in a_set.rglob("*")
@@ -192,8 +196,16 @@ def train_worker(kind: str, data: Path, out: Path, steps: int) -> None:
         train(cfg, out, sets=sets, progress=False)
         n = 2
     dt = time.perf_counter() - t0
-    if distributed.current().is_main:
-        print(json.dumps({"kind": kind, "steps": n, "s_per_step": dt / max(1, n)}), flush=True)
+    cpus = [time.process_time()]       # CPU of the whole run (data generation included)
+    ctx = distributed.current()
+    if ctx.enabled:
+        import torch.distributed as dist
+
+        cpus = [None] * ctx.world_size
+        dist.all_gather_object(cpus, time.process_time())
+    if ctx.is_main:
+        print(json.dumps({"kind": kind, "steps": n, "s_per_step": dt / max(1, n),
+                          "cpu_s_per_rank": cpus}), flush=True)
 
 
 def detector_prep_share(data: Path) -> float:
@@ -267,8 +279,36 @@ def bench_train(a) -> dict:
     return out
 
 
+def render_worker(ws_root: Path, name: str, preset: str, method: str) -> None:
+    """The render stage as `nol-ros render` runs it (learn.render_training_set, which hands the
+    grid to the ranks under torchrun); prints its wall time and every rank's CPU time."""
+    import torch
+
+    from nol_ros import distributed
+    from nol_ros.learn import RenderStageConfig, object_id_for, render_training_set
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    cfg = RenderStageConfig(method=method, preset=preset)
+    oid = object_id_for(ws_root, name, assign=False)
+    t0, c0 = time.perf_counter(), time.process_time()
+    render_training_set(ws_root / name, name, oid, cfg, "cpu")
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    ctx = distributed.current()
+    cpus = [cpu]
+    if ctx.enabled:
+        import torch.distributed as dist
+
+        cpus = [None] * ctx.world_size
+        dist.all_gather_object(cpus, cpu)
+    if ctx.is_main:
+        print(json.dumps({"wall_s": wall, "cpu_s": cpus}), flush=True)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_render":
+        render_worker(Path(argv[1]), argv[2], argv[3], argv[4])
+        return 0
     if argv and argv[0] == "_worker":
         train_worker(argv[1], Path(argv[2]), Path(argv[3]), int(argv[4]))
         return 0
