@@ -78,18 +78,13 @@ def _noop(stage: str, fraction: float, message: str = "") -> None:
 def _write_ply(path: Path, V: np.ndarray, F: np.ndarray, colors: np.ndarray | None = None):
     import open3d as o3d
 
-    from nol_ros.io_utils import atomic_write_with
+    from nol_ros.io_utils import atomic_write_mesh
 
     m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(V),
                                   o3d.utility.Vector3iVector(np.asarray(F, np.int32)))
     if colors is not None:
         m.vertex_colors = o3d.utility.Vector3dVector(colors)
-
-    def w(tmp: str) -> None:
-        if not o3d.io.write_triangle_mesh(tmp, m, write_ascii=False):
-            raise OSError(f"cannot write {path}")
-
-    atomic_write_with(path, w)
+    atomic_write_mesh(path, m)
 
 
 def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = _noop,

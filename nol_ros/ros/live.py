@@ -487,9 +487,8 @@ def integrate_scene_mesh(frames: list[RgbdFrame], results: dict[int, LiveResult]
 
 def write_mesh_file(path: str | Path, mesh) -> Path:
     """Write an Open3D TriangleMesh (.ply or .obj) atomically; returns the absolute path."""
-    import open3d as o3d
 
-    from nol_ros.io_utils import atomic_write_with
+    from nol_ros.io_utils import atomic_write_mesh
 
     p = Path(path).expanduser().resolve()
     if p.suffix.lower() not in (".ply", ".obj"):
@@ -498,11 +497,4 @@ def write_mesh_file(path: str | Path, mesh) -> Path:
         raise NoFramesError("the TSDF holds no surface yet (too few integrated frames or "
                             "weights below mesh_weight_threshold)")
 
-    def w(tmp: str) -> None:
-        if not o3d.io.write_triangle_mesh(tmp, mesh, write_ascii=False):
-            raise OSError(f"Open3D could not write '{p}'")
-
-    try:
-        return atomic_write_with(p, w)
-    except OSError as e:
-        raise InputError(f"cannot write the mesh to '{p}': {e}") from e
+    return atomic_write_mesh(p, mesh)
