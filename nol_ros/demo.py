@@ -246,47 +246,31 @@ def recognition_offline(models_dir: Path, data: Path, ws_root: Path | None = Non
     (workspace ids mapped to the world's by name; ADD in each object's learnt frame, measured
     from ws_root/NAME/objects/NAME/views.json on the training sequence, see
     nol_ros.recognition.evaluate) + overlays of a few frames."""
-    from nol_ros.commands.pipeline import _IdMapped, id_mapping
     from nol_ros.datasets.bop import read_bop_scene
     from nol_ros.mesh import load_mesh
-    from nol_ros.recognition.evaluate import (
-        evaluate_scenes,
-        learnt_frames_from_views,
-        load_object_models,
-    )
+    from nol_ros.recognition.evaluate import IdMapped, score_models
     from nol_ros.recognition.recognizer import Recognizer
     from nol_ros.report import draw_recognitions
 
     scene = data / "test" / "000001"
     rec = Recognizer.load(models_dir)
-    info = json.loads((data / "models" / "models_info.json").read_text())
-    mapping = id_mapping(rec.objects, info)
-    models = load_object_models(data / "models", sorted(set(mapping.values())))
-    frames = {}
-    if ws_root is not None:
-        dirs = {mapping[o]: ws_root / r.name / "objects" / r.name for o, r in rec.objects.items()
-                if (ws_root / r.name / "objects" / r.name / "views.json").is_file()}
-        frames = learnt_frames_from_views(models, dirs, data / "train" / "000001",
-                                          data / "models")
     bar = _Bar("recognize (offline)")
-    res = evaluate_scenes(_IdMapped(rec, mapping), [scene], models,
-                          progress=lambda s, f, m="": bar.update(s, f, m))
+    sc = score_models(rec, [scene], data / "models", ws_root,
+                      data / "train" / "000001" if ws_root is not None else None,
+                      progress=lambda s, f, m="": bar.update(s, f, m))
     bar.close()
-    names = {o: m.name for o, m in models.items()}
-    out = {"map50": res.map50, "add_rgb": res.mean(res.add_rgb), "add_icp": res.mean(res.add_icp),
-           "add_icp_model_frame": res.mean(res.add_icp_model_frame),
-           "learnt_frame_deg": {models[o].name: f["sym_deg"] for o, f in frames.items()},
-           "frames": res.n_images, "seconds_per_image": res.seconds_per_image,
+    res, models, mapping = sc.result, sc.models, sc.mapping
+    summ = sc.summary()
+    out = {**summ, "frames": res.n_images, "seconds_per_image": res.seconds_per_image,
            "cpu_seconds_per_image": res.cpu_seconds_per_image,
-           "per_object": {names[o]: {"ap50": res.ap50.get(o), "add_rgb": res.add_rgb.get(o),
-                                     "add_icp": res.add_icp.get(o), "n": res.n_pose.get(o)}
-                          for o in models}}
+           "learnt_frame_deg": {models[o].name: f["sym_deg"]
+                                for o, f in sc.learnt_frames.items()}}
     seq = read_bop_scene(scene, data / "models")
     meshes = {o: load_mesh(data / "models" / f"obj_{o:06d}.ply") for o in models}
     ginfo = json.loads((scene / "scene_gt_info.json").read_text())
     gids = json.loads((scene / "scene_gt.json").read_text())
     ov = []
-    mapped = _IdMapped(rec, mapping)
+    mapped = IdMapped(rec, mapping)
     for f in seq.frames[::max(1, len(seq.frames) // overlays)][:overlays]:
         rgb = f.load_rgb()
         recs = mapped.recognize(rgb, seq.intrinsics, f.load_depth())

@@ -416,7 +416,7 @@ def test_trainer_trains_both_stages_into_one_models_folder(graph, trained):
     st = wait_job(g, status, r.job_id, 120)
     assert st.status.state == JobProgress.STATE_SUCCEEDED
     res = g.trainer.results[r.job_id]["result"]
-    assert res["skipped"] and res["steps"] == g.trainer.results[st_a.status.job_id][
+    assert res["reused"] and res["steps"] == g.trainer.results[st_a.status.job_id][
         "result"]["steps"], res
     assert st.result_path == str(g.ws / "_models")
 

@@ -54,7 +54,7 @@ def test_replay_tracks_publishes_tf_exports_and_learns_from_the_live_buffer(
 
     from nol_ros.datasets.bag_import import load_odometry
     from nol_ros.datasets.bop import read_bop_scene
-    from nol_ros.learn import SOURCE_LIVE_BUFFER, annotate_object, object_id_for
+    from nol_ros.learn import SOURCE_LIVE_BUFFER, annotate_object
     from nol_ros.msg import JobProgress, Keyframe, TrackingStatus
     from nol_ros.nodes.nol_node import make_node as make_nol
     from nol_ros.nodes.reconstruction_node import make_node as make_recon
@@ -67,6 +67,7 @@ def test_replay_tracks_publishes_tf_exports_and_learns_from_the_live_buffer(
         SaveMesh,
     )
     from nol_ros.streaming.messages import matrix_from_transform, stamp_to_ns
+    from nol_ros.workspace import Workspace
 
     root, _ = small_world
     bag, scene, models = root / "bags" / "train_000001", root / "train" / "000001", root / "models"
@@ -174,7 +175,7 @@ def test_replay_tracks_publishes_tf_exports_and_learns_from_the_live_buffer(
             # the same data (the export the node learnt from) through the offline core
             off = Path(annotate_object(name, str(models / f"obj_{oid:06d}.ply"),
                                        SOURCE_LIVE_BUFFER, str(export_dir), offline_cfg,
-                                       obj_id=object_id_for(tmp_path / "ws", name)))
+                                       obj_id=Workspace(tmp_path / "ws").object_id(name)))
             o = workspace_errors(off, name, scene, models, oid)
             print(f"{name} learnt through the graph: {e}\n{name} offline, same export: {o}")
             # against the truth with the offline tests' bounds

@@ -1,5 +1,5 @@
 """The trainer node without training (fast): with nothing learnt it refuses TrainDetector /
-TrainPoseEstimator with NO_OBJECTS and keeps serving; the request checks of nol_ros.learn
+TrainPoseEstimator with NO_OBJECTS and keeps serving; the request checks of the training pipeline
 (learnt objects found from their files, one id per object, the work folder of an object set
 and preset, options_yaml overrides of the preset), and the per-name object ids. (Training
 through the graph: test_nodes_learn_to_recognize.py.)"""
@@ -10,7 +10,8 @@ import pytest
 from _graph_helpers import Graph, params
 
 from nol_ros.errors import ConfigError, InputError
-from nol_ros.learn import TrainConfig, learnt_objects, object_id_for, train_plan
+from nol_ros.recognition.pipeline import TrainConfig, learnt_objects, train_plan
+from nol_ros.workspace import Workspace
 
 
 def _fake_learnt(root, name, obj_id, grid_step=60):
@@ -92,9 +93,10 @@ def test_train_plan_checks_objects_ids_and_options(tmp_path):
 
 
 def test_object_ids_are_assigned_once_per_name(tmp_path):
-    assert object_id_for(tmp_path, "mug", assign=False) == 0
-    assert [object_id_for(tmp_path, n) for n in ("mug", "can", "mug")] == [1, 2, 1]
+    ws = Workspace(tmp_path)
+    assert ws.object_id("mug", assign=False) == 0
+    assert [ws.object_id(n) for n in ("mug", "can", "mug")] == [1, 2, 1]
     assert json.loads((tmp_path / "object_ids.json").read_text()) == {"mug": 1, "can": 2}
     (tmp_path / "object_ids.json").write_text("[1, 2]")
     with pytest.raises(InputError, match="object_ids.json"):
-        object_id_for(tmp_path, "bowl")
+        ws.object_id("bowl")

@@ -49,6 +49,7 @@ a request.
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -68,15 +69,13 @@ from nol_ros.learn import (
     SOURCE_LIVE_BUFFER,
     LearnConfig,
     OverallProgress,
-    UnknownObjectError,
-    annotate_object,
     detect_dataset,
-    object_dir,
-    object_id_for,
+    learn_object,
     release_memory,
-    render_training_set,
 )
+from nol_ros.recognition.pipeline import UnknownObjectError
 from nol_ros.ros.job_services import job_progress_msg  # noqa: F401  (re-exported)
+from nol_ros.workspace import BadPathError, LearntObject, Workspace
 
 
 class PoseError(InputError):
@@ -331,31 +330,24 @@ def make_node(node_name: str = "nol", **node_kwargs):
                                                         self.cfg.export_timeout_s)
                 report("export", 1.0, f"live buffer exported to {ctx['source_path']}")
 
-            def self_annotation(ctx, progress):
-                ctx["obj_id"] = object_id_for(cfg.workspace_root, name)
-                ctx["workspace"] = annotate_object(name, mesh, source, ctx["source_path"], cfg,
-                                                   ctx["progress"], obj_id=ctx["obj_id"])
+            def learn(ctx, progress):
+                ctx["workspace"] = learn_object(name, mesh, source, ctx["source_path"], cfg,
+                                                ctx["progress"], device=self.device)
+                lo = LearntObject(Path(ctx["workspace"]))
                 try:  # a learnt object with a caveat (e.g. INSUFFICIENT_COVERAGE): say so
-                    import json
-
-                    rep = json.loads((Path(ctx["workspace"]) / "report.json").read_text())
-                    warning = rep["objects"][name].get("warning")
-                except (OSError, ValueError, KeyError):
+                    warning = lo.read_report()["objects"][name].get("warning")
+                except (NolError, KeyError):
                     warning = None
                 if warning:
                     self.get_logger().warning(warning)
-
-            def render(ctx, progress):
-                rep = render_training_set(ctx["workspace"], name, ctx["obj_id"], cfg.render,
-                                          self.device, ctx["progress"])
-                self.get_logger().info(
-                    f"{name}: {rep['images']} training images rendered ({rep['method']}, "
-                    f"preset {rep['preset']}) in {rep['seconds']['total']:.1f} s")
+                if cfg.render.enabled:
+                    rep = json.loads(lo.render_report.read_text())
+                    self.get_logger().info(
+                        f"{name}: {rep['images']} training images rendered ({rep['method']}, "
+                        f"preset {rep['preset']}) in {rep['seconds']['total']:.1f} s")
 
             stages = [("export", export)] if live else []
-            stages.append(("self_annotation", self_annotation))
-            if cfg.render.enabled:
-                stages.append(("render", render))
+            stages.append(("learn", learn))
             return stages, learn_progress_spans(live, cfg.render.enabled)
 
         def _submit_learn(self, req):
@@ -453,14 +445,15 @@ def make_node(node_name: str = "nol", **node_kwargs):
             t0 = time.perf_counter()
             name = req.object_name
             try:
-                root = Path(self.cfg.learn.workspace_root)
-                views = object_dir(root / name, name) / "views.json" if name else None
-                if views is None or "/" in name or not views.is_file():
-                    learnt = sorted(p.parent.parent.parent.name for p in
-                                    root.glob("*/objects/*/views.json")) if root.is_dir() else []
+                ws = Workspace(self.cfg.learn.workspace_root)
+                try:
+                    views = ws.learnt(name).files.views_json
+                except BadPathError:
+                    views = None
+                if views is None or not views.is_file():
                     raise UnknownObjectError(
-                        f"object '{name}' is not learnt in {root} (learnt: "
-                        f"{', '.join(learnt) or 'none'}); call LearnObject first")
+                        f"object '{name}' is not learnt in {ws.root} (learnt: "
+                        f"{', '.join(ws.names()) or 'none'}); call LearnObject first")
                 intr = camera_info_to_intrinsics(req.camera_info)
                 if intr.width * intr.height > self.cfg.render_views.max_pixels:
                     from nol_ros.streaming.messages import CameraInfoError

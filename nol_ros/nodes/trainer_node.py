@@ -11,7 +11,7 @@ Objects: the learnt objects of `train.workspace_root` (what the nol node's Learn
 ROOT/NAME/renders/, the object's training set rendered by NOL or its IBR baseline); a request's
 empty object_names means all of them. preset: tiny | demo | cpu | paper (empty = `train.preset`).
 options_yaml overrides the preset: `detector.epochs: 4`, `pose.steps: 200`, `detset.n_images`,
-`recognizer.score_thresh`, `seed`, `max_seconds` (see nol_ros.learn.train_plan).
+`recognizer.score_thresh`, `seed`, `max_seconds` (see nol_ros.recognition.pipeline.train_plan).
 
 How the two services map onto the recognition pipeline (nol_ros.recognition.pipeline trains a
 detector and a pose network for one object set into one models folder):
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from nol_ros.errors import NolError
 from nol_ros.jobs import JobInfo, JobManager, JobState
-from nol_ros.learn import TrainConfig, run_train_stage, train_plan
+from nol_ros.recognition.pipeline import TrainConfig, run_stage, train_plan
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ JOB_TYPES = {"detector": "train_detector", "pose": "train_pose_estimator"}
 def result_message(res: dict) -> str:
     """One line for a finished stage (what was trained, where the models are)."""
     what = "detector" if res["stage"] == "detector" else "pose estimator"
-    how = "reused (already trained)" if res.get("skipped") else (
+    how = "reused (already trained)" if res.get("reused") else (
         f"trained: {res.get('steps', 0)} steps, loss {res.get('loss') or 0:.3f}")
     if res.get("models_dir"):
         tail = f"models folder {res['models_dir']}"
@@ -127,7 +127,7 @@ def make_node(node_name: str = "trainer", **node_kwargs):
                     # the objects may have been learnt again since the request: plan again
                     p = train_plan(self.cfg.train, plan.names, plan.preset.name,
                                    req.options_yaml)
-                    holder["result"] = run_train_stage(p, stage, self.device, progress.report)
+                    holder["result"] = run_stage(p, stage, self.device, progress.report)
                     return holder["result"]["models_dir"] or holder["result"]["work_dir"]
 
                 with self._lock:
