@@ -100,24 +100,41 @@ def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = _noop,
         raise InputError(f"the sequence has {n} frame(s); self-annotation needs a sequence that "
                          "moves around the objects (tens to hundreds of frames)")
     check_intrinsics(seq)
-    tracker = RgbdTracker(seq.intrinsics, cfg.tracker)
-    for k, fr in enumerate(seq.frames):
-        rgb, depth = fr.load_rgb(), fr.load_depth()
+    frames = seq.frames
+
+    def load(i: int) -> tuple[np.ndarray, np.ndarray]:
+        return frames[i].load_rgb(), frames[i].load_depth()
+
+    priors = T_odom_cameras if cfg.use_odometry_prior else None
+    return track_frames(seq.intrinsics, n, load, cfg.tracker, progress, priors,
+                        [fr.index for fr in frames], stamps_ns=[fr.stamp_ns for fr in frames])
+
+
+def track_frames(intrinsics, n: int, load_frame: Callable[[int], tuple[np.ndarray, np.ndarray]],
+                 config: TrackerConfig = TrackerConfig(), progress: ProgressFn = _noop,
+                 T_odom_cameras: list[np.ndarray] | None = None,
+                 names: list[int] | None = None, integrate: bool = True,
+                 stamps_ns: list[int] | None = None) -> RgbdTracker:
+    """The offline tracking path (what the self-annotation chain, ``nol-ros track`` and
+    bench/bench_tracking.py run): every frame in order, loop closure, then the TSDF from the
+    final poses (``integrate=False``: poses only). ``load_frame(i) -> (rgb (H, W, 3) uint8,
+    depth (H, W) float32 m)``."""
+    tracker = RgbdTracker(intrinsics, config)
+    for k in range(n):
+        rgb, depth = load_frame(k)
         if not np.any(depth > 0):
-            raise InputError(f"frame {fr.index} has no valid depth; check the depth files/topic "
+            name = names[k] if names is not None else k
+            raise InputError(f"frame {name} has no valid depth; check the depth files/topic "
                              "(16UC1 mm or 32FC1 m) and the depth scale")
-        prior = T_odom_cameras[k] if (T_odom_cameras is not None
-                                      and cfg.use_odometry_prior) else None
-        tracker.process(rgb, depth, prior)
+        tracker.process(rgb, depth, None if T_odom_cameras is None else T_odom_cameras[k],
+                        None if stamps_ns is None else int(stamps_ns[k]))
         if k % 10 == 0 or k == n - 1:
             progress("tracking", (k + 1) / n, f"frame {k + 1}/{n}")
-    if cfg.tracker.loop_closure:
+    if config.loop_closure:
         progress("loop_closure", 0.0, f"{len(tracker.keyframes)} keyframes")
         tracker.close_loops()
-    if cfg.tracker.reference != "model":
-        frames = seq.frames
-        tracker.integrate_frames(lambda i: (frames[i].load_rgb(), frames[i].load_depth()),
-                                 progress)
+    if integrate and config.reference != "model":
+        tracker.integrate_frames(load_frame, progress)
     return tracker
 
 
