@@ -30,6 +30,11 @@ class TrackerConfig:
     method: str = "hybrid"              # hybrid | point_to_plane | intensity
     reference: str = "keyframe"         # keyframe: align to the last keyframe's real RGB-D;
     #                                     model: align to the TSDF ray-cast (see module doc)
+    # robust loss of the odometry (Open3D OdometryLossParams): depth residuals beyond the
+    # truncation are outliers, Huber below
+    depth_outlier_trunc_m: float = 0.07
+    depth_huber_delta_m: float = 0.05
+    intensity_huber_delta: float = 0.1
     min_fitness: float = 0.25           # fraction of pixels with a valid correspondence
     max_inlier_rmse_m: float = 0.03
     max_step_m: float = 0.20            # jump of the correction from the prediction
@@ -39,6 +44,17 @@ class TrackerConfig:
     loop_max_dist_m: float = 0.35       # keyframes this close (and within the angle) ...
     loop_max_angle_deg: float = 35.0    # ... are checked for a loop closure
     loop_min_fitness: float = 0.35
+    max_extrapolation_s: float = 0.1    # constant-velocity prediction over at most this long
+    lost_after_failures: int = 3        # consecutive untrusted frames -> lost (re-localise)
+    relocalise: bool = True             # ORB + PnP against the keyframes after a failure/gap
+    relocalise_after_gap_s: float = 0.25  # no frame tracked for this long: re-localise first
+    relocalise_tries: int = 3
+    relocalise_min_fitness: float = 0.4
+    relocalise_max_correction_m: float = 0.05  # dense refinement vs the PnP pose
+    relocalise_max_correction_deg: float = 5.0
+    max_keyframes: int = 400            # keyframes keeping images/features (memory budget)
+    loop_rounds: int = 1                # search + optimise again around the optimised poses
+    loop_min_gap: int = 4               # keyframes j, i with j - i >= gap are loop candidates
     keyframe_dist_m: float = 0.20
     keyframe_angle_deg: float = 15.0
     device: str = "CPU:0"               # "CUDA:0" when available
@@ -54,6 +70,7 @@ class TrackResult:
     keyframe: bool
     message: str = ""
     ref_keyframe: int = 0               # index into the tracker's keyframes
+    state: str = "tracking"             # tracking | relocalised | failed | lost
 
 
 @dataclass
@@ -97,6 +114,9 @@ class RgbdTracker:
         import open3d as o3d
         import open3d.core as o3c
 
+        from nol_ros.threads import configure_threads
+
+        configure_threads()  # whatever was imported first: no spinning OpenMP threads
         o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
         self.o3d, self.o3c = o3d, o3c
         self.cfg = config
@@ -128,12 +148,24 @@ class RgbdTracker:
         self.method = methods[c.method]
         self.criteria = [o3d.t.pipelines.odometry.OdometryConvergenceCriteria(n)
                          for n in c.odometry_iterations]
+        self.loss = o3d.t.pipelines.odometry.OdometryLossParams(
+            c.depth_outlier_trunc_m, c.depth_huber_delta_m, c.intensity_huber_delta)
         self.result = ReconstructionResult()
         self.T_world_first = np.eye(4) if T_world_first is None else np.asarray(T_world_first)
         self._last_block_coords = None
         self._last_kf = None
         self._kf_image = None
-        self.keyframes: list[dict] = []     # frame index, small RGB-D image
+        self.keyframes: list[dict] = []     # frame, T, small RGB-D image, ORB features
+        self._ref_kf = 0
+        self._fails = 0
+        from collections import deque
+
+        self._trusted: deque = deque(maxlen=2)  # (time s, T_world_camera, T_odom_camera)
+        self._reloc = None
+        if config.relocalise and config.reference != "model":
+            from nol_ros.reconstruction.relocalise import Relocaliser
+
+            self._reloc = Relocaliser(K)
         self.loop_closures: list[tuple[int, int]] = []
         self._prev_odom = None
         self._n_integrated = 0
@@ -169,91 +201,209 @@ class RgbdTracker:
         self._last_block_coords = coords
         self._n_integrated += 1
 
-    def _predict(self, T_odom_camera: np.ndarray | None) -> np.ndarray:
-        frames = self.result.frames
-        last = frames[-1].T_world_camera
-        if T_odom_camera is not None and self._prev_odom is not None:
-            return last @ np.linalg.inv(self._prev_odom) @ T_odom_camera
-        if len(frames) >= 2 and frames[-1].ok and frames[-2].ok:
-            prev = frames[-2].T_world_camera
-            return last @ (np.linalg.inv(prev) @ last)
-        return last
+    def _predict(self, T_odom_camera: np.ndarray | None, stamp_ns: int | None
+                 ) -> tuple[np.ndarray, float]:
+        """(predicted T_world_camera, time since the last trusted frame in seconds; frames at
+        30 Hz when no stamps are given). Odometry delta when given; else constant velocity of
+        the last two trusted frames, scaled by the time since the last one (capped at
+        ``max_extrapolation_s``: beyond that the motion is unknown)."""
+        from nol_ros.geometry import se3_exp, se3_log
+
+        t_now = (stamp_ns * 1e-9 if stamp_ns is not None
+                 else len(self.result.frames) / 30.0)
+        (t1, T1, odom1) = self._trusted[-1]
+        gap = max(0.0, t_now - t1)
+        if T_odom_camera is not None and odom1 is not None:
+            return T1 @ np.linalg.inv(odom1) @ T_odom_camera, gap
+        if len(self._trusted) >= 2:
+            (t0, T0, _) = self._trusted[-2]
+            if t1 > t0:
+                xi = se3_log(np.linalg.inv(T0) @ T1) / (t1 - t0)
+                dt = min(gap, self.cfg.max_extrapolation_s)
+                return T1 @ se3_exp(xi * dt), gap
+        return T1.copy(), gap
+
+    def _align(self, small, ref_image, T_ref: np.ndarray, T_init: np.ndarray, criteria=None):
+        """Dense odometry of ``small`` onto the reference image (pose ``T_ref``) from the world
+        pose ``T_init`` -> (T_world_camera, fitness, inlier rmse, correction T_init^-1 T,
+        error text)."""
+        o3d, o3c, c = self.o3d, self.o3c, self.cfg
+        init = np.linalg.inv(T_ref) @ T_init
+        try:
+            odo = o3d.t.pipelines.odometry.rgbd_odometry_multi_scale(
+                small, ref_image, self.K_small, o3c.Tensor(init, o3c.float64), 1.0,
+                c.depth_max_m, criteria or self.criteria[:3], self.method, self.loss)
+        except RuntimeError as e:  # Open3D raises when there are no correspondences
+            return T_init, 0.0, np.inf, np.eye(4), str(e)
+        T_ref_cam = odo.transformation.cpu().numpy()
+        T = T_ref @ T_ref_cam
+        return T, float(odo.fitness), float(odo.inlier_rmse), np.linalg.inv(T_init) @ T, ""
+
+    def _problems(self, fitness, rmse, corr, err, max_step_m, max_step_deg) -> list[str]:
+        c = self.cfg
+        problems = []
+        if err:
+            problems.append(f"odometry failed: {err}")
+        if fitness < c.min_fitness:
+            problems.append(f"fitness {fitness:.2f} < {c.min_fitness}")
+        if rmse > c.max_inlier_rmse_m:
+            problems.append(f"inlier rmse {rmse * 1000:.1f} mm > {c.max_inlier_rmse_m * 1000} mm")
+        step_m, step_deg = float(np.linalg.norm(corr[:3, 3])), _rot_deg(corr[:3, :3])
+        if step_m > max_step_m or step_deg > max_step_deg:
+            problems.append(f"correction {step_m * 100:.1f} cm / {step_deg:.1f} deg too large")
+        return problems
+
+    def _relocalise(self, rgb, small):
+        """Pose of a frame the prediction could not track, from the keyframes: ORB + PnP
+        RANSAC against the keyframes' features, refined by dense odometry and accepted only when
+        the refinement passes the checks. -> (T, fitness, rmse, keyframe position) or None."""
+        if self._reloc is None:
+            return None
+        c = self.cfg
+        usable = [k for k, kf in enumerate(self.keyframes) if kf.get("features") is not None]
+        if not usable:
+            return None
+        hits = self._reloc.locate(rgb, [self.keyframes[k]["features"] for k in usable],
+                                  max_tries=c.relocalise_tries)
+        for h in hits:
+            k = usable[h.keyframe]
+            kf = self.keyframes[k]
+            image = kf["image"] if kf.get("image") is not None else None
+            if image is None:
+                continue
+            T_init = kf["T"] @ h.T_kf_camera
+            T, fit, rmse, corr, err = self._align(small, image, kf["T"], T_init)
+            # PnP from a few hundred keypoints is good to a few cm: the dense refinement must
+            # confirm it, not move far away from it
+            problems = self._problems(fit, rmse, corr, err, c.relocalise_max_correction_m,
+                                      c.relocalise_max_correction_deg)
+            if fit < c.relocalise_min_fitness:
+                problems.append(f"fitness {fit:.2f} < {c.relocalise_min_fitness}")
+            if not problems:
+                return T, fit, rmse, k
+        return None
+
+    def _add_keyframe(self, idx: int, T: np.ndarray, small, rgb, depth) -> int:
+        kf = {"frame": idx, "T": T.copy(), "image": small, "features": None}
+        if self._reloc is not None:
+            kf["features"] = self._reloc.keyframe_features(rgb, depth)
+        self.keyframes.append(kf)
+        self._last_kf, self._kf_image, self._ref_kf = T, small, len(self.keyframes) - 1
+        self._trim_keyframes()
+        return len(self.keyframes) - 1
+
+    def _trim_keyframes(self) -> None:
+        """Keep the images and features of at most ``max_keyframes`` keyframes (the memory
+        budget): beyond it the oldest keyframes keep their pose only (a few hundred bytes) and
+        are no longer loop-closure or re-localisation candidates."""
+        n = self.cfg.max_keyframes
+        if n <= 0:
+            return
+        with_data = [k for k, kf in enumerate(self.keyframes) if kf.get("image") is not None]
+        for k in with_data[:max(0, len(with_data) - n)]:
+            if k == self._ref_kf:
+                continue
+            self.keyframes[k]["image"] = None
+            self.keyframes[k]["features"] = None
+
+    @property
+    def lost(self) -> bool:
+        """True while the tracker has lost the camera (consecutive untrusted frames)."""
+        return self._fails >= max(1, self.cfg.lost_after_failures)
 
     def process(self, rgb: np.ndarray, depth_m: np.ndarray,
-                T_odom_camera: np.ndarray | None = None) -> TrackResult:
+                T_odom_camera: np.ndarray | None = None, stamp_ns: int | None = None
+                ) -> TrackResult:
         """Track one frame. rgb: (H, W, 3) uint8; depth_m: (H, W) float32 metres, 0 invalid;
-        T_odom_camera: optional (4, 4) odometry pose of the camera (prior for the motion)."""
+        T_odom_camera: optional (4, 4) odometry pose of the camera (prior for the motion);
+        stamp_ns: the frame's time (scales the motion prediction over skipped frames).
+
+        A frame is trusted (``ok``) only when its alignment passed every check; otherwise it
+        keeps the prediction, is flagged with the reasons, and is not used for the motion
+        model, keyframes or the map. After a failure, or a gap longer than
+        ``relocalise_after_gap_s``, the tracker re-localises against the keyframes."""
         if depth_m.shape != (self.intr.height, self.intr.width) or rgb.shape[:2] != depth_m.shape:
             raise InputError(
                 f"frame size rgb {rgb.shape[:2]} / depth {depth_m.shape} does not match the "
                 f"intrinsics {self.intr.width}x{self.intr.height}")
-        o3d, o3c, c = self.o3d, self.o3c, self.cfg
+        c = self.cfg
         (d_full, c_full), small = self._images(rgb, depth_m)
         idx = len(self.result.frames)
+        odom = None if T_odom_camera is None else np.asarray(T_odom_camera, dtype=np.float64)
         if idx == 0:
             T = self.T_world_first.copy()
             if c.reference == "model":
                 self._integrate(d_full, c_full, T)
-            res = TrackResult(idx, T, True, 1.0, 0.0, True, "first frame", 0)
-            self._last_kf, self._kf_image = T, small
-            self.keyframes.append({"frame": idx, "image": small})
-        else:
-            T_pred = self._predict(T_odom_camera)
+            self._add_keyframe(idx, T, small, rgb, depth_m)
+            res = TrackResult(idx, T, True, 1.0, 0.0, True, "first frame", 0, "tracking")
+            self._trusted.append((self._t(stamp_ns, idx), T, odom))
+            self.result.frames.append(res)
+            return res
+        T_pred, gap = self._predict(odom, stamp_ns)
+        problems: list[str] = []
+        state = "tracking"
+        fitness, rmse = 0.0, np.inf
+        T = T_pred
+        ref = self._ref_kf
+        gap_reloc = (odom is None and c.relocalise_after_gap_s > 0
+                     and gap > c.relocalise_after_gap_s)
+        if not self.lost and not gap_reloc:
             if c.reference == "model":
-                T_ref = T_pred
-                ext = o3c.Tensor(np.linalg.inv(T_pred), o3c.float64)
-                w, h = self.small_size
-                rc = self.vbg.ray_cast(block_coords=self._last_block_coords,
-                                       intrinsic=self.K_small, extrinsic=ext, width=w, height=h,
-                                       render_attributes=["depth", "color"], depth_scale=1.0,
-                                       depth_min=c.depth_min_m, depth_max=c.depth_max_m,
-                                       weight_threshold=1.0,
-                                       trunc_voxel_multiplier=c.sdf_trunc_voxels)
-                target = o3d.t.geometry.RGBDImage(o3d.t.geometry.Image(rc["color"]),
-                                                  o3d.t.geometry.Image(rc["depth"]))
+                T_ref, target = T_pred, self._raycast(T_pred)
             else:
                 T_ref, target = self._last_kf, self._kf_image
-            init = np.linalg.inv(T_ref) @ T_pred
-            try:
-                odo = o3d.t.pipelines.odometry.rgbd_odometry_multi_scale(
-                    small, target, self.K_small, o3c.Tensor(init, o3c.float64), 1.0,
-                    c.depth_max_m, self.criteria[:3], self.method)
-                T_pred_cur = np.linalg.inv(init) @ odo.transformation.cpu().numpy()
-                fitness, rmse = float(odo.fitness), float(odo.inlier_rmse)
-                err = ""
-            except RuntimeError as e:  # Open3D raises when there are no correspondences
-                T_pred_cur, fitness, rmse, err = np.eye(4), 0.0, np.inf, str(e)
-            step_m = float(np.linalg.norm(T_pred_cur[:3, 3]))
-            step_deg = _rot_deg(T_pred_cur[:3, :3])
-            problems = []
-            if err:
-                problems.append(f"odometry failed: {err}")
-            if fitness < c.min_fitness:
-                problems.append(f"fitness {fitness:.2f} < {c.min_fitness}")
-            if rmse > c.max_inlier_rmse_m:
-                problems.append(f"inlier rmse {rmse * 1000:.1f} mm > "
-                                f"{c.max_inlier_rmse_m * 1000} mm")
-            if step_m > c.max_step_m or step_deg > c.max_step_deg:
-                problems.append(f"correction {step_m * 100:.1f} cm / {step_deg:.1f} deg too large")
-            ok = not problems
-            T = T_pred @ T_pred_cur if ok else T_pred
-            kf = False
-            ref = len(self.keyframes) - 1
-            if ok:
-                dk = np.linalg.inv(self._last_kf) @ T
-                kf = (np.linalg.norm(dk[:3, 3]) > c.keyframe_dist_m
-                      or _rot_deg(dk[:3, :3]) > c.keyframe_angle_deg)
-                if kf:
-                    self._last_kf, self._kf_image = T, small
-                    self.keyframes.append({"frame": idx, "image": small})
-                    ref = len(self.keyframes) - 1
-                if c.reference == "model":
-                    self._integrate(d_full, c_full, T)
-            res = TrackResult(idx, T, ok, fitness, rmse, kf, "; ".join(problems), ref)
-        if T_odom_camera is not None:
-            self._prev_odom = np.asarray(T_odom_camera, dtype=np.float64)
+            T, fitness, rmse, corr, err = self._align(small, target, T_ref, T_pred)
+            problems = self._problems(fitness, rmse, corr, err, c.max_step_m, c.max_step_deg)
+        else:
+            problems = [("tracking lost" if self.lost else
+                         f"{gap:.2f} s since the last tracked frame") + ": re-localising"]
+        if problems and c.relocalise and c.reference != "model":
+            found = self._relocalise(rgb, small)
+            if found is not None:
+                T, fitness, rmse, ref = found
+                kf = self.keyframes[ref]
+                self._last_kf, self._kf_image, self._ref_kf = kf["T"], kf["image"], ref
+                problems, state = [], "relocalised"
+                self._trusted.clear()  # no velocity across the gap
+            else:
+                problems.append("re-localisation against the keyframes failed")
+        ok = not problems
+        if not ok:
+            T = T_pred
+            self._fails += 1
+            state = "lost" if self.lost else "failed"
+        else:
+            self._fails = 0
+        kf = False
+        if ok:
+            dk = np.linalg.inv(self._last_kf) @ T
+            kf = (np.linalg.norm(dk[:3, 3]) > c.keyframe_dist_m
+                  or _rot_deg(dk[:3, :3]) > c.keyframe_angle_deg)
+            if kf:
+                self._add_keyframe(idx, T, small, rgb, depth_m)
+            ref = self._ref_kf
+            if c.reference == "model":
+                self._integrate(d_full, c_full, T)
+            self._trusted.append((self._t(stamp_ns, idx), T, odom))
+        res = TrackResult(idx, T, ok, fitness, rmse, kf, "; ".join(problems), ref, state)
         self.result.frames.append(res)
         return res
+
+    @staticmethod
+    def _t(stamp_ns: int | None, idx: int) -> float:
+        return stamp_ns * 1e-9 if stamp_ns is not None else idx / 30.0
+
+    def _raycast(self, T_pred: np.ndarray):
+        o3d, o3c, c = self.o3d, self.o3c, self.cfg
+        ext = o3c.Tensor(np.linalg.inv(T_pred), o3c.float64)
+        w, h = self.small_size
+        rc = self.vbg.ray_cast(block_coords=self._last_block_coords, intrinsic=self.K_small,
+                               extrinsic=ext, width=w, height=h,
+                               render_attributes=["depth", "color"], depth_scale=1.0,
+                               depth_min=c.depth_min_m, depth_max=c.depth_max_m,
+                               weight_threshold=1.0, trunc_voxel_multiplier=c.sdf_trunc_voxels)
+        return o3d.t.geometry.RGBDImage(o3d.t.geometry.Image(rc["color"]),
+                                        o3d.t.geometry.Image(rc["depth"]))
 
     # ------------------------------------------------------------------------------------------
     def close_loops(self) -> int:
@@ -268,58 +418,85 @@ class RgbdTracker:
         if len(kfs) < 4:
             return 0
         T_kf = [frames[k["frame"]].T_world_camera for k in kfs]
-        graph = reg.PoseGraph()
-        for T in T_kf:
-            graph.nodes.append(reg.PoseGraphNode(T))
 
         def info(src, tgt, T_t_s):
+            if src is None or tgt is None:  # trimmed by the keyframe budget: a weak prior
+                return np.eye(6) * 100.0
             return o3d.t.pipelines.odometry.compute_odometry_information_matrix(
                 src.depth, tgt.depth, self.K_small, o3c.Tensor(T_t_s, o3c.float64), 0.03, 1.0,
                 c.depth_max_m).cpu().numpy()
 
+        odo_edges = []
         for i in range(len(kfs) - 1):
             T_t_s = np.linalg.inv(T_kf[i]) @ T_kf[i + 1]
-            graph.edges.append(reg.PoseGraphEdge(i + 1, i, T_t_s,
-                                                 info(kfs[i + 1]["image"], kfs[i]["image"],
-                                                      T_t_s), uncertain=False))
-        self.loop_closures = []
-        for j in range(len(kfs)):
-            for i in range(j - 3):
-                d = np.linalg.inv(T_kf[i]) @ T_kf[j]
-                if (np.linalg.norm(d[:3, 3]) > c.loop_max_dist_m
-                        or _rot_deg(d[:3, :3]) > c.loop_max_angle_deg):
-                    continue
-                try:
-                    # geometry only: measured here, the photometric term is biased by 5-9 cm
-                    # between the start and the end of a loop (exposure drift, view-dependent
-                    # shading), point-to-plane stays within a few mm
-                    odo = o3d.t.pipelines.odometry.rgbd_odometry_multi_scale(
-                        kfs[j]["image"], kfs[i]["image"], self.K_small, o3c.Tensor(d, o3c.float64),
-                        1.0, c.depth_max_m, self.criteria[:3],
-                        o3d.t.pipelines.odometry.Method.PointToPlane)
-                except RuntimeError:
-                    continue
-                T_t_s = odo.transformation.cpu().numpy()
-                corr = np.linalg.inv(d) @ T_t_s
-                if (odo.fitness < c.loop_min_fitness or odo.inlier_rmse > c.max_inlier_rmse_m
-                        or np.linalg.norm(corr[:3, 3]) > 0.1 or _rot_deg(corr[:3, :3]) > 10):
-                    continue
-                graph.edges.append(reg.PoseGraphEdge(j, i, T_t_s, info(kfs[j]["image"],
-                                                                       kfs[i]["image"], T_t_s),
-                                                     uncertain=True))
-                self.loop_closures.append((kfs[i]["frame"], kfs[j]["frame"]))
+            odo_edges.append(reg.PoseGraphEdge(i + 1, i, T_t_s,
+                                               info(kfs[i + 1]["image"], kfs[i]["image"],
+                                                    T_t_s), uncertain=False))
+        # Rounds: candidates are searched around the current estimate; after an optimisation
+        # the drift is smaller, so pairs that were too far apart (or converged to nothing from
+        # a drifted start) are found and verified in the next round.
+        current = list(T_kf)
+        accepted: dict[tuple[int, int], object] = {}
+        for _round in range(max(1, c.loop_rounds)):
+            found = 0
+            for j in range(len(kfs)):
+                for i in range(j - max(2, c.loop_min_gap) + 1):
+                    if (i, j) in accepted or kfs[i]["image"] is None or kfs[j]["image"] is None:
+                        continue
+                    d = np.linalg.inv(current[i]) @ current[j]
+                    if (np.linalg.norm(d[:3, 3]) > c.loop_max_dist_m
+                            or _rot_deg(d[:3, :3]) > c.loop_max_angle_deg):
+                        continue
+                    edge = self._loop_edge(kfs, i, j, d, info)
+                    if edge is not None:
+                        accepted[(i, j)] = edge
+                        found += 1
+            if not accepted or (found == 0 and _round > 0):
+                break
+            graph = reg.PoseGraph()
+            for T in T_kf:
+                graph.nodes.append(reg.PoseGraphNode(T))
+            for e in odo_edges:
+                graph.edges.append(e)
+            for e in accepted.values():
+                graph.edges.append(e)
+            reg.global_optimization(
+                graph, reg.GlobalOptimizationLevenbergMarquardt(),
+                reg.GlobalOptimizationConvergenceCriteria(),
+                reg.GlobalOptimizationOption(max_correspondence_distance=0.03,
+                                             edge_prune_threshold=0.25, reference_node=0))
+            current = [np.asarray(n.pose) for n in graph.nodes]
+        self.loop_closures = [(kfs[i]["frame"], kfs[j]["frame"]) for i, j in accepted]
         if not self.loop_closures:
             return 0
-        reg.global_optimization(
-            graph, reg.GlobalOptimizationLevenbergMarquardt(),
-            reg.GlobalOptimizationConvergenceCriteria(),
-            reg.GlobalOptimizationOption(max_correspondence_distance=0.03,
-                                         edge_prune_threshold=0.25, reference_node=0))
-        new_kf = [np.asarray(n.pose) for n in graph.nodes]
+        new_kf = current
         for f in frames:
             old = T_kf[f.ref_keyframe]
             f.T_world_camera = new_kf[f.ref_keyframe] @ np.linalg.inv(old) @ f.T_world_camera
         return len(self.loop_closures)
+
+    def _loop_edge(self, kfs, i: int, j: int, d: np.ndarray, info):
+        """Verified point-to-plane alignment of keyframe j onto keyframe i from the relative
+        pose ``d`` (T_i_j); an uncertain pose-graph edge, or None."""
+        o3d, o3c, c = self.o3d, self.o3c, self.cfg
+        reg = o3d.pipelines.registration
+        try:
+            # geometry only: measured here, the photometric term is biased by 5-9 cm between
+            # the start and the end of a loop (exposure drift, view-dependent shading),
+            # point-to-plane stays within a few mm
+            odo = o3d.t.pipelines.odometry.rgbd_odometry_multi_scale(
+                kfs[j]["image"], kfs[i]["image"], self.K_small, o3c.Tensor(d, o3c.float64),
+                1.0, c.depth_max_m, self.criteria[:3],
+                o3d.t.pipelines.odometry.Method.PointToPlane, self.loss)
+        except RuntimeError:
+            return None
+        T_t_s = odo.transformation.cpu().numpy()
+        corr = np.linalg.inv(d) @ T_t_s
+        if (odo.fitness < c.loop_min_fitness or odo.inlier_rmse > c.max_inlier_rmse_m
+                or np.linalg.norm(corr[:3, 3]) > 0.1 or _rot_deg(corr[:3, :3]) > 10):
+            return None
+        return reg.PoseGraphEdge(j, i, T_t_s, info(kfs[j]["image"], kfs[i]["image"], T_t_s),
+                                 uncertain=True)
 
     def integrate_frames(self, load_frame, progress=None) -> int:
         """(Re-)build the TSDF from the final poses. ``load_frame(i) -> (rgb, depth_m)``;

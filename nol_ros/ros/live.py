@@ -315,7 +315,7 @@ class LiveTracker:
                                  f" vs {self.tracker.intr} at the start); call ~/reset to start "
                                  "a new sequence with the new camera")
             t0 = time.perf_counter()
-            tr = self.tracker.process(frame.rgb, frame.depth_m, prior)
+            tr = self.tracker.process(frame.rgb, frame.depth_m, prior, frame.stamp_ns)
             dt = time.perf_counter() - t0
             with self._cv:
                 tf_mode = self._status.tf_mode
