@@ -49,14 +49,17 @@ class TrackerConfig:
     relocalise: bool = True             # ORB + PnP against the keyframes after a failure/gap
     relocalise_after_gap_s: float = 0.25  # no frame tracked for this long: re-localise first
     relocalise_tries: int = 3
-    relocalise_min_fitness: float = 0.4
+    relocalise_min_fitness: float = 0.3
     relocalise_max_correction_m: float = 0.05  # dense refinement vs the PnP pose
     relocalise_max_correction_deg: float = 5.0
     max_keyframes: int = 400            # keyframes keeping images/features (memory budget)
     loop_rounds: int = 1                # search + optimise again around the optimised poses
+    loop_iterations: tuple[int, ...] = ()  # odometry iterations of a loop check (() = as tracking)
+    loop_max_candidates: int = 0       # per keyframe, the nearest n candidates (0 = all)
     loop_min_gap: int = 4               # keyframes j, i with j - i >= gap are loop candidates
     keyframe_dist_m: float = 0.20
     keyframe_angle_deg: float = 15.0
+    keyframe_min_fitness: float = 0.0   # also a new keyframe when the overlap falls below
     device: str = "CPU:0"               # "CUDA:0" when available
 
 
@@ -148,6 +151,8 @@ class RgbdTracker:
         self.method = methods[c.method]
         self.criteria = [o3d.t.pipelines.odometry.OdometryConvergenceCriteria(n)
                          for n in c.odometry_iterations]
+        self.loop_criteria = ([o3d.t.pipelines.odometry.OdometryConvergenceCriteria(n)
+                               for n in c.loop_iterations] or self.criteria)[:3]
         self.loss = o3d.t.pipelines.odometry.OdometryLossParams(
             c.depth_outlier_trunc_m, c.depth_huber_delta_m, c.intensity_huber_delta)
         self.result = ReconstructionResult()
@@ -378,7 +383,8 @@ class RgbdTracker:
         if ok:
             dk = np.linalg.inv(self._last_kf) @ T
             kf = (np.linalg.norm(dk[:3, 3]) > c.keyframe_dist_m
-                  or _rot_deg(dk[:3, :3]) > c.keyframe_angle_deg)
+                  or _rot_deg(dk[:3, :3]) > c.keyframe_angle_deg
+                  or fitness < c.keyframe_min_fitness)
             if kf:
                 self._add_keyframe(idx, T, small, rgb, depth_m)
             ref = self._ref_kf
@@ -437,20 +443,34 @@ class RgbdTracker:
         # a drifted start) are found and verified in the next round.
         current = list(T_kf)
         accepted: dict[tuple[int, int], object] = {}
+        rejected: dict[tuple[int, int], np.ndarray] = {}
         for _round in range(max(1, c.loop_rounds)):
             found = 0
             for j in range(len(kfs)):
+                cands = []
                 for i in range(j - max(2, c.loop_min_gap) + 1):
                     if (i, j) in accepted or kfs[i]["image"] is None or kfs[j]["image"] is None:
                         continue
                     d = np.linalg.inv(current[i]) @ current[j]
-                    if (np.linalg.norm(d[:3, 3]) > c.loop_max_dist_m
-                            or _rot_deg(d[:3, :3]) > c.loop_max_angle_deg):
-                        continue
+                    dist, ang = float(np.linalg.norm(d[:3, 3])), _rot_deg(d[:3, :3])
+                    if dist <= c.loop_max_dist_m and ang <= c.loop_max_angle_deg:
+                        # nearest first: distance plus 1 cm per degree of view change
+                        cands.append((dist + 0.01 * ang, i, d))
+                cands.sort(key=lambda x: x[0])
+                if c.loop_max_candidates > 0:
+                    cands = cands[:c.loop_max_candidates]
+                for _, i, d in cands:
+                    prev = rejected.get((i, j))
+                    if prev is not None:  # tried: again only if the estimate moved
+                        m = np.linalg.inv(prev) @ d
+                        if np.linalg.norm(m[:3, 3]) < 0.02 and _rot_deg(m[:3, :3]) < 2.0:
+                            continue
                     edge = self._loop_edge(kfs, i, j, d, info)
                     if edge is not None:
                         accepted[(i, j)] = edge
                         found += 1
+                    else:
+                        rejected[(i, j)] = d
             if not accepted or (found == 0 and _round > 0):
                 break
             graph = reg.PoseGraph()
@@ -486,7 +506,7 @@ class RgbdTracker:
             # point-to-plane stays within a few mm
             odo = o3d.t.pipelines.odometry.rgbd_odometry_multi_scale(
                 kfs[j]["image"], kfs[i]["image"], self.K_small, o3c.Tensor(d, o3c.float64),
-                1.0, c.depth_max_m, self.criteria[:3],
+                1.0, c.depth_max_m, self.loop_criteria,
                 o3d.t.pipelines.odometry.Method.PointToPlane, self.loss)
         except RuntimeError:
             return None

@@ -105,6 +105,9 @@ class LiveResult:
 class LiveStatus:
     frames_tracked: int = 0
     frames_tracking_failed: int = 0
+    frames_relocalised: int = 0
+    frames_tf_withheld: int = 0         # untrusted poses: no TF published for them
+    tracking_state: str = ""
     frames_skipped: int = 0
     frames_without_odometry: int = 0
     frames_tf_refused: int = 0
@@ -330,11 +333,21 @@ class LiveTracker:
                 s = self._status
                 s.frames_tracked += 1
                 s.frames_tracking_failed += int(not tr.ok)
+                s.frames_tf_withheld += int(not tr.ok)
+                s.frames_relocalised += int(tr.state == "relocalised")
+                s.tracking_state = tr.state
                 s.keyframes += int(tr.keyframe)
                 s.tracking_ok, s.fitness = bool(tr.ok), float(tr.fitness)
                 s.tracking_fps = len(self._durations) / max(sum(self._durations), 1e-9)
                 s.latency_s = res.done_s - t_recv
                 s.last_stamp_ns = frame.stamp_ns
+        if not tr.ok:
+            code = "TRACKING_LOST" if tr.state == "lost" else "TRACKING_FAILED"
+            self._error(code, f"frame {frame.index} (stamp {frame.stamp_ns}): pose not trusted, "
+                              f"no TF published: {tr.message}")
+        elif tr.state == "relocalised" and self.on_info is not None:
+            self.on_info(f"frame {frame.index}: re-localised against keyframe {tr.ref_keyframe} "
+                         f"(fitness {tr.fitness:.2f}); tracking resumed")
         return res
 
 
@@ -416,8 +429,10 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
         if old.get("version") == version and old.get("step") == max(1, int(step)):
             return ExportSummary(str(out), int(old.get("frames", len(frames))),
                                  int(old.get("frames_tracked", 0)), unchanged=True)
-    if results:
-        poses, tracked = poses_for_frames(frames, results)
+    # only trusted poses feed the prior: an untrusted frame's pose is the tracker's guess
+    trusted = {k: r for k, r in results.items() if r.track.ok}
+    if trusted:
+        poses, tracked = poses_for_frames(frames, trusted)
     else:  # tracking off: images only, the offline chain tracks from scratch
         poses, tracked = None, [False] * len(frames)
     intr = frames[0].intrinsics
@@ -447,6 +462,7 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
                          "T_world_camera": poses[k].tolist() if poses is not None else None,
                          "tracked": tr,
                          "ok": bool(r.track.ok) if r else False,
+                         "state": r.track.state if r else "not tracked",
                          "fitness": float(r.track.fitness) if r else 0.0,
                          "keyframe": bool(r.track.keyframe) if r else False,
                          "T_odom_camera": (r.T_odom_camera.tolist()
