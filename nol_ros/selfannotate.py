@@ -39,6 +39,27 @@ from nol_ros.views.selection import SequenceSelectionConfig, select_sequence_vie
 ProgressFn = Callable[[str, float, str], None]
 
 
+class TrackingLostError(NolError):
+    """The camera tracking was lost over a stretch of the sequence: its poses are guesses."""
+
+    code = "TRACKING_LOST"
+
+
+def lost_stretches(result, min_len: int) -> list[tuple[int, int]]:
+    """(first, last) frame positions of every run of at least ``min_len`` consecutive
+    untrusted frames (tracking lost there)."""
+    out, start = [], None
+    ok = list(result.ok) + [True]
+    for k, good in enumerate(ok):
+        if not good and start is None:
+            start = k
+        elif good and start is not None:
+            if k - start >= max(1, min_len):
+                out.append((start, k - 1))
+            start = None
+    return out
+
+
 @dataclass(frozen=True)
 class ObjectSpec:
     """One object to learn: its name and mesh (metres), or model-free (no mesh: cut out of the
@@ -66,6 +87,9 @@ class SelfAnnotationConfig:
     min_crop_half: int = 128        # NOL: half side max(h/2, w/2, 128 px)
     max_vertices: int = 4000        # vertices used for visibility bookkeeping
     use_odometry_prior: bool = True
+    # refuse a sequence whose tracking was lost over lost_after_failures or more consecutive
+    # frames (TrackingLostError names them) instead of learning from guessed poses
+    refuse_lost_tracking: bool = True
     # flag an object when the sequence saw less than this fraction of the surface that a
     # camera above the table could see (a sequence too short to go around the object)
     min_observed_fraction: float = 0.8
@@ -106,8 +130,19 @@ def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = _noop,
         return frames[i].load_rgb(), frames[i].load_depth()
 
     priors = T_odom_cameras if cfg.use_odometry_prior else None
-    return track_frames(seq.intrinsics, n, load, cfg.tracker, progress, priors,
-                        [fr.index for fr in frames], stamps_ns=[fr.stamp_ns for fr in frames])
+    tracker = track_frames(seq.intrinsics, n, load, cfg.tracker, progress, priors,
+                           [fr.index for fr in frames], stamps_ns=[fr.stamp_ns for fr in frames])
+    lost = lost_stretches(tracker.result, cfg.tracker.lost_after_failures)
+    if lost and cfg.refuse_lost_tracking:
+        names = ", ".join(f"{frames[a].index}-{frames[b].index}" if b > a else
+                          f"{frames[a].index}" for a, b in lost)
+        n_lost = sum(b - a + 1 for a, b in lost)
+        raise TrackingLostError(
+            f"camera tracking was lost over {n_lost} of {n} frames (frames {names}): their "
+            "poses are guesses and would give wrong masks and labels. Record the stretch again "
+            "moving more slowly (or with odometry), or learn from a sequence without it "
+            "(e.g. export/replay only the frames before the loss)")
+    return tracker
 
 
 def track_frames(intrinsics, n: int, load_frame: Callable[[int], tuple[np.ndarray, np.ndarray]],
