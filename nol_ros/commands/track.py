@@ -116,7 +116,7 @@ def register(sub) -> None:
         "line, camera-to-world (T_world_camera), world = the first camera's frame. Prints the "
         "frames tracked and lost and the speed.",
         examples=["nol-ros track --dataset ../shared/realdata/rgbd_sequences/tum_fr1_desk "
-                  "--intrinsics calibrated --out fr1_desk.txt",
+                  "--out fr1_desk.txt",
                   "nol-ros track --bag my_bag --out trajectory.txt   # Xtion topics, /tf odometry"
                   " as prior",
                   "evo_ape tum groundtruth.txt trajectory.txt -a   # score it with evo"],
@@ -127,8 +127,9 @@ def register(sub) -> None:
                      "depth.txt) or a BOP scene folder")
     p.add_argument("--out", required=True, help="output trajectory file (TUM format)")
     p.add_argument("--intrinsics", default="auto", choices=("auto", "ros_default", "calibrated"),
-                   help="TUM folders: auto/ros_default = fx=fy=525 pinhole; calibrated = the "
-                   "calibration in intrinsics.json, images undistorted (default: auto)")
+                   help="TUM folders: calibrated = the RGB calibration in intrinsics.json, "
+                   "images undistorted; ros_default = the OpenNI pinhole (fx=fy=525); auto "
+                   "(default) = calibrated when intrinsics.json has it, else ros_default")
     p.add_argument("--rgb-topic", default="/camera/rgb/image_raw")
     p.add_argument("--depth-topic", default="/camera/depth_registered/image_raw")
     p.add_argument("--camera-info-topic", default="/camera/rgb/camera_info")

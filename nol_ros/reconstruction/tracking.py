@@ -1,11 +1,13 @@
-"""Frame-to-model RGB-D tracking with a TSDF (Open3D tensor API, CPU or CUDA).
+"""RGB-D camera tracking + TSDF (Open3D tensor API, CPU or CUDA).
 
 Per frame: predict the pose (TF odometry delta when given, else constant velocity), ray-cast the
-TSDF model at the predicted pose, align the frame to that synthetic view with hybrid (depth +
-colour) RGB-D odometry, check the result, integrate. Tracking and ray casting run at
-``1/tracking_downscale`` resolution (measured: the dominant cost); integration uses full
-resolution. Frames whose alignment fails the checks are flagged (``ok=False``), keep the predicted
-pose, and are not integrated: never silently used.
+TSDF model at the predicted pose (``reference="model"``) or take the last keyframe's RGB-D
+(default), align the frame to it with RGB-D odometry (point-to-plane by default), check the
+result. After a failure or a gap in the stream, re-localise against the keyframes (ORB + PnP,
+refined and checked densely). Offline, a keyframe pose graph with loop closures runs at the
+end. Tracking and ray casting run at ``1/tracking_downscale`` resolution (measured: the
+dominant cost); integration uses full resolution. Frames whose alignment fails the checks are
+flagged (``ok=False``), keep the predicted pose, and are not integrated: never silently used.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from nol_ros.errors import InputError
 
 @dataclass(frozen=True)
 class TrackerConfig:
+    """The tracker. Defaults chosen on REAL data (TUM fr1/desk, bench/bench_tracking.py; the
+    figures are in BENCHMARKS.md "Tracking on real data") and checked on the synthetic world."""
+
     voxel_size_m: float = 0.006
     sdf_trunc_voxels: float = 4.0       # truncation = voxels * voxel size
     block_resolution: int = 8
@@ -27,7 +32,15 @@ class TrackerConfig:
     depth_max_m: float = 3.0
     tracking_downscale: int = 2         # 2: track at 320x240 for 640x480 input
     odometry_iterations: tuple[int, ...] = (12, 6, 4)  # coarse -> fine pyramid levels
-    method: str = "hybrid"              # hybrid | point_to_plane | intensity
+    # geometry_then_colour: point-to-plane, then a hybrid (depth + colour) refinement kept only
+    # within colour_max_shift of the geometric pose (RgbdTracker._odometry). Measured
+    # (BENCHMARKS.md "Tracking on real data"): fr1/desk point-to-plane 2.3 cm ATE, this 2.65,
+    # hybrid 4.3 (22.6 with the former 20 cm keyframes); the synthetic demo world
+    # point-to-plane 2.5 cm / 8.6 deg drift, this 0.15 cm / 0.3 deg, hybrid 0.6 cm / 0.25 deg
+    method: str = "geometry_then_colour"  # | point_to_plane | hybrid | intensity
+    colour_iterations: tuple[int, ...] = (4, 3, 2)  # the hybrid refinement, coarse -> fine
+    colour_max_shift_m: float = 0.02    # colour may move the geometric pose this far ...
+    colour_max_shift_deg: float = 2.0   # ... and turn it this much, else it is ignored
     reference: str = "keyframe"         # keyframe: align to the last keyframe's real RGB-D;
     #                                     model: align to the TSDF ray-cast (see module doc)
     # robust loss of the odometry (Open3D OdometryLossParams): depth residuals beyond the
@@ -39,12 +52,14 @@ class TrackerConfig:
     max_inlier_rmse_m: float = 0.03
     max_step_m: float = 0.20            # jump of the correction from the prediction
     max_step_deg: float = 20.0
-    integrate_every: int = 2            # final TSDF: every n-th frame (+ all keyframes)
-    loop_closure: bool = True           # keyframe pose graph with loop closures at the end
-    loop_max_dist_m: float = 0.35       # keyframes this close (and within the angle) ...
-    loop_max_angle_deg: float = 35.0    # ... are checked for a loop closure
-    loop_min_fitness: float = 0.35
     max_extrapolation_s: float = 0.1    # constant-velocity prediction over at most this long
+    # keyframes: a new one after this much motion (or when the overlap with the last one, the
+    # odometry's fitness, falls below keyframe_min_fitness)
+    keyframe_dist_m: float = 0.10
+    keyframe_angle_deg: float = 10.0
+    keyframe_min_fitness: float = 0.4
+    max_keyframes: int = 400            # keyframes keeping images/features (memory budget)
+    # loss and re-localisation
     lost_after_failures: int = 3        # consecutive untrusted frames -> lost (re-localise)
     relocalise: bool = True             # ORB + PnP against the keyframes after a failure/gap
     relocalise_after_gap_s: float = 0.25  # no frame tracked for this long: re-localise first
@@ -52,14 +67,18 @@ class TrackerConfig:
     relocalise_min_fitness: float = 0.3
     relocalise_max_correction_m: float = 0.05  # dense refinement vs the PnP pose
     relocalise_max_correction_deg: float = 5.0
-    max_keyframes: int = 400            # keyframes keeping images/features (memory budget)
-    loop_rounds: int = 1                # search + optimise again around the optimised poses
+    # keyframe pose graph at the end (offline chain): loop closures between keyframes that see
+    # the same place, verified by point-to-plane odometry, Open3D global optimisation
+    integrate_every: int = 2            # final TSDF: every n-th frame (+ all keyframes)
+    loop_closure: bool = True
+    loop_max_dist_m: float = 1.0        # keyframes this close (and within the angle) ...
+    loop_max_angle_deg: float = 60.0    # ... are checked for a loop closure
+    loop_max_candidates: int = 8        # per keyframe, the nearest n candidates (0 = all)
+    loop_min_gap: int = 2               # keyframes j, i with j - i >= gap are loop candidates
+    loop_rounds: int = 2                # search + optimise again around the optimised poses
+    loop_min_fitness: float = 0.35
+    loop_method: str = "geometry_then_colour"  # odometry that verifies a loop closure
     loop_iterations: tuple[int, ...] = ()  # odometry iterations of a loop check (() = as tracking)
-    loop_max_candidates: int = 0       # per keyframe, the nearest n candidates (0 = all)
-    loop_min_gap: int = 4               # keyframes j, i with j - i >= gap are loop candidates
-    keyframe_dist_m: float = 0.20
-    keyframe_angle_deg: float = 15.0
-    keyframe_min_fitness: float = 0.0   # also a new keyframe when the overlap falls below
     device: str = "CPU:0"               # "CUDA:0" when available
 
 
@@ -113,7 +132,9 @@ class RgbdTracker:
     """Incremental tracker + TSDF. ``process(rgb, depth_m)`` per frame, in order."""
 
     def __init__(self, intrinsics, config: TrackerConfig = TrackerConfig(),
-                 T_world_first: np.ndarray | None = None):
+                 T_world_first: np.ndarray | None = None, max_results: int = 0):
+        """max_results: keep only the last n TrackResults in ``result`` (a live tracker that
+        runs for hours; 0 = all, which the offline loop closure needs)."""
         import open3d as o3d
         import open3d.core as o3c
 
@@ -144,11 +165,18 @@ class RgbdTracker:
         self.K_small = o3c.Tensor(Ks, o3c.float64)
         self.small_size = (intrinsics.width // s, intrinsics.height // s)
         methods = {"hybrid": o3d.t.pipelines.odometry.Method.Hybrid,
+                   "geometry_then_colour": o3d.t.pipelines.odometry.Method.PointToPlane,
                    "point_to_plane": o3d.t.pipelines.odometry.Method.PointToPlane,
                    "intensity": o3d.t.pipelines.odometry.Method.Intensity}
         if c.method not in methods:
             raise InputError(f"tracker method '{c.method}' unknown; use {sorted(methods)}")
         self.method = methods[c.method]
+        self.colour_used = False
+        self.colour_refine = [o3d.t.pipelines.odometry.OdometryConvergenceCriteria(n)
+                              for n in c.colour_iterations]
+        if c.loop_method not in methods:
+            raise InputError(f"loop method '{c.loop_method}' unknown; use {sorted(methods)}")
+        self.loop_method = methods[c.loop_method]
         self.criteria = [o3d.t.pipelines.odometry.OdometryConvergenceCriteria(n)
                          for n in c.odometry_iterations]
         self.loop_criteria = ([o3d.t.pipelines.odometry.OdometryConvergenceCriteria(n)
@@ -163,6 +191,8 @@ class RgbdTracker:
         self.keyframes: list[dict] = []     # frame, T, small RGB-D image, ORB features
         self._ref_kf = 0
         self._fails = 0
+        self._count = 0
+        self.max_results = int(max_results)
         from collections import deque
 
         self._trusted: deque = deque(maxlen=2)  # (time s, T_world_camera, T_odom_camera)
@@ -215,7 +245,7 @@ class RgbdTracker:
         from nol_ros.geometry import se3_exp, se3_log
 
         t_now = (stamp_ns * 1e-9 if stamp_ns is not None
-                 else len(self.result.frames) / 30.0)
+                 else self._count / 30.0)
         (t1, T1, odom1) = self._trusted[-1]
         gap = max(0.0, t_now - t1)
         if T_odom_camera is not None and odom1 is not None:
@@ -228,21 +258,50 @@ class RgbdTracker:
                 return T1 @ se3_exp(xi * dt), gap
         return T1.copy(), gap
 
-    def _align(self, small, ref_image, T_ref: np.ndarray, T_init: np.ndarray, criteria=None):
+    def _odometry(self, src, tgt, init: np.ndarray, criteria, method, colour: bool):
+        """T_tgt_src by dense odometry from ``init`` -> (T, fitness, inlier rmse); raises
+        RuntimeError when there is nothing to align. ``colour``: after the (geometric) method,
+        a hybrid (depth + colour) refinement from its result, kept only when it stays within
+        ``colour_max_shift_m`` / ``colour_max_shift_deg`` of the geometric pose -- colour
+        refines where it agrees with the geometry and is ignored where exposure changes, blur
+        or shading pull it away (measured on fr1/desk: hybrid alone 4.3 cm ATE, 22.6 cm with
+        the former keyframe spacing, against 2.3 for point-to-plane; on the synthetic world
+        point-to-plane alone drifts 1.4 deg where hybrid drifts 0.03 deg)."""
+        o3d, o3c, c = self.o3d, self.o3c, self.cfg
+        odom = o3d.t.pipelines.odometry
+        odo = odom.rgbd_odometry_multi_scale(src, tgt, self.K_small,
+                                             o3c.Tensor(init, o3c.float64), 1.0, c.depth_max_m,
+                                             criteria, method, self.loss)
+        T = odo.transformation.cpu().numpy()
+        fitness, rmse = float(odo.fitness), float(odo.inlier_rmse)
+        self.colour_used = False
+        if colour:
+            try:
+                odc = odom.rgbd_odometry_multi_scale(
+                    src, tgt, self.K_small, odo.transformation, 1.0, c.depth_max_m,
+                    self.colour_refine, odom.Method.Hybrid, self.loss)
+                Tc = odc.transformation.cpu().numpy()
+                dc = np.linalg.inv(T) @ Tc
+                if (np.linalg.norm(dc[:3, 3]) <= c.colour_max_shift_m
+                        and _rot_deg(dc[:3, :3]) <= c.colour_max_shift_deg):
+                    T, self.colour_used = Tc, True
+            except RuntimeError:
+                pass
+        return T, fitness, rmse
+
+    def _align(self, small, ref_image, T_ref: np.ndarray, T_init: np.ndarray):
         """Dense odometry of ``small`` onto the reference image (pose ``T_ref``) from the world
         pose ``T_init`` -> (T_world_camera, fitness, inlier rmse, correction T_init^-1 T,
         error text)."""
-        o3d, o3c, c = self.o3d, self.o3c, self.cfg
         init = np.linalg.inv(T_ref) @ T_init
         try:
-            odo = o3d.t.pipelines.odometry.rgbd_odometry_multi_scale(
-                small, ref_image, self.K_small, o3c.Tensor(init, o3c.float64), 1.0,
-                c.depth_max_m, criteria or self.criteria[:3], self.method, self.loss)
+            T_ref_cam, fitness, rmse = self._odometry(
+                small, ref_image, init, self.criteria[:3], self.method,
+                self.cfg.method == "geometry_then_colour")
         except RuntimeError as e:  # Open3D raises when there are no correspondences
             return T_init, 0.0, np.inf, np.eye(4), str(e)
-        T_ref_cam = odo.transformation.cpu().numpy()
         T = T_ref @ T_ref_cam
-        return T, float(odo.fitness), float(odo.inlier_rmse), np.linalg.inv(T_init) @ T, ""
+        return T, fitness, rmse, np.linalg.inv(T_init) @ T, ""
 
     def _problems(self, fitness, rmse, corr, err, max_step_m, max_step_deg) -> list[str]:
         c = self.cfg
@@ -273,9 +332,9 @@ class RgbdTracker:
         for h in hits:
             k = usable[h.keyframe]
             kf = self.keyframes[k]
-            image = kf["image"] if kf.get("image") is not None else None
-            if image is None:
+            if kf.get("packed") is None:
                 continue
+            image = self._kf_rgbd(k)
             T_init = kf["T"] @ h.T_kf_camera
             T, fit, rmse, corr, err = self._align(small, image, kf["T"], T_init)
             # PnP from a few hundred keypoints is good to a few cm: the dense refinement must
@@ -289,13 +348,28 @@ class RgbdTracker:
         return None
 
     def _add_keyframe(self, idx: int, T: np.ndarray, small, rgb, depth) -> int:
-        kf = {"frame": idx, "T": T.copy(), "image": small, "features": None}
+        kf = {"frame": idx, "T": T.copy(), "packed": self._pack(small), "features": None}
         if self._reloc is not None:
             kf["features"] = self._reloc.keyframe_features(rgb, depth)
         self.keyframes.append(kf)
         self._last_kf, self._kf_image, self._ref_kf = T, small, len(self.keyframes) - 1
         self._trim_keyframes()
         return len(self.keyframes) - 1
+
+    def _pack(self, small) -> tuple[np.ndarray, np.ndarray]:
+        """A keyframe's tracking image, compact: colour uint8, depth uint16 mm (0.38 MB at
+        320x240 instead of 1.2 MB of float tensors)."""
+        col = np.round(small.color.as_tensor().cpu().numpy() * 255.0).astype(np.uint8)
+        dep = np.round(small.depth.as_tensor().cpu().numpy() * 1000.0)
+        return col, np.clip(dep, 0, 65535).astype(np.uint16).reshape(dep.shape[:2])
+
+    def _kf_rgbd(self, k: int):
+        """Keyframe k's tracking image as an Open3D RGBDImage (from its packed form)."""
+        o3d, o3c = self.o3d, self.o3c
+        col, dep = self.keyframes[k]["packed"]
+        return o3d.t.geometry.RGBDImage(
+            o3d.t.geometry.Image(o3c.Tensor(col.astype(np.float32) / 255.0, device=self.dev)),
+            o3d.t.geometry.Image(o3c.Tensor(dep.astype(np.float32) / 1000.0, device=self.dev)))
 
     def _trim_keyframes(self) -> None:
         """Keep the images and features of at most ``max_keyframes`` keyframes (the memory
@@ -304,11 +378,11 @@ class RgbdTracker:
         n = self.cfg.max_keyframes
         if n <= 0:
             return
-        with_data = [k for k, kf in enumerate(self.keyframes) if kf.get("image") is not None]
+        with_data = [k for k, kf in enumerate(self.keyframes) if kf.get("packed") is not None]
         for k in with_data[:max(0, len(with_data) - n)]:
             if k == self._ref_kf:
                 continue
-            self.keyframes[k]["image"] = None
+            self.keyframes[k]["packed"] = None
             self.keyframes[k]["features"] = None
 
     @property
@@ -333,7 +407,8 @@ class RgbdTracker:
                 f"intrinsics {self.intr.width}x{self.intr.height}")
         c = self.cfg
         (d_full, c_full), small = self._images(rgb, depth_m)
-        idx = len(self.result.frames)
+        idx = self._count
+        self._count += 1
         odom = None if T_odom_camera is None else np.asarray(T_odom_camera, dtype=np.float64)
         if idx == 0:
             T = self.T_world_first.copy()
@@ -342,7 +417,7 @@ class RgbdTracker:
             self._add_keyframe(idx, T, small, rgb, depth_m)
             res = TrackResult(idx, T, True, 1.0, 0.0, True, "first frame", 0, "tracking")
             self._trusted.append((self._t(stamp_ns, idx), T, odom))
-            self.result.frames.append(res)
+            self._append(res)
             return res
         T_pred, gap = self._predict(odom, stamp_ns)
         problems: list[str] = []
@@ -367,7 +442,7 @@ class RgbdTracker:
             if found is not None:
                 T, fitness, rmse, ref = found
                 kf = self.keyframes[ref]
-                self._last_kf, self._kf_image, self._ref_kf = kf["T"], kf["image"], ref
+                self._last_kf, self._kf_image, self._ref_kf = kf["T"], self._kf_rgbd(ref), ref
                 problems, state = [], "relocalised"
                 self._trusted.clear()  # no velocity across the gap
             else:
@@ -392,8 +467,13 @@ class RgbdTracker:
                 self._integrate(d_full, c_full, T)
             self._trusted.append((self._t(stamp_ns, idx), T, odom))
         res = TrackResult(idx, T, ok, fitness, rmse, kf, "; ".join(problems), ref, state)
-        self.result.frames.append(res)
+        self._append(res)
         return res
+
+    def _append(self, res: TrackResult) -> None:
+        self.result.frames.append(res)
+        if self.max_results > 0 and len(self.result.frames) > self.max_results:
+            del self.result.frames[: len(self.result.frames) - self.max_results]
 
     @staticmethod
     def _t(stamp_ns: int | None, idx: int) -> float:
@@ -425,6 +505,17 @@ class RgbdTracker:
             return 0
         T_kf = [frames[k["frame"]].T_world_camera for k in kfs]
 
+        cache: dict[int, object] = {}
+
+        def img(k: int):
+            if kfs[k]["packed"] is None:
+                return None
+            if k not in cache:
+                cache[k] = self._kf_rgbd(k)
+            return cache[k]
+
+        self._img = img
+
         def info(src, tgt, T_t_s):
             if src is None or tgt is None:  # trimmed by the keyframe budget: a weak prior
                 return np.eye(6) * 100.0
@@ -436,7 +527,7 @@ class RgbdTracker:
         for i in range(len(kfs) - 1):
             T_t_s = np.linalg.inv(T_kf[i]) @ T_kf[i + 1]
             odo_edges.append(reg.PoseGraphEdge(i + 1, i, T_t_s,
-                                               info(kfs[i + 1]["image"], kfs[i]["image"],
+                                               info(img(i + 1), img(i),
                                                     T_t_s), uncertain=False))
         # Rounds: candidates are searched around the current estimate; after an optimisation
         # the drift is smaller, so pairs that were too far apart (or converged to nothing from
@@ -449,7 +540,7 @@ class RgbdTracker:
             for j in range(len(kfs)):
                 cands = []
                 for i in range(j - max(2, c.loop_min_gap) + 1):
-                    if (i, j) in accepted or kfs[i]["image"] is None or kfs[j]["image"] is None:
+                    if (i, j) in accepted or kfs[i]["packed"] is None or kfs[j]["packed"] is None:
                         continue
                     d = np.linalg.inv(current[i]) @ current[j]
                     dist, ang = float(np.linalg.norm(d[:3, 3])), _rot_deg(d[:3, :3])
@@ -496,27 +587,22 @@ class RgbdTracker:
         return len(self.loop_closures)
 
     def _loop_edge(self, kfs, i: int, j: int, d: np.ndarray, info):
-        """Verified point-to-plane alignment of keyframe j onto keyframe i from the relative
-        pose ``d`` (T_i_j); an uncertain pose-graph edge, or None."""
-        o3d, o3c, c = self.o3d, self.o3c, self.cfg
-        reg = o3d.pipelines.registration
+        """Verified alignment of keyframe j onto keyframe i from the relative pose ``d``
+        (T_i_j) with ``loop_method``; an uncertain pose-graph edge, or None."""
+        img = self._img
+        c = self.cfg
+        reg = self.o3d.pipelines.registration
         try:
-            # geometry only: measured here, the photometric term is biased by 5-9 cm between
-            # the start and the end of a loop (exposure drift, view-dependent shading),
-            # point-to-plane stays within a few mm
-            odo = o3d.t.pipelines.odometry.rgbd_odometry_multi_scale(
-                kfs[j]["image"], kfs[i]["image"], self.K_small, o3c.Tensor(d, o3c.float64),
-                1.0, c.depth_max_m, self.loop_criteria,
-                o3d.t.pipelines.odometry.Method.PointToPlane, self.loss)
+            T_t_s, fitness, rmse = self._odometry(img(j), img(i), d, self.loop_criteria,
+                                                  self.loop_method,
+                                                  c.loop_method == "geometry_then_colour")
         except RuntimeError:
             return None
-        T_t_s = odo.transformation.cpu().numpy()
         corr = np.linalg.inv(d) @ T_t_s
-        if (odo.fitness < c.loop_min_fitness or odo.inlier_rmse > c.max_inlier_rmse_m
+        if (fitness < c.loop_min_fitness or rmse > c.max_inlier_rmse_m
                 or np.linalg.norm(corr[:3, 3]) > 0.1 or _rot_deg(corr[:3, :3]) > 10):
             return None
-        return reg.PoseGraphEdge(j, i, T_t_s, info(kfs[j]["image"], kfs[i]["image"], T_t_s),
-                                 uncertain=True)
+        return reg.PoseGraphEdge(j, i, T_t_s, info(img(j), img(i), T_t_s), uncertain=True)
 
     def integrate_frames(self, load_frame, progress=None) -> int:
         """(Re-)build the TSDF from the final poses. ``load_frame(i) -> (rgb, depth_m)``;

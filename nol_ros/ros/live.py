@@ -309,8 +309,9 @@ class LiveTracker:
                     return None  # reset while we waited
             if self.tracker is None:
                 tf_mode = TF_MAP_ODOM if prior is not None else TF_MAP_CAMERA
+                # the live results are kept (bounded) in self.results; the tracker keeps few
                 self.tracker = RgbdTracker(frame.intrinsics, self._live_tracker_cfg,
-                                           T_world_first=prior)
+                                           T_world_first=prior, max_results=10)
                 with self._cv:
                     self._status.tf_mode = tf_mode
             elif frame.intrinsics != self.tracker.intr:
