@@ -435,26 +435,52 @@ class RgbdTracker:
         ref = self._ref_kf
         gap_reloc = (odom is None and c.relocalise_after_gap_s > 0
                      and gap > c.relocalise_after_gap_s)
-        if not self.lost and not gap_reloc:
+
+        def track_from_prediction():
             if c.reference == "model":
                 T_ref, target = T_pred, self._raycast(T_pred)
             else:
                 T_ref, target = self._last_kf, self._kf_image
-            T, fitness, rmse, corr, err = self._align(small, target, T_ref, T_pred)
-            problems = self._problems(fitness, rmse, corr, err, c.max_step_m, c.max_step_deg)
-        else:
-            problems = [("tracking lost" if self.lost else
-                         f"{gap:.2f} s since the last tracked frame") + ": re-localising"]
-        if problems and c.relocalise and c.reference != "model":
-            found = self._relocalise(rgb, small)
+            res = self._align(small, target, T_ref, T_pred)
+            return res[:3], self._problems(res[1], res[2], res[3], res[4], c.max_step_m,
+                                           c.max_step_deg)
+
+        def relocalise():
+            found = self._relocalise(rgb, small) if (c.relocalise
+                                                     and c.reference != "model") else None
+            if found is None:
+                return None
+            T_, fit_, rmse_, ref_ = found
+            kf_ = self.keyframes[ref_]
+            self._last_kf, self._kf_image, self._ref_kf = kf_["T"], self._kf_rgbd(ref_), ref_
+            self._trusted.clear()  # no velocity across the gap
+            return T_, fit_, rmse_, ref_
+
+        if self.lost or gap_reloc:
+            # after a loss, or a gap the motion model cannot bridge (frames dropped, a slow
+            # tracker): the keyframes first (a global answer), then the prediction (the camera
+            # may have stood still; the usual checks decide)
+            why = ("tracking lost" if self.lost
+                   else f"{gap:.2f} s since the last tracked frame")
+            found = relocalise()
             if found is not None:
                 T, fitness, rmse, ref = found
-                kf = self.keyframes[ref]
-                self._last_kf, self._kf_image, self._ref_kf = kf["T"], self._kf_rgbd(ref), ref
                 problems, state = [], "relocalised"
-                self._trusted.clear()  # no velocity across the gap
+            elif not self.lost:
+                (T, fitness, rmse), problems = track_from_prediction()
+                if problems:
+                    problems = [f"{why}: re-localisation against the keyframes failed"] + problems
             else:
-                problems.append("re-localisation against the keyframes failed")
+                problems = [f"{why}: re-localisation against the keyframes failed"]
+        else:
+            (T, fitness, rmse), problems = track_from_prediction()
+            if problems:
+                found = relocalise()
+                if found is not None:
+                    T, fitness, rmse, ref = found
+                    problems, state = [], "relocalised"
+                elif c.relocalise and c.reference != "model":
+                    problems.append("re-localisation against the keyframes failed")
         ok = not problems
         if not ok:
             T = T_pred
