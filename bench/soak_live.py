@@ -44,6 +44,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=float, default=30.0)
     ap.add_argument("--max-growth", type=float, default=0.05)
     ap.add_argument("--json", default="soak_live.json")
+    ap.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
+                    help="extra node parameter, e.g. tracker.max_keyframes:=50 (repeatable)")
     a = ap.parse_args(argv)
 
     from nol_ros.ros.runtime import default_ros_env
@@ -72,7 +74,8 @@ def main(argv=None) -> int:
 
     node_proc = subprocess.Popen(
         [sys.executable, "-m", "nol_ros.nodes.reconstruction_node", "--ros-args", "-r",
-         "__ns:=/soak", "-p", "tracking.odometry_mode:=none", "-p", "keyframe_images:=false"],
+         "__ns:=/soak", "-p", "tracking.odometry_mode:=none", "-p", "keyframe_images:=false",
+         *[x for prm in a.node_param for x in ("-p", prm)]],
         env=os.environ.copy())
     rclpy.init()
     node = rclpy.create_node("soak_camera")

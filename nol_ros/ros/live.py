@@ -65,6 +65,8 @@ class LiveTrackingConfig:
     #                                    a machine at load 11)
     first_tf_timeout_s: float = 2.0    # ... and this long for the first frame's (it decides
     #                                    map->odom or map->camera; /tf_static may come late)
+    max_keyframes: int = 100           # keyframes keeping images + features (~0.4 MB each at
+    #                                    640x480 input): the live tracker's memory budget
     reset_on_time_jump_s: float = 1.0  # a frame stamped this long before the previous one
     #                                    (bag loop/restart) resets buffer + tracker; 0 = never
 
@@ -156,6 +158,11 @@ class LiveTracker:
         self._live_tracker_cfg = (replace(tracker_config,
                                           block_count=min(tracker_config.block_count, 256))
                                   if tracker_config.reference != "model" else tracker_config)
+        # bounded memory: the live tracker runs for hours (the offline chain keeps its own)
+        self._live_tracker_cfg = replace(self._live_tracker_cfg,
+                                         max_keyframes=min(max(1, config.max_keyframes),
+                                                           tracker_config.max_keyframes or
+                                                           config.max_keyframes))
         self.max_results = max(1, int(max_results))
         self.lookup_prior = lookup_prior
         self.on_result, self.on_error, self.on_info = on_result, on_error, on_info
