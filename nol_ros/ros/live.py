@@ -45,6 +45,9 @@ from nol_ros.ros.tf_buffer import TransformError
 ODOMETRY_MODES = ("auto", "required", "none")  # not "off": YAML reads it as false
 TF_MAP_ODOM, TF_MAP_CAMERA = "map->odom", "map->camera"
 EXPORT_MARKER = "nol_export.json"
+# the live poses go with an export as motion prior only when at least this share of its tracked
+# frames was trusted (else the offline chain re-tracks from the images alone)
+MIN_TRUSTED_FOR_PRIOR = 0.5
 
 
 class NoFramesError(NolError):
@@ -439,10 +442,15 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
                                  int(old.get("frames_tracked", 0)), unchanged=True)
     # only trusted poses feed the prior: an untrusted frame's pose is the tracker's guess
     trusted = {k: r for k, r in results.items() if r.track.ok}
-    if trusted:
+    n_trusted = sum(f.index in trusted for f in frames)
+    n_tracked = sum(f.index in results for f in frames)  # trusted or not (others skipped)
+    if trusted and n_trusted >= MIN_TRUSTED_FOR_PRIOR * n_tracked:
         poses, tracked = poses_for_frames(frames, trusted)
-    else:  # tracking off: images only, the offline chain tracks from scratch
-        poses, tracked = None, [False] * len(frames)
+    else:
+        # tracking off, or lost for most of the tracked frames (a tracker starved by load):
+        # the interpolated poses would be a wrong prior -- images only, the offline chain
+        # tracks from scratch
+        poses, tracked = None, [f.index in trusted for f in frames]
     intr = frames[0].intrinsics
     tmp = out.parent / f".{out.name}.tmp"
     if tmp.exists():
