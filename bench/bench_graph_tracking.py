@@ -78,7 +78,7 @@ def graph(bag: Path, work: Path, label: str, hog: int, gt: dict) -> dict:
     from nol_ros.datasets.bag_import import load_odometry
     from nol_ros.datasets.bop import read_bop_scene
     from nol_ros.ros.conversions import matrix_from_transform, stamp_to_ns
-    from nol_ros.selfannotate import SelfAnnotationConfig, track_sequence
+    from nol_ros.selfannotate import SelfAnnotationConfig, TrackingLostError, track_sequence
     from nol_ros.srv import ExportSequence, GetBufferStatus
 
     env = os.environ.copy()
@@ -137,16 +137,22 @@ def graph(bag: Path, work: Path, label: str, hog: int, gt: dict) -> dict:
         live_stamps = sorted(tfs)
         live_ate, live_n = ate_by_stamp(live_stamps, [tfs[s] for s in live_stamps], gt)
         seq = read_bop_scene(out)
-        tr = track_sequence(seq, SelfAnnotationConfig(),
-                            T_odom_cameras=load_odometry(out, len(seq.frames)))
-        chain_ate, chain_n = ate_by_stamp([f.stamp_ns for f in seq.frames], tr.result.poses, gt)
+        prior = load_odometry(out, len(seq.frames))
+        try:
+            tr = track_sequence(seq, SelfAnnotationConfig(), T_odom_cameras=prior)
+            chain_ate, chain_n = ate_by_stamp([f.stamp_ns for f in seq.frames],
+                                              tr.result.poses, gt)
+            chain_lost, refused = int((~tr.result.ok).sum()), ""
+        except TrackingLostError as err:  # what LearnObject would answer
+            chain_ate, chain_n, chain_lost, refused = float("nan"), 0, -1, str(err)
         return {"label": label, "hog": hog, "load": [round(load0, 2), round(load1, 2)],
                 "received": s.frames_received, "tracked_live": t.frames_tracked,
                 "skipped_live": t.frames_skipped, "untrusted_live": t.frames_tf_withheld,
                 "relocalised_live": t.frames_relocalised, "tf_poses": live_n,
                 "live_tf_ate_cm": live_ate * 100, "exported": e.frames,
                 "export_chain_ate_cm": chain_ate * 100, "export_chain_frames": chain_n,
-                "export_chain_lost": int((~tr.result.ok).sum())}
+                "export_chain_lost": chain_lost, "export_prior": prior is not None,
+                "export_chain_refused": refused}
     finally:
         for h in hogs:
             h.terminate()
