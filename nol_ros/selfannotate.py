@@ -87,9 +87,10 @@ class SelfAnnotationConfig:
     min_crop_half: int = 128        # NOL: half side max(h/2, w/2, 128 px)
     max_vertices: int = 4000        # vertices used for visibility bookkeeping
     use_odometry_prior: bool = True
-    # refuse a sequence whose tracking was lost over lost_after_failures or more consecutive
-    # frames (TrackingLostError names them) instead of learning from guessed poses
+    # refuse a sequence whose tracking was lost (runs of lost_after_failures or more untrusted
+    # frames; TrackingLostError names them) instead of learning from guessed poses ...
     refuse_lost_tracking: bool = True
+    max_lost_fraction: float = 0.1      # ... when more than this share of the frames was lost
     # flag an object when the sequence saw less than this fraction of the surface that a
     # camera above the table could see (a sequence too short to go around the object)
     min_observed_fraction: float = 0.8
@@ -133,10 +134,12 @@ def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = _noop,
     tracker = track_frames(seq.intrinsics, n, load, cfg.tracker, progress, priors,
                            [fr.index for fr in frames], stamps_ns=[fr.stamp_ns for fr in frames])
     lost = lost_stretches(tracker.result, cfg.tracker.lost_after_failures)
-    if lost and cfg.refuse_lost_tracking:
+    n_lost = sum(b - a + 1 for a, b in lost)
+    # a short loss the tracker recovered from (re-localised) costs only those frames, which are
+    # never used (untrusted); a long one means the sequence's poses cannot be trusted
+    if lost and cfg.refuse_lost_tracking and n_lost > cfg.max_lost_fraction * n:
         names = ", ".join(f"{frames[a].index}-{frames[b].index}" if b > a else
                           f"{frames[a].index}" for a, b in lost)
-        n_lost = sum(b - a + 1 for a, b in lost)
         raise TrackingLostError(
             f"camera tracking was lost over {n_lost} of {n} frames (frames {names}): their "
             "poses are guesses and would give wrong masks and labels. Record the stretch again "

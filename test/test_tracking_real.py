@@ -149,7 +149,7 @@ def test_the_chain_refuses_a_lost_stretch(tmp_path):
     d = tmp_path / "seq"
     shutil.copytree(PIECE, d)
     seq = read_tum_sequence(d)
-    for f in seq.frames[12:16]:  # four frames with almost no depth: tracking is lost there
+    for f in seq.frames[12:18]:  # six frames with almost no depth: tracking is lost there
         z = cv2.imread(f.depth_path, cv2.IMREAD_UNCHANGED)
         z[:, 20:] = 0
         cv2.imwrite(f.depth_path, z)
@@ -157,6 +157,13 @@ def test_the_chain_refuses_a_lost_stretch(tmp_path):
     with pytest.raises(TrackingLostError, match=r"frames 12-\d+") as e:
         track_sequence(seq, cfg)
     assert e.value.code == "TRACKING_LOST"
+    # a short loss (under max_lost_fraction of the frames, 10 %) is not refused: those frames
+    # are flagged and never used
+    cfg2 = SelfAnnotationConfig(tracker=replace(CFG, loop_closure=False),
+                                max_lost_fraction=0.5)  # re-localisation on: it recovers
+    tr = track_sequence(seq, cfg2)
+    ok = tr.result.ok
+    assert (~ok[12:18]).sum() >= 3 and ok[:12].all() and ok[20:].all(), ok
 
 
 def test_track_command(tmp_path):
