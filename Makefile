@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-load demo lint bench clean
+.PHONY: setup test test-fast test-load demo lint bench soak clean
 
 setup:
 	@bash tools/setup.sh
@@ -29,6 +29,11 @@ lint: setup
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# 10-minute 30 Hz replay into the live reconstruction node; resident memory must stay flat after
+# the warm-up (growth < 5 %). Not part of `make test` (bench/soak_live.py, BENCHMARKS.md).
+soak: setup
+	$(PY) bench/soak_live.py --minutes 10 --json soak_live.json
 
 clean:
 	rm -rf build .nol_demo

@@ -21,7 +21,12 @@ tracker skips frames (counted in frames_skipped, still buffered and exported) an
 the subscriptions. Bad frames are counted, the first of each kind is logged as one clear error,
 and the node keeps running.
 
-TF: the tracker estimates T_map_camera. Which transform carries it depends on odometry:
+TF: published ONLY for frames whose alignment passed every check (``tracking_ok``). A frame that
+failed (or came while tracking is lost) gets no TF at all -- a robot must never act on a guessed
+pose --, is counted in ``frames_tf_withheld`` and reported (TRACKING_FAILED / TRACKING_LOST with
+the reason) in ~/status; the tracker re-localises against its keyframes and the TF resumes with
+the first trusted frame.
+The tracker estimates T_map_camera. Which transform carries it depends on odometry:
   - odometry present (odom -> camera frame resolvable in TF at the first frame): the node
     publishes map -> odom = T_map_camera @ inv(T_odom_camera). The camera frame already has a
     parent (base_link, via the robot's odometry and mount); in a TF tree every frame has exactly
@@ -97,10 +102,12 @@ def tracking_status_msg(ingest_status, unpaired: int, live_status, map_frame: st
     m.frames_received = ingest_status.frames_received
     m.frames_rejected = ingest_status.frames_dropped
     m.messages_unpaired = int(unpaired)
-    for k in ("frames_tracked", "frames_tracking_failed", "frames_skipped",
+    for k in ("frames_tracked", "frames_tracking_failed", "frames_relocalised",
+              "frames_tf_withheld", "frames_skipped",
               "frames_without_odometry", "frames_tf_refused", "backlog", "keyframes"):
         setattr(m, k, int(getattr(live_status, k)))
     m.tracking_ok = bool(live_status.tracking_ok)
+    m.tracking_state = live_status.tracking_state
     m.fitness = float(live_status.fitness)
     m.tracking_fps = float(live_status.tracking_fps)
     m.latency_s = float(live_status.latency_s)
@@ -285,7 +292,8 @@ def make_node(node_name: str = "reconstruction", **node_kwargs):
             cfg, c = self.cfg, self._conv
             cam = cfg.camera_frame or res.frame_id or "camera"
             try:
-                if self.tf_pub is not None:
+                # never a TF for a pose the tracker does not trust (the status says why)
+                if self.tf_pub is not None and res.track.ok:
                     if res.tf_mode == TF_MAP_ODOM and res.T_map_odom is not None:
                         self.tf_pub.send(cfg.map_frame, cfg.odom_frame, res.stamp_ns,
                                          res.T_map_odom)

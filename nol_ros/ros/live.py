@@ -45,6 +45,9 @@ from nol_ros.streaming.tf_buffer import TransformError
 ODOMETRY_MODES = ("auto", "required", "none")  # not "off": YAML reads it as false
 TF_MAP_ODOM, TF_MAP_CAMERA = "map->odom", "map->camera"
 EXPORT_MARKER = "nol_export.json"
+# the live poses go with an export as motion prior only when at least this share of its tracked
+# frames was trusted (else the offline chain re-tracks from the images alone)
+MIN_TRUSTED_FOR_PRIOR = 0.5
 
 
 class NoFramesError(NolError):
@@ -65,6 +68,8 @@ class LiveTrackingConfig:
     #                                    a machine at load 11)
     first_tf_timeout_s: float = 2.0    # ... and this long for the first frame's (it decides
     #                                    map->odom or map->camera; /tf_static may come late)
+    max_keyframes: int = 100           # keyframes keeping images + features (~0.4 MB each at
+    #                                    640x480 input): the live tracker's memory budget
     reset_on_time_jump_s: float = 1.0  # a frame stamped this long before the previous one
     #                                    (bag loop/restart) resets buffer + tracker; 0 = never
 
@@ -105,6 +110,9 @@ class LiveResult:
 class LiveStatus:
     frames_tracked: int = 0
     frames_tracking_failed: int = 0
+    frames_relocalised: int = 0
+    frames_tf_withheld: int = 0         # untrusted poses: no TF published for them
+    tracking_state: str = ""
     frames_skipped: int = 0
     frames_without_odometry: int = 0
     frames_tf_refused: int = 0
@@ -153,6 +161,11 @@ class LiveTracker:
         self._live_tracker_cfg = (replace(tracker_config,
                                           block_count=min(tracker_config.block_count, 256))
                                   if tracker_config.reference != "model" else tracker_config)
+        # bounded memory: the live tracker runs for hours (the offline chain keeps its own)
+        self._live_tracker_cfg = replace(self._live_tracker_cfg,
+                                         max_keyframes=min(max(1, config.max_keyframes),
+                                                           tracker_config.max_keyframes or
+                                                           config.max_keyframes))
         self.max_results = max(1, int(max_results))
         self.lookup_prior = lookup_prior
         self.on_result, self.on_error, self.on_info = on_result, on_error, on_info
@@ -306,8 +319,9 @@ class LiveTracker:
                     return None  # reset while we waited
             if self.tracker is None:
                 tf_mode = TF_MAP_ODOM if prior is not None else TF_MAP_CAMERA
+                # the live results are kept (bounded) in self.results; the tracker keeps few
                 self.tracker = RgbdTracker(frame.intrinsics, self._live_tracker_cfg,
-                                           T_world_first=prior)
+                                           T_world_first=prior, max_results=10)
                 with self._cv:
                     self._status.tf_mode = tf_mode
             elif frame.intrinsics != self.tracker.intr:
@@ -315,7 +329,7 @@ class LiveTracker:
                                  f" vs {self.tracker.intr} at the start); call ~/reset to start "
                                  "a new sequence with the new camera")
             t0 = time.perf_counter()
-            tr = self.tracker.process(frame.rgb, frame.depth_m, prior)
+            tr = self.tracker.process(frame.rgb, frame.depth_m, prior, frame.stamp_ns)
             dt = time.perf_counter() - t0
             with self._cv:
                 tf_mode = self._status.tf_mode
@@ -330,11 +344,21 @@ class LiveTracker:
                 s = self._status
                 s.frames_tracked += 1
                 s.frames_tracking_failed += int(not tr.ok)
+                s.frames_tf_withheld += int(not tr.ok)
+                s.frames_relocalised += int(tr.state == "relocalised")
+                s.tracking_state = tr.state
                 s.keyframes += int(tr.keyframe)
                 s.tracking_ok, s.fitness = bool(tr.ok), float(tr.fitness)
                 s.tracking_fps = len(self._durations) / max(sum(self._durations), 1e-9)
                 s.latency_s = res.done_s - t_recv
                 s.last_stamp_ns = frame.stamp_ns
+        if not tr.ok:
+            code = "TRACKING_LOST" if tr.state == "lost" else "TRACKING_FAILED"
+            self._error(code, f"frame {frame.index} (stamp {frame.stamp_ns}): pose not trusted, "
+                              f"no TF published: {tr.message}")
+        elif tr.state == "relocalised" and self.on_info is not None:
+            self.on_info(f"frame {frame.index}: re-localised against keyframe {tr.ref_keyframe} "
+                         f"(fitness {tr.fitness:.2f}); tracking resumed")
         return res
 
 
@@ -416,10 +440,17 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
         if old.get("version") == version and old.get("step") == max(1, int(step)):
             return ExportSummary(str(out), int(old.get("frames", len(frames))),
                                  int(old.get("frames_tracked", 0)), unchanged=True)
-    if results:
-        poses, tracked = poses_for_frames(frames, results)
-    else:  # tracking off: images only, the offline chain tracks from scratch
-        poses, tracked = None, [False] * len(frames)
+    # only trusted poses feed the prior: an untrusted frame's pose is the tracker's guess
+    trusted = {k: r for k, r in results.items() if r.track.ok}
+    n_trusted = sum(f.index in trusted for f in frames)
+    n_tracked = sum(f.index in results for f in frames)  # trusted or not (others skipped)
+    if trusted and n_trusted >= MIN_TRUSTED_FOR_PRIOR * n_tracked:
+        poses, tracked = poses_for_frames(frames, trusted)
+    else:
+        # tracking off, or lost for most of the tracked frames (a tracker starved by load):
+        # the interpolated poses would be a wrong prior -- images only, the offline chain
+        # tracks from scratch
+        poses, tracked = None, [f.index in trusted for f in frames]
     intr = frames[0].intrinsics
     tmp = out.parent / f".{out.name}.tmp"
     if tmp.exists():
@@ -447,6 +478,7 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
                          "T_world_camera": poses[k].tolist() if poses is not None else None,
                          "tracked": tr,
                          "ok": bool(r.track.ok) if r else False,
+                         "state": r.track.state if r else "not tracked",
                          "fitness": float(r.track.fitness) if r else 0.0,
                          "keyframe": bool(r.track.keyframe) if r else False,
                          "T_odom_camera": (r.T_odom_camera.tolist()
