@@ -77,9 +77,9 @@ def graph(bag: Path, work: Path, label: str, hog: int, gt: dict) -> dict:
 
     from nol_ros.datasets.bag_import import load_odometry
     from nol_ros.datasets.bop import read_bop_scene
-    from nol_ros.ros.conversions import matrix_from_transform, stamp_to_ns
     from nol_ros.selfannotate import SelfAnnotationConfig, TrackingLostError, track_sequence
     from nol_ros.srv import ExportSequence, GetBufferStatus
+    from nol_ros.streaming.messages import matrix_from_transform, stamp_to_ns
 
     env = os.environ.copy()
     node = subprocess.Popen([sys.executable, "-m", "nol_ros.nodes.reconstruction_node",

@@ -45,13 +45,12 @@ def test_untrusted_frames_get_no_tf_and_tracking_resumes_after_a_gap(drop, rclpy
     from nol_ros.ros.conversions import (
         depth_to_image,
         intrinsics_to_camera_info,
-        matrix_from_transform,
         ns_to_stamp,
         numpy_to_image,
-        stamp_to_ns,
     )
     from nol_ros.ros.qos import sensor_qos
     from nol_ros.srv import GetBufferStatus
+    from nol_ros.streaming.messages import matrix_from_transform, stamp_to_ns
 
     intr, frames = _piece()
     n = len(frames)

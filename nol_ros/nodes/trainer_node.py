@@ -91,7 +91,7 @@ def make_node(node_name: str = "trainer", **node_kwargs):
             self.progress_pub = self.create_publisher(JobProgress, "~/progress", 10)
             self.jobs = JobManager(max_queued=self.cfg.max_queued, on_update=self._on_update,
                                    name="trainer")
-            self.results: dict[str, dict] = {}   # job id -> run_train_stage's result
+            self.results: dict[str, dict] = {}   # job id -> run_stage's result
             self._lock = threading.RLock()
             self.create_service(TrainDetector, "~/train_detector",
                                 lambda q, r: self._on_train("detector", q, r))
