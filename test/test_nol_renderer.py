@@ -78,6 +78,33 @@ def test_per_object_refinement_undoes_an_injected_pose_error(case, method):
         assert p1 >= p0 - 0.05 and e1 <= e0 + 0.05
 
 
+def _silhouette(mesh, src, T):
+    from nol_ros.camera import Intrinsics
+    from nol_ros.rasterizer import render_object
+
+    return render_object(mesh, Intrinsics.from_K(src.K, src.size, src.size), T).mask
+
+
+def test_source_masks_follow_the_refined_poses(case):
+    """The self-annotation's masks are the silhouettes at the annotated (noisy) poses; once
+    the per-object refinement moves a source, its mask must be re-derived at the new pose
+    (else the background around the old silhouette keeps bleeding into the renders)."""
+    noisy = noisy_sources(case.sources, 0.01, 3.0, 0)
+    noisy = [dataclasses.replace(s, mask=_silhouette(case.mesh, s, s.T_camera_object))
+             for s in noisy]
+    r = NolRenderer(case.mesh, noisy, None, RenderConfig(method="ibr_angle"))
+    r.refine_sources(RefineConfig(max_iters=30, patience=8))
+    iou0, iou1 = [], []
+    for s_ref, s_noisy, s_true in zip(r.full, noisy, case.sources):
+        assert not np.allclose(s_ref.T_camera_object, s_noisy.T_camera_object)
+        assert (s_ref.mask == _silhouette(case.mesh, s_ref, s_ref.T_camera_object)).all()
+        true = _silhouette(case.mesh, s_true, s_true.T_camera_object)
+        iou0.append((s_noisy.mask & true).sum() / (s_noisy.mask | true).sum())
+        iou1.append((s_ref.mask & true).sum() / (s_ref.mask | true).sum())
+    # measured: mean IoU with the true silhouette 0.895 -> 0.973 (bar: +0.03)
+    assert np.mean(iou1) > np.mean(iou0) + 0.03, (np.mean(iou0), np.mean(iou1))
+
+
 def test_per_target_refinement_beats_no_refinement(case):
     noisy = noisy_sources(case.sources, 0.005, 1.0, 1)
     r = NolRenderer(case.mesh, noisy, None, RenderConfig(method="ibr_angle"))

@@ -52,6 +52,7 @@ from nol_ros.nol.projection import (
     _object_scene,
     blend_ibr,
     geometry_from,
+    mask_at_pose,
     project_features,
     se3_exp_torch,
     source_geometry,
@@ -149,7 +150,9 @@ def _resize_source(src: SourceView, S: int) -> SourceView:
     rgb = cv2.resize(src.rgb, (S, S), interpolation=cv2.INTER_AREA)
     mask = cv2.resize(src.mask.astype(np.float32), (S, S), interpolation=cv2.INTER_AREA) > 0.5
     K = Intrinsics.from_K(src.K, s0, s0).crop_resize(0, 0, s0, s0, S, S).K
-    return SourceView(rgb.astype(np.float32), mask, K, src.T_camera_object)
+    depth = None if src.depth is None else cv2.resize(
+        np.asarray(src.depth, np.float32), (S, S), interpolation=cv2.INTER_NEAREST)
+    return SourceView(rgb.astype(np.float32), mask, K, src.T_camera_object, depth)
 
 
 class NolRenderer:
@@ -215,9 +218,14 @@ class NolRenderer:
             self.C_full = torch.cat([rgb, ang], 1)
 
     def _set_poses(self, T: np.ndarray) -> None:
-        self.sources = [dataclasses.replace(s, T_camera_object=T[i])
-                        for i, s in enumerate(self.sources)]
-        self.full = [dataclasses.replace(s, T_camera_object=T[i]) for i, s in enumerate(self.full)]
+        """Move the sources to the poses T (N, 4, 4): their masks follow (re-derived at the new
+        pose by :func:`~nol_ros.nol.projection.mask_at_pose`, as the self-annotation derived
+        them at the old one), then visibility and the cached maps are recomputed."""
+        S = self.sources[0].size
+        self.full = [dataclasses.replace(
+            s, T_camera_object=T[i], mask=mask_at_pose(self.mesh, s, T[i], scene=self._scene))
+            for i, s in enumerate(self.full)]
+        self.sources = [_resize_source(s, S) for s in self.full]
         self._encode()
 
     def refine_sources(self, cfg: RefineConfig | None = None) -> dict:
