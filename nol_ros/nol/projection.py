@@ -369,3 +369,25 @@ def blend_ibr(proj: Projection, mode: str = "angle", angle_power: float = 4.0,
     w = w / w.sum(0, keepdim=True).clamp(min=1e-30)
     out = (rgb * w).sum(0)
     return (out, w) if return_weights else out
+
+
+def face_texture_weights(geom: ProjectionGeometry, proj: Projection) -> torch.Tensor:
+    """Texture mapping (the paper's baseline, view-independent): every mesh face takes its
+    colour from ONE source, the one that sees all three of its vertices most frontally (largest
+    mean cosine), as a per-face view selection builds a texture atlas (mvs-texturing without its
+    seam levelling). -> weights (K, 1, H, W), one-hot on the chosen source where it is valid;
+    where the chosen source's projection falls outside its crop, the angle weights."""
+    fg = geom.target_mask
+    fid = geom.face_id[fg]
+    f = geom.faces[fid]                                        # (N, 3)
+    score = torch.where(geom.vis[:, f].all(-1), geom.cos[:, f].mean(-1),
+                        torch.full((), -1.0))                  # (K, N)
+    best = score.argmax(0)
+    onehot = torch.zeros_like(score)
+    onehot[best, torch.arange(len(best))] = 1.0
+    w = proj.valid.new_zeros(proj.valid.shape, dtype=proj.P.dtype)
+    w[:, 0, fg] = onehot.to(w.dtype)
+    w = w * proj.valid
+    _, wa = blend_ibr(proj, "angle", return_weights=True)
+    have = w.sum(0, keepdim=True) > 0
+    return torch.where(have, w, wa)
