@@ -17,7 +17,9 @@ renderer's ``render`` returns -- what a training set is written from):
                           LearnObject's render stage runs (learn.RenderStageConfig().
                           object_renderer_config(): per-object refinement, per-object
                           fine-tuning, the render config), the SAME function and object
-  nol, refined, not tuned the same refined sources and the network as shipped (ablation)
+  nol, finetuned          (--finetune-ablation) the same refined sources, the network
+                          fine-tuned on the object's views (learn.render.finetune; off by
+                          default: see BENCHMARKS.md)
   nol, none               the network as shipped, the poses and masks as annotated
   ibr_angle / ibr_mean / ibr_best / texture, learnobject refinement
                           the blends (visibility- and angle-weighted, plain mean, most
@@ -61,6 +63,7 @@ from nol_ros.nol.evaluate import (
 from nol_ros.nol.network import load_checkpoint
 from nol_ros.nol.renderer import (
     SHIPPED_MODEL,
+    FinetuneConfig,
     NolRenderer,
     ObjectRendererConfig,
     RefineConfig,
@@ -100,8 +103,16 @@ def _scores(r: NolRenderer, case, lpips_w: str | None) -> list[list[float]]:
     return out
 
 
-def run_level(case, src, net, cfg: ObjectRendererConfig, lpips_w) -> dict:
-    """Every row of one (object, scene, noise level); see the module docstring."""
+def run_level(case, src, net, cfg: ObjectRendererConfig, lpips_w,
+              blends_unrefined=BLENDS, finetune_ablation: FinetuneConfig | None = None
+              ) -> dict:
+    """Every row of one (object, scene, noise level); see the module docstring.
+    finetune_ablation: also score the other side of the fine-tuning switch (the LearnObject
+    sources with the network fine-tuned by this config when LearnObject does not fine-tune,
+    or as shipped when it does)."""
+    other_nol = "nol/refined_untuned" if cfg.finetune.steps > 0 else "nol/finetuned"
+    if finetune_ablation is not None and cfg.finetune.steps > 0:
+        finetune_ablation = FinetuneConfig(steps=0)
     row: dict = {}
     t0 = time.perf_counter()
     r, info = prepare_renderer(case.mesh, src, net, cfg)
@@ -112,11 +123,17 @@ def run_level(case, src, net, cfg: ObjectRendererConfig, lpips_w) -> dict:
     row["s_per_image"] = {"nol/learnobject": (time.perf_counter() - t1) / len(case.T_targets)}
     refined = list(r.full)
     plain = dataclasses.replace(cfg.render, refine=NONE)
-    variants = [("nol/refined_untuned", refined, "nol", cfg.render),
-                ("nol/none", src, "nol", plain)]
+    if finetune_ablation:   # the same refined sources, the network fine-tuned / as shipped
+        t1 = time.perf_counter()
+        rr = NolRenderer(case.mesh, refined, net, cfg.render)
+        row["prepare"]["ablation_finetune"] = rr.finetune(finetune_ablation)
+        row[other_nol] = _scores(rr, case, lpips_w)
+        row["s_per_image"][other_nol] = (time.perf_counter() - t1) / len(case.T_targets)
+    variants = [("nol/none", src, "nol", plain)]
     for m in BLENDS:
-        variants += [(f"{m}/learnobject", refined, m, dataclasses.replace(cfg.render, method=m)),
-                     (f"{m}/none", src, m, dataclasses.replace(plain, method=m))]
+        variants.append((f"{m}/learnobject", refined, m, dataclasses.replace(cfg.render, method=m)))
+        if m in blends_unrefined:
+            variants.append((f"{m}/none", src, m, dataclasses.replace(plain, method=m)))
     for key, sources, m, rc in variants:
         t1 = time.perf_counter()
         rr = NolRenderer(case.mesh, sources, net if m == "nol" else None,
@@ -135,9 +152,6 @@ def run(args) -> dict:
     net, extra = load_checkpoint(args.checkpoint, "cpu")
     trained = set(extra.get("real_train_objects", []))
     cfg = learn_object_config()
-    if args.finetune_steps is not None:
-        cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(
-            cfg.finetune, steps=args.finetune_steps))
     res: dict = {"command": "python " + " ".join(sys.argv), "checkpoint": str(args.checkpoint),
                  "objects_dir": str(args.objects), "trained_on": sorted(trained),
                  "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
@@ -148,7 +162,8 @@ def run(args) -> dict:
                  "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.node(),
                  "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
                  "load_start": os.getloadavg()[0], "objects": {}}
-    for name, mesh in objs.items():
+    for name, mesh in sorted(objs.items(), key=lambda kv: args.order.index(kv[0])
+                             if kv[0] in args.order else len(args.order)):
         per = res["objects"].setdefault(name, {"split": "trained" if name in trained
                                                else "held_out", "levels": {}})
         for si in range(args.sets):
@@ -159,13 +174,16 @@ def run(args) -> dict:
             for li, (tm, rd) in enumerate(NOISE_LEVELS):
                 key = level_key(tm, rd)
                 src = annotated_sources(case, tm, rd, seed=seed + li)
-                row = run_level(case, src, net, cfg, args.lpips_weights)
+                row = run_level(case, src, net, cfg, args.lpips_weights,
+                                args.unrefined_blends.split(","),
+                                FinetuneConfig() if args.finetune_ablation else None)
                 row["case_s"] = t_case
                 per["levels"].setdefault(key, []).append(row)
                 print(f"{name} set {si} {key}: " + ", ".join(
                     f"{k} {np.mean([x[0] for x in row[k]]):.2f}" for k in
-                    ("nol/learnobject", "nol/refined_untuned", "nol/none", "ibr_angle/learnobject",
-                     "ibr_mean/learnobject", "texture/learnobject"))
+                    ("nol/learnobject", "nol/none", "ibr_angle/learnobject",
+                     "ibr_mean/learnobject", "ibr_best/learnobject", "texture/learnobject")
+                    if k in row)
                     + f" ({row['wall_s']:.0f} s)", flush=True)
             res["load_end"] = os.getloadavg()[0]
             Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -173,7 +191,7 @@ def run(args) -> dict:
     return res
 
 
-ROWS = ["nol/learnobject", "nol/refined_untuned", "nol/none"] + \
+ROWS = ["nol/learnobject", "nol/finetuned", "nol/refined_untuned", "nol/none"] + \
     [f"{m}/{r}" for m in BLENDS for r in ("learnobject", "none")]
 
 
@@ -207,6 +225,8 @@ def tables(res: dict) -> str:
                   "| method | refinement | " + " | ".join(k.replace("_", ", ") for k in keys)
                   + " |", "|---|---|" + "---|" * len(keys)]
         for row in ROWS:
+            if all(s[row][k] is None for k in keys):
+                continue
             m, ref = row.split("/")
             cells = []
             for k in keys:
@@ -229,7 +249,7 @@ def tables(res: dict) -> str:
     # per object at 1 cm, 3 deg
     k = keys[2]
     lines += [f"Per object at {k.replace('_', ', ')} (PSNR dB):", "",
-              "| object | split | nol learnobject | nol untuned | nol none | ibr_angle | "
+              "| object | split | nol learnobject | nol other fine-tuning | nol none | ibr_angle | "
               "ibr_mean | ibr_best | texture |", "|---|---|---|---|---|---|---|---|---|"]
     for n, o in sorted(res["objects"].items()):
         lv = o["levels"].get(k, [])
@@ -237,8 +257,10 @@ def tables(res: dict) -> str:
         def mean(row, lv=lv):
             v = [x[0] for s in lv for x in s.get(row, [])]
             return f"{np.mean(v):.2f}" if v else "-"
+        other = mean("nol/refined_untuned")
+        other = mean("nol/finetuned") if other == "-" else other
         lines.append(f"| {n} | {o['split']} | {mean('nol/learnobject')} | "
-                     f"{mean('nol/refined_untuned')} | {mean('nol/none')} | "
+                     f"{other} | {mean('nol/none')} | "
                      + " | ".join(mean(f"{m}/learnobject") for m in BLENDS) + " |")
     return "\n".join(lines)
 
@@ -252,15 +274,19 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", type=int, default=2, help="scenes (source sets) per object")
     ap.add_argument("--targets", type=int, default=6, help="target crops per scene")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--order", default="", help="objects to run first (comma separated)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lpips-weights", default="",
                     help="local torchvision AlexNet state dict for LPIPS (else not measured)")
-    ap.add_argument("--finetune-steps", type=int, default=None,
-                    help="override the fine-tuning steps (experiments only: the default is "
-                         "what LearnObject runs)")
+    ap.add_argument("--finetune-ablation", action="store_true",
+                    help="also score the other side of LearnObject's fine-tuning switch "
+                         "(nol/finetuned or nol/refined_untuned)")
+    ap.add_argument("--unrefined-blends", default=",".join(BLENDS),
+                    help="blends also scored without refinement (comma separated)")
     ap.add_argument("--results", default="", help="re-make the table from a results.json")
     ap.add_argument("--out", default="/tmp/nol_real")
     a = ap.parse_args(argv)
+    a.order = a.order.split(",") if a.order else []
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,16 @@
 """Rendering a learnt object in any pose: NOL (paper Sec. 3.1, 3.3) and the IBR baselines.
 
-    r = load_object_renderer("ws/mug/objects/mug")          # shipped cpu model, or method="ibr"
+    mesh, sources, _ = load_sources("ws/mug/objects/mug")
+    r, info = prepare_renderer(mesh, sources, net)          # what LearnObject runs (see below)
     rgb, mask = r.render(T_camera_objects, intr)            # the ObjectRenderer protocol
     res = r.render_detailed(T_camera_objects, intr)         # + weights, coverage, refined poses
+
+:func:`prepare_renderer` with an :class:`ObjectRendererConfig` is the ONE path from a learnt
+object's sources to its renderer that LearnObject's render stage, RenderViews and the
+benchmarks (bench/bench_nol_real.py, bench/bench_nol.py) run: build the renderer, refine the
+source poses once per object (50 iterations, patience 8; the masks are re-derived at the refined
+poses), fine-tune the network on the object's own views (method "nol"), and render without
+per-target refinement (measured: after the per-object refinement it did not pay).
 
 Per object, once: every source crop is resized to the network's crop size, its vertex
 visibility / viewing angles and angle map are computed at its (self-annotated) pose, and it is
@@ -11,7 +19,10 @@ in the target; ``n_sources`` sources are chosen greedily for the vertices visibl
 (views.selection.select_for_target); their cached maps are projected (P_k); the network blends
 them (X_S, X_D = its colour channels) or, for the baselines, a fixed blend does: ``ibr_angle``
 (visibility- and angle-weighted average, classic image-based rendering), ``ibr_mean`` (plain
-average: the paper's w/o-LSTM ablation), ``ibr_best`` (per pixel the most frontal source).
+average: the paper's w/o-LSTM ablation), ``ibr_best`` (per pixel the most frontal source),
+``texture`` (texture mapping, the paper's other baseline: every face coloured from the one
+source that sees it most frontally). The network runs only on the bounding box of the pixels
+some source sees (plus its receptive field), which gives the full-image result.
 
 Pose refinement of the sources (Sec. 3.3): X_S(t0) of the first prediction is the target; each
 source pose T_k is moved to minimise E_k = mean over the shared mask |X_S(t0) - P_k(T_k)| (colour
@@ -350,7 +361,17 @@ class NolRenderer:
                 if int(m.sum()) < 32:
                     continue
                 tgt = torch.as_tensor(s.rgb, device=self.device).permute(2, 0, 1)
-                samples.append((proj.P[None], proj.valid[None], tgt, m))
+                # the object's box plus the receptive field (see _net_blend)
+                nc = self.net.config
+                mg = (nc.lstm_kernel // 2) * len(nc.lstm_channels) * (len(ids) + 1) + \
+                    len(nc.weight_channels) + 2
+                ys = torch.nonzero(m.any(1)).flatten()
+                xs = torch.nonzero(m.any(0)).flatten()
+                y0, y1 = max(int(ys[0]) - mg, 0), min(int(ys[-1]) + mg + 1, S)
+                x0, x1 = max(int(xs[0]) - mg, 0), min(int(xs[-1]) + mg + 1, S)
+                samples.append((proj.P[None, :, :, y0:y1, x0:x1],
+                                proj.valid[None, :, :, y0:y1, x0:x1], tgt[:, y0:y1, x0:x1],
+                                m[y0:y1, x0:x1]))
         if not samples:
             return out
         net = copy.deepcopy(self.net).eval()   # BatchNorm (encoder only) keeps its statistics
@@ -835,7 +856,7 @@ def load_object_renderer(object_dir: str | os.PathLike, method: str = "auto",
         method = default_method() if checkpoint is None else "nol"
     if method == "ibr":
         method = "ibr_angle"
-    cfg = dataclasses.replace(config or RenderConfig(), method=method)
+    cfg = dataclasses.replace(config or ObjectRendererConfig().render, method=method)
     mesh, sources, _ = load_sources(object_dir)
     net = None
     if method == "nol":
