@@ -356,9 +356,10 @@ def workspace_objects(workspace: str | Path, method: str = "nol", names: list[st
     mesh.ply, object.json, views.json, views/) with their NOL (or ``ibr``) renderers, for
     :func:`train_recognisers` -- what the demo and the nol node use. names: a subset (default:
     every object folder with a views.json). Object ids come from object.json (0 there: numbered
-    1, 2, ... in name order)."""
+    1, 2, ... in name order). The renderers are prepared as LearnObject's render stage
+    prepares them (nol_ros.learn.load_renderer: per-object refinement, its configuration)."""
     try:
-        from nol_ros.nol.renderer import load_object_renderer
+        from nol_ros.learn import RenderStageConfig, load_renderer
     except ImportError as e:
         raise ConfigError(f"method '{method}' needs nol_ros.nol.renderer, which is not "
                           f"available ({e})") from e
@@ -382,7 +383,8 @@ def workspace_objects(workspace: str | Path, method: str = "nol", names: list[st
         while oid in used:
             oid += 1
         used.add(oid)
-        r = load_object_renderer(root / n, method=method, checkpoint=checkpoint, device=device)
+        r, _ = load_renderer(Path(workspace), n, RenderStageConfig(
+            method=method, checkpoint=str(checkpoint or "")), device)
         out.append(TrainObject(oid, n, load_mesh(root / n / "mesh.ply"), r,
                                symmetric=bool(meta.get("symmetric", False))))
     return out
