@@ -58,8 +58,8 @@ class RenderStageConfig:
     preset whose pose grid is rendered (tiny 54 images, demo 378, cpu 756, paper 9072 per
     object). refine_sources: refine the source poses once (paper Sec. 3.3) before rendering.
     finetune: fine-tune the NOL network on the object's own views (method nol) after that
-    (off: on real scanned objects it changed the renders by -0.04..+0.12 dB for 20-55 s per
-    object, BENCHMARKS.md "NOL on real textures").
+    (measured on real scanned objects: +0.5 dB on a box at 0-10 mm of pose noise, +0.1 dB on a
+    can; BENCHMARKS.md "NOL on real textures").
     batch: target poses per renderer call. Everything else is the one configuration of
     :meth:`object_renderer_config` (nol_ros.nol.renderer.ObjectRendererConfig), which the
     benchmarks measure."""
@@ -69,7 +69,7 @@ class RenderStageConfig:
     checkpoint: str = ""
     preset: str = "demo"
     refine_sources: bool = True
-    finetune: bool = False
+    finetune: bool = True
     batch: int = 16
 
     def __post_init__(self):
