@@ -17,9 +17,9 @@ renderer's ``render`` returns -- what a training set is written from):
                           LearnObject's render stage runs (learn.RenderStageConfig().
                           object_renderer_config(): per-object refinement, per-object
                           fine-tuning, the render config), the SAME function and object
-  nol, finetuned          (--finetune-ablation) the same refined sources, the network
-                          fine-tuned on the object's views (learn.render.finetune; off by
-                          default: see BENCHMARKS.md)
+  nol, refined_untuned    (--finetune-ablation) the same refined sources with the network as
+                          shipped: what fine-tuning adds (row "nol, finetuned" instead when
+                          learn.render.finetune is switched off)
   nol, none               the network as shipped, the poses and masks as annotated
   ibr_angle / ibr_mean / ibr_best / texture, learnobject refinement
                           the blends (visibility- and angle-weighted, plain mean, most
