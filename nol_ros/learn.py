@@ -12,6 +12,8 @@ re-learn leaves the object as it was.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -36,13 +38,19 @@ class RenderStageConfig:
     checkpoint: NOL checkpoint for method nol ("" = the shipped model). preset: the recognition
     preset whose pose grid is rendered (tiny 54 images, demo 378, cpu 756, paper 9072 per
     object). refine_sources: refine the source poses once (paper Sec. 3.3) before rendering.
-    batch: target poses per renderer call."""
+    finetune: fine-tune the NOL network on the object's own views (method nol) after that
+    (measured on real scanned objects: +0.5 dB on a box at 0-10 mm of pose noise, +0.1 dB on a
+    can; BENCHMARKS.md "NOL on real textures").
+    batch: target poses per renderer call. Everything else is the one configuration of
+    :meth:`object_renderer_config` (nol_ros.nol.renderer.ObjectRendererConfig), which the
+    benchmarks measure."""
 
     enabled: bool = True
     method: str = "auto"
     checkpoint: str = ""
     preset: str = "demo"
     refine_sources: bool = True
+    finetune: bool = True
     batch: int = 16
 
     def __post_init__(self):
@@ -57,6 +65,30 @@ class RenderStageConfig:
                               "benchmark, paper: GPU)")
         if self.batch < 1:
             raise ConfigError(f"render.batch {self.batch} must be >= 1")
+
+    def object_renderer_config(self, method: str | None = None):
+        """The renderer configuration this stage runs (nol_ros.nol.renderer.
+        ObjectRendererConfig): its defaults, with this stage's method ("auto" resolved by
+        nol_ros.nol.renderer.default_method), batch, and the per-object refinement and
+        fine-tuning switched off when ``refine_sources`` / ``finetune`` say so."""
+        from nol_ros.nol.renderer import (
+            FinetuneConfig,
+            ObjectRendererConfig,
+            RefineConfig,
+            default_method,
+        )
+
+        m = method or self.method
+        if m == "auto":
+            m = default_method() if not self.checkpoint else "nol"
+        if m == "ibr":
+            m = "ibr_angle"
+        base = ObjectRendererConfig()
+        return ObjectRendererConfig(
+            render=dataclasses.replace(base.render, method=m, batch=self.batch),
+            refine_object=base.refine_object if self.refine_sources
+            else RefineConfig(method="none"),
+            finetune=base.finetune if self.finetune else FinetuneConfig(steps=0))
 
 
 @dataclass(frozen=True)
@@ -268,16 +300,37 @@ def _learnt(workspace: str | Path | LearntObject) -> LearntObject:
 
 
 def load_renderer(workspace: str | Path | LearntObject, name: str,
-                  cfg: RenderStageConfig = RenderStageConfig(), device: str | None = None):
-    """The object renderer (nol_ros.nol.renderer.NolRenderer) of a learnt object."""
-    from nol_ros.nol.renderer import load_object_renderer
+                  cfg: RenderStageConfig = RenderStageConfig(), device: str | None = None,
+                  prepare: bool = True, progress=None):
+    """The object renderer (nol_ros.nol.renderer.NolRenderer) of a learnt object, prepared by
+    nol_ros.nol.renderer.prepare_renderer with ``cfg.object_renderer_config()`` (per-object
+    refinement and fine-tuning as ``cfg`` says) -- the one path LearnObject, RenderViews and
+    bench/bench_nol_real.py run. prepare=False: the renderer as loaded (no refinement, no
+    fine-tuning). Returns (renderer, preparation info)."""
+    from nol_ros.nol.network import load_checkpoint
+    from nol_ros.nol.renderer import (
+        SHIPPED_MODEL,
+        FinetuneConfig,
+        ObjectRendererConfig,
+        RefineConfig,
+        load_sources,
+        prepare_renderer,
+    )
 
     files = _learnt(workspace).object(name)
     if not files.learnt:
         raise InputError(f"'{name}' has no selected views in '{files.dir}': learn it first "
                          "(LearnObject); its self-annotation may have failed")
-    return load_object_renderer(files.dir, method=cfg.method, checkpoint=cfg.checkpoint or None,
-                                device=resolve_device(device))
+    ocfg = cfg.object_renderer_config()
+    if not prepare:
+        ocfg = ObjectRendererConfig(render=ocfg.render, refine_object=RefineConfig(method="none"),
+                                    finetune=FinetuneConfig(steps=0))
+    dev = resolve_device(device)
+    mesh, sources, _ = load_sources(files.dir)
+    net = None
+    if ocfg.render.method == "nol":
+        net, _ = load_checkpoint(cfg.checkpoint or SHIPPED_MODEL, dev)
+    return prepare_renderer(mesh, sources, net, ocfg, dev, progress)
 
 
 def render_training_set(workspace: str | Path | LearntObject, name: str, obj_id: int,
@@ -286,9 +339,9 @@ def render_training_set(workspace: str | Path | LearntObject, name: str, obj_id:
     """Render a learnt object on the pose grid of ``cfg.preset`` into its renders/ (a render
     set, nol_ros.recognition.trainset; written to renders.tmp/ and swapped in when complete, so
     a cancelled or failed render never leaves a half set that looks done and keeps the previous
-    one). The source poses are refined once first (``cfg.refine_sources``). progress(stage,
-    fraction, message): stages "render_setup", "refine", "render". Returns the report (also
-    renders/render_report.json)."""
+    one). The renderer is prepared first (:func:`load_renderer`: per-object source refinement
+    and fine-tuning). progress(stage, fraction, message): stages "render_setup", "refine",
+    "finetune", "render". Returns the report (also renders/render_report.json)."""
     from nol_ros.io_utils import atomic_write_json
     from nol_ros.recognition.pipeline import recognition_preset
     from nol_ros.recognition.trainset import write_render_set
@@ -298,19 +351,17 @@ def render_training_set(workspace: str | Path | LearntObject, name: str, obj_id:
     t0 = time.perf_counter()
     c0 = time.process_time()
     report("render_setup", 0.0, f"{name}: loading the {cfg.method} renderer")
-    r = load_renderer(lo, name, cfg, device)
+    r, prep = load_renderer(lo, name, cfg, device,
+                            progress=lambda s, f, m="": report(s, f, f"{name}: {m}"))
     method = r.cfg.method
     grid = recognition_preset(cfg.preset).grid
     out = {"name": name, "obj_id": int(obj_id), "method": method, "preset": cfg.preset,
            "device": str(r.device), "sources": len(r.sources),
-           "seconds": {"load": time.perf_counter() - t0}}
-    if cfg.refine_sources:
-        report("refine", 0.0, f"{name}: refining {len(r.sources)} source poses")
-        t1 = time.perf_counter()
-        out["refine"] = r.refine_sources()
-        out["seconds"]["refine"] = time.perf_counter() - t1
-        report("refine", 1.0, f"{name}: source error {out['refine'].get('before', 0):.4f} -> "
-                              f"{out['refine'].get('after', 0):.4f}")
+           "config": json.loads(json.dumps(dataclasses.asdict(cfg.object_renderer_config()),
+                                           default=str)),
+           "refine": prep["refine"], "finetune": prep.get("finetune"),
+           "seconds": {"load": time.perf_counter() - t0 - prep["seconds"],
+                       "prepare": prep["seconds"]}}
     tmp = lo.renders_tmp
     if tmp.exists():
         shutil.rmtree(tmp)

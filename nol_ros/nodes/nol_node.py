@@ -12,7 +12,7 @@ Action:
 Topic:
   ~/progress (nol_ros/msg/JobProgress): every state/progress change of every job; ``stage`` is
   the current step (export, loading, tracking, ..., view_selection, render_setup, refine,
-  render) and ``fraction`` the whole job's progress (0..1, monotonic).
+  finetune, render) and ``fraction`` the whole job's progress (0..1, monotonic).
 
 A request is checked before it is queued, so the reply itself carries the error code of a bad
 request: empty name, UNKNOWN_OBJECT (no mesh_path and not in the `objects` parameters),
@@ -114,7 +114,7 @@ class NolNodeConfig:
 # ~50 s, the tiny render set ~10 s; the demo grid's 378 renders take longer)
 _SELF_ANNOTATION_WEIGHTS = (("loading", 2), ("tracking", 20), ("loop_closure", 3), ("scene", 10),
                             ("registration", 25), ("annotation", 8), ("view_selection", 4))
-_RENDER_WEIGHTS = (("render_setup", 2), ("refine", 6), ("render", 30))
+_RENDER_WEIGHTS = (("render_setup", 2), ("refine", 6), ("finetune", 4), ("render", 30))
 
 
 def learn_progress_spans(live_export: bool, render: bool) -> dict[str, tuple[float, float]]:
@@ -427,9 +427,7 @@ def make_node(node_name: str = "nol", **node_kwargs):
             name, refine = key
             t0 = time.perf_counter()
             ws = Path(self.cfg.learn.workspace_root) / name
-            r = load_renderer(ws, name, self.cfg.learn.render, self.device)
-            if refine:
-                r.refine_sources()
+            r, _ = load_renderer(ws, name, self.cfg.learn.render, self.device, prepare=refine)
             self.get_logger().info(f"RenderViews: loaded the {r.cfg.method} renderer of "
                                    f"'{name}'{' (sources refined)' if refine else ''} in "
                                    f"{time.perf_counter() - t0:.1f} s")
