@@ -76,6 +76,10 @@ class Progress:
         self.cancel_event = threading.Event()
 
     @property
+    def job_id(self) -> str:
+        return self._id
+
+    @property
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
 

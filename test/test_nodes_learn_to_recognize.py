@@ -63,7 +63,7 @@ def graph(ctx, small_world, tmp_path_factory):
     from nol_ros.msg import DetectionArray, JobProgress, RecognizerStatus
     from nol_ros.nodes.nol_node import make_node as make_nol
     from nol_ros.nodes.recognizer_node import make_node as make_rec
-    from nol_ros.nodes.trainer_node import make_node as make_trainer
+    from nol_ros.nodes.trainer_node import TrainerNode
 
     root = tmp_path_factory.mktemp("graph")
     ws = root / "ws"
@@ -71,7 +71,7 @@ def graph(ctx, small_world, tmp_path_factory):
     g.nol = g.add(make_nol("nol", context=ctx, parameter_overrides=params(
         learn__workspace_root=str(ws), learn__render__preset="tiny", max_queued=2,
         render_views__idle_release_s=4.0)))
-    g.trainer = g.add(make_trainer("trainer", context=ctx, parameter_overrides=params(
+    g.trainer = g.add(TrainerNode("trainer", context=ctx, parameter_overrides=params(
         train__workspace_root=str(ws), train__preset="tiny")))
     g.rec = g.add(make_rec("recognizer", context=ctx, parameter_overrides=params(
         models_dir=str(ws / "_models"), models_poll_s=1.0, score_thresh=0.05)))
@@ -415,9 +415,9 @@ def test_trainer_trains_both_stages_into_one_models_folder(graph, trained):
     r = g.call(td, TrainDetector.Request(object_names=[OBJ], preset="tiny"))
     st = wait_job(g, status, r.job_id, 120)
     assert st.status.state == JobProgress.STATE_SUCCEEDED
-    res = g.trainer.results[r.job_id]["result"]
-    assert res["reused"] and res["steps"] == g.trainer.results[st_a.status.job_id][
-        "result"]["steps"], res
+    res = g.trainer.service.result(r.job_id)
+    assert res["reused"] and res["steps"] == g.trainer.service.result(st_a.status.job_id)[
+        "steps"], res
     assert st.result_path == str(g.ws / "_models")
 
 

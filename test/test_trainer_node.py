@@ -28,12 +28,12 @@ def _fake_learnt(root, name, obj_id, grid_step=60):
 
 @pytest.mark.ros
 def test_trainer_with_nothing_learnt_refuses_and_keeps_serving(tmp_path, rclpy_context):
-    from nol_ros.nodes.trainer_node import make_node
+    from nol_ros.nodes.trainer_node import TrainerNode
     from nol_ros.srv import CancelJob, GetJobStatus, TrainDetector, TrainPoseEstimator
 
     g = Graph(rclpy_context)
     try:
-        g.add(make_node("trainer", context=rclpy_context,
+        g.add(TrainerNode("trainer", context=rclpy_context,
                         parameter_overrides=params(train__workspace_root=str(tmp_path / "ws"))))
         cli = g.client_node()
         td = cli.create_client(TrainDetector, "/trainer/train_detector")
@@ -100,3 +100,26 @@ def test_object_ids_are_assigned_once_per_name(tmp_path):
     (tmp_path / "object_ids.json").write_text("[1, 2]")
     with pytest.raises(InputError, match="object_ids.json"):
         ws.object_id("bowl")
+
+
+@pytest.mark.ros
+def test_parameters_are_described_and_refused_at_run_time(tmp_path, rclpy_context):
+    """Every parameter carries its config/trainer.yaml description; none can change at run time
+    (the trainer reads them at start): ros2 param set is refused with a reason, not ignored."""
+    from rclpy.parameter import Parameter
+
+    from nol_ros.nodes.trainer_node import TrainerNode
+
+    node = TrainerNode("trainer", context=rclpy_context, parameter_overrides=params(
+        train__workspace_root=str(tmp_path / "ws")))
+    try:
+        names = node._parameters.keys() - {"use_sim_time", "start_type_description_service"}
+        descs = node.describe_parameters(sorted(names))
+        assert all(d.description and d.read_only for d in descs), \
+            [d.name for d in descs if not d.description]
+        r = node.set_parameters([Parameter("train.preset", value="tiny")])[0]
+        assert not r.successful and "read-only" in r.reason, r
+        assert node.get_parameter("train.preset").value == "demo"
+        assert node.describe_parameters(["max_queued"])[0].integer_range[0].from_value == 0
+    finally:
+        node.destroy_node()

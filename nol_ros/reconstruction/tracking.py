@@ -24,12 +24,12 @@ class TrackerConfig:
     """The tracker. Defaults chosen on REAL data (TUM fr1/desk, bench/bench_tracking.py; the
     figures are in BENCHMARKS.md "Tracking on real data") and checked on the synthetic world."""
 
-    voxel_size_m: float = 0.006
+    voxel_size_m: float = 0.006           # TSDF voxel edge
     sdf_trunc_voxels: float = 4.0       # truncation = voxels * voxel size
-    block_resolution: int = 8
+    block_resolution: int = 8             # voxels per TSDF block edge
     block_count: int = 60000            # hash map capacity (memory ~ blocks * res^3 * 20 B)
-    depth_min_m: float = 0.2
-    depth_max_m: float = 3.0
+    depth_min_m: float = 0.2              # depth used for tracking and the TSDF: at least ...
+    depth_max_m: float = 3.0              # ... and at most this
     tracking_downscale: int = 2         # 2: track at 320x240 for 640x480 input
     odometry_iterations: tuple[int, ...] = (12, 6, 4)  # coarse -> fine pyramid levels
     # geometry_then_colour: point-to-plane, then a hybrid (depth + colour) refinement kept only
@@ -47,38 +47,38 @@ class TrackerConfig:
     #                                     model: align to the TSDF ray-cast (see module doc)
     # robust loss of the odometry (Open3D OdometryLossParams): depth residuals beyond the
     # truncation are outliers, Huber below
-    depth_outlier_trunc_m: float = 0.07
-    depth_huber_delta_m: float = 0.05
-    intensity_huber_delta: float = 0.1
+    depth_outlier_trunc_m: float = 0.07   # odometry: depth residuals beyond this are outliers
+    depth_huber_delta_m: float = 0.05     # odometry: Huber threshold of the depth residual
+    intensity_huber_delta: float = 0.1    # odometry: Huber threshold of the colour residual
     min_fitness: float = 0.25           # fraction of pixels with a valid correspondence
-    max_inlier_rmse_m: float = 0.03
+    max_inlier_rmse_m: float = 0.03       # a frame whose alignment is worse is not trusted
     max_step_m: float = 0.20            # jump of the correction from the prediction
-    max_step_deg: float = 20.0
+    max_step_deg: float = 20.0            # ... and turns it more than this
     max_extrapolation_s: float = 0.1    # constant-velocity prediction over at most this long
     # keyframes: a new one after this much motion (or when the overlap with the last one, the
     # odometry's fitness, falls below keyframe_min_fitness)
-    keyframe_dist_m: float = 0.10
-    keyframe_angle_deg: float = 10.0
-    keyframe_min_fitness: float = 0.4
+    keyframe_dist_m: float = 0.10         # a new keyframe after this much motion ...
+    keyframe_angle_deg: float = 10.0      # ... or this much turn ...
+    keyframe_min_fitness: float = 0.4     # ... or when the overlap with the last one falls below
     max_keyframes: int = 400            # keyframes keeping images/features (memory budget)
     # loss and re-localisation
     lost_after_failures: int = 3        # consecutive untrusted frames -> lost (re-localise)
     relocalise: bool = True             # ORB + PnP against the keyframes after a failure/gap
     relocalise_after_gap_s: float = 0.25  # no frame tracked for this long: re-localise first
-    relocalise_tries: int = 3
-    relocalise_min_fitness: float = 0.3
+    relocalise_tries: int = 3             # keyframes tried per re-localisation
+    relocalise_min_fitness: float = 0.3   # a re-localised pose must overlap this much
     relocalise_max_correction_m: float = 0.05  # dense refinement vs the PnP pose
-    relocalise_max_correction_deg: float = 5.0
+    relocalise_max_correction_deg: float = 5.0   # ... and turn this little
     # keyframe pose graph at the end (offline chain): loop closures between keyframes that see
     # the same place, verified by point-to-plane odometry, Open3D global optimisation
     integrate_every: int = 2            # final TSDF: every n-th frame (+ all keyframes)
-    loop_closure: bool = True
+    loop_closure: bool = True             # close loops over the keyframes at the end (offline)
     loop_max_dist_m: float = 1.0        # keyframes this close (and within the angle) ...
     loop_max_angle_deg: float = 60.0    # ... are checked for a loop closure
     loop_max_candidates: int = 8        # per keyframe, the nearest n candidates (0 = all)
     loop_min_gap: int = 2               # keyframes j, i with j - i >= gap are loop candidates
     loop_rounds: int = 2                # search + optimise again around the optimised poses
-    loop_min_fitness: float = 0.35
+    loop_min_fitness: float = 0.35        # a loop edge's alignment must overlap this much
     loop_method: str = "geometry_then_colour"  # odometry that verifies a loop closure
     loop_iterations: tuple[int, ...] = ()  # odometry iterations of a loop check (() = as tracking)
     device: str = "CPU:0"               # "CUDA:0" when available
@@ -208,6 +208,7 @@ class RgbdTracker:
         self._n_integrated = 0
 
     # ------------------------------------------------------------------------------------------
+
     def _images(self, rgb: np.ndarray, depth: np.ndarray):
         import cv2
 
@@ -526,6 +527,7 @@ class RgbdTracker:
                                         o3d.t.geometry.Image(rc["depth"]))
 
     # ------------------------------------------------------------------------------------------
+
     def close_loops(self) -> int:
         """Keyframe pose graph: odometry edges between consecutive keyframes, loop-closure
         edges between keyframes that see the same place again (verified by RGB-D odometry),
