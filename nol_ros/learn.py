@@ -267,7 +267,17 @@ def annotate_object(name: str, mesh_path: str, source: int, source_path: str,
                     into: LearntObject | None = None) -> str:
     """Self-annotation + view selection of one object into ``into`` (default: the learnt object
     ``cfg.workspace_root/NAME`` itself, its renders of an earlier run removed: they show the
-    old views). Returns that folder."""
+    old views). Returns that folder. Runs with :func:`nol_ros.threads.thread_settings` on the
+    calling thread: a node's job thread and a script compute the same answer."""
+    from nol_ros.threads import thread_settings
+
+    with thread_settings():
+        return _annotate_object(name, mesh_path, source, source_path, cfg, progress, obj_id,
+                                symmetric, prior_point, model_free, into)
+
+
+def _annotate_object(name, mesh_path, source, source_path, cfg, progress, obj_id, symmetric,
+                     prior_point, model_free, into) -> str:
     safe_name(name)
     if not model_free:
         if not mesh_path:

@@ -33,6 +33,7 @@ import os
 import sys
 import tempfile
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def configure_threads(num_threads: int | None = None, force: bool = False) -> Th
     new runtimes were loaded in between or ``force``."""
     from threadpoolctl import ThreadpoolController
 
-    n = int(num_threads or os.cpu_count() or 1)
+    n = int(num_threads or default_threads())
     ctl = ThreadpoolController()
     omp = [lc for lc in ctl.lib_controllers if lc.user_api == "openmp"]
     key = (n, tuple(sorted(lc.filepath for lc in omp)), "torch" in sys.modules)
@@ -124,6 +125,38 @@ def configure_threads(num_threads: int | None = None, force: bool = False) -> Th
             rep.torch_threads = torch.get_num_threads()
         _done[key] = rep
         return rep
+
+
+def default_threads() -> int:
+    """``OMP_NUM_THREADS`` when it is set to a positive number (the standard way to ask), else
+    all cores."""
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0])
+    except ValueError:
+        n = 0
+    return n if n > 0 else (os.cpu_count() or 1)
+
+
+@contextmanager
+def thread_settings(num_threads: int | None = None):
+    """:func:`configure_threads`' choice applied to the CALLING thread for a block, restored
+    after. OpenMP's thread count is a per-thread setting: a job on a worker thread otherwise
+    runs with whatever that thread was left with, and Open3D's sums (ICP, odometry, TSDF)
+    change in their last digits with the team size -- the same data must give the same answer
+    on any thread of the process."""
+    from threadpoolctl import ThreadpoolController
+
+    rep = configure_threads(num_threads)
+    want = {r.path: r.threads for r in rep.runtimes}
+    omp = [lc for lc in ThreadpoolController().lib_controllers if lc.user_api == "openmp"]
+    old = [(lc, lc.num_threads) for lc in omp]
+    for lc in omp:
+        lc.set_num_threads(want.get(lc.filepath, rep.requested))
+    try:
+        yield rep
+    finally:
+        for lc, n in old:
+            lc.set_num_threads(n)
 
 
 def set_threads(n: int) -> ThreadReport:
