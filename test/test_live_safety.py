@@ -41,7 +41,7 @@ def test_untrusted_frames_get_no_tf_and_tracking_resumes_after_a_gap(drop, rclpy
     from tf2_msgs.msg import TFMessage
 
     from nol_ros.metrics import align_umeyama
-    from nol_ros.nodes.reconstruction_node import make_node
+    from nol_ros.nodes.reconstruction_node import ReconstructionNode
     from nol_ros.ros.conversions import (
         depth_to_image,
         intrinsics_to_camera_info,
@@ -63,7 +63,7 @@ def test_untrusted_frames_get_no_tf_and_tracking_resumes_after_a_gap(drop, rclpy
 
     g = Graph(rclpy_context)
     try:
-        g.add(make_node("reconstruction", namespace="/safe", context=rclpy_context,
+        g.add(ReconstructionNode("reconstruction", namespace="/safe", context=rclpy_context,
                         parameter_overrides=params(
                             tracking__odometry_mode="none", camera_info_wait_s=5.0,
                             tracker__tracking_downscale=1, tracker__keyframe_min_fitness=0.45,

@@ -45,6 +45,7 @@ from nol_ros.streaming.tf_buffer import TransformError
 ODOMETRY_MODES = ("auto", "required", "none")  # not "off": YAML reads it as false
 TF_MAP_ODOM, TF_MAP_CAMERA = "map->odom", "map->camera"
 EXPORT_MARKER = "nol_export.json"
+TMP_MARKER = ".nol_export_tmp"
 # the live poses go with an export as motion prior only when at least this share of its tracked
 # frames was trusted (else the offline chain re-tracks from the images alone)
 MIN_TRUSTED_FOR_PRIOR = 0.5
@@ -70,8 +71,6 @@ class LiveTrackingConfig:
     #                                    map->odom or map->camera; /tf_static may come late)
     max_keyframes: int = 100           # keyframes keeping images + features (~0.4 MB each at
     #                                    640x480 input): the live tracker's memory budget
-    reset_on_time_jump_s: float = 1.0  # a frame stamped this long before the previous one
-    #                                    (bag loop/restart) resets buffer + tracker; 0 = never
 
     def __post_init__(self):
         if self.odometry_mode not in ODOMETRY_MODES:
@@ -131,12 +130,6 @@ class LiveStatus:
 
 # (frame, timeout_s) -> T_odom_camera (4, 4); raises TransformError when it is not available
 PriorFn = Callable[[RgbdFrame, float], np.ndarray]
-
-
-def time_jumped_back(last_stamp_ns: int, stamp_ns: int, threshold_s: float) -> bool:
-    """True when ``stamp_ns`` lies more than ``threshold_s`` before ``last_stamp_ns`` (a bag
-    that loops or restarts); never with ``threshold_s <= 0`` or before the first frame."""
-    return threshold_s > 0 and last_stamp_ns > 0 and stamp_ns < last_stamp_ns - threshold_s * 1e9
 
 
 class LiveTracker:
@@ -454,7 +447,12 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
     intr = frames[0].intrinsics
     tmp = out.parent / f".{out.name}.tmp"
     if tmp.exists():
+        if not (tmp / TMP_MARKER).is_file():   # only what this code made is ever deleted
+            raise InputError(f"'{tmp}' is in the way and was not made by an export; move it "
+                             "or choose another export folder")
         shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    (tmp / TMP_MARKER).write_text("an unfinished nol_ros export; safe to delete\n")
     try:
         writer = BopSceneWriter(tmp, intr, depth_scale=1.0)
         for k, f in enumerate(frames):
@@ -489,6 +487,7 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
         atomic_write_json(tmp / EXPORT_MARKER, {
             "version": version, "step": max(1, int(step)), "frames": len(frames),
             "frames_tracked": n_tracked, "created_unix_s": time.time(), **(meta or {})})
+        (tmp / TMP_MARKER).unlink()
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
