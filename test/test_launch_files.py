@@ -142,11 +142,11 @@ def _commented_defaults(text: str) -> dict:
     return out
 
 
-CONFIGS = [("reconstruction", "nol_ros.nodes.reconstruction_node:ReconstructionNodeConfig", ""),
-           ("nol", "nol_ros.nodes.nol_node:NolNodeConfig", ""),
-           ("view_selection", "nol_ros.nodes.view_selection_node:ViewSelectionNodeConfig", ""),
+CONFIGS = [("reconstruction", "nol_ros.services.reconstruction:ReconstructionConfig", ""),
+           ("nol", "nol_ros.services.learning:LearningConfig", ""),
+           ("view_selection", "nol_ros.services.selection:SelectionConfig", ""),
            ("trainer", "nol_ros.services.training:TrainingConfig", ""),
-           ("recognizer", "nol_ros.nodes.recognizer_node:RecognizerNodeConfig", "")]
+           ("recognizer", "nol_ros.services.recognition:RecognitionConfig", "")]
 
 
 @pytest.mark.parametrize("name,target,_", CONFIGS, ids=[c[0] for c in CONFIGS])
