@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-load test-scale demo lint bench clean
+.PHONY: setup test test-fast test-load test-scale demo lint bench soak clean
 
 setup:
 	@bash tools/setup.sh
@@ -22,7 +22,7 @@ test-fast: setup
 test-scale: setup
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) test/test_transfer.py \
 		test/test_transfer_node.py test/test_two_hosts.py test/test_distributed.py \
-		test/test_render_shards.py
+		test/test_render_shards.py test/test_handoff.py
 
 # The whole suite from a fresh clone with every core kept busy by a CPU hog, 3 runs in a row
 # (RUNS=n, HOGS=n to change); all must pass. See tools/test_under_load.sh.
@@ -37,6 +37,11 @@ lint: setup
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# 10-minute 30 Hz replay into the live reconstruction node; resident memory must stay flat after
+# the warm-up (growth < 5 %). Not part of `make test` (bench/soak_live.py, BENCHMARKS.md).
+soak: setup
+	$(PY) bench/soak_live.py --minutes 10 --json soak_live.json
 
 clean:
 	rm -rf build .nol_demo

@@ -5,7 +5,10 @@ generator) a case of nol_ros.nol.evaluate is built: 6 sources on a 35-45 deg cir
 10-60 deg, ground truth = the clean render. Source poses get a fixed error (0, 5 mm / 1 deg,
 1 cm / 3 deg, 2 cm / 5 deg). Methods: nol (the checkpoint), ibr_angle (a), ibr_mean (b),
 ibr_best (c). Refinement: none; per object (se3 photometric bundle adjustment of the sources
-on the full-resolution colour crops, once per object; the refined poses serve every method);
+on the full-resolution colour crops, once per object, with LearnObject's configuration
+(learn.RenderStageConfig().object_renderer_config().refine_object); the refined poses serve
+every method; no per-object fine-tuning here -- bench/bench_nol_real.py measures the whole
+LearnObject path);
 per target (the paper's Sec. 3.3 per image, se3, moving consensus); per object with the
 reference code's Euler heuristic. Scores: masked PSNR / SSIM on the target silhouette.
 
@@ -36,11 +39,19 @@ from nol_ros.nol.evaluate import NOISE_LEVELS, evaluate_renderer, make_case, noi
 from nol_ros.nol.network import load_checkpoint
 from nol_ros.nol.renderer import NolRenderer, RefineConfig, RenderConfig
 
+
+def learn_object_config():
+    """What LearnObject's render stage runs (learn.RenderStageConfig, method nol)."""
+    from nol_ros.learn import RenderStageConfig
+
+    return RenderStageConfig(method="nol").object_renderer_config()
+
+
 METHODS = ("nol", "ibr_angle", "ibr_mean", "ibr_best")
 NONE = RefineConfig(method="none")
-OBJ = RefineConfig(max_iters=50, patience=8)
-TARGET = RefineConfig(max_iters=25, patience=6)
-EULER = RefineConfig(method="euler", max_iters=50, patience=8)
+OBJ = learn_object_config().refine_object   # the "object" rows: LearnObject's refinement
+TARGET = RefineConfig(max_iters=25, patience=6)   # a study, not what LearnObject runs
+EULER = dataclasses.replace(OBJ, method="euler")
 
 
 def _renderer(case_mesh, sources, method, net):

@@ -3,13 +3,17 @@
 with ICP on the depth, per object and on average; training and inference times.
 
 Run: .venv/bin/python bench/bench_recognition.py --data data/full --sources gt,real \
-        [--preset cpu] [--work /tmp/nol_bench_rec] [--image-step 1] [--threads 2]
+        [--preset cpu] [--work build/bench_rec] [--image-step 1] [--threads 2]
 
-Sources: gt (ground-truth textured models, Lambertian), real (crops of train/000001 where the
-object is visible >= 50 %, ground-truth poses and masks), nol / ibr (the NOL renderer and its
-image-based baseline on a self-annotated workspace: --workspace, --nol-checkpoint; needs
-nol_ros.nol.renderer). Every stage's artefacts stay under --work/SOURCE and are reused by a
-second run. Prints markdown tables; writes --work/results.json and BOP CSVs.
+Sources: gt (ground-truth textured models, Lambertian, rendered on the preset's grid), real
+(crops of train/000001 where the object is visible >= 50 %, ground-truth poses and masks), nol /
+ibr (the training sets LearnObject rendered: --workspace ROOT, a workspace root whose objects
+were learnt with render.method nol / ibr and render.preset = --preset, e.g. by `nol-ros learn`
+or the demo). Training is the one pipeline the trainer node runs
+(nol_ros.recognition.pipeline.train), scoring the one scorer of `nol-ros evaluate`
+(nol_ros.recognition.evaluate.score_models). Every stage's artefacts stay under --work/SOURCE
+and are reused by a second run. Prints markdown tables; writes --work/results.json and BOP
+CSVs.
 """
 
 import argparse
@@ -38,16 +42,17 @@ def main() -> int:
     ap.add_argument("--data", default="data/full")
     ap.add_argument("--sources", default="gt,real")
     ap.add_argument("--preset", default="cpu")
-    ap.add_argument("--work", default="/tmp/nol_bench_rec")
+    ap.add_argument("--work", default="build/bench_rec")
     ap.add_argument("--tests", default="", help="comma-separated test scenes (default: all)")
     ap.add_argument("--image-step", type=int, default=1)
-    ap.add_argument("--workspace", default="", help="self-annotated workspace (nol, ibr)")
-    ap.add_argument("--nol-checkpoint", default=None)
+    ap.add_argument("--workspace", default="",
+                    help="workspace root of the learnt objects (sources nol, ibr)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-train", action="store_true", help="only evaluate existing models")
     ap.add_argument("--scenes", default="",
                     help="workspace root whose learnt objects' frames (objects removed) become "
-                         "detector backgrounds for the rendered sources (nol, ibr, gt)")
+                         "detector backgrounds for gt (the learnt sources use their own frames, "
+                         "as the trainer node does; real uses none)")
     ap.add_argument("--override", default="",
                     help='JSON of preset fields to change, e.g. \'{"detset": {"distractors": '
                          '[0, 0]}}\' (the ablations in BENCHMARKS.md)')
@@ -56,28 +61,21 @@ def main() -> int:
     import numpy as np
     import torch
 
+    from nol_ros.config import override
     from nol_ros.errors import NolError
-    from nol_ros.recognition.evaluate import (
-        evaluate_scenes,
-        learnt_frames_from_views,
-        load_object_models,
-        write_bop_csv,
+    from nol_ros.recognition.evaluate import score_models, write_bop_csv
+    from nol_ros.recognition.pipeline import (
+        TrainPlan,
+        recognition_preset,
+        synthetic_objects,
+        train,
     )
-    from nol_ros.recognition.pipeline import synthetic_objects, train_recognisers
     from nol_ros.recognition.recognizer import Recognizer
+    from nol_ros.workspace import Workspace
 
     torch.set_num_threads(a.threads)
-    preset = a.preset
-    if a.override:
-        import dataclasses
-
-        from nol_ros.recognition.pipeline import recognition_preset
-
-        preset = recognition_preset(a.preset)
-        for part, kw in json.loads(a.override).items():
-            sub = getattr(preset, part)
-            kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}
-            preset = preset.replace(**{part: dataclasses.replace(sub, **kw)})
+    preset = override(recognition_preset(a.preset), json.loads(a.override or "{}"),
+                      "--override: ")
     root = Path(a.data)
     tests = [root / t for t in a.tests.split(",")] if a.tests else \
         sorted((root / "test").iterdir())
@@ -93,46 +91,45 @@ def main() -> int:
     names: dict[int, str] = {}
     for src in sources:
         print(f"== source {src}", flush=True)
+        wdir = work / src
         try:
-            objects = synthetic_objects(root, src, workspace=a.workspace or None,
-                                        checkpoint=a.nol_checkpoint)
+            objects = synthetic_objects(root, src, wdir, preset.grid,
+                                        workspace_root=a.workspace or None,
+                                        progress=_progress(src))
         except NolError as e:
             print(f"  skipped: [{e.code}] {e}", flush=True)
             results["sources"][src] = {"skipped": str(e)}
             continue
         names.update({o.obj_id: o.name for o in objects})
-        wdir = work / src
         load0 = os.getloadavg()[0]
         if not a.no_train:
-            scenes = None
-            if a.scenes and src != "real":
-                from nol_ros.recognition.scenes import SceneBackgrounds
-
-                scenes = SceneBackgrounds.from_workspaces(
-                    sorted(d for d in Path(a.scenes).iterdir() if (d / "sequence").is_dir()))
-            rep = train_recognisers(objects, wdir, wdir / "models", preset, source=src,
-                                    progress=_progress(src), scenes=scenes)
+            backgrounds = None                     # learnt sources: their own frames
+            if src == "real":
+                backgrounds = ()
+            elif src == "gt":
+                sw = Workspace(a.scenes) if a.scenes else None
+                backgrounds = tuple(sw.learnt(n).dir for n in sw.names()) if sw else ()
+            plan = TrainPlan(preset, tuple(objects), wdir, wdir / "models",
+                             backgrounds=backgrounds)
+            rep = train(plan, progress=_progress(src))
         else:
             rep = json.loads((wdir / "train_report.json").read_text())
         # the models folder keeps the recognizer options it was trained with; an override of
         # them (e.g. the solver) applies to the evaluation, also with --no-train
         rec = Recognizer.load(wdir / "models", config=preset.recognizer
                               if "recognizer" in json.loads(a.override or "{}") else None)
-        models = load_object_models(root / "models", [o.obj_id for o in objects])
-        frames = {}
-        if src in ("nol", "ibr"):
-            # the learnt objects' frames: the dataset's up to a symmetry of the untextured mesh
-            # (nol_ros.recognition.evaluate, "Learnt frames"); ADD is scored in them
-            frames = learnt_frames_from_views(
-                models, {o.obj_id: Path(a.workspace) / "objects" / o.name for o in objects},
-                root / "train" / "000001", root / "models")
-            for o, f in frames.items():
-                print(f"  [{src}] learnt frame of {names[o]}: the model's turned by "
-                      f"{f['sym_deg']:.1f} deg (a symmetry of its mesh); registration error "
-                      f"beyond it {f['residual_deg']:.2f} deg ({f['frames']} views)", flush=True)
         t0 = time.perf_counter()
-        res = evaluate_scenes(rec, tests, models, image_step=a.image_step,
-                              progress=_progress(src))
+        # learnt objects: ADD in their learnt frames (the dataset's up to a symmetry of the
+        # untextured mesh: nol_ros.recognition.evaluate, "Learnt frames")
+        learnt = src in ("nol", "ibr")
+        sc = score_models(rec, tests, root / "models", a.workspace if learnt else None,
+                          root / "train" / "000001", image_step=a.image_step,
+                          progress=_progress(src))
+        res, frames = sc.result, sc.learnt_frames
+        for o, f in frames.items():
+            print(f"  [{src}] learnt frame of {names[o]}: the model's turned by "
+                  f"{f['sym_deg']:.1f} deg (a symmetry of its mesh); registration error "
+                  f"beyond it {f['residual_deg']:.2f} deg ({f['frames']} views)", flush=True)
         write_bop_csv(wdir / f"results_{src}.csv", res.rows)
         results["sources"][src] = {
             "train": rep, "map50": res.map50, "ap50": res.ap50, "add_rgb": res.add_rgb,

@@ -285,11 +285,12 @@ def render_worker(ws_root: Path, name: str, preset: str, method: str) -> None:
     import torch
 
     from nol_ros import distributed
-    from nol_ros.learn import RenderStageConfig, object_id_for, render_training_set
+    from nol_ros.learn import RenderStageConfig, render_training_set
+    from nol_ros.workspace import Workspace
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     cfg = RenderStageConfig(method=method, preset=preset)
-    oid = object_id_for(ws_root, name, assign=False)
+    oid = Workspace(ws_root).object_id(name, assign=False)
     t0, c0 = time.perf_counter(), time.process_time()
     render_training_set(ws_root / name, name, oid, cfg, "cpu")
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0

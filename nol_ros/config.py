@@ -247,3 +247,65 @@ def parse_options(text: str, what: str = "options_yaml",
 
     depth(data)
     return flatten(data)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The documentation of each field of config dataclass ``cls``: the comment after it on its
+    line (and comment lines right below it that are indented further than the field), as the
+    configs in this package are written::
+
+        voxel_size_m: float = 0.006        # TSDF voxel edge
+        max_backlog: int = 15              # frames waiting for the tracker; more ->
+        #                                    the oldest is skipped
+    """
+    if cls not in _FIELD_DOCS:
+        _FIELD_DOCS[cls] = _parse_field_docs(cls)
+    return _FIELD_DOCS[cls]
+
+
+_FIELD_DOCS: dict[type, dict[str, str]] = {}
+
+
+def flat_field_docs(cls: type, prefix: str = "") -> dict[str, str]:
+    """:func:`field_docs` of ``cls`` and of its nested config dataclasses, dotted keys as
+    :func:`flatten` names them."""
+    import typing
+
+    out: dict[str, str] = {}
+    hints = typing.get_type_hints(cls)
+    own = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        sub = _dataclass_of(hints.get(f.name, Any), _default(f))
+        if sub is not None:
+            out.update(flat_field_docs(sub, f"{prefix}{f.name}."))
+        elif f.name in own:
+            out[f"{prefix}{f.name}"] = own[f.name]
+    return out
+
+
+def _parse_field_docs(cls) -> dict[str, str]:
+    import inspect
+    import re
+
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    field_re = re.compile(r"^( +)([A-Za-z_]\w*)\s*:[^=#]*(?:=.*?)?(?:  #\s?(.*))?$")
+    more_re = re.compile(r"^( +)#\s*(.*)$")
+    docs: dict[str, str] = {}
+    current, indent = None, 0
+    for line in src.splitlines():
+        m = field_re.match(line)
+        if m and m.group(2) in names:
+            current, indent = m.group(2), len(m.group(1))
+            docs[current] = (m.group(3) or "").strip()
+            continue
+        c = more_re.match(line)
+        if c and current is not None and len(c.group(1)) == indent and \
+                line.index("#") + 1 < len(line) and line[line.index("#") + 1:].startswith("  "):
+            docs[current] = (docs[current] + " " + c.group(2).strip()).strip()
+            continue
+        current = None
+    return {k: v for k, v in docs.items() if v}

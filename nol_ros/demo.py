@@ -40,81 +40,34 @@ def _exe(name: str) -> str:
     return shutil.which(name) or os.path.join(os.path.dirname(sys.executable), name)
 
 
-def _spin_until(node, pred, timeout: float, what: str):
-    import rclpy
-
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        rclpy.spin_once(node, timeout_sec=0.05)
-        if pred():
-            return
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def _call(node, client, req, timeout=30.0):
-    fut = client.call_async(req)
-    _spin_until(node, fut.done, timeout, f"a reply from {client.srv_name}")
-    return fut.result()
-
-
 def _say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
-class _Bar:
-    """One progress line per job, redrawn in place on a terminal, printed every 10 % (and on
-    each new stage) otherwise, so a log stays short."""
+def _bar(label: str):
+    """A tqdm progress bar for a job (0..100 %); on a log (no terminal) it prints rarely."""
+    from tqdm import tqdm
 
-    def __init__(self, label: str):
-        self.label, self.tty = label, sys.stdout.isatty()
-        self.last_stage, self.last_tenth = None, -1
-
-    def update(self, stage: str, fraction: float, message: str) -> None:
-        f = min(max(fraction, 0.0), 1.0)
-        bar = "#" * int(f * 30) + "-" * (30 - int(f * 30))
-        line = f"  {self.label:<24} [{bar}] {f * 100:5.1f}% {stage}: {message}"[:150]
-        if self.tty:
-            print("\r" + line.ljust(150), end="", flush=True)
-        elif stage != self.last_stage or int(f * 10) > self.last_tenth:
-            print(line, flush=True)
-        self.last_stage, self.last_tenth = stage, int(f * 10)
-
-    def close(self) -> None:
-        if self.tty:
-            print(flush=True)
+    tty = sys.stdout.isatty()
+    return tqdm(total=100, desc=f"  {label:<22}", file=sys.stdout, ncols=120 if tty else 100,
+                mininterval=0.5 if tty else 30.0, bar_format="{desc} {percentage:5.1f}%|{bar}| "
+                "{postfix}")
 
 
-def _follow_jobs(node, progress: dict, status_client, jobs: dict, timeout: float) -> dict:
-    """Wait for every job of {label: job_id}; progress bars from the ~/progress messages
-    (``progress``: job_id -> last JobProgress, filled by a subscription). Returns {label:
-    GetJobStatus response}."""
-    import rclpy
-
-    from nol_ros.msg import JobProgress
-    from nol_ros.srv import GetJobStatus
-
-    bars = {label: _Bar(label) for label in jobs}
-    done: dict = {}
-    t0 = time.monotonic()
-    while len(done) < len(jobs):
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"jobs {sorted(set(jobs) - set(done))} still running after "
-                               f"{timeout:.0f} s")
-        rclpy.spin_once(node, timeout_sec=0.2)
-        for label, jid in jobs.items():
-            if label in done:
-                continue
-            p = progress.get(jid)
-            if p is None:
-                continue
-            if p.state >= JobProgress.STATE_SUCCEEDED:
-                done[label] = _call(node, status_client, GetJobStatus.Request(job_id=jid))
-                bars[label].update(p.stage, 1.0 if p.state == JobProgress.STATE_SUCCEEDED
-                                   else p.fraction, p.message)
-                bars[label].close()
-            elif p.state == JobProgress.STATE_RUNNING:
-                bars[label].update(p.stage, p.fraction, p.message)
-    return done
+def _follow(client, jobs: dict, timeout_s: float = 3600.0) -> dict:
+    """Wait for every job of {label: nol_ros.ros.client.Job}, one progress bar each. Returns
+    {label: JobResult}."""
+    out = {}
+    for label, job in jobs.items():
+        with _bar(label) as bar:
+            def update(stage, fraction, message, bar=bar):
+                bar.n = round(100 * fraction, 1)
+                bar.set_postfix_str(f"{stage}: {message}"[:60], refresh=False)
+                bar.refresh()
+            out[label] = client.wait(job, timeout_s, update)
+            if out[label].succeeded:
+                update("done", 1.0, "")
+    return out
 
 
 # -- measurements against the synthetic ground truth ------------------------------------------
@@ -246,47 +199,33 @@ def recognition_offline(models_dir: Path, data: Path, ws_root: Path | None = Non
     (workspace ids mapped to the world's by name; ADD in each object's learnt frame, measured
     from ws_root/NAME/objects/NAME/views.json on the training sequence, see
     nol_ros.recognition.evaluate) + overlays of a few frames."""
-    from nol_ros.commands.pipeline import _IdMapped, id_mapping
     from nol_ros.datasets.bop import read_bop_scene
     from nol_ros.mesh import load_mesh
-    from nol_ros.recognition.evaluate import (
-        evaluate_scenes,
-        learnt_frames_from_views,
-        load_object_models,
-    )
+    from nol_ros.recognition.evaluate import IdMapped, score_models
     from nol_ros.recognition.recognizer import Recognizer
     from nol_ros.report import draw_recognitions
 
     scene = data / "test" / "000001"
     rec = Recognizer.load(models_dir)
-    info = json.loads((data / "models" / "models_info.json").read_text())
-    mapping = id_mapping(rec.objects, info)
-    models = load_object_models(data / "models", sorted(set(mapping.values())))
-    frames = {}
-    if ws_root is not None:
-        dirs = {mapping[o]: ws_root / r.name / "objects" / r.name for o, r in rec.objects.items()
-                if (ws_root / r.name / "objects" / r.name / "views.json").is_file()}
-        frames = learnt_frames_from_views(models, dirs, data / "train" / "000001",
-                                          data / "models")
-    bar = _Bar("recognize (offline)")
-    res = evaluate_scenes(_IdMapped(rec, mapping), [scene], models,
-                          progress=lambda s, f, m="": bar.update(s, f, m))
-    bar.close()
-    names = {o: m.name for o, m in models.items()}
-    out = {"map50": res.map50, "add_rgb": res.mean(res.add_rgb), "add_icp": res.mean(res.add_icp),
-           "add_icp_model_frame": res.mean(res.add_icp_model_frame),
-           "learnt_frame_deg": {models[o].name: f["sym_deg"] for o, f in frames.items()},
-           "frames": res.n_images, "seconds_per_image": res.seconds_per_image,
+    with _bar("recognize (offline)") as bar:
+        def update(stage, fraction, message=""):
+            bar.n = round(100 * fraction, 1)
+            bar.refresh()
+        sc = score_models(rec, [scene], data / "models", ws_root,
+                          data / "train" / "000001" if ws_root is not None else None,
+                          progress=update)
+    res, models, mapping = sc.result, sc.models, sc.mapping
+    summ = sc.summary()
+    out = {**summ, "frames": res.n_images, "seconds_per_image": res.seconds_per_image,
            "cpu_seconds_per_image": res.cpu_seconds_per_image,
-           "per_object": {names[o]: {"ap50": res.ap50.get(o), "add_rgb": res.add_rgb.get(o),
-                                     "add_icp": res.add_icp.get(o), "n": res.n_pose.get(o)}
-                          for o in models}}
+           "learnt_frame_deg": {models[o].name: f["sym_deg"]
+                                for o, f in sc.learnt_frames.items()}}
     seq = read_bop_scene(scene, data / "models")
     meshes = {o: load_mesh(data / "models" / f"obj_{o:06d}.ply") for o in models}
     ginfo = json.loads((scene / "scene_gt_info.json").read_text())
     gids = json.loads((scene / "scene_gt.json").read_text())
     ov = []
-    mapped = _IdMapped(rec, mapping)
+    mapped = IdMapped(rec, mapping)
     for f in seq.frames[::max(1, len(seq.frames) // overlays)][:overlays]:
         rgb = f.load_rgb()
         recs = mapped.recognize(rgb, seq.intrinsics, f.load_depth())
@@ -363,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     nodes = {
         "reconstruction": [_exe("reconstruction_node"), *ns],
         "nol": [_exe("nol_node"), *ns, "-p", f"learn.workspace_root:={ws_root}",
+                "-p", f"data_root:={base}",
                 "-p", f"learn.render.preset:={rec_preset}",
                 "-p", f"learn.render.method:={a.render_method}"],
         "trainer": [_exe("trainer_node"), *ns, "-p", f"train.workspace_root:={ws_root}",
@@ -375,68 +315,26 @@ def main(argv: list[str] | None = None) -> int:
                                  stderr=subprocess.STDOUT) for k, cmd in nodes.items()}
     import rclpy
 
-    from nol_ros.msg import DetectionArray, JobProgress, RecognizerStatus
-    from nol_ros.ros.bag_replay import BagPlayer, ReplayConfig, receiver_pace
-    from nol_ros.srv import (
-        GetBufferStatus,
-        GetJobStatus,
-        LearnObject,
-        TrainDetector,
-        TrainPoseEstimator,
-    )
+    from nol_ros.learn import SOURCE_BAG
+    from nol_ros.ros.client import NolClient, RequestRefused
 
     rclpy.init()
-    node = rclpy.create_node("demo_client", namespace=NS)
+    nol = NolClient(namespace=NS)
     results: dict = {"title": f"nol_ros demo ({a.preset} world, {rec_preset} recognition)",
                      "preset": f"world {a.preset}, recognition {rec_preset}", "objects": {}}
     learnt: dict = {}
     train_done: dict = {}
     live: dict = {}
     try:
-        status = node.create_client(GetBufferStatus, f"{NS}/reconstruction/get_buffer_status")
-        learn = node.create_client(LearnObject, f"{NS}/nol/learn_object")
-        nol_jobs = node.create_client(GetJobStatus, f"{NS}/nol/get_job_status")
-        td = node.create_client(TrainDetector, f"{NS}/trainer/train_detector")
-        tp = node.create_client(TrainPoseEstimator, f"{NS}/trainer/train_pose_estimator")
-        tr_jobs = node.create_client(GetJobStatus, f"{NS}/trainer/get_job_status")
-        progress: dict = {}
-        for n in ("nol", "trainer"):
-            node.create_subscription(JobProgress, f"{NS}/{n}/progress",
-                                     lambda m: progress.__setitem__(m.job_id, m), 50)
-        rstat: list = []
-        dets: list = []
-        node.create_subscription(RecognizerStatus, f"{NS}/recognizer/status", rstat.append, 10)
-        node.create_subscription(DetectionArray, f"{NS}/recognizer/detections", dets.append, 50)
-        _spin_until(node, lambda: all(c.service_is_ready() for c in (status, learn, td, tp)),
-                    90, "the nodes to start")
+        nol.wait_for_nodes(timeout_s=90)
 
         # 3. replay ---------------------------------------------------------------------------
         t0 = time.perf_counter()
         remap = tuple((t, NS + t) for t in XTION)
-
-        def wait(pred, timeout, what):
-            _spin_until(node, pred, timeout, what)
-
-        def tracked():
-            s = _call(node, status, GetBufferStatus.Request())
-            t = s.tracking
-            return min(s.frames_received + s.frames_dropped,
-                       s.frames_dropped + t.frames_tracked + t.frames_skipped
-                       + t.frames_without_odometry + t.frames_tf_refused)
-
-        if a.rate > 0:
-            _say(f"replaying {bag.name} at {a.rate}x into the reconstruction node")
-            player = BagPlayer(node, ReplayConfig(bag=str(bag), rate=a.rate,
-                                                  wait_for_subscribers_s=10.0, remap=remap))
-        else:
-            _say(f"replaying {bag.name} into the reconstruction node, paced by its tracking")
-            player = BagPlayer(node, ReplayConfig(bag=str(bag), wait_for_subscribers_s=10.0,
-                                                  remap=remap, pace_topic=XTION[0]),
-                               receiver_pace(tracked, wait, lag=1))
-        stats = player.run()
-        player.close()
-        time.sleep(0.5)
-        st = _call(node, status, GetBufferStatus.Request())
+        _say(f"replaying {bag.name} into the reconstruction node, " +
+             (f"at {a.rate}x" if a.rate > 0 else "paced by its tracking"))
+        stats = nol.replay(str(bag), "reconstruction", a.rate, remap)
+        st = nol.buffer_status()
         times["replay"] = time.perf_counter() - t0
         _say(f"reconstruction node received {st.frames_received} RGB-D frames "
              f"({st.width}x{st.height}, {st.depth_encoding}), dropped {st.frames_dropped}, "
@@ -447,38 +345,31 @@ def main(argv: list[str] | None = None) -> int:
 
         # 4. learn ----------------------------------------------------------------------------
         t0 = time.perf_counter()
-        models = data / "models"
         job_of = {}
         for oid, name in objects.items():
-            r = _call(node, learn, LearnObject.Request(
-                object_name=name, mesh_path=str(models / f"obj_{oid:06d}.ply"),
-                source=LearnObject.Request.SOURCE_BAG, source_path=str(bag)))
-            if not r.accepted:
-                _say(f"LearnObject {name} refused [{r.error_code}]: {r.message}")
-                continue
-            job_of[name] = (oid, r.job_id)
+            try:
+                job_of[name] = (oid, nol.learn_object(
+                    name, data / "models" / f"obj_{oid:06d}.ply", SOURCE_BAG, str(bag)))
+            except RequestRefused as e:
+                _say(f"LearnObject {name} refused [{e.code}]: {e}")
         _say(f"LearnObject x{len(job_of)} queued on the nol node (one job at a time)")
-        learnt = _follow_jobs(node, progress, nol_jobs,
-                              {n: j for n, (_, j) in job_of.items()}, 3600)
+        learnt = _follow(nol, {n: j for n, (_, j) in job_of.items()})
         times["learn + render"] = time.perf_counter() - t0
-        ok_names = [n for n, r in learnt.items()
-                    if r.status.state == JobProgress.STATE_SUCCEEDED]
+        ok_names = [n for n, r in learnt.items() if r.succeeded]
 
         # 5. train ----------------------------------------------------------------------------
         if ok_names:
             t0 = time.perf_counter()
-            a_ = _call(node, td, TrainDetector.Request(object_names=ok_names, preset=rec_preset))
-            b_ = _call(node, tp, TrainPoseEstimator.Request(object_names=ok_names,
-                                                            preset=rec_preset))
             jobs = {}
-            for lab, r in (("TrainDetector", a_), ("TrainPoseEstimator", b_)):
-                if r.accepted:
-                    jobs[lab] = r.job_id
-                else:
-                    _say(f"{lab} refused [{r.error_code}]: {r.message}")
+            for lab, call in (("TrainDetector", nol.train_detector),
+                              ("TrainPoseEstimator", nol.train_pose_estimator)):
+                try:
+                    jobs[lab] = call(ok_names, rec_preset)
+                except RequestRefused as e:
+                    _say(f"{lab} refused [{e.code}]: {e}")
             _say(f"training the detector and the pose estimator ({rec_preset} preset) on the "
                  f"renders of {', '.join(ok_names)}")
-            train_done = _follow_jobs(node, progress, tr_jobs, jobs, 3600)
+            train_done = _follow(nol, jobs)
             times["train"] = time.perf_counter() - t0
 
         # 6. recognise ------------------------------------------------------------------------
@@ -486,57 +377,30 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             results["recognition"] = recognition_offline(models_dir, data, ws_root)
             times["recognize (offline)"] = time.perf_counter() - t0
-            _spin_until(node, lambda: rstat and rstat[-1].models_loaded, 60,
-                        "the recognizer node to load the models")
+            nol.wait_until(lambda: nol.recognizer_status and
+                           nol.recognizer_status[-1].models_loaded, 60,
+                           "the recognizer node to load the models")
             t0 = time.perf_counter()
-            per = results["recognition"]["seconds_per_image"]
             from nol_ros.datasets.bop import read_bop_scene
 
             test_seq = read_bop_scene(data / "test" / "000001")
-            n0, s0 = len(dets), rstat[-1]
-            test_bag = str(data / "bags" / "test_000001")
-            if a.rate > 0:
-                stamps = [f.stamp_ns for f in test_seq.frames]
-                period = float(np.median(np.diff(stamps))) / 1e9 if len(stamps) > 1 else 1 / 30
-                rate = period / (1.5 * per + 0.3)   # slow enough for the recognizer to keep up
-                _say(f"replaying the test bag into the recognizer node at {rate:.3f}x "
-                     f"({1.5 * per + 0.3:.1f} s per frame)")
-                player = BagPlayer(node, ReplayConfig(bag=test_bag, rate=rate,
-                                                      wait_for_subscribers_s=10.0, remap=remap))
-            else:
-                def recognised():
-                    s = rstat[-1]
-                    return sum(getattr(s, f) - getattr(s0, f) for f in (
-                        "frames_processed", "frames_rejected", "frames_dropped_busy"))
-
-                _say("replaying the test bag into the recognizer node, paced by its status")
-                player = BagPlayer(node, ReplayConfig(bag=test_bag, wait_for_subscribers_s=10.0,
-                                                      remap=remap, pace_topic=XTION[0]),
-                                   receiver_pace(recognised, wait, lag=0))
-            player.run()
-            player.close()
+            s0 = nol.recognizer_status[-1]
+            _say("replaying the test bag into the recognizer node, paced by its status")
+            nol.replay(str(data / "bags" / "test_000001"), "recognizer", 0.0, remap)
             n_test = len(test_seq.frames)
-
-            def settled():
-                s = rstat[-1]
-                got = s.frames_received - s0.frames_received
-                return got >= n_test and s.frames_received <= (
-                    s.frames_processed + s.frames_dropped_busy + s.frames_rejected)
-            try:
-                _spin_until(node, settled, 30 + 3 * n_test * per, "the recognizer to finish")
-            except TimeoutError as e:
-                _say(f"recognizer node: {e} (counted what arrived)")
-            s = rstat[-1]
+            nol.wait_until(lambda: nol.frames_recognised() - (
+                s0.frames_processed + s0.frames_rejected + s0.frames_dropped_busy) >= n_test,
+                300, "the recognizer to finish")
+            s = nol.recognizer_status[-1]
             live = {k: getattr(s, f) - getattr(s0, f) for k, f in (
                 ("received", "frames_received"), ("processed", "frames_processed"),
                 ("dropped_busy", "frames_dropped_busy"), ("rejected", "frames_rejected"),
                 ("detections", "detections_published"), ("poses", "poses_published"))}
-            live.update(frames=len(test_seq.frames), arrays=len(dets) - n0,
-                        mean_recognize_s=s.mean_recognize_s)
+            live.update(frames=n_test, mean_recognize_s=s.mean_recognize_s)
             results["recognition"]["live"] = live
             times["recognize (graph)"] = time.perf_counter() - t0
     finally:
-        node.destroy_node()
+        nol.destroy()
         rclpy.shutdown()
         for p in procs.values():
             p.terminate()
@@ -552,8 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     renderer = None
     first = True
     for name, res in learnt.items():
-        oid, jid = job_of[name]
-        if res.status.state != JobProgress.STATE_SUCCEEDED:
+        oid, job = job_of[name]
+        jid = job.job_id
+        if not res.succeeded:
             ok = False
             results["objects"][name] = {"obj_id": oid, "error": f"[{res.error_code}] "
                                                                 f"{res.message}"}
@@ -579,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         results["objects"][name] = ev
     results["renderer"] = renderer
     for lab, r in train_done.items():
-        if r.status.state != JobProgress.STATE_SUCCEEDED:
+        if not r.succeeded:
             ok = False
             results.setdefault("errors", []).append(f"{lab}: [{r.error_code}] {r.message}")
     if "recognition" not in results:

@@ -27,3 +27,10 @@ class ConfigError(NolError):
     """A configuration value is invalid."""
 
     code = "BAD_CONFIG"
+
+
+class ServiceUnavailableError(NolError):
+    """Another part of the system a request needs is not there (e.g. no reconstruction node to
+    export the live buffer)."""
+
+    code = "SERVICE_UNAVAILABLE"

@@ -6,11 +6,17 @@ thread; up to ``max_queued`` jobs wait, a further submission is refused with QUE
 silently dropped). A queued job can be cancelled at once; a running job is cancelled at its next
 progress report (stages check the token often). A failing job records the error code and message
 of the :class:`NolError` it raised (INTERNAL_ERROR for anything else) and the worker goes on.
+
+Job ids are ``TYPE-RUN-NNNN``: RUN is drawn afresh for each manager (each node start), so a
+client polling an id from before a restart gets UNKNOWN_JOB, never another job's status. The
+last ``keep_finished`` finished jobs stay queryable; older ones are forgotten (a node that runs
+for weeks keeps bounded memory).
 """
 
 from __future__ import annotations
 
 import itertools
+import secrets
 import threading
 import time
 import traceback
@@ -70,6 +76,10 @@ class Progress:
         self.cancel_event = threading.Event()
 
     @property
+    def job_id(self) -> str:
+        return self._id
+
+    @property
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
 
@@ -88,8 +98,10 @@ JobFn = Callable[[Progress], str]  # returns the result path
 
 class JobManager:
     def __init__(self, max_queued: int = 4, on_update: Callable[[JobInfo], None] | None = None,
-                 name: str = "jobs"):
+                 name: str = "jobs", keep_finished: int = 1000):
         self.max_queued = max_queued
+        self.keep_finished = max(1, int(keep_finished))
+        self.run_tag = secrets.token_hex(3)
         self.on_update = on_update
         self._jobs: dict[str, JobInfo] = {}
         self._fns: dict[str, JobFn] = {}
@@ -109,7 +121,7 @@ class JobManager:
                 raise QueueFullError(
                     f"{len(self._queue)} jobs are already waiting (max_queued={self.max_queued}); "
                     "wait for one to finish or cancel one")
-            job_id = f"{job_type}-{next(self._ids):04d}"
+            job_id = f"{job_type}-{self.run_tag}-{next(self._ids):04d}"
             info = JobInfo(job_id=job_id, job_type=job_type, object_name=object_name,
                            message="queued")
             self._jobs[job_id] = info
@@ -220,3 +232,11 @@ class JobManager:
                                message=f"{type(e).__name__}: {e}")
                 traceback.print_exc()
             self._update(job_id, finished_s=time.time(), **changes)
+            self._forget_old()
+
+    def _forget_old(self) -> None:
+        with self._cv:
+            done = [j for j, i in self._jobs.items() if i.done and j != self._last_id]
+            for j in done[:max(0, len(done) - self.keep_finished)]:
+                del self._jobs[j]
+                self._progress.pop(j, None)

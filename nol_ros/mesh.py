@@ -25,7 +25,17 @@ class MeshUnitsError(MeshLoadError):
     code = "MESH_UNITS"
 
 
-MAX_EXTENT_M = 5.0  # a household object larger than this is almost certainly in millimetres
+MAX_EXTENT_M = 5.0  # a household object larger than this is not in metres
+UNIT_SCALES = {"m": 1.0, "cm": 0.01, "mm": 0.001}
+
+
+def units_advice(extent: float) -> str:
+    """What an object ``extent`` units across would be in centimetres and in millimetres, with
+    the scale factor of each, the likelier first (a hand-held object: 2-60 cm)."""
+    opts = [(u, s, extent * s) for u, s in (("cm", 0.01), ("mm", 0.001))]
+    opts.sort(key=lambda o: 0 if 0.02 <= o[2] <= 0.6 else 1)
+    return "; ".join(f"in {u} it is {size:.3g} m across: scale by {s} (units='{u}')"
+                     for u, s, size in opts)
 
 
 @dataclass
@@ -192,21 +202,20 @@ def check_units(mesh: Mesh, units: str = "auto", on_millimetres: str = "error",
     millimetres: MeshUnitsError, or converted with a warning if on_millimetres == 'convert'."""
     if units == "m":
         return mesh
-    if units == "mm":
-        return replace(mesh, vertices=mesh.vertices * 1e-3, _cache={})
+    if units in UNIT_SCALES:
+        return replace(mesh, vertices=mesh.vertices * UNIT_SCALES[units], _cache={})
     if units != "auto":
-        raise MeshLoadError(f"units '{units}' unknown; use auto, m or mm")
+        raise MeshLoadError(f"units '{units}' unknown; use auto, m, cm or mm")
     if on_millimetres not in ("error", "convert"):
         raise MeshLoadError(f"on_millimetres '{on_millimetres}' unknown; use error or convert")
     ext = float(mesh.extent.max())
     if ext > MAX_EXTENT_M:
-        msg = (f"mesh {source or mesh.name} is {ext:.1f} units across: it looks like "
-               "millimetres, but nol_ros works in metres")
+        msg = (f"mesh {source or mesh.name} is {ext:.1f} units across: not metres, which "
+               "nol_ros works in")
         if on_millimetres == "convert":
-            warnings.warn(msg + "; scaled by 0.001", stacklevel=2)
+            warnings.warn(msg + "; taken as millimetres (scaled by 0.001)", stacklevel=2)
             return replace(mesh, vertices=mesh.vertices * 1e-3, _cache={})
-        raise MeshUnitsError(msg + "; convert it (scale 0.001), pass units='mm', or "
-                             "on_millimetres='convert'")
+        raise MeshUnitsError(f"{msg}: {units_advice(ext)}; convert the file or pass the units")
     return mesh
 
 
@@ -221,8 +230,8 @@ def load_mesh(path: str | Path, units: str = "auto", on_millimetres: str = "erro
     """
     import trimesh
 
-    if units not in ("auto", "m", "mm"):
-        raise MeshLoadError(f"units '{units}' unknown; use auto, m or mm")
+    if units != "auto" and units not in UNIT_SCALES:
+        raise MeshLoadError(f"units '{units}' unknown; use auto, m, cm or mm")
     if on_millimetres not in ("error", "convert"):
         raise MeshLoadError(f"on_millimetres '{on_millimetres}' unknown; use error or convert")
     p = Path(path)

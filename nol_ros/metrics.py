@@ -379,6 +379,38 @@ def geometric_symmetries(vertices: np.ndarray, faces: np.ndarray, tol_m: float =
     return [np.eye(4)] + [make_T(R, np.zeros(3)) for R in keep]
 
 
+def continuous_symmetry_axis(vertices: np.ndarray, faces: np.ndarray, rel_tol: float = 0.01,
+                             min_tol_m: float = 0.001, n_points: int = 2000
+                             ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The axis of a continuous rotational symmetry of the untextured surface (a can, a bowl), or
+    None: for each model axis (x, y, z) through the bounding-box centre, the surface turned by
+    23, 71, 137 and 199 deg about it must lie on itself (99th percentile of the distances below
+    ``rel_tol`` of the diameter, at least ``min_tol_m``: scans are bumpy, a box or a bottle is
+    centimetres off). Returns (unit axis (3,), a point on it (3,) m) in the model frame -- what
+    the pose labels are made unique about (:func:`nol_ros.recognition.trainset
+    .canonical_symmetric_coords`)."""
+    import open3d as o3d
+    import open3d.core as o3c
+
+    from nol_ros.geometry import so3_exp
+    from nol_ros.reconstruction.registration import sample_surface
+
+    V = np.asarray(vertices, np.float64)
+    P, _ = sample_surface(V, faces, n_points, np.random.default_rng(0))
+    centre = (V.min(0) + V.max(0)) / 2
+    diam = float(np.linalg.norm(np.ptp(V, 0)))
+    tol = max(min_tol_m, rel_tol * diam)
+    sc = o3d.t.geometry.RaycastingScene()
+    sc.add_triangles(o3c.Tensor(V.astype(np.float32)), o3c.Tensor(np.asarray(faces, np.uint32)))
+    for ax in np.eye(3):
+        Q = np.concatenate([(P - centre) @ so3_exp(ax * np.radians(a)).T + centre
+                            for a in (23, 71, 137, 199)]).astype(np.float32)
+        d = sc.compute_distance(o3c.Tensor(Q)).numpy()
+        if np.percentile(d, 99) < tol:
+            return ax.copy(), centre
+    return None
+
+
 def rotation_error_sym_deg(T_est: np.ndarray, T_gt: np.ndarray, syms: list[np.ndarray]) -> float:
     """Smallest rotation error between T_est and T_gt @ S over the symmetries S."""
     from nol_ros.geometry import rotation_error_deg

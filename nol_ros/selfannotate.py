@@ -39,6 +39,27 @@ from nol_ros.views.selection import SequenceSelectionConfig, select_sequence_vie
 ProgressFn = Callable[[str, float, str], None]
 
 
+class TrackingLostError(NolError):
+    """The camera tracking was lost over a stretch of the sequence: its poses are guesses."""
+
+    code = "TRACKING_LOST"
+
+
+def lost_stretches(result, min_len: int) -> list[tuple[int, int]]:
+    """(first, last) frame positions of every run of at least ``min_len`` consecutive
+    untrusted frames (tracking lost there)."""
+    out, start = [], None
+    ok = list(result.ok) + [True]
+    for k, good in enumerate(ok):
+        if not good and start is None:
+            start = k
+        elif good and start is not None:
+            if k - start >= max(1, min_len):
+                out.append((start, k - 1))
+            start = None
+    return out
+
+
 @dataclass(frozen=True)
 class ObjectSpec:
     """One object to learn: its name and mesh (metres), or model-free (no mesh: cut out of the
@@ -66,6 +87,10 @@ class SelfAnnotationConfig:
     min_crop_half: int = 128        # NOL: half side max(h/2, w/2, 128 px)
     max_vertices: int = 4000        # vertices used for visibility bookkeeping
     use_odometry_prior: bool = True
+    # refuse a sequence whose tracking was lost (runs of lost_after_failures or more untrusted
+    # frames; TrackingLostError names them) instead of learning from guessed poses ...
+    refuse_lost_tracking: bool = True
+    max_lost_fraction: float = 0.1      # ... when more than this share of the frames was lost
     # flag an object when the sequence saw less than this fraction of the surface that a
     # camera above the table could see (a sequence too short to go around the object)
     min_observed_fraction: float = 0.8
@@ -78,18 +103,13 @@ def _noop(stage: str, fraction: float, message: str = "") -> None:
 def _write_ply(path: Path, V: np.ndarray, F: np.ndarray, colors: np.ndarray | None = None):
     import open3d as o3d
 
-    from nol_ros.io_utils import atomic_write_with
+    from nol_ros.io_utils import atomic_write_mesh
 
     m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(V),
                                   o3d.utility.Vector3iVector(np.asarray(F, np.int32)))
     if colors is not None:
         m.vertex_colors = o3d.utility.Vector3dVector(colors)
-
-    def w(tmp: str) -> None:
-        if not o3d.io.write_triangle_mesh(tmp, m, write_ascii=False):
-            raise OSError(f"cannot write {path}")
-
-    atomic_write_with(path, w)
+    atomic_write_mesh(path, m)
 
 
 def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = _noop,
@@ -100,24 +120,54 @@ def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = _noop,
         raise InputError(f"the sequence has {n} frame(s); self-annotation needs a sequence that "
                          "moves around the objects (tens to hundreds of frames)")
     check_intrinsics(seq)
-    tracker = RgbdTracker(seq.intrinsics, cfg.tracker)
-    for k, fr in enumerate(seq.frames):
-        rgb, depth = fr.load_rgb(), fr.load_depth()
+    frames = seq.frames
+
+    def load(i: int) -> tuple[np.ndarray, np.ndarray]:
+        return frames[i].load_rgb(), frames[i].load_depth()
+
+    priors = T_odom_cameras if cfg.use_odometry_prior else None
+    tracker = track_frames(seq.intrinsics, n, load, cfg.tracker, progress, priors,
+                           [fr.index for fr in frames], stamps_ns=[fr.stamp_ns for fr in frames])
+    lost = lost_stretches(tracker.result, cfg.tracker.lost_after_failures)
+    n_lost = sum(b - a + 1 for a, b in lost)
+    # a short loss the tracker recovered from (re-localised) costs only those frames, which are
+    # never used (untrusted); a long one means the sequence's poses cannot be trusted
+    if lost and cfg.refuse_lost_tracking and n_lost > cfg.max_lost_fraction * n:
+        names = ", ".join(f"{frames[a].index}-{frames[b].index}" if b > a else
+                          f"{frames[a].index}" for a, b in lost)
+        raise TrackingLostError(
+            f"camera tracking was lost over {n_lost} of {n} frames (frames {names}): their "
+            "poses are guesses and would give wrong masks and labels. Record the stretch again "
+            "moving more slowly (or with odometry), or learn from a sequence without it "
+            "(e.g. export/replay only the frames before the loss)")
+    return tracker
+
+
+def track_frames(intrinsics, n: int, load_frame: Callable[[int], tuple[np.ndarray, np.ndarray]],
+                 config: TrackerConfig = TrackerConfig(), progress: ProgressFn = _noop,
+                 T_odom_cameras: list[np.ndarray] | None = None,
+                 names: list[int] | None = None, integrate: bool = True,
+                 stamps_ns: list[int] | None = None) -> RgbdTracker:
+    """The offline tracking path (what the self-annotation chain, ``nol-ros track`` and
+    bench/bench_tracking.py run): every frame in order, loop closure, then the TSDF from the
+    final poses (``integrate=False``: poses only). ``load_frame(i) -> (rgb (H, W, 3) uint8,
+    depth (H, W) float32 m)``."""
+    tracker = RgbdTracker(intrinsics, config)
+    for k in range(n):
+        rgb, depth = load_frame(k)
         if not np.any(depth > 0):
-            raise InputError(f"frame {fr.index} has no valid depth; check the depth files/topic "
+            name = names[k] if names is not None else k
+            raise InputError(f"frame {name} has no valid depth; check the depth files/topic "
                              "(16UC1 mm or 32FC1 m) and the depth scale")
-        prior = T_odom_cameras[k] if (T_odom_cameras is not None
-                                      and cfg.use_odometry_prior) else None
-        tracker.process(rgb, depth, prior)
+        tracker.process(rgb, depth, None if T_odom_cameras is None else T_odom_cameras[k],
+                        None if stamps_ns is None else int(stamps_ns[k]))
         if k % 10 == 0 or k == n - 1:
             progress("tracking", (k + 1) / n, f"frame {k + 1}/{n}")
-    if cfg.tracker.loop_closure:
+    if config.loop_closure:
         progress("loop_closure", 0.0, f"{len(tracker.keyframes)} keyframes")
         tracker.close_loops()
-    if cfg.tracker.reference != "model":
-        frames = seq.frames
-        tracker.integrate_frames(lambda i: (frames[i].load_rgb(), frames[i].load_depth()),
-                                 progress)
+    if integrate and config.reference != "model":
+        tracker.integrate_frames(load_frame, progress)
     return tracker
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NODES = {"robot": ["view_selection", "transfer", "recognizer"],
          "workstation": ["nol", "trainer", "transfer"]}
+CLASSES = {"view_selection": "ViewSelectionNode", "transfer": "TransferNode",
+           "recognizer": "RecognizerNode", "nol": "NolNode", "trainer": "TrainerNode"}
 
 
 def main() -> int:
@@ -21,7 +23,7 @@ def main() -> int:
     from nol_ros.ros.runtime import run_nodes
 
     host, ns, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
-    factories = [importlib.import_module(f"nol_ros.nodes.{n}_node").make_node
+    factories = [getattr(importlib.import_module(f"nol_ros.nodes.{n}_node"), CLASSES[n])
                  for n in NODES[host]]
     argv = ["_host", "--ros-args", "-r", f"__ns:={ns}"]
     for n in NODES[host]:

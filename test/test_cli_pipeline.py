@@ -57,13 +57,17 @@ def test_render_again_and_bad_names(learnt, capsys):
 
 def test_train_both_stages_then_evaluate(learnt, capsys, tmp_path):
     root, ws, name, oid = learnt
-    models = tmp_path / "models"
+    # the models folder lies in the workspace root (relative to it); outside it is refused
+    code, _, err = _run(capsys, "train-detector", "--workspace", str(ws), "--preset", "tiny",
+                        "--models", str(tmp_path / "models"), "--quiet")
+    assert code == 2 and "is not under" in err
+    models = ws / "cli_models"
     code, out, _ = _run(capsys, "train-detector", "--workspace", str(ws), "--preset", "tiny",
-                        "--models", str(models), "--quiet")
+                        "--models", "cli_models", "--quiet")
     assert code == 0 and json.loads(out)["models_dir"] in ("", None)  # pose not trained yet
     assert not (models / "recognition.json").exists()
     code, out, _ = _run(capsys, "train-pose", "--workspace", str(ws), "--preset", "tiny",
-                        "--models", str(models), "--quiet")
+                        "--models", "cli_models", "--quiet")
     assert code == 0 and (models / "recognition.json").exists()
     code, out, _ = _run(capsys, "evaluate", "--models", str(models), "--scene",
                         str(root / "test" / "000001"), "--bop-models", str(root / "models"),
@@ -87,7 +91,7 @@ def test_train_both_stages_then_evaluate(learnt, capsys, tmp_path):
     code, _, err = _run(capsys, "evaluate", "--models", str(models), "--scene",
                         str(root / "test" / "000001"), "--bop-models", str(root / "models"),
                         "--learnt-frames", str(ws), "--quiet")
-    assert code == 2 and "WORKSPACE:TRAIN_SCENE" in err
+    assert code == 2 and "WORKSPACE_ROOT:TRAIN_SCENE" in err
     # unknown objects and a folder that is no models folder
     code, _, err = _run(capsys, "train-pose", "--workspace", str(ws), "--objects", "ghost",
                         "--quiet")

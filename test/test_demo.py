@@ -28,7 +28,8 @@ def test_demo_tiny_variant(tmp_path):
     # Learnt through LearnObject, against the ground truth with the offline tests' bounds. (Two
     # objects were tried: the tomato can's coverage came out 0.945 in 1 of 3 runs through the
     # graph, under the 0.95 bound, so the graph test learns one.)
-    row = re.search(r"\| cracker_box \| learn_object-0001 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| "
+    row = re.search(r"\| cracker_box \| learn_object-[0-9a-f]{6}-0001 \| ([\d.]+) \| "
+                    r"([\d.]+) \| ([\d.]+) \| "
                     r"(\d+) \| ([\d.]+) \|", out)
     assert row, out[-3000:]
     ate, t_err, r_err, views, cov = map(float, row.groups())

@@ -69,3 +69,17 @@ def test_cancel_running_and_queued_and_queue_limit():
     m.cancel(run.job_id)
     assert m.wait(run.job_id, 60).state == JobState.CANCELLED
     m.shutdown()
+
+
+def test_job_ids_differ_across_restarts_and_old_jobs_are_forgotten():
+    a, b = JobManager(), JobManager(keep_finished=3)
+    ja = a.submit("learn_object", lambda p: "x")
+    jb = b.submit("learn_object", lambda p: "x")
+    assert ja.job_id != jb.job_id and ja.job_id.endswith("-0001") and jb.job_id.endswith("-0001")
+    assert b.get(ja.job_id) is None        # an id of the "previous run": unknown, not another job
+    for _ in range(5):
+        j = b.submit("learn_object", lambda p: "x")
+        b.wait(j.job_id, 60)
+    assert len(b.jobs()) == 4 and b.get(j.job_id).state == JobState.SUCCEEDED   # 3 + the last
+    a.shutdown()
+    b.shutdown()

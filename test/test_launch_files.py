@@ -142,12 +142,12 @@ def _commented_defaults(text: str) -> dict:
     return out
 
 
-CONFIGS = [("reconstruction", "nol_ros.nodes.reconstruction_node:ReconstructionNodeConfig", ""),
-           ("nol", "nol_ros.nodes.nol_node:NolNodeConfig", ""),
-           ("view_selection", "nol_ros.nodes.view_selection_node:ViewSelectionNodeConfig", ""),
-           ("trainer", "nol_ros.nodes.trainer_node:TrainerNodeConfig", ""),
-           ("recognizer", "nol_ros.nodes.recognizer_node:RecognizerNodeConfig", ""),
-           ("transfer", "nol_ros.nodes.transfer_node:TransferNodeConfig", "")]
+CONFIGS = [("reconstruction", "nol_ros.services.reconstruction:ReconstructionConfig", ""),
+           ("nol", "nol_ros.services.learning:LearningConfig", ""),
+           ("view_selection", "nol_ros.services.selection:SelectionConfig", ""),
+           ("trainer", "nol_ros.services.training:TrainingConfig", ""),
+           ("recognizer", "nol_ros.services.recognition:RecognitionConfig", ""),
+           ("transfer", "nol_ros.services.transfer:TransferServiceConfig", "")]
 
 
 @pytest.mark.parametrize("name,target,_", CONFIGS, ids=[c[0] for c in CONFIGS])
@@ -172,6 +172,38 @@ def test_config_files_document_every_parameter_of_the_node(name, target, _):
     missing = {k for k in fields if k not in listed
                and not (name == "view_selection" and k.startswith("self_annotation."))}
     assert not missing, f"config/{name}.yaml does not document {sorted(missing)}"
+
+
+@pytest.mark.parametrize("name,target,_", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_every_parameter_has_a_description(name, target, _):
+    """What ros2 param describe shows (nol_ros.ros.params.declare_and_read): the comment in
+    config/NAME.yaml or, for the core configs a node embeds, beside the field in the code."""
+    import importlib
+
+    from nol_ros.config import flat_field_docs, flatten
+    from nol_ros.ros.params import parameter_docs
+
+    mod, cls_name = target.split(":")
+    cls = getattr(importlib.import_module(mod), cls_name)
+    docs = {**flat_field_docs(cls), **{k: v for k, v in parameter_docs(name).items() if v}}
+    missing = [k for k in flatten(cls()) if not docs.get(k)]
+    assert not missing, f"parameters without a description: {missing}"
+
+
+def test_field_docs_read_the_comments_of_a_config():
+    from dataclasses import dataclass
+
+    from nol_ros.config import field_docs
+
+    @dataclass(frozen=True)
+    class C:
+        a: float = 1.0       # the first
+        #                      and its second line
+        b: int = 2
+        # a group comment: not b's
+        c: str = "x"  # third
+
+    assert field_docs(C) == {"a": "the first and its second line", "c": "third"}
 
 
 def test_params_file_keys_apply_in_any_namespace(tmp_path):

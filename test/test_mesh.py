@@ -81,8 +81,18 @@ def test_texture_lookup_is_bilinear_with_gl_v_axis():
 def test_units_and_bad_meshes(tmp_path):
     big = box_mesh((100.0, 200.0, 300.0))  # millimetres
     save_mesh(big, tmp_path / "mm.ply")
-    with pytest.raises(MeshUnitsError, match="millimetres"):
+    # 300 units across (its longest side): as millimetres a 0.3 m object (the likely one,
+    # said first), as centimetres 3 m; both with their exact scale factor
+    with pytest.raises(MeshUnitsError, match=r"in mm it is 0.3 m across: scale by 0.001 "
+                                             r"\(units='mm'\); in cm it is 3 m across: "
+                                             r"scale by 0.01"):
         load_mesh(tmp_path / "mm.ply")
+    cm = box_mesh((8.0, 6.0, 20.0))   # centimetres: 20 units across
+    save_mesh(cm, tmp_path / "cm.ply")
+    with pytest.raises(MeshUnitsError, match=r"in cm it is 0.2 m across: scale by 0.01 "
+                                             r"\(units='cm'\)"):
+        load_mesh(tmp_path / "cm.ply")
+    assert load_mesh(tmp_path / "cm.ply", units="cm").extent.max() == pytest.approx(0.2)
     with pytest.warns(UserWarning, match="scaled by 0.001"):
         conv = load_mesh(tmp_path / "mm.ply", on_millimetres="convert")
     assert conv.extent.max() == pytest.approx(0.3)
@@ -178,7 +188,7 @@ def test_bad_files_name_the_problem(tmp_path):
     with pytest.raises(MeshLoadError, match="on_millimetres"):
         load_mesh(tmp_path / "ok.ply", on_millimetres="ignore")
     with pytest.raises(MeshLoadError, match="units"):
-        load_mesh(tmp_path / "ok.ply", units="cm")
+        load_mesh(tmp_path / "ok.ply", units="inch")
 
 
 def test_transformed_untextured_copy():

@@ -61,19 +61,20 @@ def graph(ctx, small_world, tmp_path_factory):
     from tf2_msgs.msg import TFMessage
 
     from nol_ros.msg import DetectionArray, JobProgress, RecognizerStatus
-    from nol_ros.nodes.nol_node import make_node as make_nol
-    from nol_ros.nodes.recognizer_node import make_node as make_rec
-    from nol_ros.nodes.trainer_node import make_node as make_trainer
+    from nol_ros.nodes.nol_node import NolNode
+    from nol_ros.nodes.recognizer_node import RecognizerNode
+    from nol_ros.nodes.trainer_node import TrainerNode
 
     root = tmp_path_factory.mktemp("graph")
     ws = root / "ws"
     g = Graph(ctx)
-    g.nol = g.add(make_nol("nol", context=ctx, parameter_overrides=params(
+    g.nol = g.add(NolNode("nol", context=ctx, parameter_overrides=params(
+        data_root=str(small_world[0]),
         learn__workspace_root=str(ws), learn__render__preset="tiny", max_queued=2,
         render_views__idle_release_s=4.0)))
-    g.trainer = g.add(make_trainer("trainer", context=ctx, parameter_overrides=params(
+    g.trainer = g.add(TrainerNode("trainer", context=ctx, parameter_overrides=params(
         train__workspace_root=str(ws), train__preset="tiny")))
-    g.rec = g.add(make_rec("recognizer", context=ctx, parameter_overrides=params(
+    g.rec = g.add(RecognizerNode("recognizer", context=ctx, parameter_overrides=params(
         models_dir=str(ws / "_models"), models_poll_s=1.0, score_thresh=0.05)))
     cli = g.client_node()
     g.cli, g.ws, g.root = cli, ws, root
@@ -137,9 +138,9 @@ def test_recognizer_without_models_counts_frames_and_keeps_running(graph, pubs, 
         pytest.skip("models already trained (test order)")
     seq = read_bop_scene(world / "test" / "000001")
     f = seq.frames[0]
-    n = g.rec.counts["rejected"]
+    n = g.rec.service.state().rejected
     _publish_frame(pubs, f.load_rgb(), f.load_depth(), seq.intrinsics, f.stamp_ns, g.rec)
-    g.wait(lambda: g.rec.counts["rejected"] > n, 30, "the frame to be rejected")
+    g.wait(lambda: g.rec.service.state().rejected > n, 30, "the frame to be rejected")
     g.wait(lambda: g.status and g.status[-1].error_code == "NO_MODELS", 5, "status NO_MODELS")
     assert not g.status[-1].models_loaded and not g.dets
 
@@ -415,9 +416,9 @@ def test_trainer_trains_both_stages_into_one_models_folder(graph, trained):
     r = g.call(td, TrainDetector.Request(object_names=[OBJ], preset="tiny"))
     st = wait_job(g, status, r.job_id, 120)
     assert st.status.state == JobProgress.STATE_SUCCEEDED
-    res = g.trainer.results[r.job_id]["result"]
-    assert res["skipped"] and res["steps"] == g.trainer.results[st_a.status.job_id][
-        "result"]["steps"], res
+    res = g.trainer.service.result(r.job_id)
+    assert res["reused"] and res["steps"] == g.trainer.service.result(st_a.status.job_id)[
+        "steps"], res
     assert st.result_path == str(g.ws / "_models")
 
 
@@ -432,7 +433,7 @@ def test_recognizer_on_the_test_scene_publishes_what_the_core_computes(
     assert g.status[-1].object_names == [OBJ]
     seq = read_bop_scene(world / "test" / "000001")
     offline = Recognizer.load(g.ws / "_models", "cpu")
-    processed0 = g.rec.counts["processed"]
+    processed0 = g.rec.service.state().processed
     same, posed = 0, 0
     for f in seq.frames:
         rgb, depth = f.load_rgb(), f.load_depth()
@@ -493,10 +494,10 @@ def test_recognizer_bad_input_and_bad_models_keep_it_running(graph, trained, pub
     def reject(code, **kw):
         nonlocal t
         t += 10**8
-        n = g.rec.counts["rejected"]
+        n = g.rec.service.state().rejected
         _publish_frame(pubs, kw.pop("rgb", rgb), kw.pop("depth", depth), seq.intrinsics, t,
                        g.rec, **kw)
-        g.wait(lambda: g.rec.counts["rejected"] > n, 30, f"a {code} rejection")
+        g.wait(lambda: g.rec.service.state().rejected > n, 30, f"a {code} rejection")
         g.wait(lambda: g.status[-1].error_code == code, 5, f"status {code}")
 
     reject("BAD_ENCODING", rgb_encoding="rgba8")

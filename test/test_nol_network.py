@@ -173,7 +173,7 @@ def test_config_round_trip_and_errors():
     assert (p.tap_channels, p.crop_size, p.lstm_channels, p.weight_channels) == \
         ((4, 3, 3, 3), 256, (32, 32, 16), (32, 16, 8))
     assert (p.wdsr_filters, p.wdsr_blocks, p.wdsr_expansion, p.source_channels) == (32, 6, 4, 17)
-    with pytest.raises(ConfigError, match="unknown keys"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['crop_sise'\]"):
         NolConfig.from_dict({"crop_sise": 128})
     with pytest.raises(ConfigError, match="preset"):
         NolConfig.preset("gpu")

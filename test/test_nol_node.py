@@ -1,94 +1,32 @@
-"""The nol node over real DDS: bad LearnObject requests are refused or fail with a clear error
-code in the job status, progress is published, and the node keeps serving. Its pure parts:
-RenderViews' pose checks, the renderer cache (reuse, reload, eviction, idle release) and the
-job-wide progress fraction. (LearnObject's render stage and RenderViews on a learnt object:
+"""The nol node's service (nol_ros.services.learning) without ROS: every bad or hostile
+LearnObject request is refused before it is queued with its code and a message that names the
+problem (names and paths confined: one message for "outside the root" and "missing"), options
+text is bounded, a request that fails in its job reports the code; RenderViews' limits; the
+renderer cache; the job-wide progress fraction. Then the node over real DDS: the same refusals
+come back in the replies, progress is published, parameters are described and the dynamic
+ones take effect. (LearnObject's render stage and RenderViews on a learnt object:
 test_nodes_learn_to_recognize.py.)"""
 
+import os
 import time
 
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.ros
-
-
-def test_learn_object_errors_are_reported_and_node_survives(tmp_path, rclpy_context):
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
-    from nol_ros.msg import JobProgress
-    from nol_ros.nodes.nol_node import make_node
-    from nol_ros.srv import CancelJob, GetJobStatus, LearnObject
-
-    server = make_node("nol", context=rclpy_context,
-                       parameter_overrides=[rclpy.parameter.Parameter(
-                           "learn.workspace_root", value=str(tmp_path / "ws"))])
-    ex = SingleThreadedExecutor(context=rclpy_context)
-    ex.add_node(server)
-    client_node = rclpy.create_node("client", context=rclpy_context)
-    ex.add_node(client_node)
-    progress = []
-    client_node.create_subscription(JobProgress, "/nol/progress", progress.append, 50)
-    learn = client_node.create_client(LearnObject, "/nol/learn_object")
-    status = client_node.create_client(GetJobStatus, "/nol/get_job_status")
-    cancel = client_node.create_client(CancelJob, "/nol/cancel_job")
-    spin = lambda: ex.spin_once(timeout_sec=0.05)  # noqa: E731
-    try:
-        t0 = time.monotonic()
-        while not (learn.service_is_ready() and status.service_is_ready()):
-            spin()
-            assert time.monotonic() - t0 < 60, "the nol node's services did not come up"
-        # refused at once: empty name
-        r = _call_ex(ex, learn, LearnObject.Request(object_name=""))
-        assert not r.accepted and r.error_code and "object_name" in r.message
-        # refused at once, the reply names the problem: mesh file missing
-        r = _call_ex(ex, learn, LearnObject.Request(
-            object_name="mug", mesh_path=str(tmp_path / "missing.ply"),
-            source=LearnObject.Request.SOURCE_DATASET, source_path=str(tmp_path)))
-        assert not r.accepted and r.error_code == "BAD_FILE" and "missing.ply" in r.message
-        # a bad dataset path: a clear file error
-        mesh = tmp_path / "m.ply"
-        mesh.write_text("ply\n")
-        r = _call_ex(ex, learn, LearnObject.Request(
-            object_name="mug", mesh_path=str(mesh),
-            source=LearnObject.Request.SOURCE_DATASET, source_path=str(tmp_path / "nope")))
-        assert not r.accepted and r.error_code == "BAD_FILE" and "does not exist" in r.message
-        # an unreadable mesh / a missing bag / an unknown object / a bad option
-        r = _call_ex(ex, learn, LearnObject.Request(
-            object_name="mug", mesh_path=str(mesh), source=LearnObject.Request.SOURCE_BAG,
-            source_path=str(tmp_path)))
-        assert not r.accepted and r.error_code == "BAD_FILE" and "metadata.yaml" in r.message
-        (tmp_path / "scene_camera.json").write_text("{}")
-        (tmp_path / "scene_gt.json").write_text("{}")
-        r = _call_ex(ex, learn, LearnObject.Request(
-            object_name="mug", mesh_path=str(mesh), source=LearnObject.Request.SOURCE_DATASET,
-            source_path=str(tmp_path)))
-        assert not r.accepted and r.error_code == "BAD_MESH" and "m.ply" in r.message
-        r = _call_ex(ex, learn, LearnObject.Request(object_name="teapot"))
-        assert not r.accepted and r.error_code == "UNKNOWN_OBJECT" and "teapot" in r.message
-        good_mesh = _box_mesh(tmp_path / "box.ply")
-        r = _call_ex(ex, learn, LearnObject.Request(
-            object_name="box", mesh_path=good_mesh, source=LearnObject.Request.SOURCE_DATASET,
-            source_path=str(tmp_path), options_yaml="no_such_option: 1"))
-        assert not r.accepted and r.error_code == "BAD_CONFIG" and "no_such_option" in r.message
-        # accepted, then fails in the job: the dataset folder holds no images
-        r = _call_ex(ex, learn, LearnObject.Request(
-            object_name="box", mesh_path=good_mesh, source=LearnObject.Request.SOURCE_DATASET,
-            source_path=str(tmp_path), options_yaml="self_annotation:\n  annotate_step: 2\n"))
-        assert r.accepted and r.job_id
-        st = _wait_done(ex, status, r.job_id)
-        assert st.found and st.status.state == JobProgress.STATE_FAILED
-        assert st.error_code == "BAD_FILE" and "lists no images" in st.message
-        # unknown job
-        assert not _call_ex(ex, status, GetJobStatus.Request(job_id="nope")).found
-        assert not _call_ex(ex, cancel, CancelJob.Request(job_id="nope")).success
-        for _ in range(20):
-            spin()
-        assert any(p.job_id == r.job_id and p.state == JobProgress.STATE_FAILED
-                   for p in progress)
-    finally:
-        server.destroy_node()
-        client_node.destroy_node()
+from nol_ros.camera import Intrinsics
+from nol_ros.errors import NolError
+from nol_ros.learn import SOURCE_BAG, SOURCE_DATASET, SOURCE_LIVE_BUFFER, LearnConfig
+from nol_ros.services.learning import (
+    LearningConfig,
+    LearningService,
+    LearnRequest,
+    RendererCache,
+    RenderViewsConfig,
+    RenderViewsService,
+    check_poses,
+    learn_config_with_options,
+    learn_progress_spans,
+)
 
 
 def _box_mesh(path):
@@ -98,51 +36,130 @@ def _box_mesh(path):
     return str(path)
 
 
-def _call_ex(ex, client, req, timeout=20):
-    fut = client.call_async(req)
-    t0 = time.monotonic()
-    while not fut.done() and time.monotonic() - t0 < timeout:
-        ex.spin_once(timeout_sec=0.05)
-    assert fut.done(), "service call timed out"
-    return fut.result()
+@pytest.fixture
+def data(tmp_path):
+    """A data root with a good mesh, an unreadable one, a BOP-looking folder without images, a
+    folder that is nothing, and a symlink out of the root; the workspace root beside it."""
+    d = tmp_path / "data"
+    d.mkdir()
+    _box_mesh(d / "box.ply")
+    (d / "junk.ply").write_text("ply\n")
+    (d / "seq").mkdir()
+    (d / "seq" / "scene_camera.json").write_text("{}")
+    (d / "seq" / "scene_gt.json").write_text("{}")
+    (d / "nothing").mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _box_mesh(outside / "secret.ply")
+    os.symlink(outside, d / "link")
+    return d, LearningConfig(data_root=str(d), learn=LearnConfig(
+        workspace_root=str(tmp_path / "ws")))
 
 
-def _wait_done(ex, status_client, job_id, timeout=20):
-    from nol_ros.msg import JobProgress
-    from nol_ros.srv import GetJobStatus
-
-    t0 = time.monotonic()
-    while True:
-        st = _call_ex(ex, status_client, GetJobStatus.Request(job_id=job_id))
-        if st.status.state >= JobProgress.STATE_SUCCEEDED:
-            return st
-        assert time.monotonic() - t0 < timeout, "job did not finish"
+def _refused(service, code, text, **req):
+    with pytest.raises(NolError) as e:
+        service.submit(LearnRequest(**{"object_name": "box", **req}))
+    assert e.value.code == code and text in str(e.value), (req, e.value.code, str(e.value))
+    return str(e.value)
 
 
-def test_render_views_pose_checks():
-    from geometry_msgs.msg import Pose
+def test_bad_and_hostile_learn_requests_are_refused_before_they_queue(data, tmp_path):
+    d, cfg = data
+    s = LearningService(cfg, "cpu")
+    try:
+        box = str(d / "box.ply")
+        ds = dict(source=SOURCE_DATASET, source_path="seq")
+        # names: empty, traversal, absolute, hidden, reserved, too long
+        for name in ("", "..", ".", "a/b", "../x", "/etc/passwd", ".hidden", "_models",
+                     "x" * 65):
+            _refused(s, "BAD_PATH", "object name", object_name=name, mesh_path=box, **ds)
+        # paths outside the data root or missing: one message, nothing revealed
+        outside = [str(tmp_path / "outside" / "secret.ply"), "../outside/secret.ply",
+                   "link/secret.ply"]
+        msgs = {_refused(s, "BAD_PATH", "is not an existing path under", mesh_path=m, **ds)
+                .replace(m, "P") for m in outside + ["missing.ply"]}
+        assert len(msgs) == 1, msgs
+        _refused(s, "BAD_PATH", "source_path", mesh_path=box, source=SOURCE_DATASET,
+                 source_path="../outside")
+        _refused(s, "BAD_PATH", "source_path", mesh_path=box, source=SOURCE_BAG,
+                 source_path="/tmp")
+        # sources and meshes that are not what they claim
+        _refused(s, "BAD_FILE", "metadata.yaml", mesh_path=box, source=SOURCE_BAG,
+                 source_path="nothing")
+        _refused(s, "BAD_FILE", "neither a BOP scene", mesh_path=box, source=SOURCE_DATASET,
+                 source_path="nothing")
+        _refused(s, "BAD_MESH", "junk.ply", mesh_path="junk.ply", **ds)
+        _refused(s, "UNKNOWN_OBJECT", "teapot", object_name="teapot", **ds)
+        _refused(s, "BAD_INPUT", "unknown source 7", mesh_path=box, source=7)
+        # options: unknown key, bad value, the root, a YAML alias bomb, oversized, too deep
+        _refused(s, "BAD_CONFIG", "no_such_option", mesh_path=box, options_yaml="no_such_option: 1",
+                 **ds)
+        _refused(s, "BAD_CONFIG", "render.batch", mesh_path=box, options_yaml="render.batch: -2",
+                 **ds)
+        _refused(s, "BAD_CONFIG", "workspace_root", mesh_path=box,
+                 options_yaml="workspace_root: /", **ds)
+        bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n" \
+               "c: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+        _refused(s, "BAD_CONFIG", "alias", mesh_path=box, options_yaml=bomb, **ds)
+        _refused(s, "BAD_CONFIG", "bytes", mesh_path=box, options_yaml="x: " + "a" * 20000, **ds)
+        _refused(s, "BAD_CONFIG", "deeper", mesh_path=box,
+                 options_yaml="a: " + "[" * 10 + "]" * 10, **ds)
+        _refused(s, "BAD_CONFIG", "finite", mesh_path=box,
+                 options_yaml="self_annotation.min_observed_fraction: .nan", **ds)
+        assert s.jobs.jobs() == []                    # nothing was queued
+        assert not (tmp_path / "ws").exists() or not any((tmp_path / "ws").iterdir())
+        # accepted (relative paths inside the root), then fails in its job: no images there
+        info = s.submit(LearnRequest("box", "box.ply", SOURCE_DATASET, "seq",
+                                     "self_annotation:\n  annotate_step: 2\n"))
+        done = s.jobs.wait(info.job_id, 120)
+        assert done.error_code == "BAD_FILE" and "lists no images" in done.message
+        # the live buffer without a reconstruction node to export it: the export stage says so
+        done = s.jobs.wait(s.submit(LearnRequest("box", "box.ply", SOURCE_LIVE_BUFFER)).job_id, 60)
+        assert done.error_code == "SERVICE_UNAVAILABLE" and "source_path" in done.message
+        assert not (tmp_path / "ws" / "box").exists()  # nothing half-learnt left behind
+    finally:
+        s.shutdown()
 
-    from nol_ros.nodes.nol_node import PoseError, poses_from_msgs
 
-    p = Pose()
-    p.position.x, p.position.z = 0.1, 0.7
-    p.orientation.z, p.orientation.w = np.sin(0.2), np.cos(0.2)
-    T = poses_from_msgs([p, p], 4)
-    assert T.shape == (2, 4, 4) and np.allclose(T[0, :3, 3], [0.1, 0, 0.7])
-    assert np.isclose(np.degrees(np.arctan2(T[0, 1, 0], T[0, 0, 0])), np.degrees(0.4))
-    for poses, text in [([], "no poses"), ([p] * 5, "at most 4")]:
-        with pytest.raises(PoseError, match=text):
-            poses_from_msgs(poses, 4)
-    bad = Pose()
-    bad.position.z = float("inf")
-    bad.orientation.w = 1.0
-    with pytest.raises(PoseError, match="pose 1 contains NaN/inf"):
-        poses_from_msgs([p, bad], 4)
+def test_render_views_limits_and_pose_checks(data):
+    d, cfg = data
+    T = np.eye(4)
+    T[2, 3] = 0.7
+    assert check_poses(np.stack([T, T]), 4).shape == (2, 4, 4)
+    for poses, text in [(np.zeros((0, 4, 4)), "no poses"), (np.stack([T] * 5), "at most 4")]:
+        with pytest.raises(NolError, match=text):
+            check_poses(poses, 4)
+    bad = T.copy()
+    bad[0, 3] = np.inf
+    with pytest.raises(NolError, match="pose 1 contains NaN/inf"):
+        check_poses(np.stack([T, bad]), 4)
+    behind = T.copy()
+    behind[2, 3] = -0.5
+    with pytest.raises(NolError, match="behind the camera"):
+        check_poses(np.stack([behind]), 4)
+    import dataclasses
+
+    small = dataclasses.replace(cfg, render_views=RenderViewsConfig(max_request_pixels=20000))
+    rv = RenderViewsService(small, "cpu")
+    intr = Intrinsics(500.0, 500.0, 50.0, 50.0, 100, 100)
+    for name, code in [("teapot", "UNKNOWN_OBJECT"), ("..", "UNKNOWN_OBJECT"),
+                       ("", "UNKNOWN_OBJECT")]:
+        with pytest.raises(NolError) as e:
+            rv.render(name, np.stack([T]), intr)
+        assert e.value.code == code
+    # the limits apply before anything is loaded (a learnt-looking object)
+    ws = cfg.workspace.learnt("mug").files
+    ws.dir.mkdir(parents=True)
+    ws.views_json.write_text("{}")
+    with pytest.raises(NolError, match="max_pixels") as e:
+        rv.render("mug", np.stack([T]), Intrinsics(500.0, 500.0, 50, 50, 4000, 3000))
+    assert e.value.code == "BAD_CAMERA_INFO"
+    with pytest.raises(NolError, match="max_request_pixels") as e:
+        rv.render("mug", np.stack([T, T, T]), intr)       # 3 x 10000 px > 20000
+    assert e.value.code == "BAD_POSE" and rv.renderers.loads == 0
 
 
 def test_renderer_cache_reuses_reloads_evicts_and_releases_when_idle():
-    from nol_ros.nodes.nol_node import RendererCache
-
     loads = []
 
     def load(key):
@@ -170,8 +187,8 @@ def test_renderer_cache_reuses_reloads_evicts_and_releases_when_idle():
 
 
 def test_learn_progress_is_one_monotonic_fraction_and_options_reach_the_render_stage():
-    from nol_ros.learn import LearnConfig, OverallProgress
-    from nol_ros.nodes.nol_node import learn_config_with_options, learn_progress_spans
+    from nol_ros.errors import ConfigError
+    from nol_ros.learn import OverallProgress
 
     spans = learn_progress_spans(True, True)
     assert spans["export"][0] == 0.0 and spans["render"][1] == 1.0
@@ -183,15 +200,55 @@ def test_learn_progress_is_one_monotonic_fraction_and_options_reach_the_render_s
     for stage, f in [("export", 1.0), ("loading", 0.0), ("tracking", 0.5), ("tracking", 1.0),
                      ("loop_closure", 0.0), ("registration", 0.0), ("annotation", 0.5),
                      ("view_selection", 1.0), ("render_setup", 0.0), ("refine", 1.0),
-                     ("render", 0.5), ("render", 1.0)]:
+                     ("finetune", 1.0), ("render", 0.5), ("render", 1.0)]:
         p(stage, f)
     fr = [f for _, f in out]
     assert fr == sorted(fr) and fr[-1] == pytest.approx(1.0) and out[2][0] == "tracking"
     cfg = learn_config_with_options(LearnConfig(), "render.preset: tiny\nrender:\n  batch: 4\n")
     assert cfg.render.preset == "tiny" and cfg.render.batch == 4 and cfg.render.enabled
-    from nol_ros.errors import ConfigError
-
     with pytest.raises(ConfigError, match="render.preset 'huge' unknown"):
         learn_config_with_options(LearnConfig(), "render.preset: huge")
     with pytest.raises(ConfigError, match="render.method"):
         learn_config_with_options(LearnConfig(), "render.method: raytrace")
+
+
+@pytest.mark.ros
+def test_the_node_replies_with_the_service_codes_and_honours_dynamic_parameters(
+        data, rclpy_context):
+    from _graph_helpers import Graph, params, wait_job
+    from rclpy.parameter import Parameter
+
+    from nol_ros.msg import JobProgress
+    from nol_ros.nodes.nol_node import NolNode
+    from nol_ros.srv import GetJobStatus, LearnObject
+
+    d, cfg = data
+    g = Graph(rclpy_context)
+    try:
+        node = g.add(NolNode("nol", context=rclpy_context, parameter_overrides=params(
+            learn__workspace_root=cfg.learn.workspace_root, data_root=str(d))))
+        cli = g.client_node()
+        progress = []
+        cli.create_subscription(JobProgress, "/nol/progress", progress.append, 50)
+        learn = cli.create_client(LearnObject, "/nol/learn_object")
+        status = cli.create_client(GetJobStatus, "/nol/get_job_status")
+        r = g.call(learn, LearnObject.Request(object_name="..", mesh_path="box.ply"))
+        assert not r.accepted and r.error_code == "BAD_PATH" and "object name" in r.message
+        r = g.call(learn, LearnObject.Request(
+            object_name="box", mesh_path="box.ply", source=LearnObject.Request.SOURCE_DATASET,
+            source_path="seq"))
+        assert r.accepted, r
+        st = wait_job(g, status, r.job_id, 120)
+        assert st.status.state == JobProgress.STATE_FAILED and st.error_code == "BAD_FILE"
+        g.wait(lambda: any(p.job_id == r.job_id and p.state == JobProgress.STATE_FAILED
+                           for p in progress), 60, "the failure on ~/progress")
+        # described parameters; a dynamic one takes effect, a read-only one is refused
+        assert node.describe_parameters(["data_root"])[0].description
+        res = node.set_parameters([Parameter("render_views.max_poses", value=3)])[0]
+        assert res.successful and node.views.cfg.render_views.max_poses == 3
+        res = node.set_parameters([Parameter("render_views.max_poses", value=0)])[0]
+        assert not res.successful and node.views.cfg.render_views.max_poses == 3
+        res = node.set_parameters([Parameter("data_root", value="/")])[0]
+        assert not res.successful and "read-only" in res.reason
+    finally:
+        g.close()

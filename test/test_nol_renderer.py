@@ -77,6 +77,33 @@ def test_per_object_refinement_undoes_an_injected_pose_error(case, method):
         assert p1 >= p0 - 0.05 and e1 <= e0 + 0.05
 
 
+def _silhouette(mesh, src, T):
+    from nol_ros.camera import Intrinsics
+    from nol_ros.rasterizer import render_object
+
+    return render_object(mesh, Intrinsics.from_K(src.K, src.size, src.size), T).mask
+
+
+def test_source_masks_follow_the_refined_poses(case):
+    """The self-annotation's masks are the silhouettes at the annotated (noisy) poses; once
+    the per-object refinement moves a source, its mask must be re-derived at the new pose
+    (else the background around the old silhouette keeps bleeding into the renders)."""
+    noisy = noisy_sources(case.sources, 0.01, 3.0, 0)
+    noisy = [dataclasses.replace(s, mask=_silhouette(case.mesh, s, s.T_camera_object))
+             for s in noisy]
+    r = NolRenderer(case.mesh, noisy, None, RenderConfig(method="ibr_angle"))
+    r.refine_sources(RefineConfig(max_iters=30, patience=8))
+    iou0, iou1 = [], []
+    for s_ref, s_noisy, s_true in zip(r.full, noisy, case.sources):
+        assert not np.allclose(s_ref.T_camera_object, s_noisy.T_camera_object)
+        assert (s_ref.mask == _silhouette(case.mesh, s_ref, s_ref.T_camera_object)).all()
+        true = _silhouette(case.mesh, s_true, s_true.T_camera_object)
+        iou0.append((s_noisy.mask & true).sum() / (s_noisy.mask | true).sum())
+        iou1.append((s_ref.mask & true).sum() / (s_ref.mask | true).sum())
+    # measured: mean IoU with the true silhouette 0.895 -> 0.973 (bar: +0.03)
+    assert np.mean(iou1) > np.mean(iou0) + 0.03, (np.mean(iou0), np.mean(iou1))
+
+
 def test_per_target_refinement_beats_no_refinement(case):
     noisy = noisy_sources(case.sources, 0.005, 1.0, 1)
     r = NolRenderer(case.mesh, noisy, None, RenderConfig(method="ibr_angle"))
@@ -246,3 +273,39 @@ def test_the_shipped_model_becomes_default_only_when_it_measured_better():
     del r["objects"]["b"]["10mm_3deg"]["nol"]
     with pytest.raises(ValueError, match="'nol' has no 'object' score"):
         choose_default_method(r)
+
+
+def test_finetuning_tunes_a_copy_of_the_network_on_the_objects_own_views(case):
+    """Per-object fine-tuning: each source predicted from the others; the blending part of a
+    COPY of the network takes the steps (the shared model is never changed); the copy is kept
+    only when its leave-one-out error fell."""
+    from nol_ros.nol.renderer import FinetuneConfig
+
+    torch.manual_seed(0)
+    net = NolNet(dataclasses.replace(NolConfig.preset("cpu"), crop_size=64), device="cpu").eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    r = NolRenderer(case.mesh, case.sources, net, RenderConfig(method="nol", refine=NONE))
+    info = r.finetune(FinetuneConfig(steps=40, lr=3e-3, seed=0))
+    # measured: leave-one-out L1 0.0474 -> 0.0454 over the 6 sources (-4.2 %; bar -2 %): the
+    # output is a convex blend of the sources, so the weights alone can move it only so far
+    assert info["samples"] == len(case.sources) and info["kept"], info
+    assert info["after"] < 0.98 * info["before"], info
+    assert r.net is not net
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    assert not torch.equal(r.net.weight_block.rest[-1].weight, net.weight_block.rest[-1].weight)
+    res = r.render_detailed(case.T_targets[:1], case.intr_targets[0], NONE)
+    assert np.allclose(res.weights.sum(1)[res.mask], 1, atol=1e-4)
+    # IBR renderers have nothing to tune
+    ibr = NolRenderer(case.mesh, case.sources, None, RenderConfig(method="ibr_angle"))
+    assert ibr.finetune(FinetuneConfig())["steps"] == 0
+
+
+def test_texture_mapping_takes_each_face_from_one_source(case):
+    r = NolRenderer(case.mesh, case.sources, None, RenderConfig(method="texture", refine=NONE))
+    res = r.render_detailed(case.T_targets[:1], case.intr_targets[0], NONE)
+    w = res.weights[0][:, res.mask[0]]                     # (K, N) on covered pixels
+    assert np.allclose(w.sum(0), 1, atol=1e-5)
+    one_hot = np.isclose(w.max(0), 1.0, atol=1e-5)
+    assert one_hot.mean() > 0.95, one_hot.mean()
+    p = score(res.rgb[0], case.gt_rgb[0], case.gt_mask[0])[0]
+    assert p > 17.0, p   # exact poses: a faithful (if seamy) texture

@@ -192,10 +192,10 @@ def test_empty_sets_are_refused(tmp_path, render_set):
         load_pose_samples(render_set / "000001", 9, make_object(9, 0), 32)
     with pytest.raises(InputError):
         train_posenet([], {}, tmp_path / "p", posenet_config("tiny"))
-    from nol_ros.recognition.pipeline import train_recognisers
+    from nol_ros.recognition.pipeline import TrainPlan, recognition_preset
 
     with pytest.raises(InputError, match="empty"):
-        train_recognisers([], tmp_path / "w", tmp_path / "m", "tiny")
+        TrainPlan(recognition_preset("tiny"), (), tmp_path / "w", tmp_path / "m")
 
 
 # -- detector set ----------------------------------------------------------------------------------

@@ -13,18 +13,20 @@ from nol_ros.camera import Intrinsics
 from nol_ros.datasets.bop import read_bop_scene
 from nol_ros.errors import ConfigError, FileFormatError, InputError
 from nol_ros.recognition.evaluate import evaluate_scenes, load_object_models, write_bop_csv
-from nol_ros.recognition.pipeline import synthetic_objects, train_recognisers
+from nol_ros.recognition.pipeline import TrainPlan, recognition_preset, synthetic_objects, train
 from nol_ros.recognition.recognizer import Recognizer, write_models_folder
 from nol_ros.recognition.trainset import load_pose_samples
+
+TINY = recognition_preset("tiny")
 
 
 @pytest.fixture(scope="module")
 def trained(small_world, tmp_path_factory):
     root, _ = small_world
-    objects = synthetic_objects(root, "gt", obj_ids=[4])
     work = tmp_path_factory.mktemp("rec_work")
+    objects = synthetic_objects(root, "gt", work, TINY.grid, obj_ids=[4])
     models = work / "models"
-    report = train_recognisers(objects, work, models, "tiny", source="gt")
+    report = train(TrainPlan(TINY, tuple(objects), work, models))
     return root, objects, work, models, report
 
 
@@ -51,21 +53,24 @@ def test_tiny_end_to_end_beats_chance(trained, tmp_path):
     assert csv.read_text().startswith("scene_id,im_id,obj_id,score,R,t,time")
     # a second run reuses every stage (nothing re-rendered or retrained)
     assert report["reused"] == []
-    again = train_recognisers(objects, work, work / "models2", "tiny", source="gt")
-    assert again["reused"] == ["render", "detection_set", "detector", "pose"], again["reused"]
+    rset = work / "render" / "render_set.json"
+    stamp = rset.stat().st_mtime_ns
+    assert synthetic_objects(root, "gt", work, TINY.grid, obj_ids=[4]) == objects
+    assert rset.stat().st_mtime_ns == stamp                   # not rendered again
+    again = train(TrainPlan(TINY, tuple(objects), work, work / "models2"))
+    assert again["reused"] == ["detector", "pose"], again["reused"]
     # another detector set: the detector starts afresh on it (resuming the finished one would
     # report its old step count and train nothing); the pose net, whose data did not change,
     # is reused
     import dataclasses
 
-    from nol_ros.recognition.pipeline import recognition_preset
 
-    p = recognition_preset("tiny")
-    half = p.replace(detset=dataclasses.replace(p.detset, n_images=p.detset.n_images // 2))
-    third = train_recognisers(objects, work, work / "models3", half, source="gt")
+    half = TINY.replace(detset=dataclasses.replace(TINY.detset,
+                                                   n_images=TINY.detset.n_images // 2))
+    third = train(TrainPlan(half, tuple(objects), work, work / "models3"))
     assert third["detector"]["steps"] == report["detector"]["steps"] // 2, third["detector"]
     assert third["pose"]["steps"] == report["pose"]["steps"]
-    assert third["reused"] == ["render", "pose"], third["reused"]
+    assert third["reused"] == ["pose"], third["reused"]
 
 
 def test_recognizer_refuses_bad_images(trained):
@@ -95,10 +100,10 @@ def test_recognizer_refuses_bad_images(trained):
 
 def test_models_folder_class_mismatch_is_refused(trained, tmp_path):
     _, objects, work, models, _ = trained
-    wrong = [{"obj_id": 3, "name": "tomato_soup_can", "mesh": objects[0].mesh}]
+    wrong = [{"obj_id": 3, "name": "tomato_soup_can", "mesh": objects[0].mesh()}]
     with pytest.raises(ConfigError, match="trained for objects"):
         write_models_folder(tmp_path / "m", work / "detector" / "detector.pt",
-                            work / "posenet" / "posenet.pt", wrong)
+                            work / "pose" / "posenet.pt", wrong)
     meta = json.loads((models / "recognition.json").read_text())
     meta["classes"][0]["obj_id"] = 3
     bad = tmp_path / "bad"
@@ -117,9 +122,9 @@ def test_models_folder_class_mismatch_is_refused(trained, tmp_path):
 
 def test_real_source_reads_crops_of_the_training_frames(small_world):
     root, _ = small_world
-    objs = synthetic_objects(root, "real", obj_ids=[1, 3])
-    assert objs[0].renderer is None and objs[0].real_scene.endswith("train/000001")
-    ps = load_pose_samples(objs[1].real_scene, 3, objs[1].mesh, 40, min_visib=0.5,
+    objs = synthetic_objects(root, "real", root / "unused", TINY.grid, obj_ids=[1, 3])
+    assert objs[0].real and objs[0].scene_dir == root / "train" / "000001"
+    ps = load_pose_samples(objs[1].scene_dir, 3, objs[1].mesh(), 40, min_visib=0.5,
                            keep_background=True)
     info = json.loads((root / "train" / "000001" / "scene_gt_info.json").read_text())
     gt = json.loads((root / "train" / "000001" / "scene_gt.json").read_text())
@@ -130,4 +135,6 @@ def test_real_source_reads_crops_of_the_training_frames(small_world):
     assert ps.rgb[~ps.amodal].mean() > 20
     assert (ps.visib & ps.amodal).sum() >= 0.9 * ps.visib.sum()
     with pytest.raises(InputError, match="unknown"):
-        synthetic_objects(root, "textured")
+        synthetic_objects(root, "textured", root / "unused", TINY.grid)
+    with pytest.raises(InputError, match="workspace root"):
+        synthetic_objects(root, "nol", root / "unused", TINY.grid)

@@ -49,13 +49,13 @@ def test_posed_detections_go_to_tf_and_busy_frames_are_dropped(tmp_path, rclpy_c
 
     from nol_ros.camera import Intrinsics
     from nol_ros.msg import DetectionArray
-    from nol_ros.nodes.recognizer_node import make_node
+    from nol_ros.nodes.recognizer_node import RecognizerNode
     from nol_ros.ros.conversions import intrinsics_to_camera_info, ns_to_stamp, numpy_to_image
     from nol_ros.streaming.messages import matrix_from_pose, matrix_from_transform, stamp_to_ns
 
     g = Graph(rclpy_context)
     try:
-        node = g.add(make_node("recognizer", context=rclpy_context, parameter_overrides=params(
+        node = g.add(RecognizerNode("recognizer", context=rclpy_context, parameter_overrides=params(
             models_dir=str(tmp_path / "missing"), use_depth=False, models_poll_s=0.0,
             min_pose_score=0.5)))
         cli = g.client_node()
@@ -75,13 +75,13 @@ def test_posed_detections_go_to_tf_and_busy_frames_are_dropped(tmp_path, rclpy_c
 
         # no models: counted, reported, nothing published
         publish(10**9)
-        g.wait(lambda: node.counts["rejected"] == 1, 20, "a NO_MODELS rejection")
+        g.wait(lambda: node.service.state().rejected == 1, 20, "a NO_MODELS rejection")
         assert node.status_msg().error_code == "NO_MODELS" and not dets
         # a busy recogniser: 12 frames arrive while it works on the first one; of the 11 that
         # wait, each new one replaces the one waiting (10 dropped), then the freshest is done
         stub = StubRecognizer()
-        with node._lock:
-            node.recognizer = stub
+        with node.service._lock:   # the stub in place of trained models (no training here)
+            node.service.recognizer = stub
         stamps = [2 * 10**9 + k * 10**7 for k in range(12)]
         for k, st in enumerate(stamps):
             publish(st)
@@ -122,7 +122,7 @@ def test_posed_detections_go_to_tf_and_busy_frames_are_dropped(tmp_path, rclpy_c
 
 
 def test_object_frames_names_instances_and_filters_by_pose_score():
-    from nol_ros.nodes.recognizer_node import object_frames
+    from nol_ros.services.recognition import object_frames
 
     rs = [Recognition(1, "mug", 0.9, (0, 0, 1, 1), _T(), 0.9),
           Recognition(1, "mug", 0.8, (0, 0, 1, 1), _T(0.2), 0.7),
@@ -137,7 +137,7 @@ def test_object_frames_names_instances_and_filters_by_pose_score():
 def test_mailbox_keeps_the_freshest_item_and_counts_what_it_replaced():
     import threading
 
-    from nol_ros.nodes.recognizer_node import FrameMailbox
+    from nol_ros.services.recognition import FrameMailbox
 
     m = FrameMailbox()
     m.put(1)
@@ -152,3 +152,26 @@ def test_mailbox_keeps_the_freshest_item_and_counts_what_it_replaced():
     assert got == [3] and m.dropped == 1
     m.close()
     assert m.get() is None
+
+
+@pytest.mark.ros
+def test_dynamic_parameters_take_effect_and_the_others_are_refused(tmp_path, rclpy_context):
+    from rclpy.parameter import Parameter
+
+    from nol_ros.nodes.recognizer_node import RecognizerNode
+
+    node = RecognizerNode("recognizer", context=rclpy_context, parameter_overrides=params(
+        models_dir=str(tmp_path / "missing"), models_poll_s=0.0))
+    try:
+        r = node.set_parameters([Parameter("score_thresh", value=0.3),
+                                 Parameter("min_pose_score", value=0.5)])
+        assert all(x.successful for x in r) and node.service.cfg.score_thresh == 0.3
+        assert node.service.cfg.min_pose_score == 0.5
+        r = node.set_parameters([Parameter("min_pose_score", value=1.5)])[0]   # out of range
+        assert not r.successful and node.service.cfg.min_pose_score == 0.5
+        r = node.set_parameters([Parameter("use_depth", value=False)])[0]       # read-only
+        assert not r.successful and "read-only" in r.reason and node.cfg.use_depth
+        d = node.describe_parameters(["models_dir", "use_depth"])
+        assert not d[0].read_only and d[1].read_only and d[0].description and d[1].description
+    finally:
+        node.destroy_node()

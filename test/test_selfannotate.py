@@ -183,7 +183,8 @@ def test_bad_inputs_are_reported(small_world, tmp_path):
                                                prior_point=tuple(p_box))],
                               tmp_path / "b", SelfAnnotationConfig())
     assert rep["objects"]["mm"]["error_code"] == "MESH_UNITS"
-    assert "millimetres" in rep["objects"]["mm"]["error"]
+    assert "in mm it is" in rep["objects"]["mm"]["error"] and "scale by 0.001" in \
+        rep["objects"]["mm"]["error"]
     assert rep["objects"]["bowl"]["error_code"] == "REGISTRATION_FAILED"
     b = rep["objects"]["box"]
     assert "error" not in b and b["registration"]["model_free"]

@@ -1,5 +1,5 @@
 """The trainer node without training (fast): with nothing learnt it refuses TrainDetector /
-TrainPoseEstimator with NO_OBJECTS and keeps serving; the request checks of nol_ros.learn
+TrainPoseEstimator with NO_OBJECTS and keeps serving; the request checks of the training pipeline
 (learnt objects found from their files, one id per object, the work folder of an object set
 and preset, options_yaml overrides of the preset), and the per-name object ids. (Training
 through the graph: test_nodes_learn_to_recognize.py.)"""
@@ -10,7 +10,8 @@ import pytest
 from _graph_helpers import Graph, params
 
 from nol_ros.errors import ConfigError, InputError
-from nol_ros.learn import TrainConfig, learnt_objects, object_id_for, train_plan
+from nol_ros.recognition.pipeline import TrainConfig, learnt_objects, train_plan
+from nol_ros.workspace import Workspace
 
 
 def _fake_learnt(root, name, obj_id, grid_step=60):
@@ -27,12 +28,12 @@ def _fake_learnt(root, name, obj_id, grid_step=60):
 
 @pytest.mark.ros
 def test_trainer_with_nothing_learnt_refuses_and_keeps_serving(tmp_path, rclpy_context):
-    from nol_ros.nodes.trainer_node import make_node
+    from nol_ros.nodes.trainer_node import TrainerNode
     from nol_ros.srv import CancelJob, GetJobStatus, TrainDetector, TrainPoseEstimator
 
     g = Graph(rclpy_context)
     try:
-        g.add(make_node("trainer", context=rclpy_context,
+        g.add(TrainerNode("trainer", context=rclpy_context,
                         parameter_overrides=params(train__workspace_root=str(tmp_path / "ws"))))
         cli = g.client_node()
         td = cli.create_client(TrainDetector, "/trainer/train_detector")
@@ -92,9 +93,33 @@ def test_train_plan_checks_objects_ids_and_options(tmp_path):
 
 
 def test_object_ids_are_assigned_once_per_name(tmp_path):
-    assert object_id_for(tmp_path, "mug", assign=False) == 0
-    assert [object_id_for(tmp_path, n) for n in ("mug", "can", "mug")] == [1, 2, 1]
+    ws = Workspace(tmp_path)
+    assert ws.object_id("mug", assign=False) == 0
+    assert [ws.object_id(n) for n in ("mug", "can", "mug")] == [1, 2, 1]
     assert json.loads((tmp_path / "object_ids.json").read_text()) == {"mug": 1, "can": 2}
     (tmp_path / "object_ids.json").write_text("[1, 2]")
     with pytest.raises(InputError, match="object_ids.json"):
-        object_id_for(tmp_path, "bowl")
+        ws.object_id("bowl")
+
+
+@pytest.mark.ros
+def test_parameters_are_described_and_refused_at_run_time(tmp_path, rclpy_context):
+    """Every parameter carries its config/trainer.yaml description; none can change at run time
+    (the trainer reads them at start): ros2 param set is refused with a reason, not ignored."""
+    from rclpy.parameter import Parameter
+
+    from nol_ros.nodes.trainer_node import TrainerNode
+
+    node = TrainerNode("trainer", context=rclpy_context, parameter_overrides=params(
+        train__workspace_root=str(tmp_path / "ws")))
+    try:
+        names = node._parameters.keys() - {"use_sim_time", "start_type_description_service"}
+        descs = node.describe_parameters(sorted(names))
+        assert all(d.description and d.read_only for d in descs), \
+            [d.name for d in descs if not d.description]
+        r = node.set_parameters([Parameter("train.preset", value="tiny")])[0]
+        assert not r.successful and "read-only" in r.reason, r
+        assert node.get_parameter("train.preset").value == "demo"
+        assert node.describe_parameters(["max_queued"])[0].integer_range[0].from_value == 0
+    finally:
+        node.destroy_node()

@@ -32,7 +32,7 @@ def graph(ctx, tmp_path_factory):
     from rclpy.qos import DurabilityPolicy, QoSProfile
 
     from nol_ros.msg import TransferStatus
-    from nol_ros.nodes.transfer_node import make_node
+    from nol_ros.nodes.transfer_node import TransferNode
 
     root = tmp_path_factory.mktemp("transfer_graph")
     rnd = random.Random(0)
@@ -46,7 +46,7 @@ def graph(ctx, tmp_path_factory):
         (pkg / rel).write_bytes(data)
     g = Graph(ctx)
     for host in ("robot", "ws"):
-        g.add(make_node("transfer", namespace=f"/{host}", context=ctx,
+        g.add(TransferNode("transfer", namespace=f"/{host}", context=ctx,
                         parameter_overrides=params(transfer__root=str(root / host),
                                                    transfer__chunk_kib=16,
                                                    transfer__window=3)))

@@ -130,27 +130,21 @@ def one_host_models(package: Path, root: Path) -> Path:
     """What one host computes from the package: the nol node's render stage and the trainer's
     two stages, with the deployment's parameter files and the test's options, in this process."""
     from nol_ros.config import from_dict
-    from nol_ros.learn import (
-        adopt_workspace,
-        object_id_for,
-        render_training_set,
-        run_train_stage,
-        train_plan,
-    )
-    from nol_ros.nodes.nol_node import NolNodeConfig, learn_config_with_options
-    from nol_ros.nodes.trainer_node import TrainerNodeConfig
+    from nol_ros.learn import SOURCE_WORKSPACE, learn_object
+    from nol_ros.recognition.pipeline import run_stage, train_plan
     from nol_ros.ros.params import load_params_file
+    from nol_ros.services.learning import LearningConfig, learn_config_with_options
+    from nol_ros.services.training import TrainingConfig
 
-    nol = from_dict(NolNodeConfig, load_params_file(ROOT / "config" / "nol.yaml", "nol"))
+    nol = from_dict(LearningConfig, load_params_file(ROOT / "config" / "nol.yaml", "nol"))
     learn = learn_config_with_options(nol.learn, LEARN_OPTS)
     learn = dataclasses.replace(learn, workspace_root=str(root))
-    ws = adopt_workspace(OBJ, str(package), learn)
-    render_training_set(ws, OBJ, object_id_for(root, OBJ), learn.render, nol.device)
-    tr = from_dict(TrainerNodeConfig, load_params_file(ROOT / "config" / "trainer.yaml",
-                                                       "trainer")).train
+    learn_object(OBJ, "", SOURCE_WORKSPACE, str(package), learn, device=nol.device)
+    tr = from_dict(TrainingConfig, load_params_file(ROOT / "config" / "trainer.yaml",
+                                                    "trainer")).train
     tcfg = dataclasses.replace(tr, workspace_root=str(root))
     for stage in ("detector", "pose"):
-        res = run_train_stage(train_plan(tcfg, [OBJ], "tiny", TRAIN_OPTS), stage, "cpu")
+        res = run_stage(train_plan(tcfg, [OBJ], "tiny", TRAIN_OPTS), stage, "cpu")
     return Path(res["models_dir"])
 
 

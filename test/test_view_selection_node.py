@@ -3,6 +3,7 @@ configured objects publishes one ViewSelection per object (poses, full-size mask
 annotated image on latched topics, with registrations close to the ground truth; bad requests
 are refused with their error code and the node keeps serving."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ def test_select_views_for_two_objects_publishes_selection_and_image(small_world,
     from sensor_msgs.msg import Image
 
     from nol_ros.msg import JobProgress, ViewSelection
-    from nol_ros.nodes.view_selection_node import make_node
+    from nol_ros.nodes.view_selection_node import ViewSelectionNode
     from nol_ros.srv import GetJobStatus, SelectViews
     from nol_ros.streaming.messages import image_to_numpy, matrix_from_pose
 
@@ -35,8 +36,9 @@ def test_select_views_for_two_objects_publishes_selection_and_image(small_world,
     meshes = [str(models / "obj_000001.ply"), str(models / "obj_000003.ply")]
     g = Graph(rclpy_context)
     try:
-        g.add(make_node("view_selection", context=rclpy_context, parameter_overrides=params(
-            workspace_root=str(tmp_path / "ws"), objects__names=names,
+        g.add(ViewSelectionNode("view_selection", context=rclpy_context,
+                                parameter_overrides=params(
+            workspace_root=str(tmp_path / "ws"), data_root=str(root), objects__names=names,
             objects__mesh_paths=meshes, self_annotation__annotate_step=2)))
         cli = g.client_node()
         select = cli.create_client(SelectViews, "/view_selection/select_views")
@@ -88,7 +90,7 @@ def _object_json(ws, name):
 def test_bad_select_views_requests_are_refused_with_a_code(small_world, tmp_path,
                                                            rclpy_context):
     from nol_ros.msg import JobProgress
-    from nol_ros.nodes.view_selection_node import make_node
+    from nol_ros.nodes.view_selection_node import ViewSelectionNode
     from nol_ros.srv import GetJobStatus, SelectViews
 
     root, _ = small_world
@@ -97,9 +99,12 @@ def test_bad_select_views_requests_are_refused_with_a_code(small_world, tmp_path
     bad_mesh.write_text("ply\nnot a mesh\n")
     g = Graph(rclpy_context)
     try:
-        g.add(make_node("view_selection", namespace="/vs_bad", context=rclpy_context,
-                        parameter_overrides=params(workspace_root=str(tmp_path / "ws"),
-                                                   export_timeout_s=5.0)))
+        # the data root holds both the world and this test's files
+        data = Path(os.path.commonpath([tmp_path, root]))
+        g.add(ViewSelectionNode("view_selection", namespace="/vs_bad", context=rclpy_context,
+                                parameter_overrides=params(workspace_root=str(tmp_path / "ws"),
+                                                           data_root=str(data),
+                                                           export_timeout_s=5.0)))
         cli = g.client_node()
         select = cli.create_client(SelectViews, "/vs_bad/view_selection/select_views")
         status = cli.create_client(GetJobStatus, "/vs_bad/view_selection/get_job_status")
@@ -112,8 +117,14 @@ def test_bad_select_views_requests_are_refused_with_a_code(small_world, tmp_path
         refused("UNKNOWN_OBJECT", "teapot", object_names=["teapot"], sequence_path=str(scene))
         refused("BAD_MESH", "broken.ply", object_names=["x"], mesh_paths=[str(bad_mesh)],
                 sequence_path=str(scene))
-        refused("BAD_FILE", "does not exist", object_names=["x"],
+        refused("BAD_PATH", "is not an existing path under", object_names=["x"],
                 mesh_paths=[str(tmp_path / "none.ply")], sequence_path=str(scene))
+        refused("BAD_PATH", "is not an existing path under", object_names=["x"],
+                mesh_paths=["/etc/hostname"], sequence_path=str(scene))
+        refused("BAD_PATH", "object name", object_names=[".."], mesh_paths=[mesh],
+                sequence_path=str(scene))
+        refused("BAD_PATH", "workspace", object_names=["box"], mesh_paths=[mesh],
+                sequence_path=str(scene), workspace="../../elsewhere")
         refused("BAD_INPUT", "one mesh per name", object_names=["a", "b"], mesh_paths=[mesh],
                 sequence_path=str(scene))
         refused("BAD_FILE", "not a BOP scene", object_names=["box"], mesh_paths=[mesh],

@@ -66,26 +66,28 @@ def run_learn(args) -> int:
 
 
 def run_render(args) -> int:
-    from nol_ros.learn import object_id_for, render_training_set
+    from nol_ros.learn import render_training_set
+    from nol_ros.workspace import Workspace
 
     cfg = _learn_config(args).render
-    ws = Path(args.workspace) / args.name
-    oid = object_id_for(args.workspace, args.name, assign=False)
-    rep = render_training_set(ws, args.name, oid, cfg, args.device, _progress(args.quiet))
+    ws = Workspace(args.workspace)
+    lo = ws.learnt(args.name)
+    oid = ws.object_id(args.name, assign=False)
+    rep = render_training_set(lo, args.name, oid, cfg, args.device, _progress(args.quiet))
     print(json.dumps({k: rep.get(k) for k in ("method", "images", "seconds", "coverage")
-                      if k in rep} | {"renders": str(ws / "renders")}))
+                      if k in rep} | {"renders": str(lo.renders)}))
     return EXIT_OK
 
 
 def _train(args, stage: str) -> int:
-    from nol_ros.learn import TrainConfig, run_train_stage, train_plan
+    from nol_ros.recognition.pipeline import TrainConfig, run_stage, train_plan
 
     cfg = TrainConfig(workspace_root=args.workspace, models_dir=args.models or "",
                       preset=args.preset, max_seconds=args.max_seconds)
     names = [n for n in (args.objects or "").split(",") if n]
     plan = train_plan(cfg, names, args.preset, args.options or "")
-    out = run_train_stage(plan, stage, args.device, _progress(args.quiet))
-    print(json.dumps({k: out.get(k) for k in ("stage", "objects", "skipped", "models_dir",
+    out = run_stage(plan, stage, args.device, _progress(args.quiet))
+    print(json.dumps({k: out.get(k) for k in ("stage", "objects", "reused", "models_dir",
                                               "seconds", "steps", "loss")}))
     return EXIT_OK
 
@@ -98,81 +100,24 @@ def run_train_pose(args) -> int:
     return _train(args, "pose")
 
 
-class _IdMapped:
-    """A recogniser whose object ids are mapped to the ground truth's (a workspace numbers its
-    objects 1, 2, ... in learning order; a dataset has its own ids)."""
-
-    def __init__(self, rec, mapping: dict[int, int]):
-        self.rec, self.mapping = rec, mapping
-
-    def recognize(self, *a, **kw):
-        out = self.rec.recognize(*a, **kw)
-        for d in out:
-            d.obj_id = self.mapping.get(d.obj_id, d.obj_id)
-        return out
-
-
-def id_mapping(rec_objects: dict, models_info: dict, explicit: str = "") -> dict[int, int]:
-    """Recogniser id -> ground-truth id: ``explicit`` 'name=ID,...' first, then by equal names
-    (models_info 'name' keys, as the synthetic world writes them), else the same id."""
-    from nol_ros.errors import InputError
-
-    by_name = {str(v.get("name")): int(k) for k, v in models_info.items() if v.get("name")}
-    for item in [x for x in explicit.split(",") if x]:
-        if "=" not in item:
-            raise InputError(f"--id-map '{item}': use NAME=ID, e.g. mug=3")
-        n, i = item.split("=", 1)
-        by_name[n] = int(i)
-    out = {}
-    for oid, o in rec_objects.items():
-        out[int(oid)] = by_name.get(o.name, int(oid))
-    return out
-
-
 def run_evaluate(args) -> int:
-    from nol_ros.datasets.bop import read_models_info
     from nol_ros.errors import InputError
-    from nol_ros.recognition.evaluate import evaluate_scenes, load_object_models, write_bop_csv
+    from nol_ros.recognition.evaluate import score_models, write_bop_csv
     from nol_ros.recognition.recognizer import Recognizer
 
     rec = Recognizer.load(args.models, device=args.device or None)
-    info = read_models_info(Path(args.bop_models) / "models_info.json")
-    mapping = id_mapping(rec.objects, info, args.id_map)
-    models = load_object_models(args.bop_models, sorted(set(mapping.values())))
-    frames = {}
+    learnt_root = train_scene = None
     if args.learnt_frames:
-        from nol_ros.recognition.evaluate import learnt_frames_from_views
-
         if ":" not in args.learnt_frames:
-            raise InputError(f"--learnt-frames '{args.learnt_frames}': use WORKSPACE:"
+            raise InputError(f"--learnt-frames '{args.learnt_frames}': use WORKSPACE_ROOT:"
                              "TRAIN_SCENE, e.g. ws:data/demo/train/000001")
-        ws, scene = (Path(p) for p in args.learnt_frames.rsplit(":", 1))
-
-        def obj_dir(n):
-            nested = ws / n / "objects" / n
-            return nested if (nested / "views.json").is_file() else ws / n
-        frames = learnt_frames_from_views(
-            models, {mapping[o]: obj_dir(r.name) for o, r in rec.objects.items()}, scene,
-            args.bop_models)
-    res = evaluate_scenes(_IdMapped(rec, mapping), args.scene, models,
-                          max_images=args.max_images or None, image_step=args.step,
-                          progress=_progress(args.quiet))
+        learnt_root, train_scene = (Path(p) for p in args.learnt_frames.rsplit(":", 1))
+    sc = score_models(rec, args.scene, args.bop_models, learnt_root, train_scene, args.id_map,
+                      image_step=args.step, max_images=args.max_images or None,
+                      progress=_progress(args.quiet))
     if args.csv:
-        write_bop_csv(args.csv, res.rows)
-    names = {o: models[o].name for o in models}
-    perr = res.pose_errors()
-    print(json.dumps({"map50": res.map50, "images": res.n_images,
-                      "s_per_image": res.seconds_per_image,
-                      "per_object": {names[o]: {"ap50": res.ap50.get(o),
-                                                "add_rgb": res.add_rgb.get(o),
-                                                "add_icp": res.add_icp.get(o),
-                                                "add_icp_model_frame":
-                                                    res.add_icp_model_frame.get(o),
-                                                "learnt_frame_deg":
-                                                    frames.get(o, {}).get("sym_deg"),
-                                                "pose_errors": perr.get(o),
-                                                "n": res.n_pose.get(o)} for o in names},
-                      "csv": args.csv or None}, indent=1))
+        write_bop_csv(args.csv, sc.result.rows)
+    print(json.dumps({**sc.summary(), "csv": args.csv or None}, indent=1))
     return EXIT_OK
 
 
@@ -283,10 +228,9 @@ def register(sub) -> None:
     e.add_argument("--step", type=int, default=1, help="every n-th image")
     e.add_argument("--csv", default="", help="write BOP CSV results here")
     e.add_argument("--learnt-frames", default="", metavar="WORKSPACE:TRAIN_SCENE",
-                   help="score ADD in the frames the objects were learnt in: WORKSPACE as given "
-                        "to learn (NAME/objects/NAME/views.json; or a folder of NAME/views.json),"
-                        " TRAIN_SCENE the BOP scene they were learnt from (its scene_gt); an "
-                        "untextured mesh fixes its frame only up to its symmetries (the recall "
-                        "in the mesh's own frame is printed too)")
+                   help="score ADD in the frames the objects were learnt in: WORKSPACE the root "
+                        "given to learn (--workspace), TRAIN_SCENE the BOP scene they were "
+                        "learnt from (its scene_gt); an untextured mesh fixes its frame only up "
+                        "to its symmetries (the recall in the mesh's own frame is printed too)")
     e.add_argument("--device", default="")
     e.add_argument("--quiet", action="store_true")

@@ -124,7 +124,8 @@ class BopSceneWriter:
 
     def add_frame(self, im_id: int, rgb: np.ndarray, depth_m: np.ndarray | None,
                   T_world_camera: np.ndarray | None = None, objects=(),
-                  stamp_ns: int | None = None, depth_stamp_ns: int | None = None) -> None:
+                  stamp_ns: int | None = None, depth_stamp_ns: int | None = None,
+                  depth_saturated: np.ndarray | None = None) -> None:
         """Write one frame.
 
         rgb: (H, W, 3) uint8 RGB. depth_m: (H, W) float metres; 0, NaN, inf and negative values
@@ -132,6 +133,8 @@ class BopSceneWriter:
         (then scene_camera.json gets no cam_R_w2c/cam_t_w2c). objects: iterable of (obj_id,
         T_camera_object (4, 4), mask (H, W) bool without occlusion, mask_visib (H, W) bool).
         stamp_ns / depth_stamp_ns: acquisition times (scene_stamps.json), optional.
+        depth_saturated: (H, W) bool, invalid pixels to write as 65535 (what some drivers write
+        for "no reading"; readers treat 0 and 65535 as invalid), optional.
         """
         H, W = self.intr.height, self.intr.width
         im_id = int(im_id)
@@ -152,7 +155,7 @@ class BopSceneWriter:
                                  "intrinsics' size)")
             d = np.where(np.isfinite(d) & (d > 0), d, 0.0)
             units = np.round(d * 1000.0 / self.depth_scale)
-            if units.max(initial=0) > 65535:
+            if units.max(initial=0) > 65534:  # 65535 = invalid
                 raise InputError(f"frame {im_id}: depth {d.max():.2f} m does not fit 16 bits "
                                  f"with depth_scale {self.depth_scale} mm; use a larger "
                                  "depth_scale")
@@ -175,7 +178,10 @@ class BopSceneWriter:
 
         atomic_write_image(self.dir / "rgb" / f"{im_id:06d}{self.rgb_ext}", rgb)
         if units is not None:
-            atomic_write_image(self.dir / "depth" / f"{im_id:06d}.png", units.astype(np.uint16))
+            raw = units.astype(np.uint16)
+            if depth_saturated is not None:
+                raw[np.asarray(depth_saturated, bool) & (raw == 0)] = 65535
+            atomic_write_image(self.dir / "depth" / f"{im_id:06d}.png", raw)
         cam = {"cam_K": self.intr.K.reshape(-1).tolist(), "depth_scale": self.depth_scale}
         if T_wc is not None:
             R, t = pose_to_bop(np.linalg.inv(T_wc))

@@ -61,7 +61,8 @@ class FrameRecord:
         return np.ascontiguousarray(img[..., ::-1])
 
     def load_depth(self) -> np.ndarray:
-        """(H, W) float32 metres, 0 = invalid (value * depth_scale_m)."""
+        """(H, W) float32 metres, 0 = invalid (value * depth_scale_m; the file's 0 and 65535
+        are both invalid)."""
         import cv2
 
         d = cv2.imread(self.depth_path, cv2.IMREAD_UNCHANGED)
@@ -77,6 +78,7 @@ class FrameRecord:
                                   "uint16 (16UC1, depth units of depth_scale, 0 = invalid); "
                                   "re-export the depth as 16-bit PNG")
         out = d.astype(np.float32) * np.float32(self.depth_scale_m)
+        out[d == 65535] = 0  # "no reading" in some drivers, like 0
         out[~np.isfinite(out) | (out < 0)] = 0
         return out
 

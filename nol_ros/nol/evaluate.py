@@ -162,3 +162,183 @@ def choose_default_method(results: dict, candidate: str = "nol", baseline: str =
             "rule": f"{candidate} if its mean masked PSNR ({refinement} refinement, all objects "
                     f"and noise levels) beats {baseline}",
             "mean_psnr": mean, "per_level": per_level, "objects": sorted(objs)}
+
+
+# --------------------------------------------------------------------------- real textures
+def load_textured_objects(objects_dir, texture_px: int = 1024) -> dict[str, Mesh]:
+    """Every ``NAME/textured.obj`` (with its .mtl and texture image) under ``objects_dir`` ->
+    {NAME: textured Mesh}, metres, re-centred on its bounding box (scans keep the scanner's
+    origin, often at the base: pose errors should turn the object about its centre). The
+    texture is area-downsampled to at most ``texture_px`` (a mip level: a 4096 px atlas is
+    ~30 texels per pixel at the distances rendered here, and point-sampling it aliases)."""
+    from pathlib import Path
+
+    import cv2
+
+    from nol_ros.errors import FileFormatError
+    from nol_ros.mesh import load_mesh
+
+    root = Path(objects_dir)
+    if not root.is_dir():
+        raise FileFormatError(f"objects folder '{root}' does not exist; give a folder with one "
+                              "subfolder per object holding textured.obj, its .mtl and texture "
+                              "(e.g. ../shared/realdata/ycb_real_textures)")
+    out = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        obj = d / "textured.obj"
+        if not obj.is_file():
+            continue
+        m = load_mesh(obj, units="m")
+        if not m.is_textured:
+            raise FileFormatError(f"{obj} loaded without a texture: its .mtl must name the "
+                                  "texture image (map_Kd) next to it")
+        tex = m.texture
+        if max(tex.shape[:2]) > texture_px:
+            s = texture_px / max(tex.shape[:2])
+            tex = cv2.resize(tex, (round(tex.shape[1] * s), round(tex.shape[0] * s)),
+                             interpolation=cv2.INTER_AREA)
+        c = (m.vertices.min(0) + m.vertices.max(0)) / 2
+        out[d.name] = Mesh(m.vertices - c, m.faces, uvs=m.uvs, texture=tex, name=d.name)
+    if not out:
+        raise FileFormatError(f"'{root}' holds no NAME/textured.obj; give the folder of the "
+                              "scanned objects (layout of ../shared/realdata/ycb_real_textures)")
+    return out
+
+
+@dataclass
+class SceneCase:
+    """A real textured object standing in one of the synthetic cluttered scenes, seen by a
+    robot: frames (full Xtion images of the scene, ``n_sources`` of them, with the sensor's
+    colour and depth artefacts), the true object poses in them, and target crops with the
+    clean ground truth. mesh: untextured (what the renderer gets). rgb (N, H, W, 3) uint8,
+    depth (N, H, W) float32 m (0 = no reading), T_co (N, 4, 4) true T_camera_object;
+    gt_rgb (M, S, S, 3) float32 [0, 1], gt_mask (M, S, S) bool."""
+
+    name: str
+    mesh: Mesh
+    intr: Intrinsics
+    rgb: np.ndarray
+    depth: np.ndarray
+    T_co: np.ndarray
+    T_targets: np.ndarray
+    intr_targets: list[Intrinsics]
+    gt_rgb: np.ndarray
+    gt_mask: np.ndarray
+
+
+def _supersampled(scene, meshes, intr: Intrinsics, T_world_camera: np.ndarray, light_world,
+                  ss: int = 2) -> np.ndarray:
+    """Shaded colour (H, W, 3) float32 rendered at ss x the resolution and area-averaged (a
+    camera integrates over its pixels)."""
+    import cv2
+
+    from nol_ros.rasterizer import shade
+
+    hi = intr.scaled(ss)
+    res = scene.render(hi, T_world_camera, near=0.05, far=12.0)
+    l_cam = np.asarray(T_world_camera)[:3, :3].T @ light_world
+    col = shade(res, meshes, light_dir_cam=tuple(l_cam), ambient=0.55, diffuse=0.45)
+    return cv2.resize(col, (intr.width, intr.height), interpolation=cv2.INTER_AREA)
+
+
+def make_scene_case(mesh_textured: Mesh, seed: int = 0, n_sources: int = 6,
+                    n_targets: int = 6, crop: int = 256, name: str = "") -> SceneCase:
+    """The object on the table of synthetic world ``seed`` (nol_ros.datasets.synthetic: room,
+    table, clutter, two catalogue objects as neighbours that occlude it), ``n_sources`` robot
+    views of the scene (a circle around the object at 25-50 deg elevation, 0.8-1.2 m, the
+    Xtion model), and ``n_targets`` target crops (10-60 deg, 0.6-0.9 m) of the object alone
+    under the scene's light, clean (deterministic by seed)."""
+    from nol_ros.datasets.synthetic.sensor import SensorConfig, XtionSensor, specular_strength
+    from nol_ros.datasets.synthetic.world import build_world
+    from nol_ros.geometry import make_T, so3_exp
+    from nol_ros.rasterizer import Scene
+
+    rng = np.random.default_rng([seed, 41])
+    neighbours = [int(x) for x in rng.choice([1, 2, 3, 4, 5, 9], 2, replace=False)]
+    world = build_world(seed, neighbours, n_clutter=4)
+    meshes, Ts = world.meshes_and_poses()
+    on_table = [(o.T_world_object[:3, 3], 0.5 * float(np.linalg.norm(o.mesh.extent[:2])))
+                for o in world.objects]
+    on_table += [(T[:3, 3], 0.5 * float(np.linalg.norm(m.extent[:2])))
+                 for m, T in world.static if m.name == "distractor"]
+    foot = 0.5 * float(np.linalg.norm(mesh_textured.extent[:2]))
+    p = np.zeros(2)
+    for _ in range(500):  # a free spot near the table centre
+        p = rng.uniform(-0.12, 0.12, 2)
+        if all(np.linalg.norm(p - q[:2]) > foot + f + 0.01 for q, f in on_table):
+            break
+    zmin = float(mesh_textured.vertices[:, 2].min())
+    T_wo = make_T(so3_exp([0, 0, rng.uniform(0, 2 * np.pi)]),
+                  [p[0], p[1], world.table_top_z - zmin + 1e-4])
+    meshes = [mesh_textured] + meshes
+    Ts = [T_wo] + Ts
+    scene = Scene(meshes, Ts)
+    centre = T_wo[:3, 3]
+    light = world.light_dir_world
+    sensor = XtionSensor(SensorConfig(), np.random.default_rng([seed, 43]))
+    intr = SMOT_XTION
+    rays = intr.ray_directions()
+    az0 = rng.uniform(0, 2 * np.pi)
+    rgbs, depths, Tcs = [], [], []
+    k = 0
+    while len(rgbs) < n_sources and k < 10 * n_sources:
+        az = az0 + 2 * np.pi * len(rgbs) / n_sources + rng.normal(0, 0.15)
+        el, d = np.radians(rng.uniform(25, 50)), rng.uniform(0.8, 1.2)
+        eye = centre + d * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az),
+                                     np.sin(el)])
+        T_wc = look_at(eye, centre + rng.normal(0, 0.02, 3))
+        k += 1
+        res = scene.render(intr, T_wc, near=0.05, far=12.0)
+        vis = res.mesh_id == 0
+        if vis.sum() < 400:   # hidden behind a neighbour: the robot would not pick this view
+            continue
+        col = _supersampled(scene, meshes, intr, T_wc, light)
+        l_cam = T_wc[:3, :3].T @ light
+        glossy = (res.mesh_id >= 0) & (res.mesh_id <= len(world.objects))
+        spec = np.where(glossy, specular_strength(res.normal_cam, rays, l_cam), 0.0)
+        rgbs.append(sensor.rgb(col))
+        depths.append(sensor.depth(res.depth.astype(np.float64), col.mean(2), spec))
+        Tcs.append(invert_T(T_wc) @ T_wo)
+    obj_scene = Scene([mesh_textured], [np.eye(4)])
+    T_t, intrs, gts, gms = [], [], [], []
+    for _ in range(n_targets):
+        T = _view(rng.uniform(0, 2 * np.pi), rng.uniform(10, 60), rng.uniform(0.6, 0.9))
+        ci = crop_intrinsics(mesh_textured, T, SMOT_XTION, crop, 128)
+        # the object alone in its own frame, lit by the scene's light (in that frame)
+        col = _supersampled(obj_scene, [mesh_textured], ci, invert_T(T), T_wo[:3, :3].T @ light)
+        res = obj_scene.render(ci, invert_T(T))
+        T_t.append(T)
+        intrs.append(ci)
+        gts.append(np.where(res.mask[..., None], col, 0.0))
+        gms.append(res.mask)
+    return SceneCase(name or mesh_textured.name, mesh_textured.untextured(), intr,
+                     np.stack(rgbs), np.stack(depths), np.stack(Tcs), np.stack(T_t), intrs,
+                     np.stack(gts).astype(np.float32), np.stack(gms))
+
+
+def annotated_sources(case: SceneCase, trans_m: float, rot_deg: float, seed: int,
+                      crop: int = 256, depth_tolerance_m: float = 0.05) -> list[SourceView]:
+    """The case's frames as the self-annotation turns them into NOL sources: each pose moved
+    by exactly (trans_m, rot_deg) in a random direction (object frame; an annotation error),
+    the mask derived at that pose by the self-annotation's rule (the object's silhouette where
+    the rendered depth agrees with the measured depth within ``depth_tolerance_m`` or there is
+    no reading), and the NOL crop around it (rgb, mask, depth) at ``crop`` px."""
+    from nol_ros.camera import crop_image, square_crop_box
+    from nol_ros.rasterizer import Scene
+
+    rng = np.random.default_rng([seed, 47])
+    scene = Scene([case.mesh], [np.eye(4)])
+    out = []
+    for rgb, depth, T in zip(case.rgb, case.depth, case.T_co):
+        Ta = perturb_T(T, trans_m, np.radians(rot_deg), rng, "fixed") if trans_m or rot_deg \
+            else T
+        r = scene.render(case.intr, invert_T(Ta))
+        mask = r.mask & ((depth <= 0) | (np.abs(r.depth - depth) <= depth_tolerance_m))
+        if not mask.any():
+            mask = r.mask
+        box = square_crop_box(mask, min_half=128)
+        K = case.intr.crop_resize(box[0], box[1], box[2], box[2], crop, crop).K
+        out.append(SourceView(crop_image(rgb, box, crop, "linear").astype(np.float32) / 255.0,
+                              crop_image(mask.astype(np.uint8), box, crop, "nearest") > 0, K,
+                              Ta, crop_image(depth, box, crop, "nearest")))
+    return out

@@ -27,12 +27,15 @@ from nol_ros.mesh import Mesh
 @dataclass
 class SourceView:
     """A source crop. rgb: (S, S, 3) float32 [0, 1]; mask: (S, S) bool; K: (3, 3) of the crop;
-    T_camera_object: (4, 4) (self-annotated, possibly inaccurate)."""
+    T_camera_object: (4, 4) (self-annotated, possibly inaccurate); depth: (S, S) float32 m
+    measured depth of the crop (0 = no reading) or None -- with it the mask can be re-derived
+    at a refined pose exactly as the self-annotation derived it (:func:`mask_at_pose`)."""
 
     rgb: np.ndarray
     mask: np.ndarray
     K: np.ndarray
     T_camera_object: np.ndarray
+    depth: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -98,15 +101,31 @@ def _object_scene(mesh: Mesh, scene=None):
     return scene if scene is not None else Scene([mesh], [np.eye(4)])
 
 
+def outward_vertex_normals(mesh: Mesh) -> np.ndarray:
+    """(V, 3) float64 unit vertex normals pointing out of the object: the mesh's own (from its
+    face winding), all flipped when the winding encloses a negative volume (a mesh exported
+    inside out). Cached on the mesh."""
+    c = mesh._cache
+    if "outward_normals" not in c:
+        v = mesh.vertices - mesh.vertices.mean(0)
+        f = mesh.faces
+        vol = float(np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]])).sum())
+        c["outward_normals"] = mesh.vertex_normals * (-1.0 if vol < 0 else 1.0)
+    return c["outward_normals"]
+
+
 def source_geometry(mesh: Mesh, src: SourceView, depth_eps_m: float = 0.005,
                     max_angle_deg: float = 85.0, scene=None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One ray cast of the mesh in a source crop at its (possibly inaccurate) pose gives:
     visible (V,) bool (depth test within ``depth_eps_m``, inside the crop and the source mask,
-    viewing angle below ``max_angle_deg``), cos (V,) float32 (|cosine| between viewing ray and
-    vertex normal) and the angle map (S, S) float32 (cosine between viewing ray and surface
-    normal per pixel, 0 off the object or the mask; the angle input of
-    NolNet.encode_sources). ``scene``: a Scene of the mesh in its object frame, to reuse."""
+    and FACING the camera: the signed cosine between the outward vertex normal and the
+    direction to the camera above cos(``max_angle_deg``) -- a back face within ``depth_eps_m``
+    behind a visible surface, e.g. the inside of a thin can wall, is not visible), cos (V,)
+    float32 (that signed cosine clipped to [0, 1]) and the angle map (S, S) float32 (cosine
+    between viewing ray and surface normal per pixel, 0 off the object or the mask; the angle
+    input of NolNet.encode_sources). ``scene``: a Scene of the mesh in its object frame, to
+    reuse."""
     from nol_ros.geometry import invert_T
 
     S = src.size
@@ -130,15 +149,37 @@ def source_geometry(mesh: Mesh, src: SourceView, depth_eps_m: float = 0.005,
     rd = np.where(rd > 0, rd, far)
     mask = cv2.dilate(src.mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     vis[inside] = (rd > 0) & (z[inside] <= rd + depth_eps_m) & mask[vi, ui]
-    n = mesh.vertex_normals @ T[:3, :3].T
+    n = outward_vertex_normals(mesh) @ T[:3, :3].T
     view = -Pc / np.linalg.norm(Pc, axis=1, keepdims=True)
-    cos = np.abs(np.sum(n * view, axis=1))  # vertex normals of closed meshes may face either way
+    cos = np.sum(n * view, axis=1)
     vis &= cos > np.cos(np.radians(max_angle_deg))
     rays = intr.ray_directions()
     rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
-    amap = np.abs(np.sum(res.normal_cam * rays, axis=-1))
+    amap = np.abs(np.sum(res.normal_cam * rays, axis=-1))  # normal_cam faces the camera
     amap = np.where((res.depth > 0) & src.mask, amap, 0.0).astype(np.float32)
-    return vis, cos.astype(np.float32), amap
+    return vis, np.clip(cos, 0.0, 1.0).astype(np.float32), amap
+
+
+def mask_at_pose(mesh: Mesh, src: SourceView, T_camera_object: np.ndarray,
+                 depth_tolerance_m: float = 0.05, scene=None) -> np.ndarray:
+    """(S, S) bool: the source's object mask re-derived at another (refined) pose -- the
+    silhouette of the mesh at ``T_camera_object`` in the crop, minus what hides it. With the
+    crop's measured depth this is the self-annotation's rule (nol_ros.reconstruction.annotate:
+    a pixel is visible where the rendered depth is within ``depth_tolerance_m`` of the measured
+    one or there is no reading); without depth, the pixels of the old silhouette that the old
+    mask excluded (an occluder) stay excluded."""
+    from nol_ros.geometry import invert_T
+
+    S = src.size
+    intr = Intrinsics.from_K(src.K, S, S)
+    scene = _object_scene(mesh, scene)
+    new = scene.render(intr, invert_T(np.asarray(T_camera_object, np.float64)))
+    if src.depth is not None:
+        d = np.asarray(src.depth, np.float32)
+        ok = (d <= 0) | (np.abs(new.depth - d) <= depth_tolerance_m)
+        return new.mask & ok
+    old = scene.render(intr, invert_T(src.T_camera_object)).mask
+    return new.mask & ~(old & ~src.mask)
 
 
 def vertex_visibility(mesh: Mesh, src: SourceView, depth_eps_m: float = 0.005,
@@ -316,12 +357,37 @@ def blend_ibr(proj: Projection, mode: str = "angle", angle_power: float = 4.0,
     if mode == "mean":
         w = v
     elif mode == "angle":
-        w = v * cos.clamp(min=1e-3) ** angle_power
+        # every valid source keeps a weight > 0 (1e-12: far below any frontal one), so the
+        # normalised weights sum to exactly 1 wherever a source is valid, even where all of
+        # them see the surface at a grazing angle (cos ~ 0)
+        w = v * (cos.clamp(min=0.0) ** angle_power).clamp(min=1e-12)
     elif mode == "best":
         score = torch.where(proj.valid, cos, torch.full_like(cos, -1.0))
         w = (score == score.max(0, keepdim=True).values).float() * v
     else:
         raise InputError(f"blend mode '{mode}' unknown; use angle, mean or best")
-    w = w / w.sum(0, keepdim=True).clamp(min=1e-8)
+    w = w / w.sum(0, keepdim=True).clamp(min=1e-30)
     out = (rgb * w).sum(0)
     return (out, w) if return_weights else out
+
+
+def face_texture_weights(geom: ProjectionGeometry, proj: Projection) -> torch.Tensor:
+    """Texture mapping (the paper's baseline, view-independent): every mesh face takes its
+    colour from ONE source, the one that sees all three of its vertices most frontally (largest
+    mean cosine), as a per-face view selection builds a texture atlas (mvs-texturing without its
+    seam levelling). -> weights (K, 1, H, W), one-hot on the chosen source where it is valid;
+    where the chosen source's projection falls outside its crop, the angle weights."""
+    fg = geom.target_mask
+    fid = geom.face_id[fg]
+    f = geom.faces[fid]                                        # (N, 3)
+    score = torch.where(geom.vis[:, f].all(-1), geom.cos[:, f].mean(-1),
+                        torch.full((), -1.0))                  # (K, N)
+    best = score.argmax(0)
+    onehot = torch.zeros_like(score)
+    onehot[best, torch.arange(len(best))] = 1.0
+    w = proj.valid.new_zeros(proj.valid.shape, dtype=proj.P.dtype)
+    w[:, 0, fg] = onehot.to(w.dtype)
+    w = w * proj.valid
+    _, wa = blend_ibr(proj, "angle", return_weights=True)
+    have = w.sum(0, keepdim=True) > 0
+    return torch.where(have, w, wa)

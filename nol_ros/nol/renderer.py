@@ -1,8 +1,16 @@
 """Rendering a learnt object in any pose: NOL (paper Sec. 3.1, 3.3) and the IBR baselines.
 
-    r = load_object_renderer("ws/mug/objects/mug")          # shipped cpu model, or method="ibr"
+    mesh, sources, _ = load_sources("ws/mug/objects/mug")
+    r, info = prepare_renderer(mesh, sources, net)          # what LearnObject runs (see below)
     rgb, mask = r.render(T_camera_objects, intr)            # the ObjectRenderer protocol
     res = r.render_detailed(T_camera_objects, intr)         # + weights, coverage, refined poses
+
+:func:`prepare_renderer` with an :class:`ObjectRendererConfig` is the ONE path from a learnt
+object's sources to its renderer that LearnObject's render stage, RenderViews and the
+benchmarks (bench/bench_nol_real.py, bench/bench_nol.py) run: build the renderer, refine the
+source poses once per object (50 iterations, patience 8; the masks are re-derived at the refined
+poses), fine-tune the network on the object's own views (method "nol"), and render without
+per-target refinement (measured: after the per-object refinement it did not pay).
 
 Per object, once: every source crop is resized to the network's crop size, its vertex
 visibility / viewing angles and angle map are computed at its (self-annotated) pose, and it is
@@ -11,7 +19,10 @@ in the target; ``n_sources`` sources are chosen greedily for the vertices visibl
 (views.selection.select_for_target); their cached maps are projected (P_k); the network blends
 them (X_S, X_D = its colour channels) or, for the baselines, a fixed blend does: ``ibr_angle``
 (visibility- and angle-weighted average, classic image-based rendering), ``ibr_mean`` (plain
-average: the paper's w/o-LSTM ablation), ``ibr_best`` (per pixel the most frontal source).
+average: the paper's w/o-LSTM ablation), ``ibr_best`` (per pixel the most frontal source),
+``texture`` (texture mapping, the paper's other baseline: every face coloured from the one
+source that sees it most frontally). The network runs only on the bounding box of the pixels
+some source sees (plus its receptive field), which gives the full-image result.
 
 Pose refinement of the sources (Sec. 3.3): X_S(t0) of the first prediction is the target; each
 source pose T_k is moved to minimise E_k = mean over the shared mask |X_S(t0) - P_k(T_k)| (colour
@@ -51,13 +62,15 @@ from nol_ros.nol.projection import (
     SourceView,
     _object_scene,
     blend_ibr,
+    face_texture_weights,
     geometry_from,
+    mask_at_pose,
     project_features,
     se3_exp_torch,
     source_geometry,
 )
 
-METHODS = ("nol", "ibr_angle", "ibr_mean", "ibr_best")
+METHODS = ("nol", "ibr_angle", "ibr_mean", "ibr_best", "texture")
 REFINE = ("none", "se3", "euler")
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "nol_cpu.pt"
 
@@ -117,6 +130,58 @@ class RenderConfig:
                               "0 < target_scale <= 1")
 
 
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Per-object self-supervised fine-tuning at learn time (:meth:`NolRenderer.finetune`):
+    Adam steps on the leave-one-out prediction of the object's own source views."""
+
+    steps: int = 80
+    lr: float = 1e-3
+    n_sources: int = 6
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 0 or self.lr <= 0 or self.n_sources < 1:
+            raise ConfigError("finetune: steps >= 0, lr > 0 and n_sources >= 1")
+
+
+@dataclass(frozen=True)
+class ObjectRendererConfig:
+    """Everything done with a learnt object's sources before and while rendering it -- ONE
+    configuration for LearnObject's render stage, RenderViews and the benchmarks that measure
+    them (:func:`prepare_renderer`). render: the renderer (method, per-target refinement);
+    refine_object: the per-object refinement of the source poses (once); finetune: the
+    per-object fine-tuning of the network (method "nol" only, after the refinement)."""
+
+    # per-target refinement off: after the per-object refinement it cost 0.14 dB (IBR) and
+    # 0.36 dB (NOL) on a real scanned can at 1 cm / 3 deg for 4-15x the render time
+    # (BENCHMARKS.md "NOL on real textures")
+    render: RenderConfig = dataclasses.field(
+        default_factory=lambda: RenderConfig(refine=RefineConfig(method="none")))
+    refine_object: RefineConfig = dataclasses.field(
+        default_factory=lambda: RefineConfig(max_iters=50, patience=8))
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
+
+
+class _Adam:
+    """Adam (Kingma & Ba) written out for a few tensors: torch.optim's first use imports
+    torch._dynamo, which costs seconds in a process that renders one object."""
+
+    def __init__(self, params, lr: float, b1: float = 0.9, b2: float = 0.999):
+        self.params, self.lr, self.b1, self.b2, self.t = list(params), lr, b1, b2, 0
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+
+    @torch.no_grad()
+    def step(self, grads) -> None:
+        self.t += 1
+        c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+            p.sub_(self.lr * (m / c1) / ((v / c2).sqrt() + 1e-8))
+
+
 @dataclass
 class RenderResult:
     """B targets. rgb (B, H, W, 3) float32 [0, 1] (0 where no source sees the surface);
@@ -149,7 +214,9 @@ def _resize_source(src: SourceView, S: int) -> SourceView:
     rgb = cv2.resize(src.rgb, (S, S), interpolation=cv2.INTER_AREA)
     mask = cv2.resize(src.mask.astype(np.float32), (S, S), interpolation=cv2.INTER_AREA) > 0.5
     K = Intrinsics.from_K(src.K, s0, s0).crop_resize(0, 0, s0, s0, S, S).K
-    return SourceView(rgb.astype(np.float32), mask, K, src.T_camera_object)
+    depth = None if src.depth is None else cv2.resize(
+        np.asarray(src.depth, np.float32), (S, S), interpolation=cv2.INTER_NEAREST)
+    return SourceView(rgb.astype(np.float32), mask, K, src.T_camera_object, depth)
 
 
 class NolRenderer:
@@ -215,9 +282,14 @@ class NolRenderer:
             self.C_full = torch.cat([rgb, ang], 1)
 
     def _set_poses(self, T: np.ndarray) -> None:
-        self.sources = [dataclasses.replace(s, T_camera_object=T[i])
-                        for i, s in enumerate(self.sources)]
-        self.full = [dataclasses.replace(s, T_camera_object=T[i]) for i, s in enumerate(self.full)]
+        """Move the sources to the poses T (N, 4, 4): their masks follow (re-derived at the new
+        pose by :func:`~nol_ros.nol.projection.mask_at_pose`, as the self-annotation derived
+        them at the old one), then visibility and the cached maps are recomputed."""
+        S = self.sources[0].size
+        self.full = [dataclasses.replace(
+            s, T_camera_object=T[i], mask=mask_at_pose(self.mesh, s, T[i], scene=self._scene))
+            for i, s in enumerate(self.full)]
+        self.sources = [_resize_source(s, S) for s in self.full]
         self._encode()
 
     def refine_sources(self, cfg: RefineConfig | None = None) -> dict:
@@ -243,13 +315,96 @@ class NolRenderer:
                     x_s, w = blend_ibr(proj, "angle", self.cfg.angle_power, return_weights=True)
                     x_s, w = torch.cat([x_s, (w * proj.P[:, 3:]).sum(0)], 0)[None], w[None]
                 else:
-                    x_s, w = self._blend([proj])
+                    x_s, w = self._blend([proj], geoms)
             anchors.append(Anchor(geoms[0], sel[0], w[0], x_s[0]))
         T0 = torch.as_tensor(np.stack([s.T_camera_object for s in self.sources]),
                              dtype=torch.float32, device=self.device)
         T, e0, e1 = refine_poses(anchors, F, T0, cfg)
         self._set_poses(T.cpu().numpy().astype(np.float64))
         return {"before": e0, "after": e1, "seconds": time.perf_counter() - t0}
+
+    def finetune(self, cfg: FinetuneConfig) -> dict:
+        """Per-object self-supervised fine-tuning of the network (method "nol" only): each
+        source view in turn is the target, predicted from (up to ``n_sources`` of) the others
+        at its own pose -- the leave-one-out prediction the refinement's consistency already
+        rests on -- and the blending part of the network (ConvLSTM + weight block; the encoder
+        stays frozen, so the cached maps stay valid) takes ``cfg.steps`` Adam steps on the L1
+        error of X_D inside the target's mask. The network is a copy (a shared or shipped
+        model is never changed); the tuned copy is kept only if its mean leave-one-out error
+        is lower than before. Returns {steps, before, after, kept, seconds}."""
+        import copy
+
+        from nol_ros.views.selection import select_for_target
+
+        out = {"steps": 0, "before": float("nan"), "after": float("nan"), "kept": False,
+               "seconds": 0.0}
+        if self.net is None or cfg.steps <= 0 or len(self.sources) < 2:
+            return out
+        t0 = time.perf_counter()
+        S, N = self.sources[0].size, len(self.sources)
+        samples = []
+        with torch.no_grad():
+            for j, s in enumerate(self.sources):
+                others = np.array([i for i in range(N) if i != j])
+                r = self._scene.render(Intrinsics.from_K(s.K, S, S),
+                                       invert_T(s.T_camera_object))
+                vt = np.zeros(len(self.mesh.vertices), bool)
+                vt[self.mesh.faces[r.face_id[r.face_id >= 0]].reshape(-1)] = True
+                if not vt.any():
+                    continue
+                ids = others[select_for_target(self.vis[others], vt,
+                                               min(cfg.n_sources, len(others)))]
+                g = geometry_from(self.mesh, [self.sources[i] for i in ids], r, self.vis[ids],
+                                  self.cos[ids], self.device)
+                proj = project_features(g, self.F[ids], append_angle=False)
+                m = torch.as_tensor(s.mask & r.mask, device=self.device) & proj.valid.any(0)[0]
+                if int(m.sum()) < 32:
+                    continue
+                tgt = torch.as_tensor(s.rgb, device=self.device).permute(2, 0, 1)
+                # the object's box plus the receptive field (see _net_blend)
+                nc = self.net.config
+                mg = (nc.lstm_kernel // 2) * len(nc.lstm_channels) * (len(ids) + 1) + \
+                    len(nc.weight_channels) + 2
+                ys = torch.nonzero(m.any(1)).flatten()
+                xs = torch.nonzero(m.any(0)).flatten()
+                y0, y1 = max(int(ys[0]) - mg, 0), min(int(ys[-1]) + mg + 1, S)
+                x0, x1 = max(int(xs[0]) - mg, 0), min(int(xs[-1]) + mg + 1, S)
+                samples.append((proj.P[None, :, :, y0:y1, x0:x1],
+                                proj.valid[None, :, :, y0:y1, x0:x1], tgt[:, y0:y1, x0:x1],
+                                m[y0:y1, x0:x1]))
+        if not samples:
+            return out
+        net = copy.deepcopy(self.net).eval()   # BatchNorm (encoder only) keeps its statistics
+        tuned = list(net.lstm.parameters()) + list(net.weight_block.parameters())
+        for p in net.parameters():
+            p.requires_grad_(False)
+        for p in tuned:
+            p.requires_grad_(True)
+
+        def loss_of(model, smp):
+            P, valid, tgt, m = smp
+            x = model(P, valid, decode=False)["x_s"][0, :3]
+            return (x - tgt).abs().mean(0)[m].mean()
+
+        with torch.no_grad():
+            before = float(np.mean([float(loss_of(net, x)) for x in samples]))
+        opt = _Adam(tuned, cfg.lr)
+        order = np.random.default_rng(cfg.seed).permutation(
+            np.resize(np.arange(len(samples)), cfg.steps))
+        for k in order:
+            loss = loss_of(net, samples[int(k)])
+            grads = torch.autograd.grad(loss, tuned)
+            opt.step(grads)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        with torch.no_grad():
+            after = float(np.mean([float(loss_of(net, x)) for x in samples]))
+        kept = after < before
+        if kept:
+            self.net = net
+        out.update(steps=int(cfg.steps), before=before, after=after, kept=kept,
+                   samples=len(samples), seconds=time.perf_counter() - t0)
+        return out
 
     # -- the ObjectRenderer protocol --------------------------------------------------------------
     def render(self, T_camera_objects: np.ndarray, intr: Intrinsics
@@ -305,20 +460,49 @@ class NolRenderer:
             rasters.append(r)
         return geoms, np.array(sel), rasters
 
-    def _blend(self, projs) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (x_s (B, C, H, W), weights (B, K, 1, H, W))."""
-        P = torch.stack([p.P for p in projs])
-        valid = torch.stack([p.valid for p in projs])
+    def _blend(self, projs, geoms=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (x_s (B, C, H, W), weights (B, K, 1, H, W)). geoms: the projections'
+        geometries (needed by "texture")."""
         if self.cfg.method == "nol":
-            out = self.net(P, valid, decode=False)
-            return out["x_s"], out["weights"]
-        mode = self.cfg.method.split("_", 1)[1]
+            outs = [self._net_blend(p) for p in projs]
+            return torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs])
         xs, ws = [], []
-        for p in projs:
-            rgb, w = blend_ibr(p, mode, self.cfg.angle_power, return_weights=True)
-            xs.append(torch.cat([rgb, p.P[:, 3:].mul(w).sum(0)], 0))
+        for b, p in enumerate(projs):
+            if self.cfg.method == "texture":
+                if geoms is None:
+                    raise InputError("texture blending needs the projection geometry")
+                w = face_texture_weights(geoms[b], p)
+            else:
+                _, w = blend_ibr(p, self.cfg.method.split("_", 1)[1], self.cfg.angle_power,
+                                 return_weights=True)
+            xs.append((p.P * w).sum(0))
             ws.append(w)
         return torch.stack(xs), torch.stack(ws)
+
+    def _net_blend(self, p) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network on one projection (K, C, H, W), run only on the bounding box of the
+        pixels any source sees plus the network's receptive-field radius (ConvLSTM: one
+        3x3 neighbourhood per source step and layer; weight block: one per convolution), so
+        every covered pixel gets exactly the weights of a full-image run at a fraction of its
+        cost: the object fills a small part of a 640 x 480 view. -> (x_s (C, H, W), weights
+        (K, 1, H, W), 0 outside the box)."""
+        K, C, H, W = p.P.shape
+        x_s, w = p.P.new_zeros(C, H, W), p.P.new_zeros(K, 1, H, W)
+        fg = p.valid.any(0)[0]
+        if not bool(fg.any()):
+            return x_s, w
+        nc = self.net.config
+        r = nc.lstm_kernel // 2
+        margin = r * len(nc.lstm_channels) * (K + 1) + len(nc.weight_channels) + 2
+        ys = torch.nonzero(fg.any(1)).flatten()
+        xs = torch.nonzero(fg.any(0)).flatten()
+        y0, y1 = max(int(ys[0]) - margin, 0), min(int(ys[-1]) + margin + 1, H)
+        x0, x1 = max(int(xs[0]) - margin, 0), min(int(xs[-1]) + margin + 1, W)
+        out = self.net(p.P[None, :, :, y0:y1, x0:x1], p.valid[None, :, :, y0:y1, x0:x1],
+                       decode=False)
+        x_s[:, y0:y1, x0:x1] = out["x_s"][0]
+        w[:, :, y0:y1, x0:x1] = out["weights"][0]
+        return x_s, w
 
     def _render_batch(self, Ts: np.ndarray, intr: Intrinsics, rcfg: RefineConfig
                       ) -> RenderResult:
@@ -334,7 +518,7 @@ class NolRenderer:
         with torch.no_grad():
             projs = [project_features(g, self.F[ids], append_angle=False)
                      for g, ids in zip(geoms, sel)]
-            x_s, w = self._blend(projs)
+            x_s, w = self._blend(projs, geoms)
         t2 = time.perf_counter()
         loss = np.full((B, 2), np.nan)
         T_used = np.stack([g.T_camera_object.cpu().numpy() for g in geoms]).astype(np.float64)
@@ -349,7 +533,7 @@ class NolRenderer:
                 with torch.no_grad():
                     projs = [project_features(g, self.F[ids], append_angle=False)
                              for g, ids in zip(geoms, sel)]
-                    x_s, w = self._blend(projs)
+                    x_s, w = self._blend(projs, geoms)
         t3 = time.perf_counter()
         if rintr == intr:
             rgb = x_s[:, :3].clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
@@ -633,9 +817,15 @@ def load_sources(object_dir: str | os.PathLike) -> tuple[Mesh, list[SourceView],
         if rgb is None or mask is None:
             raise FileFormatError(f"source view {f} of '{d}': views/{f:06d}_rgb.png or "
                                   f"_mask.png is missing or unreadable")
+        dp = d / "views" / f"{f:06d}_depth.png"
+        depth = cv2.imread(str(dp), cv2.IMREAD_UNCHANGED) if dp.is_file() else None
+        if depth is not None and depth.shape != mask.shape:
+            raise FileFormatError(f"source view {f} of '{d}': views/{f:06d}_depth.png is "
+                                  f"{depth.shape}, its mask {mask.shape}; re-run LearnObject")
         sources.append(SourceView(rgb[..., ::-1].astype(np.float32) / 255.0, mask > 127,
                                   np.asarray(v["K_crop"], dtype=np.float64),
-                                  np.asarray(v["T_camera_object"], dtype=np.float64)))
+                                  np.asarray(v["T_camera_object"], dtype=np.float64),
+                                  None if depth is None else depth.astype(np.float32) / 1000.0))
     return mesh, sources, meta
 
 
@@ -666,9 +856,36 @@ def load_object_renderer(object_dir: str | os.PathLike, method: str = "auto",
         method = default_method() if checkpoint is None else "nol"
     if method == "ibr":
         method = "ibr_angle"
-    cfg = dataclasses.replace(config or RenderConfig(), method=method)
+    cfg = dataclasses.replace(config or ObjectRendererConfig().render, method=method)
     mesh, sources, _ = load_sources(object_dir)
     net = None
     if method == "nol":
         net, _ = load_checkpoint(checkpoint or SHIPPED_MODEL, device)
     return NolRenderer(mesh, sources, net, cfg, device)
+
+
+def prepare_renderer(mesh: Mesh, sources: list[SourceView], net: NolNet | None,
+                     cfg: ObjectRendererConfig = ObjectRendererConfig(),
+                     device: str | None = None, progress=None) -> tuple[NolRenderer, dict]:
+    """The one path from a learnt object's sources to its renderer, as LearnObject's render
+    stage, RenderViews and the benchmarks run it: build the renderer (``cfg.render``; ``net``
+    is used for method "nol" only), refine the source poses once (``cfg.refine_object``; the
+    masks follow), then fine-tune the network on the object (``cfg.finetune``, "nol" only).
+    progress(stage, fraction, message) with stages "refine" and "finetune".
+    Returns (renderer, {refine, finetune, seconds})."""
+    report = progress or (lambda *a: None)
+    t0 = time.perf_counter()
+    r = NolRenderer(mesh, sources, net if cfg.render.method == "nol" else None, cfg.render,
+                    device)
+    info: dict = {"method": cfg.render.method, "sources": len(sources)}
+    report("refine", 0.0, f"refining {len(sources)} source poses")
+    info["refine"] = r.refine_sources(cfg.refine_object)
+    report("refine", 1.0, f"source error {info['refine']['before']:.4f} -> "
+                          f"{info['refine']['after']:.4f}")
+    if cfg.render.method == "nol":
+        report("finetune", 0.0, f"fine-tuning the network on {len(sources)} views")
+        info["finetune"] = r.finetune(cfg.finetune)
+        report("finetune", 1.0, f"leave-one-out error {info['finetune']['before']:.4f} -> "
+                                f"{info['finetune']['after']:.4f}")
+    info["seconds"] = time.perf_counter() - t0
+    return r, info

@@ -423,3 +423,89 @@ def write_bop_csv(path: str | Path, rows) -> Path:
                      + " ".join(f"{float(v):.4f}" for v in np.asarray(t).reshape(-1))
                      + f",{float(dt):.4f}")
     return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+# -- the one scorer of trained models against a BOP dataset (CLI, demo, benchmark) ---------------
+class IdMapped:
+    """A recogniser whose object ids are mapped to the ground truth's (a workspace numbers its
+    objects 1, 2, ... in learning order; a dataset has its own ids)."""
+
+    def __init__(self, rec, mapping: dict[int, int]):
+        self.rec, self.mapping = rec, mapping
+        self.objects = rec.objects
+
+    def recognize(self, *a, **kw):
+        out = self.rec.recognize(*a, **kw)
+        for d in out:
+            d.obj_id = self.mapping.get(d.obj_id, d.obj_id)
+        return out
+
+
+def id_mapping(rec_objects: dict, models_info: dict, explicit: str = "") -> dict[int, int]:
+    """Recogniser id -> ground-truth id: ``explicit`` 'name=ID,...' first, then by equal names
+    (models_info 'name' keys, as the synthetic world writes them), else the same id."""
+    by_name = {str(v.get("name")): int(k) for k, v in models_info.items() if v.get("name")}
+    for item in [x for x in explicit.split(",") if x]:
+        if "=" not in item:
+            raise InputError(f"id map '{item}': use NAME=ID, e.g. mug=3")
+        n, i = item.split("=", 1)
+        by_name[n] = int(i)
+    return {int(oid): by_name.get(o.name, int(oid)) for oid, o in rec_objects.items()}
+
+
+@dataclass
+class Score:
+    """What :func:`score_models` measured: the scene result, the dataset ids of the
+    recogniser's classes, the evaluation models and the learnt frames (dataset id -> figures
+    of :func:`learnt_frames_from_views`)."""
+
+    result: SceneResult
+    mapping: dict[int, int]
+    models: dict[int, ObjectModel]
+    learnt_frames: dict[int, dict]
+
+    def summary(self) -> dict:
+        """Plain figures: mAP, mean ADD(-S) recalls, per object (by name) AP, ADD, pose-error
+        split and learnt frame; seconds per image."""
+        r = self.result
+        perr = r.pose_errors()
+        return {"map50": r.map50, "add_rgb": r.mean(r.add_rgb), "add_icp": r.mean(r.add_icp),
+                "add_rgb_model_frame": r.mean(r.add_rgb_model_frame),
+                "add_icp_model_frame": r.mean(r.add_icp_model_frame), "images": r.n_images,
+                "s_per_image": r.seconds_per_image, "cpu_s_per_image": r.cpu_seconds_per_image,
+                "per_object": {m.name: {"obj_id": o, "ap50": r.ap50.get(o),
+                                        "add_rgb": r.add_rgb.get(o), "add_icp": r.add_icp.get(o),
+                                        "add_icp_model_frame": r.add_icp_model_frame.get(o),
+                                        "n": r.n_pose.get(o), "pose_errors": perr.get(o),
+                                        "learnt_frame_deg":
+                                            self.learnt_frames.get(o, {}).get("sym_deg")}
+                               for o, m in self.models.items()}}
+
+
+def score_models(recognizer, scene_dirs: list[str | Path], dataset_models: str | Path,
+                 learnt_root: str | Path | None = None, train_scene: str | Path | None = None,
+                 id_map: str = "", image_step: int = 1, max_images: int | None = None,
+                 progress: ProgressFn = _noop) -> Score:
+    """Score a trained recogniser on BOP test scenes of a dataset (its ``models/`` folder with
+    models_info.json): classes mapped to the dataset's objects by name (``id_map`` 'NAME=ID,..'
+    overrides), ADD(-S) scored in each object's learnt frame when the objects were learnt into
+    ``learnt_root`` from ``train_scene`` (:func:`learnt_frames_from_views`), mAP@0.5 and BOP
+    results as :func:`evaluate_scenes`."""
+    from nol_ros.datasets.bop import read_models_info
+    from nol_ros.workspace import Workspace
+
+    info = read_models_info(Path(dataset_models) / "models_info.json")
+    mapping = id_mapping(recognizer.objects, info, id_map)
+    models = load_object_models(dataset_models, sorted(set(mapping.values())))
+    frames: dict[int, dict] = {}
+    if learnt_root is not None:
+        if train_scene is None:
+            raise InputError("learnt frames need the training scene the objects were learnt "
+                             "from")
+        ws = Workspace(learnt_root)
+        dirs = {mapping[o]: ws.learnt(r.name).files.dir for o, r in recognizer.objects.items()
+                if ws.learnt(r.name).files.learnt}
+        frames = learnt_frames_from_views(models, dirs, train_scene, dataset_models)
+    res = evaluate_scenes(IdMapped(recognizer, mapping), scene_dirs, models,
+                          max_images=max_images, image_step=image_step, progress=progress)
+    return Score(res, mapping, models, frames)

@@ -8,8 +8,9 @@ One machine (or a torchrun job over several with a shared file system)::
     torchrun --standalone --nproc_per_node 2 $(which nol-ros) render mug --workspace ws
 
 ``nol-ros render`` (``nol_ros.learn.render_training_set``) sees the torchrun environment and
-calls :func:`render_training_set_sharded`: rank 0 refines the source poses once and sends them
-to the others, every rank renders its part, rank 0 merges and swaps the set into place.
+calls :func:`render_training_set_sharded`: rank 0 prepares the renderer once (the source poses
+refined, the NOL network fine-tuned on the object) and sends the result to the others, every
+rank renders its part, rank 0 merges and swaps the set into place.
 
 Hosts without a shared file system (copy the object's workspace to each, e.g. with the
 transfer node, and the parts back)::
@@ -21,8 +22,10 @@ transfer node, and the parts back)::
 
 Why the parts are exact: batch b of ``batch`` views goes to worker b mod N, so every worker
 hands its renderer the very batches the single worker does (batched float kernels need not give
-the same bits for another batch composition); every worker renders from the same refined source
-poses; the merge sorts every annotation file by image id, as one writer writes them. The same
+the same bits for another batch composition); every worker renders from the same prepared
+renderer (refined source poses, fine-tuned network: ``refine --out poses.json`` also writes
+poses.json.net.pt, which ``part --poses`` reads from beside the JSON); the merge sorts every
+annotation file by image id, as one writer writes them. The same
 bits also need the same code, torch build and threads per process on every worker (torchrun
 sets one thread per process). Only wall-clock fields differ (``seconds`` in render_set.json,
 render_report.json).
@@ -61,36 +64,85 @@ def apply_source_poses(renderer, T: np.ndarray) -> None:
     renderer._set_poses(T)  # the renderer's own update of its sources and their cached maps
 
 
-def render_part(workspace: str | Path, name: str, obj_id: int, cfg, shard: tuple[int, int],
-                out_dir: str | Path, device: str | None = None, poses: np.ndarray | None = None,
+def prepared_state(renderer) -> dict:
+    """What the one-off preparation of a renderer (nol_ros.nol.renderer.prepare_renderer: the
+    source poses refined, the network fine-tuned) changed, to hand to other workers: the
+    source poses and the network's weights (None for the IBR methods)."""
+    net = renderer.net
+    return {"T_camera_object": source_poses(renderer),
+            "net": None if net is None else {k: v.detach().cpu().clone()
+                                             for k, v in net.state_dict().items()}}
+
+
+def apply_prepared_state(renderer, state: dict) -> None:
+    """Give a renderer loaded without preparation (load_renderer(prepare=False)) the state
+    another worker's preparation reached (:func:`prepared_state`): the same renders follow."""
+    import copy
+
+    apply_source_poses(renderer, state["T_camera_object"])
+    if state.get("net") is not None:
+        if renderer.net is None:
+            raise InputError("the prepared state has network weights but this renderer has no "
+                             "network: prepare and render with the same method")
+        net = copy.deepcopy(renderer.net)   # the shipped / shared model is never changed
+        net.load_state_dict(state["net"])
+        renderer.net = net.eval()
+
+
+def render_part(workspace, name: str, obj_id: int, cfg, shard: tuple[int, int],
+                out_dir: str | Path, device: str | None = None, prepared: dict | None = None,
                 progress=None) -> dict:
     """Render part ``shard`` = (k, n) of the object's set into ``out_dir`` (a render set
-    holding only that part). cfg: nol_ros.learn.RenderStageConfig (method, preset, batch).
-    poses: the refined source poses to render from (:func:`refine`); None = the learnt ones,
-    refined here when ``cfg.refine_sources`` (every part must use the same)."""
+    holding only that part). workspace: the learnt object's folder (or LearntObject); cfg:
+    nol_ros.learn.RenderStageConfig (method, preset, batch). prepared: the renderer state to
+    render from (:func:`prepare`); None = prepared here (every part must use the same)."""
     from nol_ros.learn import load_renderer
     from nol_ros.recognition.pipeline import recognition_preset
     from nol_ros.recognition.trainset import write_render_set
 
-    r = load_renderer(workspace, name, cfg, device)
-    if poses is not None:
-        apply_source_poses(r, poses)
-    elif cfg.refine_sources:
-        r.refine_sources()
+    r, _ = load_renderer(workspace, name, cfg, device, prepare=prepared is None)
+    if prepared is not None:
+        apply_prepared_state(r, prepared)
     return write_render_set(r, r.mesh, obj_id, out_dir, recognition_preset(cfg.preset).grid,
                             source=r.cfg.method, name=name, batch=cfg.batch,
                             progress=progress or (lambda *a: None), shard=shard)
 
 
-def refine(workspace: str | Path, name: str, cfg, device: str | None = None) -> np.ndarray:
-    """The object's source poses after the one-off refinement (the learnt ones when
-    ``cfg.refine_sources`` is off)."""
+def prepare(workspace, name: str, cfg, device: str | None = None) -> dict:
+    """The object's renderer prepared once (source poses refined, network fine-tuned, as
+    ``cfg`` says): :func:`prepared_state`, for :func:`render_part` on every host."""
     from nol_ros.learn import load_renderer
 
-    r = load_renderer(workspace, name, cfg, device)
-    if cfg.refine_sources:
-        r.refine_sources()
-    return source_poses(r)
+    r, _ = load_renderer(workspace, name, cfg, device)
+    return prepared_state(r)
+
+
+def save_prepared(state: dict, out: str | Path, name: str) -> None:
+    """``out`` (JSON: the object and its source poses) and, with network weights, OUT.net.pt."""
+    out = Path(out)
+    doc = {"object": name, "T_camera_object": np.asarray(state["T_camera_object"]).tolist()}
+    if state.get("net") is not None:
+        import torch
+
+        net = out.with_name(out.name + ".net.pt")
+        torch.save(state["net"], net)
+        doc["net"] = net.name
+    atomic_write_json(out, doc)
+
+
+def load_prepared(path: str | Path) -> dict:
+    p = Path(path)
+    doc = _load(p)
+    state = {"T_camera_object": np.asarray(doc["T_camera_object"], np.float64), "net": None}
+    if doc.get("net"):
+        import torch
+
+        f = p.parent / Path(doc["net"]).name     # beside the JSON, never elsewhere
+        if not f.is_file():
+            raise FileFormatError(f"'{f}' (the fine-tuned network of '{p}') is missing; copy it "
+                                  "with the poses")
+        state["net"] = torch.load(f, map_location="cpu", weights_only=True)
+    return state
 
 
 # -- merging --------------------------------------------------------------------------------------
@@ -174,44 +226,47 @@ def merge_parts(parts: list[str | Path], out_dir: str | Path) -> dict:
 
 
 # -- torchrun ----------------------------------------------------------------------------------
-def render_training_set_sharded(workspace: str | Path, name: str, obj_id: int, cfg,
+def render_training_set_sharded(workspace, name: str, obj_id: int, cfg,
                                 device: str | None = None, progress=None) -> dict:
     """nol_ros.learn.render_training_set across the ranks of a torchrun job (the same files
-    and report; the report also says how many workers). Rank 0 refines the sources and sends
-    the poses, every rank renders its part into WORKSPACE/renders.tmp/part_RANK, rank 0 merges
-    and swaps WORKSPACE/renders in; every rank returns the report."""
+    and report; the report also says how many workers). workspace: the learnt object's folder
+    (or nol_ros.workspace.LearntObject). Rank 0 prepares the renderer (refinement, fine-tuning)
+    and sends the result, every rank renders its part into renders.tmp/part_RANK, rank 0 merges
+    and swaps renders/ in; every rank returns the report."""
+    import dataclasses
+
     import torch.distributed as dist
 
     from nol_ros import distributed
-    from nol_ros.learn import RENDER_REPORT, RENDERS, load_renderer, release_memory
+    from nol_ros.learn import load_renderer, release_memory
+    from nol_ros.workspace import LearntObject
 
     ctx = distributed.current()
     report = progress if (progress and ctx.is_main) else (lambda *a: None)
-    ws = Path(workspace)
-    tmp = ws / (RENDERS + ".tmp")
+    lo = workspace if isinstance(workspace, LearntObject) else LearntObject(Path(workspace))
+    tmp = lo.renders_tmp
     t0, c0 = time.perf_counter(), time.process_time()
     if ctx.is_main and tmp.exists():
         shutil.rmtree(tmp)
     ctx.barrier()
     report("render_setup", 0.0, f"{name}: loading the {cfg.method} renderer on "
                                 f"{ctx.world_size} workers")
-    r = load_renderer(ws, name, cfg, ctx.device(device))
-    out = {"name": name, "obj_id": int(obj_id), "method": r.cfg.method, "preset": cfg.preset,
-           "device": str(r.device), "sources": len(r.sources), "workers": ctx.world_size,
-           "seconds": {"load": time.perf_counter() - t0}}
+    r, prep = load_renderer(lo, name, cfg, ctx.device(device), prepare=ctx.is_main,
+                            progress=lambda s, f, m="": report(s, f, f"{name}: {m}"))
     box: list = [None, None]
     if ctx.is_main:
-        if cfg.refine_sources:
-            report("refine", 0.0, f"{name}: refining {len(r.sources)} source poses")
-            t1 = time.perf_counter()
-            out["refine"] = r.refine_sources()
-            out["seconds"]["refine"] = time.perf_counter() - t1
-        box = [source_poses(r), out.get("refine")]
+        box = [prepared_state(r), {k: prep.get(k) for k in ("refine", "finetune", "seconds")}]
     dist.broadcast_object_list(box, src=0)
     if not ctx.is_main:
-        apply_source_poses(r, box[0])
-        if box[1] is not None:
-            out["refine"] = box[1]
+        apply_prepared_state(r, box[0])
+    prep = box[1]
+    out = {"name": name, "obj_id": int(obj_id), "method": r.cfg.method, "preset": cfg.preset,
+           "device": str(r.device), "sources": len(r.sources), "workers": ctx.world_size,
+           "config": json.loads(json.dumps(dataclasses.asdict(cfg.object_renderer_config()),
+                                           default=str)),
+           "refine": prep["refine"], "finetune": prep.get("finetune"),
+           "seconds": {"load": time.perf_counter() - t0 - prep["seconds"],
+                       "prepare": prep["seconds"]}}
     from nol_ros.recognition.pipeline import recognition_preset
     from nol_ros.recognition.trainset import write_render_set
 
@@ -241,14 +296,18 @@ def render_training_set_sharded(workspace: str | Path, name: str, obj_id: int, c
         out["seconds_per_image"] = out["seconds"]["render"] / max(1, out["images"])
         out["seconds"]["total"] = time.perf_counter() - t0
         out["cpu_seconds"] = time.process_time() - c0
-        atomic_write_json(tmp / RENDER_REPORT, out)
-        final = ws / RENDERS
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        atomic_write_json(tmp / lo.render_report.name, out)
+        old = lo.renders_old
+        if old.exists():
+            shutil.rmtree(old)
+        if lo.renders.exists():
+            lo.renders.rename(old)
+        tmp.rename(lo.renders)
+        if old.exists():
+            shutil.rmtree(old)
     ctx.barrier()
     if not ctx.is_main:
-        out = json.loads((ws / RENDERS / RENDER_REPORT).read_text())
+        out = json.loads(lo.render_report.read_text())
     del r
     release_memory()
     return out
@@ -259,11 +318,12 @@ def _cfg(a):
     from nol_ros.learn import RenderStageConfig
 
     return RenderStageConfig(method=a.method, checkpoint=a.checkpoint, preset=a.preset,
-                             refine_sources=not a.no_refine, batch=a.batch)
+                             refine_sources=not a.no_refine, finetune=not a.no_finetune,
+                             batch=a.batch)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nol_ros.learn import object_id_for
+    from nol_ros.workspace import Workspace
 
     ap = argparse.ArgumentParser(
         prog="python -m nol_ros.recognition.render_shards",
@@ -279,11 +339,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--checkpoint", default="")
         p.add_argument("--batch", type=int, default=16)
         p.add_argument("--no-refine", action="store_true")
+        p.add_argument("--no-finetune", action="store_true")
         p.add_argument("--device", default=None)
         p.add_argument("--out", required=True)
         if cmd == "part":
             p.add_argument("--shard", required=True, metavar="K/N")
-            p.add_argument("--poses", default="", help="refined source poses (refine --out)")
+            p.add_argument("--poses", default="", help="the prepared renderer state (refine --out)")
     m = sub.add_parser("merge")
     m.add_argument("--out", required=True, help="the render set folder (WORKSPACE/NAME/renders)")
     m.add_argument("parts", nargs="+")
@@ -293,19 +354,19 @@ def main(argv: list[str] | None = None) -> int:
             meta = merge_parts(a.parts, a.out)
             print(json.dumps({k: v["images"] for k, v in meta["objects"].items()}))
             return 0
-        ws = Path(a.root) / a.name
+        root = Workspace(a.root)
+        ws = root.learnt(a.name)
         if a.cmd == "refine":
-            T = refine(ws, a.name, _cfg(a), a.device)
-            atomic_write_json(a.out, {"object": a.name, "T_camera_object": T.tolist()})
+            save_prepared(prepare(ws, a.name, _cfg(a), a.device), a.out, a.name)
             return 0
         k, _, n = a.shard.partition("/")
         try:
             shard = (int(k), int(n))
         except ValueError:
             ap.error(f"--shard {a.shard}: use K/N, e.g. 0/8")
-        poses = np.asarray(_load(Path(a.poses))["T_camera_object"]) if a.poses else None
-        entry = render_part(ws, a.name, object_id_for(a.root, a.name, assign=False), _cfg(a),
-                            shard, a.out, a.device, poses)
+        prepared = load_prepared(a.poses) if a.poses else None
+        entry = render_part(ws, a.name, root.object_id(a.name, assign=False), _cfg(a),
+                            shard, a.out, a.device, prepared)
         print(json.dumps({"images": entry["images"], "shard": entry.get("shard", [0, 1])}))
         return 0
     except NolError as e:

@@ -57,19 +57,19 @@ def seeded_open3d(seed: int):
 
 @dataclass(frozen=True)
 class RegistrationConfig:
-    voxel_m: float = 0.004
-    plane_dist_m: float = 0.008
-    max_object_height_m: float = 0.45
-    cluster_eps_m: float = 0.02
-    cluster_min_points: int = 40
-    model_points: int = 2500
-    yaw_step_deg: float = 30.0
-    use_fpfh: bool = True
-    icp_max_dist_m: float = 0.02
-    icp_iterations: int = 40
+    voxel_m: float = 0.004                # the scene cloud is downsampled to this voxel
+    plane_dist_m: float = 0.008           # RANSAC inlier distance of the support plane
+    max_object_height_m: float = 0.45     # objects are looked for up to this above the plane
+    cluster_eps_m: float = 0.02           # DBSCAN radius of the object clusters
+    cluster_min_points: int = 40          # smallest cluster taken for an object
+    model_points: int = 2500              # points sampled on the mesh
+    yaw_step_deg: float = 30.0            # resting-pose hypotheses every this turn
+    use_fpfh: bool = True                 # also FPFH + RANSAC hypotheses
+    icp_max_dist_m: float = 0.02          # ICP correspondence distance
+    icp_iterations: int = 40              # ICP iterations of the final refinement
     refine_top_k: int = 8              # hypotheses per cluster refined with the full model
     rest_bonus: float = 0.02           # score bonus of a pose resting on the support plane
-    inlier_dist_m: float = 0.006
+    inlier_dist_m: float = 0.006          # a model point fits when the scene is this close
     min_score: float = 0.45            # refuse below this (score in [0, 1])
     ambiguity_margin: float = 0.03     # a different pose within this score margin -> ambiguous
     distinct_pose_m: float = 0.02      # poses differing by more than this (ADD/ADI) are distinct
@@ -78,8 +78,8 @@ class RegistrationConfig:
     # axis up_axis (z: the BOP / YCB convention of standing objects) points along the support
     # normal, when the best one's does not (cos < 0.7); -1 = keep geometry's pick
     up_axis: int = 2
-    up_tie_margin: float = 0.03
-    seed: int = 0
+    up_tie_margin: float = 0.03           # scores this close count as equal for the upright choice
+    seed: int = 0                         # random draws (RANSAC, sampling): same input, same answer
 
     def __post_init__(self):
         if self.up_axis not in (-1, 0, 1, 2):

@@ -1,11 +1,13 @@
-"""Frame-to-model RGB-D tracking with a TSDF (Open3D tensor API, CPU or CUDA).
+"""RGB-D camera tracking + TSDF (Open3D tensor API, CPU or CUDA).
 
 Per frame: predict the pose (TF odometry delta when given, else constant velocity), ray-cast the
-TSDF model at the predicted pose, align the frame to that synthetic view with hybrid (depth +
-colour) RGB-D odometry, check the result, integrate. Tracking and ray casting run at
-``1/tracking_downscale`` resolution (measured: the dominant cost); integration uses full
-resolution. Frames whose alignment fails the checks are flagged (``ok=False``), keep the predicted
-pose, and are not integrated: never silently used.
+TSDF model at the predicted pose (``reference="model"``) or take the last keyframe's RGB-D
+(default), align the frame to it with RGB-D odometry (point-to-plane by default), check the
+result. After a failure or a gap in the stream, re-localise against the keyframes (ORB + PnP,
+refined and checked densely). Offline, a keyframe pose graph with loop closures runs at the
+end. Tracking and ray casting run at ``1/tracking_downscale`` resolution (measured: the
+dominant cost); integration uses full resolution. Frames whose alignment fails the checks are
+flagged (``ok=False``), keep the predicted pose, and are not integrated: never silently used.
 """
 
 from __future__ import annotations
@@ -19,28 +21,66 @@ from nol_ros.errors import InputError
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    voxel_size_m: float = 0.006
+    """The tracker. Defaults chosen on REAL data (TUM fr1/desk, bench/bench_tracking.py; the
+    figures are in BENCHMARKS.md "Tracking on real data") and checked on the synthetic world."""
+
+    voxel_size_m: float = 0.006           # TSDF voxel edge
     sdf_trunc_voxels: float = 4.0       # truncation = voxels * voxel size
-    block_resolution: int = 8
+    block_resolution: int = 8             # voxels per TSDF block edge
     block_count: int = 60000            # hash map capacity (memory ~ blocks * res^3 * 20 B)
-    depth_min_m: float = 0.2
-    depth_max_m: float = 3.0
+    depth_min_m: float = 0.2              # depth used for tracking and the TSDF: at least ...
+    depth_max_m: float = 3.0              # ... and at most this
     tracking_downscale: int = 2         # 2: track at 320x240 for 640x480 input
     odometry_iterations: tuple[int, ...] = (12, 6, 4)  # coarse -> fine pyramid levels
-    method: str = "hybrid"              # hybrid | point_to_plane | intensity
+    # geometry_then_colour: point-to-plane, then a hybrid (depth + colour) refinement kept only
+    # within colour_max_shift of the geometric pose (RgbdTracker._odometry). Measured
+    # (BENCHMARKS.md "Tracking on real data"): fr1/desk point-to-plane 2.3 cm ATE, this 2.65,
+    # hybrid 4.3 (22.6 with the former 20 cm keyframes); the synthetic demo world
+    # point-to-plane 2.5 cm / 8.6 deg drift, this 0.15 cm / 0.3 deg, hybrid 0.6 cm / 0.25 deg
+    method: str = "geometry_then_colour"  # | point_to_plane | hybrid | intensity
+    colour_iterations: tuple[int, ...] = (4, 3, 2)  # the hybrid refinement, coarse -> fine
+    colour_max_shift_m: float = 0.02    # colour may move the geometric pose this far ...
+    colour_max_shift_deg: float = 2.0   # ... and turn it this much, else it is ignored;
+    colour_max_shift_fraction: float = 0.1  # ... or this fraction of the views' baseline
+    #                                     (tracking only; a 24 deg gap bridged by odometry)
     reference: str = "keyframe"         # keyframe: align to the last keyframe's real RGB-D;
     #                                     model: align to the TSDF ray-cast (see module doc)
+    # robust loss of the odometry (Open3D OdometryLossParams): depth residuals beyond the
+    # truncation are outliers, Huber below
+    depth_outlier_trunc_m: float = 0.07   # odometry: depth residuals beyond this are outliers
+    depth_huber_delta_m: float = 0.05     # odometry: Huber threshold of the depth residual
+    intensity_huber_delta: float = 0.1    # odometry: Huber threshold of the colour residual
     min_fitness: float = 0.25           # fraction of pixels with a valid correspondence
-    max_inlier_rmse_m: float = 0.03
+    max_inlier_rmse_m: float = 0.03       # a frame whose alignment is worse is not trusted
     max_step_m: float = 0.20            # jump of the correction from the prediction
-    max_step_deg: float = 20.0
+    max_step_deg: float = 20.0            # ... and turns it more than this
+    max_extrapolation_s: float = 0.1    # constant-velocity prediction over at most this long
+    # keyframes: a new one after this much motion (or when the overlap with the last one, the
+    # odometry's fitness, falls below keyframe_min_fitness)
+    keyframe_dist_m: float = 0.10         # a new keyframe after this much motion ...
+    keyframe_angle_deg: float = 10.0      # ... or this much turn ...
+    keyframe_min_fitness: float = 0.4     # ... or when the overlap with the last one falls below
+    max_keyframes: int = 400            # keyframes keeping images/features (memory budget)
+    # loss and re-localisation
+    lost_after_failures: int = 3        # consecutive untrusted frames -> lost (re-localise)
+    relocalise: bool = True             # ORB + PnP against the keyframes after a failure/gap
+    relocalise_after_gap_s: float = 0.25  # no frame tracked for this long: re-localise first
+    relocalise_tries: int = 3             # keyframes tried per re-localisation
+    relocalise_min_fitness: float = 0.3   # a re-localised pose must overlap this much
+    relocalise_max_correction_m: float = 0.05  # dense refinement vs the PnP pose
+    relocalise_max_correction_deg: float = 5.0   # ... and turn this little
+    # keyframe pose graph at the end (offline chain): loop closures between keyframes that see
+    # the same place, verified by point-to-plane odometry, Open3D global optimisation
     integrate_every: int = 2            # final TSDF: every n-th frame (+ all keyframes)
-    loop_closure: bool = True           # keyframe pose graph with loop closures at the end
-    loop_max_dist_m: float = 0.35       # keyframes this close (and within the angle) ...
-    loop_max_angle_deg: float = 35.0    # ... are checked for a loop closure
-    loop_min_fitness: float = 0.35
-    keyframe_dist_m: float = 0.20
-    keyframe_angle_deg: float = 15.0
+    loop_closure: bool = True             # close loops over the keyframes at the end (offline)
+    loop_max_dist_m: float = 1.0        # keyframes this close (and within the angle) ...
+    loop_max_angle_deg: float = 60.0    # ... are checked for a loop closure
+    loop_max_candidates: int = 8        # per keyframe, the nearest n candidates (0 = all)
+    loop_min_gap: int = 2               # keyframes j, i with j - i >= gap are loop candidates
+    loop_rounds: int = 2                # search + optimise again around the optimised poses
+    loop_min_fitness: float = 0.35        # a loop edge's alignment must overlap this much
+    loop_method: str = "geometry_then_colour"  # odometry that verifies a loop closure
+    loop_iterations: tuple[int, ...] = ()  # odometry iterations of a loop check (() = as tracking)
     device: str = "CPU:0"               # "CUDA:0" when available
 
 
@@ -54,6 +94,7 @@ class TrackResult:
     keyframe: bool
     message: str = ""
     ref_keyframe: int = 0               # index into the tracker's keyframes
+    state: str = "tracking"             # tracking | relocalised | failed | lost
 
 
 @dataclass
@@ -93,10 +134,15 @@ class RgbdTracker:
     """Incremental tracker + TSDF. ``process(rgb, depth_m)`` per frame, in order."""
 
     def __init__(self, intrinsics, config: TrackerConfig = TrackerConfig(),
-                 T_world_first: np.ndarray | None = None):
+                 T_world_first: np.ndarray | None = None, max_results: int = 0):
+        """max_results: keep only the last n TrackResults in ``result`` (a live tracker that
+        runs for hours; 0 = all, which the offline loop closure needs)."""
         import open3d as o3d
         import open3d.core as o3c
 
+        from nol_ros.threads import configure_threads
+
+        configure_threads()  # whatever was imported first: no spinning OpenMP threads
         o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
         self.o3d, self.o3c = o3d, o3c
         self.cfg = config
@@ -121,24 +167,48 @@ class RgbdTracker:
         self.K_small = o3c.Tensor(Ks, o3c.float64)
         self.small_size = (intrinsics.width // s, intrinsics.height // s)
         methods = {"hybrid": o3d.t.pipelines.odometry.Method.Hybrid,
+                   "geometry_then_colour": o3d.t.pipelines.odometry.Method.PointToPlane,
                    "point_to_plane": o3d.t.pipelines.odometry.Method.PointToPlane,
                    "intensity": o3d.t.pipelines.odometry.Method.Intensity}
         if c.method not in methods:
             raise InputError(f"tracker method '{c.method}' unknown; use {sorted(methods)}")
         self.method = methods[c.method]
+        self.colour_used = False
+        self.colour_refine = [o3d.t.pipelines.odometry.OdometryConvergenceCriteria(n)
+                              for n in c.colour_iterations]
+        if c.loop_method not in methods:
+            raise InputError(f"loop method '{c.loop_method}' unknown; use {sorted(methods)}")
+        self.loop_method = methods[c.loop_method]
         self.criteria = [o3d.t.pipelines.odometry.OdometryConvergenceCriteria(n)
                          for n in c.odometry_iterations]
+        self.loop_criteria = ([o3d.t.pipelines.odometry.OdometryConvergenceCriteria(n)
+                               for n in c.loop_iterations] or self.criteria)[:3]
+        self.loss = o3d.t.pipelines.odometry.OdometryLossParams(
+            c.depth_outlier_trunc_m, c.depth_huber_delta_m, c.intensity_huber_delta)
         self.result = ReconstructionResult()
         self.T_world_first = np.eye(4) if T_world_first is None else np.asarray(T_world_first)
         self._last_block_coords = None
         self._last_kf = None
         self._kf_image = None
-        self.keyframes: list[dict] = []     # frame index, small RGB-D image
+        self.keyframes: list[dict] = []     # frame, T, small RGB-D image, ORB features
+        self._ref_kf = 0
+        self._fails = 0
+        self._count = 0
+        self.max_results = int(max_results)
+        from collections import deque
+
+        self._trusted: deque = deque(maxlen=2)  # (time s, T_world_camera, T_odom_camera)
+        self._reloc = None
+        if config.relocalise and config.reference != "model":
+            from nol_ros.reconstruction.relocalise import Relocaliser
+
+            self._reloc = Relocaliser(K)
         self.loop_closures: list[tuple[int, int]] = []
         self._prev_odom = None
         self._n_integrated = 0
 
     # ------------------------------------------------------------------------------------------
+
     def _images(self, rgb: np.ndarray, depth: np.ndarray):
         import cv2
 
@@ -169,93 +239,295 @@ class RgbdTracker:
         self._last_block_coords = coords
         self._n_integrated += 1
 
-    def _predict(self, T_odom_camera: np.ndarray | None) -> np.ndarray:
-        frames = self.result.frames
-        last = frames[-1].T_world_camera
-        if T_odom_camera is not None and self._prev_odom is not None:
-            return last @ np.linalg.inv(self._prev_odom) @ T_odom_camera
-        if len(frames) >= 2 and frames[-1].ok and frames[-2].ok:
-            prev = frames[-2].T_world_camera
-            return last @ (np.linalg.inv(prev) @ last)
-        return last
+    def _predict(self, T_odom_camera: np.ndarray | None, stamp_ns: int | None
+                 ) -> tuple[np.ndarray, float]:
+        """(predicted T_world_camera, time since the last trusted frame in seconds; frames at
+        30 Hz when no stamps are given). Odometry delta when given; else constant velocity of
+        the last two trusted frames, scaled by the time since the last one (capped at
+        ``max_extrapolation_s``: beyond that the motion is unknown)."""
+        from nol_ros.geometry import se3_exp, se3_log
+
+        t_now = (stamp_ns * 1e-9 if stamp_ns is not None
+                 else self._count / 30.0)
+        (t1, T1, odom1) = self._trusted[-1]
+        gap = max(0.0, t_now - t1)
+        if T_odom_camera is not None and odom1 is not None:
+            return T1 @ np.linalg.inv(odom1) @ T_odom_camera, gap
+        if len(self._trusted) >= 2:
+            (t0, T0, _) = self._trusted[-2]
+            if t1 > t0:
+                xi = se3_log(np.linalg.inv(T0) @ T1) / (t1 - t0)
+                dt = min(gap, self.cfg.max_extrapolation_s)
+                return T1 @ se3_exp(xi * dt), gap
+        return T1.copy(), gap
+
+    def _odometry(self, src, tgt, init: np.ndarray, criteria, method, colour: bool,
+                  baseline_cap: bool = True):
+        """T_tgt_src by dense odometry from ``init`` -> (T, fitness, inlier rmse); raises
+        RuntimeError when there is nothing to align. ``colour``: after the (geometric) method,
+        a hybrid (depth + colour) refinement from its result, kept only when it stays within
+        ``colour_max_shift_m`` / ``colour_max_shift_deg`` (or ``colour_max_shift_fraction`` of
+        the baseline between the views, when larger) of the geometric pose -- colour
+        refines where it agrees with the geometry and is ignored where exposure changes, blur
+        or shading pull it away (measured on fr1/desk: hybrid alone 4.3 cm ATE, 22.6 cm with
+        the former keyframe spacing, against 2.3 for point-to-plane; on the synthetic world
+        point-to-plane alone drifts 1.4 deg where hybrid drifts 0.03 deg)."""
+        o3d, o3c, c = self.o3d, self.o3c, self.cfg
+        odom = o3d.t.pipelines.odometry
+        odo = odom.rgbd_odometry_multi_scale(src, tgt, self.K_small,
+                                             o3c.Tensor(init, o3c.float64), 1.0, c.depth_max_m,
+                                             criteria, method, self.loss)
+        T = odo.transformation.cpu().numpy()
+        fitness, rmse = float(odo.fitness), float(odo.inlier_rmse)
+        self.colour_used = False
+        if colour:
+            try:
+                odc = odom.rgbd_odometry_multi_scale(
+                    src, tgt, self.K_small, odo.transformation, 1.0, c.depth_max_m,
+                    self.colour_refine, odom.Method.Hybrid, self.loss)
+                Tc = odc.transformation.cpu().numpy()
+                dc = np.linalg.inv(T) @ Tc
+                # the geometric pose is less certain over a longer baseline: the allowed shift
+                # grows with it (a fraction of the motion between the two views)
+                f = c.colour_max_shift_fraction if baseline_cap else 0.0
+                cap_m = max(c.colour_max_shift_m, f * float(np.linalg.norm(T[:3, 3])))
+                cap_deg = max(c.colour_max_shift_deg, f * _rot_deg(T[:3, :3]))
+                if np.linalg.norm(dc[:3, 3]) <= cap_m and _rot_deg(dc[:3, :3]) <= cap_deg:
+                    T, self.colour_used = Tc, True
+            except RuntimeError:
+                pass
+        return T, fitness, rmse
+
+    def _align(self, small, ref_image, T_ref: np.ndarray, T_init: np.ndarray):
+        """Dense odometry of ``small`` onto the reference image (pose ``T_ref``) from the world
+        pose ``T_init`` -> (T_world_camera, fitness, inlier rmse, correction T_init^-1 T,
+        error text)."""
+        init = np.linalg.inv(T_ref) @ T_init
+        try:
+            T_ref_cam, fitness, rmse = self._odometry(
+                small, ref_image, init, self.criteria[:3], self.method,
+                self.cfg.method == "geometry_then_colour")
+        except RuntimeError as e:  # Open3D raises when there are no correspondences
+            return T_init, 0.0, np.inf, np.eye(4), str(e)
+        T = T_ref @ T_ref_cam
+        return T, fitness, rmse, np.linalg.inv(T_init) @ T, ""
+
+    def _problems(self, fitness, rmse, corr, err, max_step_m, max_step_deg) -> list[str]:
+        c = self.cfg
+        problems = []
+        if err:
+            problems.append(f"odometry failed: {err}")
+        if fitness < c.min_fitness:
+            problems.append(f"fitness {fitness:.2f} < {c.min_fitness}")
+        if rmse > c.max_inlier_rmse_m:
+            problems.append(f"inlier rmse {rmse * 1000:.1f} mm > {c.max_inlier_rmse_m * 1000} mm")
+        step_m, step_deg = float(np.linalg.norm(corr[:3, 3])), _rot_deg(corr[:3, :3])
+        if step_m > max_step_m or step_deg > max_step_deg:
+            problems.append(f"correction {step_m * 100:.1f} cm / {step_deg:.1f} deg too large")
+        return problems
+
+    def _relocalise(self, rgb, small):
+        """Pose of a frame the prediction could not track, from the keyframes: ORB + PnP
+        RANSAC against the keyframes' features, refined by dense odometry and accepted only when
+        the refinement passes the checks. -> (T, fitness, rmse, keyframe position) or None."""
+        if self._reloc is None:
+            return None
+        c = self.cfg
+        usable = [k for k, kf in enumerate(self.keyframes) if kf.get("features") is not None]
+        if not usable:
+            return None
+        hits = self._reloc.locate(rgb, [self.keyframes[k]["features"] for k in usable],
+                                  max_tries=c.relocalise_tries)
+        for h in hits:
+            k = usable[h.keyframe]
+            kf = self.keyframes[k]
+            if kf.get("packed") is None:
+                continue
+            image = self._kf_rgbd(k)
+            T_init = kf["T"] @ h.T_kf_camera
+            T, fit, rmse, corr, err = self._align(small, image, kf["T"], T_init)
+            # PnP from a few hundred keypoints is good to a few cm: the dense refinement must
+            # confirm it, not move far away from it
+            problems = self._problems(fit, rmse, corr, err, c.relocalise_max_correction_m,
+                                      c.relocalise_max_correction_deg)
+            if fit < c.relocalise_min_fitness:
+                problems.append(f"fitness {fit:.2f} < {c.relocalise_min_fitness}")
+            if not problems:
+                return T, fit, rmse, k
+        return None
+
+    def _add_keyframe(self, idx: int, T: np.ndarray, small, rgb, depth) -> int:
+        kf = {"frame": idx, "T": T.copy(), "packed": self._pack(small), "features": None}
+        if self._reloc is not None:
+            kf["features"] = self._reloc.keyframe_features(rgb, depth)
+        self.keyframes.append(kf)
+        self._last_kf, self._kf_image, self._ref_kf = T, small, len(self.keyframes) - 1
+        self._trim_keyframes()
+        return len(self.keyframes) - 1
+
+    def _pack(self, small) -> tuple[np.ndarray, np.ndarray]:
+        """A keyframe's tracking image, compact: colour uint8, depth uint16 mm (0.38 MB at
+        320x240 instead of 1.2 MB of float tensors)."""
+        col = np.round(small.color.as_tensor().cpu().numpy() * 255.0).astype(np.uint8)
+        dep = np.round(small.depth.as_tensor().cpu().numpy() * 1000.0)
+        return col, np.clip(dep, 0, 65535).astype(np.uint16).reshape(dep.shape[:2])
+
+    def _kf_rgbd(self, k: int):
+        """Keyframe k's tracking image as an Open3D RGBDImage (from its packed form)."""
+        o3d, o3c = self.o3d, self.o3c
+        col, dep = self.keyframes[k]["packed"]
+        return o3d.t.geometry.RGBDImage(
+            o3d.t.geometry.Image(o3c.Tensor(col.astype(np.float32) / 255.0, device=self.dev)),
+            o3d.t.geometry.Image(o3c.Tensor(dep.astype(np.float32) / 1000.0, device=self.dev)))
+
+    def _trim_keyframes(self) -> None:
+        """Keep the images and features of at most ``max_keyframes`` keyframes (the memory
+        budget): beyond it the oldest keyframes keep their pose only (a few hundred bytes) and
+        are no longer loop-closure or re-localisation candidates."""
+        n = self.cfg.max_keyframes
+        if n <= 0:
+            return
+        with_data = [k for k, kf in enumerate(self.keyframes) if kf.get("packed") is not None]
+        for k in with_data[:max(0, len(with_data) - n)]:
+            if k == self._ref_kf:
+                continue
+            self.keyframes[k]["packed"] = None
+            self.keyframes[k]["features"] = None
+
+    @property
+    def lost(self) -> bool:
+        """True while the tracker has lost the camera (consecutive untrusted frames)."""
+        return self._fails >= max(1, self.cfg.lost_after_failures)
 
     def process(self, rgb: np.ndarray, depth_m: np.ndarray,
-                T_odom_camera: np.ndarray | None = None) -> TrackResult:
+                T_odom_camera: np.ndarray | None = None, stamp_ns: int | None = None
+                ) -> TrackResult:
         """Track one frame. rgb: (H, W, 3) uint8; depth_m: (H, W) float32 metres, 0 invalid;
-        T_odom_camera: optional (4, 4) odometry pose of the camera (prior for the motion)."""
+        T_odom_camera: optional (4, 4) odometry pose of the camera (prior for the motion);
+        stamp_ns: the frame's time (scales the motion prediction over skipped frames).
+
+        A frame is trusted (``ok``) only when its alignment passed every check; otherwise it
+        keeps the prediction, is flagged with the reasons, and is not used for the motion
+        model, keyframes or the map. After a failure, or a gap longer than
+        ``relocalise_after_gap_s``, the tracker re-localises against the keyframes."""
         if depth_m.shape != (self.intr.height, self.intr.width) or rgb.shape[:2] != depth_m.shape:
             raise InputError(
                 f"frame size rgb {rgb.shape[:2]} / depth {depth_m.shape} does not match the "
                 f"intrinsics {self.intr.width}x{self.intr.height}")
-        o3d, o3c, c = self.o3d, self.o3c, self.cfg
+        c = self.cfg
         (d_full, c_full), small = self._images(rgb, depth_m)
-        idx = len(self.result.frames)
+        idx = self._count
+        self._count += 1
+        odom = None if T_odom_camera is None else np.asarray(T_odom_camera, dtype=np.float64)
         if idx == 0:
             T = self.T_world_first.copy()
             if c.reference == "model":
                 self._integrate(d_full, c_full, T)
-            res = TrackResult(idx, T, True, 1.0, 0.0, True, "first frame", 0)
-            self._last_kf, self._kf_image = T, small
-            self.keyframes.append({"frame": idx, "image": small})
-        else:
-            T_pred = self._predict(T_odom_camera)
+            self._add_keyframe(idx, T, small, rgb, depth_m)
+            res = TrackResult(idx, T, True, 1.0, 0.0, True, "first frame", 0, "tracking")
+            self._trusted.append((self._t(stamp_ns, idx), T, odom))
+            self._append(res)
+            return res
+        T_pred, gap = self._predict(odom, stamp_ns)
+        problems: list[str] = []
+        state = "tracking"
+        fitness, rmse = 0.0, np.inf
+        T = T_pred
+        ref = self._ref_kf
+        gap_reloc = (odom is None and c.relocalise_after_gap_s > 0
+                     and gap > c.relocalise_after_gap_s)
+
+        def track_from_prediction():
             if c.reference == "model":
-                T_ref = T_pred
-                ext = o3c.Tensor(np.linalg.inv(T_pred), o3c.float64)
-                w, h = self.small_size
-                rc = self.vbg.ray_cast(block_coords=self._last_block_coords,
-                                       intrinsic=self.K_small, extrinsic=ext, width=w, height=h,
-                                       render_attributes=["depth", "color"], depth_scale=1.0,
-                                       depth_min=c.depth_min_m, depth_max=c.depth_max_m,
-                                       weight_threshold=1.0,
-                                       trunc_voxel_multiplier=c.sdf_trunc_voxels)
-                target = o3d.t.geometry.RGBDImage(o3d.t.geometry.Image(rc["color"]),
-                                                  o3d.t.geometry.Image(rc["depth"]))
+                T_ref, target = T_pred, self._raycast(T_pred)
             else:
                 T_ref, target = self._last_kf, self._kf_image
-            init = np.linalg.inv(T_ref) @ T_pred
-            try:
-                odo = o3d.t.pipelines.odometry.rgbd_odometry_multi_scale(
-                    small, target, self.K_small, o3c.Tensor(init, o3c.float64), 1.0,
-                    c.depth_max_m, self.criteria[:3], self.method)
-                T_pred_cur = np.linalg.inv(init) @ odo.transformation.cpu().numpy()
-                fitness, rmse = float(odo.fitness), float(odo.inlier_rmse)
-                err = ""
-            except RuntimeError as e:  # Open3D raises when there are no correspondences
-                T_pred_cur, fitness, rmse, err = np.eye(4), 0.0, np.inf, str(e)
-            step_m = float(np.linalg.norm(T_pred_cur[:3, 3]))
-            step_deg = _rot_deg(T_pred_cur[:3, :3])
-            problems = []
-            if err:
-                problems.append(f"odometry failed: {err}")
-            if fitness < c.min_fitness:
-                problems.append(f"fitness {fitness:.2f} < {c.min_fitness}")
-            if rmse > c.max_inlier_rmse_m:
-                problems.append(f"inlier rmse {rmse * 1000:.1f} mm > "
-                                f"{c.max_inlier_rmse_m * 1000} mm")
-            if step_m > c.max_step_m or step_deg > c.max_step_deg:
-                problems.append(f"correction {step_m * 100:.1f} cm / {step_deg:.1f} deg too large")
-            ok = not problems
-            T = T_pred @ T_pred_cur if ok else T_pred
-            kf = False
-            ref = len(self.keyframes) - 1
-            if ok:
-                dk = np.linalg.inv(self._last_kf) @ T
-                kf = (np.linalg.norm(dk[:3, 3]) > c.keyframe_dist_m
-                      or _rot_deg(dk[:3, :3]) > c.keyframe_angle_deg)
-                if kf:
-                    self._last_kf, self._kf_image = T, small
-                    self.keyframes.append({"frame": idx, "image": small})
-                    ref = len(self.keyframes) - 1
-                if c.reference == "model":
-                    self._integrate(d_full, c_full, T)
-            res = TrackResult(idx, T, ok, fitness, rmse, kf, "; ".join(problems), ref)
-        if T_odom_camera is not None:
-            self._prev_odom = np.asarray(T_odom_camera, dtype=np.float64)
-        self.result.frames.append(res)
+            res = self._align(small, target, T_ref, T_pred)
+            return res[:3], self._problems(res[1], res[2], res[3], res[4], c.max_step_m,
+                                           c.max_step_deg)
+
+        def relocalise():
+            found = self._relocalise(rgb, small) if (c.relocalise
+                                                     and c.reference != "model") else None
+            if found is None:
+                return None
+            T_, fit_, rmse_, ref_ = found
+            kf_ = self.keyframes[ref_]
+            self._last_kf, self._kf_image, self._ref_kf = kf_["T"], self._kf_rgbd(ref_), ref_
+            self._trusted.clear()  # no velocity across the gap
+            return T_, fit_, rmse_, ref_
+
+        if self.lost or gap_reloc:
+            # after a loss, or a gap the motion model cannot bridge (frames dropped, a slow
+            # tracker): the keyframes first (a global answer), then the prediction (the camera
+            # may have stood still; the usual checks decide)
+            why = ("tracking lost" if self.lost
+                   else f"{gap:.2f} s since the last tracked frame")
+            found = relocalise()
+            if found is not None:
+                T, fitness, rmse, ref = found
+                problems, state = [], "relocalised"
+            elif not self.lost:
+                (T, fitness, rmse), problems = track_from_prediction()
+                if problems:
+                    problems = [f"{why}: re-localisation against the keyframes failed"] + problems
+            else:
+                problems = [f"{why}: re-localisation against the keyframes failed"]
+        else:
+            (T, fitness, rmse), problems = track_from_prediction()
+            if problems:
+                found = relocalise()
+                if found is not None:
+                    T, fitness, rmse, ref = found
+                    problems, state = [], "relocalised"
+                elif c.relocalise and c.reference != "model":
+                    problems.append("re-localisation against the keyframes failed")
+        ok = not problems
+        if not ok:
+            T = T_pred
+            self._fails += 1
+            state = "lost" if self.lost else "failed"
+        else:
+            self._fails = 0
+        kf = False
+        if ok:
+            dk = np.linalg.inv(self._last_kf) @ T
+            kf = (np.linalg.norm(dk[:3, 3]) > c.keyframe_dist_m
+                  or _rot_deg(dk[:3, :3]) > c.keyframe_angle_deg
+                  or fitness < c.keyframe_min_fitness)
+            if kf:
+                self._add_keyframe(idx, T, small, rgb, depth_m)
+            ref = self._ref_kf
+            if c.reference == "model":
+                self._integrate(d_full, c_full, T)
+            self._trusted.append((self._t(stamp_ns, idx), T, odom))
+        res = TrackResult(idx, T, ok, fitness, rmse, kf, "; ".join(problems), ref, state)
+        self._append(res)
         return res
 
+    def _append(self, res: TrackResult) -> None:
+        self.result.frames.append(res)
+        if self.max_results > 0 and len(self.result.frames) > self.max_results:
+            del self.result.frames[: len(self.result.frames) - self.max_results]
+
+    @staticmethod
+    def _t(stamp_ns: int | None, idx: int) -> float:
+        return stamp_ns * 1e-9 if stamp_ns is not None else idx / 30.0
+
+    def _raycast(self, T_pred: np.ndarray):
+        o3d, o3c, c = self.o3d, self.o3c, self.cfg
+        ext = o3c.Tensor(np.linalg.inv(T_pred), o3c.float64)
+        w, h = self.small_size
+        rc = self.vbg.ray_cast(block_coords=self._last_block_coords, intrinsic=self.K_small,
+                               extrinsic=ext, width=w, height=h,
+                               render_attributes=["depth", "color"], depth_scale=1.0,
+                               depth_min=c.depth_min_m, depth_max=c.depth_max_m,
+                               weight_threshold=1.0, trunc_voxel_multiplier=c.sdf_trunc_voxels)
+        return o3d.t.geometry.RGBDImage(o3d.t.geometry.Image(rc["color"]),
+                                        o3d.t.geometry.Image(rc["depth"]))
+
     # ------------------------------------------------------------------------------------------
+
     def close_loops(self) -> int:
         """Keyframe pose graph: odometry edges between consecutive keyframes, loop-closure
         edges between keyframes that see the same place again (verified by RGB-D odometry),
@@ -268,58 +540,108 @@ class RgbdTracker:
         if len(kfs) < 4:
             return 0
         T_kf = [frames[k["frame"]].T_world_camera for k in kfs]
-        graph = reg.PoseGraph()
-        for T in T_kf:
-            graph.nodes.append(reg.PoseGraphNode(T))
+
+        cache: dict[int, object] = {}
+
+        def img(k: int):
+            if kfs[k]["packed"] is None:
+                return None
+            if k not in cache:
+                cache[k] = self._kf_rgbd(k)
+            return cache[k]
+
+        self._img = img
 
         def info(src, tgt, T_t_s):
+            if src is None or tgt is None:  # trimmed by the keyframe budget: a weak prior
+                return np.eye(6) * 100.0
             return o3d.t.pipelines.odometry.compute_odometry_information_matrix(
                 src.depth, tgt.depth, self.K_small, o3c.Tensor(T_t_s, o3c.float64), 0.03, 1.0,
                 c.depth_max_m).cpu().numpy()
 
+        odo_edges = []
         for i in range(len(kfs) - 1):
             T_t_s = np.linalg.inv(T_kf[i]) @ T_kf[i + 1]
-            graph.edges.append(reg.PoseGraphEdge(i + 1, i, T_t_s,
-                                                 info(kfs[i + 1]["image"], kfs[i]["image"],
-                                                      T_t_s), uncertain=False))
-        self.loop_closures = []
-        for j in range(len(kfs)):
-            for i in range(j - 3):
-                d = np.linalg.inv(T_kf[i]) @ T_kf[j]
-                if (np.linalg.norm(d[:3, 3]) > c.loop_max_dist_m
-                        or _rot_deg(d[:3, :3]) > c.loop_max_angle_deg):
-                    continue
-                try:
-                    # geometry only: measured here, the photometric term is biased by 5-9 cm
-                    # between the start and the end of a loop (exposure drift, view-dependent
-                    # shading), point-to-plane stays within a few mm
-                    odo = o3d.t.pipelines.odometry.rgbd_odometry_multi_scale(
-                        kfs[j]["image"], kfs[i]["image"], self.K_small, o3c.Tensor(d, o3c.float64),
-                        1.0, c.depth_max_m, self.criteria[:3],
-                        o3d.t.pipelines.odometry.Method.PointToPlane)
-                except RuntimeError:
-                    continue
-                T_t_s = odo.transformation.cpu().numpy()
-                corr = np.linalg.inv(d) @ T_t_s
-                if (odo.fitness < c.loop_min_fitness or odo.inlier_rmse > c.max_inlier_rmse_m
-                        or np.linalg.norm(corr[:3, 3]) > 0.1 or _rot_deg(corr[:3, :3]) > 10):
-                    continue
-                graph.edges.append(reg.PoseGraphEdge(j, i, T_t_s, info(kfs[j]["image"],
-                                                                       kfs[i]["image"], T_t_s),
-                                                     uncertain=True))
-                self.loop_closures.append((kfs[i]["frame"], kfs[j]["frame"]))
+            odo_edges.append(reg.PoseGraphEdge(i + 1, i, T_t_s,
+                                               info(img(i + 1), img(i),
+                                                    T_t_s), uncertain=False))
+        # Rounds: candidates are searched around the current estimate; after an optimisation
+        # the drift is smaller, so pairs that were too far apart (or converged to nothing from
+        # a drifted start) are found and verified in the next round.
+        current = list(T_kf)
+        accepted: dict[tuple[int, int], object] = {}
+        rejected: dict[tuple[int, int], np.ndarray] = {}
+        for _round in range(max(1, c.loop_rounds)):
+            found = 0
+            for j in range(len(kfs)):
+                cands = []
+                for i in range(j - max(2, c.loop_min_gap) + 1):
+                    if (i, j) in accepted or kfs[i]["packed"] is None or kfs[j]["packed"] is None:
+                        continue
+                    d = np.linalg.inv(current[i]) @ current[j]
+                    dist, ang = float(np.linalg.norm(d[:3, 3])), _rot_deg(d[:3, :3])
+                    if dist <= c.loop_max_dist_m and ang <= c.loop_max_angle_deg:
+                        # nearest first: distance plus 1 cm per degree of view change
+                        cands.append((dist + 0.01 * ang, i, d))
+                cands.sort(key=lambda x: x[0])
+                if c.loop_max_candidates > 0:
+                    cands = cands[:c.loop_max_candidates]
+                for _, i, d in cands:
+                    prev = rejected.get((i, j))
+                    if prev is not None:  # tried: again only if the estimate moved
+                        m = np.linalg.inv(prev) @ d
+                        if np.linalg.norm(m[:3, 3]) < 0.02 and _rot_deg(m[:3, :3]) < 2.0:
+                            continue
+                    edge = self._loop_edge(kfs, i, j, d, info)
+                    if edge is not None:
+                        accepted[(i, j)] = edge
+                        found += 1
+                    else:
+                        rejected[(i, j)] = d
+            if not accepted or (found == 0 and _round > 0):
+                break
+            graph = reg.PoseGraph()
+            for T in T_kf:
+                graph.nodes.append(reg.PoseGraphNode(T))
+            for e in odo_edges:
+                graph.edges.append(e)
+            for e in accepted.values():
+                graph.edges.append(e)
+            reg.global_optimization(
+                graph, reg.GlobalOptimizationLevenbergMarquardt(),
+                reg.GlobalOptimizationConvergenceCriteria(),
+                reg.GlobalOptimizationOption(max_correspondence_distance=0.03,
+                                             edge_prune_threshold=0.25, reference_node=0))
+            current = [np.asarray(n.pose) for n in graph.nodes]
+        self.loop_closures = [(kfs[i]["frame"], kfs[j]["frame"]) for i, j in accepted]
         if not self.loop_closures:
             return 0
-        reg.global_optimization(
-            graph, reg.GlobalOptimizationLevenbergMarquardt(),
-            reg.GlobalOptimizationConvergenceCriteria(),
-            reg.GlobalOptimizationOption(max_correspondence_distance=0.03,
-                                         edge_prune_threshold=0.25, reference_node=0))
-        new_kf = [np.asarray(n.pose) for n in graph.nodes]
+        new_kf = current
         for f in frames:
             old = T_kf[f.ref_keyframe]
             f.T_world_camera = new_kf[f.ref_keyframe] @ np.linalg.inv(old) @ f.T_world_camera
         return len(self.loop_closures)
+
+    def _loop_edge(self, kfs, i: int, j: int, d: np.ndarray, info):
+        """Verified alignment of keyframe j onto keyframe i from the relative pose ``d``
+        (T_i_j) with ``loop_method``; an uncertain pose-graph edge, or None."""
+        img = self._img
+        c = self.cfg
+        reg = self.o3d.pipelines.registration
+        try:
+            # the fixed cap only: between keyframes far apart, colour pulled the loop edges
+            # (fr1/desk 2.9 cm ATE with the baseline-scaled cap, 2.65 without)
+            T_t_s, fitness, rmse = self._odometry(img(j), img(i), d, self.loop_criteria,
+                                                  self.loop_method,
+                                                  c.loop_method == "geometry_then_colour",
+                                                  baseline_cap=False)
+        except RuntimeError:
+            return None
+        corr = np.linalg.inv(d) @ T_t_s
+        if (fitness < c.loop_min_fitness or rmse > c.max_inlier_rmse_m
+                or np.linalg.norm(corr[:3, 3]) > 0.1 or _rot_deg(corr[:3, :3]) > 10):
+            return None
+        return reg.PoseGraphEdge(j, i, T_t_s, info(img(j), img(i), T_t_s), uncertain=True)
 
     def integrate_frames(self, load_frame, progress=None) -> int:
         """(Re-)build the TSDF from the final poses. ``load_frame(i) -> (rgb, depth_m)``;

@@ -96,3 +96,19 @@ class ErrorReporter:
         with self._lock:
             self._last.clear()
             self._count.clear()
+
+
+def log_to(logger):
+    """``log(level, text)`` for a service, onto a node's logger. rclpy refuses one call site
+    logging at several severities ("Logger severity cannot be changed between calls"), so each
+    level has its own call here."""
+
+    def log(level: str, text: str) -> None:
+        if level == "error":
+            logger.error(text)
+        elif level == "warning":
+            logger.warning(text)
+        else:
+            logger.info(text)
+
+    return log

@@ -14,11 +14,21 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 
 from nol_ros.errors import NolError
 from nol_ros.transfer import Inbox, Manifest, Outbox, TransferConfig
 from nol_ros.transfer.codec import ChunkError
+from nol_ros.transfer.status import (  # noqa: F401  (the states, re-exported)
+    ASSEMBLING,
+    CANCELLED,
+    DONE,
+    FAILED,
+    MANIFEST,
+    PAUSED,
+    RECEIVING,
+    WAITING,
+    FetchStatus,
+)
 
 
 class PeerUnreachableError(NolError):
@@ -64,31 +74,6 @@ def serve(node, outbox: Outbox, callback_group=None) -> None:
     node.create_service(GetChunk, "~/get_chunk", on_chunk, callback_group=callback_group)
 
 
-@dataclass
-class FetchStatus:
-    """What a fetch has done so far (published as nol_ros/msg/TransferStatus)."""
-
-    peer: str
-    remote_path: str
-    local_path: str
-    state: int = 0
-    transfer_id: str = ""
-    chunks_total: int = 0
-    chunks_done: int = 0
-    chunks_resumed: int = 0
-    chunks_fetched: int = 0
-    bytes_total: int = 0
-    bytes_done: int = 0
-    wire_bytes: int = 0
-    retries: int = 0
-    seconds: float = 0.0
-    message: str = ""
-    error_code: str = ""
-    result_path: str = ""
-    t0: float = field(default_factory=time.monotonic)
-
-
-MANIFEST, RECEIVING, WAITING, ASSEMBLING, DONE, PAUSED, FAILED, CANCELLED = range(8)
 
 
 class Fetcher:

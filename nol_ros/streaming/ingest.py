@@ -83,11 +83,7 @@ class RgbdIngest:
         try:
             frame = self._convert(rgb_msg, depth_msg, info_msg)
         except NolError as e:
-            with self._lock:
-                s = self.status
-                s.frames_dropped += 1
-                s.error_code, s.message = e.code, str(e)
-                s.errors_by_code[e.code] = s.errors_by_code.get(e.code, 0) + 1
+            self.count_rejected(e)
             raise
         with self._lock:
             self.frames.append(frame)
@@ -132,6 +128,14 @@ class RgbdIngest:
                          depth_m=depth, intrinsics=intr, rgb_encoding=rgb_msg.encoding,
                          depth_encoding=depth_msg.encoding,
                          frame_id=str(rgb_msg.header.frame_id), valid_fraction=frac)
+
+    def count_rejected(self, e: NolError) -> None:
+        """Count a frame rejected here or before (e.g. for its stamp) with its code."""
+        with self._lock:
+            s = self.status
+            s.frames_dropped += 1
+            s.error_code, s.message = e.code, str(e)
+            s.errors_by_code[e.code] = s.errors_by_code.get(e.code, 0) + 1
 
     def snapshot(self) -> list[RgbdFrame]:
         """The buffered frames, oldest first (a copy of the list; frames are not copied)."""

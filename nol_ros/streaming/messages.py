@@ -97,7 +97,7 @@ def rgb_from_image(msg) -> np.ndarray:
 def depth_from_image(msg) -> np.ndarray:
     """Depth image message -> (H, W) float32 metres, 0 = invalid.
 
-    16UC1/mono16 are millimetres (0 invalid); 32FC1 is metres (NaN/inf/<=0 invalid).
+    16UC1/mono16 are millimetres (0 and 65535 invalid); 32FC1 is metres (NaN/inf/<=0 invalid).
     """
     enc = msg.encoding
     if enc not in DEPTH_ENCODINGS:
@@ -108,6 +108,7 @@ def depth_from_image(msg) -> np.ndarray:
     if a.dtype == np.uint16:
         d = a.astype(np.float32)
         d *= np.float32(1e-3)
+        d[a == 65535] = 0.0  # "no reading" in some drivers, like 0
         return d
     d = a.astype(np.float32, copy=False)
     d[~(d > 0) | ~np.isfinite(d)] = 0.0

@@ -4,7 +4,8 @@ the folder this host configured for transfers.
 A wire path is relative, POSIX (``/`` separated), and made of plain names: no empty part, no
 ``.`` or ``..``, no backslash, no NUL or other control character, no part starting with the
 staging folder's name. On disk a confined path must also stay inside the root after symlinks
-are resolved (a symlink inside the root that points out is refused).
+are resolved (a symlink inside the root that points out is refused): the check is
+:func:`nol_ros.workspace.confine`, the one every path from a request goes through.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from nol_ros.errors import InputError
+from nol_ros.workspace import BadPathError, confine
 
 STAGING = ".nol_transfer"      # the inbox's staging folder under the root; never a source or
 #                                a destination
@@ -54,14 +56,11 @@ def confined(root: str | os.PathLike, rel: str | PurePosixPath, what: str = "pat
     r = Path(os.path.realpath(root))
     p = wire_path(str(rel), what)
     out = r.joinpath(*p.parts)
-    # the deepest existing ancestor decides where symlinks lead
-    probe = out
-    while not probe.exists() and not probe.is_symlink() and probe != r:
-        probe = probe.parent
-    real = Path(os.path.realpath(probe))
-    if real != r and r not in real.parents:
+    try:
+        confine(r, out, what)        # symlinks resolved as far as the path exists
+    except BadPathError:
         raise PathError(f"{what} '{rel}' leads outside the transfer root {r} (through a "
-                        "symbolic link); transfers stay inside their root")
+                        "symbolic link); transfers stay inside their root") from None
     return out
 
 
@@ -70,11 +69,12 @@ def local_path(root: str | os.PathLike, path: str, what: str = "path") -> Path:
     Absolute paths are accepted when they lie inside the root."""
     r = Path(os.path.realpath(root))
     if path.startswith("/"):
-        real = Path(os.path.realpath(path))
+        try:
+            real = confine(r, path, what)
+        except BadPathError:
+            raise PathError(f"{what} '{path}' is outside the transfer root {r}; move it there "
+                            "or configure the root") from None
         if real == r:
             raise PathError(f"{what} '{path}' is the transfer root itself; name a folder in it")
-        if r not in real.parents:
-            raise PathError(f"{what} '{path}' is outside the transfer root {r}; move it there "
-                            "or configure the root")
         path = real.relative_to(r).as_posix()
     return confined(r, path, what)

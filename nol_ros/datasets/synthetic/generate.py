@@ -42,6 +42,8 @@ class Preset:
     test_frames: int = 8
     test_arc_deg: float = 120.0
     write_bag: bool = True
+    # the sensor model, with the real-sensor effects this preset turns on (sensor.py)
+    sensor: SensorConfig = SensorConfig()
 
     def __post_init__(self):
         from nol_ros.errors import ConfigError
@@ -62,9 +64,14 @@ PRESETS = {
     # the demo: a full circle at 3 deg per frame and one test sequence
     "demo": Preset(train_frames=120, train_arc_deg=360.0, test_sequences=1, test_frames=40,
                    test_arc_deg=360.0),
-    # benchmarks: a full circle of 300 frames (1.2 deg per frame), three test sequences
+    # benchmarks: a full circle of 300 frames (1.2 deg per frame), three test sequences, with
+    # the real-sensor effects on (the small/demo worlds, which the tests and the demo use, keep
+    # them off: test_synthetic asserts exact 30 Hz stamps there)
     "full": Preset(train_frames=300, train_arc_deg=360.0, test_sequences=3, test_frames=100,
-                   test_arc_deg=360.0),
+                   test_arc_deg=360.0,
+                   sensor=SensorConfig(misregistration_px=(1.0, 0.0), auto_exposure_jump_prob=0.02,
+                                       edge_hole_px=1, saturated_fraction=0.3,
+                                       drop_frame_prob=0.01, stamp_jitter_ms=1.0)),
 }
 COLORS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
                    [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60]], np.uint8)
@@ -146,27 +153,32 @@ def render_frame(scene: Scene, meshes, world: World, intr: Intrinsics, T_world_c
 
 
 def write_sequence(scene_dir: Path, world: World, poses: list[np.ndarray], intr: Intrinsics,
-                   seed: int, t0_ns: int = 1_700_000_000_000_000_000, progress: bool = True
-                   ) -> float:
+                   seed: int, t0_ns: int = 1_700_000_000_000_000_000, progress: bool = True,
+                   sensor_cfg: SensorConfig | None = None) -> float:
     """Render and write one BOP scene (30 Hz RGB stamps from ``t0_ns``, depth 2-8 ms later);
     returns seconds per frame."""
     from tqdm import tqdm
 
     meshes, Ts = world.meshes_and_poses()
     scene = Scene(meshes, Ts)
-    sensor = XtionSensor(SensorConfig(), np.random.default_rng([seed, 3]))
+    sensor = XtionSensor(sensor_cfg or SensorConfig(), np.random.default_rng([seed, 3]))
     t_start = time.perf_counter()
     with BopSceneWriter(scene_dir, intr) as w:
         it = tqdm(list(enumerate(poses)), desc=f"render {scene_dir.parent.name}/"
                   f"{scene_dir.name}", disable=not progress, leave=False)
+        k = 0
         for i, T_wc in it:
+            if i > 0 and sensor.drop_frame():  # lost by the driver: a gap in the stamps
+                continue
             fr = render_frame(scene, meshes, world, intr, T_wc, sensor)
             T_cw = np.linalg.inv(T_wc)
             objs = [(world.objects[k].obj_id, T_cw @ world.objects[k].T_world_object, full, vis)
                     for k, full, vis in fr.masks]
-            t_ns = t0_ns + i * 33_333_333
-            w.add_frame(i, fr.rgb, fr.depth, T_wc, objs, stamp_ns=t_ns,
-                        depth_stamp_ns=t_ns + sensor.depth_delay_ns())
+            t_ns = t0_ns + i * 33_333_333 + sensor.jitter_ns()
+            w.add_frame(k, fr.rgb, fr.depth, T_wc, objs, stamp_ns=t_ns,
+                        depth_stamp_ns=t_ns + sensor.depth_delay_ns() + sensor.jitter_ns(),
+                        depth_saturated=sensor.saturated_mask(fr.depth))
+            k += 1
     return (time.perf_counter() - t_start) / max(1, len(poses))
 
 
@@ -272,7 +284,7 @@ def generate(out: str | Path, preset: str | Preset = "small", seed: int = 0,
                      "sequences": {}}
     poses = circle_trajectory(train_world, p.train_frames, seed, (38.0, 41.0), p.train_arc_deg)
     spf = write_sequence(out / "train" / "000001", train_world, poses, intr, seed,
-                         progress=progress)
+                         progress=progress, sensor_cfg=p.sensor)
     summary["sequences"]["train/000001"] = {"frames": len(poses), "s_per_frame": spf,
                                             "elevation_deg": [38.0, 41.0]}
     for k in range(p.test_sequences):
@@ -281,7 +293,7 @@ def generate(out: str | Path, preset: str | Preset = "small", seed: int = 0,
         tp = circle_trajectory(w, p.test_frames, tseed, (8.0, 42.0), p.test_arc_deg,
                                elev_mode="sweep")
         spf = write_sequence(out / "test" / f"{k + 1:06d}", w, tp, intr, tseed,
-                             progress=progress)
+                             progress=progress, sensor_cfg=p.sensor)
         summary["sequences"][f"test/{k + 1:06d}"] = {"frames": len(tp), "s_per_frame": spf,
                                                      "elevation_deg": [8.0, 42.0]}
     if p.write_bag:

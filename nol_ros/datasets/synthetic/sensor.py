@@ -6,6 +6,14 @@ edges, on dark surfaces (IR absorbed), on specular highlights (the projected IR 
 reflected away) and on random speckles; stored as uint16 mm.
 RGB: per-frame exposure and white balance drift (smooth random walk), mild Gaussian blur,
 additive noise, 8-bit. RGB and depth are stamped a few ms apart.
+
+Real-sensor effects, each an option (off in SensorConfig(); see the presets for what is on):
+``misregistration_px`` shifts the depth against the colour (a registration/calibration error of
+a few pixels); ``auto_exposure_jump_prob`` makes the exposure jump (auto-exposure reacting to a
+bright or dark view) instead of drifting; ``edge_hole_px`` widens the invalid band at depth edges
+(the IR shadow of the projector); ``saturated_fraction`` marks invalid pixels that the driver
+writes as 65535 instead of 0 (both mean "no reading"); ``drop_frame_prob`` drops whole frames
+(the stamps keep the gap) and ``stamp_jitter_ms`` jitters the stamps.
 """
 
 from __future__ import annotations
@@ -33,6 +41,14 @@ class SensorConfig:
     exposure_walk: float = 0.02
     wb_walk: float = 0.01
     depth_delay_ms: tuple[float, float] = (2.0, 8.0)
+    # real-sensor effects (off by default)
+    misregistration_px: tuple[float, float] = (0.0, 0.0)  # depth shifted by (dx, dy) pixels
+    auto_exposure_jump_prob: float = 0.0    # per frame: exposure jumps by +-auto_exposure_jump
+    auto_exposure_jump: float = 0.25
+    edge_hole_px: int = 0                   # invalid band around depth edges (dilation radius)
+    saturated_fraction: float = 0.0         # invalid pixels written as 65535 (not 0)
+    drop_frame_prob: float = 0.0            # frames lost by the driver (not written)
+    stamp_jitter_ms: float = 0.0            # Gaussian jitter of the RGB and depth stamps
 
 
 class XtionSensor:
@@ -64,13 +80,39 @@ class XtionSensor:
         if specular is not None:
             drop |= (specular > c.specular_threshold) & (rng.random(z.shape) < c.specular_dropout)
         drop |= rng.random(z.shape) < c.speckle_dropout
+        if c.edge_hole_px > 0:
+            k = 2 * int(c.edge_hole_px) + 1
+            drop |= cv2.dilate(edge.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
         out = np.where(valid & ~drop, q, 0.0)
+        dx, dy = c.misregistration_px
+        if dx or dy:
+            M = np.float32([[1, 0, dx], [0, 1, dy]])
+            out = cv2.warpAffine(out.astype(np.float32), M, (out.shape[1], out.shape[0]),
+                                 flags=cv2.INTER_NEAREST, borderValue=0)
         return (np.round(out * 1000.0) / 1000.0).astype(np.float32)
+
+    def saturated_mask(self, depth: np.ndarray) -> np.ndarray | None:
+        """(H, W) bool: invalid pixels of ``depth`` that the driver reports as 65535."""
+        if self.cfg.saturated_fraction <= 0:
+            return None
+        return (depth <= 0) & (self.rng.random(depth.shape) < self.cfg.saturated_fraction)
+
+    def drop_frame(self) -> bool:
+        return self.cfg.drop_frame_prob > 0 and self.rng.random() < self.cfg.drop_frame_prob
+
+    def jitter_ns(self) -> int:
+        if self.cfg.stamp_jitter_ms <= 0:
+            return 0
+        return int(self.rng.normal(0, self.cfg.stamp_jitter_ms) * 1e6)
 
     def rgb(self, img: np.ndarray) -> np.ndarray:
         """Perfect colour (H, W, 3) float [0, 1] -> sensor RGB uint8."""
         c, rng = self.cfg, self.rng
-        self.exposure = float(np.clip(self.exposure + rng.normal(0, c.exposure_walk), 0.8, 1.2))
+        lo, hi = (0.5, 1.6) if c.auto_exposure_jump_prob > 0 else (0.8, 1.2)
+        self.exposure = float(np.clip(self.exposure + rng.normal(0, c.exposure_walk), lo, hi))
+        if c.auto_exposure_jump_prob > 0 and rng.random() < c.auto_exposure_jump_prob:
+            self.exposure = float(np.clip(self.exposure * (1 + rng.choice([-1, 1])
+                                                           * c.auto_exposure_jump), 0.5, 1.6))
         self.wb = np.clip(self.wb + rng.normal(0, c.wb_walk, 3), 0.9, 1.1)
         x = img.astype(np.float32) * self.exposure * self.wb.astype(np.float32)
         s = float(rng.uniform(*c.blur_sigma))

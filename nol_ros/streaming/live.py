@@ -45,6 +45,10 @@ from nol_ros.streaming.tf_buffer import TransformError
 ODOMETRY_MODES = ("auto", "required", "none")  # not "off": YAML reads it as false
 TF_MAP_ODOM, TF_MAP_CAMERA = "map->odom", "map->camera"
 EXPORT_MARKER = "nol_export.json"
+TMP_MARKER = ".nol_export_tmp"
+# the live poses go with an export as motion prior only when at least this share of its tracked
+# frames was trusted (else the offline chain re-tracks from the images alone)
+MIN_TRUSTED_FOR_PRIOR = 0.5
 
 
 class NoFramesError(NolError):
@@ -65,8 +69,8 @@ class LiveTrackingConfig:
     #                                    a machine at load 11)
     first_tf_timeout_s: float = 2.0    # ... and this long for the first frame's (it decides
     #                                    map->odom or map->camera; /tf_static may come late)
-    reset_on_time_jump_s: float = 1.0  # a frame stamped this long before the previous one
-    #                                    (bag loop/restart) resets buffer + tracker; 0 = never
+    max_keyframes: int = 100           # keyframes keeping images + features (~0.4 MB each at
+    #                                    640x480 input): the live tracker's memory budget
 
     def __post_init__(self):
         if self.odometry_mode not in ODOMETRY_MODES:
@@ -105,6 +109,9 @@ class LiveResult:
 class LiveStatus:
     frames_tracked: int = 0
     frames_tracking_failed: int = 0
+    frames_relocalised: int = 0
+    frames_tf_withheld: int = 0         # untrusted poses: no TF published for them
+    tracking_state: str = ""
     frames_skipped: int = 0
     frames_without_odometry: int = 0
     frames_tf_refused: int = 0
@@ -123,12 +130,6 @@ class LiveStatus:
 
 # (frame, timeout_s) -> T_odom_camera (4, 4); raises TransformError when it is not available
 PriorFn = Callable[[RgbdFrame, float], np.ndarray]
-
-
-def time_jumped_back(last_stamp_ns: int, stamp_ns: int, threshold_s: float) -> bool:
-    """True when ``stamp_ns`` lies more than ``threshold_s`` before ``last_stamp_ns`` (a bag
-    that loops or restarts); never with ``threshold_s <= 0`` or before the first frame."""
-    return threshold_s > 0 and last_stamp_ns > 0 and stamp_ns < last_stamp_ns - threshold_s * 1e9
 
 
 class LiveTracker:
@@ -153,6 +154,11 @@ class LiveTracker:
         self._live_tracker_cfg = (replace(tracker_config,
                                           block_count=min(tracker_config.block_count, 256))
                                   if tracker_config.reference != "model" else tracker_config)
+        # bounded memory: the live tracker runs for hours (the offline chain keeps its own)
+        self._live_tracker_cfg = replace(self._live_tracker_cfg,
+                                         max_keyframes=min(max(1, config.max_keyframes),
+                                                           tracker_config.max_keyframes or
+                                                           config.max_keyframes))
         self.max_results = max(1, int(max_results))
         self.lookup_prior = lookup_prior
         self.on_result, self.on_error, self.on_info = on_result, on_error, on_info
@@ -306,8 +312,9 @@ class LiveTracker:
                     return None  # reset while we waited
             if self.tracker is None:
                 tf_mode = TF_MAP_ODOM if prior is not None else TF_MAP_CAMERA
+                # the live results are kept (bounded) in self.results; the tracker keeps few
                 self.tracker = RgbdTracker(frame.intrinsics, self._live_tracker_cfg,
-                                           T_world_first=prior)
+                                           T_world_first=prior, max_results=10)
                 with self._cv:
                     self._status.tf_mode = tf_mode
             elif frame.intrinsics != self.tracker.intr:
@@ -315,7 +322,7 @@ class LiveTracker:
                                  f" vs {self.tracker.intr} at the start); call ~/reset to start "
                                  "a new sequence with the new camera")
             t0 = time.perf_counter()
-            tr = self.tracker.process(frame.rgb, frame.depth_m, prior)
+            tr = self.tracker.process(frame.rgb, frame.depth_m, prior, frame.stamp_ns)
             dt = time.perf_counter() - t0
             with self._cv:
                 tf_mode = self._status.tf_mode
@@ -330,11 +337,21 @@ class LiveTracker:
                 s = self._status
                 s.frames_tracked += 1
                 s.frames_tracking_failed += int(not tr.ok)
+                s.frames_tf_withheld += int(not tr.ok)
+                s.frames_relocalised += int(tr.state == "relocalised")
+                s.tracking_state = tr.state
                 s.keyframes += int(tr.keyframe)
                 s.tracking_ok, s.fitness = bool(tr.ok), float(tr.fitness)
                 s.tracking_fps = len(self._durations) / max(sum(self._durations), 1e-9)
                 s.latency_s = res.done_s - t_recv
                 s.last_stamp_ns = frame.stamp_ns
+        if not tr.ok:
+            code = "TRACKING_LOST" if tr.state == "lost" else "TRACKING_FAILED"
+            self._error(code, f"frame {frame.index} (stamp {frame.stamp_ns}): pose not trusted, "
+                              f"no TF published: {tr.message}")
+        elif tr.state == "relocalised" and self.on_info is not None:
+            self.on_info(f"frame {frame.index}: re-localised against keyframe {tr.ref_keyframe} "
+                         f"(fitness {tr.fitness:.2f}); tracking resumed")
         return res
 
 
@@ -416,14 +433,26 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
         if old.get("version") == version and old.get("step") == max(1, int(step)):
             return ExportSummary(str(out), int(old.get("frames", len(frames))),
                                  int(old.get("frames_tracked", 0)), unchanged=True)
-    if results:
-        poses, tracked = poses_for_frames(frames, results)
-    else:  # tracking off: images only, the offline chain tracks from scratch
-        poses, tracked = None, [False] * len(frames)
+    # only trusted poses feed the prior: an untrusted frame's pose is the tracker's guess
+    trusted = {k: r for k, r in results.items() if r.track.ok}
+    n_trusted = sum(f.index in trusted for f in frames)
+    n_tracked = sum(f.index in results for f in frames)  # trusted or not (others skipped)
+    if trusted and n_trusted >= MIN_TRUSTED_FOR_PRIOR * n_tracked:
+        poses, tracked = poses_for_frames(frames, trusted)
+    else:
+        # tracking off, or lost for most of the tracked frames (a tracker starved by load):
+        # the interpolated poses would be a wrong prior -- images only, the offline chain
+        # tracks from scratch
+        poses, tracked = None, [f.index in trusted for f in frames]
     intr = frames[0].intrinsics
     tmp = out.parent / f".{out.name}.tmp"
     if tmp.exists():
+        if not (tmp / TMP_MARKER).is_file():   # only what this code made is ever deleted
+            raise InputError(f"'{tmp}' is in the way and was not made by an export; move it "
+                             "or choose another export folder")
         shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    (tmp / TMP_MARKER).write_text("an unfinished nol_ros export; safe to delete\n")
     try:
         writer = BopSceneWriter(tmp, intr, depth_scale=1.0)
         for k, f in enumerate(frames):
@@ -447,6 +476,7 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
                          "T_world_camera": poses[k].tolist() if poses is not None else None,
                          "tracked": tr,
                          "ok": bool(r.track.ok) if r else False,
+                         "state": r.track.state if r else "not tracked",
                          "fitness": float(r.track.fitness) if r else 0.0,
                          "keyframe": bool(r.track.keyframe) if r else False,
                          "T_odom_camera": (r.T_odom_camera.tolist()
@@ -457,6 +487,7 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
         atomic_write_json(tmp / EXPORT_MARKER, {
             "version": version, "step": max(1, int(step)), "frames": len(frames),
             "frames_tracked": n_tracked, "created_unix_s": time.time(), **(meta or {})})
+        (tmp / TMP_MARKER).unlink()
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -487,9 +518,8 @@ def integrate_scene_mesh(frames: list[RgbdFrame], results: dict[int, LiveResult]
 
 def write_mesh_file(path: str | Path, mesh) -> Path:
     """Write an Open3D TriangleMesh (.ply or .obj) atomically; returns the absolute path."""
-    import open3d as o3d
 
-    from nol_ros.io_utils import atomic_write_with
+    from nol_ros.io_utils import atomic_write_mesh
 
     p = Path(path).expanduser().resolve()
     if p.suffix.lower() not in (".ply", ".obj"):
@@ -498,11 +528,4 @@ def write_mesh_file(path: str | Path, mesh) -> Path:
         raise NoFramesError("the TSDF holds no surface yet (too few integrated frames or "
                             "weights below mesh_weight_threshold)")
 
-    def w(tmp: str) -> None:
-        if not o3d.io.write_triangle_mesh(tmp, mesh, write_ascii=False):
-            raise OSError(f"Open3D could not write '{p}'")
-
-    try:
-        return atomic_write_with(p, w)
-    except OSError as e:
-        raise InputError(f"cannot write the mesh to '{p}': {e}") from e
+    return atomic_write_mesh(p, mesh)
