@@ -63,7 +63,12 @@ def confine(root: str | Path, path: str | Path, what: str = "path",
     unless it lies inside ``root`` (resolved) -- and, with ``must_exist``, exists. The message is
     the same for "outside the root" and "does not exist"."""
     r = Path(root).expanduser().resolve()
-    p = Path(path).expanduser()
+    if "\x00" in str(path):
+        raise BadPathError(f"{what} {str(path)!r} contains a NUL byte; give a plain path")
+    try:
+        p = Path(path).expanduser()
+    except RuntimeError:        # '~someone' with no such user: an ordinary (relative) name
+        p = Path(path)
     full = (p if p.is_absolute() else r / p).resolve()
     inside = full == r or r in full.parents
     if not inside or (must_exist and not full.exists()):

@@ -79,8 +79,9 @@ class ReconstructionConfig:
 
 class StampGuard:
     """Decides, per frame stamp, whether it continues the timeline (see the module doc):
-    ``check(stamp)`` -> ("ok", []) | ("hold", []) | ("drop", [held stamps dropped]) |
-    ("reset", [held stamps, the new sequence's first frames])."""
+    ``check(stamp)`` -> ("ok", []) | ("hold", [earlier held stamps it contradicts: dropped]) |
+    ("drop", [held stamps dropped]) | ("reset", [held stamps, the new sequence's first
+    frames]). Every stamp ends up exactly once as ok, dropped, reset-included or still held."""
 
     def __init__(self, jump_s: float, future_s: float, frames: int):
         self.jump_ns, self.future_ns, self.frames = int(jump_s * 1e9), int(future_s * 1e9), frames
@@ -94,20 +95,22 @@ class StampGuard:
         if self.last == 0:
             self.last = st
             return "ok", []
-        continues_held = bool(self.held) and self.held[-1] <= st < self.last and not self._off(
-            self.held[-1], st)      # after a loop, the new timeline's frames can come within
-        if not continues_held and not self._off(self.last, st):   # jump_s of the old last one
+        top = max(self.held) if self.held else 0
+        continues_held = bool(self.held) and top <= st < self.last and not self._off(top, st)
+        # (after a loop, the new timeline's frames can come within jump_s of the old last one)
+        if not continues_held and not self._off(self.last, st):
             dropped, self.held = self.held, []
             self.last = max(self.last, st)
             return ("drop", dropped) if dropped else ("ok", [])
-        if self.held and self._off(self.held[-1], st):
-            self.held = []          # not even consistent with the other off-timeline ones
+        dropped = []
+        if self.held and self._off(top, st):
+            dropped, self.held = self.held, []   # not even consistent with the other held ones
         self.held.append(st)
         if len(self.held) >= self.frames:
             held, self.held = self.held, []
-            self.last = held[-1]
+            self.last = max(held)
             return "reset", held
-        return "hold", []
+        return "hold", dropped
 
     def clear(self) -> None:
         self.last, self.held = 0, []
@@ -179,6 +182,10 @@ class LiveReconstruction:
     def _stamp_checked(self, rgb, depth) -> None:
         verdict, stamps = self.stamps.check(stamp_to_ns(rgb.header.stamp))
         if verdict == "hold":
+            if stamps:  # the held frames this one contradicts: dropped, counted
+                for r, _ in self._held:
+                    self._reject_stamp(r, "a frame off the timeline (a glitched stamp)")
+                self._held = []
             self._held.append((rgb, depth))
             return
         held, self._held = self._held, []

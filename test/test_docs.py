@@ -1,0 +1,104 @@
+"""The documentation against the code (fast: no ROS graph, no training).
+
+docs/ros_api.md must name every service, action and topic a node module creates with a literal
+name, every interface of msg/ srv/ action/, and every parameter of every node's config
+dataclass (the flattened, dotted names ``declare_and_read`` declares). README.md must stay a
+short page that starts with the two commands.
+"""
+
+import importlib
+import pkgutil
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ROS_API = ROOT / "docs" / "ros_api.md"
+README = ROOT / "README.md"
+NODE_FILES = sorted((ROOT / "nol_ros" / "nodes").glob("*_node.py"))
+ROS_FILES = sorted((ROOT / "nol_ros" / "ros").glob("*.py"))
+
+# create_service(Type, "name" / create_publisher(Type, "name" / create_subscription(Type,
+# "name" / ActionServer(node, Type, "name": the literal name strings
+_NAMED = re.compile(r"(?:create_service|create_publisher|create_subscription)\(\s*\w+,\s*"
+                    r"\"([^\"]+)\"|ActionServer\(\s*\w+,\s*\w+,\s*\"([^\"]+)\"")
+_CONFIG = re.compile(r"declare_and_read\(\s*self,\s*(\w+)")
+
+
+def _doc() -> str:
+    return ROS_API.read_text()
+
+
+def _created_names() -> list[tuple[str, str]]:
+    out = []
+    for path in NODE_FILES + ROS_FILES:
+        for m in _NAMED.finditer(path.read_text()):
+            out.append((path.name, m.group(1) or m.group(2)))
+    return out
+
+
+def _node_configs() -> list[tuple[str, type]]:
+    """(node module, its config dataclass), the class found by name in nol_ros.services."""
+    import nol_ros.services as services
+
+    mods = [importlib.import_module(f"nol_ros.services.{m.name}")
+            for m in pkgutil.iter_modules(services.__path__)]
+    out = []
+    for path in NODE_FILES:
+        m = _CONFIG.search(path.read_text())
+        assert m, f"{path.name}: no declare_and_read(self, Config, ...) found"
+        cls = next((getattr(mod, m.group(1)) for mod in mods if hasattr(mod, m.group(1))), None)
+        assert cls is not None, f"{path.name}: {m.group(1)} is not in nol_ros.services"
+        out.append((path.stem, cls))
+    return out
+
+
+def test_the_scan_finds_what_the_nodes_create():
+    names = {n for _, n in _created_names()}
+    # a few names every version of the graph has: the scan itself must keep working
+    assert {"~/learn_object", "~/progress", "~/status", "~/detections", "/tf"} <= names
+    assert len(_node_configs()) == len(NODE_FILES) >= 5
+
+
+def test_ros_api_names_every_service_action_and_topic_of_the_nodes():
+    doc = _doc()
+    missing = sorted({f"{f}: {n}" for f, n in _created_names() if f"`{n}`" not in doc})
+    assert not missing, f"docs/ros_api.md does not mention (in backticks): {missing}"
+
+
+def test_ros_api_names_every_interface():
+    doc = _doc()
+    files = [p for d in ("msg", "srv", "action") for p in sorted((ROOT / d).iterdir())]
+    missing = [p.name for p in files if p.stem not in doc]
+    assert not missing, f"docs/ros_api.md does not mention the interfaces {missing}"
+
+
+def test_ros_api_names_every_node_and_its_executable():
+    doc = _doc()
+    for path in NODE_FILES:
+        name = path.stem.removesuffix("_node")
+        assert path.stem in doc and f"`{name}`" in doc, f"docs/ros_api.md misses {path.stem}"
+
+
+@pytest.mark.parametrize("node", [p.stem for p in NODE_FILES])
+def test_ros_api_documents_every_parameter_of_the_node(node):
+    from nol_ros.config import flatten
+
+    cls = dict(_node_configs())[node]
+    doc = _doc()
+    section = doc.split(f"## {node}", 1)
+    assert len(section) == 2, f"docs/ros_api.md has no section '## {node}'"
+    text = section[1].split("\n## ", 1)[0]
+    missing = [k for k in flatten(cls()) if f"`{k}`" not in text]
+    assert not missing, f"docs/ros_api.md, section {node}, misses the parameters {missing}"
+
+
+def test_readme_is_short_and_starts_with_the_two_commands():
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 150, f"README.md has {len(lines)} lines; at most 150"
+    body = [ln for ln in lines if ln.strip() and not ln.startswith("# ")]
+    assert body[0] == "```bash", "README.md must start with the bash block of the two commands"
+    assert re.match(r"make demo +# \S", body[1]), body[1]
+    assert re.match(r"make test +# \S", body[2]), body[2]
+    assert body[3] == "```"
