@@ -170,7 +170,7 @@ def graph(bag: Path, work: Path, label: str, hog: int, gt: dict) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default=str(DEFAULT_DATA))
-    ap.add_argument("--work", default="/tmp/nol_graph_tracking")
+    ap.add_argument("--work", default="build/bench/nol_graph_tracking")
     ap.add_argument("--hog", type=int, default=2, help="busy processes in the loaded run")
     ap.add_argument("--json", default="bench_graph_tracking.json")
     a = ap.parse_args(argv)

@@ -285,7 +285,7 @@ def main(argv=None) -> int:
     ap.add_argument("--objects", default=",".join(str(o.obj_id) for o in CATALOGUE),
                     help="catalogue ids, comma separated (default: all 9)")
     ap.add_argument("--targets", type=int, default=6, help="target poses per object")
-    ap.add_argument("--out", default="/tmp/nol_bench")
+    ap.add_argument("--out", default="build/bench/nol_bench")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-target-refine", action="store_true",
                     help="skip the (slow) per-target refinement rows")

@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--hemisphere", action="store_true")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
-    ap.add_argument("--out", default="/tmp/nol_cost")
+    ap.add_argument("--out", default="build/bench/nol_cost")
     a = ap.parse_args(argv)
     if a.child:
         print(json.dumps(child(a)))

@@ -284,7 +284,7 @@ def main(argv=None) -> int:
     ap.add_argument("--unrefined-blends", default=",".join(BLENDS),
                     help="blends also scored without refinement (comma separated)")
     ap.add_argument("--results", default="", help="re-make the table from a results.json")
-    ap.add_argument("--out", default="/tmp/nol_real")
+    ap.add_argument("--out", default="build/bench/nol_real")
     a = ap.parse_args(argv)
     a.order = a.order.split(",") if a.order else []
     torch.set_num_threads(a.threads)

@@ -15,8 +15,8 @@ import dataclasses
 import time
 from pathlib import Path
 
-OPTIONS = [("detector boxes, PnP + ICP", dict(refine_boxes=False, solver="rgb")),
-           ("mask boxes, PnP + ICP", dict(refine_boxes=True, solver="rgb")),
+OPTIONS = [("detector boxes, PnP + ICP", dict(refine_boxes=False, solver="pnp")),
+           ("mask boxes, PnP + ICP", dict(refine_boxes=True, solver="pnp")),
            ("mask boxes, 3D-3D + ICP (solver rgbd)", dict(refine_boxes=True, solver="rgbd"))]
 
 

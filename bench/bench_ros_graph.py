@@ -50,7 +50,7 @@ def main() -> int:
     ap.add_argument("--data", default="", help="synthetic world (default: generate 'small')")
     ap.add_argument("--object", default="mustard_bottle")
     ap.add_argument("--preset", default="tiny", help="render grid + training preset")
-    ap.add_argument("--work", default="/tmp/nol_bench_graph")
+    ap.add_argument("--work", default="build/bench/nol_bench_graph")
     ap.add_argument("--rate", type=float, default=1.0, help="test bag replay speed (x 30 Hz)")
     ap.add_argument("--loops", type=int, default=4)
     args = ap.parse_args()

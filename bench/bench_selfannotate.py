@@ -59,9 +59,9 @@ def _timing_line(rep: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="/tmp/nol_bench_full")
+    ap.add_argument("--data", default="build/bench/nol_bench_full")
     ap.add_argument("--preset", default="full")
-    ap.add_argument("--workspace", default="/tmp/nol_bench_ws")
+    ap.add_argument("--workspace", default="build/bench/nol_bench_ws")
     ap.add_argument("--no-model-free", action="store_true",
                     help="skip the second chain run with cut-out meshes")
     a = ap.parse_args()

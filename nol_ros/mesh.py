@@ -215,7 +215,7 @@ def check_units(mesh: Mesh, units: str = "auto", on_millimetres: str = "error",
         if on_millimetres == "convert":
             warnings.warn(msg + "; taken as millimetres (scaled by 0.001)", stacklevel=2)
             return replace(mesh, vertices=mesh.vertices * 1e-3, _cache={})
-        raise MeshUnitsError(f"{msg}: {units_advice(ext)}; convert the file or pass the units")
+        raise MeshUnitsError(f"{msg}: {units_advice(ext)}; convert the file (metres)")
     return mesh
 
 

@@ -38,7 +38,7 @@ def test_dry_run_and_bad_arguments(tmp_path):
 def test_replay_graph_comes_up_receives_the_bag_and_stops_on_ctrl_c(small_world, tmp_path,
                                                                     rclpy_context):
     from nol_ros.msg import RecognizerStatus
-    from nol_ros.srv import GetBufferStatus, GetJobStatus, SelectViews
+    from nol_ros.srv import GetBufferStatus, GetJobStatus, SelectViews, TrainDetector
 
     root, _ = small_world
     ns = f"bringup_{os.getpid()}"
@@ -58,7 +58,10 @@ def test_replay_graph_comes_up_receives_the_bag_and_stops_on_ctrl_c(small_world,
         status = cli.create_client(GetBufferStatus, f"/{ns}/reconstruction/get_buffer_status")
         vs = cli.create_client(SelectViews, f"/{ns}/view_selection/select_views")
         jobs = cli.create_client(GetJobStatus, f"/{ns}/nol/get_job_status")
-        for c in (status, vs, jobs):
+        # every node's services up, so every node has logged its 'ready' line (the trainer's
+        # torch import can take longer than the bag: its line was missing once under load)
+        trainer = cli.create_client(TrainDetector, f"/{ns}/trainer/train_detector")
+        for c in (status, vs, jobs, trainer):
             g.wait(c.service_is_ready, 90, c.srv_name)
         # the bag reaches the node (how many of its 30 frames arrive while the graph plays it at
         # its own pace depends on the machine's load: not counted here)

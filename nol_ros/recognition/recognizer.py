@@ -78,7 +78,8 @@ class RecognizerConfig:
     """score_thresh, max_per_class: see :meth:`Recognizer.recognize`. solver: "rgbd" = with a
     depth image, the pose is a rigid 3D-3D RANSAC fit of the predicted object coordinates to the
     depth points at the same pixels (inlier distance rgbd_thresh_m), PnP on the colour image
-    when that finds no pose or there is no depth; "rgb" = always PnP. icp: refine with the depth
+    when that finds no pose or there is no depth; "pnp" = always PnP (the name the result's
+    ``solver`` reports too). icp: refine with the depth
     image (point-to-point ICP on the visible mask). "rgbd" is the default: it measured 1.04-2.4x
     the ADD+ICP of PnP on the demo world; it uses only the pixels the pose net sees as visible
     and refuses a fit whose inliers cover a patch of the object (the poor coordinates of an
@@ -96,8 +97,9 @@ class RecognizerConfig:
     refine_top: int = 3
 
     def __post_init__(self):
-        if self.solver not in ("rgb", "rgbd"):
-            raise ConfigError(f"recognizer solver '{self.solver}' unknown; use rgb or rgbd")
+        if self.solver not in ("pnp", "rgbd"):
+            raise ConfigError(f"recognizer solver '{self.solver}' unknown; use pnp (colour) or "
+                              "rgbd (colour + depth)")
         if self.refine_top < 0:
             raise ConfigError(f"refine_top must be >= 0, got {self.refine_top}")
         if not self.rgbd_thresh_m > 0:

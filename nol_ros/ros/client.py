@@ -2,6 +2,8 @@
 calls, jobs you can wait for, follow and cancel. Used by the demo, the graph benchmarks and the
 graph tests; usable from any script::
 
+    from nol_ros.learn import SOURCE_BAG
+
     rclpy.init()
     nol = NolClient(namespace="/robot")
     nol.wait_for_nodes()
