@@ -34,3 +34,9 @@ class ServiceUnavailableError(NolError):
     export the live buffer)."""
 
     code = "SERVICE_UNAVAILABLE"
+
+
+class PoseError(InputError):
+    """A requested pose is not a finite rigid transform in front of the camera."""
+
+    code = "BAD_POSE"

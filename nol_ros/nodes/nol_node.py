@@ -1,39 +1,16 @@
-"""nol node: learn objects (self-annotation -> views -> rendered training set) as jobs, and
-render learnt objects on request. The work is nol_ros.services.learning; this node maps ROS
-requests onto it and its results back.
-
-Services (all answer at once; long work runs on the job worker thread, one job at a time):
-  ~/learn_object (nol_ros/srv/LearnObject)      -> job id, or accepted=false + error code
-  ~/get_job_status (nol_ros/srv/GetJobStatus)   -> state, stage, fraction, result path
-  ~/cancel_job (nol_ros/srv/CancelJob)
-  ~/render_views (nol_ros/srv/RenderViews)      a learnt object in given poses -> rgb8 images +
-                                                mono8 masks (synchronous, own callback group)
-Action:
-  ~/learn (nol_ros/action/Learn): the same job with feedback and cancellation.
-Topic:
-  ~/progress (nol_ros/msg/JobProgress): every state/progress change of every job (stage: export,
-  loading, tracking, ..., view_selection, render_setup, refine, finetune, render; fraction: the
-  whole job's, monotonic).
-
-Paths in requests (mesh_path, source_path) are resolved inside the `data_root` parameter (""
-= learn.workspace_root): a path outside it or missing is refused with BAD_PATH, the same reply
-for both. Source SOURCE_LIVE_BUFFER (0) with an empty source_path: the job first asks the
-reconstruction node (parameter `reconstruction_node`, relative to this node's namespace) to
-export its buffer into `live_export_dir` (inside the workspace root); both nodes must see the
-same file system. Source SOURCE_WORKSPACE (3): an object self-annotated on another host (its
-package, nol_ros.handoff, fetched by a transfer node into <workspace_root>/<object_name> when
-source_path is empty) is only rendered. Queue policy (nol_ros.jobs): one job at a time in
-submission order, up to `max_queued` waiting, then QUEUE_FULL; a running job is cancelled at
-its next progress report.
-Dynamic parameters: render_views.* (the others are read-only: set them at start).
+"""nol node: learn objects (self-annotation -> views -> rendered training set) as jobs
+(~/learn_object, the ~/learn action, ~/get_job_status, ~/cancel_job, ~/progress) and render
+learnt objects on request (~/render_views). The work is nol_ros.services.learning; this node maps
+requests onto it and results back. Request paths are confined to `data_root`; one job runs at a
+time, `max_queued` wait. Source 3 (SOURCE_WORKSPACE): an object self-annotated on another
+host (a package fetched by the transfer node) is only rendered. Topics, services and
+parameters: docs/ros_api.md.
 """
 
 from __future__ import annotations
 
 import sys
-import threading
 import time
-import traceback
 
 import numpy as np
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -42,24 +19,29 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 
 from nol_ros.action import Learn
-from nol_ros.errors import InputError, NolError
+from nol_ros.errors import NolError
 from nol_ros.jobs import JobInfo, JobState
 from nol_ros.learn import resolve_device
 from nol_ros.msg import JobProgress
 from nol_ros.ros.clients import ServiceCaller, export_live_buffer
-from nol_ros.ros.conversions import numpy_to_image
-from nol_ros.ros.job_services import JobNodeShutdown, attach_job_services, job_progress_msg
+from nol_ros.ros.conversions import numpy_to_image, poses_from_msgs
+from nol_ros.ros.job_services import (
+    JobGoals,
+    JobNodeShutdown,
+    attach_job_services,
+    job_progress_msg,
+    reply_failure,
+)
 from nol_ros.ros.params import declare_and_read, watch_dynamic
 from nol_ros.ros.runtime import log_to
 from nol_ros.services.learning import (
     LearningConfig,
     LearningService,
     LearnRequest,
-    PoseError,
     RenderViewsService,
 )
 from nol_ros.srv import ExportSequence, LearnObject, RenderViews
-from nol_ros.streaming.messages import camera_info_to_intrinsics, matrix_from_pose
+from nol_ros.streaming.messages import camera_info_to_intrinsics
 
 DYNAMIC = ("render_views.idle_release_s", "render_views.max_poses", "render_views.max_pixels",
            "render_views.max_request_pixels")
@@ -68,21 +50,6 @@ RANGES = {"max_queued": (0, 1000), "export_timeout_s": (0.0, 86400.0),
           "render_views.max_pixels": (1, 100_000_000),
           "render_views.max_request_pixels": (1, 1_000_000_000),
           "render_views.cache_objects": (1, 64)}
-
-
-def poses_from_msgs(poses) -> np.ndarray:
-    """geometry_msgs/Pose[] -> (B, 4, 4); PoseError naming a bad quaternion."""
-    out = []
-    for i, p in enumerate(poses):
-        v = [p.position.x, p.position.y, p.position.z, p.orientation.x, p.orientation.y,
-             p.orientation.z, p.orientation.w]
-        if not np.all(np.isfinite(v)):
-            raise PoseError(f"pose {i} contains NaN/inf ({v}); send finite T_camera_object poses")
-        try:
-            out.append(matrix_from_pose(p))
-        except InputError as e:
-            raise PoseError(f"pose {i}: {e}") from e
-    return np.stack(out) if out else np.zeros((0, 4, 4))
 
 
 class NolNode(JobNodeShutdown, Node):
@@ -103,11 +70,12 @@ class NolNode(JobNodeShutdown, Node):
             self._on_update, log_to(self.get_logger()))
         self.views = RenderViewsService(self.cfg, self.device, log_to(self.get_logger()))
         self.jobs, self.renderers = self.learning.jobs, self.views.renderers
-        self._waiters: dict[str, list] = {}
-        self._lock = threading.Lock()
+        self.goals = JobGoals(Learn, self.jobs, lambda q: self.learning.submit(self._request(q)),
+                              lambda res, info: setattr(res, "workspace_path", info.result_path),
+                              log)
         self.create_service(LearnObject, "~/learn_object", self._on_learn)
         attach_job_services(self, self.jobs)
-        self._action = ActionServer(self, Learn, "~/learn", execute_callback=self._execute_goal,
+        self._action = ActionServer(self, Learn, "~/learn", execute_callback=self.goals.execute,
                                     goal_callback=lambda g: GoalResponse.ACCEPT,
                                     cancel_callback=lambda g: CancelResponse.ACCEPT,
                                     callback_group=group)
@@ -140,9 +108,7 @@ class NolNode(JobNodeShutdown, Node):
         elif info.state == JobState.SUCCEEDED:
             self.get_logger().info(f"job {info.job_id} ({info.object_name}) done: "
                                    f"{info.result_path}")
-        with self._lock:
-            for cb in self._waiters.get(info.job_id, []):
-                cb(info)
+        self.goals.on_update(info)
 
     @staticmethod
     def _request(req) -> LearnRequest:
@@ -159,46 +125,6 @@ class NolNode(JobNodeShutdown, Node):
             resp.accepted, resp.error_code, resp.message = False, e.code, str(e)
             self.get_logger().error(f"LearnObject '{req.object_name}' refused [{e.code}]: {e}")
         return resp
-
-    def _execute_goal(self, goal_handle):
-        result = Learn.Result()
-        try:
-            info = self.learning.submit(self._request(goal_handle.request))
-        except NolError as e:
-            self.get_logger().error(f"Learn goal '{goal_handle.request.object_name}' refused "
-                                    f"[{e.code}]: {e}")
-            goal_handle.abort()
-            result.success, result.error_code, result.message = False, e.code, str(e)
-            return result
-        done = threading.Event()
-
-        def on_update(i: JobInfo):
-            goal_handle.publish_feedback(Learn.Feedback(job_id=i.job_id, stage=i.stage,
-                                                        fraction=float(i.fraction),
-                                                        message=i.message))
-            if i.done:
-                done.set()
-
-        with self._lock:
-            self._waiters.setdefault(info.job_id, []).append(on_update)
-        if self.jobs.get(info.job_id).done:
-            done.set()
-        while not done.wait(0.2):
-            if goal_handle.is_cancel_requested:
-                self.jobs.cancel(info.job_id)
-        with self._lock:
-            self._waiters.pop(info.job_id, None)
-        info = self.jobs.get(info.job_id)
-        result.job_id, result.workspace_path = info.job_id, info.result_path
-        result.error_code, result.message = info.error_code, info.message
-        result.success = info.state == JobState.SUCCEEDED
-        if info.state == JobState.CANCELLED:
-            goal_handle.canceled()
-        elif result.success:
-            goal_handle.succeed()
-        else:
-            goal_handle.abort()
-        return result
 
     # -- RenderViews -------------------------------------------------------------------------
     def _on_idle_timer(self):
@@ -223,15 +149,8 @@ class NolNode(JobNodeShutdown, Node):
             resp.success = True
             resp.message = (f"{len(rgb)} view(s) of {name} at {intr.width}x{intr.height} in "
                             f"{time.perf_counter() - t0:.2f} s")
-        except NolError as e:
-            resp.success, resp.error_code, resp.message = False, e.code, str(e)
-            self.get_logger().error(f"RenderViews '{name}' failed [{e.code}]: {e}")
-        except Exception as e:  # a renderer bug must not take the node down
-            traceback.print_exc()
-            resp.success, resp.error_code = False, "INTERNAL_ERROR"
-            resp.message = f"{type(e).__name__}: {e}"
-            self.get_logger().error(f"RenderViews '{name}' failed [INTERNAL_ERROR]: "
-                                    f"{resp.message}")
+        except Exception as e:  # a renderer bug must not take the node down either
+            reply_failure(self.get_logger(), resp, f"RenderViews '{name}' failed", e)
         return resp
 
 

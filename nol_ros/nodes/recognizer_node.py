@@ -1,26 +1,8 @@
-"""recognizer node: the trained detector + pose estimator on the live camera stream. The work is
-nol_ros.services.recognition (models loaded and watched, a one-slot mailbox and one worker:
-always the freshest frame); this node maps messages onto it and its results back.
-
-Subscribes (relative names, so a namespace applies; the reconstruction node's defaults):
-  camera/rgb/image_raw (rgb8/bgr8/mono8), camera/depth_registered/image_raw (16UC1 mm or 32FC1
-  m; for ICP, `use_depth: false` = colour only), camera/rgb/camera_info. RGB and depth are
-  paired by approximate time (`sync_slop_s`) with the `qos_*` profile.
-Publishes:
-  ~/detections  nol_ros/msg/DetectionArray, one per recognised image; header = the image's;
-                per detection the class, score, box and, when posed, T_camera_object + score
-  /tf           camera optical frame -> `object_frame_prefix`NAME for every posed detection
-                (pose_score >= min_pose_score), stamped with the image (NAME_2 ... for more)
-  ~/status      nol_ros/msg/RecognizerStatus (latched; after every frame and at 1 Hz): frames
-                received / processed / dropped while busy / rejected, latency, models, error
-Services:
-  ~/reload (std_srvs/Trigger): load `models_dir` again (also done when the parameter changes,
-  and every `models_poll_s` when its recognition.json changed). A folder that fails to load
-  keeps the previous models running.
-Bad input (BAD_ENCODING, BAD_CAMERA_INFO, SIZE_MISMATCH, NO_CAMERA_INFO, NO_MODELS) is counted
-in frames_rejected and logged once per code (then at most every 10 s); the node keeps running.
-Dynamic parameters: models_dir, score_thresh, max_per_class, min_pose_score, models_poll_s,
-publish_tf (the others are read-only: set them at start).
+"""recognizer node: the trained detector + pose estimator on the live camera stream ->
+~/detections, object poses on /tf, ~/status. The work is nol_ros.services.recognition (models
+loaded and watched, one worker on the freshest frame); this node maps messages onto it and its
+results back. Bad frames are counted and reported, never fatal. Topics, services and
+parameters: docs/ros_api.md.
 """
 
 from __future__ import annotations
@@ -36,8 +18,8 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 
 from nol_ros.learn import resolve_device
-from nol_ros.msg import Detection, DetectionArray, RecognizerStatus
-from nol_ros.ros.conversions import ns_to_stamp, pose_from_matrix
+from nol_ros.msg import DetectionArray, RecognizerStatus
+from nol_ros.ros.conversions import detection_msgs, ns_to_stamp, recognizer_status_msg
 from nol_ros.ros.params import declare_and_read, watch_dynamic
 from nol_ros.ros.qos import sensor_qos
 from nol_ros.ros.runtime import ErrorReporter, log_to
@@ -46,15 +28,9 @@ from nol_ros.services.recognition import (
     NoCameraInfoError,
     RecognitionConfig,
     RecognitionService,
-    SizeMismatchError,
+    frame_from_messages,
 )
-from nol_ros.streaming.messages import (
-    camera_info_to_intrinsics,
-    check_image_matches_info,
-    depth_from_image,
-    rgb_from_image,
-    stamp_to_ns,
-)
+from nol_ros.streaming.messages import stamp_to_ns
 from nol_ros.streaming.sync import ApproximateTimeSync
 
 DYNAMIC = ("models_dir", "score_thresh", "max_per_class", "min_pose_score", "models_poll_s",
@@ -62,21 +38,6 @@ DYNAMIC = ("models_dir", "score_thresh", "max_per_class", "min_pose_score", "mod
 RANGES = {"max_per_class": (0, 1000), "min_pose_score": (0.0, 1.0), "models_poll_s": (0.0, 3600.0),
           "camera_info_wait_s": (0.0, 3600.0), "sync_slop_s": (0.0, 1.0),
           "torch_threads": (0, 256), "qos_depth": (1, 1000)}
-
-
-def detection_msgs(results) -> list:
-    """Recognizer results -> [nol_ros/msg/Detection]."""
-    out = []
-    for r in results:
-        d = Detection()
-        d.object_id, d.object_name, d.score = int(r.obj_id), str(r.name), float(r.score)
-        d.x, d.y, d.width, d.height = (float(v) for v in r.box_xywh)
-        d.has_pose = r.T_camera_object is not None
-        if d.has_pose:
-            d.pose = pose_from_matrix(r.T_camera_object)
-            d.pose_score = float(r.pose_score)
-        out.append(d)
-    return out
 
 
 class RecognizerNode(Node):
@@ -159,22 +120,11 @@ class RecognizerNode(Node):
         deadline = time.monotonic() + self.cfg.camera_info_wait_s
         while self._info is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        info = self._info
-        if info is None:
+        if self._info is None:
             raise NoCameraInfoError(
                 f"no CameraInfo on {self.cfg.camera_info_topic} (waited "
                 f"{self.cfg.camera_info_wait_s} s); check that it is published and remapped")
-        rgb = rgb_from_image(msgs[0])
-        check_image_matches_info(rgb.shape[1], rgb.shape[0], info)
-        depth = depth_from_image(msgs[1]) if len(msgs) > 1 else None
-        if depth is not None and depth.shape != rgb.shape[:2]:
-            raise SizeMismatchError(
-                f"depth is {depth.shape[1]}x{depth.shape[0]} but rgb is {rgb.shape[1]}x"
-                f"{rgb.shape[0]}; use the depth registered to the rgb camera (e.g. "
-                "camera/depth_registered/image_raw)")
-        h = msgs[0].header
-        return Frame(rgb, depth, camera_info_to_intrinsics(info), stamp_to_ns(h.stamp),
-                     h.frame_id, t_arrival)
+        return frame_from_messages(msgs, self._info, t_arrival)
 
     # -- output ------------------------------------------------------------------------------
     def _on_result(self, frame: Frame, results, frames) -> None:
@@ -194,18 +144,8 @@ class RecognizerNode(Node):
         self._publish_status()
 
     def status_msg(self) -> RecognizerStatus:
-        s = self.service.state()
-        m = RecognizerStatus()
-        m.header.stamp = self.get_clock().now().to_msg()
-        m.models_dir, m.models_loaded, m.object_names = s.models_dir, s.models_loaded, \
-            list(s.object_names)
-        m.frames_received, m.frames_processed = s.received, s.processed
-        m.frames_dropped_busy, m.frames_rejected = s.dropped_busy, s.rejected
-        m.messages_unpaired = self.sync.dropped if self.sync is not None else 0
-        m.detections_published, m.poses_published = s.detections, s.poses
-        m.last_latency_s, m.mean_recognize_s = float(s.last_latency_s), float(s.mean_recognize_s)
-        m.error_code, m.message = s.error_code, s.message
-        return m
+        return recognizer_status_msg(self.service.state(), self.sync.dropped if self.sync else 0,
+                                     self.get_clock().now().to_msg())
 
     def _publish_status(self):
         try:

@@ -1,39 +1,15 @@
-"""reconstruction node: synchronised RGB-D ingest, live tracking, self-annotated pose on /tf. The
-work is nol_ros.services.reconstruction (ingest, stamp checks, the live tracker, export and mesh
-confined to `export_root`); this node maps messages onto it and publishes its results.
-
-Subscribes (relative names, so a namespace applies):
-  camera/rgb/image_raw (rgb8/bgr8/mono8), camera/depth_registered/image_raw (16UC1 mm or
-  32FC1 m), camera/rgb/camera_info; /tf and /tf_static for the odometry prior.
-Publishes:
-  /tf                 the self-annotated pose (see "TF" below), stamped with the image stamp
-  ~/keyframes         nol_ros/msg/Keyframe: each new keyframe (images, CameraInfo, T_map_camera)
-  ~/status            nol_ros/msg/TrackingStatus: counts, backlog, fps, latency, tf mode, state
-                      and the last error (status_rate_hz, and every 1 s)
-Services:
-  ~/get_buffer_status (nol_ros/srv/GetBufferStatus): what was received, dropped and why
-  ~/reset (std_srvs/Trigger): clears the buffer and the tracker
-  ~/save_mesh (nol_ros/srv/SaveMesh): TSDF over the trusted frames -> .ply/.obj in export_root
-  ~/export_sequence (nol_ros/srv/ExportSequence): the buffer as a BOP scene folder + live poses,
-  in export_root (what LearnObject / SelectViews with the live buffer as source read)
-
-TF: published ONLY for frames whose alignment passed every check. A failed frame (or one while
-tracking is lost) gets no TF -- a robot must never act on a guessed pose --, is counted in
-frames_tf_withheld and reported (TRACKING_FAILED / TRACKING_LOST) in ~/status; the tracker
-re-localises against its keyframes and the TF resumes with the first trusted frame.
-With odometry (odom -> camera frame in TF at the first frame) the node publishes map -> odom =
-T_map_camera @ inv(T_odom_camera): the camera frame already has a parent, and a correction on
-top of odometry is what a localiser publishes (REP 105). Without odometry (a hand-held camera)
-it publishes map -> camera; the map frame is the first camera pose. tracking.odometry_mode:
-auto (default), required (frames without odometry refused, TF_*), none.
-All parameters are read-only (set them at start).
+"""reconstruction node: synchronised RGB-D ingest, live tracking, the self-annotated camera
+pose on /tf, keyframes, status, and the buffer's export and scene mesh (inside `export_root`).
+The work is nol_ros.services.reconstruction; this node maps messages onto it and publishes its
+results. A TF is published ONLY for frames the tracker trusts (map -> odom with odometry, REP
+105; map -> camera without): a robot must never act on a guessed pose. Topics, services and
+parameters: docs/ros_api.md.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-import traceback
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
@@ -41,15 +17,13 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 
-from nol_ros.errors import NolError
 from nol_ros.msg import Keyframe, TrackingStatus
 from nol_ros.ros.conversions import (
-    depth_to_image,
-    intrinsics_to_camera_info,
+    keyframe_msg,
     ns_to_stamp,
-    numpy_to_image,
-    transform_from_matrix,
+    tracking_status_msg,
 )
+from nol_ros.ros.job_services import reply_failure
 from nol_ros.ros.params import declare_and_read
 from nol_ros.ros.qos import sensor_qos
 from nol_ros.ros.runtime import ErrorReporter, log_to
@@ -65,27 +39,6 @@ RANGES = {"qos_depth": (1, 1000), "sync_slop_s": (0.0, 1.0), "status_rate_hz": (
           "stamp_jump_s": (0.001, 86400.0), "stamp_future_s": (0.001, 86400.0),
           "stamp_jump_frames": (1, 1000), "ingest.max_frames": (1, 100000),
           "tracking.max_backlog": (1, 10000)}
-
-
-def tracking_status_msg(ingest_status, unpaired: int, live_status, map_frame: str):
-    """Ingest + sync + live tracker state -> nol_ros/msg/TrackingStatus."""
-    m = TrackingStatus()
-    m.header.frame_id = map_frame
-    m.header.stamp = ns_to_stamp(live_status.last_stamp_ns)
-    m.frames_received = ingest_status.frames_received
-    m.frames_rejected = ingest_status.frames_dropped
-    m.messages_unpaired = int(unpaired)
-    for k in ("frames_tracked", "frames_tracking_failed", "frames_relocalised",
-              "frames_tf_withheld", "frames_skipped", "frames_without_odometry",
-              "frames_tf_refused", "backlog", "keyframes"):
-        setattr(m, k, int(getattr(live_status, k)))
-    m.tracking_ok, m.tracking_state = bool(live_status.tracking_ok), live_status.tracking_state
-    m.fitness, m.tracking_fps = float(live_status.fitness), float(live_status.tracking_fps)
-    m.latency_s, m.tf_mode = float(live_status.latency_s), live_status.tf_mode
-    # the most recent problem, whichever stage it came from
-    m.error_code = live_status.error_code or ingest_status.error_code
-    m.message = live_status.message or ingest_status.message
-    return m
 
 
 class ReconstructionNode(Node):
@@ -151,19 +104,9 @@ class ReconstructionNode(Node):
         if not cam:
             raise FrameLookupError("the images have an empty header.frame_id; set the "
                                    "camera_frame parameter")
-        deadline = time.monotonic() + timeout_s
-        first = self.live.status().tf_mode == ""
-        while True:
-            try:
-                return self.tf.lookup(self.cfg.odom_frame, cam, frame.stamp_ns)
-            except FrameLookupError:
-                # an unknown frame only comes later at the start (/tf_static after images)
-                if not first or time.monotonic() >= deadline:
-                    raise
-            except TransformError:  # not there yet (TF comes after the image): wait
-                if time.monotonic() >= deadline:
-                    raise
-            time.sleep(0.005)
+        # an unknown frame is waited for only at the start (/tf_static after the images)
+        return self.tf.lookup_wait(self.cfg.odom_frame, cam, frame.stamp_ns, timeout_s,
+                                   wait_for_unknown=self.live.status().tf_mode == "")
 
     # -- output (tracker thread) ---------------------------------------------------------------
     def _on_result(self, res, frame):
@@ -179,17 +122,8 @@ class ReconstructionNode(Node):
                 elif res.tf_mode == TF_MAP_CAMERA:
                     self.tf_pub.send(cfg.map_frame, cam, res.stamp_ns, res.track.T_world_camera)
             if res.track.keyframe:
-                kf = Keyframe()
-                kf.header.stamp, kf.header.frame_id = ns_to_stamp(res.stamp_ns), cfg.map_frame
-                kf.frame_index = int(res.index)
-                if cfg.keyframe_images:
-                    kf.rgb = numpy_to_image(frame.rgb, "rgb8", kf.header.stamp, cam)
-                    kf.depth = depth_to_image(frame.depth_m, "16UC1",
-                                              ns_to_stamp(frame.depth_stamp_ns), cam)
-                kf.camera_info = intrinsics_to_camera_info(frame.intrinsics, kf.header.stamp, cam)
-                kf.t_world_camera = transform_from_matrix(res.track.T_world_camera)
-                kf.tracking_ok, kf.tracking_fitness = bool(res.track.ok), float(res.track.fitness)
-                self.keyframe_pub.publish(kf)
+                self.keyframe_pub.publish(keyframe_msg(res, frame, cfg.map_frame, cam,
+                                                       cfg.keyframe_images))
             if time.monotonic() - self._last_status_pub >= 1.0 / max(cfg.status_rate_hz, 1e-3):
                 self._publish_status()
         except Exception as e:  # a failed publish must not kill the tracker
@@ -231,16 +165,6 @@ class ReconstructionNode(Node):
         response.success, response.message = True, "buffer and tracker cleared"
         return response
 
-    def _fail(self, response, what, e):
-        if isinstance(e, NolError):
-            response.error_code, response.message = e.code, str(e)
-        else:
-            traceback.print_exc()
-            response.error_code, response.message = "INTERNAL_ERROR", f"{type(e).__name__}: {e}"
-        response.success = False
-        self.get_logger().error(f"{what} failed [{response.error_code}]: {response.message}")
-        return response
-
     def _on_save_mesh(self, request, response):
         try:
             path, mesh, n = self.recon.save_mesh(request.path)
@@ -249,7 +173,7 @@ class ReconstructionNode(Node):
             response.message = f"{response.triangles} triangles from {n} frames -> {path}"
             self.get_logger().info(f"scene mesh: {response.message}")
         except Exception as e:
-            self._fail(response, "SaveMesh", e)
+            reply_failure(self.get_logger(), response, "SaveMesh failed", e)
         return response
 
     def _on_export(self, request, response):
@@ -262,7 +186,7 @@ class ReconstructionNode(Node):
                                  + (" (unchanged)" if s.unchanged else ""))
             self.get_logger().info(f"export: {response.message}")
         except Exception as e:
-            self._fail(response, "ExportSequence", e)
+            reply_failure(self.get_logger(), response, "ExportSequence failed", e)
         return response
 
     def prepare_shutdown(self):

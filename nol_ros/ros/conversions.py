@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from nol_ros.errors import InputError
-from nol_ros.streaming.messages import ENCODINGS, ImageEncodingError
+from nol_ros.errors import InputError, PoseError
+from nol_ros.streaming.messages import ENCODINGS, ImageEncodingError, matrix_from_pose
 
 
 def numpy_to_image(array: np.ndarray, encoding: str, stamp=None, frame_id: str = ""):
@@ -110,3 +110,93 @@ def _quat_t(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if T.shape != (4, 4) or not np.all(np.isfinite(T)):
         raise InputError(f"expected a finite 4x4 transform, got shape {T.shape}")
     return quat_xyzw_from_R(T[:3, :3]), T[:3, 3]
+
+
+def poses_from_msgs(poses) -> np.ndarray:
+    """geometry_msgs/Pose[] -> (B, 4, 4) T_camera_object; PoseError naming a bad pose."""
+    out = []
+    for i, p in enumerate(poses):
+        v = [p.position.x, p.position.y, p.position.z, p.orientation.x, p.orientation.y,
+             p.orientation.z, p.orientation.w]
+        if not np.all(np.isfinite(v)):
+            raise PoseError(f"pose {i} contains NaN/inf ({v}); send finite T_camera_object poses")
+        try:
+            out.append(matrix_from_pose(p))
+        except InputError as e:
+            raise PoseError(f"pose {i}: {e}") from e
+    return np.stack(out) if out else np.zeros((0, 4, 4))
+
+
+def detection_msgs(results) -> list:
+    """Recognizer results -> [nol_ros/msg/Detection]."""
+    from nol_ros.msg import Detection
+
+    out = []
+    for r in results:
+        d = Detection()
+        d.object_id, d.object_name, d.score = int(r.obj_id), str(r.name), float(r.score)
+        d.x, d.y, d.width, d.height = (float(v) for v in r.box_xywh)
+        d.has_pose = r.T_camera_object is not None
+        if d.has_pose:
+            d.pose = pose_from_matrix(r.T_camera_object)
+            d.pose_score = float(r.pose_score)
+        out.append(d)
+    return out
+
+
+def recognizer_status_msg(s, unpaired: int, stamp):
+    """RecognitionService.state() -> nol_ros/msg/RecognizerStatus."""
+    from nol_ros.msg import RecognizerStatus
+
+    m = RecognizerStatus()
+    m.header.stamp = stamp
+    m.models_dir, m.models_loaded, m.object_names = s.models_dir, s.models_loaded, \
+        list(s.object_names)
+    m.frames_received, m.frames_processed = s.received, s.processed
+    m.frames_dropped_busy, m.frames_rejected = s.dropped_busy, s.rejected
+    m.messages_unpaired = int(unpaired)
+    m.detections_published, m.poses_published = s.detections, s.poses
+    m.last_latency_s, m.mean_recognize_s = float(s.last_latency_s), float(s.mean_recognize_s)
+    m.error_code, m.message = s.error_code, s.message
+    return m
+
+
+def tracking_status_msg(ingest_status, unpaired: int, live_status, map_frame: str):
+    """Ingest + sync + live tracker state -> nol_ros/msg/TrackingStatus."""
+    from nol_ros.msg import TrackingStatus
+
+    m = TrackingStatus()
+    m.header.frame_id = map_frame
+    m.header.stamp = ns_to_stamp(live_status.last_stamp_ns)
+    m.frames_received = ingest_status.frames_received
+    m.frames_rejected = ingest_status.frames_dropped
+    m.messages_unpaired = int(unpaired)
+    for k in ("frames_tracked", "frames_tracking_failed", "frames_relocalised",
+              "frames_tf_withheld", "frames_skipped", "frames_without_odometry",
+              "frames_tf_refused", "backlog", "keyframes"):
+        setattr(m, k, int(getattr(live_status, k)))
+    m.tracking_ok, m.tracking_state = bool(live_status.tracking_ok), live_status.tracking_state
+    m.fitness, m.tracking_fps = float(live_status.fitness), float(live_status.tracking_fps)
+    m.latency_s, m.tf_mode = float(live_status.latency_s), live_status.tf_mode
+    # the most recent problem, whichever stage it came from
+    m.error_code = live_status.error_code or ingest_status.error_code
+    m.message = live_status.message or ingest_status.message
+    return m
+
+
+def keyframe_msg(res, frame, map_frame: str, camera_frame: str, with_images: bool):
+    """A live tracker's keyframe result (LiveResult) and its RgbdFrame -> nol_ros/msg/Keyframe
+    (images only ``with_images``)."""
+    from nol_ros.msg import Keyframe
+
+    kf = Keyframe()
+    kf.header.stamp, kf.header.frame_id = ns_to_stamp(res.stamp_ns), map_frame
+    kf.frame_index = int(res.index)
+    if with_images:
+        kf.rgb = numpy_to_image(frame.rgb, "rgb8", kf.header.stamp, camera_frame)
+        kf.depth = depth_to_image(frame.depth_m, "16UC1", ns_to_stamp(frame.depth_stamp_ns),
+                                  camera_frame)
+    kf.camera_info = intrinsics_to_camera_info(frame.intrinsics, kf.header.stamp, camera_frame)
+    kf.t_world_camera = transform_from_matrix(res.track.T_world_camera)
+    kf.tracking_ok, kf.tracking_fitness = bool(res.track.ok), float(res.track.fitness)
+    return kf

@@ -1,9 +1,85 @@
-"""The job services every job-running node offers (status, cancel) and the progress message."""
+"""The job services every job-running node offers (status, cancel), the progress message, an
+action whose goals are jobs, and the reply to a failed request."""
 
 from __future__ import annotations
 
+import threading
+import traceback
+from collections.abc import Callable
+
 from nol_ros.errors import NolError
 from nol_ros.jobs import JobInfo, JobManager, JobState
+
+
+def reply_failure(logger, resp, what: str, e: Exception, ok_field: str = "success"):
+    """Fill a reply for a request that failed: ``ok_field`` False, error_code and message (a
+    NolError's code; INTERNAL_ERROR with the traceback printed for anything else, which must
+    not take the node down); logged once. Returns ``resp``."""
+    if isinstance(e, NolError):
+        resp.error_code, resp.message = e.code, str(e)
+    else:
+        traceback.print_exc()
+        resp.error_code, resp.message = "INTERNAL_ERROR", f"{type(e).__name__}: {e}"
+    setattr(resp, ok_field, False)
+    logger.error(f"{what} [{resp.error_code}]: {resp.message}")
+    return resp
+
+
+class JobGoals:
+    """An action whose goals are jobs of ``jobs``: ``submit(goal request) -> JobInfo`` (raises
+    NolError to refuse), feedback from every update of the goal's job (the node forwards its
+    JobManager updates to :meth:`on_update`), cancel requests cancel the job, and
+    ``fill_result(result, JobInfo)`` writes the action's result."""
+
+    def __init__(self, action_type, jobs: JobManager, submit: Callable, fill_result: Callable,
+                 logger):
+        self.action_type, self.jobs, self.submit = action_type, jobs, submit
+        self.fill_result, self.logger = fill_result, logger
+        self._waiters: dict[str, Callable[[JobInfo], None]] = {}
+        self._lock = threading.Lock()
+
+    def on_update(self, info: JobInfo) -> None:
+        with self._lock:
+            cb = self._waiters.get(info.job_id)
+        if cb is not None:
+            cb(info)
+
+    def execute(self, goal_handle):
+        result = self.action_type.Result()
+        try:
+            info = self.submit(goal_handle.request)
+        except NolError as e:
+            goal_handle.abort()
+            return reply_failure(self.logger, result, "goal refused", e)
+        done = threading.Event()
+
+        def on_update(i: JobInfo):
+            goal_handle.publish_feedback(self.action_type.Feedback(
+                job_id=i.job_id, stage=i.stage, fraction=float(i.fraction), message=i.message))
+            if i.done:
+                done.set()
+
+        with self._lock:
+            self._waiters[info.job_id] = on_update
+        if self.jobs.get(info.job_id).done:
+            done.set()
+        while not done.wait(0.2):
+            if goal_handle.is_cancel_requested:
+                self.jobs.cancel(info.job_id)
+        with self._lock:
+            self._waiters.pop(info.job_id, None)
+        info = self.jobs.get(info.job_id)
+        result.job_id, result.error_code, result.message = (info.job_id, info.error_code,
+                                                             info.message)
+        result.success = info.state == JobState.SUCCEEDED
+        self.fill_result(result, info)
+        if info.state == JobState.CANCELLED:
+            goal_handle.canceled()
+        elif result.success:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        return result
 
 
 def job_progress_msg(info: JobInfo, stamp=None):

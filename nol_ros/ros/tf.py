@@ -9,6 +9,8 @@ Errors are the buffer's :class:`TransformError` subclasses in both cases.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from nol_ros.ros.conversions import ns_to_stamp, transform_from_matrix
@@ -130,6 +132,23 @@ class TfClient:
         except tf2_ros.TransformException as e:
             raise TransformError(str(e)) from e
         return matrix_from_transform(t.transform)
+
+    def lookup_wait(self, target: str, source: str, stamp_ns: int, timeout_s: float,
+                    wait_for_unknown: bool = False) -> np.ndarray:
+        """:meth:`lookup`, retried until ``timeout_s`` while the transform is not there yet (TF
+        often comes after the image); an unknown frame (FrameLookupError) is waited for only
+        with ``wait_for_unknown`` (e.g. /tf_static arriving after the first images)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self.lookup(target, source, stamp_ns)
+            except FrameLookupError:
+                if not wait_for_unknown or time.monotonic() >= deadline:
+                    raise
+            except TransformError:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.005)
 
     def can_transform(self, target: str, source: str, stamp_ns: int = 0) -> bool:
         try:

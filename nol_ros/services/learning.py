@@ -37,6 +37,7 @@ from nol_ros.errors import (
     FileFormatError,
     InputError,
     NolError,
+    PoseError,
     ServiceUnavailableError,
 )
 from nol_ros.jobs import JobInfo, JobManager
@@ -55,12 +56,6 @@ from nol_ros.learn import (
 from nol_ros.recognition.pipeline import UnknownObjectError
 from nol_ros.streaming.messages import CameraInfoError
 from nol_ros.workspace import BadPathError, LearntObject, Workspace, confine, safe_name
-
-
-class PoseError(InputError):
-    """A requested pose is not a finite rigid transform in front of the camera."""
-
-    code = "BAD_POSE"
 
 
 @dataclass(frozen=True)

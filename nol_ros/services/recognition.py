@@ -24,6 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from nol_ros.errors import ConfigError, InputError, NolError
+from nol_ros.streaming.messages import (
+    camera_info_to_intrinsics,
+    check_image_matches_info,
+    depth_from_image,
+    rgb_from_image,
+    stamp_to_ns,
+)
 
 
 class NoModelsError(NolError):
@@ -77,6 +84,22 @@ class Frame:
     stamp_ns: int
     frame_id: str
     t_arrival: float
+
+
+def frame_from_messages(msgs, info, t_arrival: float) -> Frame:
+    """[rgb Image] or [rgb, depth Image] messages + their CameraInfo -> Frame; the InputError
+    (BAD_ENCODING, BAD_CAMERA_INFO, SIZE_MISMATCH) that rejects them."""
+    rgb = rgb_from_image(msgs[0])
+    check_image_matches_info(rgb.shape[1], rgb.shape[0], info)
+    depth = depth_from_image(msgs[1]) if len(msgs) > 1 else None
+    if depth is not None and depth.shape != rgb.shape[:2]:
+        raise SizeMismatchError(
+            f"depth is {depth.shape[1]}x{depth.shape[0]} but rgb is {rgb.shape[1]}x"
+            f"{rgb.shape[0]}; use the depth registered to the rgb camera (e.g. "
+            "camera/depth_registered/image_raw)")
+    h = msgs[0].header
+    return Frame(rgb, depth, camera_info_to_intrinsics(info), stamp_to_ns(h.stamp),
+                 h.frame_id, t_arrival)
 
 
 @dataclass
