@@ -242,6 +242,32 @@ def test_the_node_replies_with_the_service_codes_and_honours_dynamic_parameters(
         assert st.status.state == JobProgress.STATE_FAILED and st.error_code == "BAD_FILE"
         g.wait(lambda: any(p.job_id == r.job_id and p.state == JobProgress.STATE_FAILED
                            for p in progress), 60, "the failure on ~/progress")
+        # the ~/learn action runs the same job: a refused goal is aborted with the code, an
+        # accepted one gives feedback and the job's result
+        from action_msgs.msg import GoalStatus
+        from rclpy.action import ActionClient
+
+        from nol_ros.action import Learn
+
+        act = ActionClient(cli, Learn, "/nol/learn")
+        g.wait(lambda: act.server_is_ready(), 60, "the learn action server")
+        feedback = []
+
+        def run_goal(**goal):
+            sent = act.send_goal_async(Learn.Goal(**goal), feedback_callback=feedback.append)
+            g.wait(sent.done, 60, "goal response")
+            res = sent.result().get_result_async()
+            g.wait(res.done, 120, "goal result")
+            return res.result()
+
+        out = run_goal(object_name="..", mesh_path="box.ply")
+        assert out.status == GoalStatus.STATUS_ABORTED and out.result.error_code == "BAD_PATH"
+        out = run_goal(object_name="box", mesh_path="box.ply",
+                       source=Learn.Goal.SOURCE_DATASET, source_path="seq")
+        assert out.status == GoalStatus.STATUS_ABORTED and out.result.error_code == "BAD_FILE"
+        assert out.result.job_id and not out.result.success
+        g.wait(lambda: any(f.feedback.job_id == out.result.job_id for f in feedback), 30,
+               "feedback of the goal's job")
         # described parameters; a dynamic one takes effect, a read-only one is refused
         assert node.describe_parameters(["data_root"])[0].description
         res = node.set_parameters([Parameter("render_views.max_poses", value=3)])[0]

@@ -61,8 +61,7 @@ class JobGoals:
 
         with self._lock:
             self._waiters[info.job_id] = on_update
-        if self.jobs.get(info.job_id).done:
-            done.set()
+        on_update(self.jobs.get(info.job_id))   # the state now: a job that already ended too
         while not done.wait(0.2):
             if goal_handle.is_cancel_requested:
                 self.jobs.cancel(info.job_id)
