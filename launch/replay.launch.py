@@ -64,5 +64,7 @@ def generate_launch_description():
              namespace=LaunchConfiguration("namespace"), output="screen",
              parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
              arguments=[LaunchConfiguration("bag"), "--rate", LaunchConfiguration("rate"),
-                        "--clock", "--wait-for-subscribers", "30"]),
+                        "--clock", "--wait-for-subscribers", "120",
+                        "--subscribers", "/camera/rgb/image_raw=2",
+                        "/camera/depth_registered/image_raw=2", "/camera/rgb/camera_info=2"]),
     ])

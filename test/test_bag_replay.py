@@ -167,3 +167,35 @@ def test_paced_replay_waits_for_the_receiver_before_each_frame(tmp_path, rclpy_c
     with pytest.raises(InputError, match="not among"):
         BagPlayer(node, ReplayConfig(bag=str(bag), pace_topic="/nope"), pace)
     node.destroy_node()
+
+
+def test_the_player_waits_for_as_many_subscribers_as_a_topic_needs(tmp_path, rclpy_context):
+    """subscribers=((topic, 2),): with one subscriber the wait runs out (False); once a second
+    node subscribes it returns True. Waits poll graph state, not the clock: the short timeout
+    can only end a wait that is meant to fail."""
+    import rclpy
+    from sensor_msgs.msg import Image
+
+    from nol_ros.ros.bag_replay import BagPlayer, ReplayConfig
+
+    bag = tmp_path / "in_bag"
+    _write_bag(bag, n=2)
+    topic = "/camera/rgb/image_raw"
+    node = rclpy.create_node("counted_player", context=rclpy_context)
+    listeners = [rclpy.create_node(f"listener_{i}", context=rclpy_context) for i in range(2)]
+    try:
+        player = BagPlayer(node, ReplayConfig(bag=str(bag), topics=(topic,),
+                                              subscribers=((topic, 2),)))
+        listeners[0].create_subscription(Image, topic, lambda m: None, 10)
+        pub = player.publishers[(topic, "sensor_msgs/msg/Image")]
+        deadline = time.monotonic() + 60
+        while pub.get_subscription_count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pub.get_subscription_count() == 1
+        assert not player.wait_for_subscribers(1.0)
+        listeners[1].create_subscription(Image, topic, lambda m: None, 10)
+        assert player.wait_for_subscribers(60.0)
+        assert pub.get_subscription_count() == 2
+    finally:
+        for n in listeners + [node]:
+            n.destroy_node()

@@ -63,6 +63,15 @@ def remap_pair(text: str) -> tuple[str, str]:
     return a, b
 
 
+def topic_count(text: str) -> tuple[str, int]:
+    """'TOPIC=N' -> (TOPIC, N), N >= 1."""
+    topic, _, n = text.rpartition("=")
+    if not topic or not n.isdigit() or int(n) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must look like TOPIC=N with N >= 1, e.g. "
+                                         "/camera/rgb/image_raw=2")
+    return topic, int(n)
+
+
 def init_ros(ros_args: list[str], node_name: str):
     """rclpy.init with the ROS arguments, then a node; returns (context-free) node."""
     from nol_ros.ros.runtime import default_ros_env

@@ -18,6 +18,7 @@ from nol_ros.commands._common import (
     non_negative_float,
     positive_float,
     remap_pair,
+    topic_count,
 )
 from nol_ros.errors import InputError
 
@@ -49,6 +50,9 @@ def register(sub) -> None:
     p.add_argument("--wait-for-subscribers", type=non_negative_float, default=0.0, metavar="S",
                    help="wait up to S seconds until every topic has a subscriber "
                    "(latched topics such as /tf_static: at most 2 s more)")
+    p.add_argument("--subscribers", nargs="+", type=topic_count, default=[],
+                   metavar="TOPIC=N", help="with --wait-for-subscribers: wait for N "
+                   "subscribers on TOPIC (e.g. a camera two nodes listen to; default 1)")
     p.add_argument("--quiet", action="store_true", help="no summary")
 
     r = add_command(
@@ -86,7 +90,8 @@ def run_replay(args) -> int:
     cfg = ReplayConfig(bag=args.bag, rate=args.rate, loop=args.loop, clock=args.clock,
                        clock_hz=args.clock_hz, topics=tuple(args.topics),
                        remap=tuple(args.remap), start_delay_s=args.start_delay,
-                       wait_for_subscribers_s=args.wait_for_subscribers)
+                       wait_for_subscribers_s=args.wait_for_subscribers,
+                       subscribers=tuple(args.subscribers))
     import rclpy
 
     node = init_ros(args.ros_args, "bag_replay")

@@ -40,6 +40,8 @@ class ReplayConfig:
     start_delay_s: float = 0.0         # wait before the first message (lets subscribers connect)
     wait_for_subscribers_s: float = 0.0  # wait up to this long for a subscriber on every
     #                                      topic (latched ones: up to 2 s more)
+    subscribers: tuple[tuple[str, int], ...] = ()  # (topic, n): wait for n subscribers there
+    #                                      (several nodes on one camera), 1 elsewhere
     pace_topic: str = ""               # paced replay: the bag topic whose messages wait for
     #                                    the ``pace`` function (see the module doc)
 
@@ -144,7 +146,8 @@ class BagPlayer:
 
     def wait_for_subscribers(self, timeout_s: float, stop: threading.Event | None = None,
                              latched_grace_s: float = 2.0) -> bool:
-        """Wait until every non-latched topic of the bag has a subscriber (or ``timeout_s``),
+        """Wait until every non-latched topic of the bag has a subscriber -- ``subscribers``
+        names topics that need more, e.g. a camera two nodes listen to -- (or ``timeout_s``),
         then up to ``latched_grace_s`` more for the latched ones (/tf_static): those reach a
         subscriber only while this player is alive, and a short bag can end before a slow
         subscriber matched (seen in bring-up: the reconstruction node never got /tf_static and
@@ -152,8 +155,11 @@ class BagPlayer:
         at all."""
         from rclpy.qos import DurabilityPolicy
 
+        want = dict(self.cfg.subscribers)
+
         def ready(latched: bool) -> bool:
-            return all(p.get_subscription_count() > 0 for p in self.publishers.values()
+            return all(p.get_subscription_count() >= want.get(topic, 1)
+                       for (topic, _), p in self.publishers.items()
                        if (p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL)
                        == latched)
 
