@@ -13,7 +13,11 @@ LOGS="$ROOT/build/test-load"
 mkdir -p "$LOGS"
 hogs=()
 stop_hogs() { for p in "${hogs[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null; done; hogs=(); }
-trap stop_hogs EXIT INT TERM
+suite=""   # the running suite: its own process group (setsid), so a signal stops all of it
+stop_suite() { [[ -n "$suite" ]] && kill -- -"$suite" 2>/dev/null; suite=""; }
+# a signal stops the whole script, not just the current run (the loop would go on to the next)
+trap stop_hogs EXIT
+trap 'stop_suite; stop_hogs; exit 130' INT TERM
 
 fails=0
 summary=()
@@ -25,8 +29,12 @@ for run in $(seq 1 "$RUNS"); do
   log="$LOGS/run$run.log"
   echo "[test-load] run $run/$RUNS: fresh clone of $rev, $HOGS CPU hogs, log $log"
   t0=$(date +%s)
-  (cd "$work/nol_ros" && make test PYTEST_ARGS="${PYTEST_ARGS:-}") > "$log" 2>&1
+  setsid bash -c 'cd "$1" && exec make test PYTEST_ARGS="$2"' _ "$work/nol_ros" \
+    "${PYTEST_ARGS:-}" > "$log" 2>&1 &
+  suite=$!
+  wait "$suite"
   rc=$?
+  suite=""
   t1=$(date +%s)
   stop_hogs
   result="$(grep -E '^(=+ )?[0-9]+ (passed|failed)' "$log" | tail -1 | tr -d '=' | xargs)"
