@@ -388,6 +388,29 @@ def load_renderer(workspace: str | Path | LearntObject, name: str,
     return prepare_renderer(mesh, sources, net, ocfg, dev, progress)
 
 
+def finish_render_set(lo: LearntObject, tmp: Path, out: dict, entry: dict, t0: float,
+                      c0: float) -> None:
+    """The render report (counts and times from ``entry``, wall since ``t0``, CPU since ``c0``)
+    written into the finished set ``tmp``, which then replaces ``lo.renders`` (the old set is
+    moved aside first and removed after)."""
+    from nol_ros.io_utils import atomic_write_json
+
+    out["images"] = int(entry["images"])
+    out["empty_images"] = int(entry["empty_images"])
+    out["seconds_per_image"] = out["seconds"]["render"] / max(1, out["images"])
+    out["seconds"]["total"] = time.perf_counter() - t0
+    out["cpu_seconds"] = time.process_time() - c0
+    atomic_write_json(tmp / lo.render_report.name, out)
+    old = lo.renders_old
+    if old.exists():
+        shutil.rmtree(old)
+    if lo.renders.exists():
+        lo.renders.rename(old)
+    tmp.rename(lo.renders)
+    if old.exists():
+        shutil.rmtree(old)
+
+
 def render_training_set(workspace: str | Path | LearntObject, name: str, obj_id: int,
                         cfg: RenderStageConfig = RenderStageConfig(), device: str | None = None,
                         progress=None) -> dict:
@@ -400,7 +423,6 @@ def render_training_set(workspace: str | Path | LearntObject, name: str, obj_id:
     the ranks render parts of the grid (nol_ros.recognition.render_shards): the same set, in a
     fraction of the time."""
     from nol_ros import distributed
-    from nol_ros.io_utils import atomic_write_json
     from nol_ros.recognition.pipeline import recognition_preset
     from nol_ros.recognition.trainset import write_render_set
 
@@ -437,20 +459,7 @@ def render_training_set(workspace: str | Path | LearntObject, name: str, obj_id:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     out["seconds"]["render"] = time.perf_counter() - t2
-    out["images"] = int(entry["images"])
-    out["empty_images"] = int(entry["empty_images"])
-    out["seconds_per_image"] = out["seconds"]["render"] / max(1, out["images"])
-    out["seconds"]["total"] = time.perf_counter() - t0
-    out["cpu_seconds"] = time.process_time() - c0
-    atomic_write_json(tmp / lo.render_report.name, out)
-    old = lo.renders_old
-    if old.exists():
-        shutil.rmtree(old)
-    if lo.renders.exists():
-        lo.renders.rename(old)
-    tmp.rename(lo.renders)
-    if old.exists():
-        shutil.rmtree(old)
+    finish_render_set(lo, tmp, out, entry, t0, c0)
     del r
     release_memory()
     return out

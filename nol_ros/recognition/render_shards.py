@@ -238,7 +238,7 @@ def render_training_set_sharded(workspace, name: str, obj_id: int, cfg,
     import torch.distributed as dist
 
     from nol_ros import distributed
-    from nol_ros.learn import load_renderer, release_memory
+    from nol_ros.learn import finish_render_set, load_renderer, release_memory
     from nol_ros.workspace import LearntObject
 
     ctx = distributed.current()
@@ -291,20 +291,7 @@ def render_training_set_sharded(workspace, name: str, obj_id: int, cfg,
         entry = meta["objects"][str(int(obj_id))]
         for k in range(ctx.world_size):
             shutil.rmtree(tmp / f"part_{k}")
-        out["images"] = int(entry["images"])
-        out["empty_images"] = int(entry["empty_images"])
-        out["seconds_per_image"] = out["seconds"]["render"] / max(1, out["images"])
-        out["seconds"]["total"] = time.perf_counter() - t0
-        out["cpu_seconds"] = time.process_time() - c0
-        atomic_write_json(tmp / lo.render_report.name, out)
-        old = lo.renders_old
-        if old.exists():
-            shutil.rmtree(old)
-        if lo.renders.exists():
-            lo.renders.rename(old)
-        tmp.rename(lo.renders)
-        if old.exists():
-            shutil.rmtree(old)
+        finish_render_set(lo, tmp, out, entry, t0, c0)
     ctx.barrier()
     if not ctx.is_main:
         out = json.loads(lo.render_report.read_text())
