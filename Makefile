@@ -2,6 +2,11 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# pytest-xdist processes for `make test`; each test runs one thread (NOL_TEST_THREADS), so two
+# keep both cores of the reference machine busy. A test file stays on one worker (its module
+# fixtures, e.g. a started ROS graph, are built once). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile)
 
 .PHONY: setup test test-fast test-load test-scale demo lint bench soak clean
 
@@ -10,11 +15,11 @@ setup:
 
 # The whole suite (slow tests included). pytest exits non-zero when no test ran (exit 5).
 test: setup
-	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) test
+	$(PY) -m pytest -p no:cacheprovider $(XDIST) $(PYTEST_ARGS) test
 
 # Everything except tests marked slow, for a quick check while developing.
 test-fast: setup
-	$(PY) -m pytest -p no:cacheprovider -m "not slow" $(PYTEST_ARGS) test
+	$(PY) -m pytest -p no:cacheprovider $(XDIST) -m "not slow" $(PYTEST_ARGS) test
 
 # The scale-out tests alone (docs/deployment.md): transfer core and nodes, the two network-
 # namespace hosts (need root; skipped with the kernel's reason where it refuses namespaces),

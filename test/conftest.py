@@ -2,8 +2,9 @@
 
 Every test's outcome must be a function of the code alone, whatever the machine and its load:
 
-- DDS stays on localhost, and each test session gets its own ROS domain so parallel runs on one
-  machine do not see each other's nodes;
+- DDS stays on localhost, and each test process gets its own ROS domain so parallel runs on one
+  machine, and the pytest-xdist workers of one run (``make test`` runs two), do not see each
+  other's nodes;
 - one thread count for every numeric library in every test (``NOL_TEST_THREADS``, default 1):
   OpenMP (Open3D's RANSAC and odometry, torch) and torch's intra-op pool. It is set in the
   environment before torch or Open3D load their OpenMP runtime, so the processes the tests
@@ -24,7 +25,22 @@ import random
 TEST_THREADS = int(os.environ.get("NOL_TEST_THREADS", "1"))
 os.environ["OMP_NUM_THREADS"] = str(TEST_THREADS)
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("ROS_DOMAIN_ID", str(50 + os.getpid() % 100))
+
+
+def _ros_domain() -> int:
+    """1..96 (Linux's safe domain range is 0..101). An xdist worker ('gw0', 'gw1', ...): a block
+    of 8 domains chosen by the run (its controller, our parent process), the worker's place in
+    it, so the two workers of one run never share a domain; a plain run: by its pid."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker:
+        return 1 + (os.getppid() % 12) * 8 + int(worker.removeprefix("gw")) % 8
+    return 1 + os.getpid() % 96
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # a domain set by the caller would be shared
+    os.environ["ROS_DOMAIN_ID"] = str(_ros_domain())
+else:
+    os.environ.setdefault("ROS_DOMAIN_ID", str(_ros_domain()))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
