@@ -19,6 +19,7 @@ the learned-quality tests do not depend on it.
 """
 
 import os
+import pickle
 import random
 
 # Before anything loads an OpenMP runtime (torch, Open3D, scikit-learn): they read it once.
@@ -45,6 +46,7 @@ else:
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from filelock import FileLock  # noqa: E402
 
 
 def pytest_configure(config):
@@ -87,19 +89,39 @@ def rclpy_context():
             rclpy.shutdown(context=ctx)
 
 
+def built_once(tmp_path_factory, name: str, build):
+    """``build(folder)`` -> a picklable result, run once per test run and shared by its
+    pytest-xdist workers: the first worker to get here builds into a folder of the run's base
+    temp directory under a file lock, the others wait for it and load the result. Without
+    xdist, once per session as before. What is built is only read by the tests."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent          # popen-gw0, popen-gw1, ... share their parent
+    folder, done = base / name, base / f"{name}.pickle"
+    with FileLock(str(base / f"{name}.lock")):
+        if done.is_file():
+            return pickle.loads(done.read_bytes())
+        folder.mkdir()
+        result = build(folder)
+        done.write_bytes(pickle.dumps(result))
+        return result
+
+
 @pytest.fixture(scope="session")
 def small_world(tmp_path_factory):
-    """The small synthetic preset, generated once per test session (~20 s)."""
+    """The small synthetic preset, generated once per test run (~20 s)."""
     from nol_ros.datasets.synthetic.generate import generate
 
-    out = tmp_path_factory.mktemp("small_world")
-    summary = generate(out, "small", seed=0, progress=False)
-    return out, summary
+    def build(out):
+        return out, generate(out, "small", seed=0, progress=False)
+
+    return built_once(tmp_path_factory, "small_world", build)
 
 
 @pytest.fixture(scope="session")
 def small_workspace(small_world, tmp_path_factory):
-    """The self-annotation chain run once on the small preset's training sequence."""
+    """The self-annotation chain run once per test run on the small preset's training
+    sequence (~60 s)."""
     from nol_ros.datasets.bop import read_bop_scene, read_models_info
     from nol_ros.selfannotate import ObjectSpec, run_self_annotation
 
@@ -108,6 +130,6 @@ def small_workspace(small_world, tmp_path_factory):
     info = read_models_info(root / "models" / "models_info.json")
     specs = [ObjectSpec(name=info[o.obj_id]["name"], mesh_path=o.mesh_path, obj_id=o.obj_id,
                         symmetric=o.symmetric) for o in seq.objects]
-    ws = tmp_path_factory.mktemp("workspace")
-    report = run_self_annotation(seq, specs, ws)
+    ws, report = built_once(tmp_path_factory, "workspace",
+                            lambda ws: (ws, run_self_annotation(seq, specs, ws)))
     return ws, report, seq, info
