@@ -54,6 +54,14 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "ros: starts real rclpy nodes (DDS on localhost)")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Files with slow tests first (each file keeps its own order): pytest-xdist hands whole
+    files to the workers in this order, and a long file dealt last makes the other worker
+    wait at the end."""
+    slow_files = {it.path for it in items if it.get_closest_marker("slow")}
+    items.sort(key=lambda it: it.path not in slow_files)
+
+
 def pytest_report_header(config):
     return f"nol_ros tests: {TEST_THREADS} thread(s) for OpenMP and torch (NOL_TEST_THREADS)"
 
