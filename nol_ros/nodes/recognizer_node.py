@@ -22,7 +22,7 @@ from nol_ros.msg import DetectionArray, RecognizerStatus
 from nol_ros.ros.conversions import detection_msgs, ns_to_stamp, recognizer_status_msg
 from nol_ros.ros.params import declare_and_read, watch_dynamic
 from nol_ros.ros.qos import sensor_qos
-from nol_ros.ros.runtime import ErrorReporter, log_to
+from nol_ros.ros.runtime import ErrorReporter, ShutsDown, log_to, run_nodes, tf_endpoints
 from nol_ros.services.recognition import (
     Frame,
     NoCameraInfoError,
@@ -40,7 +40,7 @@ RANGES = {"max_per_class": (0, 1000), "min_pose_score": (0.0, 1.0), "models_poll
           "torch_threads": (0, 256), "qos_depth": (1, 1000)}
 
 
-class RecognizerNode(Node):
+class RecognizerNode(ShutsDown, Node):
     def __init__(self, node_name: str = "recognizer", **node_kwargs):
         super().__init__(node_name, **node_kwargs)
         self.cfg: RecognitionConfig = declare_and_read(self, RecognitionConfig, "recognizer",
@@ -55,14 +55,9 @@ class RecognizerNode(Node):
 
             torch.set_num_threads(cfg.torch_threads)
         self._info = None
-        self.tf_pub = None
-        try:
-            from nol_ros.ros.tf import TfBroadcaster  # needs tf2_msgs (built by make setup)
-
-            self.tf_pub = TfBroadcaster(self)
-        except Exception as e:  # tf2_msgs missing: detections still go out
-            log.error(f"TF broadcaster unavailable ({type(e).__name__}: {e}); object poses "
-                      "are published in ~/detections only")
+        _, self.tf_pub, problem = tf_endpoints(self, listen=False, broadcast=True)
+        if problem:  # detections still go out
+            log.error(f"{problem}; object poses are published in ~/detections only")
         self.det_pub = self.create_publisher(DetectionArray, "~/detections", 10)
         self.status_pub = self.create_publisher(
             RecognizerStatus, "~/status", QoSProfile(depth=1,
@@ -153,18 +148,8 @@ class RecognizerNode(Node):
         except Exception:  # shutting down
             pass
 
-    def prepare_shutdown(self):
-        if getattr(self, "service", None) is not None:
-            self.service.shutdown()
-
-    def destroy_node(self):
-        self.prepare_shutdown()
-        return super().destroy_node()
-
 
 def main(argv: list[str] | None = None) -> int:
-    from nol_ros.ros.runtime import run_nodes
-
     return run_nodes([RecognizerNode], argv if argv is not None else sys.argv)
 
 

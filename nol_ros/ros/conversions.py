@@ -184,6 +184,40 @@ def tracking_status_msg(ingest_status, unpaired: int, live_status, map_frame: st
     return m
 
 
+def buffer_status_response(response, ingest_status, unpaired: int, tracking):
+    """Fill a GetBufferStatus response from the ingest buffer's status (the frames and their
+    format), the count of images the synchroniser could not pair, and a TrackingStatus."""
+    s = ingest_status
+    response.frames_received, response.frames_dropped = s.frames_received, s.frames_dropped
+    response.messages_unpaired = unpaired
+    response.width, response.height = s.width, s.height
+    response.rgb_encoding, response.depth_encoding = s.rgb_encoding, s.depth_encoding
+    response.last_valid_depth_fraction = s.last_valid_depth_fraction
+    response.last_median_depth_m = s.last_median_depth_m
+    response.last_stamp = ns_to_stamp(s.last_stamp_ns)
+    response.error_code, response.message = s.error_code, s.message
+    response.tracking = tracking
+    return response
+
+
+def mesh_response(response, path, mesh, frames: int):
+    """Fill a SaveMesh response: the scene mesh written to ``path`` from ``frames`` frames."""
+    response.success, response.path, response.frames_integrated = True, str(path), frames
+    response.vertices, response.triangles = len(mesh.vertices), len(mesh.triangles)
+    response.message = f"{response.triangles} triangles from {frames} frames -> {path}"
+    return response
+
+
+def export_response(response, summary):
+    """Fill an ExportSequence response from the export's summary (folder, frame counts)."""
+    s = summary
+    response.success, response.path, response.frames = True, s.path, s.frames
+    response.frames_tracked, response.unchanged = s.frames_tracked, s.unchanged
+    response.message = (f"{s.frames} frames ({s.frames_tracked} tracked) -> {s.path}"
+                        + (" (unchanged)" if s.unchanged else ""))
+    return response
+
+
 def keyframe_msg(res, frame, map_frame: str, camera_frame: str, with_images: bool):
     """A live tracker's keyframe result (LiveResult) and its RgbdFrame -> nol_ros/msg/Keyframe
     (images only ``with_images``)."""

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from nol_ros.errors import NolError
 from nol_ros.jobs import JobInfo, JobManager, JobState
+from nol_ros.ros.runtime import ShutsDown
 
 
 def reply_failure(logger, resp, what: str, e: Exception, ok_field: str = "success"):
@@ -95,18 +96,11 @@ def job_progress_msg(info: JobInfo, stamp=None):
     return m
 
 
-class JobNodeShutdown:
-    """Mixin for a node that runs its work on ``self.jobs`` (a JobManager): the runtime's
-    prepare_shutdown and destroy_node stop the job threads (also when __init__ failed before
-    ``jobs`` existed). Put it before rclpy's Node in the bases."""
+class JobNodeShutdown(ShutsDown):
+    """Mixin for a node that runs its work on ``self.jobs`` (a JobManager): shutting the node
+    down stops the job threads. Put it before rclpy's Node in the bases."""
 
-    def prepare_shutdown(self):
-        if getattr(self, "jobs", None) is not None:
-            self.jobs.shutdown()
-
-    def destroy_node(self):
-        self.prepare_shutdown()
-        return super().destroy_node()
+    shutdown_attr = "jobs"
 
 
 def attach_job_services(node, jobs: JobManager, callback_group=None) -> None:
