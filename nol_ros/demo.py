@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nol_ros.progress import TqdmProgress
+
 XTION = ("/camera/rgb/image_raw", "/camera/depth_registered/image_raw",
          "/camera/rgb/camera_info")
 NS = "/demo"
@@ -44,14 +46,9 @@ def _say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
-def _bar(label: str):
-    """A tqdm progress bar for a job (0..100 %); on a log (no terminal) it prints rarely."""
-    from tqdm import tqdm
-
-    tty = sys.stdout.isatty()
-    return tqdm(total=100, desc=f"  {label:<22}", file=sys.stdout, ncols=120 if tty else 100,
-                mininterval=0.5 if tty else 30.0, bar_format="{desc} {percentage:5.1f}%|{bar}| "
-                "{postfix}")
+def _bar(label: str) -> TqdmProgress:
+    """A progress bar for a job on stdout (0..100 %); on a log (no terminal) it prints rarely."""
+    return TqdmProgress(f"  {label:<22}", file=sys.stdout)
 
 
 def _follow(client, jobs: dict, timeout_s: float = 3600.0) -> dict:
@@ -59,14 +56,10 @@ def _follow(client, jobs: dict, timeout_s: float = 3600.0) -> dict:
     {label: JobResult}."""
     out = {}
     for label, job in jobs.items():
-        with _bar(label) as bar:
-            def update(stage, fraction, message, bar=bar):
-                bar.n = round(100 * fraction, 1)
-                bar.set_postfix_str(f"{stage}: {message}"[:60], refresh=False)
-                bar.refresh()
-            out[label] = client.wait(job, timeout_s, update)
+        with _bar(label) as progress:
+            out[label] = client.wait(job, timeout_s, progress)
             if out[label].succeeded:
-                update("done", 1.0, "")
+                progress("done", 1.0, "")
     return out
 
 
@@ -207,13 +200,10 @@ def recognition_offline(models_dir: Path, data: Path, ws_root: Path | None = Non
 
     scene = data / "test" / "000001"
     rec = Recognizer.load(models_dir)
-    with _bar("recognize (offline)") as bar:
-        def update(stage, fraction, message=""):
-            bar.n = round(100 * fraction, 1)
-            bar.refresh()
+    with _bar("recognize (offline)") as progress:
         sc = score_models(rec, [scene], data / "models", ws_root,
                           data / "train" / "000001" if ws_root is not None else None,
-                          progress=update)
+                          progress=progress)
     res, models, mapping = sc.result, sc.models, sc.mapping
     summ = sc.summary()
     out = {**summ, "frames": res.n_images, "seconds_per_image": res.seconds_per_image,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nol_ros.errors import ConfigError, FileFormatError, InputError, NolError
+from nol_ros.progress import ProgressFn, noop_progress, prefixed
 from nol_ros.selfannotate import ObjectSpec, SelfAnnotationConfig, run_self_annotation
 from nol_ros.workspace import LearntObject, Workspace, safe_name
 
@@ -146,22 +147,6 @@ def release_memory() -> None:
         pass
 
 
-class OverallProgress:
-    """Maps the (stage, fraction of that stage) reports of a core function onto one monotonic
-    job fraction: ``spans`` gives each stage's share [lo, hi) of the job; unknown stages keep
-    the current span. Calls ``report(stage, overall_fraction, message)``."""
-
-    def __init__(self, report, spans: dict[str, tuple[float, float]], default=(0.0, 1.0)):
-        self.report, self.spans, self._span, self._best = report, spans, default, 0.0
-
-    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
-        self._span = self.spans.get(stage, self._span)
-        lo, hi = self._span
-        f = lo + (hi - lo) * min(max(float(fraction), 0.0), 1.0)
-        self._best = max(self._best, f)
-        self.report(stage, self._best, message)
-
-
 def detect_dataset(path: str | Path) -> str:
     """'bop' for a BOP scene folder, 'smot' for a SMOT-layout root, else FileFormatError."""
     p = Path(path)
@@ -218,7 +203,8 @@ def load_source(source: int, path: str, cfg: LearnConfig, scratch: Path):
 
 
 def learn_object(name: str, mesh_path: str, source: int, source_path: str,
-                 cfg: LearnConfig = LearnConfig(), progress=None, obj_id: int | None = None,
+                 cfg: LearnConfig = LearnConfig(), progress: ProgressFn = noop_progress,
+                 obj_id: int | None = None,
                  symmetric: bool = False, prior_point=None, model_free: bool = False,
                  device: str | None = None) -> str:
     """Learn one object: :func:`annotate_object` (source SOURCE_WORKSPACE: :func:`adopt_workspace`
@@ -236,8 +222,8 @@ def learn_object(name: str, mesh_path: str, source: int, source_path: str,
         shutil.rmtree(staging.dir)  # an earlier attempt's (ours: the name is ours)
     try:
         if source == SOURCE_WORKSPACE:
-            (progress or (lambda *a: None))("workspace", 0.0, f"{name}: taking the learnt object "
-                                                              f"from {source_path or final.dir}")
+            progress("workspace", 0.0, f"{name}: taking the learnt object from "
+                                       f"{source_path or final.dir}")
             adopt_workspace(name, source_path or str(final.dir), cfg, into=staging)
         else:
             annotate_object(name, mesh_path, source, source_path, cfg, progress, obj_id=obj_id,
@@ -272,7 +258,8 @@ def _swap_in(staging: LearntObject, final: LearntObject) -> None:
 
 
 def annotate_object(name: str, mesh_path: str, source: int, source_path: str,
-                    cfg: LearnConfig = LearnConfig(), progress=None, obj_id: int = 1,
+                    cfg: LearnConfig = LearnConfig(), progress: ProgressFn = noop_progress,
+                    obj_id: int = 1,
                     symmetric: bool = False, prior_point=None, model_free: bool = False,
                     into: LearntObject | None = None) -> str:
     """Self-annotation + view selection of one object into ``into`` (default: the learnt object
@@ -297,15 +284,14 @@ def _annotate_object(name, mesh_path, source, source_path, cfg, progress, obj_id
             raise FileFormatError(f"{name}: mesh '{mesh_path}' does not exist or is not a file")
     lo = into or Workspace(cfg.workspace_root).learnt(name)
     lo.dir.mkdir(parents=True, exist_ok=True)
-    report = (progress or (lambda *a: None))
-    report("loading", 0.0, f"reading source {source_path}")
+    progress("loading", 0.0, f"reading source {source_path}")
     seq, odom = load_source(source, source_path, cfg, lo.dir)
     if lo.renders.exists():
         shutil.rmtree(lo.renders)
     spec = ObjectSpec(name=name, mesh_path=mesh_path, obj_id=obj_id, symmetric=symmetric,
                       prior_point=prior_point, model_free=model_free)
     rep = run_self_annotation(seq, [spec], lo.dir, cfg.self_annotation,
-                              progress or (lambda *a: None), T_odom_cameras=odom)
+                              progress, T_odom_cameras=odom)
     entry = rep["objects"][name]
     if "error_code" in entry:
         err = NolError(entry["error"])
@@ -356,7 +342,7 @@ def _learnt(workspace: str | Path | LearntObject) -> LearntObject:
 
 def load_renderer(workspace: str | Path | LearntObject, name: str,
                   cfg: RenderStageConfig = RenderStageConfig(), device: str | None = None,
-                  prepare: bool = True, progress=None):
+                  prepare: bool = True, progress: ProgressFn = noop_progress):
     """The object renderer (nol_ros.nol.renderer.NolRenderer) of a learnt object, prepared by
     nol_ros.nol.renderer.prepare_renderer with ``cfg.object_renderer_config()`` (per-object
     refinement and fine-tuning as ``cfg`` says) -- the one path LearnObject, RenderViews and
@@ -413,7 +399,7 @@ def finish_render_set(lo: LearntObject, tmp: Path, out: dict, entry: dict, t0: f
 
 def render_training_set(workspace: str | Path | LearntObject, name: str, obj_id: int,
                         cfg: RenderStageConfig = RenderStageConfig(), device: str | None = None,
-                        progress=None) -> dict:
+                        progress: ProgressFn = noop_progress) -> dict:
     """Render a learnt object on the pose grid of ``cfg.preset`` into its renders/ (a render
     set, nol_ros.recognition.trainset; written to renders.tmp/ and swapped in when complete, so
     a cancelled or failed render never leaves a half set that looks done and keeps the previous
@@ -431,13 +417,12 @@ def render_training_set(workspace: str | Path | LearntObject, name: str, obj_id:
 
         return render_training_set_sharded(_learnt(workspace), name, obj_id, cfg, device,
                                            progress)
-    report = progress or (lambda *a: None)
     lo = _learnt(workspace)
     t0 = time.perf_counter()
     c0 = time.process_time()
-    report("render_setup", 0.0, f"{name}: loading the {cfg.method} renderer")
+    progress("render_setup", 0.0, f"{name}: loading the {cfg.method} renderer")
     r, prep = load_renderer(lo, name, cfg, device,
-                            progress=lambda s, f, m="": report(s, f, f"{name}: {m}"))
+                            progress=prefixed(progress, name))
     method = r.cfg.method
     grid = recognition_preset(cfg.preset).grid
     out = {"name": name, "obj_id": int(obj_id), "method": method, "preset": cfg.preset,
@@ -454,7 +439,7 @@ def render_training_set(workspace: str | Path | LearntObject, name: str, obj_id:
     try:
         entry = write_render_set(r, r.mesh, obj_id, tmp, grid, source=method, name=name,
                                  batch=cfg.batch,
-                                 progress=lambda s, f, m="": report("render", f, f"{name}: {m}"))
+                                 progress=prefixed(progress, name, "render"))
     except BaseException:  # cancelled or failed: no half set left behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -31,12 +31,11 @@ import numpy as np
 
 from nol_ros.errors import InputError, NolError
 from nol_ros.io_utils import atomic_write_image, atomic_write_json
+from nol_ros.progress import ProgressFn, noop_progress
 from nol_ros.reconstruction.annotate import AnnotateConfig, annotate_frame, observable_vertices
 from nol_ros.reconstruction.registration import ObjectRegistrar, RegistrationConfig
 from nol_ros.reconstruction.tracking import RgbdTracker, TrackerConfig
 from nol_ros.views.selection import SequenceSelectionConfig, select_sequence_views
-
-ProgressFn = Callable[[str, float, str], None]
 
 
 class TrackingLostError(NolError):
@@ -96,10 +95,6 @@ class SelfAnnotationConfig:
     min_observed_fraction: float = 0.8
 
 
-def _noop(stage: str, fraction: float, message: str = "") -> None:
-    pass
-
-
 def _write_ply(path: Path, V: np.ndarray, F: np.ndarray, colors: np.ndarray | None = None):
     import open3d as o3d
 
@@ -112,7 +107,7 @@ def _write_ply(path: Path, V: np.ndarray, F: np.ndarray, colors: np.ndarray | No
     atomic_write_mesh(path, m)
 
 
-def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = _noop,
+def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = noop_progress,
                    T_odom_cameras: list[np.ndarray] | None = None) -> RgbdTracker:
     """Track every frame of ``seq`` (a :class:`nol_ros.datasets.sequence.Sequence`)."""
     n = len(seq.frames)
@@ -144,7 +139,7 @@ def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = _noop,
 
 
 def track_frames(intrinsics, n: int, load_frame: Callable[[int], tuple[np.ndarray, np.ndarray]],
-                 config: TrackerConfig = TrackerConfig(), progress: ProgressFn = _noop,
+                 config: TrackerConfig = TrackerConfig(), progress: ProgressFn = noop_progress,
                  T_odom_cameras: list[np.ndarray] | None = None,
                  names: list[int] | None = None, integrate: bool = True,
                  stamps_ns: list[int] | None = None) -> RgbdTracker:
@@ -190,7 +185,7 @@ def check_intrinsics(seq) -> None:
 
 def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
                         cfg: SelfAnnotationConfig = SelfAnnotationConfig(),
-                        progress: ProgressFn = _noop,
+                        progress: ProgressFn = noop_progress,
                         T_odom_cameras: list[np.ndarray] | None = None) -> dict:
     """Run the whole chain and write the workspace; returns the report (also report.json).
 

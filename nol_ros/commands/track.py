@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -45,6 +44,7 @@ def run_track(args) -> int:
     import tempfile
 
     from nol_ros.datasets.tum import write_tum_trajectory
+    from nol_ros.progress import TqdmProgress
     from nol_ros.reconstruction.tracking import TrackerConfig
     from nol_ros.selfannotate import check_intrinsics, lost_stretches, track_frames
 
@@ -63,18 +63,12 @@ def run_track(args) -> int:
             decode[0] += time.perf_counter() - t
             return out
 
-        def progress(stage, fraction, message=""):
-            if not args.quiet and stage == "tracking" and (message.endswith("0")
-                                                           or fraction >= 1):
-                print(f"\r{stage}: {message}", end="", file=sys.stderr, flush=True)
-
         t0 = time.perf_counter()
-        tracker = track_frames(seq.intrinsics, len(frames), load, TrackerConfig(), progress,
-                               odom, [f.index for f in frames], integrate=False,
-                               stamps_ns=[f.stamp_ns for f in frames])
+        with TqdmProgress("track", stages=("tracking",), disable=args.quiet) as progress:
+            tracker = track_frames(seq.intrinsics, len(frames), load, TrackerConfig(),
+                                   progress, odom, [f.index for f in frames], integrate=False,
+                                   stamps_ns=[f.stamp_ns for f in frames])
         wall = time.perf_counter() - t0
-    if not args.quiet:
-        print(file=sys.stderr)
     res = tracker.result
     ok = res.ok
     keep = [k for k in range(len(frames)) if ok[k] or args.all]

@@ -69,6 +69,7 @@ from nol_ros.nol.projection import (
     se3_exp_torch,
     source_geometry,
 )
+from nol_ros.progress import ProgressFn, noop_progress
 
 METHODS = ("nol", "ibr_angle", "ibr_mean", "ibr_best", "texture")
 REFINE = ("none", "se3", "euler")
@@ -866,26 +867,26 @@ def load_object_renderer(object_dir: str | os.PathLike, method: str = "auto",
 
 def prepare_renderer(mesh: Mesh, sources: list[SourceView], net: NolNet | None,
                      cfg: ObjectRendererConfig = ObjectRendererConfig(),
-                     device: str | None = None, progress=None) -> tuple[NolRenderer, dict]:
+                     device: str | None = None,
+                     progress: ProgressFn = noop_progress) -> tuple[NolRenderer, dict]:
     """The one path from a learnt object's sources to its renderer, as LearnObject's render
     stage, RenderViews and the benchmarks run it: build the renderer (``cfg.render``; ``net``
     is used for method "nol" only), refine the source poses once (``cfg.refine_object``; the
     masks follow), then fine-tune the network on the object (``cfg.finetune``, "nol" only).
     progress(stage, fraction, message) with stages "refine" and "finetune".
     Returns (renderer, {refine, finetune, seconds})."""
-    report = progress or (lambda *a: None)
     t0 = time.perf_counter()
     r = NolRenderer(mesh, sources, net if cfg.render.method == "nol" else None, cfg.render,
                     device)
     info: dict = {"method": cfg.render.method, "sources": len(sources)}
-    report("refine", 0.0, f"refining {len(sources)} source poses")
+    progress("refine", 0.0, f"refining {len(sources)} source poses")
     info["refine"] = r.refine_sources(cfg.refine_object)
-    report("refine", 1.0, f"source error {info['refine']['before']:.4f} -> "
-                          f"{info['refine']['after']:.4f}")
+    progress("refine", 1.0, f"source error {info['refine']['before']:.4f} -> "
+                            f"{info['refine']['after']:.4f}")
     if cfg.render.method == "nol":
-        report("finetune", 0.0, f"fine-tuning the network on {len(sources)} views")
+        progress("finetune", 0.0, f"fine-tuning the network on {len(sources)} views")
         info["finetune"] = r.finetune(cfg.finetune)
-        report("finetune", 1.0, f"leave-one-out error {info['finetune']['before']:.4f} -> "
-                                f"{info['finetune']['after']:.4f}")
+        progress("finetune", 1.0, f"leave-one-out error {info['finetune']['before']:.4f} -> "
+                                  f"{info['finetune']['after']:.4f}")
     info["seconds"] = time.perf_counter() - t0
     return r, info

@@ -34,7 +34,6 @@ import dataclasses
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -42,13 +41,9 @@ from pathlib import Path
 import numpy as np
 
 from nol_ros.errors import ConfigError, FileFormatError, InputError
+from nol_ros.progress import ProgressFn, noop_progress
 
-ProgressFn = Callable[[str, float, str], None]
 CKPT_KIND = "nol_ros.recognition.detector"
-
-
-def _noop(stage: str, fraction: float, message: str = "") -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -397,7 +392,7 @@ def set_rng_state(st: dict) -> None:
 # -- training --------------------------------------------------------------------------------------
 def train_detector(coco_json: str | Path, out_dir: str | Path, cfg: DetectorConfig,
                    seed: int = 0, resume: bool = True, device: str | None = None,
-                   max_seconds: float | None = None, progress: ProgressFn = _noop) -> dict:
+                   max_seconds: float | None = None, progress: ProgressFn = noop_progress) -> dict:
     """Train a detector on a COCO set; writes ``out_dir/detector_last.pt`` after every epoch and
     ``out_dir/detector.pt`` (model only) at the end. Classes: the set's categories (ids = BOP
     object ids). With resume, an existing detector_last.pt of the same config and classes is
@@ -421,7 +416,7 @@ def train_detector(coco_json: str | Path, out_dir: str | Path, cfg: DetectorConf
         raise ConfigError(f"detector batch_size {cfg.batch_size} < {ctx.world_size} processes: "
                           "every rank needs at least one image of each batch")
     if not ctx.is_main:
-        progress = _noop
+        progress = noop_progress
     dev = torch.device(ctx.device(device) or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,19 +26,13 @@ bottle turned about its axis, a few degrees of tilt) stays an error.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from nol_ros.errors import InputError
-
-ProgressFn = Callable[[str, float, str], None]
-
-
-def _noop(stage: str, fraction: float, message: str = "") -> None:
-    pass
+from nol_ros.progress import ProgressFn, noop_progress
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -313,7 +307,8 @@ class SceneResult:
 def evaluate_scenes(recognizer, scene_dirs: list[str | Path], models: dict[int, ObjectModel],
                     min_visib_det: float = 0.1, min_visib_pose: float = 0.5,
                     max_images: int | None = None, image_step: int = 1,
-                    score_thresh: float = 0.05, progress: ProgressFn = _noop) -> SceneResult:
+                    score_thresh: float = 0.05,
+                    progress: ProgressFn = noop_progress) -> SceneResult:
     """Run ``recognizer`` (a :class:`~nol_ros.recognition.recognizer.Recognizer`) on BOP test
     scenes (rgb + depth + scene_gt + scene_gt_info) and measure mAP@0.5 and ADD(-S) recall
     with and without ICP. image_step: every n-th image; max_images: per scene; score_thresh:
@@ -485,7 +480,7 @@ class Score:
 def score_models(recognizer, scene_dirs: list[str | Path], dataset_models: str | Path,
                  learnt_root: str | Path | None = None, train_scene: str | Path | None = None,
                  id_map: str = "", image_step: int = 1, max_images: int | None = None,
-                 progress: ProgressFn = _noop) -> Score:
+                 progress: ProgressFn = noop_progress) -> Score:
     """Score a trained recogniser on BOP test scenes of a dataset (its ``models/`` folder with
     models_info.json): classes mapped to the dataset's objects by name (``id_map`` 'NAME=ID,..'
     overrides), ADD(-S) scored in each object's learnt frame when the objects were learnt into

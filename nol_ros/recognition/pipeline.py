@@ -58,24 +58,18 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nol_ros.config import to_dict
 from nol_ros.errors import ConfigError, FileFormatError, InputError, NolError
 from nol_ros.io_utils import atomic_write_json
+from nol_ros.progress import OverallProgress, ProgressFn, noop_progress
 from nol_ros.recognition.detector import DetectorConfig, detector_config
 from nol_ros.recognition.detset import DetectionSetConfig
 from nol_ros.recognition.posenet import PoseNetConfig, posenet_config
 from nol_ros.recognition.poses import PoseGridConfig
 from nol_ros.recognition.recognizer import RecognizerConfig
-
-ProgressFn = Callable[[str, float, str], None]
-
-
-def _noop(stage: str, fraction: float, message: str = "") -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -138,7 +132,6 @@ def recognition_preset(name: str | RecognitionPreset) -> RecognitionPreset:
     if name not in PRESETS:
         raise ConfigError(f"recognition preset '{name}' unknown; use one of {sorted(PRESETS)}")
     return PRESETS[name]
-
 
 
 # -- what a training run trains on ---------------------------------------------------------------
@@ -259,7 +252,7 @@ def stage_done(plan: TrainPlan, stage: str) -> bool:
 
 
 def run_stage(plan: TrainPlan, stage: str, device: str | None = None,
-              progress: ProgressFn = _noop) -> dict:
+              progress: ProgressFn = noop_progress) -> dict:
     """Train one stage of ``plan`` -- ``detector`` (detection set pasted from the objects'
     images + the 2D detector) or ``pose`` (pose crops + the pose network) -- in
     plan.work_dir/STAGE/: reused when done for the same objects, images and configuration,
@@ -269,14 +262,14 @@ def run_stage(plan: TrainPlan, stage: str, device: str | None = None,
     cpu_seconds, steps, loss, ...}. Under torchrun (nol_ros.distributed) the ranks train
     together and rank 0 alone writes the work folder and the models folder."""
     from nol_ros import distributed
-    from nol_ros.learn import OverallProgress, resolve_device
+    from nol_ros.learn import resolve_device
 
     if stage not in STAGES:
         raise InputError(f"training stage '{stage}' unknown; use one of {STAGES}")
     dev = resolve_device(device)
     ctx = distributed.setup(dev)                # SINGLE (all no-ops) outside torchrun
     if not ctx.is_main:
-        progress = _noop
+        progress = noop_progress
     p, d = plan.preset, plan.work_dir / stage
     key = _stage_key(plan, stage)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -315,7 +308,7 @@ def run_stage(plan: TrainPlan, stage: str, device: str | None = None,
     return out
 
 
-def train(plan: TrainPlan, device: str | None = None, progress: ProgressFn = _noop) -> dict:
+def train(plan: TrainPlan, device: str | None = None, progress: ProgressFn = noop_progress) -> dict:
     """Both stages and the models folder (what ``nol-ros train-detector`` + ``train-pose``, the
     trainer node's two services and the benchmark run, one stage at a time). Returns a report
     (also plan.work_dir/train_report.json): per stage its result, ``reused`` (the stages found
@@ -567,7 +560,7 @@ def train_plan(cfg: TrainConfig, object_names=(), preset: str = "",
 
 # -- objects for the benchmark: a synthetic world's, from each training source ---------------------
 def render_objects(objects: list[tuple[int, str, object, object]], out_dir: str | Path,
-                   grid: PoseGridConfig, source: str, progress: ProgressFn = _noop
+                   grid: PoseGridConfig, source: str, progress: ProgressFn = noop_progress
                    ) -> dict[int, Path]:
     """Render (obj_id, name, renderer, mesh) on ``grid`` into the render set ``out_dir`` (an
     object already rendered there on the same grid and source is kept). Returns obj_id -> its
@@ -596,7 +589,7 @@ def render_objects(objects: list[tuple[int, str, object, object]], out_dir: str 
 def synthetic_objects(data_root: str | Path, source: str, work_dir: str | Path,
                       grid: PoseGridConfig, obj_ids: list[int] | None = None,
                       workspace_root: str | Path | None = None,
-                      progress: ProgressFn = _noop) -> list[TrainObject]:
+                      progress: ProgressFn = noop_progress) -> list[TrainObject]:
     """A synthetic world's objects (``python -m nol_ros.datasets.synthetic``), with the training
     images of a source, under the world's object ids: ``gt`` (the ground-truth textured models,
     rendered on ``grid`` into work_dir/render), ``real`` (crops of train/000001 with its

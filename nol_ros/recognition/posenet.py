@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -31,6 +30,7 @@ import cv2
 import numpy as np
 
 from nol_ros.errors import ConfigError, InputError
+from nol_ros.progress import ProgressFn, noop_progress
 from nol_ros.recognition.detector import (
     _schedule_free,
     check_classes,
@@ -42,13 +42,8 @@ from nol_ros.recognition.detector import (
 )
 from nol_ros.recognition.trainset import PoseSamples
 
-ProgressFn = Callable[[str, float, str], None]
 CKPT_KIND = "nol_ros.recognition.posenet"
 CH = 6  # per object: x, y, z, error, amodal mask, visible mask
-
-
-def _noop(stage: str, fraction: float, message: str = "") -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -354,7 +349,7 @@ def _to_tensor(x: np.ndarray, dev):
 def train_posenet(samples: list[PoseSamples], vertices: dict[int, np.ndarray], out_dir: str | Path,
                   cfg: PoseNetConfig, names: dict[int, str] | None = None, seed: int = 0,
                   resume: bool = True, device: str | None = None,
-                  max_seconds: float | None = None, progress: ProgressFn = _noop,
+                  max_seconds: float | None = None, progress: ProgressFn = noop_progress,
                   scenes=None, scene_prob: float = 0.5) -> dict:
     """Train the shared pose network on the crops of every object (one PoseSamples each, at
     cfg.store_size px: :func:`nol_ros.recognition.trainset.load_pose_samples` with size =
@@ -392,7 +387,7 @@ def train_posenet(samples: list[PoseSamples], vertices: dict[int, np.ndarray], o
         raise ConfigError(f"pose batch_size {cfg.batch_size} < {ctx.world_size} processes: "
                           "every rank needs at least one crop of each batch")
     if not ctx.is_main:
-        progress = _noop
+        progress = noop_progress
     dev = torch.device(ctx.device(device) or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ import numpy as np
 
 from nol_ros.errors import FileFormatError, InputError, NolError
 from nol_ros.io_utils import atomic_write_json
+from nol_ros.progress import ProgressFn, noop_progress, prefixed
 
 SCENE_FILES = ("scene_camera.json", "scene_gt.json", "scene_gt_info.json", "scene_stamps.json")
 IMAGE_DIRS = ("rgb", "depth", "mask", "mask_visib")
@@ -91,7 +92,7 @@ def apply_prepared_state(renderer, state: dict) -> None:
 
 def render_part(workspace, name: str, obj_id: int, cfg, shard: tuple[int, int],
                 out_dir: str | Path, device: str | None = None, prepared: dict | None = None,
-                progress=None) -> dict:
+                progress: ProgressFn = noop_progress) -> dict:
     """Render part ``shard`` = (k, n) of the object's set into ``out_dir`` (a render set
     holding only that part). workspace: the learnt object's folder (or LearntObject); cfg:
     nol_ros.learn.RenderStageConfig (method, preset, batch). prepared: the renderer state to
@@ -105,7 +106,7 @@ def render_part(workspace, name: str, obj_id: int, cfg, shard: tuple[int, int],
         apply_prepared_state(r, prepared)
     return write_render_set(r, r.mesh, obj_id, out_dir, recognition_preset(cfg.preset).grid,
                             source=r.cfg.method, name=name, batch=cfg.batch,
-                            progress=progress or (lambda *a: None), shard=shard)
+                            progress=progress, shard=shard)
 
 
 def prepare(workspace, name: str, cfg, device: str | None = None) -> dict:
@@ -227,7 +228,8 @@ def merge_parts(parts: list[str | Path], out_dir: str | Path) -> dict:
 
 # -- torchrun ----------------------------------------------------------------------------------
 def render_training_set_sharded(workspace, name: str, obj_id: int, cfg,
-                                device: str | None = None, progress=None) -> dict:
+                                device: str | None = None,
+                                progress: ProgressFn = noop_progress) -> dict:
     """nol_ros.learn.render_training_set across the ranks of a torchrun job (the same files
     and report; the report also says how many workers). workspace: the learnt object's folder
     (or nol_ros.workspace.LearntObject). Rank 0 prepares the renderer (refinement, fine-tuning)
@@ -242,7 +244,7 @@ def render_training_set_sharded(workspace, name: str, obj_id: int, cfg,
     from nol_ros.workspace import LearntObject
 
     ctx = distributed.current()
-    report = progress if (progress and ctx.is_main) else (lambda *a: None)
+    report = progress if ctx.is_main else noop_progress
     lo = workspace if isinstance(workspace, LearntObject) else LearntObject(Path(workspace))
     tmp = lo.renders_tmp
     t0, c0 = time.perf_counter(), time.process_time()
@@ -252,7 +254,7 @@ def render_training_set_sharded(workspace, name: str, obj_id: int, cfg,
     report("render_setup", 0.0, f"{name}: loading the {cfg.method} renderer on "
                                 f"{ctx.world_size} workers")
     r, prep = load_renderer(lo, name, cfg, ctx.device(device), prepare=ctx.is_main,
-                            progress=lambda s, f, m="": report(s, f, f"{name}: {m}"))
+                            progress=prefixed(report, name))
     box: list = [None, None]
     if ctx.is_main:
         box = [prepared_state(r), {k: prep.get(k) for k in ("refine", "finetune", "seconds")}]
@@ -276,7 +278,7 @@ def render_training_set_sharded(workspace, name: str, obj_id: int, cfg,
     try:
         write_render_set(r, r.mesh, obj_id, part, recognition_preset(cfg.preset).grid,
                          source=r.cfg.method, name=name, batch=cfg.batch,
-                         progress=lambda s, f, m="": report("render", f, f"{name}: {m}"),
+                         progress=prefixed(report, name, "render"),
                          shard=(ctx.rank, ctx.world_size))
     except NolError as e:
         failed = f"rank {ctx.rank}: {e}"

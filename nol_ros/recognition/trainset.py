@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from nol_ros.datasets.bop import BopSceneWriter, pose_from_bop
 from nol_ros.errors import FileFormatError, InputError
 from nol_ros.io_utils import atomic_write_json
 from nol_ros.mesh import Mesh
+from nol_ros.progress import ProgressFn, noop_progress
 from nol_ros.recognition.poses import (
     PoseGridConfig,
     bbox_centre,
@@ -40,12 +40,7 @@ from nol_ros.recognition.poses import (
 )
 from nol_ros.recognition.renderers import ObjectRenderer
 
-ProgressFn = Callable[[str, float, str], None]
 RENDER_DEPTH_SCALE = 0.1  # mm per depth unit in render sets (0.1 mm steps, up to 6.5 m)
-
-
-def _noop(stage: str, fraction: float, message: str = "") -> None:
-    pass
 
 
 def _raster_depth_masks(mesh: Mesh, T: np.ndarray, intr: Intrinsics):
@@ -59,7 +54,7 @@ def _raster_depth_masks(mesh: Mesh, T: np.ndarray, intr: Intrinsics):
 
 def write_render_set(renderer: ObjectRenderer, mesh: Mesh, obj_id: int, out_dir: str | Path,
                      grid: PoseGridConfig = PoseGridConfig(), source: str = "",
-                     name: str = "", batch: int = 16, progress: ProgressFn = _noop,
+                     name: str = "", batch: int = 16, progress: ProgressFn = noop_progress,
                      shard: tuple[int, int] = (0, 1)) -> dict:
     """Render one object on the pose grid and write it as the BOP scene ``out_dir/OBJ_ID``.
 
@@ -323,7 +318,7 @@ def load_pose_samples(scene_dir: str | Path, obj_id: int, mesh: Mesh, size: int,
                       wide: float = 1.6, min_visib: float = 0.0, min_px: int = 30,
                       max_samples: int | None = None, keep_background: bool = False,
                       seed: int = 0, symmetry_axis: tuple | None = None,
-                      progress: ProgressFn = _noop) -> PoseSamples:
+                      progress: ProgressFn = noop_progress) -> PoseSamples:
     """Crops of every annotation of ``obj_id`` in a BOP scene (a render set's object scene or a
     real sequence): a square of ``wide`` times the visible box, resized to ``size`` px, with the
     object coordinates rasterised from ``mesh`` at the annotated pose (exact for every source).

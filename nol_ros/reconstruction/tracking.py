@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nol_ros.errors import InputError
+from nol_ros.progress import ProgressFn, noop_progress
 
 
 @dataclass(frozen=True)
@@ -643,7 +644,7 @@ class RgbdTracker:
             return None
         return reg.PoseGraphEdge(j, i, T_t_s, info(img(j), img(i), T_t_s), uncertain=True)
 
-    def integrate_frames(self, load_frame, progress=None) -> int:
+    def integrate_frames(self, load_frame, progress: ProgressFn = noop_progress) -> int:
         """(Re-)build the TSDF from the final poses. ``load_frame(i) -> (rgb, depth_m)``;
         integrates every ``integrate_every``-th tracked frame and all keyframes."""
         o3d, o3c, c = self.o3d, self.o3c, self.cfg
@@ -658,7 +659,7 @@ class RgbdTracker:
             rgb, depth = load_frame(f.index)
             (d_full, c_full), _ = self._images(rgb, depth)
             self._integrate(d_full, c_full, f.T_world_camera)
-            if progress is not None and (k % 10 == 0 or k == len(todo) - 1):
+            if k % 10 == 0 or k == len(todo) - 1:
                 progress("integration", (k + 1) / len(todo), f"frame {k + 1}/{len(todo)}")
         return len(todo)
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nol_ros.errors import NolError
+from nol_ros.progress import ProgressFn
 
 
 class RequestRefused(NolError):
@@ -181,7 +182,7 @@ class NolClient:
                          st.error_code, st.message)
 
     def wait(self, job: Job, timeout_s: float = 3600.0,
-             on_progress: Callable[[str, float, str], None] | None = None) -> JobResult:
+             on_progress: ProgressFn | None = None) -> JobResult:
         """Wait until ``job`` ends; ``on_progress(stage, fraction, message)`` for its updates
         (from ~/progress). Returns its JobResult."""
         from nol_ros.msg import JobProgress

@@ -47,12 +47,12 @@ from nol_ros.learn import (
     SOURCE_LIVE_BUFFER,
     SOURCE_WORKSPACE,
     LearnConfig,
-    OverallProgress,
     detect_dataset,
     learn_object,
     load_renderer,
     release_memory,
 )
+from nol_ros.progress import OverallProgress
 from nol_ros.recognition.pipeline import UnknownObjectError
 from nol_ros.streaming.messages import CameraInfoError
 from nol_ros.workspace import BadPathError, LearntObject, Workspace, confine, safe_name
