@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nol_ros.enums import Preset, RenderStageMethod, parse_field
 from nol_ros.errors import ConfigError, FileFormatError, InputError, NolError
 from nol_ros.progress import ProgressFn, noop_progress, prefixed
 from nol_ros.selfannotate import ObjectSpec, SelfAnnotationConfig, run_self_annotation
@@ -29,9 +30,6 @@ from nol_ros.workspace import LearntObject, Workspace, safe_name
 
 SOURCE_LIVE_BUFFER, SOURCE_BAG, SOURCE_DATASET = 0, 1, 2
 SOURCE_WORKSPACE = 3  # an object self-annotated elsewhere (a robot's package): render only
-
-
-RENDER_METHODS = ("auto", "nol", "ibr", "ibr_angle", "ibr_mean", "ibr_best")
 
 
 @dataclass(frozen=True)
@@ -51,23 +49,16 @@ class RenderStageConfig:
     benchmarks measure."""
 
     enabled: bool = True
-    method: str = "auto"
+    method: RenderStageMethod = RenderStageMethod.AUTO
     checkpoint: str = ""
-    preset: str = "demo"
+    preset: Preset = Preset.DEMO
     refine_sources: bool = True
     finetune: bool = True
     batch: int = 16
 
     def __post_init__(self):
-        if self.method not in RENDER_METHODS:
-            raise ConfigError(f"render.method '{self.method}' unknown; use one of "
-                              f"{list(RENDER_METHODS)}")
-        from nol_ros.recognition.pipeline import PRESETS
-
-        if self.preset not in PRESETS:
-            raise ConfigError(f"render.preset '{self.preset}' unknown; use one of "
-                              f"{sorted(PRESETS)} (tiny: tests, demo: make demo, cpu: "
-                              "benchmark, paper: GPU)")
+        parse_field(self, "method", RenderStageMethod, "render.method")
+        parse_field(self, "preset", Preset, "render.preset")
         if self.batch < 1:
             raise ConfigError(f"render.batch {self.batch} must be >= 1")
 
@@ -80,14 +71,10 @@ class RenderStageConfig:
             FinetuneConfig,
             ObjectRendererConfig,
             RefineConfig,
-            default_method,
+            resolve_method,
         )
 
-        m = method or self.method
-        if m == "auto":
-            m = default_method() if not self.checkpoint else "nol"
-        if m == "ibr":
-            m = "ibr_angle"
+        m = resolve_method(method or self.method, bool(self.checkpoint))
         base = ObjectRendererConfig()
         return ObjectRendererConfig(
             render=dataclasses.replace(base.render, method=m, batch=self.batch),

@@ -60,17 +60,22 @@ class TqdmProgress:
         with TqdmProgress("tracking") as progress:
             track_frames(..., progress=progress)
 
-    ``stages``: report only these stages (None = all); ``disable``: no output at all."""
+    ``stages``: show only these stages (None = all). ``stage_lines``: for a function whose
+    stages each run 0..1 (not one overall fraction), each finished stage is left as a line
+    above the bar and the bar starts again at the next stage. ``disable``: no output at all."""
 
     def __init__(self, label: str = "", stages: tuple[str, ...] | None = None,
-                 disable: bool = False, file=None, tty_interval_s: float = 0.5,
-                 log_interval_s: float = 30.0):
-        self.stages = stages
-        out = file or sys.stderr
-        tty = hasattr(out, "isatty") and out.isatty()
+                 stage_lines: bool = False, disable: bool = False, file=None,
+                 tty_interval_s: float = 0.5, log_interval_s: float = 30.0):
+        self.label, self.stages, self.stage_lines, self.disable = label, stages, stage_lines, \
+            disable
+        self.file = file or sys.stderr
+        self._stage: str | None = None
+        self._message = ""
+        tty = hasattr(self.file, "isatty") and self.file.isatty()
         # miniters=0: redraw decided by time alone (tqdm's dynamic miniters would skip the
         # reports of a slow stage after a fast one)
-        self.bar = tqdm(total=100, desc=label, file=out, disable=disable, miniters=0,
+        self.bar = tqdm(total=100, desc=label, file=self.file, disable=disable, miniters=0,
                         mininterval=tty_interval_s if tty else log_interval_s,
                         ncols=120 if tty else 100,
                         bar_format="{desc} {percentage:5.1f}%|{bar}|{postfix}")
@@ -78,12 +83,22 @@ class TqdmProgress:
     def __call__(self, stage: str, fraction: float, message: str = "") -> None:
         if self.stages is not None and stage not in self.stages:
             return
+        if self.stage_lines and stage != self._stage:
+            self._end_stage()
+            self.bar.reset(total=100)
+        self._stage, self._message = stage, message
         self.bar.set_postfix_str(f"{stage}: {message}"[:60], refresh=False)
         # update() redraws at most every mininterval (a per-frame report would flood a log);
         # a new stage may start lower: the bar goes back
         self.bar.update(round(100 * min(max(float(fraction), 0.0), 1.0), 1) - self.bar.n)
 
+    def _end_stage(self) -> None:
+        if self.stage_lines and self._stage is not None and not self.disable:
+            self.bar.write(f"{self.label} {self._stage}: {self._message}".strip(),
+                           file=self.file)
+
     def close(self) -> None:
+        self._end_stage()
         self.bar.close()
 
     def __enter__(self) -> TqdmProgress:

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from nol_ros.commands._common import EXIT_OK, add_command
+from nol_ros.enums import TumIntrinsics
 
 ORDER = 15
 
@@ -120,7 +121,7 @@ def register(sub) -> None:
     src.add_argument("--dataset", help="TUM RGB-D folder (associations.txt or rgb.txt + "
                      "depth.txt) or a BOP scene folder")
     p.add_argument("--out", required=True, help="output trajectory file (TUM format)")
-    p.add_argument("--intrinsics", default="auto", choices=("auto", "ros_default", "calibrated"),
+    p.add_argument("--intrinsics", default="auto", choices=list(TumIntrinsics),
                    help="TUM folders: calibrated = the RGB calibration in intrinsics.json, "
                    "images undistorted; ros_default = the OpenNI pinhole (fx=fy=525); auto "
                    "(default) = calibrated when intrinsics.json has it, else ros_default")

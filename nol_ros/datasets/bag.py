@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nol_ros.enums import BagStorage, TfMode
 from nol_ros.errors import FileFormatError, InputError, NolError
 
 RGB_TOPIC = "/camera/rgb/image_raw"
@@ -57,8 +58,8 @@ CAMERA_FRAME = "camera_rgb_optical_frame"
 BASE_FRAME = "base_link"
 ODOM_FRAME = "odom"
 MAP_FRAME = "map"
-TF_MODES = ("gt", "odom", "none")
-TF_SOURCES = {"gt": "ground_truth", "odom": "simulated_wheel_odometry", "none": "none"}
+TF_SOURCES = {TfMode.GT: "ground_truth", TfMode.ODOM: "simulated_wheel_odometry",
+              TfMode.NONE: "none"}
 
 
 @dataclass(frozen=True)
@@ -115,13 +116,14 @@ def odometry_poses(T_world_cameras: list[np.ndarray], mode: str = "odom",
     mode "gt": T_odom_base = T_world_base exactly. mode "odom": T_odom_base[0] = T_world_base[0]
     and T_odom_base[k] = T_odom_base[k-1] @ inc_k @ E_k with the true increment inc_k =
     inv(T_world_base[k-1]) @ T_world_base[k] and a planar error E_k (``drift``)."""
-    if mode not in ("gt", "odom"):
-        raise InputError(f"odometry mode '{mode}' unknown; use gt or odom")
+    mode = TfMode.parse(mode, "odometry mode", InputError)
+    if mode == TfMode.NONE:
+        raise InputError("odometry mode 'none' has no odometry poses; use gt or odom")
     rng = np.random.default_rng(0) if rng is None else rng
     T_bc = mount_transform(T_world_cameras[0], mount)
     T_cb = np.linalg.inv(T_bc)
     T_wbs = [np.asarray(T, dtype=np.float64) @ T_cb for T in T_world_cameras]
-    if mode == "gt":
+    if mode == TfMode.GT:
         return T_wbs, T_bc
     out = [T_wbs[0].copy()]
     for k in range(1, len(T_wbs)):
@@ -164,10 +166,8 @@ def export_bag(seq, out_path: str | Path, tf_mode: str = "odom",
 
     from nol_ros.geometry import quat_xyzw_from_R
 
-    if tf_mode not in TF_MODES:
-        raise InputError(f"tf_mode '{tf_mode}' unknown; use gt, odom or none")
-    if storage not in ("mcap", "sqlite3"):
-        raise InputError(f"storage '{storage}' unknown; use mcap or sqlite3")
+    tf_mode = TfMode.parse(tf_mode, "tf_mode", InputError)
+    storage = BagStorage.parse(storage, "storage", InputError)
     out = Path(out_path)
     if out.exists():
         raise InputError(f"'{out}' exists; choose a new output path (nothing is overwritten)")
@@ -215,11 +215,11 @@ def export_bag(seq, out_path: str | Path, tf_mode: str = "odom",
                   avoid_ros_namespace_conventions=False)
     intr = seq.intrinsics
     K = intr.K
-    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    plugin = StoragePlugin.MCAP if storage == BagStorage.MCAP else StoragePlugin.SQLITE3
     n_tf = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     with Writer(out, version=9, storage_plugin=plugin) as w:
-        w.set_custom_data("nol_ros.tf_mode", tf_mode)
+        w.set_custom_data("nol_ros.tf_mode", tf_mode.value)
         w.set_custom_data("nol_ros.tf_source", TF_SOURCES[tf_mode])
         w.set_custom_data("nol_ros.source", f"{seq.name} ({getattr(seq, 'root', '')})")
         if tf_mode == "gt":
@@ -267,8 +267,8 @@ def export_bag(seq, out_path: str | Path, tf_mode: str = "odom",
             w.write(c_i, fr.stamp_ns, ser(info, CameraInfo))
             w.write(c_rgb, fr.stamp_ns, ser(img, Image))
             w.write(c_d, fr.depth_stamp_ns, ser(dimg, Image))
-    return {"path": str(out), "frames": len(frames), "tf_messages": n_tf, "tf_mode": tf_mode,
-            "tf_source": TF_SOURCES[tf_mode], "storage": storage}
+    return {"path": str(out), "frames": len(frames), "tf_messages": n_tf,
+            "tf_mode": tf_mode.value, "tf_source": TF_SOURCES[tf_mode], "storage": storage.value}
 
 
 def read_bag_custom_data(path: str | Path) -> dict[str, str]:
@@ -378,11 +378,11 @@ def main(argv: list[str] | None = None) -> int:
                      "camera_intrinsic.json)")
     ap.add_argument("--seq", default=None, help="SMOT sequence below ROOT (default train/seq1)")
     ap.add_argument("--out", required=True, help="output bag folder (must not exist)")
-    ap.add_argument("--tf", default="gt", choices=list(TF_MODES),
+    ap.add_argument("--tf", default="gt", choices=list(TfMode),
                     help="camera poses as exact odometry, marked as ground truth in the bag's "
                          "metadata (gt, default), drifting wheel odometry (odom), or no /tf "
                          "(none)")
-    ap.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"],
+    ap.add_argument("--storage", default="mcap", choices=list(BagStorage),
                     help="rosbag2 storage plugin (default mcap)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the odometry drift")
     ap.add_argument("--max-frames", type=int, default=0, help="export only the first N frames")

@@ -21,6 +21,7 @@ import numpy as np
 
 from nol_ros.camera import Intrinsics
 from nol_ros.datasets.sequence import FrameRecord, Sequence
+from nol_ros.enums import TumIntrinsics
 from nol_ros.errors import FileFormatError, InputError
 
 ROS_DEFAULT = {"fx": 525.0, "fy": 525.0, "cx": 319.5, "cy": 239.5}
@@ -128,26 +129,26 @@ def tum_intrinsics(root: str | Path, which: str = "auto", width: int = 640,
     calibration when it has one -- images then undistorted --, else the OpenNI/ROS defaults),
     ``ros_default`` (the registered depth's pinhole model, no distortion),
     ``calibrated`` (the RGB camera's calibration with its distortion, from intrinsics.json)."""
+    which = TumIntrinsics.parse(which, "intrinsics", InputError)
     p = Path(root) / "intrinsics.json"
     meta = json.loads(p.read_text()) if p.is_file() else {}
     width, height = int(meta.get("width", width)), int(meta.get("height", height))
-    if which == "auto" and "intrinsics" in meta:  # a pinhole camera (images undistorted)
+    if which == TumIntrinsics.AUTO and "intrinsics" in meta:  # pinhole (images undistorted)
         d = meta["intrinsics"]
         return Intrinsics(d["fx"], d["fy"], d["cx"], d["cy"], width, height), None
-    if which == "auto" and any(k.startswith("rgb_intrinsics") for k in meta):
-        which = "calibrated"  # measured on fr1/desk: 3.5 cm ATE against 4.4 with the defaults
-    if which in ("auto", "ros_default"):
+    if which == TumIntrinsics.AUTO and any(k.startswith("rgb_intrinsics") for k in meta):
+        # measured on fr1/desk: 3.5 cm ATE against 4.4 with the defaults
+        which = TumIntrinsics.CALIBRATED
+    if which in (TumIntrinsics.AUTO, TumIntrinsics.ROS_DEFAULT):
         d = meta.get("ros_default_intrinsics", ROS_DEFAULT)
         return Intrinsics(d["fx"], d["fy"], d["cx"], d["cy"], width, height), None
-    if which == "calibrated":
-        keys = [k for k in meta if k.startswith("rgb_intrinsics")]
-        if not keys:
-            raise InputError(f"{p} has no 'rgb_intrinsics_*' entry; use intrinsics 'ros_default'")
-        d = meta[keys[0]]
-        dist = d.get("distortion_plumb_bob_k1_k2_p1_p2_k3")
-        return (Intrinsics(d["fx"], d["fy"], d["cx"], d["cy"], width, height),
-                None if dist is None else np.asarray(dist, float))
-    raise InputError(f"intrinsics '{which}' unknown; use auto, ros_default or calibrated")
+    keys = [k for k in meta if k.startswith("rgb_intrinsics")]  # CALIBRATED
+    if not keys:
+        raise InputError(f"{p} has no 'rgb_intrinsics_*' entry; use intrinsics 'ros_default'")
+    d = meta[keys[0]]
+    dist = d.get("distortion_plumb_bob_k1_k2_p1_p2_k3")
+    return (Intrinsics(d["fx"], d["fy"], d["cx"], d["cy"], width, height),
+            None if dist is None else np.asarray(dist, float))
 
 
 @dataclass

@@ -17,6 +17,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 
+from nol_ros.enums import OdometryMode
 from nol_ros.msg import Keyframe, TrackingStatus
 from nol_ros.ros.conversions import (
     keyframe_msg,
@@ -53,7 +54,7 @@ class ReconstructionNode(Node):
         try:
             from nol_ros.ros.tf import TfBroadcaster, TfClient  # needs tf2_msgs (make setup)
 
-            if cfg.tracking.enabled and cfg.tracking.odometry_mode != "none":
+            if cfg.tracking.enabled and cfg.tracking.odometry_mode != OdometryMode.NONE:
                 self.tf = TfClient(self)
             if cfg.publish_tf:
                 self.tf_pub = TfBroadcaster(self)

@@ -54,6 +54,14 @@ import numpy as np
 import torch
 
 from nol_ros.camera import Intrinsics
+from nol_ros.enums import (
+    ColourSource,
+    RefineMethod,
+    RefineTarget,
+    RenderMethod,
+    RenderStageMethod,
+    parse_field,
+)
 from nol_ros.errors import ConfigError, FileFormatError, InputError
 from nol_ros.geometry import invert_T
 from nol_ros.mesh import Mesh
@@ -71,8 +79,6 @@ from nol_ros.nol.projection import (
 )
 from nol_ros.progress import ProgressFn, noop_progress
 
-METHODS = ("nol", "ibr_angle", "ibr_mean", "ibr_best", "texture")
-REFINE = ("none", "se3", "euler")
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "nol_cpu.pt"
 
 
@@ -80,7 +86,7 @@ SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "nol_cpu.pt"
 class RefineConfig:
     """Source-pose refinement. Steps: rotation in radians, translation in metres."""
 
-    method: str = "se3"
+    method: RefineMethod = RefineMethod.SE3
     max_iters: int = 25
     patience: int = 4
     lr_rot: float = 3e-3
@@ -89,17 +95,15 @@ class RefineConfig:
     euler_max_trans_step_m: float = 0.005
     blur_sigmas: tuple[float, ...] = (0.0,)   # coarse-to-fine: Gaussian sigma (px) per stage
     rounds: int = 1                           # refine -> predict again, repeated
-    target: str = "moving"                    # moving (consensus) | fixed (the paper's X_S(t0))
-    maps: str = "source"                      # refine a NOL renderer on the full-resolution
+    target: RefineTarget = RefineTarget.MOVING  # moving (consensus) | fixed (the paper's
+    #                                           X_S(t0))
+    maps: ColourSource = ColourSource.SOURCE  # refine a NOL renderer on the full-resolution
     #                                           "source" colour crops or the "network" maps
 
     def __post_init__(self):
-        if self.maps not in ("network", "source"):
-            raise ConfigError(f"refine maps '{self.maps}' unknown; use network or source")
-        if self.target not in ("moving", "fixed"):
-            raise ConfigError(f"refine target '{self.target}' unknown; use moving or fixed")
-        if self.method not in REFINE:
-            raise ConfigError(f"refine method '{self.method}' unknown; use one of {REFINE}")
+        parse_field(self, "maps", ColourSource, "refine maps")
+        parse_field(self, "target", RefineTarget)
+        parse_field(self, "method", RefineMethod)
         if not 0 <= self.max_iters <= 50:
             raise ConfigError(f"refine max_iters {self.max_iters}: use 0..50 (paper: 25-50)")
 
@@ -113,19 +117,17 @@ class RenderConfig:
     full-resolution source colours) or "network" (X_D at the network's resolution).
     refine: see RefineConfig."""
 
-    method: str = "nol"
+    method: RenderMethod = RenderMethod.NOL
     n_sources: int = 6
     batch: int = 4
     target_scale: float = 1.0
-    colour_from: str = "source"
+    colour_from: ColourSource = ColourSource.SOURCE
     angle_power: float = 4.0
     refine: RefineConfig = dataclasses.field(default_factory=RefineConfig)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ConfigError(f"render method '{self.method}' unknown; use one of {METHODS}")
-        if self.colour_from not in ("source", "network"):
-            raise ConfigError(f"colour_from '{self.colour_from}' unknown; use source or network")
+        parse_field(self, "method", RenderMethod)
+        parse_field(self, "colour_from", ColourSource, "colour_from")
         if self.n_sources < 1 or self.batch < 1 or not 0 < self.target_scale <= 1:
             raise ConfigError("RenderConfig: n_sources and batch must be >= 1 and "
                               "0 < target_scale <= 1")
@@ -830,21 +832,33 @@ def load_sources(object_dir: str | os.PathLike) -> tuple[Mesh, list[SourceView],
     return mesh, sources, meta
 
 
-def default_method() -> str:
+def default_method() -> RenderMethod:
     """"nol" when the shipped model is installed and its evaluation (models/nol_cpu.json,
     written by bench/bench_nol.py) says it beats the angle-weighted IBR baseline, else
     "ibr_angle" -- the project never silently prefers a model that measured worse."""
     meta = SHIPPED_MODEL.with_suffix(".json")
     if not SHIPPED_MODEL.is_file() or not meta.is_file():
-        return "ibr_angle"
+        return RenderMethod.IBR_ANGLE
     try:
-        return "nol" if json.loads(meta.read_text()).get("default_method") == "nol" \
-            else "ibr_angle"
+        return RenderMethod.NOL if json.loads(meta.read_text()).get("default_method") == "nol" \
+            else RenderMethod.IBR_ANGLE
     except (json.JSONDecodeError, OSError):
-        return "ibr_angle"
+        return RenderMethod.IBR_ANGLE
 
 
-def load_object_renderer(object_dir: str | os.PathLike, method: str = "auto",
+def resolve_method(method: str, checkpoint: bool = False) -> RenderMethod:
+    """The renderer method a learn request's method names (:class:`RenderStageMethod`):
+    ``auto`` -> "nol" with an explicit ``checkpoint``, else :func:`default_method`; ``ibr`` ->
+    ``ibr_angle``; a :class:`RenderMethod` name (also ``texture``) as it is."""
+    if method in RenderMethod.names():
+        return RenderMethod(method)
+    m = RenderStageMethod.parse(method, "render method")
+    if m == RenderStageMethod.AUTO:
+        return RenderMethod.NOL if checkpoint else default_method()
+    return RenderMethod.IBR_ANGLE  # RenderStageMethod.IBR: the one left
+
+
+def load_object_renderer(object_dir: str | os.PathLike, method: str = RenderStageMethod.AUTO,
                          checkpoint: str | os.PathLike | None = None,
                          device: str | None = None, config: RenderConfig | None = None
                          ) -> NolRenderer:
@@ -853,10 +867,7 @@ def load_object_renderer(object_dir: str | os.PathLike, method: str = "auto",
     "ibr" (= "ibr_angle"), "ibr_mean", "ibr_best". config overrides the defaults."""
     from nol_ros.nol.network import load_checkpoint
 
-    if method == "auto":
-        method = default_method() if checkpoint is None else "nol"
-    if method == "ibr":
-        method = "ibr_angle"
+    method = resolve_method(method, checkpoint is not None)
     cfg = dataclasses.replace(config or ObjectRendererConfig().render, method=method)
     mesh, sources, _ = load_sources(object_dir)
     net = None

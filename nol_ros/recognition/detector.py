@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nol_ros.enums import Backbone, DetectorArch, parse_field
 from nol_ros.errors import ConfigError, FileFormatError, InputError
 from nol_ros.progress import ProgressFn, noop_progress
 
@@ -61,8 +62,8 @@ class DetectorConfig:
     """
 
     name: str = "cpu"
-    arch: str = "retinanet"
-    backbone: str = "convnet"
+    arch: DetectorArch = DetectorArch.RETINANET
+    backbone: Backbone = Backbone.CONVNET
     channels: tuple[int, ...] = (16, 32, 64, 96, 128)
     blocks: int = 1
     fpn_channels: int = 64
@@ -89,13 +90,10 @@ class DetectorConfig:
     heatmap_sigma: float = 0.15
 
     def __post_init__(self):
-        if self.arch not in ("retinanet", "centernet"):
-            raise ConfigError(f"detector arch '{self.arch}' unknown; use retinanet or centernet")
-        if self.arch == "centernet" and self.backbone != "convnet":
+        parse_field(self, "arch", DetectorArch)
+        parse_field(self, "backbone", Backbone, "detector backbone")
+        if self.arch == DetectorArch.CENTERNET and self.backbone != Backbone.CONVNET:
             raise ConfigError("the centernet detector uses the convnet backbone")
-        if self.backbone not in ("resnet50", "convnet"):
-            raise ConfigError(f"detector backbone '{self.backbone}' unknown; use resnet50 or "
-                              "convnet")
         if self.backbone == "convnet" and len(self.channels) != 5:
             raise ConfigError(f"convnet needs 5 stage widths (strides 2..32), got "
                               f"{self.channels}")

@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nol_ros.config import to_dict
+from nol_ros.enums import Preset, TrainSource, parse_field
 from nol_ros.errors import ConfigError, FileFormatError, InputError, NolError
 from nol_ros.io_utils import atomic_write_json
 from nol_ros.progress import OverallProgress, ProgressFn, noop_progress
@@ -98,27 +99,27 @@ _HALF = dict(width=320, height=240, focal_px=538.391 / 2)
 _ROBOT_GRID = dict(el_min_deg=0.0, el_max_deg=60.0, el_step_deg=10.0, inplane_min_deg=-15.0,
                    inplane_max_deg=15.0, inplane_step_deg=15.0, crop_size=128)
 _ROBOT_DISTANCE = (0.6, 1.4)
-PRESETS: dict[str, RecognitionPreset] = {
-    "tiny": RecognitionPreset(
+PRESETS: dict[Preset, RecognitionPreset] = {
+    Preset.TINY: RecognitionPreset(
         "tiny",
         PoseGridConfig(az_step_deg=60, el_step_deg=30, el_max_deg=60, inplane_step_deg=45,
                        crop_size=64),
         DetectionSetConfig(n_images=64, objects=(1, 3), n_backgrounds=6, **_HALF),
         detector_config("tiny", min_size=240, max_size=320, epochs=8, lr=4e-3),
         posenet_config("tiny")),
-    "demo": RecognitionPreset(
+    Preset.DEMO: RecognitionPreset(
         "demo",
         PoseGridConfig(az_step_deg=20, **_ROBOT_GRID),
         DetectionSetConfig(n_images=800, distance_m=_ROBOT_DISTANCE, **_HALF),
         detector_config("cpu", epochs=3),
         posenet_config("cpu", channels=(16, 24, 32, 48, 64), steps=700, ckpt_every=250)),
-    "cpu": RecognitionPreset(
+    Preset.CPU: RecognitionPreset(
         "cpu",
         PoseGridConfig(az_step_deg=10, **_ROBOT_GRID),
         DetectionSetConfig(n_images=3000, distance_m=_ROBOT_DISTANCE, **_HALF),
         detector_config("cpu", epochs=3),
         posenet_config("cpu", steps=2000)),
-    "paper": RecognitionPreset(
+    Preset.PAPER: RecognitionPreset(
         "paper",
         PoseGridConfig(crop_size=256),
         DetectionSetConfig(n_images=150_000),
@@ -129,9 +130,7 @@ PRESETS: dict[str, RecognitionPreset] = {
 def recognition_preset(name: str | RecognitionPreset) -> RecognitionPreset:
     if isinstance(name, RecognitionPreset):
         return name
-    if name not in PRESETS:
-        raise ConfigError(f"recognition preset '{name}' unknown; use one of {sorted(PRESETS)}")
-    return PRESETS[name]
+    return PRESETS[Preset.parse(name)]
 
 
 # -- what a training run trains on ---------------------------------------------------------------
@@ -460,15 +459,12 @@ class TrainConfig:
 
     workspace_root: str = "nol_workspace"
     models_dir: str = ""
-    preset: str = "demo"
+    preset: Preset = Preset.DEMO
     seed: int = 0
     max_seconds: float = 0.0
 
     def __post_init__(self):
-        if self.preset not in PRESETS:
-            raise ConfigError(f"train.preset '{self.preset}' unknown; use one of "
-                              f"{sorted(PRESETS)} (tiny: tests, demo: make demo, cpu: "
-                              "benchmark, paper: GPU)")
+        parse_field(self, "preset", Preset, "train.preset")
         if self.max_seconds < 0:
             raise ConfigError(f"train.max_seconds {self.max_seconds} must be >= 0 (0 = none)")
 
@@ -586,7 +582,7 @@ def render_objects(objects: list[tuple[int, str, object, object]], out_dir: str 
     return scenes
 
 
-def synthetic_objects(data_root: str | Path, source: str, work_dir: str | Path,
+def synthetic_objects(data_root: str | Path, source: str | TrainSource, work_dir: str | Path,
                       grid: PoseGridConfig, obj_ids: list[int] | None = None,
                       workspace_root: str | Path | None = None,
                       progress: ProgressFn = noop_progress) -> list[TrainObject]:
@@ -600,6 +596,7 @@ def synthetic_objects(data_root: str | Path, source: str, work_dir: str | Path,
     from nol_ros.mesh import load_mesh
     from nol_ros.recognition.renderers import TexturedMeshRenderer
 
+    source = TrainSource.parse(source, "training source", InputError)
     root = Path(data_root)
     wj = root / "world.json"
     if not wj.is_file():
@@ -620,7 +617,7 @@ def synthetic_objects(data_root: str | Path, source: str, work_dir: str | Path,
         return bool(info[oid].get("symmetries_continuous") or
                     info[oid].get("symmetries_discrete"))
 
-    if source == "gt":
+    if source == TrainSource.GT:
         todo = []
         for oid in ids:
             tex = load_mesh(root / "models_textured" / f"obj_{oid:06d}.obj")
@@ -632,13 +629,11 @@ def synthetic_objects(data_root: str | Path, source: str, work_dir: str | Path,
                             fingerprint=hashlib.sha1(json.dumps(
                                 rset["objects"][str(oid)], sort_keys=True).encode()
                             ).hexdigest()[:12]) for oid in ids]
-    if source == "real":
+    if source == TrainSource.REAL:
         scene = root / "train" / "000001"
         return [TrainObject(oid, name(oid), root / "models" / f"obj_{oid:06d}.ply", scene,
                             real=True, symmetric=sym(oid), method="real",
                             fingerprint=f"real:{scene}") for oid in ids]
-    if source not in ("nol", "ibr"):
-        raise InputError(f"training source '{source}' unknown; use gt, real, nol or ibr")
     if workspace_root is None:
         raise InputError(f"source '{source}' needs the workspace root of the learnt objects")
     learnt = learnt_objects(workspace_root)

@@ -29,6 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from nol_ros.enums import Backbone, parse_field
 from nol_ros.errors import ConfigError, InputError
 from nol_ros.progress import ProgressFn, noop_progress
 from nol_ros.recognition.detector import (
@@ -61,7 +62,7 @@ class PoseNetConfig:
     ransac_px (reprojection threshold in crop pixels), ransac_iters."""
 
     name: str = "cpu"
-    encoder: str = "convnet"
+    encoder: Backbone = Backbone.CONVNET
     channels: tuple[int, ...] = (32, 48, 64, 96, 128)
     input_size: int = 64
     out_stride: int = 2
@@ -91,8 +92,7 @@ class PoseNetConfig:
     encoder_weights: str = ""
 
     def __post_init__(self):
-        if self.encoder not in ("convnet", "resnet50"):
-            raise ConfigError(f"pose encoder '{self.encoder}' unknown; use convnet or resnet50")
+        parse_field(self, "encoder", Backbone, "pose encoder")
         if self.encoder == "convnet" and len(self.channels) != 5:
             raise ConfigError(f"convnet needs 5 widths (stem + 4 stages), got {self.channels}")
         if self.input_size % 16 or self.input_size < 16:

@@ -46,6 +46,7 @@ import cv2
 import numpy as np
 
 from nol_ros.camera import Intrinsics
+from nol_ros.enums import PoseSolver, parse_field
 from nol_ros.errors import ConfigError, FileFormatError, InputError
 from nol_ros.io_utils import atomic_write_json
 
@@ -64,7 +65,7 @@ class Recognition:
     refined: bool = False
     n_inliers: int = 0
     reason: str = ""
-    solver: str = "pnp"       # what gave the pose before ICP: pnp (colour) or rgbd (3D-3D)
+    solver: PoseSolver = PoseSolver.PNP  # what gave the pose before ICP: pnp (colour) or rgbd
     det_box_xywh: tuple[float, float, float, float] | None = None  # the detector's box
 
     @property
@@ -91,15 +92,13 @@ class RecognizerConfig:
     score_thresh: float = 0.3
     max_per_class: int = 1
     icp: bool = True
-    solver: str = "rgbd"
+    solver: PoseSolver = PoseSolver.RGBD
     rgbd_thresh_m: float = 0.015
     refine_boxes: bool = True
     refine_top: int = 3
 
     def __post_init__(self):
-        if self.solver not in ("pnp", "rgbd"):
-            raise ConfigError(f"recognizer solver '{self.solver}' unknown; use pnp (colour) or "
-                              "rgbd (colour + depth)")
+        parse_field(self, "solver", PoseSolver)
         if self.refine_top < 0:
             raise ConfigError(f"refine_top must be >= 0, got {self.refine_top}")
         if not self.rgbd_thresh_m > 0:
@@ -267,12 +266,12 @@ class Recognizer:
                 res = pose_from_prediction(pr, b, intr.K, cfg, det_box_xywh=r.box_xywh,
                                            model_points=self._points(r.obj_id))
                 r.T_camera_object_rgb = res.T_camera_object
-                if dep is not None and self.config.solver == "rgbd":
+                if dep is not None and self.config.solver == PoseSolver.RGBD:
                     rd = pose_from_prediction(pr, b, intr.K, cfg, det_box_xywh=r.box_xywh,
                                               model_points=self._points(r.obj_id), depth=dep,
                                               rgbd_thresh_m=self.config.rgbd_thresh_m)
                     if rd.T_camera_object is not None:
-                        res, r.solver = rd, "rgbd"
+                        res, r.solver = rd, PoseSolver.RGBD
                 r.n_inliers = res.n_inliers
                 if res.T_camera_object is None:
                     r.reason = f"no pose: {res.reason}"

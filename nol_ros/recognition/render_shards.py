@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nol_ros.enums import Preset, RenderStageMethod
 from nol_ros.errors import FileFormatError, InputError, NolError
 from nol_ros.io_utils import atomic_write_json
 from nol_ros.progress import ProgressFn, noop_progress, prefixed
@@ -323,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(cmd)
         p.add_argument("root", help="workspace root (the object is ROOT/NAME)")
         p.add_argument("name")
-        p.add_argument("--preset", default="demo", choices=["tiny", "demo", "cpu", "paper"])
-        p.add_argument("--method", default="auto")
+        p.add_argument("--preset", default="demo", choices=list(Preset))
+        p.add_argument("--method", default="auto", choices=list(RenderStageMethod))
         p.add_argument("--checkpoint", default="")
         p.add_argument("--batch", type=int, default=16)
         p.add_argument("--no-refine", action="store_true")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nol_ros.enums import TrackerMethod, parse_field
 from nol_ros.errors import InputError
 from nol_ros.progress import ProgressFn, noop_progress
 
@@ -38,7 +39,8 @@ class TrackerConfig:
     # (BENCHMARKS.md "Tracking on real data"): fr1/desk point-to-plane 2.3 cm ATE, this 2.65,
     # hybrid 4.3 (22.6 with the former 20 cm keyframes); the synthetic demo world
     # point-to-plane 2.5 cm / 8.6 deg drift, this 0.15 cm / 0.3 deg, hybrid 0.6 cm / 0.25 deg
-    method: str = "geometry_then_colour"  # | point_to_plane | hybrid | intensity
+    method: TrackerMethod = TrackerMethod.GEOMETRY_THEN_COLOUR  # | point_to_plane | hybrid |
+    #                                     intensity
     colour_iterations: tuple[int, ...] = (4, 3, 2)  # the hybrid refinement, coarse -> fine
     colour_max_shift_m: float = 0.02    # colour may move the geometric pose this far ...
     colour_max_shift_deg: float = 2.0   # ... and turn it this much, else it is ignored;
@@ -80,9 +82,14 @@ class TrackerConfig:
     loop_min_gap: int = 2               # keyframes j, i with j - i >= gap are loop candidates
     loop_rounds: int = 2                # search + optimise again around the optimised poses
     loop_min_fitness: float = 0.35        # a loop edge's alignment must overlap this much
-    loop_method: str = "geometry_then_colour"  # odometry that verifies a loop closure
+    loop_method: TrackerMethod = TrackerMethod.GEOMETRY_THEN_COLOUR  # odometry that
+    #                                     verifies a loop closure
     loop_iterations: tuple[int, ...] = ()  # odometry iterations of a loop check (() = as tracking)
     device: str = "CPU:0"               # "CUDA:0" when available
+
+    def __post_init__(self):
+        parse_field(self, "method", TrackerMethod, "tracker method")
+        parse_field(self, "loop_method", TrackerMethod, "tracker loop_method")
 
 
 @dataclass
@@ -167,18 +174,14 @@ class RgbdTracker:
         self.K = o3c.Tensor(K, o3c.float64)
         self.K_small = o3c.Tensor(Ks, o3c.float64)
         self.small_size = (intrinsics.width // s, intrinsics.height // s)
-        methods = {"hybrid": o3d.t.pipelines.odometry.Method.Hybrid,
-                   "geometry_then_colour": o3d.t.pipelines.odometry.Method.PointToPlane,
-                   "point_to_plane": o3d.t.pipelines.odometry.Method.PointToPlane,
-                   "intensity": o3d.t.pipelines.odometry.Method.Intensity}
-        if c.method not in methods:
-            raise InputError(f"tracker method '{c.method}' unknown; use {sorted(methods)}")
+        methods = {TrackerMethod.HYBRID: o3d.t.pipelines.odometry.Method.Hybrid,
+                   TrackerMethod.GEOMETRY_THEN_COLOUR: o3d.t.pipelines.odometry.Method.PointToPlane,
+                   TrackerMethod.POINT_TO_PLANE: o3d.t.pipelines.odometry.Method.PointToPlane,
+                   TrackerMethod.INTENSITY: o3d.t.pipelines.odometry.Method.Intensity}
         self.method = methods[c.method]
         self.colour_used = False
         self.colour_refine = [o3d.t.pipelines.odometry.OdometryConvergenceCriteria(n)
                               for n in c.colour_iterations]
-        if c.loop_method not in methods:
-            raise InputError(f"loop method '{c.loop_method}' unknown; use {sorted(methods)}")
         self.loop_method = methods[c.loop_method]
         self.criteria = [o3d.t.pipelines.odometry.OdometryConvergenceCriteria(n)
                          for n in c.odometry_iterations]
@@ -307,7 +310,7 @@ class RgbdTracker:
         try:
             T_ref_cam, fitness, rmse = self._odometry(
                 small, ref_image, init, self.criteria[:3], self.method,
-                self.cfg.method == "geometry_then_colour")
+                self.cfg.method == TrackerMethod.GEOMETRY_THEN_COLOUR)
         except RuntimeError as e:  # Open3D raises when there are no correspondences
             return T_init, 0.0, np.inf, np.eye(4), str(e)
         T = T_ref @ T_ref_cam

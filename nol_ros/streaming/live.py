@@ -37,12 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
+from nol_ros.enums import OdometryMode, parse_field
 from nol_ros.errors import ConfigError, InputError, NolError
 from nol_ros.reconstruction.tracking import TrackerConfig, TrackResult
 from nol_ros.streaming.ingest import RgbdFrame
 from nol_ros.streaming.tf_buffer import TransformError
 
-ODOMETRY_MODES = ("auto", "required", "none")  # not "off": YAML reads it as false
 TF_MAP_ODOM, TF_MAP_CAMERA = "map->odom", "map->camera"
 EXPORT_MARKER = "nol_export.json"
 TMP_MARKER = ".nol_export_tmp"
@@ -63,7 +63,7 @@ class LiveTrackingConfig:
 
     enabled: bool = True
     max_backlog: int = 15              # frames waiting for the tracker; more -> oldest skipped
-    odometry_mode: str = "auto"        # auto | required | none
+    odometry_mode: OdometryMode = OdometryMode.AUTO  # auto | required | none
     tf_timeout_s: float = 1.0          # wait this long for a frame's odometry transform (it
     #                                    normally comes within ms; 0.3 s was missed in a test on
     #                                    a machine at load 11)
@@ -73,9 +73,7 @@ class LiveTrackingConfig:
     #                                    640x480 input): the live tracker's memory budget
 
     def __post_init__(self):
-        if self.odometry_mode not in ODOMETRY_MODES:
-            raise ConfigError(f"tracking.odometry_mode '{self.odometry_mode}' unknown; use one "
-                              f"of {list(ODOMETRY_MODES)}")
+        parse_field(self, "odometry_mode", OdometryMode)
         if self.max_backlog < 1:
             raise ConfigError(f"tracking.max_backlog must be >= 1, got {self.max_backlog}")
         if self.tf_timeout_s < 0 or self.first_tf_timeout_s < 0:
@@ -271,14 +269,14 @@ class LiveTracker:
         mode = self.cfg.odometry_mode
         with self._cv:
             tf_mode = self._status.tf_mode
-        if mode == "none" or self.lookup_prior is None or tf_mode == TF_MAP_CAMERA:
+        if mode == OdometryMode.NONE or self.lookup_prior is None or tf_mode == TF_MAP_CAMERA:
             return None, False
         timeout = self.cfg.first_tf_timeout_s if tf_mode == "" else self.cfg.tf_timeout_s
         try:
             T = np.asarray(self.lookup_prior(frame, timeout), dtype=np.float64)
             return T, False
         except TransformError as e:
-            if mode == "required":
+            if mode == OdometryMode.REQUIRED:
                 with self._cv:
                     self._status.frames_tf_refused += 1
                 self._error(e.code, f"frame {frame.index} not tracked: odometry_mode is "

@@ -25,6 +25,7 @@ from nol_ros.datasets.bop import BopSceneWriter, write_models_info
 from nol_ros.datasets.synthetic.objects import CATALOGUE, make_object
 from nol_ros.datasets.synthetic.sensor import SensorConfig, XtionSensor, specular_strength
 from nol_ros.datasets.synthetic.world import World, build_world, circle_trajectory
+from nol_ros.enums import WorldPreset
 from nol_ros.io_utils import atomic_write_image, atomic_write_json
 from nol_ros.mesh import models_info, save_mesh
 from nol_ros.rasterizer import Scene, shade
@@ -60,18 +61,20 @@ class Preset:
 
 PRESETS = {
     # seconds: for unit tests (a 120 deg arc at 4 deg per frame)
-    "small": Preset(train_frames=30, train_arc_deg=120.0, test_sequences=1, test_frames=8),
+    WorldPreset.SMALL: Preset(train_frames=30, train_arc_deg=120.0, test_sequences=1,
+                              test_frames=8),
     # the demo: a full circle at 3 deg per frame and one test sequence
-    "demo": Preset(train_frames=120, train_arc_deg=360.0, test_sequences=1, test_frames=40,
-                   test_arc_deg=360.0),
+    WorldPreset.DEMO: Preset(train_frames=120, train_arc_deg=360.0, test_sequences=1,
+                             test_frames=40, test_arc_deg=360.0),
     # benchmarks: a full circle of 300 frames (1.2 deg per frame), three test sequences, with
     # the real-sensor effects on (the small/demo worlds, which the tests and the demo use, keep
     # them off: test_synthetic asserts exact 30 Hz stamps there)
-    "full": Preset(train_frames=300, train_arc_deg=360.0, test_sequences=3, test_frames=100,
-                   test_arc_deg=360.0,
-                   sensor=SensorConfig(misregistration_px=(1.0, 0.0), auto_exposure_jump_prob=0.02,
-                                       edge_hole_px=1, saturated_fraction=0.3,
-                                       drop_frame_prob=0.01, stamp_jitter_ms=1.0)),
+    WorldPreset.FULL: Preset(train_frames=300, train_arc_deg=360.0, test_sequences=3,
+                             test_frames=100, test_arc_deg=360.0,
+                             sensor=SensorConfig(misregistration_px=(1.0, 0.0),
+                                                 auto_exposure_jump_prob=0.02, edge_hole_px=1,
+                                                 saturated_fraction=0.3, drop_frame_prob=0.01,
+                                                 stamp_jitter_ms=1.0)),
 }
 COLORS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
                    [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60]], np.uint8)
@@ -253,7 +256,7 @@ def contact_sheet(scene_dirs: list[Path], out_png: Path, per_row: int = 3) -> No
     atomic_write_image(out_png, np.vstack(rows))
 
 
-def generate(out: str | Path, preset: str | Preset = "small", seed: int = 0,
+def generate(out: str | Path, preset: str | Preset = WorldPreset.SMALL, seed: int = 0,
              progress: bool = True, intr: Intrinsics = SMOT_XTION) -> dict:
     """Write the whole dataset for ``preset`` (a name in PRESETS or a Preset); returns the
     summary (also OUT/world.json). Same seed -> identical files."""
@@ -261,10 +264,9 @@ def generate(out: str | Path, preset: str | Preset = "small", seed: int = 0,
 
     if isinstance(preset, Preset):
         p, preset = preset, "custom"
-    elif preset in PRESETS:
-        p = PRESETS[preset]
     else:
-        raise InputError(f"preset '{preset}' unknown; use one of {sorted(PRESETS)}")
+        preset = WorldPreset.parse(preset, "preset", InputError)
+        p = PRESETS[preset]
     out = Path(out)
     t0 = time.perf_counter()
     # models: the whole catalogue (BOP style; the scenes use a subset), untextured for the
