@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nol_ros.device import release_memory, resolve_device
 from nol_ros.enums import Preset, RenderStageMethod, parse_field
 from nol_ros.errors import ConfigError, FileFormatError, InputError, NolError
 from nol_ros.progress import ProgressFn, noop_progress, prefixed
@@ -95,43 +96,6 @@ class LearnConfig:
     bag_camera_info_topic: str = "/camera/rgb/camera_info"
     smot_sequence: str = "train/seq1"
     render: RenderStageConfig = field(default_factory=RenderStageConfig)
-
-
-def resolve_device(device: str | None) -> str:
-    """``device`` (cpu, cuda, cuda:N; "" / None = cuda when present) as torch will use it:
-    cuda falls back to cpu when torch sees no GPU (the caller may log that)."""
-    import torch
-
-    d = (device or "").strip()
-    if not d:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if d.startswith("cuda") and not torch.cuda.is_available():
-        return "cpu"
-    try:
-        torch.device(d)
-    except (RuntimeError, ValueError) as e:
-        raise ConfigError(f"device '{d}' unknown ({e}); use cpu or cuda") from e
-    return d
-
-
-def release_memory() -> None:
-    """Give freed memory back: Python garbage, torch's CUDA cache, glibc's heap (malloc_trim:
-    without it a process keeps the peak RSS of a render job)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def detect_dataset(path: str | Path) -> str:

@@ -13,6 +13,10 @@ from scipy.spatial import cKDTree
 
 from nol_ros.errors import InputError, NolError
 
+# the pose errors, re-exported next to the metrics built on them
+from nol_ros.geometry import rotation_error_deg as rotation_error_deg
+from nol_ros.geometry import translation_error_m as translation_error_m
+
 
 class MissingWeightsError(NolError):
     code = "MISSING_WEIGHTS"
@@ -145,20 +149,6 @@ def symmetries_from_models_info(entry: dict, max_sym_disc_step: float = 0.01
             C[:3, :3], C[:3, 3] = R, off - R @ off  # rotation about the axis through offset
             cont.append(C)
     return [C @ D for D in disc for C in cont]
-
-
-def rotation_error_deg(R_a, R_b) -> float:
-    """Angle (degrees) of R_a^T R_b (re-exported from nol_ros.geometry)."""
-    from nol_ros.geometry import rotation_error_deg as f
-
-    return f(R_a, R_b)
-
-
-def translation_error_m(t_a, t_b) -> float:
-    """||t_a - t_b|| in metres (re-exported from nol_ros.geometry)."""
-    from nol_ros.geometry import translation_error_m as f
-
-    return f(t_a, t_b)
 
 
 def align_umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = False) -> np.ndarray:
@@ -413,6 +403,4 @@ def continuous_symmetry_axis(vertices: np.ndarray, faces: np.ndarray, rel_tol: f
 
 def rotation_error_sym_deg(T_est: np.ndarray, T_gt: np.ndarray, syms: list[np.ndarray]) -> float:
     """Smallest rotation error between T_est and T_gt @ S over the symmetries S."""
-    from nol_ros.geometry import rotation_error_deg
-
     return min(rotation_error_deg(T_est[:3, :3], (T_gt @ S)[:3, :3]) for S in syms)

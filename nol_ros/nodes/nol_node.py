@@ -19,9 +19,9 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 
 from nol_ros.action import Learn
+from nol_ros.device import resolve_device
 from nol_ros.errors import NolError
 from nol_ros.jobs import JobInfo, JobState
-from nol_ros.learn import resolve_device
 from nol_ros.msg import JobProgress
 from nol_ros.ros.clients import ServiceCaller, export_live_buffer
 from nol_ros.ros.conversions import numpy_to_image, poses_from_msgs

@@ -24,9 +24,9 @@ import sys
 
 from rclpy.node import Node
 
+from nol_ros.device import resolve_device
 from nol_ros.errors import NolError
 from nol_ros.jobs import JobInfo, JobState
-from nol_ros.learn import resolve_device
 from nol_ros.msg import JobProgress
 from nol_ros.ros.job_services import JobNodeShutdown, attach_job_services, job_progress_msg
 from nol_ros.ros.params import declare_and_read

@@ -261,7 +261,7 @@ def run_stage(plan: TrainPlan, stage: str, device: str | None = None,
     cpu_seconds, steps, loss, ...}. Under torchrun (nol_ros.distributed) the ranks train
     together and rank 0 alone writes the work folder and the models folder."""
     from nol_ros import distributed
-    from nol_ros.learn import resolve_device
+    from nol_ros.device import resolve_device
 
     if stage not in STAGES:
         raise InputError(f"training stage '{stage}' unknown; use one of {STAGES}")

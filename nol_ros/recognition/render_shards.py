@@ -241,7 +241,8 @@ def render_training_set_sharded(workspace, name: str, obj_id: int, cfg,
     import torch.distributed as dist
 
     from nol_ros import distributed
-    from nol_ros.learn import finish_render_set, load_renderer, release_memory
+    from nol_ros.device import release_memory
+    from nol_ros.learn import finish_render_set, load_renderer
     from nol_ros.workspace import LearntObject
 
     ctx = distributed.current()

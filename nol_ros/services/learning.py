@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from nol_ros.catalog import ObjectCatalogConfig
+from nol_ros.device import release_memory
 from nol_ros.errors import (
     ConfigError,
     FileFormatError,
@@ -50,7 +51,6 @@ from nol_ros.learn import (
     detect_dataset,
     learn_object,
     load_renderer,
-    release_memory,
 )
 from nol_ros.progress import OverallProgress
 from nol_ros.recognition.pipeline import UnknownObjectError
