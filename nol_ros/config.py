@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import inspect
 import math
+import re
 import types
 import typing
 from typing import Any
+
+import yaml
 
 from nol_ros.enums import NameEnum
 from nol_ros.errors import ConfigError
@@ -220,8 +224,6 @@ def parse_options(text: str, what: str = "options_yaml",
     """A request's options text (YAML mapping, nested or dotted keys) -> flat dict, bounded:
     at most ``max_bytes``, no YAML aliases/anchors, at most MAX_OPTIONS_DEPTH levels. Empty
     text -> {}."""
-    import yaml
-
     if not text or not text.strip():
         return {}
     size = len(text.encode("utf-8", "replace"))
@@ -276,8 +278,6 @@ _FIELD_DOCS: dict[type, dict[str, str]] = {}
 def flat_field_docs(cls: type, prefix: str = "") -> dict[str, str]:
     """:func:`field_docs` of ``cls`` and of its nested config dataclasses, dotted keys as
     :func:`flatten` names them."""
-    import typing
-
     out: dict[str, str] = {}
     hints = typing.get_type_hints(cls)
     own = field_docs(cls)
@@ -291,9 +291,6 @@ def flat_field_docs(cls: type, prefix: str = "") -> dict[str, str]:
 
 
 def _parse_field_docs(cls) -> dict[str, str]:
-    import inspect
-    import re
-
     try:
         src = inspect.getsource(cls)
     except (OSError, TypeError):

@@ -15,7 +15,7 @@ from nol_ros.errors import ConfigError
 def resolve_device(device: str | None) -> str:
     """``device`` (cpu, cuda, cuda:N; "" / None = cuda when present) as torch will use it:
     cuda falls back to cpu when torch sees no GPU (the caller may log that)."""
-    import torch  # lazy: torch (~2 s) to import, only needed when this runs
+    import torch  # lazy: torch (~2 s) to import, loaded only when this runs
 
     d = (device or "").strip()
     if not d:

@@ -22,12 +22,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nol_ros import distributed
+from nol_ros.datasets.bag_import import bag_to_bop_scene, load_odometry
+from nol_ros.datasets.bop import read_bop_scene
+from nol_ros.datasets.smot import read_smot
 from nol_ros.device import release_memory, resolve_device
 from nol_ros.enums import Preset, RenderStageMethod, parse_field
 from nol_ros.errors import ConfigError, FileFormatError, InputError, NolError
+from nol_ros.handoff import check_package
+from nol_ros.io_utils import atomic_write_json
 from nol_ros.progress import ProgressFn, noop_progress, prefixed
+from nol_ros.recognition.pipeline import recognition_preset
+from nol_ros.recognition.trainset import write_render_set
 from nol_ros.selfannotate import ObjectSpec, SelfAnnotationConfig, run_self_annotation
-from nol_ros.workspace import LearntObject, Workspace, safe_name
+from nol_ros.threads import thread_settings
+from nol_ros.workspace import BadPathError, LearntObject, Workspace, safe_name
 
 SOURCE_LIVE_BUFFER, SOURCE_BAG, SOURCE_DATASET = 0, 1, 2
 SOURCE_WORKSPACE = 3  # an object self-annotated elsewhere (a robot's package): render only
@@ -68,6 +77,7 @@ class RenderStageConfig:
         ObjectRendererConfig): its defaults, with this stage's method ("auto" resolved by
         nol_ros.nol.renderer.default_method), batch, and the per-object refinement and
         fine-tuning switched off when ``refine_sources`` / ``finetune`` say so."""
+        # lazy: nol_ros.nol.renderer imports torch (~2 s)
         from nol_ros.nol.renderer import (
             FinetuneConfig,
             ObjectRendererConfig,
@@ -118,22 +128,13 @@ def load_source(source: int, path: str, cfg: LearnConfig, scratch: Path):
     if source == SOURCE_DATASET:
         kind = detect_dataset(path)
         if kind == "bop":
-            from nol_ros.datasets.bop import read_bop_scene
-
             return read_bop_scene(path), None
-        from nol_ros.datasets.smot import read_smot
-
         return read_smot(path, seq=cfg.smot_sequence), None
     if source == SOURCE_BAG:
-        from nol_ros.datasets.bag_import import bag_to_bop_scene, load_odometry
-        from nol_ros.datasets.bop import read_bop_scene
-
         if not Path(path).exists():
             raise FileFormatError(f"bag '{path}' does not exist")
         scene_dir = scratch / "sequence"
         if scene_dir.exists():
-            import shutil
-
             shutil.rmtree(scene_dir)
         bag_to_bop_scene(path, scene_dir, rgb_topic=cfg.bag_rgb_topic,
                          depth_topic=cfg.bag_depth_topic,
@@ -141,9 +142,6 @@ def load_source(source: int, path: str, cfg: LearnConfig, scratch: Path):
         seq = read_bop_scene(scene_dir)
         return seq, load_odometry(scene_dir, len(seq.frames))
     if source == SOURCE_LIVE_BUFFER:
-        from nol_ros.datasets.bag_import import load_odometry
-        from nol_ros.datasets.bop import read_bop_scene
-
         if not path or not Path(path).exists():
             raise InputError("the live buffer has not been exported; call the reconstruction "
                              "node's export service first (the nol node does this for you)")
@@ -217,8 +215,6 @@ def annotate_object(name: str, mesh_path: str, source: int, source_path: str,
     ``cfg.workspace_root/NAME`` itself, its renders of an earlier run removed: they show the
     old views). Returns that folder. Runs with :func:`nol_ros.threads.thread_settings` on the
     calling thread: a node's job thread and a script compute the same answer."""
-    from nol_ros.threads import thread_settings
-
     with thread_settings():
         return _annotate_object(name, mesh_path, source, source_path, cfg, progress, obj_id,
                                 symmetric, prior_point, model_free, into)
@@ -259,9 +255,6 @@ def adopt_workspace(name: str, source_path: str, cfg: LearnConfig = LearnConfig(
     put it there); another folder (e.g. on a shared file system) is copied in (its renders
     left out). Renders of an earlier run are removed. A package with a symbolic link is refused
     (BAD_PATH): it could lead out of its folder. Returns the learnt object's folder."""
-    from nol_ros.handoff import check_package
-    from nol_ros.workspace import BadPathError
-
     lo = into or Workspace(cfg.workspace_root).learnt(name)
     safe_name(name)
     src = Path(source_path) if source_path else lo.dir
@@ -299,6 +292,7 @@ def load_renderer(workspace: str | Path | LearntObject, name: str,
     refinement and fine-tuning as ``cfg`` says) -- the one path LearnObject, RenderViews and
     bench/bench_nol_real.py run. prepare=False: the renderer as loaded (no refinement, no
     fine-tuning). Returns (renderer, preparation info)."""
+    # lazy: nol_ros.nol.network, nol_ros.nol.renderer import torch (~2 s)
     from nol_ros.nol.network import load_checkpoint
     from nol_ros.nol.renderer import (
         SHIPPED_MODEL,
@@ -330,8 +324,6 @@ def finish_render_set(lo: LearntObject, tmp: Path, out: dict, entry: dict, t0: f
     """The render report (counts and times from ``entry``, wall since ``t0``, CPU since ``c0``)
     written into the finished set ``tmp``, which then replaces ``lo.renders`` (the old set is
     moved aside first and removed after)."""
-    from nol_ros.io_utils import atomic_write_json
-
     out["images"] = int(entry["images"])
     out["empty_images"] = int(entry["empty_images"])
     out["seconds_per_image"] = out["seconds"]["render"] / max(1, out["images"])
@@ -359,11 +351,8 @@ def render_training_set(workspace: str | Path | LearntObject, name: str, obj_id:
     "finetune", "render". Returns the report (also renders/render_report.json). Under torchrun
     the ranks render parts of the grid (nol_ros.recognition.render_shards): the same set, in a
     fraction of the time."""
-    from nol_ros import distributed
-    from nol_ros.recognition.pipeline import recognition_preset
-    from nol_ros.recognition.trainset import write_render_set
-
     if distributed.setup(resolve_device(device)).enabled:  # torchrun: the ranks share the grid
+        # lazy: circular (learn <-> recognition.render_shards)
         from nol_ros.recognition.render_shards import render_training_set_sharded
 
         return render_training_set_sharded(_learnt(workspace), name, obj_id, cfg, device,

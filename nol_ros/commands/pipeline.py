@@ -3,11 +3,13 @@ data, offline (no ROS graph): the same core functions the nodes call (nol_ros.le
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from nol_ros.commands._common import EXIT_OK, add_command
 from nol_ros.enums import Preset, RenderStageMethod
+from nol_ros.errors import InputError
 
 ORDER = 10  # before bringup/replay in --help
 
@@ -15,6 +17,7 @@ ORDER = 10  # before bringup/replay in --help
 def _progress(args):
     """The command's progress on stderr: a bar for the running stage, a line per finished one
     (none with --quiet)."""
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.progress import TqdmProgress
 
     return TqdmProgress(f"  {getattr(args, 'command', '')}", stage_lines=True,
@@ -22,8 +25,7 @@ def _progress(args):
 
 
 def _learn_config(args):
-    import dataclasses
-
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.learn import LearnConfig, RenderStageConfig
 
     base = LearnConfig()
@@ -39,7 +41,7 @@ def _learn_config(args):
 
 
 def run_learn(args) -> int:
-    from nol_ros.errors import InputError
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.learn import SOURCE_BAG, SOURCE_DATASET, learn_object
 
     given = [a for a in (args.bag, args.dataset) if a]
@@ -62,6 +64,7 @@ def run_learn(args) -> int:
 
 
 def run_render(args) -> int:
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.learn import render_training_set
     from nol_ros.workspace import Workspace
 
@@ -77,6 +80,7 @@ def run_render(args) -> int:
 
 
 def _train(args, stage: str) -> int:
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.recognition.pipeline import TrainConfig, run_stage, train_plan
 
     cfg = TrainConfig(workspace_root=args.workspace, models_dir=args.models or "",
@@ -99,7 +103,7 @@ def run_train_pose(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    from nol_ros.errors import InputError
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.recognition.evaluate import score_models, write_bop_csv
     from nol_ros.recognition.recognizer import Recognizer
 

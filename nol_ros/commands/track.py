@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
 from nol_ros.commands._common import EXIT_OK, add_command
 from nol_ros.enums import TumIntrinsics
+from nol_ros.errors import InputError
 
 ORDER = 15
 
 
 def load_sequence(args, scratch: Path):
     """(Sequence, odometry prior or None) from --bag or --dataset (TUM RGB-D or BOP scene)."""
-    from nol_ros.errors import InputError
-
     if args.bag:
+        # lazy: CLI start-up (nol-ros --help imports every command module)
         from nol_ros.datasets.bag_import import bag_to_bop_scene, load_odometry
         from nol_ros.datasets.bop import read_bop_scene
 
@@ -31,19 +32,20 @@ def load_sequence(args, scratch: Path):
     if not d.is_dir():
         raise InputError(f"dataset folder '{d}' does not exist")
     if (d / "scene_camera.json").is_file():
+        # lazy: CLI start-up (nol-ros --help imports every command module)
         from nol_ros.datasets.bag_import import load_odometry
         from nol_ros.datasets.bop import read_bop_scene
 
         seq = read_bop_scene(d)
         return seq, None if args.no_odometry else load_odometry(d, len(seq.frames))
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.datasets.tum import read_tum_sequence
 
     return read_tum_sequence(d, intrinsics=args.intrinsics), None
 
 
 def run_track(args) -> int:
-    import tempfile
-
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.datasets.tum import write_tum_trajectory
     from nol_ros.progress import TqdmProgress
     from nol_ros.reconstruction.tracking import TrackerConfig
@@ -93,6 +95,7 @@ def run_track(args) -> int:
           f"{len(frames) / max(wall - decode[0], 1e-9):.1f} on decoded frames)")
     gt = [f.T_world_camera for f in frames]
     if all(g is not None for g in gt):
+        # lazy: CLI start-up (nol-ros --help imports every command module)
         from nol_ros.metrics import ate_rmse
 
         ate, _ = ate_rmse([res.frames[k].T_world_camera for k in range(len(frames)) if ok[k]],

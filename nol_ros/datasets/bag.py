@@ -45,9 +45,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
+from rosbags.interfaces import (
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from nol_ros.datasets.bop import read_bop_scene
+from nol_ros.datasets.smot import read_smot
 from nol_ros.enums import BagStorage, TfMode
 from nol_ros.errors import FileFormatError, InputError, NolError
+from nol_ros.geometry import quat_xyzw_from_R
+from nol_ros.streaming.messages import (
+    depth_from_image,
+    matrix_from_transform,
+    rgb_from_image,
+    stamp_to_ns,
+)
 
 RGB_TOPIC = "/camera/rgb/image_raw"
 DEPTH_TOPIC = "/camera/depth_registered/image_raw"
@@ -153,19 +173,6 @@ def export_bag(seq, out_path: str | Path, tf_mode: str = "odom",
     ``out_path`` (must not exist). tf_mode: "gt" | "odom" | "none" (module docstring). rng:
     the drift's random generator (default: ``np.random.default_rng(seed)``). storage: "mcap"
     | "sqlite3". max_frames: 0 = all. Returns {path, frames, tf_messages, tf_mode, storage}."""
-    from rosbags.interfaces import (
-        Qos,
-        QosDurability,
-        QosHistory,
-        QosLiveliness,
-        QosReliability,
-        QosTime,
-    )
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
-
-    from nol_ros.geometry import quat_xyzw_from_R
-
     tf_mode = TfMode.parse(tf_mode, "tf_mode", InputError)
     storage = BagStorage.parse(storage, "storage", InputError)
     out = Path(out_path)
@@ -275,10 +282,6 @@ def read_bag_custom_data(path: str | Path) -> dict[str, str]:
     """The ``custom_data`` of a rosbag2's metadata.yaml ({} when it has none): for bags written
     by :func:`export_bag`, ``nol_ros.tf_mode`` / ``nol_ros.tf_source`` say whether /tf is the
     ground truth, drifting odometry or absent."""
-    import yaml
-
-    from nol_ros.errors import FileFormatError
-
     p = Path(path)
     meta = (p.parent if p.is_file() else p) / "metadata.yaml"
     if not meta.is_file():
@@ -306,11 +309,6 @@ def read_bag_frames(path: str | Path, rgb_topic: str = RGB_TOPIC, depth_topic: s
     image and the CameraInfo closest in time (for tests and tools; loads the bag's images).
     camera_info dict: stamp_ns, frame_id, width, height, distortion_model, K (3, 3), D (n,),
     R (3, 3), P (3, 4); None when the bag has no CameraInfo."""
-    from rosbags.typesys import Stores, get_typestore
-
-    from nol_ros.datasets.bag import open_bag
-    from nol_ros.streaming.messages import depth_from_image, rgb_from_image, stamp_to_ns
-
     ts = get_typestore(Stores.ROS2_KILTED)
     reader = open_bag(path)
     rgbs, depths, infos = [], [], []
@@ -341,11 +339,6 @@ def read_bag_frames(path: str | Path, rgb_topic: str = RGB_TOPIC, depth_topic: s
 def read_bag_tf(path: str | Path) -> list[tuple[int, str, str, np.ndarray, bool]]:
     """All transforms of /tf and /tf_static, in bag order: (stamp_ns, parent_frame,
     child_frame, T_parent_child (4, 4) float64, is_static)."""
-    from rosbags.typesys import Stores, get_typestore
-
-    from nol_ros.datasets.bag import open_bag
-    from nol_ros.streaming.messages import matrix_from_transform, stamp_to_ns
-
     ts = get_typestore(Stores.ROS2_KILTED)
     reader = open_bag(path)
     out = []
@@ -393,12 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--max-frames must be >= 0")
     try:
         if args.bop:
-            from nol_ros.datasets.bop import read_bop_scene
-
             seq = read_bop_scene(args.bop)
         else:
-            from nol_ros.datasets.smot import read_smot
-
             seq = read_smot(args.smot, args.seq or "train/seq1")
         summary = export_bag(seq, args.out, tf_mode=args.tf, storage=args.storage,
                              seed=args.seed, max_frames=args.max_frames)
@@ -416,8 +405,6 @@ if __name__ == "__main__":
 
 def open_bag(path: str | Path):
     """Open a rosbag2 directory (or a single .mcap/.db3 file's directory) with rosbags."""
-    from rosbags.rosbag2 import Reader
-
     p = Path(path)
     if p.is_file():
         p = p.parent
@@ -435,8 +422,6 @@ def open_bag(path: str | Path):
 
 def nol_typestore():
     """rosbags Kilted type store plus nol_ros's and tf2_msgs's own message definitions."""
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
     store = get_typestore(Stores.ROS2_KILTED)
     msg_dir = Path(__file__).resolve().parents[2] / "msg"
     types = {}

@@ -33,7 +33,7 @@ from nol_ros.ros.job_services import (
     reply_failure,
 )
 from nol_ros.ros.params import declare_and_read, watch_dynamic
-from nol_ros.ros.runtime import log_to
+from nol_ros.ros.runtime import log_to, run_nodes
 from nol_ros.services.learning import (
     LearningConfig,
     LearningService,
@@ -155,8 +155,6 @@ class NolNode(JobNodeShutdown, Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nol_ros.ros.runtime import run_nodes
-
     return run_nodes([NolNode], argv if argv is not None else sys.argv)
 
 

@@ -22,7 +22,8 @@ from nol_ros.msg import DetectionArray, RecognizerStatus
 from nol_ros.ros.conversions import detection_msgs, ns_to_stamp, recognizer_status_msg
 from nol_ros.ros.params import declare_and_read, watch_dynamic
 from nol_ros.ros.qos import sensor_qos
-from nol_ros.ros.runtime import ErrorReporter, log_to
+from nol_ros.ros.runtime import ErrorReporter, log_to, run_nodes
+from nol_ros.ros.tf import TfBroadcaster
 from nol_ros.services.recognition import (
     Frame,
     NoCameraInfoError,
@@ -51,14 +52,13 @@ class RecognizerNode(Node):
         if device != cfg.device:
             log.warning(f"device '{cfg.device}' is not available: running on {device}")
         if cfg.torch_threads:
+            # lazy: torch (~2 s) to import, loaded only when this runs
             import torch  # (the recogniser's runtime; only when a thread count is asked for)
 
             torch.set_num_threads(cfg.torch_threads)
         self._info = None
         self.tf_pub = None
         try:
-            from nol_ros.ros.tf import TfBroadcaster  # needs tf2_msgs (built by make setup)
-
             self.tf_pub = TfBroadcaster(self)
         except Exception as e:  # tf2_msgs missing: detections still go out
             log.error(f"TF broadcaster unavailable ({type(e).__name__}: {e}); object poses "
@@ -163,8 +163,6 @@ class RecognizerNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nol_ros.ros.runtime import run_nodes
-
     return run_nodes([RecognizerNode], argv if argv is not None else sys.argv)
 
 

@@ -27,7 +27,8 @@ from nol_ros.ros.conversions import (
 from nol_ros.ros.job_services import reply_failure
 from nol_ros.ros.params import declare_and_read
 from nol_ros.ros.qos import sensor_qos
-from nol_ros.ros.runtime import ErrorReporter, log_to
+from nol_ros.ros.runtime import ErrorReporter, log_to, run_nodes
+from nol_ros.ros.tf import TfBroadcaster, TfClient
 from nol_ros.services.reconstruction import LiveReconstruction, ReconstructionConfig
 from nol_ros.srv import ExportSequence, GetBufferStatus, SaveMesh
 from nol_ros.streaming.live import TF_MAP_CAMERA, TF_MAP_ODOM
@@ -52,8 +53,6 @@ class ReconstructionNode(Node):
         self._last_status_pub = 0.0
         self.tf, self._tf_problem, self.tf_pub = None, "", None
         try:
-            from nol_ros.ros.tf import TfBroadcaster, TfClient  # needs tf2_msgs (make setup)
-
             if cfg.tracking.enabled and cfg.tracking.odometry_mode != OdometryMode.NONE:
                 self.tf = TfClient(self)
             if cfg.publish_tf:
@@ -200,8 +199,6 @@ class ReconstructionNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nol_ros.ros.runtime import run_nodes
-
     return run_nodes([ReconstructionNode], argv if argv is not None else sys.argv)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nol_ros.config import from_dict, to_dict
 from nol_ros.enums import NolPreset
 from nol_ros.errors import ConfigError
 
@@ -115,13 +116,9 @@ class NolConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists for tuples), JSON/YAML serialisable (nol_ros.config.to_dict)."""
-        from nol_ros.config import to_dict
-
         return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NolConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ConfigError naming them."""
-        from nol_ros.config import from_dict
-
         return from_dict(cls, d, "NOL config: ")

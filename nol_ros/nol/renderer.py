@@ -43,6 +43,7 @@ reports them.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -50,8 +51,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as tf
 
 from nol_ros.camera import Intrinsics
 from nol_ros.enums import (
@@ -64,8 +67,8 @@ from nol_ros.enums import (
 )
 from nol_ros.errors import ConfigError, FileFormatError, InputError
 from nol_ros.geometry import invert_T
-from nol_ros.mesh import Mesh
-from nol_ros.nol.network import NolNet, default_device
+from nol_ros.mesh import Mesh, load_mesh
+from nol_ros.nol.network import NolNet, default_device, load_checkpoint
 from nol_ros.nol.projection import (
     SourceView,
     _object_scene,
@@ -78,6 +81,7 @@ from nol_ros.nol.projection import (
     source_geometry,
 )
 from nol_ros.progress import ProgressFn, noop_progress
+from nol_ros.views.selection import select_for_target
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "nol_cpu.pt"
 
@@ -209,8 +213,6 @@ class RenderResult:
 def _resize_source(src: SourceView, S: int) -> SourceView:
     """The source crop resized to S x S (area for colour, majority for the mask), K kept
     consistent."""
-    import cv2
-
     s0 = src.size
     if s0 == S:
         return src
@@ -335,10 +337,6 @@ class NolRenderer:
         error of X_D inside the target's mask. The network is a copy (a shared or shipped
         model is never changed); the tuned copy is kept only if its mean leave-one-out error
         is lower than before. Returns {steps, before, after, kept, seconds}."""
-        import copy
-
-        from nol_ros.views.selection import select_for_target
-
         out = {"steps": 0, "before": float("nan"), "after": float("nan"), "kept": False,
                "seconds": 0.0}
         if self.net is None or cfg.steps <= 0 or len(self.sources) < 2:
@@ -414,8 +412,6 @@ class NolRenderer:
                ) -> tuple[np.ndarray, np.ndarray]:
         """T_camera_objects (B, 4, 4) -> (rgb (B, H, W, 3) uint8, silhouette (B, H, W) bool).
         Unseen silhouette pixels are inpainted from their surroundings."""
-        import cv2
-
         res = self.render_detailed(T_camera_objects, intr)
         out = np.clip(np.round(res.rgb * 255), 0, 255).astype(np.uint8)
         for b in range(len(out)):
@@ -445,8 +441,6 @@ class NolRenderer:
     def _targets(self, Ts: np.ndarray, intr: Intrinsics, full: bool = False):
         """Rasterise the targets and choose their sources; full: geometry of the
         full-resolution sources (hybrid mode) instead of the network-size ones."""
-        from nol_ros.views.selection import select_for_target
-
         srcs = self.full if full else self.sources
         vis, cos = (self.vis_full, self.cos_full) if full else (self.vis, self.cos)
         K = min(self.cfg.n_sources, len(srcs))
@@ -557,8 +551,6 @@ class NolRenderer:
         """Per-target refinement (paper Sec. 3.3) of the sources ``ids`` of one target. In
         hybrid mode with maps "source" it runs on the full-resolution colour projections at
         ``intr``, with the network's first-prediction weights (upsampled) defining X_S(t0)."""
-        import torch.nn.functional as tf
-
         if not (self.hybrid and rcfg.maps == "source"):
             a = Anchor(geom, np.arange(len(ids)), w.detach(), x_s.detach())
             return refine_poses([a], self.F[ids], geom.T_camera_object, rcfg)
@@ -580,8 +572,6 @@ class NolRenderer:
     def _upsample(self, Ts, intr, sel, T_used, x_s, w):
         """Output at ``intr`` from a prediction at a lower resolution: the weights are
         upsampled; colours come from the full-resolution sources (hybrid) or are upsampled."""
-        import torch.nn.functional as tf
-
         H, W = intr.height, intr.width
         rgbs, ms, oms, wts = [], [], [], []
         for b, T in enumerate(Ts):
@@ -793,10 +783,6 @@ def _euler_R(e: torch.Tensor) -> torch.Tensor:
 def load_sources(object_dir: str | os.PathLike) -> tuple[Mesh, list[SourceView], dict]:
     """A learnt object's folder (WORKSPACE/NAME/objects/NAME: mesh.ply, views.json, views/)
     -> (mesh, source views, views.json content)."""
-    import cv2
-
-    from nol_ros.mesh import load_mesh
-
     d = Path(object_dir)
     vj = d / "views.json"
     if not vj.is_file():
@@ -865,8 +851,6 @@ def load_object_renderer(object_dir: str | os.PathLike, method: str = RenderStag
     """The ObjectRenderer of a learnt object (folder WORKSPACE/NAME/objects/NAME). method:
     "auto" (:func:`default_method`), "nol" (``checkpoint``, default the shipped cpu model),
     "ibr" (= "ibr_angle"), "ibr_mean", "ibr_best". config overrides the defaults."""
-    from nol_ros.nol.network import load_checkpoint
-
     method = resolve_method(method, checkpoint is not None)
     cfg = dataclasses.replace(config or ObjectRendererConfig().render, method=method)
     mesh, sources, _ = load_sources(object_dir)

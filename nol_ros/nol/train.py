@@ -42,7 +42,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from nol_ros import distributed
 from nol_ros.enums import NolPreset, parse_field
 from nol_ros.errors import ConfigError, NolError
 from nol_ros.io_utils import atomic_write_bytes, atomic_write_json
@@ -130,10 +132,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
           device: str | None = None, sets: list[RenderSet] | None = None,
           backbone_weights: str | None = None, progress: bool = True) -> dict:
     """Run (or resume) a training run; returns the summary (also OUT/train.json)."""
-    from tqdm import tqdm
-
-    from nol_ros import distributed
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ctx = distributed.setup(device)            # SINGLE (all no-ops) outside torchrun
@@ -173,6 +171,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         log.writerow(["epoch", "step", "lr", "total", "image", "feature", "smooth", "wall_s"])
     tb = None
     try:
+        # lazy: optional, torch.utils.tensorboard may be missing (the except below)
         from torch.utils.tensorboard import SummaryWriter
 
         tb = SummaryWriter(str(out / "tb")) if ctx.is_main else None

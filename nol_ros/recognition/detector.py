@@ -38,11 +38,17 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from nol_ros import distributed
+from nol_ros.config import from_dict, to_dict
 from nol_ros.enums import Backbone, DetectorArch, parse_field
 from nol_ros.errors import ConfigError, FileFormatError, InputError
+from nol_ros.io_utils import atomic_write_with
 from nol_ros.progress import ProgressFn, noop_progress
+from nol_ros.recognition.augment import color_jitter
+from nol_ros.recognition.detset import read_coco
 
 CKPT_KIND = "nol_ros.recognition.detector"
 
@@ -111,14 +117,10 @@ class DetectorConfig:
             raise ConfigError("head_convs >= 0 and 16 <= min_size <= max_size needed")
 
     def to_dict(self) -> dict:
-        from nol_ros.config import to_dict
-
         return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> DetectorConfig:
-        from nol_ros.config import from_dict
-
         return from_dict(cls, d, "detector config: ")
 
     def replace(self, **kw) -> DetectorConfig:
@@ -158,6 +160,7 @@ def detector_config(preset: str | DetectorConfig, **overrides) -> DetectorConfig
 
 # -- model -----------------------------------------------------------------------------------------
 def _build_convnet(cfg: DetectorConfig):
+    # lazy: torch + torchvision (2 s + 6 s to import) load only when this runs
     import torch.nn as nn
     from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork
 
@@ -193,6 +196,7 @@ def _build_convnet(cfg: DetectorConfig):
             self.used = used
             extra = None
             if "P6" in cfg.levels or "P7" in cfg.levels:
+                # lazy: torchvision (~6 s) to import, loaded only when this runs
                 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
                 extra = LastLevelP6P7(cfg.fpn_channels, cfg.fpn_channels)
@@ -214,6 +218,7 @@ def _build_convnet(cfg: DetectorConfig):
 
 
 def _build_resnet50(cfg: DetectorConfig):
+    # lazy: torch + torchvision (2 s + 6 s to import) load only when this runs
     import torch
     import torch.nn as nn
     from torchvision.models import resnet50
@@ -245,6 +250,7 @@ def _build_resnet50(cfg: DetectorConfig):
 
 def build_detector(cfg: DetectorConfig, n_classes: int):
     """A torchvision RetinaNet for ``n_classes`` objects (labels 1..n_classes; 0 unused)."""
+    # lazy: torch + torchvision (2 s + 6 s to import) load only when this runs
     import torch.nn as nn
     from torchvision.models.detection import RetinaNet
     from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -253,6 +259,7 @@ def build_detector(cfg: DetectorConfig, n_classes: int):
     if n_classes < 1:
         raise InputError("the detector needs at least one object class")
     if cfg.arch == "centernet":
+        # lazy: nol_ros.recognition.centernet imports torch (~2 s)
         from nol_ros.recognition.centernet import CenterNet
 
         return CenterNet(cfg, n_classes)
@@ -271,8 +278,6 @@ def build_detector(cfg: DetectorConfig, n_classes: int):
 
 # -- data ------------------------------------------------------------------------------------------
 def _load_rgb(path: Path) -> np.ndarray:
-    import cv2
-
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise FileFormatError(f"cannot read training image '{path}'")
@@ -283,10 +288,6 @@ def augment_detection(img: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random zoom U(0.75, 1.3) about a random point + colour jitter; boxes (N, 4) xyxy are
     moved along, clipped, and dropped when less than 40 % of them stays in the image."""
-    import cv2
-
-    from nol_ros.recognition.augment import color_jitter
-
     H, W = img.shape[:2]
     s = float(np.exp(rng.uniform(np.log(0.75), np.log(1.3))))
     cx, cy = rng.uniform(0, W), rng.uniform(0, H)
@@ -336,6 +337,7 @@ def check_classes(ckpt_classes: list[dict], classes, what: str) -> None:
 
 
 def load_checkpoint(path: str | Path, kind: str) -> dict:
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch
 
     p = Path(path)
@@ -353,9 +355,8 @@ def load_checkpoint(path: str | Path, kind: str) -> dict:
 
 
 def save_checkpoint(path: str | Path, ck: dict) -> None:
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch
-
-    from nol_ros.io_utils import atomic_write_with
 
     atomic_write_with(path, lambda tmp: torch.save(ck, tmp))
 
@@ -375,12 +376,14 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
 
 
 def rng_state() -> dict:
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch
 
     return {"torch": torch.get_rng_state()}
 
 
 def set_rng_state(st: dict) -> None:
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch
 
     if "torch" in st:
@@ -399,10 +402,8 @@ def train_detector(coco_json: str | Path, out_dir: str | Path, cfg: DetectorConf
 
     Under torchrun (nol_ros.distributed) every rank trains on its slice of each global batch
     of ``cfg.batch_size`` images with DDP; rank 0 writes the checkpoints."""
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch
-
-    from nol_ros import distributed
-    from nol_ros.recognition.detset import read_coco
 
     images, cats = read_coco(coco_json)
     classes = _classes_list([{"obj_id": c["id"], "name": c.get("name", "")} for c in cats])
@@ -530,6 +531,7 @@ class Detector:
     """A trained detector: ``detect(rgb)`` -> detections sorted by score."""
 
     def __init__(self, model, cfg: DetectorConfig, classes: list[dict], device=None):
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
 
         self.model = model.eval()
@@ -542,6 +544,7 @@ class Detector:
     def load(cls, path: str | Path, classes=None, device: str | None = None) -> Detector:
         """Load ``detector.pt`` (or a detector_last.pt). classes (optional): the object ids
         (or (obj_id, name) pairs) the caller expects, checked against the checkpoint."""
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
 
         ck = load_checkpoint(path, CKPT_KIND)
@@ -559,6 +562,7 @@ class Detector:
 
     def detect(self, rgb: np.ndarray, score_thresh: float | None = None) -> list[Detection2D]:
         """rgb (H, W, 3) uint8 -> detections (boxes in the image's pixels), best first."""
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
 
         a = np.asarray(rgb)

@@ -61,16 +61,30 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nol_ros.config import to_dict
+from nol_ros import distributed
+from nol_ros.config import override, parse_options, to_dict
+from nol_ros.datasets.bop import read_models_info
+from nol_ros.device import resolve_device
 from nol_ros.enums import Preset, TrainSource, parse_field
 from nol_ros.errors import ConfigError, FileFormatError, InputError, NolError
 from nol_ros.io_utils import atomic_write_json
+from nol_ros.mesh import load_mesh
+from nol_ros.metrics import continuous_symmetry_axis
 from nol_ros.progress import OverallProgress, ProgressFn, noop_progress
-from nol_ros.recognition.detector import DetectorConfig, detector_config
-from nol_ros.recognition.detset import DetectionSetConfig
-from nol_ros.recognition.posenet import PoseNetConfig, posenet_config
+from nol_ros.recognition.detector import DetectorConfig, detector_config, train_detector
+from nol_ros.recognition.detset import DetectionSetConfig, write_detection_set
+from nol_ros.recognition.posenet import PoseNetConfig, posenet_config, train_posenet
 from nol_ros.recognition.poses import PoseGridConfig
-from nol_ros.recognition.recognizer import RecognizerConfig
+from nol_ros.recognition.recognizer import RecognizerConfig, write_models_folder
+from nol_ros.recognition.renderers import TexturedMeshRenderer
+from nol_ros.recognition.scenes import SceneBackgrounds
+from nol_ros.recognition.trainset import (
+    load_paste_samples,
+    load_pose_samples,
+    read_render_set,
+    write_render_set,
+)
+from nol_ros.workspace import Workspace, safe_name
 
 
 @dataclass(frozen=True)
@@ -162,8 +176,6 @@ class TrainObject:
         return self.scene_obj_id or self.obj_id
 
     def mesh(self):
-        from nol_ros.mesh import load_mesh
-
         return load_mesh(self.mesh_path, units="m")
 
     @classmethod
@@ -260,9 +272,6 @@ def run_stage(plan: TrainPlan, stage: str, device: str | None = None,
     over the stage. Returns {stage, reused, models_dir ("" = not written yet), seconds,
     cpu_seconds, steps, loss, ...}. Under torchrun (nol_ros.distributed) the ranks train
     together and rank 0 alone writes the work folder and the models folder."""
-    from nol_ros import distributed
-    from nol_ros.device import resolve_device
-
     if stage not in STAGES:
         raise InputError(f"training stage '{stage}' unknown; use one of {STAGES}")
     dev = resolve_device(device)
@@ -324,8 +333,6 @@ def train(plan: TrainPlan, device: str | None = None, progress: ProgressFn = noo
     report["models_dir"] = report["pose"]["models_dir"]
     report["seconds"]["total"] = sum(report["seconds"].values())
     report["cpu_seconds"]["total"] = sum(report["cpu_seconds"].values())
-    from nol_ros import distributed
-
     if distributed.current().is_main:          # under torchrun: rank 0 writes
         atomic_write_json(plan.work_dir / "train_report.json", report)
     return report
@@ -335,8 +342,6 @@ def _scene_backgrounds(plan: TrainPlan, prog, stage: str):
     """The frames the objects were learnt from, the objects removed (backgrounds for
     ``detset.scene_bg_prob`` of the detector images and pose crops), or None (prob 0, off, or
     no learnt object: random backgrounds only, said in the progress)."""
-    from nol_ros.recognition.scenes import SceneBackgrounds
-
     dirs = plan.background_dirs
     if plan.preset.detset.scene_bg_prob <= 0 or not dirs:
         return None
@@ -352,11 +357,6 @@ def _min_visib(plan: TrainPlan, o: TrainObject) -> float:
 
 
 def _train_detector(plan: TrainPlan, d: Path, device, budget, prog) -> dict:
-    from nol_ros import distributed
-    from nol_ros.recognition.detector import train_detector
-    from nol_ros.recognition.detset import write_detection_set
-    from nol_ros.recognition.trainset import load_paste_samples
-
     p = plan.preset
     names = {o.obj_id: o.name for o in plan.objects}
     paste = {}
@@ -381,10 +381,6 @@ def _train_detector(plan: TrainPlan, d: Path, device, budget, prog) -> dict:
 
 
 def _train_pose(plan: TrainPlan, d: Path, device, budget, prog) -> dict:
-    from nol_ros.metrics import continuous_symmetry_axis
-    from nol_ros.recognition.posenet import train_posenet
-    from nol_ros.recognition.trainset import load_pose_samples
-
     p = plan.preset
     samples, verts, axes = [], {}, {}
     for k, o in enumerate(plan.objects):
@@ -416,8 +412,6 @@ def _train_pose(plan: TrainPlan, d: Path, device, budget, prog) -> dict:
 def write_models(plan: TrainPlan) -> Path:
     """Assemble plan.models_dir from the two trained stages (written beside it, then swapped
     in, so a recogniser never loads a half-written folder)."""
-    from nol_ros.recognition.recognizer import write_models_folder
-
     dst = plan.models_dir
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.parent / f".{dst.name}.tmp"
@@ -470,8 +464,6 @@ class TrainConfig:
 
     @property
     def workspace(self):
-        from nol_ros.workspace import Workspace
-
         return Workspace(self.workspace_root)
 
     @property
@@ -506,8 +498,6 @@ class NoObjectsError(InputError):
 
 def learnt_objects(workspace) -> dict[str, TrainObject]:
     """Every object of a workspace root that was learnt and rendered, by name."""
-    from nol_ros.workspace import Workspace
-
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     return {n: TrainObject.from_learnt(ws.learnt(n)) for n in ws.names(rendered=True)}
 
@@ -519,9 +509,6 @@ def train_plan(cfg: TrainConfig, object_names=(), preset: str = "",
     options_yaml: overrides, e.g. ``{detector.epochs: 4, pose.steps: 200, seed: 1,
     max_seconds: 600}`` (sections detset, detector, pose, recognizer; keys of their configs in
     nol_ros.recognition)."""
-    from nol_ros.config import override, parse_options
-    from nol_ros.workspace import safe_name
-
     p = recognition_preset(preset or cfg.preset)
     opts = parse_options(options_yaml)
     top = {k: opts.pop(k) for k in ("seed", "max_seconds") if k in opts}
@@ -561,8 +548,6 @@ def render_objects(objects: list[tuple[int, str, object, object]], out_dir: str 
     """Render (obj_id, name, renderer, mesh) on ``grid`` into the render set ``out_dir`` (an
     object already rendered there on the same grid and source is kept). Returns obj_id -> its
     BOP scene."""
-    from nol_ros.recognition.trainset import read_render_set, write_render_set
-
     out = Path(out_dir)
     grid_key = dataclasses.asdict(grid)
     scenes = {}
@@ -592,10 +577,6 @@ def synthetic_objects(data_root: str | Path, source: str | TrainSource, work_dir
     ground-truth poses and masks), or ``nol`` / ``ibr``: the learnt objects' training sets that
     LearnObject rendered with that method into ``workspace_root`` (the nol node's / ``nol-ros
     learn``'s root: ROOT/NAME/renders; objects matched to the world's by name)."""
-    from nol_ros.datasets.bop import read_models_info
-    from nol_ros.mesh import load_mesh
-    from nol_ros.recognition.renderers import TexturedMeshRenderer
-
     source = TrainSource.parse(source, "training source", InputError)
     root = Path(data_root)
     wj = root / "world.json"

@@ -36,6 +36,7 @@ Models folder (written by :func:`write_models_folder`)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -49,6 +50,13 @@ from nol_ros.camera import Intrinsics
 from nol_ros.enums import PoseSolver, parse_field
 from nol_ros.errors import ConfigError, FileFormatError, InputError
 from nol_ros.io_utils import atomic_write_json
+from nol_ros.mesh import load_mesh, save_mesh
+from nol_ros.recognition.detector import CKPT_KIND as DK
+from nol_ros.recognition.detector import Detector, check_classes, load_checkpoint
+from nol_ros.recognition.pnp import refine_icp
+from nol_ros.recognition.posenet import CKPT_KIND as PK
+from nol_ros.recognition.posenet import PoseNet, pose_from_prediction
+from nol_ros.recognition.trainset import crop_image_box, square_box
 
 MODELS_JSON = "recognition.json"
 
@@ -120,13 +128,6 @@ def write_models_folder(out_dir: str | Path, detector_ckpt: str | Path, posenet_
     """Assemble a models folder. objects: [{obj_id, name, mesh (a Mesh in metres), symmetric}]
     in the detector's class order. Checks that both checkpoints were trained for exactly these
     objects (ConfigError otherwise)."""
-    import dataclasses
-
-    from nol_ros.mesh import save_mesh
-    from nol_ros.recognition.detector import CKPT_KIND as DK
-    from nol_ros.recognition.detector import check_classes, load_checkpoint
-    from nol_ros.recognition.posenet import CKPT_KIND as PK
-
     if not objects:
         raise InputError("no objects for the models folder")
     ids = [int(o["obj_id"]) for o in objects]
@@ -168,10 +169,6 @@ class Recognizer:
     @classmethod
     def load(cls, models_dir: str | Path, device: str | None = None,
              config: RecognizerConfig | None = None) -> Recognizer:
-        from nol_ros.mesh import load_mesh
-        from nol_ros.recognition.detector import Detector
-        from nol_ros.recognition.posenet import PoseNet
-
         d = Path(models_dir)
         p = d / MODELS_JSON
         if not p.is_file():
@@ -224,10 +221,6 @@ class Recognizer:
     def recognize(self, rgb: np.ndarray, intr: Intrinsics, depth: np.ndarray | None = None,
                   score_thresh: float | None = None, max_per_class: int | None = None
                   ) -> list[Recognition]:
-        from nol_ros.recognition.pnp import refine_icp
-        from nol_ros.recognition.posenet import pose_from_prediction
-        from nol_ros.recognition.trainset import crop_image_box, square_box
-
         img, dep = self._check(rgb, intr, depth)
         thr = self.config.score_thresh if score_thresh is None else float(score_thresh)
         k_max = self.config.max_per_class if max_per_class is None else int(max_per_class)

@@ -34,6 +34,8 @@ render_report.json).
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import shutil
 import sys
@@ -42,10 +44,16 @@ from pathlib import Path
 
 import numpy as np
 
+from nol_ros import distributed
+from nol_ros.device import release_memory
 from nol_ros.enums import Preset, RenderStageMethod
 from nol_ros.errors import FileFormatError, InputError, NolError
 from nol_ros.io_utils import atomic_write_json
+from nol_ros.learn import RenderStageConfig, finish_render_set, load_renderer
 from nol_ros.progress import ProgressFn, noop_progress, prefixed
+from nol_ros.recognition.pipeline import recognition_preset
+from nol_ros.recognition.trainset import write_render_set
+from nol_ros.workspace import LearntObject, Workspace
 
 SCENE_FILES = ("scene_camera.json", "scene_gt.json", "scene_gt_info.json", "scene_stamps.json")
 IMAGE_DIRS = ("rgb", "depth", "mask", "mask_visib")
@@ -79,8 +87,6 @@ def prepared_state(renderer) -> dict:
 def apply_prepared_state(renderer, state: dict) -> None:
     """Give a renderer loaded without preparation (load_renderer(prepare=False)) the state
     another worker's preparation reached (:func:`prepared_state`): the same renders follow."""
-    import copy
-
     apply_source_poses(renderer, state["T_camera_object"])
     if state.get("net") is not None:
         if renderer.net is None:
@@ -98,10 +104,6 @@ def render_part(workspace, name: str, obj_id: int, cfg, shard: tuple[int, int],
     holding only that part). workspace: the learnt object's folder (or LearntObject); cfg:
     nol_ros.learn.RenderStageConfig (method, preset, batch). prepared: the renderer state to
     render from (:func:`prepare`); None = prepared here (every part must use the same)."""
-    from nol_ros.learn import load_renderer
-    from nol_ros.recognition.pipeline import recognition_preset
-    from nol_ros.recognition.trainset import write_render_set
-
     r, _ = load_renderer(workspace, name, cfg, device, prepare=prepared is None)
     if prepared is not None:
         apply_prepared_state(r, prepared)
@@ -113,8 +115,6 @@ def render_part(workspace, name: str, obj_id: int, cfg, shard: tuple[int, int],
 def prepare(workspace, name: str, cfg, device: str | None = None) -> dict:
     """The object's renderer prepared once (source poses refined, network fine-tuned, as
     ``cfg`` says): :func:`prepared_state`, for :func:`render_part` on every host."""
-    from nol_ros.learn import load_renderer
-
     r, _ = load_renderer(workspace, name, cfg, device)
     return prepared_state(r)
 
@@ -124,6 +124,7 @@ def save_prepared(state: dict, out: str | Path, name: str) -> None:
     out = Path(out)
     doc = {"object": name, "T_camera_object": np.asarray(state["T_camera_object"]).tolist()}
     if state.get("net") is not None:
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
 
         net = out.with_name(out.name + ".net.pt")
@@ -137,6 +138,7 @@ def load_prepared(path: str | Path) -> dict:
     doc = _load(p)
     state = {"T_camera_object": np.asarray(doc["T_camera_object"], np.float64), "net": None}
     if doc.get("net"):
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
 
         f = p.parent / Path(doc["net"]).name     # beside the JSON, never elsewhere
@@ -236,14 +238,8 @@ def render_training_set_sharded(workspace, name: str, obj_id: int, cfg,
     (or nol_ros.workspace.LearntObject). Rank 0 prepares the renderer (refinement, fine-tuning)
     and sends the result, every rank renders its part into renders.tmp/part_RANK, rank 0 merges
     and swaps renders/ in; every rank returns the report."""
-    import dataclasses
-
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch.distributed as dist
-
-    from nol_ros import distributed
-    from nol_ros.device import release_memory
-    from nol_ros.learn import finish_render_set, load_renderer
-    from nol_ros.workspace import LearntObject
 
     ctx = distributed.current()
     report = progress if ctx.is_main else noop_progress
@@ -271,9 +267,6 @@ def render_training_set_sharded(workspace, name: str, obj_id: int, cfg,
            "refine": prep["refine"], "finetune": prep.get("finetune"),
            "seconds": {"load": time.perf_counter() - t0 - prep["seconds"],
                        "prepare": prep["seconds"]}}
-    from nol_ros.recognition.pipeline import recognition_preset
-    from nol_ros.recognition.trainset import write_render_set
-
     part = tmp / f"part_{ctx.rank}"
     t2 = time.perf_counter()
     failed = None
@@ -306,16 +299,12 @@ def render_training_set_sharded(workspace, name: str, obj_id: int, cfg,
 
 # -- command line --------------------------------------------------------------------------------
 def _cfg(a):
-    from nol_ros.learn import RenderStageConfig
-
     return RenderStageConfig(method=a.method, checkpoint=a.checkpoint, preset=a.preset,
                              refine_sources=not a.no_refine, finetune=not a.no_finetune,
                              batch=a.batch)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nol_ros.workspace import Workspace
-
     ap = argparse.ArgumentParser(
         prog="python -m nol_ros.recognition.render_shards",
         description="Render one object's training set in parts on several hosts and merge the "

@@ -12,13 +12,18 @@ flagged (``ok=False``), keep the predicted pose, and are not integrated: never s
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from nol_ros.enums import TrackerMethod, parse_field
 from nol_ros.errors import InputError
+from nol_ros.geometry import se3_exp, se3_log
 from nol_ros.progress import ProgressFn, noop_progress
+from nol_ros.reconstruction.relocalise import Relocaliser
+from nol_ros.threads import configure_threads
 
 
 @dataclass(frozen=True)
@@ -145,10 +150,9 @@ class RgbdTracker:
                  T_world_first: np.ndarray | None = None, max_results: int = 0):
         """max_results: keep only the last n TrackResults in ``result`` (a live tracker that
         runs for hours; 0 = all, which the offline loop closure needs)."""
+        # lazy: open3d (~3 s) to import, loaded only when this runs
         import open3d as o3d
         import open3d.core as o3c
-
-        from nol_ros.threads import configure_threads
 
         configure_threads()  # whatever was imported first: no spinning OpenMP threads
         o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
@@ -199,13 +203,9 @@ class RgbdTracker:
         self._fails = 0
         self._count = 0
         self.max_results = int(max_results)
-        from collections import deque
-
         self._trusted: deque = deque(maxlen=2)  # (time s, T_world_camera, T_odom_camera)
         self._reloc = None
         if config.relocalise and config.reference != "model":
-            from nol_ros.reconstruction.relocalise import Relocaliser
-
             self._reloc = Relocaliser(K)
         self.loop_closures: list[tuple[int, int]] = []
         self._prev_odom = None
@@ -214,8 +214,6 @@ class RgbdTracker:
     # ------------------------------------------------------------------------------------------
 
     def _images(self, rgb: np.ndarray, depth: np.ndarray):
-        import cv2
-
         o3d, o3c = self.o3d, self.o3c
         d = np.where((depth >= self.cfg.depth_min_m) & (depth <= self.cfg.depth_max_m), depth, 0)
         d = np.ascontiguousarray(d, dtype=np.float32)
@@ -249,8 +247,6 @@ class RgbdTracker:
         30 Hz when no stamps are given). Odometry delta when given; else constant velocity of
         the last two trusted frames, scaled by the time since the last one (capped at
         ``max_extrapolation_s``: beyond that the motion is unknown)."""
-        from nol_ros.geometry import se3_exp, se3_log
-
         t_now = (stamp_ns * 1e-9 if stamp_ns is not None
                  else self._count / 30.0)
         (t1, T1, odom1) = self._trusted[-1]

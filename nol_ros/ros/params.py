@@ -31,6 +31,16 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.parameter import Parameter
+
 from nol_ros.config import flat_field_docs, flatten, from_dict, override
 from nol_ros.enums import NameEnum
 from nol_ros.errors import ConfigError, FileFormatError
@@ -97,10 +107,6 @@ def declare_and_read(node, cls: type, docs: str | None = None, dynamic: Iterable
     filled config. docs: the config file whose comments describe them (default: the node's
     name); dynamic: parameters that may change at run time (see :func:`watch_dynamic`; all
     others are read-only); ranges: name -> (lo, hi) for numeric parameters."""
-    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-    from rclpy.exceptions import ParameterUninitializedException
-    from rclpy.parameter import Parameter
-
     text = {**flat_field_docs(cls), **{k: v for k, v in parameter_docs(docs or node.get_name())
                                        .items() if v}}
     dynamic, ranges = set(dynamic), dict(ranges or {})
@@ -144,8 +150,6 @@ def watch_dynamic(node, get_config: Callable[[], Any], apply: Callable[[Any, set
     """Run-time changes of the node's dynamic parameters (the others are read-only): the new
     value is checked by building the new config (refused with the config's message if it is
     invalid), then ``apply(new_config, changed_names)`` makes it take effect."""
-    from rcl_interfaces.msg import SetParametersResult
-
     def check(params):
         try:
             override(get_config(), {p.name: p.value for p in params}, "parameter change: ")
@@ -165,8 +169,6 @@ def load_params_file(path: str | Path, node_name: str) -> dict[str, Any]:
     """The ``ros__parameters`` of ``node_name`` in a ROS 2 parameter file, flattened with dots
     (nested mappings become ``a.b``). Accepts the keys ``NAME``, ``/NAME``, ``/**/NAME``,
     ``/**`` (all nodes); later matches override earlier ones, as rcl does."""
-    import yaml
-
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text())

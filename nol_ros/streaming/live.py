@@ -26,6 +26,7 @@ poses.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -37,9 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
+from nol_ros.datasets.bop import BopSceneWriter
 from nol_ros.enums import OdometryMode, parse_field
 from nol_ros.errors import ConfigError, InputError, NolError
-from nol_ros.reconstruction.tracking import TrackerConfig, TrackResult
+from nol_ros.geometry import interpolate_T
+from nol_ros.io_utils import atomic_write_json, atomic_write_mesh
+from nol_ros.reconstruction.tracking import RgbdTracker, TrackerConfig, TrackResult
 from nol_ros.streaming.ingest import RgbdFrame
 from nol_ros.streaming.tf_buffer import TransformError
 
@@ -299,8 +303,6 @@ class LiveTracker:
             return None, True
 
     def _track(self, frame: RgbdFrame, t_recv: float, gen: int) -> LiveResult | None:
-        from nol_ros.reconstruction.tracking import RgbdTracker
-
         prior, refuse = self._prior(frame)
         if refuse:
             return None
@@ -358,8 +360,6 @@ def poses_for_frames(frames: list[RgbdFrame], results: dict[int, LiveResult]
                      ) -> tuple[list[np.ndarray], list[bool]]:
     """T_map_camera for every frame: tracked ones as tracked, the others interpolated in time
     between the nearest tracked neighbours (nearest one at the ends). Returns (poses, tracked)."""
-    from nol_ros.geometry import interpolate_T
-
     tracked = [f.index in results for f in frames]
     known = [(f.stamp_ns, results[f.index].track.T_world_camera) for f in frames
              if f.index in results]
@@ -407,11 +407,6 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
     (it holds nol_export.json); the folder is written next to it and swapped in at the end, so a
     reader never sees half an export. With the same ``version`` as the existing export nothing
     is written (``unchanged``)."""
-    import json
-
-    from nol_ros.datasets.bop import BopSceneWriter
-    from nol_ros.io_utils import atomic_write_json
-
     out = Path(out_dir).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise InputError(f"export path '{out}' is a file; give a folder")
@@ -501,8 +496,6 @@ def integrate_scene_mesh(frames: list[RgbdFrame], results: dict[int, LiveResult]
                          weight_threshold: float = 2.0):
     """TSDF over the tracked frames whose alignment passed (every ``integrate_every``-th and
     all keyframes, as the offline chain does) -> (Open3D legacy TriangleMesh, frames used)."""
-    from nol_ros.reconstruction.tracking import RgbdTracker
-
     usable = [f for f in frames if f.index in results and results[f.index].track.ok]
     if not usable:
         raise NoFramesError("no tracked frame to integrate yet; wait for the tracker (see the "
@@ -516,8 +509,6 @@ def integrate_scene_mesh(frames: list[RgbdFrame], results: dict[int, LiveResult]
 
 def write_mesh_file(path: str | Path, mesh) -> Path:
     """Write an Open3D TriangleMesh (.ply or .obj) atomically; returns the absolute path."""
-
-    from nol_ros.io_utils import atomic_write_mesh
 
     p = Path(path).expanduser().resolve()
     if p.suffix.lower() not in (".ply", ".obj"):

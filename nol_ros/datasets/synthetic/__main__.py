@@ -3,13 +3,12 @@
 import argparse
 import sys
 
+from nol_ros.datasets.synthetic.generate import generate
 from nol_ros.enums import WorldPreset
 from nol_ros.errors import NolError
 
 
 def main(argv=None) -> int:
-    from nol_ros.datasets.synthetic.generate import generate
-
     ap = argparse.ArgumentParser(
         prog="python -m nol_ros.datasets.synthetic",
         description="Generate the synthetic SMOT-like dataset (BOP scenes, models, rosbag2, "
