@@ -27,16 +27,26 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from nol_ros.camera import crop_image, square_crop_box
 from nol_ros.errors import InputError, NolError
-from nol_ros.io_utils import atomic_write_image, atomic_write_json
+from nol_ros.io_utils import (
+    atomic_write_image,
+    atomic_write_json,
+    atomic_write_mesh,
+    atomic_write_with,
+)
+from nol_ros.mesh import Mesh, load_mesh
+from nol_ros.metrics import ate_rmse
+from nol_ros.progress import ProgressFn, noop_progress
+from nol_ros.rasterizer import Scene
 from nol_ros.reconstruction.annotate import AnnotateConfig, annotate_frame, observable_vertices
+from nol_ros.reconstruction.model_free import cut_out_object
 from nol_ros.reconstruction.registration import ObjectRegistrar, RegistrationConfig
 from nol_ros.reconstruction.tracking import RgbdTracker, TrackerConfig
 from nol_ros.views.selection import SequenceSelectionConfig, select_sequence_views
-
-ProgressFn = Callable[[str, float, str], None]
 
 
 class TrackingLostError(NolError):
@@ -96,14 +106,9 @@ class SelfAnnotationConfig:
     min_observed_fraction: float = 0.8
 
 
-def _noop(stage: str, fraction: float, message: str = "") -> None:
-    pass
-
-
 def _write_ply(path: Path, V: np.ndarray, F: np.ndarray, colors: np.ndarray | None = None):
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
-
-    from nol_ros.io_utils import atomic_write_mesh
 
     m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(V),
                                   o3d.utility.Vector3iVector(np.asarray(F, np.int32)))
@@ -112,7 +117,7 @@ def _write_ply(path: Path, V: np.ndarray, F: np.ndarray, colors: np.ndarray | No
     atomic_write_mesh(path, m)
 
 
-def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = _noop,
+def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = noop_progress,
                    T_odom_cameras: list[np.ndarray] | None = None) -> RgbdTracker:
     """Track every frame of ``seq`` (a :class:`nol_ros.datasets.sequence.Sequence`)."""
     n = len(seq.frames)
@@ -144,7 +149,7 @@ def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = _noop,
 
 
 def track_frames(intrinsics, n: int, load_frame: Callable[[int], tuple[np.ndarray, np.ndarray]],
-                 config: TrackerConfig = TrackerConfig(), progress: ProgressFn = _noop,
+                 config: TrackerConfig = TrackerConfig(), progress: ProgressFn = noop_progress,
                  T_odom_cameras: list[np.ndarray] | None = None,
                  names: list[int] | None = None, integrate: bool = True,
                  stamps_ns: list[int] | None = None) -> RgbdTracker:
@@ -190,17 +195,13 @@ def check_intrinsics(seq) -> None:
 
 def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
                         cfg: SelfAnnotationConfig = SelfAnnotationConfig(),
-                        progress: ProgressFn = _noop,
+                        progress: ProgressFn = noop_progress,
                         T_odom_cameras: list[np.ndarray] | None = None) -> dict:
     """Run the whole chain and write the workspace; returns the report (also report.json).
 
     A failing object (not found, ambiguous, not covered) is reported with its error code and
     message and the other objects go on; an unusable sequence raises.
     """
-    from nol_ros.camera import crop_image, square_crop_box
-    from nol_ros.mesh import Mesh, load_mesh
-    from nol_ros.rasterizer import Scene
-
     ws = Path(workspace)
     ws.mkdir(parents=True, exist_ok=True)
     if not objects:
@@ -244,8 +245,6 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
         progress("registration", oi / len(objects), spec.name)
         try:
             if spec.model_free:
-                from nol_ros.reconstruction.model_free import cut_out_object
-
                 if spec.prior_point is None and spec.prior_box is None:
                     raise InputError(f"{spec.name}: model-free needs a prior_point on the object "
                                      "or a prior_box around it")
@@ -383,14 +382,12 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
 def write_report_png(ws: Path, seq, result, names: list[str]) -> Path:
     """report.png: camera trajectory (top view; ground truth aligned when the sequence has it)
     and, per object, the selected source views with their masks."""
-    import cv2
+    # lazy: matplotlib (~1 s) to import, loaded only when this runs
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: matplotlib (~1 s) to import, loaded only when this runs
     import matplotlib.pyplot as plt
-
-    from nol_ros.io_utils import atomic_write_with
-    from nol_ros.metrics import ate_rmse
 
     est = [f.T_world_camera for f in result.frames]
     P = np.array([T[:3, 3] for T in est])

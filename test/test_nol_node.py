@@ -188,7 +188,7 @@ def test_renderer_cache_reuses_reloads_evicts_and_releases_when_idle():
 
 def test_learn_progress_is_one_monotonic_fraction_and_options_reach_the_render_stage():
     from nol_ros.errors import ConfigError
-    from nol_ros.learn import OverallProgress
+    from nol_ros.progress import OverallProgress
 
     spans = learn_progress_spans(True, True)
     assert spans["export"][0] == 0.0 and spans["render"][1] == 1.0

@@ -121,5 +121,9 @@ def test_parameters_are_described_and_refused_at_run_time(tmp_path, rclpy_contex
         assert not r.successful and "read-only" in r.reason, r
         assert node.get_parameter("train.preset").value == "demo"
         assert node.describe_parameters(["max_queued"])[0].integer_range[0].from_value == 0
+        # a closed set of names (nol_ros.enums.Preset) lists them in the descriptor
+        preset = node.describe_parameters(["train.preset"])[0]
+        assert preset.additional_constraints == "one of: tiny, demo, cpu, paper", preset
+        assert not node.describe_parameters(["max_queued"])[0].additional_constraints
     finally:
         node.destroy_node()

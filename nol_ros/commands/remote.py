@@ -15,6 +15,7 @@ ORDER = 40
 
 def _spin(node):
     """Spin ``node`` in a background thread (the client waits on replies from this thread)."""
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from rclpy.executors import MultiThreadedExecutor
 
     ex = MultiThreadedExecutor(num_threads=2)
@@ -43,6 +44,7 @@ def _spin(node):
 
 
 def run_remote_learn(args) -> int:
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.ros.remote import RemoteLearnConfig, RemoteLearner
 
     cfg = RemoteLearnConfig(robot_ns=args.robot_ns, workstation_ns=args.workstation_ns,
@@ -64,8 +66,10 @@ def run_remote_learn(args) -> int:
 def run_fetch(args) -> int:
     """Ask a transfer node to fetch; print its TransferStatus as JSON lines until the job ends
     (what a caller paces itself by)."""
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from rclpy.qos import DurabilityPolicy, QoSProfile
 
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.msg import JobProgress, TransferStatus
     from nol_ros.ros.clients import ServiceCaller
     from nol_ros.ros.remote import RemoteJobError, _status_dict

@@ -19,9 +19,9 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 
 from nol_ros.action import Learn
+from nol_ros.device import resolve_device
 from nol_ros.errors import NolError
 from nol_ros.jobs import JobInfo, JobState
-from nol_ros.learn import resolve_device
 from nol_ros.msg import JobProgress
 from nol_ros.ros.clients import ServiceCaller, export_live_buffer
 from nol_ros.ros.conversions import numpy_to_image, poses_from_msgs
@@ -33,7 +33,7 @@ from nol_ros.ros.job_services import (
     reply_failure,
 )
 from nol_ros.ros.params import declare_and_read, watch_dynamic
-from nol_ros.ros.runtime import log_to
+from nol_ros.ros.runtime import log_to, run_nodes
 from nol_ros.services.learning import (
     LearningConfig,
     LearningService,
@@ -155,8 +155,6 @@ class NolNode(JobNodeShutdown, Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nol_ros.ros.runtime import run_nodes
-
     return run_nodes([NolNode], argv if argv is not None else sys.argv)
 
 

@@ -17,7 +17,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 
-from nol_ros.learn import resolve_device
+from nol_ros.device import resolve_device
 from nol_ros.msg import DetectionArray, RecognizerStatus
 from nol_ros.ros.conversions import detection_msgs, ns_to_stamp, recognizer_status_msg
 from nol_ros.ros.params import declare_and_read, watch_dynamic
@@ -51,6 +51,7 @@ class RecognizerNode(ShutsDown, Node):
         if device != cfg.device:
             log.warning(f"device '{cfg.device}' is not available: running on {device}")
         if cfg.torch_threads:
+            # lazy: torch (~2 s) to import, loaded only when this runs
             import torch  # (the recogniser's runtime; only when a thread count is asked for)
 
             torch.set_num_threads(cfg.torch_threads)

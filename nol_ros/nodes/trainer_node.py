@@ -24,12 +24,13 @@ import sys
 
 from rclpy.node import Node
 
+from nol_ros.device import resolve_device
 from nol_ros.errors import NolError
 from nol_ros.jobs import JobInfo, JobState
-from nol_ros.learn import resolve_device
 from nol_ros.msg import JobProgress
 from nol_ros.ros.job_services import JobNodeShutdown, attach_job_services, job_progress_msg
 from nol_ros.ros.params import declare_and_read
+from nol_ros.ros.runtime import run_nodes
 from nol_ros.services.training import TrainingConfig, TrainingService, result_message
 from nol_ros.srv import TrainDetector, TrainPoseEstimator
 
@@ -83,8 +84,6 @@ class TrainerNode(JobNodeShutdown, Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nol_ros.ros.runtime import run_nodes
-
     return run_nodes([TrainerNode], argv if argv is not None else sys.argv)
 
 

@@ -40,6 +40,7 @@ from nol_ros.jobs import JobInfo, JobState
 from nol_ros.msg import JobProgress, TransferStatus
 from nol_ros.ros.job_services import JobNodeShutdown, attach_job_services, job_progress_msg
 from nol_ros.ros.params import declare_and_read
+from nol_ros.ros.runtime import run_nodes
 from nol_ros.ros.transfer import Fetcher, serve, status_msg
 from nol_ros.services.transfer import FetchRequest, TransferService, TransferServiceConfig
 from nol_ros.srv import Fetch
@@ -102,8 +103,6 @@ class TransferNode(JobNodeShutdown, Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nol_ros.ros.runtime import run_nodes
-
     return run_nodes([TransferNode], argv if argv is not None else sys.argv)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,15 +26,10 @@ import numpy as np
 from nol_ros.camera import SMOT_XTION
 from nol_ros.errors import ConfigError, FileFormatError, InputError
 from nol_ros.io_utils import atomic_write_json, atomic_write_with
+from nol_ros.progress import ProgressFn, noop_progress
 from nol_ros.recognition.augment import BackgroundPool, color_jitter, draw_shape, paste, soft_alpha
 from nol_ros.recognition.scenes import SceneBackgrounds, ScenePool
 from nol_ros.recognition.trainset import PasteSample
-
-ProgressFn = Callable[[str, float, str], None]
-
-
-def _noop(stage: str, fraction: float, message: str = "") -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -172,7 +166,7 @@ def compose_image(samples: dict[int, list[PasteSample]], pool: BackgroundPool,
 def write_detection_set(samples: dict[int, list[PasteSample]], out_dir: str | Path,
                         cfg: DetectionSetConfig = DetectionSetConfig(),
                         names: dict[int, str] | None = None,
-                        progress: ProgressFn = _noop,
+                        progress: ProgressFn = noop_progress,
                         scenes: SceneBackgrounds | None = None) -> dict:
     """Write ``cfg.n_images`` pasted images + annotations.json (COCO) into ``out_dir``.
 

@@ -31,9 +31,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+from threadpoolctl import threadpool_limits
 
-from nol_ros.errors import NolError
+from nol_ros.errors import ConfigError, NolError
 from nol_ros.geometry import fit_rigid
+from nol_ros.mesh import EmptyMeshError
+from nol_ros.mesh import sample_surface as _sample
 
 
 class RegistrationError(NolError):
@@ -47,8 +51,8 @@ _OPEN3D_RANDOM = threading.Lock()
 def seeded_open3d(seed: int):
     """Open3D's random generator seeded with ``seed`` and its OpenMP loops on one thread, for
     this block alone and for no other thread of the process meanwhile (see the module doc)."""
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
-    from threadpoolctl import threadpool_limits
 
     with _OPEN3D_RANDOM, threadpool_limits(limits=1, user_api="openmp"):
         o3d.utility.random.seed(int(seed))
@@ -83,8 +87,6 @@ class RegistrationConfig:
 
     def __post_init__(self):
         if self.up_axis not in (-1, 0, 1, 2):
-            from nol_ros.errors import ConfigError
-
             raise ConfigError(f"registration up_axis {self.up_axis} must be 0, 1, 2 (the model "
                               "axis that points up when the object stands) or -1 (off)")
 
@@ -130,6 +132,7 @@ class SupportPlane:
 
 
 def _pcd(points: np.ndarray, normals: bool = True, radius: float = 0.015):
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
 
     p = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, np.float64)))
@@ -159,6 +162,7 @@ def find_support_plane(points: np.ndarray, camera_poses: np.ndarray | None,
     cameras look at; among those, the one closest to that focus point is the table (the floor is
     usually larger but lower). Without poses the largest plane is used.
     """
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
 
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
@@ -204,6 +208,7 @@ def object_clusters(points: np.ndarray, plane: SupportPlane, cfg: RegistrationCo
                     prior_point: np.ndarray | None = None, prior_radius_m: float = 0.3
                     ) -> list[np.ndarray]:
     """Clusters of scene points standing on the support plane: list of (Ni, 3) arrays."""
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
 
     h = plane.height(points)
@@ -230,9 +235,6 @@ def object_clusters(points: np.ndarray, plane: SupportPlane, cfg: RegistrationCo
 def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Surface samples and normals (see nol_ros.mesh.sample_surface); empty -> RegistrationError."""
-    from nol_ros.mesh import EmptyMeshError
-    from nol_ros.mesh import sample_surface as _sample
-
     try:
         return _sample(vertices, faces, n, rng)
     except EmptyMeshError as e:
@@ -253,8 +255,6 @@ def _rot_a_to_b(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _axis_angle(axis: np.ndarray, ang: float) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
     return Rotation.from_rotvec(axis / np.linalg.norm(axis) * ang).as_matrix()
 
 
@@ -263,6 +263,7 @@ class ObjectRegistrar:
 
     def __init__(self, scene_points: np.ndarray, camera_poses: np.ndarray | None = None,
                  config: RegistrationConfig = RegistrationConfig()):
+        # lazy: open3d (~3 s) to import, loaded only when this runs
         import open3d as o3d
 
         if scene_points is None or len(scene_points) < 100:
@@ -279,6 +280,7 @@ class ObjectRegistrar:
         self.clusters = object_clusters(self.points, self.plane, config)
 
     def _model_cloud(self, vertices: np.ndarray, faces: np.ndarray):
+        # lazy: open3d (~3 s) to import, loaded only when this runs
         import open3d as o3d
 
         m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices),
@@ -319,6 +321,7 @@ class ObjectRegistrar:
 
     def _hypotheses(self, model_pcd, model_fpfh, cluster: np.ndarray
                     ) -> list[tuple[str, np.ndarray]]:
+        # lazy: open3d (~3 s) to import, loaded only when this runs
         import open3d as o3d
 
         c = self.cfg
@@ -414,6 +417,7 @@ class ObjectRegistrar:
     def _register(self, vertices: np.ndarray, faces: np.ndarray,
                   prior_point: np.ndarray | None, prior_radius_m: float,
                   name: str) -> RegistrationResult:
+        # lazy: open3d (~3 s) to import, loaded only when this runs
         import open3d as o3d
 
         c = self.cfg

@@ -24,8 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rclpy.duration import Duration
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosgraph_msgs.msg import Clock
+
 from nol_ros.datasets.bag import nol_typestore, open_bag
 from nol_ros.errors import InputError
+from nol_ros.ros.conversions import ns_to_stamp
 
 
 @dataclass(frozen=True)
@@ -71,8 +77,6 @@ def msg_class(msgtype: str):
 
 
 def _qos_for(conn):
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
     reliable, latched, depth = True, False, 10
     profiles = getattr(conn.ext, "offered_qos_profiles", None) or []
     for q in profiles:
@@ -122,16 +126,10 @@ class BagPlayer:
         self.clock_pub = None
         self._last_clock_ns: int | None = None
         if config.clock:
-            from rosgraph_msgs.msg import Clock
-
             self.clock_pub = node.create_publisher(Clock, "/clock", 10)
         self.stats = ReplayStats()
 
     def _publish_clock(self, t_ns: int) -> None:
-        from rosgraph_msgs.msg import Clock
-
-        from nol_ros.ros.conversions import ns_to_stamp
-
         self.clock_pub.publish(Clock(clock=ns_to_stamp(t_ns)))
         self._last_clock_ns = t_ns
 
@@ -156,8 +154,6 @@ class BagPlayer:
         subscriber matched (seen in bring-up: the reconstruction node never got /tf_static and
         fell back to vision-only tracking). Not longer: a latched topic may have no subscriber
         at all."""
-        from rclpy.qos import DurabilityPolicy
-
         want = dict(self.cfg.subscribers)
 
         def ready(latched: bool) -> bool:
@@ -207,8 +203,6 @@ class BagPlayer:
         """Wait until the subscribers acknowledged what was published (reliable topics): a
         player that exits right after its last message otherwise loses it (measured: the last
         5 /tf and image messages of the demo bag never reached the reconstruction node)."""
-        from rclpy.duration import Duration
-
         deadline = time.monotonic() + timeout_s
         ok = True
         for p in self.publishers.values():
@@ -294,8 +288,6 @@ class BagRecorder:
                  qos: dict | None = None):
         """``topics``: topic -> msgtype ('sensor_msgs/msg/Image'); ``qos``: topic -> QoSProfile
         for the subscription (default: reliable, keep last ``qos_depth``)."""
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
         out = Path(out_path)
         if out.exists():
             raise InputError(f"output bag '{out}' exists; choose a new path (nothing is "

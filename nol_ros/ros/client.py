@@ -26,7 +26,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import rclpy
+from rclpy.qos import DurabilityPolicy, QoSProfile
+
 from nol_ros.errors import NolError
+from nol_ros.msg import JobProgress, RecognizerStatus
+from nol_ros.progress import ProgressFn
+from nol_ros.ros.bag_replay import BagPlayer, ReplayConfig, receiver_pace
+from nol_ros.srv import (
+    CancelJob,
+    GetBufferStatus,
+    GetJobStatus,
+    LearnObject,
+    RenderViews,
+    TrainDetector,
+    TrainPoseEstimator,
+)
 
 
 class RequestRefused(NolError):
@@ -60,20 +75,6 @@ class NolClient:
 
     def __init__(self, node=None, namespace: str = "", spin: bool = True, context=None,
                  names: dict[str, str] | None = None):
-        import rclpy
-        from rclpy.qos import DurabilityPolicy, QoSProfile
-
-        from nol_ros.msg import JobProgress, RecognizerStatus
-        from nol_ros.srv import (
-            CancelJob,
-            GetBufferStatus,
-            GetJobStatus,
-            LearnObject,
-            RenderViews,
-            TrainDetector,
-            TrainPoseEstimator,
-        )
-
         self.ns = namespace.rstrip("/")
         self.names = {"nol": "nol", "trainer": "trainer", "reconstruction": "reconstruction",
                       "recognizer": "recognizer", **(names or {})}
@@ -114,8 +115,6 @@ class NolClient:
 
     def wait_until(self, pred: Callable[[], bool], timeout_s: float, what: str) -> None:
         """Spin (or, with spin=False, sleep) until ``pred()``; TimeoutError naming ``what``."""
-        import rclpy
-
         t0 = time.monotonic()
         while True:
             if pred():
@@ -144,8 +143,6 @@ class NolClient:
     def learn_object(self, name: str, mesh_path: str = "", source: int = 1,
                      source_path: str = "", options_yaml: str = "") -> Job:
         """LearnObject (source: 0 live buffer, 1 bag, 2 dataset) -> the queued job."""
-        from nol_ros.srv import LearnObject
-
         r = self.call(self._learn, LearnObject.Request(
             object_name=name, mesh_path=str(mesh_path), source=int(source),
             source_path=str(source_path), options_yaml=options_yaml))
@@ -154,8 +151,6 @@ class NolClient:
         return Job("nol", r.job_id, r.message)
 
     def _train_stage(self, stage: str, objects, preset: str, options_yaml: str) -> Job:
-        from nol_ros.srv import TrainDetector, TrainPoseEstimator
-
         srv = TrainDetector if stage == "detector" else TrainPoseEstimator
         r = self.call(self._train[stage], srv.Request(object_names=list(objects),
                                                       preset=preset, options_yaml=options_yaml))
@@ -170,9 +165,6 @@ class NolClient:
         return self._train_stage("pose", objects, preset, options_yaml)
 
     def result(self, job: Job) -> JobResult:
-        from nol_ros.msg import JobProgress
-        from nol_ros.srv import GetJobStatus
-
         st = self.call(self._status[job.node], GetJobStatus.Request(job_id=job.job_id))
         if not st.found:
             raise RequestRefused(f"job {job.job_id}: {st.message}", st.error_code)
@@ -181,11 +173,9 @@ class NolClient:
                          st.error_code, st.message)
 
     def wait(self, job: Job, timeout_s: float = 3600.0,
-             on_progress: Callable[[str, float, str], None] | None = None) -> JobResult:
+             on_progress: ProgressFn | None = None) -> JobResult:
         """Wait until ``job`` ends; ``on_progress(stage, fraction, message)`` for its updates
         (from ~/progress). Returns its JobResult."""
-        from nol_ros.msg import JobProgress
-
         seen = [None]
 
         def done():
@@ -203,15 +193,11 @@ class NolClient:
         return self.result(job)
 
     def cancel(self, job: Job) -> bool:
-        from nol_ros.srv import CancelJob
-
         return bool(self.call(self._cancel[job.node], CancelJob.Request(job_id=job.job_id))
                     .success)
 
     # -- the live side -------------------------------------------------------------------------
     def buffer_status(self):
-        from nol_ros.srv import GetBufferStatus
-
         return self.call(self._buffer, GetBufferStatus.Request())
 
     def frames_tracked(self) -> int:
@@ -234,8 +220,6 @@ class NolClient:
         tracking, one frame in flight; recognizer: its status, one frame at a time), so every
         frame is processed on any machine; rate > 0: the bag's timing, scaled. Returns the
         replay statistics."""
-        from nol_ros.ros.bag_replay import BagPlayer, ReplayConfig, receiver_pace
-
         if rate > 0:
             player = BagPlayer(self.node, ReplayConfig(bag=str(bag), rate=rate, remap=remap,
                                                        wait_for_subscribers_s=30.0))

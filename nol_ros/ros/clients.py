@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 
 from nol_ros.errors import NolError
+from nol_ros.srv import ExportSequence
 
 
 class RemoteServiceError(NolError):
@@ -57,8 +58,6 @@ def export_live_buffer(caller: ServiceCaller, output_dir: str, timeout_s: float 
     """Ask the reconstruction node (``caller`` for its ~/export_sequence) to export its buffer
     into ``output_dir``; returns the scene folder. Raises RemoteServiceError with the node's
     error code (e.g. NO_FRAMES) when it could not."""
-    from nol_ros.srv import ExportSequence
-
     r = caller.call(ExportSequence.Request(output_dir=str(output_dir)), timeout_s)
     if not r.success:
         raise RemoteServiceError(f"exporting the live buffer failed: {r.message}",

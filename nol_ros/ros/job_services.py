@@ -9,7 +9,9 @@ from collections.abc import Callable
 
 from nol_ros.errors import NolError
 from nol_ros.jobs import JobInfo, JobManager, JobState
+from nol_ros.msg import JobProgress
 from nol_ros.ros.runtime import ShutsDown
+from nol_ros.srv import CancelJob, GetJobStatus
 
 
 def reply_failure(logger, resp, what: str, e: Exception, ok_field: str = "success"):
@@ -84,8 +86,6 @@ class JobGoals:
 
 def job_progress_msg(info: JobInfo, stamp=None):
     """JobInfo -> nol_ros/msg/JobProgress."""
-    from nol_ros.msg import JobProgress
-
     m = JobProgress()
     if stamp is not None:
         m.header.stamp = stamp
@@ -106,8 +106,6 @@ class JobNodeShutdown(ShutsDown):
 def attach_job_services(node, jobs: JobManager, callback_group=None) -> None:
     """Create ``~/get_job_status`` (nol_ros/srv/GetJobStatus; an empty id = the last job) and
     ``~/cancel_job`` (nol_ros/srv/CancelJob) on ``node`` for ``jobs``."""
-    from nol_ros.srv import CancelJob, GetJobStatus
-
     def on_status(req, resp):
         info = jobs.get(req.job_id)
         if info is None:

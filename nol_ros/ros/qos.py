@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
 from nol_ros.errors import ConfigError
 
 
@@ -12,8 +14,6 @@ def sensor_qos(reliability: str = "reliable", depth: int = 5):
     also matches best-effort publishers, but measured here a best-effort reader lost every
     640x480 image of a reliable writer in another process; use it only for best-effort cameras.
     """
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-
     rel = {"best_effort": ReliabilityPolicy.BEST_EFFORT,
            "reliable": ReliabilityPolicy.RELIABLE}.get(reliability)
     if rel is None:

@@ -21,7 +21,21 @@ import threading
 import time
 from dataclasses import dataclass
 
+from rclpy.qos import DurabilityPolicy, QoSProfile
+
 from nol_ros.errors import ConfigError, NolError
+from nol_ros.handoff import PACKAGES
+from nol_ros.learn import SOURCE_WORKSPACE
+from nol_ros.msg import JobProgress, TransferStatus
+from nol_ros.ros.clients import ServiceCaller
+from nol_ros.srv import (
+    Fetch,
+    GetJobStatus,
+    LearnObject,
+    SelectViews,
+    TrainDetector,
+    TrainPoseEstimator,
+)
 
 
 class RemoteJobError(NolError):
@@ -66,19 +80,6 @@ def _join(ns: str, *names: str) -> str:
 
 class RemoteLearner:
     def __init__(self, node, cfg: RemoteLearnConfig = RemoteLearnConfig()):
-        from rclpy.qos import DurabilityPolicy, QoSProfile
-
-        from nol_ros.msg import TransferStatus
-        from nol_ros.ros.clients import ServiceCaller
-        from nol_ros.srv import (
-            Fetch,
-            GetJobStatus,
-            LearnObject,
-            SelectViews,
-            TrainDetector,
-            TrainPoseEstimator,
-        )
-
         self.node, self.cfg = node, cfg
         r, w = cfg.robot_ns, cfg.workstation_ns
         c = {}
@@ -115,9 +116,6 @@ class RemoteLearner:
     def wait(self, status_key: str, job_id: str, what: str):
         """Poll a job until it ends; its final GetJobStatus reply (RemoteJobError if it did
         not succeed)."""
-        from nol_ros.msg import JobProgress
-        from nol_ros.srv import GetJobStatus
-
         t0 = time.monotonic()
         while True:
             st = self.calls[status_key].call(GetJobStatus.Request(job_id=job_id), 60.0, 60.0)
@@ -142,9 +140,6 @@ class RemoteLearner:
     # -- the steps --------------------------------------------------------------------------------
     def select_views(self, name: str, mesh_path: str, sequence_path: str = "") -> str:
         """Step 1 on the robot; returns the package folder (a robot path)."""
-        from nol_ros.handoff import PACKAGES
-        from nol_ros.srv import SelectViews
-
         job = self._submit("select", SelectViews.Request(
             object_names=[name], mesh_paths=[mesh_path] if mesh_path else [],
             sequence_path=sequence_path), f"SelectViews {name}")
@@ -154,8 +149,6 @@ class RemoteLearner:
     def fetch(self, on: str, peer: str, remote: str, local: str, max_chunks: int = 0):
         """A transfer job on host ``on`` ("robot" or "ws") pulling ``remote`` of ``peer``;
         returns (result path, last TransferStatus)."""
-        from nol_ros.srv import Fetch
-
         job = self._submit(f"{on}_fetch", Fetch.Request(peer=peer, remote_path=remote,
                                                         local_path=local,
                                                         max_chunks=max_chunks),
@@ -168,9 +161,6 @@ class RemoteLearner:
 
     def render(self, name: str, source_path: str = "") -> str:
         """Step 3 on the workstation; returns the object's workspace there."""
-        from nol_ros.learn import SOURCE_WORKSPACE
-        from nol_ros.srv import LearnObject
-
         job = self._submit("learn", LearnObject.Request(
             object_name=name, source=SOURCE_WORKSPACE, source_path=source_path,
             options_yaml=self.cfg.learn_options_yaml), f"LearnObject {name}")
@@ -178,8 +168,6 @@ class RemoteLearner:
 
     def train(self, names: list[str]) -> str:
         """Step 4 on the workstation (both stages queued at once); the models folder."""
-        from nol_ros.srv import TrainDetector, TrainPoseEstimator
-
         kw = dict(object_names=list(names), preset=self.cfg.preset,
                   options_yaml=self.cfg.train_options_yaml)
         jd = self._submit("detector", TrainDetector.Request(**kw), "TrainDetector")

@@ -7,6 +7,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+import rclpy
+from rclpy.exceptions import NameValidationException, ParameterException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+from nol_ros.errors import NolError
 from nol_ros.streaming.live import TF_MAP_CAMERA, TF_MAP_ODOM
 
 
@@ -28,12 +33,6 @@ def run_nodes(factories: Sequence[Callable[[], object]], argv: Sequence[str] | N
     executor until Ctrl-C, shut down cleanly. Returns a process exit code (0; 2 when a node
     cannot start because of its configuration, with the reason logged)."""
     default_ros_env()
-    import rclpy
-    from rclpy.exceptions import NameValidationException, ParameterException
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-
-    from nol_ros.errors import NolError
-
     rclpy.init(args=list(argv) if argv is not None else None)
     nodes = []
     executor = MultiThreadedExecutor(num_threads=threads)

@@ -22,6 +22,7 @@ the object is learnt again) and released with their memory after ``idle_release_
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -32,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from nol_ros.catalog import ObjectCatalogConfig
+from nol_ros.config import override, parse_options
+from nol_ros.device import release_memory
 from nol_ros.errors import (
     ConfigError,
     FileFormatError,
@@ -40,6 +43,7 @@ from nol_ros.errors import (
     PoseError,
     ServiceUnavailableError,
 )
+from nol_ros.handoff import check_package
 from nol_ros.jobs import JobInfo, JobManager
 from nol_ros.learn import (
     SOURCE_BAG,
@@ -47,12 +51,12 @@ from nol_ros.learn import (
     SOURCE_LIVE_BUFFER,
     SOURCE_WORKSPACE,
     LearnConfig,
-    OverallProgress,
     detect_dataset,
     learn_object,
     load_renderer,
-    release_memory,
 )
+from nol_ros.mesh import load_mesh
+from nol_ros.progress import OverallProgress
 from nol_ros.recognition.pipeline import UnknownObjectError
 from nol_ros.streaming.messages import CameraInfoError
 from nol_ros.workspace import BadPathError, LearntObject, Workspace, confine, safe_name
@@ -122,8 +126,6 @@ def learn_config_with_options(cfg: LearnConfig, options_yaml: str) -> LearnConfi
     """``cfg`` with the overrides of a LearnObject's options_yaml: a mapping of learn-config
     keys, nested or dotted (``self_annotation.annotate_step: 2``). Unknown keys are refused, and
     so is a workspace_root (the node's root is not a request's to change)."""
-    from nol_ros.config import override, parse_options
-
     opts = parse_options(options_yaml)
     if "workspace_root" in opts:
         raise ConfigError("options_yaml: workspace_root is the node's parameter, not an option")
@@ -161,8 +163,6 @@ class CheckedLearn:
 def check_learn_request(cfg: LearningConfig, req: LearnRequest) -> CheckedLearn:
     """Cheap checks before a job is queued (raise the NolError a reply reports); paths resolved
     inside data_root."""
-    from nol_ros.mesh import load_mesh
-
     name = req.object_name
     lo = cfg.workspace.learnt(name)          # safe, not reserved
     root = cfg.data_path
@@ -170,8 +170,6 @@ def check_learn_request(cfg: LearningConfig, req: LearnRequest) -> CheckedLearn:
         raise InputError(f"unknown source {req.source}; use 0 (live buffer), 1 (bag), "
                          "2 (dataset) or 3 (workspace: an object self-annotated elsewhere)")
     if req.source == SOURCE_WORKSPACE:       # the package brings its mesh
-        from nol_ros.handoff import check_package
-
         src = str(confine(root, req.source_path, "source_path", must_exist=True)) \
             if req.source_path else ""
         check_package(src or lo.dir, name)   # BAD_FILE naming what is missing
@@ -245,8 +243,6 @@ class LearningService:
         if warning:
             self.log("warning", warning)
         if c.cfg.render.enabled and lo.render_report.is_file():
-            import json
-
             rep = json.loads(lo.render_report.read_text())
             self.log("info", f"{c.name}: {rep['images']} training images rendered "
                              f"({rep['method']}, preset {rep['preset']}) in "

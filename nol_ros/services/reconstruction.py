@@ -136,6 +136,7 @@ class LiveReconstruction:
         self.on_error = on_error or (lambda code, msg: None)
         self.log = log or (lambda level, text: None)
         if cfg.tracking.enabled:
+            # lazy: open3d (~3 s) to import, loaded only when this runs
             import open3d  # noqa: F401  (seconds on a loaded machine: not on the first frame)
         self.ingest = RgbdIngest(cfg.ingest)
         self.live = LiveTracker(cfg.tracking, cfg.tracker, lookup_prior=lookup_prior,
