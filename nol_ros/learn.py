@@ -67,8 +67,9 @@ class RenderStageConfig:
             raise ConfigError(f"render.preset '{self.preset}' unknown; use one of "
                               f"{sorted(PRESETS)} (tiny: tests, demo: make demo, cpu: "
                               "benchmark, paper: GPU)")
-        if self.batch < 1:
-            raise ConfigError(f"render.batch {self.batch} must be >= 1")
+        if not 1 <= self.batch <= 1024:
+            raise ConfigError(f"render.batch {self.batch} must be in [1, 1024] poses per "
+                              "renderer call")
 
     def object_renderer_config(self, method: str | None = None):
         """The renderer configuration this stage runs (nol_ros.nol.renderer.
@@ -295,6 +296,14 @@ def _annotate_object(name, mesh_path, source, source_path, cfg, progress, obj_id
                              "use the model-free option with a prior point")
         if not Path(mesh_path).is_file():
             raise FileFormatError(f"{name}: mesh '{mesh_path}' does not exist or is not a file")
+        # before any long work: an unreadable, empty or centimetre mesh is refused in a second
+        # (BAD_MESH / EMPTY_MESH / MESH_UNITS), not after the tracking of the whole sequence
+        # (a dataset folder's kind is checked first: as cheap, and the likelier mistake)
+        from nol_ros.mesh import load_mesh
+
+        if source == SOURCE_DATASET:
+            detect_dataset(source_path)
+        load_mesh(mesh_path)
     lo = into or Workspace(cfg.workspace_root).learnt(name)
     lo.dir.mkdir(parents=True, exist_ok=True)
     report = (progress or (lambda *a: None))

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from nol_ros.errors import NolError
+from nol_ros.errors import InputError
 
 
-class MeshLoadError(NolError):
+class MeshLoadError(InputError):
+    """A mesh file is missing, unreadable, empty or not in metres: bad input (the CLI exits 2)."""
+
     code = "BAD_MESH"
 
 
