@@ -1159,20 +1159,21 @@ def test_node_case_kill9_mid_learn_then_restart(env, base):
     mug = tree(ws / "mug")
     assert mug == {k.removeprefix("k9ws/mug/"): v for k, v in before.items()
                    if k.startswith("k9ws/mug/")}, "the learnt object changed"
-    # the node again (same name, same roots)
-    node = env.g.add(NolNode("nol", namespace="/cat_k9", context=env.ctx,
+    # the node again, same roots (in another namespace: DDS lists the dead process's services
+    # until their lease runs out, and a request matched only to those would wait for ever)
+    node = env.g.add(NolNode("nol", namespace="/cat_k9r", context=env.ctx,
                              parameter_overrides=params(data_root=str(base / "data"),
                                                         learn__workspace_root=str(ws),
                                                         learn__render__enabled=False)))
-    st = env.call(GetJobStatus, "/cat_k9/nol/get_job_status",
+    st = env.call(GetJobStatus, "/cat_k9r/nol/get_job_status",
                   GetJobStatus.Request(job_id=r.job_id))
     assert not st.found and st.error_code == case.code and case.text in st.message, st
-    again = env.call(LearnObject, "/cat_k9/nol/learn_object", LearnObject.Request(
+    again = env.call(LearnObject, "/cat_k9r/nol/learn_object", LearnObject.Request(
         object_name="mug", mesh_path="box.ply", source=2, source_path="tum"))
     assert again.accepted and again.job_id != r.job_id, again
     env.g.wait(lambda: node.jobs.get(again.job_id).state == JobState.RUNNING, 60,
                "the new learn to start")
-    assert env.call(CancelJob, "/cat_k9/nol/cancel_job",
+    assert env.call(CancelJob, "/cat_k9r/nol/cancel_job",
                     CancelJob.Request(job_id=again.job_id)).success
     assert node.jobs.wait(again.job_id, 120).state == JobState.CANCELLED
     assert_nothing_lost(before, tree(base), case)   # staging gone, 'mug' as it was
