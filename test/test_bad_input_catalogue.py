@@ -400,6 +400,7 @@ CASES: list[Case] = [
 ]
 
 BY_ID = {c.id: c for c in CASES}
+OWN_FOLDERS = ("cli/",)   # the CLI cases' folders (they run beside the node cases)
 OWN_TESTS = {"kill9": "test_node_case_kill9_mid_learn_then_restart",
              "disk_full": "test_node_case_disk_full", "cli": "test_cli_case"}
 
@@ -769,7 +770,7 @@ def ctx():
 
 
 @pytest.fixture(scope="module")
-def env(ctx, base):
+def env(ctx, base, cli_batch):   # (the CLI cases run while the node cases do)
     e = Env(ctx, base)
     yield e
     e.close()
@@ -1091,11 +1092,11 @@ NODE_OF = {"learn": "nol", "render_views": "nol", "queue_full": "nol", "concurre
 def test_node_case(case, env, base):
     kind, kw = case.send
     env.node(NODE_OF[kind])      # started (and what it writes at start written) before
-    before = tree(base)
+    before = tree(base, skip=OWN_FOLDERS)
     code, message = SENDERS[kind](env, kw)
     assert code == case.code and case.text in message, (case.id, code, message)
     _alive(env, case)
-    assert_nothing_lost(before, tree(base), case)
+    assert_nothing_lost(before, tree(base, skip=OWN_FOLDERS), case)
 
 
 # -- cases with a node process of their own --------------------------------------------------------
@@ -1135,7 +1136,7 @@ def test_node_case_kill9_mid_learn_then_restart(env, base):
     case = BY_ID["KILL9-LEARN"]
     ws = base / "k9ws"
     _fake_learnt(ws, "mug", 1)
-    before = tree(base)
+    before = tree(base, skip=OWN_FOLDERS)
     progress = []
     env.cli.create_subscription(JobProgress, "/cat_k9/nol/progress", progress.append, 100)
     proc = _start_node("nol_node", "/cat_k9", {"data_root": str(base / "data"),
@@ -1176,7 +1177,8 @@ def test_node_case_kill9_mid_learn_then_restart(env, base):
     assert env.call(CancelJob, "/cat_k9r/nol/cancel_job",
                     CancelJob.Request(job_id=again.job_id)).success
     assert node.jobs.wait(again.job_id, 120).state == JobState.CANCELLED
-    assert_nothing_lost(before, tree(base), case)   # staging gone, 'mug' as it was
+    # staging gone, 'mug' as it was
+    assert_nothing_lost(before, tree(base, skip=OWN_FOLDERS), case)
 
 
 @pytest.fixture(scope="module")
@@ -1218,7 +1220,7 @@ def test_node_case_disk_full(what, full_disk, env, base):
 
     proc, s, root, ns = full_disk
     case = BY_ID[f"DISK-FULL-{'EXPORT' if what == 'export' else 'MESH'}"]
-    before = tree(base)
+    before = tree(base, skip=OWN_FOLDERS)
     n = s.status().frames_received
     if what == "export":
         r = env.call(ExportSequence, f"{ns}/reconstruction/export_sequence",
@@ -1231,7 +1233,8 @@ def test_node_case_disk_full(what, full_disk, env, base):
     print(f"{case.id}: {r.message}")
     s.good()                                        # alive: the next pair is taken
     assert proc.poll() is None and s.status().frames_received == n + 1
-    assert_nothing_lost(before, tree(base), case)   # the previous export / mesh intact
+    # the previous export / mesh intact, nothing half-written left
+    assert_nothing_lost(before, tree(base, skip=OWN_FOLDERS), case)
 
 
 class _InfoProbe:
@@ -1251,16 +1254,18 @@ class _InfoProbe:
 
 # -- the command line ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def cli_runs(base):
-    """Every CLI case at once (subprocesses, each in a folder of its own as working directory
-    and workspace), with the trees before; -> {id: (CompletedProcess-like, before, after)}."""
+def cli_batch(base):
+    """Every CLI case started at once, when the module starts (the node cases mostly wait on
+    DDS: the CLI processes run meanwhile), each in a folder of its own (working directory and
+    workspace, with a learnt 'mug'). -> ({id: (process, its folder's tree)}, the trees of
+    data/ and outside/ before)."""
     d = base / "data"
     (base / "cli").mkdir()
     (base / "cli" / "afile").write_text("a file")
     subs = {"box": d / "box.ply", "tum": d / "tum", "tum8": d / "tum8", "data": d,
             "file": base / "cli" / "afile"}
+    shared = {n: tree(base / n) for n in ("data", "outside")}
     runs = {}
-    before = tree(base)
     for c in CLI_CASES:
         wd = base / "cli" / c.id
         wd.mkdir()
@@ -1279,12 +1284,22 @@ def cli_runs(base):
         runs[c.id] = (subprocess.Popen([str(BIN / "nol-ros"), *args], cwd=wd, text=True,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        preexec_fn=limit if fsize else None), tree(wd))
+    yield runs, shared
+    for p, _ in runs.values():
+        if p.poll() is None:
+            p.kill()
+
+
+@pytest.fixture(scope="module")
+def cli_runs(cli_batch, base):
+    """The CLI cases' results: {id: (exit code, stdout, stderr, its folder before, after)},
+    and the trees of data/ and outside/ before and after."""
+    runs, shared = cli_batch
     out = {}
     for cid, (p, wd_before) in runs.items():
         so, se = p.communicate(timeout=600)
         out[cid] = (p.returncode, so, se, wd_before, tree(base / "cli" / cid))
-    after = tree(base, skip=("cli/",))
-    return out, {k: v for k, v in before.items() if not k.startswith("cli/")}, after
+    return out, shared, {n: tree(base / n) for n in shared}
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=lambda c: c.id)
@@ -1297,6 +1312,7 @@ def test_cli_case(case, cli_runs):
     assert lines[0].startswith(f"nol-ros {case.send[1]['args'][0]}: ")
     assert f"[{case.code}]" in lines[0] and case.text in lines[0], (case.id, lines[0])
     assert err.strip().splitlines()[-1] == lines[0], (case.id, err)   # the last word
-    # nothing lost: its own folder (with the learnt 'mug') and every other root as before
+    # nothing lost: its own folder (with the learnt 'mug'), the inputs and the outside folder
     assert_nothing_lost(wd_before, wd_after, case)
-    assert_nothing_lost(before, after, case)
+    for n in before:
+        assert_nothing_lost(before[n], after[n], case)
