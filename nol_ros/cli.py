@@ -70,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     except NolError as e:
         print(f"nol-ros {args.command}: failed [{e.code}]: {e}", file=sys.stderr)
         return EXIT_FAILED
+    except OSError as e:  # the disk, permissions, a file that vanished: one line, no traceback
+        where = f" '{e.filename}'" if getattr(e, "filename", None) else ""
+        print(f"nol-ros {args.command}: failed [OS_ERROR]: {e.strerror or e}{where}; check the "
+              "path, its permissions and the free disk space", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"nol-ros {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -204,7 +204,15 @@ def _coerce(v: Any, hint: Any, key: str, where: str) -> Any:
         return v
     if hint is float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ConfigError(f"{where}'{key}' must be a number, got {v!r}")
+            tip = ""
+            if isinstance(v, str):
+                try:
+                    float(v)
+                    tip = (f" (YAML reads {v} as text: write the mantissa with a dot, e.g. "
+                           f"{v.lower().replace('e', '.0e', 1) if '.' not in v else v})")
+                except ValueError:
+                    pass
+            raise ConfigError(f"{where}'{key}' must be a number, got {v!r}{tip}")
         if not math.isfinite(float(v)):
             raise ConfigError(f"{where}'{key}' must be finite, got {v!r}")
         return float(v)

@@ -31,6 +31,10 @@ class DiskWriteError(NolError):
     code = "DISK_WRITE_FAILED"
 
 
+_ADVICE = ("check the disk space and the folder's permissions (the previous file, if any, is "
+           "unchanged)")
+
+
 def _umask() -> int:
     m = os.umask(0)
     os.umask(m)
@@ -75,9 +79,9 @@ def _atomic(path: str | os.PathLike, write: Callable[[str], None],
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(e, OSError):
-            raise DiskWriteError(f"cannot write '{path}': {e.strerror or e}; check the disk "
-                                 "space and the folder's permissions (the previous file, if "
-                                 "any, is unchanged)") from e
+            raise DiskWriteError(f"cannot write '{path}': {e.strerror or e}; {_ADVICE}") from e
+        if isinstance(e, DiskWriteError) and _ADVICE not in str(e):
+            raise DiskWriteError(f"{e}; {_ADVICE}") from e   # one advice for every refusal
         raise
     _fsync_dir(path.parent)
     return path

@@ -31,6 +31,7 @@ from nol_ros.enums import Preset, RenderStageMethod, parse_field
 from nol_ros.errors import ConfigError, FileFormatError, InputError, NolError
 from nol_ros.handoff import check_package
 from nol_ros.io_utils import atomic_write_json
+from nol_ros.mesh import load_mesh
 from nol_ros.progress import ProgressFn, noop_progress, prefixed
 from nol_ros.recognition.pipeline import recognition_preset
 from nol_ros.recognition.trainset import write_render_set
@@ -69,8 +70,9 @@ class RenderStageConfig:
     def __post_init__(self):
         parse_field(self, "method", RenderStageMethod, "render.method")
         parse_field(self, "preset", Preset, "render.preset")
-        if self.batch < 1:
-            raise ConfigError(f"render.batch {self.batch} must be >= 1")
+        if not 1 <= self.batch <= 1024:
+            raise ConfigError(f"render.batch {self.batch} must be in [1, 1024] poses per "
+                              "renderer call")
 
     def object_renderer_config(self, method: str | None = None):
         """The renderer configuration this stage runs (nol_ros.nol.renderer.
@@ -229,6 +231,12 @@ def _annotate_object(name, mesh_path, source, source_path, cfg, progress, obj_id
                              "use the model-free option with a prior point")
         if not Path(mesh_path).is_file():
             raise FileFormatError(f"{name}: mesh '{mesh_path}' does not exist or is not a file")
+        # before any long work: an unreadable, empty or centimetre mesh is refused in a second
+        # (BAD_MESH / EMPTY_MESH / MESH_UNITS), not after the tracking of the whole sequence
+        # (a dataset folder's kind is checked first: as cheap, and the likelier mistake)
+        if source == SOURCE_DATASET:
+            detect_dataset(source_path)
+        load_mesh(mesh_path)
     lo = into or Workspace(cfg.workspace_root).learnt(name)
     lo.dir.mkdir(parents=True, exist_ok=True)
     progress("loading", 0.0, f"reading source {source_path}")

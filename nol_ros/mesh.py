@@ -12,11 +12,13 @@ import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import cdist
 
-from nol_ros.errors import NolError
+from nol_ros.errors import InputError
 from nol_ros.io_utils import atomic_write_bytes, atomic_write_image, atomic_write_text
 
 
-class MeshLoadError(NolError):
+class MeshLoadError(InputError):
+    """A mesh file is missing, unreadable, empty or not in metres: bad input (the CLI exits 2)."""
+
     code = "BAD_MESH"
 
 

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from nol_ros.camera import crop_image, square_crop_box
-from nol_ros.errors import InputError, NolError
+from nol_ros.errors import ConfigError, InputError, NolError
 from nol_ros.io_utils import (
     atomic_write_image,
     atomic_write_json,
@@ -104,6 +104,23 @@ class SelfAnnotationConfig:
     # flag an object when the sequence saw less than this fraction of the surface that a
     # camera above the table could see (a sequence too short to go around the object)
     min_observed_fraction: float = 0.8
+
+    def __post_init__(self):
+        # bounds on what a request's options_yaml can make big (a 100000 px crop would allocate
+        # tens of GB per view)
+        if not 16 <= self.crop_size <= MAX_CROP_SIZE or not 1 <= self.min_crop_half <= 4096:
+            raise ConfigError(f"self_annotation.crop_size {self.crop_size} must be in [16, "
+                              f"{MAX_CROP_SIZE}] px and min_crop_half {self.min_crop_half} in "
+                              "[1, 4096] px (NOL uses 256 and 128)")
+        if self.annotate_step < 1 or not 3 <= self.max_vertices <= 1_000_000:
+            raise ConfigError(f"self_annotation.annotate_step {self.annotate_step} must be >= 1 "
+                              f"and max_vertices {self.max_vertices} in [3, 1000000]")
+        if not (0.0 <= self.max_lost_fraction <= 1.0 and 0.0 <= self.min_observed_fraction <= 1.0):
+            raise ConfigError("self_annotation.max_lost_fraction and min_observed_fraction are "
+                              "fractions in [0, 1]")
+
+
+MAX_CROP_SIZE = 2048  # self_annotation.crop_size: the largest view crop (px) a config may ask for
 
 
 def _write_ply(path: Path, V: np.ndarray, F: np.ndarray, colors: np.ndarray | None = None):

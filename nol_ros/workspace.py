@@ -214,7 +214,11 @@ class Workspace:
         """An exclusive lock on the root (fcntl on ROOT/.nol_lock), held for id allocation and
         index updates, so processes and threads sharing a root never race. Re-entrant within a
         thread."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BadPathError(f"cannot create the workspace root '{self.root}' "
+                               f"({e.strerror or e}); give a folder you can write to") from e
         key = str(self.root.resolve())
         with _LOCKS_GUARD:
             tlock = _THREAD_LOCKS.setdefault(key, threading.RLock())

@@ -316,6 +316,7 @@ def test_render_views_bad_input_and_idle_release(graph, learnt):
                                   camera_info=kw.get("info", info))
         return g.call(rv, req)
 
+    before = _files(g.ws / OBJ)
     nan = Pose()
     nan.position.x, nan.orientation.w = float("nan"), 1.0
     zero_q = Pose()
@@ -341,6 +342,7 @@ def test_render_views_bad_input_and_idle_release(graph, learnt):
         r = call(**kw)
         assert not r.success and r.error_code == code and text in r.message, (kw, r)
         assert not r.images
+    assert _files(g.ws / OBJ) == before   # nothing lost: the learnt object as it was
     # still serving; then the cached renderer is released after render_views.idle_release_s
     r = call()
     assert r.success and r.images[0].width == 64 and len(g.nol.renderers) == 1
@@ -350,12 +352,21 @@ def test_render_views_bad_input_and_idle_release(graph, learnt):
     assert call().success   # loads again on demand
 
 
+def _files(d: Path) -> dict:
+    """relative path -> (size, mtime_ns) of every file under ``d``."""
+    return {p.relative_to(d).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in d.rglob("*") if p.is_file()}
+
+
 def test_trainer_refuses_bad_requests(graph, learnt):
-    from nol_ros.srv import TrainDetector, TrainPoseEstimator
+    from nol_ros.srv import GetJobStatus, TrainDetector, TrainPoseEstimator
 
     g = graph
     td = _srv(g, TrainDetector, "/trainer/train_detector")
     tp = _srv(g, TrainPoseEstimator, "/trainer/train_pose_estimator")
+    before = _files(g.ws)
+    status = _srv(g, GetJobStatus, "/trainer/get_job_status")
+    last = g.call(status, GetJobStatus.Request()).status.job_id   # "" before any job
     for client, req, code, text in [
             (td, TrainDetector.Request(object_names=["teapot"]), "UNKNOWN_OBJECT", "teapot"),
             (tp, TrainPoseEstimator.Request(object_names=["cracker_box"]), "UNKNOWN_OBJECT",
@@ -369,6 +380,10 @@ def test_trainer_refuses_bad_requests(graph, learnt):
             (td, TrainDetector.Request(object_names=[OBJ, OBJ]), "BAD_INPUT", "repeats")]:
         r = g.call(client, req)
         assert not r.accepted and r.error_code == code and text in r.message, (req, r)
+    # still serving (no job was queued), and nothing in the workspace changed
+    st = g.call(status, GetJobStatus.Request())
+    assert st.status.job_id == last and (st.found or st.error_code == "UNKNOWN_JOB"), st
+    assert _files(g.ws) == before
 
 
 @pytest.fixture(scope="module")
@@ -491,7 +506,7 @@ def test_recognizer_bad_input_and_bad_models_keep_it_running(graph, trained, pub
     rgb, depth = f.load_rgb(), f.load_depth()
     t = f.stamp_ns + 10**9  # after the test scene: no stamp clash
 
-    def reject(code, **kw):
+    def reject(code, text, **kw):
         nonlocal t
         t += 10**8
         n = g.rec.service.state().rejected
@@ -499,12 +514,14 @@ def test_recognizer_bad_input_and_bad_models_keep_it_running(graph, trained, pub
                        g.rec, **kw)
         g.wait(lambda: g.rec.service.state().rejected > n, 30, f"a {code} rejection")
         g.wait(lambda: g.status[-1].error_code == code, 5, f"status {code}")
+        assert text in g.status[-1].message, g.status[-1].message
+        assert g.status[-1].models_loaded    # nothing lost: the models stay
 
-    reject("BAD_ENCODING", rgb_encoding="rgba8")
+    reject("BAD_ENCODING", "rgba8", rgb_encoding="rgba8")
     small = intrinsics_to_camera_info(Intrinsics(269.0, 269.0, 160.0, 120.0, 320, 240),
                                       ns_to_stamp(t), "camera_rgb_optical_frame")
-    reject("BAD_CAMERA_INFO", info=small)
-    reject("SIZE_MISMATCH", depth=depth[::2, ::2].copy())
+    reject("BAD_CAMERA_INFO", "CameraInfo says", info=small)
+    reject("SIZE_MISMATCH", "registered", depth=depth[::2, ::2].copy())
     # still recognising good frames
     n = len(g.dets)
     _publish_frame(pubs, rgb, depth, seq.intrinsics, t + 10**8, g.rec)

@@ -65,6 +65,12 @@ def _refused(service, code, text, **req):
 
 def test_bad_and_hostile_learn_requests_are_refused_before_they_queue(data, tmp_path):
     d, cfg = data
+
+    def files():   # the data root and the folder outside it (nothing lost, nothing written)
+        return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")
+                if p.is_file()}
+
+    before = files()
     s = LearningService(cfg, "cpu")
     try:
         box = str(d / "box.ply")
@@ -108,6 +114,7 @@ def test_bad_and_hostile_learn_requests_are_refused_before_they_queue(data, tmp_
                  options_yaml="self_annotation.min_observed_fraction: .nan", **ds)
         assert s.jobs.jobs() == []                    # nothing was queued
         assert not (tmp_path / "ws").exists() or not any((tmp_path / "ws").iterdir())
+        assert files() == before                      # nothing lost, nothing written
         # accepted (relative paths inside the root), then fails in its job: no images there
         info = s.submit(LearnRequest("box", "box.ply", SOURCE_DATASET, "seq",
                                      "self_annotation:\n  annotate_step: 2\n"))

@@ -297,13 +297,13 @@ def test_bad_input_is_reported_and_the_node_keeps_serving(small_world, tmp_path,
         small = depth_to_image(np.full((240, 320), 1.0, np.float32), "16UC1")
         pair(3, depth_msg=small)
         g.wait(lambda: "registered" in st().message, 10, "the size mismatch error")
-        assert st().frames_received == 0
+        assert st().frames_received == 0 and st().error_code == "BAD_INPUT"
         # good frames, but odometry is required and there is no TF: counted, not tracked
         pair(4)
         g.wait(lambda: st().tracking.frames_tf_refused >= 1, 10, "the TF refusal")
         s = st()
         assert s.frames_received == 1 and s.tracking.frames_tracked == 0
-        assert s.tracking.error_code.startswith("TF_"), s.tracking
+        assert s.tracking.error_code == "TF_LOOKUP", s.tracking
         assert "odom" in s.tracking.message and "required" in s.tracking.message
         # export/mesh errors that name the problem
         foreign = tmp_path / "foreign"
@@ -316,11 +316,16 @@ def test_bad_input_is_reported_and_the_node_keeps_serving(small_world, tmp_path,
         r = g.call(mesh, SaveMesh.Request(path=str(tmp_path / "mesh.txt")))
         assert not r.success and r.error_code in ("BAD_INPUT", "NO_FRAMES")
         # outputs stay inside export_root, whatever the request says
+        outside = {p.name for p in tmp_path.parent.iterdir()}
         for p in ("/etc/passwd.ply", "../escape.ply", str(tmp_path.parent / "x.ply")):
             r = g.call(mesh, SaveMesh.Request(path=p))
             assert not r.success and r.error_code == "BAD_PATH" and "is not under" in r.message
         r = g.call(export, ExportSequence.Request(output_dir="../../escaped"))
-        assert not r.success and r.error_code == "BAD_PATH", r
+        assert not r.success and r.error_code == "BAD_PATH" and "is not under" in r.message, r
+        # nothing written outside, nothing lost in the buffer
+        assert {p.name for p in tmp_path.parent.iterdir()} == outside
+        assert not Path("/etc/passwd.ply").exists()
+        assert st().frames_received == 1 and len(node.ingest.snapshot()) == 1
         # ... and the node keeps serving: with odometry on TF, frames are tracked
         T_odom_cam = np.eye(4)
         p_static.publish(TFMessage(transforms=[transform_stamped(

@@ -116,19 +116,31 @@ def test_a_paused_fetch_resumes_with_the_remaining_chunks(graph):
     assert _tree(graph.root / "ws" / "again" / "mug") == graph.files
 
 
+def _files(d):
+    """relative path -> (size, mtime_ns) of every file under ``d`` (what 'nothing lost' means)."""
+    return {p.relative_to(d).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in d.rglob("*") if p.is_file()}
+
+
 def test_bad_requests_are_refused_and_the_node_keeps_serving(graph, tmp_path):
     from nol_ros.msg import JobProgress
 
+    (tmp_path / "mine.txt").write_text("not to be sent")
+    before = {d: _files(d) for d in (graph.root, tmp_path)}
     r, _ = _fetch(graph, "view_selection", "../outside")
-    assert not r.accepted and r.error_code == "BAD_PATH"
+    assert not r.accepted and r.error_code == "BAD_PATH" and "is not under" in r.message, r
     r, st = _fetch(graph, "../../etc", "x")                 # the peer refuses it
     assert r.accepted and st.status.state == JobProgress.STATE_FAILED
     assert st.status.error_code == "BAD_PATH", st.status.message
+    assert "it must name a place inside the transfer root" in st.status.message, st.status
     r, st = _fetch(graph, "no/such/folder", "x")
     assert st.status.state == JobProgress.STATE_FAILED and "does not exist" in st.status.message
     os.symlink(tmp_path, graph.root / "robot" / "evil")
     r, st = _fetch(graph, "evil", "x")
     assert st.status.state == JobProgress.STATE_FAILED and st.status.error_code == "BAD_PATH"
-    assert not (graph.root / "ws" / "x").exists()
+    assert "outside the transfer root" in st.status.message, st.status.message
+    # nothing lost or leaked: both roots and the folder behind the link as they were
+    assert not (graph.root / "ws" / "x").exists() and not (graph.root / "outside").exists()
+    assert {d: _files(d) for d in (graph.root, tmp_path)} == before
     r, st = _fetch(graph, "view_selection/1/packages/mug", "ok")   # still serving
     assert st.status.state == JobProgress.STATE_SUCCEEDED

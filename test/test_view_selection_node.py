@@ -109,6 +109,12 @@ def test_bad_select_views_requests_are_refused_with_a_code(small_world, tmp_path
         select = cli.create_client(SelectViews, "/vs_bad/view_selection/select_views")
         status = cli.create_client(GetJobStatus, "/vs_bad/view_selection/get_job_status")
 
+        def files():   # everything under this test's folder and the world's (nothing lost)
+            return {p: (p.stat().st_size, p.stat().st_mtime_ns) for d in (tmp_path, root)
+                    for p in d.rglob("*") if p.is_file()}
+
+        before = files()
+
         def refused(code, text, **req):
             r = g.call(select, SelectViews.Request(**req))
             assert not r.accepted and r.error_code == code and text in r.message, r
@@ -129,6 +135,8 @@ def test_bad_select_views_requests_are_refused_with_a_code(small_world, tmp_path
                 sequence_path=str(scene))
         refused("BAD_FILE", "not a BOP scene", object_names=["box"], mesh_paths=[mesh],
                 sequence_path=str(tmp_path))
+        assert files() == before and not (tmp_path / "ws").exists()
+        assert not (tmp_path.parent / "elsewhere").exists()
         # accepted, but there is no reconstruction node to export the live buffer
         r = g.call(select, SelectViews.Request(object_names=["box"], mesh_paths=[mesh]))
         assert r.accepted

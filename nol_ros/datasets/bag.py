@@ -416,7 +416,11 @@ def open_bag(path: str | Path):
         reader = Reader(p)
         reader.open()
     except Exception as e:  # rosbags raises its own error types
-        raise FileFormatError(f"cannot open bag '{path}': {e}") from e
+        raise FileFormatError(
+            f"cannot open bag '{path}': {e}. The bag file is damaged or truncated (a recording "
+            "that was cut off?): recover the messages before the damage with `mcap recover "
+            "IN.mcap -o OUT.mcap` (the mcap CLI) for MCAP, or `ros2 bag reindex` for sqlite3, "
+            "then pass the recovered bag") from e
     return reader
 
 

@@ -33,6 +33,7 @@ from nol_ros.ros.job_services import (
     reply_failure,
 )
 from nol_ros.ros.params import declare_and_read, watch_dynamic
+from nol_ros.ros.qos import service_qos
 from nol_ros.ros.runtime import log_to, run_nodes
 from nol_ros.services.learning import (
     LearningConfig,
@@ -73,14 +74,16 @@ class NolNode(JobNodeShutdown, Node):
         self.goals = JobGoals(Learn, self.jobs, lambda q: self.learning.submit(self._request(q)),
                               lambda res, info: setattr(res, "workspace_path", info.result_path),
                               log)
-        self.create_service(LearnObject, "~/learn_object", self._on_learn)
+        self.create_service(LearnObject, "~/learn_object", self._on_learn,
+                            qos_profile=service_qos())
         attach_job_services(self, self.jobs)
         self._action = ActionServer(self, Learn, "~/learn", execute_callback=self.goals.execute,
                                     goal_callback=lambda g: GoalResponse.ACCEPT,
                                     cancel_callback=lambda g: CancelResponse.ACCEPT,
                                     callback_group=group)
         self.create_service(RenderViews, "~/render_views", self._on_render_views,
-                            callback_group=MutuallyExclusiveCallbackGroup())
+                            callback_group=MutuallyExclusiveCallbackGroup(),
+                            qos_profile=service_qos())
         idle = self.cfg.render_views.idle_release_s
         self.create_timer(max(0.5, min(5.0, idle / 4)), self._on_idle_timer,
                           callback_group=MutuallyExclusiveCallbackGroup(),

@@ -21,7 +21,7 @@ from nol_ros.device import resolve_device
 from nol_ros.msg import DetectionArray, RecognizerStatus
 from nol_ros.ros.conversions import detection_msgs, ns_to_stamp, recognizer_status_msg
 from nol_ros.ros.params import declare_and_read, watch_dynamic
-from nol_ros.ros.qos import sensor_qos
+from nol_ros.ros.qos import sensor_qos, service_qos
 from nol_ros.ros.runtime import ErrorReporter, ShutsDown, log_to, run_nodes, tf_endpoints
 from nol_ros.services.recognition import (
     Frame,
@@ -80,7 +80,8 @@ class RecognizerNode(ShutsDown, Node):
         self.create_subscription(CameraInfo, cfg.camera_info_topic, self._on_info, qos,
                                  callback_group=MutuallyExclusiveCallbackGroup())
         control = MutuallyExclusiveCallbackGroup()
-        self.create_service(Trigger, "~/reload", self._on_reload, callback_group=control)
+        self.create_service(Trigger, "~/reload", self._on_reload, callback_group=control,
+                            qos_profile=service_qos())
         # wall-clock timer: with use_sim_time a finished bag stops /clock, and the status and
         # the models poll must go on
         self.create_timer(1.0, self._on_timer, callback_group=control,

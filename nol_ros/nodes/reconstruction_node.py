@@ -27,7 +27,7 @@ from nol_ros.ros.conversions import (
 )
 from nol_ros.ros.job_services import reply_failure
 from nol_ros.ros.params import declare_and_read
-from nol_ros.ros.qos import sensor_qos
+from nol_ros.ros.qos import sensor_qos, service_qos
 from nol_ros.ros.runtime import (
     ErrorReporter,
     ShutsDown,
@@ -82,11 +82,13 @@ class ReconstructionNode(ShutsDown, Node):
         self.create_subscription(CameraInfo, cfg.camera_info_topic, self.recon.set_camera_info,
                                  qos, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_service(GetBufferStatus, "~/get_buffer_status", self._on_status,
-                            callback_group=queries)
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=queries)
-        self.create_service(SaveMesh, "~/save_mesh", self._on_save_mesh, callback_group=heavy)
+                            callback_group=queries, qos_profile=service_qos())
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=queries,
+                            qos_profile=service_qos())
+        self.create_service(SaveMesh, "~/save_mesh", self._on_save_mesh, callback_group=heavy,
+                            qos_profile=service_qos())
         self.create_service(ExportSequence, "~/export_sequence", self._on_export,
-                            callback_group=heavy)
+                            callback_group=heavy, qos_profile=service_qos())
         # wall clock: with use_sim_time the status and the CameraInfo wait go on after a bag
         self.create_timer(1.0, self._on_timer, callback_group=queries,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))

@@ -39,6 +39,7 @@ from nol_ros.ros.clients import ServiceCaller, export_live_buffer
 from nol_ros.ros.conversions import ns_to_stamp, numpy_to_image, pose_from_matrix
 from nol_ros.ros.job_services import JobNodeShutdown, attach_job_services, job_progress_msg
 from nol_ros.ros.params import declare_and_read
+from nol_ros.ros.qos import service_qos
 from nol_ros.ros.runtime import log_to, run_nodes
 from nol_ros.services.selection import (
     SelectionConfig,
@@ -74,7 +75,8 @@ class ViewSelectionNode(JobNodeShutdown, Node):
                                         self._on_update, self._publish,
                                         log_to(log))
         self.jobs = self.service.jobs
-        self.create_service(SelectViews, "~/select_views", self._on_select)
+        self.create_service(SelectViews, "~/select_views", self._on_select,
+                            qos_profile=service_qos())
         attach_job_services(self, self.jobs)
         log.info(f"view_selection ready ({len(self.cfg.objects.names)} configured objects, "
                  f"workspaces in {self.cfg.workspace_root}, inputs from {self.cfg.data_path})")

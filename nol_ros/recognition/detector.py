@@ -53,6 +53,10 @@ from nol_ros.recognition.detset import read_coco
 CKPT_KIND = "nol_ros.recognition.detector"
 
 
+# upper bounds of a detector configuration (options_yaml of TrainDetector cannot exceed them)
+MAX_IMAGE_SIDE, MAX_BATCH, MAX_EPOCHS, MAX_LR = 4096, 1024, 10_000, 1.0
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     """Architecture, input size and training schedule of the detector.
@@ -115,6 +119,14 @@ class DetectorConfig:
             raise ConfigError("batch_size, accumulate must be >= 1, epochs >= 0, lr > 0")
         if self.head_convs < 0 or self.min_size < 16 or self.max_size < self.min_size:
             raise ConfigError("head_convs >= 0 and 16 <= min_size <= max_size needed")
+        # bounds on what a request's options_yaml can make big (a 100000 px input would
+        # allocate terabytes) or senseless
+        if self.max_size > MAX_IMAGE_SIDE or self.batch_size > MAX_BATCH or \
+                self.epochs > MAX_EPOCHS or self.accumulate > MAX_BATCH or self.lr > MAX_LR:
+            raise ConfigError(f"detector: max_size {self.max_size} <= {MAX_IMAGE_SIDE} px, "
+                              f"batch_size {self.batch_size} and accumulate {self.accumulate} <= "
+                              f"{MAX_BATCH}, epochs {self.epochs} <= {MAX_EPOCHS}, lr {self.lr} "
+                              f"<= {MAX_LR} needed (the paper preset: 640 px, 8, 12 epochs, 1e-4)")
 
     def to_dict(self) -> dict:
         return to_dict(self)

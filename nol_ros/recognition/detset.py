@@ -31,6 +31,10 @@ from nol_ros.recognition.augment import BackgroundPool, color_jitter, draw_shape
 from nol_ros.recognition.scenes import SceneBackgrounds, ScenePool
 from nol_ros.recognition.trainset import PasteSample
 
+# upper bounds of a detection set (options_yaml cannot exceed them; the paper preset: 150000
+# images of 640x480)
+MAX_IMAGES, MAX_SIDE = 1_000_000, 4096
+
 
 @dataclass(frozen=True)
 class DetectionSetConfig:
@@ -56,9 +60,11 @@ class DetectionSetConfig:
     #                              the pose net's replaced crop backgrounds) on them
 
     def __post_init__(self):
-        if self.n_images < 1 or self.width < 16 or self.height < 16:
-            raise ConfigError(f"detection set: n_images {self.n_images} must be >= 1 and the "
-                              f"size {self.width}x{self.height} at least 16x16")
+        if not (1 <= self.n_images <= MAX_IMAGES and 16 <= self.width <= MAX_SIDE
+                and 16 <= self.height <= MAX_SIDE):
+            raise ConfigError(f"detection set: n_images {self.n_images} must be in [1, "
+                              f"{MAX_IMAGES}] and the size {self.width}x{self.height} in [16, "
+                              f"{MAX_SIDE}] px per side")
         if not (1 <= self.objects[0] <= self.objects[1]):
             raise ConfigError(f"objects per image {self.objects}: need 1 <= lo <= hi")
         if not (0 < self.distance_m[0] <= self.distance_m[1]):

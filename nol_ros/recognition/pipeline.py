@@ -486,6 +486,8 @@ class RunOptions:
     def __post_init__(self):
         if self.max_seconds < 0:
             raise ConfigError(f"max_seconds must be >= 0, got {self.max_seconds}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be in [0, 2**32), got {self.seed}")
 
 
 class UnknownObjectError(InputError):

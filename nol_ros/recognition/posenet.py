@@ -53,6 +53,10 @@ CKPT_KIND = "nol_ros.recognition.posenet"
 CH = 6  # per object: x, y, z, error, amodal mask, visible mask
 
 
+# upper bounds of a pose net configuration (options_yaml of TrainPoseEstimator cannot exceed them)
+MAX_INPUT_SIZE, MAX_BATCH, MAX_STEPS, MAX_LR = 1024, 4096, 10_000_000, 1.0
+
+
 @dataclass(frozen=True)
 class PoseNetConfig:
     """encoder: "convnet" (widths ``channels``: stem + 4 stride-2 stages) or "resnet50".
@@ -109,6 +113,13 @@ class PoseNetConfig:
             raise ConfigError(f"out_stride must be 1 or 2, got {self.out_stride}")
         if self.batch_size < 1 or self.steps < 0 or self.lr <= 0 or self.min_inliers < 4:
             raise ConfigError("batch_size >= 1, steps >= 0, lr > 0, min_inliers >= 4 needed")
+        # bounds on what a request's options_yaml can make big or senseless
+        if self.input_size > MAX_INPUT_SIZE or self.batch_size > MAX_BATCH or \
+                self.steps > MAX_STEPS or self.lr > MAX_LR or self.ransac_iters > 100_000:
+            raise ConfigError(f"pose: input_size {self.input_size} <= {MAX_INPUT_SIZE} px, "
+                              f"batch_size {self.batch_size} <= {MAX_BATCH}, steps {self.steps} "
+                              f"<= {MAX_STEPS}, lr {self.lr} <= {MAX_LR}, ransac_iters "
+                              f"{self.ransac_iters} <= 100000 needed")
 
     @property
     def store_size(self) -> int:

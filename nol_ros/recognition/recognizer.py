@@ -174,11 +174,17 @@ class Recognizer:
         if not p.is_file():
             raise FileFormatError(f"'{d}' is not a recognition models folder (no {MODELS_JSON}); "
                                   "train one with nol_ros.recognition.pipeline")
-        meta = json.loads(p.read_text())
-        classes = meta.get("classes") or []
-        if not classes:
+        try:
+            meta = json.loads(p.read_text())
+            classes = meta.get("classes") or []
+            ids = [int(c["obj_id"]) for c in classes]
+            names = [str(c["name"]) for c in classes] + [str(c["mesh"]) for c in classes]
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+            raise FileFormatError(f"'{p}' is damaged ({type(e).__name__}: {str(e)[:120]}); "
+                                  "train the models again (TrainDetector + TrainPoseEstimator) "
+                                  "or point models_dir at an intact models folder") from e
+        if not classes or not all(names):
             raise FileFormatError(f"'{p}' lists no classes")
-        ids = [int(c["obj_id"]) for c in classes]
         det = Detector.load(d / meta.get("detector", "detector.pt"), ids, device)
         pn = PoseNet.load(d / meta.get("posenet", "posenet.pt"), ids, device)
         objs = [_Obj(int(c["obj_id"]), str(c["name"]), load_mesh(d / c["mesh"], units="m"),

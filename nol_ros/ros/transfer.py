@@ -17,6 +17,7 @@ from collections import deque
 
 from nol_ros.errors import NolError
 from nol_ros.msg import TransferStatus
+from nol_ros.ros.qos import service_qos
 from nol_ros.srv import GetChunk, GetManifest
 from nol_ros.transfer import Inbox, Manifest, Outbox, TransferConfig
 from nol_ros.transfer.codec import ChunkError
@@ -70,8 +71,9 @@ def serve(node, outbox: Outbox, callback_group=None) -> None:
         return resp
 
     node.create_service(GetManifest, "~/get_manifest", on_manifest,
-                        callback_group=callback_group)
-    node.create_service(GetChunk, "~/get_chunk", on_chunk, callback_group=callback_group)
+                        callback_group=callback_group, qos_profile=service_qos())
+    node.create_service(GetChunk, "~/get_chunk", on_chunk, callback_group=callback_group,
+                        qos_profile=service_qos())
 
 
 

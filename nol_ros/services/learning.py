@@ -22,6 +22,7 @@ the object is learnt again) and released with their memory after ``idle_release_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -34,6 +35,7 @@ import numpy as np
 
 from nol_ros.catalog import ObjectCatalogConfig
 from nol_ros.config import override, parse_options
+from nol_ros.datasets.bag import open_bag
 from nol_ros.device import release_memory
 from nol_ros.errors import (
     ConfigError,
@@ -56,6 +58,7 @@ from nol_ros.learn import (
     load_renderer,
 )
 from nol_ros.mesh import load_mesh
+from nol_ros.nol.network import load_checkpoint
 from nol_ros.progress import OverallProgress
 from nol_ros.recognition.pipeline import UnknownObjectError
 from nol_ros.streaming.messages import CameraInfoError
@@ -173,7 +176,8 @@ def check_learn_request(cfg: LearningConfig, req: LearnRequest) -> CheckedLearn:
         src = str(confine(root, req.source_path, "source_path", must_exist=True)) \
             if req.source_path else ""
         check_package(src or lo.dir, name)   # BAD_FILE naming what is missing
-        learn_cfg = learn_config_with_options(cfg.learn, req.options_yaml)
+        learn_cfg = _checked_checkpoint(cfg, learn_config_with_options(cfg.learn,
+                                                                       req.options_yaml))
         return CheckedLearn(name, "", req.source, src, learn_cfg)
     mesh = str(confine(root, cfg.objects.mesh_for(name, req.mesh_path), "mesh_path",
                        must_exist=True))
@@ -183,6 +187,7 @@ def check_learn_request(cfg: LearningConfig, req: LearnRequest) -> CheckedLearn:
         if not ((p if p.is_dir() else p.parent) / "metadata.yaml").exists():
             raise FileFormatError(f"'{req.source_path}' is not a rosbag2 folder (no "
                                   "metadata.yaml)")
+        open_bag(p).close()  # a damaged or truncated bag: BAD_FILE now, not in the job
         src = str(p)
     elif req.source == SOURCE_DATASET:
         p = confine(root, req.source_path or ".", "source_path", must_exist=True)
@@ -190,9 +195,23 @@ def check_learn_request(cfg: LearningConfig, req: LearnRequest) -> CheckedLearn:
         src = str(p)
     elif req.source_path:
         src = str(confine(root, req.source_path, "source_path", must_exist=True))
-    learn_cfg = learn_config_with_options(cfg.learn, req.options_yaml)
+    learn_cfg = _checked_checkpoint(cfg, learn_config_with_options(cfg.learn, req.options_yaml))
     load_mesh(mesh)  # unreadable / empty / other-unit meshes: BAD_MESH, EMPTY_MESH, MESH_UNITS
     return CheckedLearn(name, mesh, req.source, src, learn_cfg)
+
+
+def _checked_checkpoint(cfg: LearningConfig, learn_cfg: LearnConfig) -> LearnConfig:
+    """A NOL checkpoint named in options_yaml (render.checkpoint) is a path from a request: it
+    must lie inside data_root (BAD_PATH, the same message whether outside or missing) and load
+    as a NOL checkpoint (BAD_WEIGHTS) before the job is queued, not after the self-annotation.
+    Returned with the resolved path. The node's own parameter is the operator's: not confined."""
+    ck = learn_cfg.render.checkpoint
+    if not ck or ck == cfg.learn.render.checkpoint:
+        return learn_cfg
+    p = confine(cfg.data_path, ck, "render.checkpoint", must_exist=True)
+    load_checkpoint(p)
+    return dataclasses.replace(learn_cfg, render=dataclasses.replace(learn_cfg.render,
+                                                                     checkpoint=str(p)))
 
 
 class LearningService:

@@ -244,6 +244,8 @@ class LiveReconstruction:
             raise InputError("SaveMesh.path is empty; give an output .ply or .obj path "
                              f"(relative to {self.cfg.export_root})")
         p = self._out_path(path, "SaveMesh.path")
+        if p.suffix.lower() not in (".ply", ".obj"):   # before the seconds of integration
+            raise InputError(f"SaveMesh.path '{path}' must end in .ply or .obj")
         self.live.wait_idle(self.cfg.export_wait_for_tracking_s)
         mesh, n = integrate_scene_mesh(self.ingest.snapshot(), self.live.snapshot(),
                                        self.cfg.tracker, self.cfg.mesh_weight_threshold)
