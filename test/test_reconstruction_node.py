@@ -159,6 +159,12 @@ def test_replay_tracks_publishes_tf_exports_and_learns_from_the_live_buffer(
             assert r.accepted and r.job_id, r
             jobs[name] = r
         assert jobs["tomato_soup_can"].message == "queued", jobs["tomato_soup_can"]
+        # the third is queued once the first has left the queue for the job thread (on a loaded
+        # machine that thread can take it after the third request arrives: two are then
+        # waiting, and max_queued=2 refuses the third with QUEUE_FULL)
+        first = GetJobStatus.Request(job_id=jobs["cracker_box"].job_id)
+        g.wait(lambda: g.call(job_status, first).status.state != JobProgress.STATE_QUEUED, 120,
+               "the first learn to leave the queue")
         r3 = g.call(learn, LearnObject.Request(
             object_name="mustard_bottle", mesh_path=str(models / "obj_000004.ply"),
             source=LearnObject.Request.SOURCE_LIVE_BUFFER))
