@@ -83,6 +83,7 @@ def main() -> int:
     procs = {
         "nol": subprocess.Popen([_exe("nol_node"), "--ros-args", "-p",
                                  f"learn.workspace_root:={ws}", "-p",
+                                 f"data_root:={world.resolve()}", "-p",   # the bag, the mesh
                                  f"learn.render.preset:={args.preset}", "-p",
                                  "render_views.idle_release_s:=5.0"], stdout=log,
                                 stderr=subprocess.STDOUT),
