@@ -37,15 +37,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import rclpy
+from geometry_msgs.msg import Pose
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import CameraInfo
+from std_srvs.srv import Trigger
 
 from nol_ros.action import Learn
 from nol_ros.errors import ConfigError, NolError
 from nol_ros.msg import JobProgress, RecognizerStatus, TransferStatus
 from nol_ros.ros.clients import ServiceTimeoutError, call_service
+from nol_ros.ros.conversions import intrinsics_to_camera_info, pose_from_matrix
 from nol_ros.srv import (
     CancelJob,
     ExportSequence,
@@ -60,9 +63,11 @@ from nol_ros.srv import (
     TrainPoseEstimator,
 )
 
-# the nodes a client talks to (default node names) and one service each that shows it is up
-PROBES = {"nol": "learn_object", "trainer": "train_detector", "view_selection": "select_views",
-          "transfer": "fetch", "reconstruction": "get_buffer_status", "recognizer": "reload"}
+# the nodes a client talks to (their default names) and one service each that shows it is up
+PROBES = {"nol": ("learn_object", LearnObject), "trainer": ("train_detector", TrainDetector),
+          "view_selection": ("select_views", SelectViews), "transfer": ("fetch", Fetch),
+          "reconstruction": ("get_buffer_status", GetBufferStatus),
+          "recognizer": ("reload", Trigger)}
 STATE_NAMES = {JobProgress.STATE_QUEUED: "QUEUED", JobProgress.STATE_RUNNING: "RUNNING",
                JobProgress.STATE_SUCCEEDED: "SUCCEEDED", JobProgress.STATE_FAILED: "FAILED",
                JobProgress.STATE_CANCELLED: "CANCELLED"}
@@ -244,11 +249,8 @@ class NolClient:
         wait_until(pred, timeout_s, what)
 
     def _probe(self, kind: str):
-        from std_srvs.srv import Trigger
-
-        types = {"nol": LearnObject, "trainer": TrainDetector, "view_selection": SelectViews,
-                 "transfer": Fetch, "reconstruction": GetBufferStatus, "recognizer": Trigger}
-        return self._client(types[kind], self.path(kind, PROBES[kind]))
+        service, srv_type = PROBES[kind]
+        return self._client(srv_type, self.path(kind, service))
 
     def ready(self, kinds: Iterable[str] = ("nol", "trainer", "reconstruction")) -> bool:
         """Whether every node of ``kinds`` serves now (one service each, PROBES)."""
@@ -464,10 +466,6 @@ class NolClient:
         geometry_msgs/Pose) seen by ``camera`` (nol_ros.camera.Intrinsics or CameraInfo).
         Returns the reply (``images`` rgb8, ``masks`` mono8, one per pose); RequestRefused
         with the node's code (UNKNOWN_OBJECT, BAD_POSE, BAD_CAMERA_INFO ...)."""
-        from geometry_msgs.msg import Pose
-
-        from nol_ros.ros.conversions import intrinsics_to_camera_info, pose_from_matrix
-
         poses = [p if isinstance(p, Pose) else pose_from_matrix(p) for p in poses]
         info = camera if isinstance(camera, CameraInfo) else intrinsics_to_camera_info(camera)
         r = self.call(self.path("nol", "render_views"), RenderViews.Request(
@@ -534,6 +532,7 @@ class NolClient:
         tracking, one frame in flight; recognizer: its status, one frame at a time), so every
         frame is processed on any machine; rate > 0: the bag's timing, scaled. Returns the
         replay statistics."""
+        # rosbags only here: a client that replays nothing does not load it
         from nol_ros.ros.bag_replay import BagPlayer, ReplayConfig, receiver_pace
 
         if rate > 0:
