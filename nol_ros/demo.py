@@ -71,7 +71,10 @@ def _follow(client, jobs: dict, timeout_s: float = 3600.0) -> dict:
     out = {}
     for label, job in jobs.items():
         with _bar(label) as progress:
-            out[label] = client.wait(job, timeout_s, progress)
+            try:
+                out[label] = client.wait(job, timeout_s, progress)
+            except TimeoutError:    # reported as not succeeded, in the state it is stuck in
+                out[label] = client.result(job)
             if out[label].succeeded:
                 progress("done", 1.0, "")
     return out
@@ -330,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                 job_of[name] = (oid, nol.learn_object(
                     name, data / "models" / f"obj_{oid:06d}.ply", SOURCE_BAG, str(bag)))
             except RequestRefused as e:
-                _say(f"LearnObject {name} refused [{e.code}]: {e}")
+                _say(str(e))
         _say(f"LearnObject x{len(job_of)} queued on the nol node (one job at a time)")
         learnt = _follow(nol, {n: j for n, (_, j) in job_of.items()})
         times["learn + render"] = time.perf_counter() - t0
@@ -345,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     jobs[lab] = call(ok_names, rec_preset)
                 except RequestRefused as e:
-                    _say(f"{lab} refused [{e.code}]: {e}")
+                    _say(str(e))
             _say(f"training the detector and the pose estimator ({rec_preset} preset) on the "
                  f"renders of {', '.join(ok_names)}")
             train_done = _follow(nol, jobs)
