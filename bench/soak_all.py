@@ -32,11 +32,13 @@ it took longer), one round of calls:
 - transfer: Fetch of that export from the node itself (serves and receives, ~60 MB);
 - recognizer: recognises the live stream throughout; each round must see it process frames.
 
-Every --sample-s (10 s) the resident memory (VmRSS) of every node process is read. Verdicts
-(exit code 1 if any fails, naming the node or call):
-- memory: per node, the largest sample after the warm-up may exceed the largest sample during
-  the warm-up by less than --max-growth (5 %). Warm-up: the first --warmup-minutes of the soak
-  or the first round of calls, whichever ends later (a job node's peak is inside a job, so the
+Every --sample-s (10 s) the resident memory of every node process is read: VmRSS (now) and
+VmHWM (its peak since the last sample; reset after each read through /proc/PID/clear_refs, so
+a job's peak is caught even between two samples). Verdicts (exit code 1 if any fails, naming
+the node or call):
+- memory: per node, the largest peak after the warm-up may exceed the largest peak during the
+  warm-up by less than --max-growth (5 %). Warm-up: the first --warmup-minutes of the soak or
+  the first round of calls, whichever ends later (a job node's peak is inside a job, so the
   baseline must contain one of each job);
 - no node died; every call was answered without an error code and every job succeeded; the
   recognizer rejected no frame after its models were loaded; the reconstruction node rejected
@@ -78,38 +80,42 @@ class NodeMemory:
     """One node's resident memory over the soak (MB = 2**20 bytes)."""
 
     node: str
-    warmup_peak_mb: float     # largest sample during the warm-up (the baseline)
-    peak_after_mb: float      # largest sample after the warm-up
-    end_mb: float             # last sample
+    warmup_peak_mb: float     # largest resident memory during the warm-up (the baseline)
+    peak_after_mb: float      # largest resident memory after the warm-up
+    end_mb: float             # resident memory at the last sample
     growth: float             # (peak_after - warmup_peak) / warmup_peak
     ok: bool                  # growth < the limit
 
 
-def memory_verdict(samples: dict[str, list[tuple[float, float]]], warmup_s: float,
+def memory_verdict(samples: dict[str, list[tuple[float, float, float]]], warmup_s: float,
                    max_growth: float) -> list[NodeMemory]:
     """Per node: is the resident memory flat after the warm-up?
 
-    samples: node -> [(t_s since the soak started, rss_mb)], in time order. The baseline is
-    the LARGEST warm-up sample (t <= warmup_s), not the last: a job node's memory rises inside a
-    job and falls after it, and the warm-up holds one job of each kind. Raises ValueError when a
-    node has no sample on either side of the warm-up (the soak was too short to judge)."""
+    samples: node -> [(t_s since the soak started, rss_mb now, peak_mb)] in time order, where
+    peak_mb is the largest resident memory since the previous sample (VmHWM, reset after each
+    read: a job's peak is seen whenever it falls between two samples). The baseline is the
+    largest peak of the warm-up (t <= warmup_s), which holds one job of each kind: a job node's
+    memory rises inside a job and falls after it, so its last warm-up sample may be an idle
+    one. Raises ValueError when a node has no sample on either side of the warm-up (the soak
+    was too short to judge)."""
     out = []
     for node, ss in samples.items():
-        warm = [r for t, r in ss if t <= warmup_s]
-        late = [r for t, r in ss if t > warmup_s]
+        warm = [p for t, _r, p in ss if t <= warmup_s]
+        late = [p for t, _r, p in ss if t > warmup_s]
         if not warm or not late:
             raise ValueError(f"node '{node}': {len(warm)} samples in the warm-up and "
                              f"{len(late)} after it; run longer than the warm-up "
                              "(--minutes > --warmup-minutes, and a first round that ends)")
         base, peak = max(warm), max(late)
         growth = (peak - base) / base
-        out.append(NodeMemory(node, base, peak, late[-1], growth, growth < max_growth))
+        out.append(NodeMemory(node, base, peak, ss[-1][1], growth, growth < max_growth))
     return out
 
 
 def memory_table(rows: list[NodeMemory], max_growth: float) -> str:
     """A markdown table of :func:`memory_verdict`'s rows."""
-    lines = ["| node | RSS warm-up peak (MB) | RSS peak after (MB) | RSS end (MB) | growth | "
+    lines = ["| node | peak RSS in the warm-up (MB) | peak RSS after (MB) | RSS at the end (MB) | "
+             "growth | "
              f"< {max_growth * 100:g} % |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.node} | {r.warmup_peak_mb:.0f} | {r.peak_after_mb:.0f} | "
@@ -123,15 +129,28 @@ def error_lines(text: str) -> list[str]:
     return [ln for ln in text.splitlines() if ERROR_LINE.search(ln)]
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process (VmRSS), MB; NaN when it has gone."""
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MB: resident memory now and its peak since the process
+    started or :func:`reset_peak`; (NaN, NaN) when the process has gone."""
+    out = {"VmRSS": float("nan"), "VmHWM": float("nan")}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
+            key = line.split(":", 1)[0]
+            if key in out:
+                out[key] = int(line.split()[1]) / 1024.0
     except OSError:
         pass
-    return float("nan")
+    return out["VmRSS"], out["VmHWM"]
+
+
+def reset_peak(pid: int) -> bool:
+    """Reset a process's VmHWM to its current VmRSS (Linux >= 4.0: clear_refs 5); False when
+    not allowed (then the peak since the start stays)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 def node_processes(parent_pid: int) -> dict[str, int]:
@@ -171,7 +190,7 @@ class Call:
 class Soak:
     t0: float = 0.0                               # monotonic start of the soak (after set-up)
     phase: str = "setup"
-    samples: dict = field(default_factory=dict)   # node -> [(t_s, rss_mb)] (soak phase only)
+    samples: dict = field(default_factory=dict)   # node -> [(t_s, rss_mb, peak_mb)] (soak)
     trace: list = field(default_factory=list)     # every sample, set-up included (JSON)
     calls: list = field(default_factory=list)
     died: dict = field(default_factory=dict)      # node -> (t_s, exit code or 'gone')
@@ -211,6 +230,7 @@ class Camera:
                               lambda m: setattr(self, "rec_status", m),
                               QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.buffer = None            # last GetBufferStatus reply
+        self.peaks_reset: dict[str, bool] = {}   # node -> its VmHWM can be reset
         self.published, self.publish_errors = 0, 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -251,18 +271,21 @@ class Camera:
         if fut is None or fut.done():
             fut_holder[0] = self.status.call_async(GetBufferStatus.Request())
         row = {"phase": soak.phase, "t_s": t, "wall": time.strftime("%H:%M:%S"),
-               "load": round(os.getloadavg()[0], 2), "published": self.published, "rss_mb": {}}
+               "load": round(os.getloadavg()[0], 2), "published": self.published, "rss_mb": {},
+               "peak_mb": {}}
         with soak.lock:
             for name, pid in self.pids.items():
-                rss = rss_mb(pid)
+                rss, peak = memory_mb(pid)
+                if not self.peaks_reset.setdefault(name, reset_peak(pid)):
+                    peak = rss   # no reset: VmHWM is the peak since start; use the sample
                 proc = self.procs.get(name)
                 rc = proc.poll() if proc is not None else None
                 if rss != rss or rc is not None:   # NaN: the process has gone
                     soak.died.setdefault(name, (t, rc if rc is not None else "gone"))
                     continue
-                row["rss_mb"][name] = round(rss, 1)
+                row["rss_mb"][name], row["peak_mb"][name] = round(rss, 1), round(peak, 1)
                 if t is not None:
-                    soak.samples.setdefault(name, []).append((t, rss))
+                    soak.samples.setdefault(name, []).append((t, rss, peak))
             b, r = self.buffer, self.rec_status
             if b is not None:
                 row["reconstruction"] = {

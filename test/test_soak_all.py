@@ -25,13 +25,16 @@ def soak():
 
 
 def test_memory_verdict_compares_the_peaks_before_and_after_the_warm_up(soak):
-    samples = {
+    samples = {   # (t_s, RSS now, peak RSS since the previous sample)
         # a job node: up inside each job, down after; the peaks do not rise -> flat
-        "nol": [(0, 900.0), (10, 1800.0), (20, 950.0), (30, 1790.0), (40, 960.0)],
+        "nol": [(0, 900.0, 900.0), (10, 950.0, 1800.0), (20, 950.0, 960.0),
+                (30, 960.0, 1790.0), (40, 960.0, 960.0)],
         # fills during the warm-up, then flat within 4.9 %
-        "reconstruction": [(0, 500.0), (10, 2000.0), (20, 2098.0), (30, 2000.0)],
+        "reconstruction": [(0, 500.0, 500.0), (10, 2000.0, 2000.0), (20, 2000.0, 2098.0),
+                           (30, 2000.0, 2000.0)],
         # a leak: +6 % after the warm-up
-        "view_selection": [(0, 1000.0), (10, 1000.0), (20, 1030.0), (30, 1060.0)],
+        "view_selection": [(0, 1000.0, 1000.0), (10, 1000.0, 1000.0), (20, 1030.0, 1030.0),
+                           (30, 1060.0, 1060.0)],
     }
     rows = {r.node: r for r in soak.memory_verdict(samples, warmup_s=10, max_growth=0.05)}
     nol = rows["nol"]
@@ -40,27 +43,46 @@ def test_memory_verdict_compares_the_peaks_before_and_after_the_warm_up(soak):
     assert rows["reconstruction"].ok and rows["reconstruction"].growth == pytest.approx(0.049)
     vs = rows["view_selection"]
     assert not vs.ok and vs.growth == pytest.approx(0.06)
-    # the baseline is the warm-up's largest sample, not its last (a job node's last warm-up
-    # sample may be idle): judged against the last one, nol would "grow" by 88 %
-    assert soak.memory_verdict({"nol": samples["nol"]}, 20, 0.05)[0].ok
+    # the peaks are judged, not the RSS at the sample: nol's samples alone never show a job
+    rss_only = {"nol": [(t, r, r) for t, r, _p in samples["nol"]]}
+    assert soak.memory_verdict(rss_only, 10, 0.05)[0].peak_after_mb == 960.0
     # the bar is strict: growth equal to the limit fails
-    assert not soak.memory_verdict({"x": [(0, 100.0), (10, 105.0)]}, 0, 0.05)[0].ok
+    assert not soak.memory_verdict({"x": [(0, 100.0, 100.0), (10, 105.0, 105.0)]}, 0, 0.05)[0].ok
 
 
 def test_memory_verdict_refuses_to_judge_without_samples_on_both_sides(soak):
     with pytest.raises(ValueError, match="node 'nol': 2 samples in the warm-up and 0 after"):
-        soak.memory_verdict({"nol": [(0, 1.0), (10, 1.0)]}, 10, 0.05)
+        soak.memory_verdict({"nol": [(0, 1.0, 1.0), (10, 1.0, 1.0)]}, 10, 0.05)
     with pytest.raises(ValueError, match="0 samples in the warm-up"):
-        soak.memory_verdict({"nol": [(20, 1.0)]}, 10, 0.05)
+        soak.memory_verdict({"nol": [(20, 1.0, 1.0)]}, 10, 0.05)
 
 
 def test_memory_table_names_each_node_and_its_verdict(soak):
-    rows = soak.memory_verdict({"recognizer": [(0, 800.0), (20, 812.0)],
-                                "trainer": [(0, 1000.0), (20, 1100.0)]}, 10, 0.05)
+    rows = soak.memory_verdict({"recognizer": [(0, 800.0, 800.0), (20, 812.0, 812.0)],
+                                "trainer": [(0, 1000.0, 1000.0), (20, 1000.0, 1100.0)]}, 10, 0.05)
     table = soak.memory_table(rows, 0.05).splitlines()
     assert table[0].startswith("| node |") and table[0].endswith("< 5 % |")
     assert table[2] == "| recognizer | 800 | 812 | 812 | +1.5 % | met |"
-    assert table[3] == "| trainer | 1000 | 1100 | 1100 | +10.0 % | **NOT met** |"
+    assert table[3] == "| trainer | 1000 | 1100 | 1000 | +10.0 % | **NOT met** |"
+
+
+def test_the_peak_of_a_process_is_read_and_reset(soak):
+    """VmHWM through /proc: a 200 MB buffer touched and freed between two samples is seen."""
+    code = ("import sys\nx = bytearray(200 * 2**20)\nfor i in range(0, len(x), 4096): x[i] = 1\n"
+            "del x\nprint('freed', flush=True)\nsys.stdin.readline()\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "freed"
+        rss, peak = soak.memory_mb(p.pid)
+        assert peak - rss > 150.0, (rss, peak)
+        assert soak.reset_peak(p.pid)
+        rss2, peak2 = soak.memory_mb(p.pid)
+        assert peak2 - rss2 < 5.0, (rss2, peak2)
+    finally:
+        p.kill()
+        p.wait()
+    assert soak.memory_mb(p.pid)[0] != soak.memory_mb(p.pid)[0]   # NaN: gone
 
 
 def test_error_lines_are_rclpy_errors_and_tracebacks(soak):
@@ -91,11 +113,10 @@ def test_node_processes_finds_children_by_their_node_name(soak):
         while set(found := soak.node_processes(parent.pid)) != {"nol", "trainer"}:
             assert time.monotonic() < deadline, found
             time.sleep(0.1)
-        assert all(soak.rss_mb(pid) > 1.0 for pid in found.values())
+        assert all(soak.memory_mb(pid)[0] > 1.0 for pid in found.values())
         assert soak.node_processes(os.getpid()) == {}   # this process has no node children
     finally:
         for pid in soak.node_processes(parent.pid).values():
             os.kill(pid, 9)
         parent.kill()
         parent.wait()
-    assert soak.rss_mb(parent.pid) != soak.rss_mb(parent.pid)   # NaN: gone
