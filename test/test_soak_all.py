@@ -85,6 +85,20 @@ def test_the_peak_of_a_process_is_read_and_reset(soak):
     assert soak.memory_mb(p.pid)[0] != soak.memory_mb(p.pid)[0]   # NaN: gone
 
 
+def test_peaks_per_round_and_their_table(soak):
+    samples = {"nol": [(0, 900.0, 900.0), (5, 950.0, 2154.0), (10, 950.0, 960.0),
+                       (20, 960.0, 2335.0), (31, 1000.0, 2615.0)],
+               "transfer": [(0, 80.0, 80.0), (31, 82.0, 83.0)]}
+    peaks = soak.round_peaks(samples, [0, 10, 30])
+    assert peaks["nol"] == [2154.0, 2335.0, 2615.0]
+    assert peaks["transfer"][0] == 80.0 and peaks["transfer"][1] != peaks["transfer"][1]
+    table = soak.round_table(peaks, warmup_rounds=2).splitlines()
+    assert table[0] == "| peak RSS (MB) | round 1 * | round 2 * | round 3 |"
+    assert table[1] == "|---|---|---|---|"
+    assert table[2] == "| nol | 2154 | 2335 | 2615 |"
+    assert table[3] == "| transfer | 80 | nan | 83 |"
+
+
 def test_error_lines_are_rclpy_errors_and_tracebacks(soak):
     log = "\n".join([
         "[INFO] [1733.1] [soak.nol]: job learn_object-1 done",
