@@ -1,6 +1,6 @@
 """Soak test of the live reconstruction node: a long 30 Hz replay, resident memory sampled.
 
-Run: ``make soak`` (= .venv/bin/python bench/soak_live.py --minutes 10), or with options:
+Run: ``make soak-live`` (= .venv/bin/python bench/soak_live.py --minutes 10), or with options:
     .venv/bin/python bench/soak_live.py [--minutes 10] [--warmup-minutes 3] [--dataset DIR]
 
 The node runs in its own process (``python -m nol_ros.nodes.reconstruction_node``, default
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", default=str(DEFAULT_DATA))
     ap.add_argument("--rate", type=float, default=30.0)
     ap.add_argument("--max-growth", type=float, default=0.05)
-    ap.add_argument("--json", default="soak_live.json")
+    ap.add_argument("--json", default="build/soak_live.json")
     ap.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
                     help="extra node parameter, e.g. tracker.max_keyframes:=50 (repeatable)")
     a = ap.parse_args(argv)
@@ -151,6 +151,7 @@ def main(argv=None) -> int:
               "minutes": a.minutes, "warmup_minutes": a.warmup_minutes, "rate_hz": a.rate,
               "rss_after_warmup_mb": base, "rss_peak_after_mb": peak,
               "rss_end_mb": late[-1]["rss_mb"], "growth": growth, "samples": samples}
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(result, indent=1))
     print(f"\nresident memory of the node: {base:.0f} MB after {a.warmup_minutes:g} min warm-up, "
           f"peak {peak:.0f} MB later, {late[-1]['rss_mb']:.0f} MB at the end: growth "

@@ -541,7 +541,7 @@ class RgbdTracker:
             return 0
         T_kf = [frames[k["frame"]].T_world_camera for k in kfs]
 
-        cache: dict[int, object] = {}
+        cache: dict[int, object] = {}   # keyframe images of this call only
 
         def img(k: int):
             if kfs[k]["packed"] is None:
@@ -549,8 +549,8 @@ class RgbdTracker:
             if k not in cache:
                 cache[k] = self._kf_rgbd(k)
             return cache[k]
-
-        self._img = img
+        # (img refers to self: kept on self, it made the tracker a reference cycle that only
+        # the cyclic GC frees; an idle node kept one TSDF (~600 MB) per finished job)
 
         def info(src, tgt, T_t_s):
             if src is None or tgt is None:  # trimmed by the keyframe budget: a weak prior
@@ -592,7 +592,7 @@ class RgbdTracker:
                         m = np.linalg.inv(prev) @ d
                         if np.linalg.norm(m[:3, 3]) < 0.02 and _rot_deg(m[:3, :3]) < 2.0:
                             continue
-                    edge = self._loop_edge(kfs, i, j, d, info)
+                    edge = self._loop_edge(kfs, i, j, d, info, img)
                     if edge is not None:
                         accepted[(i, j)] = edge
                         found += 1
@@ -622,10 +622,10 @@ class RgbdTracker:
             f.T_world_camera = new_kf[f.ref_keyframe] @ np.linalg.inv(old) @ f.T_world_camera
         return len(self.loop_closures)
 
-    def _loop_edge(self, kfs, i: int, j: int, d: np.ndarray, info):
+    def _loop_edge(self, kfs, i: int, j: int, d: np.ndarray, info, img):
         """Verified alignment of keyframe j onto keyframe i from the relative pose ``d``
-        (T_i_j) with ``loop_method``; an uncertain pose-graph edge, or None."""
-        img = self._img
+        (T_i_j) with ``loop_method``; an uncertain pose-graph edge, or None. ``img(k)``: the
+        RGBD image of keyframe k (None when trimmed)."""
         c = self.cfg
         reg = self.o3d.pipelines.registration
         try:

@@ -262,8 +262,11 @@ class LiveReconstruction:
         results = self.live.snapshot()
         version = (f"{self.generation}:{frames[0].index}:{frames[-1].index}:{len(results)}"
                    if frames else "")
+        # consume: the export holds the snapshot's frames only until each is written; the ring
+        # buffer meanwhile replaces them with new ones (the soak, BENCHMARKS.md)
         s = export_sequence(frames, results, out, step=step, version=version, meta=meta,
-                            map_frame=self.cfg.map_frame, camera_frame=self.cfg.camera_frame)
+                            map_frame=self.cfg.map_frame, camera_frame=self.cfg.camera_frame,
+                            consume=True)
         return ExportResult(s.path, s.frames, s.frames_tracked, s.unchanged)
 
     def shutdown(self) -> None:

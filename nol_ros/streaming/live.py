@@ -400,13 +400,20 @@ def _is_export(d: Path) -> bool:
 
 def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out_dir: str | Path,
                     step: int = 1, version: str = "", meta: dict | None = None,
-                    map_frame: str = "map", camera_frame: str = "") -> ExportSummary:
+                    map_frame: str = "map", camera_frame: str = "", consume: bool = False
+                    ) -> ExportSummary:
     """Write ``frames`` (every ``step``-th) as a BOP scene folder with ``odometry.json`` (the
     live T_map_camera of each exported frame: tracked, or interpolated) and
     ``live_trajectory.json``. ``out_dir`` must not exist, be empty, or be a previous export
     (it holds nol_export.json); the folder is written next to it and swapped in at the end, so a
     reader never sees half an export. With the same ``version`` as the existing export nothing
-    is written (``unchanged``)."""
+    is written (``unchanged``).
+
+    Each frame's images are let go as soon as they are written. ``consume``: ``frames`` (a list)
+    is emptied at once, so this function holds the only references: a frame the ring buffer
+    evicts while a long export runs is then freed once it is written (or at once when ``step``
+    skips it), instead of every frame of the snapshot staying in memory next to the buffer's
+    new ones until the export ends (up to twice the buffer's memory)."""
     out = Path(out_dir).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise InputError(f"export path '{out}' is a file; give a folder")
@@ -414,7 +421,10 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
         raise InputError(f"export folder '{out}' exists, is not empty and is not a previous "
                          f"export (no {EXPORT_MARKER}); choose another folder (nothing is "
                          "overwritten)")
+    given = frames
     frames = list(frames)[::max(1, int(step))]
+    if consume:
+        given.clear()
     if not frames:
         raise NoFramesError("the buffer holds no frames yet; is the camera publishing (see "
                             "~/get_buffer_status)?")
@@ -438,6 +448,8 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
         # tracks from scratch
         poses, tracked = None, [f.index in trusted for f in frames]
     intr = frames[0].intrinsics
+    cam = camera_frame or frames[0].frame_id or "camera"
+    rows = [(f.index, f.stamp_ns) for f in frames]   # what the files below need of each frame
     tmp = out.parent / f".{out.name}.tmp"
     if tmp.exists():
         if not (tmp / TMP_MARKER).is_file():   # only what this code made is ever deleted
@@ -454,8 +466,8 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
                                  f"first ({intr}); reset the node between sequences")
             writer.add_frame(k, f.rgb, f.depth_m, None, [], stamp_ns=f.stamp_ns,
                              depth_stamp_ns=f.depth_stamp_ns)
+            frames[k] = f = None   # written: its images may go (see consume)
         writer.close()
-        cam = camera_frame or frames[0].frame_id or "camera"
         if poses is not None:
             atomic_write_json(tmp / "odometry.json", {
                 "frame": map_frame, "child": cam, "tf_source": "live_tracking",
@@ -463,9 +475,9 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
                         "prior for the offline chain, not ground truth",
                 "T_odom_camera": {str(k): T.tolist() for k, T in enumerate(poses)}})
         traj = []
-        for k, (f, tr) in enumerate(zip(frames, tracked)):
-            r = results.get(f.index)
-            traj.append({"index": k, "buffer_index": f.index, "stamp_ns": f.stamp_ns,
+        for k, ((index, stamp_ns), tr) in enumerate(zip(rows, tracked)):
+            r = results.get(index)
+            traj.append({"index": k, "buffer_index": index, "stamp_ns": stamp_ns,
                          "T_world_camera": poses[k].tolist() if poses is not None else None,
                          "tracked": tr,
                          "ok": bool(r.track.ok) if r else False,
