@@ -5,10 +5,27 @@ wrong and what to do about it; nodes turn it into an error code + message in the
 """
 
 
+# A message in a reply, a job status or a log line is cut to this many characters: a reply stays
+# small whatever a request put into it (a 100 kB object name is echoed in its error).
+MAX_MESSAGE_CHARS = 2000
+
+
+def clip_message(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text``, or its first ``limit`` characters and a note of how many were cut."""
+    if len(text) <= limit:
+        return text
+    note = f" ... [{len(text) - limit} more characters cut]"
+    return text[:limit - len(note)] + note
+
+
 class NolError(Exception):
-    """Base class: bad input or a state the user can fix. ``code`` is a short stable string."""
+    """Base class: bad input or a state the user can fix. ``code`` is a short stable string.
+    Its message is cut to MAX_MESSAGE_CHARS (:func:`clip_message`)."""
 
     code = "NOL_ERROR"
+
+    def __str__(self) -> str:
+        return clip_message(super().__str__())
 
 
 class InputError(NolError):

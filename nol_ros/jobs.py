@@ -4,8 +4,10 @@ node and the trainer node can each run one job at once), off the ROS executor.
 Policy (what a LearnObject caller can rely on): jobs run in submission order on one worker
 thread; up to ``max_queued`` jobs wait, a further submission is refused with QUEUE_FULL (never
 silently dropped). A queued job can be cancelled at once; a running job is cancelled at its next
-progress report (stages check the token often). A failing job records the error code and message
-of the :class:`NolError` it raised (INTERNAL_ERROR for anything else) and the worker goes on.
+progress report (stages check the token often). A running job has a time budget
+(``max_job_s``, 0 = none): past it, it fails with TIME_BUDGET at its next progress report, as a
+cancel would stop it. A failing job records the error code and message of the
+:class:`NolError` it raised (INTERNAL_ERROR for anything else) and the worker goes on.
 
 Job ids are ``TYPE-RUN-NNNN``: RUN is drawn afresh for each manager (each node start), so a
 client polling an id from before a restart gets UNKNOWN_JOB, never another job's status. The
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
-from nol_ros.errors import NolError
+from nol_ros.errors import NolError, clip_message
 
 
 class JobState(IntEnum):
@@ -39,6 +41,10 @@ class JobState(IntEnum):
 
 class JobCancelled(NolError):
     code = "CANCELLED"
+
+
+class JobTimedOut(NolError):
+    code = "TIME_BUDGET"
 
 
 class QueueFullError(NolError):
@@ -74,6 +80,12 @@ class Progress:
     def __init__(self, manager: JobManager, job_id: str):
         self._m, self._id = manager, job_id
         self.cancel_event = threading.Event()
+        self.budget_s, self.deadline = 0.0, float("inf")   # deadline: time.monotonic()
+
+    def start(self, budget_s: float) -> None:
+        """The job starts now with ``budget_s`` seconds (0: no budget)."""
+        self.budget_s = budget_s
+        self.deadline = time.monotonic() + budget_s if budget_s > 0 else float("inf")
 
     @property
     def job_id(self) -> str:
@@ -86,6 +98,10 @@ class Progress:
     def check(self) -> None:
         if self.cancel_event.is_set():
             raise JobCancelled("job cancelled on request")
+        if time.monotonic() > self.deadline:
+            raise JobTimedOut(f"the job ran past its time budget (max_job_s = {self.budget_s:g} "
+                              "s) and was stopped; raise the node's max_job_s (0 = no budget) "
+                              "or give the job less work")
 
     def report(self, stage: str, fraction: float, message: str = "") -> None:
         self.check()
@@ -98,8 +114,10 @@ JobFn = Callable[[Progress], str]  # returns the result path
 
 class JobManager:
     def __init__(self, max_queued: int = 4, on_update: Callable[[JobInfo], None] | None = None,
-                 name: str = "jobs", keep_finished: int = 1000):
-        self.max_queued = max_queued
+                 name: str = "jobs", keep_finished: int = 1000, max_job_s: float = 0.0):
+        if not max_job_s >= 0:   # NaN too
+            raise ValueError(f"max_job_s must be >= 0 (0: no budget), got {max_job_s}")
+        self.max_queued, self.max_job_s = max_queued, float(max_job_s)
         self.keep_finished = max(1, int(keep_finished))
         self.run_tag = secrets.token_hex(3)
         self.on_update = on_update
@@ -218,6 +236,7 @@ class JobManager:
                 info = self._set(job_id, state=JobState.RUNNING, started_s=time.time(),
                                  message="running")
                 fn, prog = self._fns.pop(job_id), self._progress[job_id]
+                prog.start(self.max_job_s)
             self._emit(info)
             try:
                 result = fn(prog) or ""
@@ -229,7 +248,7 @@ class JobManager:
                 changes = dict(state=JobState.FAILED, message=str(e), error_code=e.code)
             except Exception as e:  # report, never kill the worker
                 changes = dict(state=JobState.FAILED, error_code="INTERNAL_ERROR",
-                               message=f"{type(e).__name__}: {e}")
+                               message=clip_message(f"{type(e).__name__}: {e}"))
                 traceback.print_exc()
             self._update(job_id, finished_s=time.time(), **changes)
             self._forget_old()

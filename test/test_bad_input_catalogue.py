@@ -39,6 +39,8 @@ import numpy as np
 import pytest
 from _graph_helpers import BIN, Graph, params, wait_job
 
+from nol_ros.errors import MAX_MESSAGE_CHARS
+
 ROOT = Path(__file__).resolve().parents[1]
 PIECE = Path(__file__).resolve().parent / "data" / "tum_fr1_desk_piece"
 T0 = 1_700_000_000_000_000_000      # stamps of the stream cases (ns), 30 Hz from here
@@ -173,6 +175,9 @@ CASES: list[Case] = [
          "BAD_PATH", "use 1-64 letters, digits", learn(object_name="my mug")),
     Case("NAME-UNICODE", "hostile name/path", NOL_SVC, "object_name 'tasse_\u00e9t\u00e9'",
          "BAD_PATH", "is not allowed", learn(object_name="tasse_\u00e9t\u00e9")),
+    Case("NAME-HUGE", "hostile name/path", NOL_SVC, "object_name of 100 kB (echoed in the "
+         "error: the reply is cut to 2000 characters)", "BAD_PATH", "characters cut]",
+         learn(object_name="x" * 100_000)),
     Case("PATH-OUTSIDE", "hostile name/path", NOL_SVC, "mesh_path outside data_root, "
          "absolute, '../', through a symlink, or missing: one message", "BAD_PATH",
          "is not an existing path under", covered_by=T_NOL),
@@ -339,6 +344,8 @@ CASES: list[Case] = [
     Case("BAG-REPLAY-NO-METADATA", "truncated bag", "nol-ros replay", "a folder without "
          "metadata.yaml", "exit 2", "metadata.yaml", covered_by=T_RP),
     # -- kill -9, disk full, concurrency ----------------------------------------------------------
+    Case("TIME-BUDGET", "unbounded work", NOL_SVC, "a re-learn that runs past the node's "
+         "max_job_s (1 s here)", "TIME_BUDGET", "max_job_s = 1 s", ("budget", {})),
     Case("KILL9-LEARN", "kill -9 mid-job", "nol node process",
          "SIGKILL while LearnObject re-learns an object; the node restarted", "UNKNOWN_JOB",
          "no job", ("kill9", {})),
@@ -402,7 +409,8 @@ CASES: list[Case] = [
 BY_ID = {c.id: c for c in CASES}
 OWN_FOLDERS = ("cli/",)   # the CLI cases' folders (they run beside the node cases)
 OWN_TESTS = {"kill9": "test_node_case_kill9_mid_learn_then_restart",
-             "disk_full": "test_node_case_disk_full", "cli": "test_cli_case"}
+             "budget": "test_node_case_time_budget", "disk_full": "test_node_case_disk_full",
+             "cli": "test_cli_case"}
 
 
 def where_tested(case: Case) -> str:
@@ -1094,7 +1102,8 @@ def test_node_case(case, env, base):
     env.node(NODE_OF[kind])      # started (and what it writes at start written) before
     before = tree(base, skip=OWN_FOLDERS)
     code, message = SENDERS[kind](env, kw)
-    assert code == case.code and case.text in message, (case.id, code, message)
+    assert code == case.code and case.text in message, (case.id, code, message[:300])
+    assert len(message) <= MAX_MESSAGE_CHARS, (case.id, len(message))   # a bounded reply
     _alive(env, case)
     assert_nothing_lost(before, tree(base, skip=OWN_FOLDERS), case)
 
@@ -1179,6 +1188,39 @@ def test_node_case_kill9_mid_learn_then_restart(env, base):
     assert node.jobs.wait(again.job_id, 120).state == JobState.CANCELLED
     # staging gone, 'mug' as it was
     assert_nothing_lost(before, tree(base, skip=OWN_FOLDERS), case)
+
+
+@pytest.mark.ros
+def test_node_case_time_budget(env, base):
+    """A nol node with max_job_s = 1 s re-learns 'mug' from the TUM piece (tens of seconds of
+    work on any machine): the job fails with TIME_BUDGET at its first progress report past the
+    budget, the learnt 'mug' is exactly as before (no staging left) and the node serves the
+    next request."""
+    from nol_ros.jobs import JobState
+    from nol_ros.nodes.nol_node import NolNode
+    from nol_ros.srv import GetJobStatus, LearnObject
+
+    case = BY_ID["TIME-BUDGET"]
+    ws = base / "tbws"
+    _fake_learnt(ws, "mug", 1)
+    before = tree(base, skip=OWN_FOLDERS)
+    node = env.g.add(NolNode("nol", namespace="/cat_tb", context=env.ctx,
+                             parameter_overrides=params(data_root=str(base / "data"),
+                                                        max_job_s=1.0,
+                                                        learn__workspace_root=str(ws),
+                                                        learn__render__enabled=False)))
+    r = env.call(LearnObject, "/cat_tb/nol/learn_object", LearnObject.Request(
+        object_name="mug", mesh_path="box.ply", source=2, source_path="tum"))
+    assert r.accepted, r
+    info = node.jobs.wait(r.job_id, 600)
+    assert info.state == JobState.FAILED, info
+    st = env.call(GetJobStatus, "/cat_tb/nol/get_job_status", GetJobStatus.Request(job_id=r.job_id))
+    assert st.error_code == case.code and case.text in st.message, st
+    print(f"stopped in stage '{info.stage}' after {info.finished_s - info.started_s:.1f} s")
+    assert_nothing_lost(before, tree(base, skip=OWN_FOLDERS), case)
+    again = env.call(LearnObject, "/cat_tb/nol/learn_object", LearnObject.Request(
+        object_name="..", mesh_path="box.ply", source=2, source_path="tum"))
+    assert not again.accepted and again.error_code == "BAD_PATH", again   # still serving
 
 
 @pytest.fixture(scope="module")

@@ -83,3 +83,48 @@ def test_job_ids_differ_across_restarts_and_old_jobs_are_forgotten():
     assert len(b.jobs()) == 4 and b.get(j.job_id).state == JobState.SUCCEEDED   # 3 + the last
     a.shutdown()
     b.shutdown()
+
+
+def test_a_job_past_its_time_budget_fails_and_the_worker_goes_on():
+    """max_job_s: a running job that reports progress past its budget fails with TIME_BUDGET
+    (the next job gets a budget of its own); a job that ends within it succeeds."""
+    import time
+
+    m = JobManager(max_job_s=0.05)
+    reports = []
+
+    def endless(p):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:   # the budget stops it long before
+            p.report("work", 0.5)
+            reports.append(time.monotonic() - t0)
+            time.sleep(0.005)
+        return "never"
+
+    j1 = m.submit("learn_object", endless)
+    j2 = m.submit("learn_object", lambda p: (p.report("work", 1.0), "ok")[1])
+    assert m.wait(j2.job_id, 120).state == JobState.SUCCEEDED
+    f1 = m.get(j1.job_id)
+    assert f1.state == JobState.FAILED and f1.error_code == "TIME_BUDGET", f1
+    assert "max_job_s = 0.05" in f1.message
+    assert reports and reports[-1] < 30      # stopped by the budget, not by the loop's end
+    m.shutdown()
+    with pytest.raises(ValueError, match="max_job_s"):
+        JobManager(max_job_s=float("nan"))
+
+
+def test_job_messages_are_cut_to_a_bounded_size():
+    """An error that echoes a huge input (a 100 kB name) gives a status message of at most
+    MAX_MESSAGE_CHARS, saying how much was cut; short messages are left alone."""
+    from nol_ros.errors import MAX_MESSAGE_CHARS, NolError
+
+    m = JobManager()
+    huge = "x" * 100_000
+    j1 = m.submit("learn_object", lambda p: (_ for _ in ()).throw(InputError(f"name {huge}")))
+    j2 = m.submit("learn_object", lambda p: (_ for _ in ()).throw(KeyError(huge)))
+    assert m.wait(j2.job_id, 60).done
+    for j in (j1, j2):
+        msg = m.get(j.job_id).message
+        assert len(msg) <= MAX_MESSAGE_CHARS and msg.endswith("characters cut]"), len(msg)
+    assert str(NolError("short")) == "short"
+    m.shutdown()

@@ -46,7 +46,7 @@ from nol_ros.streaming.messages import camera_info_to_intrinsics
 
 DYNAMIC = ("render_views.idle_release_s", "render_views.max_poses", "render_views.max_pixels",
            "render_views.max_request_pixels")
-RANGES = {"max_queued": (0, 1000), "export_timeout_s": (0.0, 86400.0),
+RANGES = {"max_queued": (0, 1000), "max_job_s": (0.0, 1e7), "export_timeout_s": (0.0, 86400.0),
           "render_views.idle_release_s": (0.0, 86400.0), "render_views.max_poses": (1, 4096),
           "render_views.max_pixels": (1, 100_000_000),
           "render_views.max_request_pixels": (1, 1_000_000_000),

@@ -35,7 +35,7 @@ from nol_ros.ros.runtime import run_nodes
 from nol_ros.services.training import TrainingConfig, TrainingService, result_message
 from nol_ros.srv import TrainDetector, TrainPoseEstimator
 
-RANGES = {"max_queued": (0, 1000), "train.max_seconds": (0.0, 1e7)}
+RANGES = {"max_queued": (0, 1000), "max_job_s": (0.0, 1e7), "train.max_seconds": (0.0, 1e7)}
 
 
 class TrainerNode(JobNodeShutdown, Node):

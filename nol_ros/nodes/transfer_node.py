@@ -49,7 +49,7 @@ from nol_ros.srv import Fetch
 LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                      reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-RANGES = {"max_queued": (0, 1000), "transfer.chunk_kib": (1, 4096),
+RANGES = {"max_queued": (0, 1000), "max_job_s": (0.0, 1e7), "transfer.chunk_kib": (1, 4096),
           "transfer.compression_level": (0, 9), "transfer.window": (1, 256),
           "transfer.chunk_timeout_s": (0.001, 86400.0),
           "transfer.stall_timeout_s": (0.001, 864000.0),

@@ -53,7 +53,7 @@ from nol_ros.views.selection_io import annotated_image, load_selection
 LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20,
                      reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-RANGES = {"max_queued": (0, 1000), "export_timeout_s": (0.0, 86400.0),
+RANGES = {"max_queued": (0, 1000), "max_job_s": (0.0, 1e7), "export_timeout_s": (0.0, 86400.0),
           "image_tile_px": (16, 2048), "image_max_views": (1, 64),
           "package_keyframe_step": (1, 10000)}
 

@@ -7,7 +7,7 @@ import threading
 import traceback
 from collections.abc import Callable
 
-from nol_ros.errors import NolError
+from nol_ros.errors import NolError, clip_message
 from nol_ros.jobs import JobInfo, JobManager, JobState
 from nol_ros.msg import JobProgress
 from nol_ros.ros.qos import service_qos
@@ -23,7 +23,8 @@ def reply_failure(logger, resp, what: str, e: Exception, ok_field: str = "succes
         resp.error_code, resp.message = e.code, str(e)
     else:
         traceback.print_exc()
-        resp.error_code, resp.message = "INTERNAL_ERROR", f"{type(e).__name__}: {e}"
+        resp.error_code = "INTERNAL_ERROR"
+        resp.message = clip_message(f"{type(e).__name__}: {e}")
     setattr(resp, ok_field, False)
     logger.error(f"{what} [{resp.error_code}]: {resp.message}")
     return resp

@@ -86,6 +86,7 @@ class LearningConfig:
 
     device: str = "cpu"
     max_queued: int = 4
+    max_job_s: float = 21600.0       # a LearnObject job's time budget; then TIME_BUDGET (0: none)
     data_root: str = ""              # meshes and sources of requests lie in here; "" = the
     #                                  learn.workspace_root
     reconstruction_node: str = "reconstruction"  # whose ~/export_sequence gives the live buffer
@@ -225,7 +226,8 @@ class LearningService:
                  log: Callable[[str, str], None] | None = None):
         self.cfg, self.device, self.export = cfg, device, export
         self.log = log or (lambda level, text: None)
-        self.jobs = JobManager(max_queued=cfg.max_queued, on_update=on_update, name="nol")
+        self.jobs = JobManager(max_queued=cfg.max_queued, on_update=on_update, name="nol",
+                               max_job_s=cfg.max_job_s)
 
     def live_export_dir(self) -> Path:
         return self.cfg.workspace.within(self.cfg.live_export_dir, "live_export_dir")

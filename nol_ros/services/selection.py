@@ -39,6 +39,7 @@ class SelectionConfig:
     live_export_dir: str = "_live_buffer"        # where it is exported, inside workspace_root
     export_timeout_s: float = 120.0
     max_queued: int = 2
+    max_job_s: float = 21600.0                    # a job's time budget; then TIME_BUDGET (0: none)
     image_tile_px: int = 160                      # height of one view in ~/annotated_image
     image_max_views: int = 8                      # views per object drawn
     packages: bool = True                         # write <run>/packages/NAME for a workstation
@@ -109,7 +110,7 @@ class SelectionService:
         self.on_done = on_done or (lambda r: None)
         self.log = log or (lambda level, text: None)
         self.jobs = JobManager(max_queued=cfg.max_queued, on_update=on_update,
-                               name="view_selection")
+                               name="view_selection", max_job_s=cfg.max_job_s)
 
     def submit(self, req: SelectRequest) -> JobInfo:
         cfg = self.cfg

@@ -24,6 +24,7 @@ JOB_TYPES = {"detector": "train_detector", "pose": "train_pose_estimator"}
 class TrainingConfig:
     device: str = "cpu"
     max_queued: int = 4
+    max_job_s: float = 86400.0       # a training stage's time budget; then TIME_BUDGET (0: none)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -50,7 +51,8 @@ class TrainingService:
     def __init__(self, cfg: TrainingConfig, device: str,
                  on_update: Callable[[JobInfo], None] | None = None):
         self.cfg, self.device = cfg, device
-        self.jobs = JobManager(max_queued=cfg.max_queued, on_update=on_update, name="trainer")
+        self.jobs = JobManager(max_queued=cfg.max_queued, on_update=on_update, name="trainer",
+                               max_job_s=cfg.max_job_s)
         self.results: dict[str, dict] = {}   # job id -> run_stage's result, once done
         self._lock = threading.Lock()
 

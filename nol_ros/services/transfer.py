@@ -32,6 +32,7 @@ class TransferServiceConfig:
     """The transfer node's parameters."""
 
     max_queued: int = 4             # fetch jobs waiting behind the running one; then QUEUE_FULL
+    max_job_s: float = 86400.0      # a fetch job's time budget; then TIME_BUDGET (0: none)
     transfer: TransferConfig = field(default_factory=TransferConfig)
 
     def __post_init__(self):
@@ -77,7 +78,8 @@ class TransferService:
         self.on_status = on_status or (lambda st, job_id: None)
         self.inbox = Inbox.from_config(cfg.transfer)
         self.outbox = Outbox.from_config(cfg.transfer)
-        self.jobs = JobManager(max_queued=cfg.max_queued, on_update=on_update, name="transfer")
+        self.jobs = JobManager(max_queued=cfg.max_queued, on_update=on_update, name="transfer",
+                               max_job_s=cfg.max_job_s)
 
     def submit(self, req: FetchRequest) -> JobInfo:
         """Check the request and queue its fetch; raises the NolError a reply reports."""
