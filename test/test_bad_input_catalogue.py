@@ -34,6 +34,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -344,7 +345,7 @@ CASES: list[Case] = [
     Case("BAG-REPLAY-NO-METADATA", "truncated bag", "nol-ros replay", "a folder without "
          "metadata.yaml", "exit 2", "metadata.yaml", covered_by=T_RP),
     # -- kill -9, disk full, concurrency ----------------------------------------------------------
-    Case("TIME-BUDGET", "unbounded work", NOL_SVC, "a re-learn that runs past the node's "
+    Case("TIME-BUDGET", "absurd options", NOL_SVC, "a re-learn that runs past the node's "
          "max_job_s (1 s here)", "TIME_BUDGET", "max_job_s = 1 s", ("budget", {})),
     Case("KILL9-LEARN", "kill -9 mid-job", "nol node process",
          "SIGKILL while LearnObject re-learns an object; the node restarted", "UNKNOWN_JOB",
@@ -731,8 +732,8 @@ class Stream:
         info = info or self.info_msg(st)
         info.header.stamp = st
         self.p_info.publish(info)
-        self.env.g.wait(lambda: self.node._info is not None
-                        and self.node._info.header.stamp == st, 60, "the node's CameraInfo")
+        self.env.g.wait(lambda: self.node.recon.info is not None
+                        and self.node.recon.info.header.stamp == st, 60, "the node's CameraInfo")
         m_rgb = rgb or numpy_to_image(r, "rgb8", st, fid)
         m_depth = depth or depth_to_image(d, "16UC1", st, fid)
         m_rgb.header.stamp, m_depth.header.stamp = st, ns_to_stamp(stamp_ns + 4_000_000)
@@ -1289,9 +1290,9 @@ class _InfoProbe:
 
         from nol_ros.ros.qos import sensor_qos
 
-        self._info = None
+        self.recon = SimpleNamespace(info=None)   # where Stream.publish looks, as on the node
         env.cli.create_subscription(CameraInfo, f"{ns}/camera/rgb/camera_info",
-                                    lambda m: setattr(self, "_info", m), sensor_qos())
+                                    lambda m: setattr(self.recon, "info", m), sensor_qos())
 
 
 # -- the command line ---------------------------------------------------------------------------

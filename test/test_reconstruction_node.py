@@ -256,7 +256,8 @@ def test_bad_input_is_reported_and_the_node_keeps_serving(small_world, tmp_path,
             if info:   # the node uses the latest CameraInfo: the pair goes once it has this one
                 p_info.publish(intrinsics_to_camera_info(seq.intrinsics, stamp,
                                                          "camera_rgb_optical_frame"))
-                g.wait(lambda: node._info is not None and node._info.header.stamp == stamp, 60,
+                g.wait(lambda: node.recon.info is not None
+                       and node.recon.info.header.stamp == stamp, 60,
                        "the node to receive the CameraInfo")
             m_rgb = rgb_msg or numpy_to_image(rgb, "rgb8", stamp, "camera_rgb_optical_frame")
             m_depth = depth_msg or depth_to_image(depth, "16UC1", ns_to_stamp(t + 4_000_000),

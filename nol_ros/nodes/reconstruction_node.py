@@ -25,7 +25,7 @@ from nol_ros.ros.conversions import (
     mesh_response,
     tracking_status_msg,
 )
-from nol_ros.ros.job_services import reply_failure
+from nol_ros.ros.job_services import answer
 from nol_ros.ros.params import declare_and_read
 from nol_ros.ros.qos import sensor_qos, service_qos
 from nol_ros.ros.runtime import (
@@ -35,12 +35,12 @@ from nol_ros.ros.runtime import (
     run_nodes,
     send_tracking_tf,
     tf_endpoints,
+    tf_prior,
 )
 from nol_ros.services.reconstruction import LiveReconstruction, ReconstructionConfig
 from nol_ros.srv import ExportSequence, GetBufferStatus, SaveMesh
 from nol_ros.streaming.messages import stamp_to_ns
 from nol_ros.streaming.sync import ApproximateTimeSync
-from nol_ros.streaming.tf_buffer import FrameLookupError, TransformError
 
 RANGES = {"qos_depth": (1, 1000), "sync_slop_s": (0.0, 1.0), "status_rate_hz": (0.01, 100.0),
           "camera_info_wait_s": (0.0, 3600.0), "export_wait_for_tracking_s": (0.0, 3600.0),
@@ -63,7 +63,9 @@ class ReconstructionNode(ShutsDown, Node):
             self, cfg.tracking.enabled and cfg.tracking.odometry_mode != "none", cfg.publish_tf)
         if self._tf_problem:  # run without TF: frames are tracked, no pose goes out on /tf
             log.error(self._tf_problem)
-        self.recon = LiveReconstruction(cfg, self._lookup_prior, self._on_result,
+        prior = tf_prior(self.tf, self._tf_problem, cfg.odom_frame, cfg.camera_frame,
+                         lambda: self.live.status().tf_mode == "")
+        self.recon = LiveReconstruction(cfg, prior, self._on_result,
                                         lambda code, msg: self.errors.report(code, msg, "frame"),
                                         log_to(log))
         self.live, self.ingest = self.recon.live, self.recon.ingest
@@ -96,21 +98,6 @@ class ReconstructionNode(ShutsDown, Node):
                  f"(qos {cfg.qos_reliability}); tracking "
                  f"{'on' if cfg.tracking.enabled else 'off'}, odometry "
                  f"{cfg.tracking.odometry_mode} ({cfg.odom_frame}); exports in {cfg.export_root}")
-
-    @property
-    def _info(self):
-        return self.recon.info
-
-    def _lookup_prior(self, frame, timeout_s: float):
-        if self.tf is None:
-            raise TransformError(self._tf_problem or "no TF listener")
-        cam = self.cfg.camera_frame or frame.frame_id
-        if not cam:
-            raise FrameLookupError("the images have an empty header.frame_id; set the "
-                                   "camera_frame parameter")
-        # an unknown frame is waited for only at the start (/tf_static after the images)
-        return self.tf.lookup_wait(self.cfg.odom_frame, cam, frame.stamp_ns, timeout_s,
-                                   wait_for_unknown=self.live.status().tf_mode == "")
 
     # -- output (tracker thread) ---------------------------------------------------------------
     def _on_result(self, res, frame):
@@ -158,21 +145,13 @@ class ReconstructionNode(ShutsDown, Node):
         return response
 
     def _on_save_mesh(self, request, response):
-        try:
-            mesh_response(response, *self.recon.save_mesh(request.path))
-            self.get_logger().info(f"scene mesh: {response.message}")
-        except Exception as e:
-            reply_failure(self.get_logger(), response, "SaveMesh failed", e)
-        return response
+        return answer(self.get_logger(), response, "SaveMesh",
+                      lambda: mesh_response(response, *self.recon.save_mesh(request.path)))
 
     def _on_export(self, request, response):
-        try:
-            export_response(response, self.recon.export(
-                request.output_dir, request.step, {"node": self.get_fully_qualified_name()}))
-            self.get_logger().info(f"export: {response.message}")
-        except Exception as e:
-            reply_failure(self.get_logger(), response, "ExportSequence failed", e)
-        return response
+        meta = {"node": self.get_fully_qualified_name()}
+        return answer(self.get_logger(), response, "ExportSequence", lambda: export_response(
+            response, self.recon.export(request.output_dir, request.step, meta)))
 
 
 def main(argv: list[str] | None = None) -> int:

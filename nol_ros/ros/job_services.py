@@ -30,6 +30,17 @@ def reply_failure(logger, resp, what: str, e: Exception, ok_field: str = "succes
     return resp
 
 
+def answer(logger, resp, what: str, fill: Callable[[], object]):
+    """Answer a request with ``fill()`` (it fills ``resp`` and sets its message), logged as
+    "``what``: message"; a failure is replied with :func:`reply_failure`. Returns ``resp``."""
+    try:
+        fill()
+        logger.info(f"{what}: {resp.message}")
+    except Exception as e:  # a bug in the work must not take the node down either
+        reply_failure(logger, resp, f"{what} failed", e)
+    return resp
+
+
 class JobGoals:
     """An action whose goals are jobs of ``jobs``: ``submit(goal request) -> JobInfo`` (raises
     NolError to refuse), feedback from every update of the goal's job (the node forwards its

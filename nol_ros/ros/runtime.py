@@ -13,6 +13,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
 from nol_ros.errors import NolError
 from nol_ros.streaming.live import TF_MAP_CAMERA, TF_MAP_ODOM
+from nol_ros.streaming.tf_buffer import FrameLookupError, TransformError
 
 
 def default_ros_env() -> None:
@@ -127,6 +128,24 @@ def tf_endpoints(node, listen: bool, broadcast: bool):
     except Exception as e:
         return None, None, (f"TF unavailable ({type(e).__name__}: {e}); run `make setup` (it "
                             "builds tf2_msgs) or install tf2_ros/tf2_msgs")
+
+
+def tf_prior(tf, problem: str, odom_frame: str, camera_frame: str,
+             first: Callable[[], bool]) -> Callable:
+    """``lookup_prior(frame, timeout_s) -> T_odom_camera`` for the live tracker, from the TF
+    client ``tf`` (None: TransformError with ``problem``). The camera frame is ``camera_frame``,
+    else the image's; an unknown frame is waited for only while ``first()`` (at the start,
+    /tf_static may come after the images)."""
+    def lookup(frame, timeout_s: float):
+        if tf is None:
+            raise TransformError(problem or "no TF listener")
+        cam = camera_frame or frame.frame_id
+        if not cam:
+            raise FrameLookupError("the images have an empty header.frame_id; set the "
+                                   "camera_frame parameter")
+        return tf.lookup_wait(odom_frame, cam, frame.stamp_ns, timeout_s,
+                              wait_for_unknown=first())
+    return lookup
 
 
 def send_tracking_tf(tf_pub, res, map_frame: str, odom_frame: str, camera_frame: str) -> None:
