@@ -32,6 +32,8 @@ it took longer), one round of calls:
 - reconstruction: ExportSequence of the live buffer (every 10th frame) and GetBufferStatus;
 - transfer: Fetch of that export from the node itself (serves and receives, ~60 MB);
 - recognizer: recognises the live stream throughout; each round must see it process frames.
+Every call goes through one NolClient (nol_ros/ros/client.py), the client users script with;
+this process only adds the camera's publishers.
 
 Every --sample-s (10 s) the resident memory of every node process is read: VmRSS (now) and
 VmHWM (its peak since the last sample; reset after each read through /proc/PID/clear_refs, so
@@ -65,8 +67,11 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from nol_ros.errors import NolError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "realdata" / "rgbd_sequences" / "tum_fr1_desk"
@@ -220,52 +225,49 @@ class Call:
 class Soak:
     t0: float = 0.0                               # monotonic start of the soak (after set-up)
     phase: str = "setup"
+    round: int = 0                                # the round of calls running (0: set-up)
     samples: dict = field(default_factory=dict)   # node -> [(t_s, rss_mb, peak_mb)] (soak)
     trace: list = field(default_factory=list)     # every sample, set-up included (JSON)
     calls: list = field(default_factory=list)
     died: dict = field(default_factory=dict)      # node -> (t_s, exit code or 'gone')
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def record(self, name: str, t0: float, ok: bool, code: str = "", message: str = "") -> bool:
+        """One call of the current round, its outcome and duration (since ``t0``)."""
+        c = Call(self.round, name, bool(ok), round(time.monotonic() - t0, 1), code,
+                 message[:300])
+        with self.lock:
+            self.calls.append(c)
+        print(f"[soak] round {c.round} {name}: {'ok' if ok else 'FAILED'} in {c.seconds:.1f} s"
+              + (f" [{code}] {message[:200]}" if not ok or code else ""), flush=True)
+        return c.ok
+
 
 class Camera:
-    """Publishes the real frames at ``rate`` Hz on its own node and executor (a thread), and
-    samples the nodes' memory and the reconstruction/recognizer status every ``sample_s``."""
+    """Publishes the real frames at ``rate`` Hz on its own node, from its own thread (a
+    publisher needs no executor)."""
 
-    def __init__(self, frames, intr, rate: float, sample_s: float, pids: dict[str, int],
-                 soak: Soak, procs: dict):
+    def __init__(self, frames, intr, rate: float):
         import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
 
-        from nol_ros.msg import RecognizerStatus
         from nol_ros.ros.qos import sensor_qos
-        from nol_ros.srv import GetBufferStatus
 
-        self.frames, self.intr, self.rate, self.sample_s = frames, intr, rate, sample_s
+        self.frames, self.intr, self.rate = frames, intr, rate
         self.play = list(range(len(frames))) + list(range(len(frames) - 1, 0, -1))
-        self.pids, self.soak, self.procs = pids, soak, procs
-        self.node = rclpy.create_node("soak_camera")
-        self.ex = SingleThreadedExecutor()
-        self.ex.add_node(self.node)
+        self.node = n = rclpy.create_node("soak_camera")
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        n = self.node
         self.p_rgb = n.create_publisher(Image, f"{NS}/camera/rgb/image_raw", qos)
         self.p_depth = n.create_publisher(Image, f"{NS}/camera/depth_registered/image_raw", qos)
         self.p_info = n.create_publisher(CameraInfo, f"{NS}/camera/rgb/camera_info",
                                          sensor_qos())
-        self.status = n.create_client(GetBufferStatus, f"{NS}/reconstruction/get_buffer_status")
-        self.rec_status = None
-        n.create_subscription(RecognizerStatus, f"{NS}/recognizer/status",
-                              lambda m: setattr(self, "rec_status", m),
-                              QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        self.buffer = None            # last GetBufferStatus reply
-        self.peaks_reset: dict[str, bool] = {}   # node -> its VmHWM can be reset
         self.published, self.publish_errors = 0, 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def subscribers_ready(self) -> bool:
+        """The reconstruction node and the recognizer subscribe to the images."""
         return all(p.get_subscription_count() >= 2 for p in (self.p_rgb, self.p_depth))
 
     def start(self):
@@ -289,20 +291,49 @@ class Camera:
             self.publish_errors += 1
             print(f"[soak] publish failed ({self.publish_errors}): {e}", flush=True)
 
-    def _sample(self, fut_holder: list):
-        from nol_ros.srv import GetBufferStatus
+    def _run(self):
+        """Frame k at t_start + k / rate (late frames go out at once, to keep the rate)."""
+        period = 1.0 / self.rate
+        t_start, stamp0, k = time.monotonic(), time.time_ns(), 0
+        while not self.stop.wait(max(0.0, t_start + k * period - time.monotonic())):
+            self._publish(k, stamp0, period)
+            k += 1
+            self.published = k
 
+    def close(self):
+        self.stop.set()
+        self.thread.join(10)
+        self.node.destroy_node()
+
+
+class Sampler:
+    """Every ``sample_s``, from its own thread: the resident memory of every node process, and
+    the reconstruction node's buffer status and the recognizer's status (through the
+    NolClient). A failed status call is a failed call of the round."""
+
+    def __init__(self, driver: Driver, camera: Camera, pids: dict[str, int], procs: dict,
+                 soak: Soak, sample_s: float):
+        self.driver, self.camera, self.pids, self.procs = driver, camera, pids, procs
+        self.soak, self.sample_s = soak, sample_s
+        self.peaks_reset: dict[str, bool] = {}   # node -> its VmHWM can be reset
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def _run(self):
+        t_next = time.monotonic()
+        while not self.stop.wait(max(0.0, t_next - time.monotonic())):
+            t_next += self.sample_s
+            self.sample()
+
+    def sample(self):
         soak = self.soak
-        now = time.monotonic()
-        t = round(now - soak.t0, 1) if soak.phase == "soak" else None
-        fut = fut_holder[0]
-        if fut is not None and fut.done():
-            self.buffer = fut.result()
-        if fut is None or fut.done():
-            fut_holder[0] = self.status.call_async(GetBufferStatus.Request())
+        t = round(time.monotonic() - soak.t0, 1) if soak.phase == "soak" else None
         row = {"phase": soak.phase, "t_s": t, "wall": time.strftime("%H:%M:%S"),
-               "load": round(os.getloadavg()[0], 2), "published": self.published, "rss_mb": {},
-               "peak_mb": {}}
+               "load": round(os.getloadavg()[0], 2), "published": self.camera.published,
+               "rss_mb": {}, "peak_mb": {}}
         with soak.lock:
             for name, pid in self.pids.items():
                 rss, peak = memory_mb(pid)
@@ -316,66 +347,39 @@ class Camera:
                 row["rss_mb"][name], row["peak_mb"][name] = round(rss, 1), round(peak, 1)
                 if t is not None:
                     soak.samples.setdefault(name, []).append((t, rss, peak))
-            b, r = self.buffer, self.rec_status
-            if b is not None:
-                row["reconstruction"] = {
-                    "received": b.frames_received, "rejected": b.frames_dropped,
-                    "unpaired": b.messages_unpaired, "tracked": b.tracking.frames_tracked,
-                    "skipped": b.tracking.frames_skipped, "keyframes": b.tracking.keyframes,
-                    "error_code": b.error_code}
-            if r is not None:
-                row["recognizer"] = {"models_loaded": r.models_loaded,
-                                     "received": r.frames_received,
-                                     "processed": r.frames_processed,
-                                     "busy": r.frames_dropped_busy,
-                                     "rejected": r.frames_rejected, "error_code": r.error_code}
+        t0 = time.monotonic()
+        try:
+            b = self.driver.nol.buffer_status(timeout_s=30.0)
+            row["reconstruction"] = {
+                "received": b.frames_received, "rejected": b.frames_dropped,
+                "unpaired": b.messages_unpaired, "tracked": b.tracking.frames_tracked,
+                "skipped": b.tracking.frames_skipped, "keyframes": b.tracking.keyframes,
+                "error_code": b.error_code}
+        except NolError as e:
+            soak.record("GetBufferStatus (sampler)", t0, False, e.code, str(e))
+        r = self.driver.rec_status()
+        if r is not None:
+            row["recognizer"] = {"models_loaded": r.models_loaded,
+                                 "received": r.frames_received, "processed": r.frames_processed,
+                                 "busy": r.frames_dropped_busy, "rejected": r.frames_rejected,
+                                 "error_code": r.error_code}
+        with soak.lock:
             soak.trace.append(row)
         print("[soak] " + json.dumps(row), flush=True)
 
-    def _run(self):
-        period = 1.0 / self.rate
-        t_start = time.monotonic()
-        stamp0 = time.time_ns()
-        next_sample, k, fut = t_start, 0, [None]
-        while not self.stop.is_set():
-            now = time.monotonic()
-            if now >= next_sample:
-                next_sample += self.sample_s
-                self._sample(fut)
-            target = t_start + k * period
-            if now < target:
-                self.ex.spin_once(timeout_sec=min(target - now, 0.05))
-                continue
-            self._publish(k, stamp0, period)
-            k += 1
-            self.published = k
-
     def close(self):
         self.stop.set()
-        self.thread.join(10)
-        self.node.destroy_node()
+        self.thread.join(self.sample_s + 10)
 
 
 class Driver:
-    """The calls of the soak, over a NolClient (its existing methods) plus clients made here for
-    the services it does not cover (RenderViews, ExportSequence, SelectViews, Fetch, and the job
-    status of the view_selection and transfer nodes)."""
+    """The calls of the soak, all through one NolClient; every outcome goes to soak.calls."""
 
     def __init__(self, soak: Soak, world: Path, obj: str, relearn: str):
+        from nol_ros.datasets.bop import read_bop_scene, read_models_info
         from nol_ros.ros.client import NolClient
-        from nol_ros.srv import ExportSequence, Fetch, GetJobStatus, RenderViews, SelectViews
 
         self.soak, self.world, self.obj, self.relearn = soak, world, obj, relearn
-        self.nol = NolClient(namespace=NS)
-        n = self.nol.node
-        self.render = n.create_client(RenderViews, f"{NS}/nol/render_views")
-        self.export = n.create_client(ExportSequence, f"{NS}/reconstruction/export_sequence")
-        self.select = n.create_client(SelectViews, f"{NS}/view_selection/select_views")
-        self.fetch = n.create_client(Fetch, f"{NS}/transfer/fetch")
-        self.job_status = {k: n.create_client(GetJobStatus, f"{NS}/{k}/get_job_status")
-                           for k in ("view_selection", "transfer")}
-        from nol_ros.datasets.bop import read_bop_scene, read_models_info
-
         info = read_models_info(world / "models" / "models_info.json")
         self.ids = {v["name"]: k for k, v in info.items()}
         for name in (obj, relearn):
@@ -383,42 +387,78 @@ class Driver:
                 raise SystemExit(f"object '{name}' is not in the world; it has "
                                  f"{sorted(self.ids)}")
         self.seq = read_bop_scene(world / "train" / "000001", world / "models")
+        self.nol = NolClient(namespace=NS)
 
     def mesh(self, name: str) -> Path:
         return self.world / "models" / f"obj_{self.ids[name]:06d}.ply"
 
     def wait_ready(self, timeout_s: float = 180.0):
-        self.nol.wait_for_nodes(timeout_s=timeout_s)
-        for c in (self.render, self.export, self.select, self.fetch,
-                  *self.job_status.values()):
-            self.nol.wait_until(c.service_is_ready, timeout_s, f"service {c.srv_name}")
+        """Until all six nodes serve; the recognizer's status subscribed."""
+        from nol_ros.ros.client import PROBES
 
-    def record(self, rnd: int, name: str, t0: float, ok: bool, code: str = "",
-               message: str = "") -> bool:
-        c = Call(rnd, name, bool(ok), round(time.monotonic() - t0, 1), code, message[:300])
-        with self.soak.lock:
-            self.soak.calls.append(c)
-        print(f"[soak] round {rnd} {name}: {'ok' if ok else 'FAILED'} in {c.seconds:.1f} s"
-              + (f" [{code}] {message[:200]}" if not ok or code else ""), flush=True)
-        return c.ok
+        self.nol.wait_for_nodes(PROBES, timeout_s)
+        self.rec_status()
 
-    # -- the calls ---------------------------------------------------------------------------
+    def rec_status(self):
+        """The recognizer's last RecognizerStatus (None before the first)."""
+        st = self.nol.recognizer_status
+        return st[-1] if st else None
+
+    # -- calls and jobs ------------------------------------------------------------------------
+    def call(self, name: str, fn, check=lambda r: (True, "")):
+        """A synchronous call ``fn()``; ``check(reply)`` -> (ok, message). The reply, or None
+        when the call raised or the check failed."""
+        t0 = time.monotonic()
+        try:
+            r = fn()
+        except NolError as e:
+            self.soak.record(name, t0, False, e.code, str(e))
+            return None
+        ok, message = check(r)
+        return r if self.soak.record(name, t0, ok, getattr(r, "error_code", ""), message) \
+            else None
+
+    def submit(self, jobs: list, name: str, fn) -> None:
+        """Submit a job (``fn()`` -> Job) and append (name, job, t0) to ``jobs``; a refusal is
+        a failed call."""
+        t0 = time.monotonic()
+        try:
+            jobs.append((name, fn(), t0))
+        except NolError as e:
+            self.soak.record(name, t0, False, e.code, str(e))
+
+    def wait_jobs(self, jobs: list, timeout_s: float = 3600.0) -> None:
+        """Wait for all jobs of :meth:`submit` at once (NolClient.wait, a thread each) and
+        record each when it ends, with its own duration."""
+        def finish(item):
+            name, job, t0 = item
+            try:
+                res = self.nol.wait(job, timeout_s)
+                self.soak.record(name, t0, res.succeeded, res.error_code, res.message)
+            except NolError as e:
+                self.soak.record(name, t0, False, e.code, str(e))
+
+        if jobs:
+            with ThreadPoolExecutor(len(jobs)) as ex:
+                list(ex.map(finish, jobs))
+
     def learn(self, name: str):
         from nol_ros.learn import SOURCE_BAG
 
-        return self.nol.learn_object(name, str(self.mesh(name)), SOURCE_BAG,
-                                     str(self.world / "bags" / "train_000001"),
-                                     "render.preset: tiny")
+        return lambda: self.nol.learn_object(name, str(self.mesh(name)), SOURCE_BAG,
+                                             str(self.world / "bags" / "train_000001"),
+                                             "render.preset: tiny")
 
-    def train(self, seed: int):
+    def trainings(self, seed: int):
         opts = f"seed: {seed}"
-        return [("TrainDetector", self.nol.train_detector([self.obj], "tiny", opts)),
-                ("TrainPoseEstimator", self.nol.train_pose_estimator([self.obj], "tiny", opts))]
+        return [("TrainDetector", lambda: self.nol.train_detector([self.obj], "tiny", opts)),
+                ("TrainPoseEstimator",
+                 lambda: self.nol.train_pose_estimator([self.obj], "tiny", opts))]
 
-    def render_views(self, rnd: int) -> None:
+    def render_views(self) -> None:
+        """RenderViews of --object: 4 poses of the world's sequence in a 128 px crop around
+        the object, then one full 640x480 frame."""
         from nol_ros.camera import Intrinsics
-        from nol_ros.ros.conversions import intrinsics_to_camera_info, pose_from_matrix
-        from nol_ros.srv import RenderViews
 
         K, oid = self.seq.intrinsics, self.ids[self.obj]
         n = len(self.seq.frames)
@@ -426,137 +466,58 @@ class Driver:
         c = K.K @ Ts[0][:3, 3]
         u, v = c[0] / c[2], c[1] / c[2]
         crop = Intrinsics(K.fx, K.fy, K.cx - round(u - 64), K.cy - round(v - 64), 128, 128)
-        for label, intr, poses in (("RenderViews 4x128px", crop, Ts),
-                                   ("RenderViews 640x480", K, Ts[:1])):
-            t0 = time.monotonic()
-            try:
-                r = self.nol.call(self.render, RenderViews.Request(
-                    object_name=self.obj, poses=[pose_from_matrix(T) for T in poses],
-                    camera_info=intrinsics_to_camera_info(intr, frame_id=CAM)), timeout_s=600)
-                ok = r.success and len(r.images) == len(poses)
-                self.record(rnd, label, t0, ok, r.error_code, r.message)
-            except Exception as e:
-                self.record(rnd, label, t0, False, type(e).__name__, str(e))
+        for name, intr, poses in (("RenderViews 4x128px", crop, Ts),
+                                  ("RenderViews 640x480", K, Ts[:1])):
+            self.call(name, lambda i=intr, p=poses: self.nol.render_views(self.obj, p, i),
+                      lambda r, p=poses: (len(r.images) == len(p),
+                                          f"{len(r.images)} images for {len(p)} poses"))
 
-    def export_and_fetch(self, rnd: int):
-        """ExportSequence of the live buffer, then a Fetch of it by the transfer node from
-        itself. Returns the fetch job id (or None)."""
-        from nol_ros.srv import ExportSequence, Fetch
-
-        t0 = time.monotonic()
-        try:
-            r = self.nol.call(self.export, ExportSequence.Request(output_dir="soak_export",
-                                                                  step=10), timeout_s=600)
-            if not self.record(rnd, "ExportSequence", t0, r.success, r.error_code, r.message):
-                return None
-        except Exception as e:
-            self.record(rnd, "ExportSequence", t0, False, type(e).__name__, str(e))
-            return None
-        t0 = time.monotonic()
-        r = self.nol.call(self.fetch, Fetch.Request(peer=f"{NS}/transfer",
-                                                    remote_path="soak_export",
-                                                    local_path="_soak_fetch/soak_export"))
-        if not r.accepted:
-            self.record(rnd, "Fetch", t0, False, r.error_code, r.message)
-            return None
-        return r.job_id
-
-    def wait_jobs(self, rnd: int, jobs: list, timeout_s: float = 3600.0) -> None:
-        """Poll every job of [(label, kind, job, t0)] once a second (GetJobStatus of its node)
-        and record each when it ends, with its own duration. kind "client": a NolClient Job
-        (nol, trainer); else the node name (view_selection, transfer) and a job id."""
-        from nol_ros.msg import JobProgress
-        from nol_ros.srv import GetJobStatus
-
-        t_start = time.monotonic()
-        todo = list(jobs)
-        while todo:
-            for item in list(todo):
-                label, kind, job, t0 = item
-                if kind == "client":
-                    res = self.nol.result(job)
-                    state, code, msg = res.state, res.error_code, res.message
-                else:
-                    st = self.nol.call(self.job_status[kind], GetJobStatus.Request(job_id=job))
-                    state, code, msg = st.status.state, st.error_code, st.message
-                    if not st.found:
-                        state = JobProgress.STATE_FAILED
-                if state >= JobProgress.STATE_SUCCEEDED:
-                    self.record(rnd, label, t0, state == JobProgress.STATE_SUCCEEDED, code, msg)
-                    todo.remove(item)
-            if todo and time.monotonic() - t_start > timeout_s:
-                for label, _kind, _job, t0 in todo:
-                    self.record(rnd, label, t0, False, "TIMEOUT", f"not done in {timeout_s} s")
-                return
-            if todo:
-                t = time.monotonic()
-                self.nol.wait_until(lambda t=t: time.monotonic() - t > 1.0, 5, "a second")
-
-    def round(self, rnd: int, camera: Camera) -> None:
-        """One round of calls (see the module doc); every outcome goes to soak.calls."""
-        from nol_ros.srv import SelectViews
-
+    def round(self) -> None:
+        """One round of calls (see the module doc)."""
         t_round = time.monotonic()
-        rec0 = camera.rec_status
-        jobs = []   # (label, kind, job, t0)
-        t0 = time.monotonic()
-        try:
-            jobs.append((f"LearnObject {self.relearn}", "client", self.learn(self.relearn), t0))
-        except Exception as e:
-            self.record(rnd, f"LearnObject {self.relearn}", t0, False,
-                        getattr(e, "code", type(e).__name__), str(e))
-        t0 = time.monotonic()
-        try:
-            for label, job in self.train(seed=rnd):
-                jobs.append((label, "client", job, t0))
-        except Exception as e:
-            self.record(rnd, "Train", t0, False, getattr(e, "code", type(e).__name__), str(e))
-        t0 = time.monotonic()
-        r = self.nol.call(self.select, SelectViews.Request(
-            object_names=[self.obj], mesh_paths=[str(self.mesh(self.obj))],
-            sequence_path=str(self.world / "train" / "000001"), workspace="soak_select"))
-        if r.accepted:
-            jobs.append(("SelectViews", "view_selection", r.job_id, t0))
-        else:
-            self.record(rnd, "SelectViews", t0, False, r.error_code, r.message)
-        self.render_views(rnd)
-        t0 = time.monotonic()
-        fid = self.export_and_fetch(rnd)
-        if fid is not None:
-            jobs.append(("Fetch soak_export", "transfer", fid, t0))
-        self.wait_jobs(rnd, jobs)
-        t0 = time.monotonic()
-        st = self.nol.buffer_status()
-        self.record(rnd, "GetBufferStatus", t0, st.error_code == "" and st.frames_received > 0,
-                    st.error_code, f"{st.frames_received} frames received, "
-                    f"{st.frames_dropped} rejected")
+        rec0 = self.rec_status()
+        jobs: list = []
+        self.submit(jobs, f"LearnObject {self.relearn}", self.learn(self.relearn))
+        for name, fn in self.trainings(seed=self.soak.round):
+            self.submit(jobs, name, fn)
+        self.submit(jobs, "SelectViews", lambda: self.nol.select_views(
+            [self.obj], [self.mesh(self.obj)], self.world / "train" / "000001", "soak_select"))
+        self.render_views()
+        # the live buffer exported, then fetched by the transfer node from itself
+        if self.call("ExportSequence", lambda: self.nol.export_sequence("soak_export", 10),
+                     lambda r: (True, f"{r.frames} frames")) is not None:
+            self.submit(jobs, "Fetch soak_export", lambda: self.nol.fetch(
+                f"{NS}/transfer", "soak_export", "_soak_fetch/soak_export"))
+        self.wait_jobs(jobs)
+        self.call("GetBufferStatus", self.nol.buffer_status,
+                  lambda s: (s.error_code == "" and s.frames_received > 0,
+                             f"{s.frames_received} frames received, {s.frames_dropped} rejected"))
         # the recognizer: it recognised frames of the live stream during the round and
         # rejected none (its models were reloaded after the training)
-        rec1 = camera.rec_status
+        rec1 = self.rec_status()
         ok = (rec0 is not None and rec1 is not None and rec1.models_loaded
               and rec1.frames_processed > rec0.frames_processed
               and rec1.frames_rejected == rec0.frames_rejected)
-        self.record(rnd, "recognizer stream", t_round, ok, rec1.error_code if rec1 else "",
-                    "" if rec1 is None or rec0 is None else
-                    f"{rec1.frames_processed - rec0.frames_processed} frames recognised, "
-                    f"{rec1.frames_dropped_busy - rec0.frames_dropped_busy} skipped while busy, "
-                    f"{rec1.frames_rejected - rec0.frames_rejected} rejected")
+        self.soak.record("recognizer stream", t_round, ok, rec1.error_code if rec1 else "",
+                         "" if rec1 is None or rec0 is None else
+                         f"{rec1.frames_processed - rec0.frames_processed} frames recognised, "
+                         f"{rec1.frames_dropped_busy - rec0.frames_dropped_busy} skipped while "
+                         f"busy, {rec1.frames_rejected - rec0.frames_rejected} rejected")
 
-    def setup(self, camera: Camera) -> None:
-        """Learn --object and train the tiny recognisers once; wait for the recognizer."""
-        t0 = time.monotonic()
-        res = self.nol.wait(self.learn(self.obj), timeout_s=3600)
-        if not self.record(0, f"LearnObject {self.obj}", t0, res.succeeded, res.error_code,
-                           res.message):
-            raise SystemExit("set-up failed: the object could not be learnt")
-        for label, job in self.train(seed=0):
-            t0 = time.monotonic()
-            res = self.nol.wait(job, timeout_s=3600)
-            if not self.record(0, label, t0, res.succeeded, res.error_code, res.message):
-                raise SystemExit("set-up failed: training")
-        self.nol.wait_until(lambda: camera.rec_status is not None
-                            and camera.rec_status.models_loaded, 120,
-                            "the recognizer to load the models")
+    def setup(self) -> None:
+        """Learn --object, then train the tiny recognisers once; wait for the recognizer to
+        load them."""
+        for stage, calls in (("the object could not be learnt",
+                              [(f"LearnObject {self.obj}", self.learn(self.obj))]),
+                             ("training", self.trainings(seed=0))):
+            jobs: list = []
+            for name, fn in calls:
+                self.submit(jobs, name, fn)
+            self.wait_jobs(jobs)
+            if not all(c.ok for c in self.soak.calls):
+                raise SystemExit(f"set-up failed: {stage}")
+        self.nol.wait_until(lambda: (s := self.rec_status()) is not None and s.models_loaded,
+                            120, "the recognizer to load the models")
 
     def destroy(self):
         self.nol.destroy()
@@ -651,7 +612,7 @@ def main(argv=None) -> int:
     import rclpy
 
     rclpy.init()
-    camera = driver = None
+    camera = driver = sampler = None
     code = 0
     try:
         t_wait = time.monotonic()
@@ -666,15 +627,16 @@ def main(argv=None) -> int:
             time.sleep(0.5)
         pids = {k: pids[k] for k in NODES}
         print(f"[soak] graph up: {pids}", flush=True)
-        camera = Camera(frames, seq.intrinsics, a.rate, a.sample_s, pids, soak,
-                        {"transfer": transfer})
         driver = Driver(soak, world, a.object, a.relearn_object)
+        camera = Camera(frames, seq.intrinsics, a.rate)
+        sampler = Sampler(driver, camera, pids, {"transfer": transfer}, soak, a.sample_s)
         driver.wait_ready()
         driver.nol.wait_until(camera.subscribers_ready, 120,
                               "the reconstruction node and the recognizer to subscribe")
         camera.start()
+        sampler.start()
         t_setup = time.monotonic()
-        driver.setup(camera)
+        driver.setup()
         setup_s = time.monotonic() - t_setup
         offsets = log_offsets(logs)
         soak.t0, soak.phase = time.monotonic(), "soak"
@@ -683,8 +645,9 @@ def main(argv=None) -> int:
         while time.monotonic() - soak.t0 < a.minutes * 60 and not soak.died \
                 and bringup.poll() is None:
             rnd += 1
+            soak.round = rnd
             round_starts.append(time.monotonic() - soak.t0)
-            driver.round(rnd, camera)
+            driver.round()
             round_ends.append(time.monotonic() - soak.t0)
             nxt = soak.t0 + rnd * a.cycle_minutes * 60
             driver.nol.wait_until(lambda n=nxt: time.monotonic() >= n or bool(soak.died),
@@ -696,8 +659,9 @@ def main(argv=None) -> int:
         soak.phase = "end"
         log_errs = new_log_errors(logs, offsets)
     finally:
-        if camera is not None:
-            camera.close()
+        for part in (sampler, camera):
+            if part is not None:
+                part.close()
         if driver is not None:
             driver.destroy()
         rclpy.shutdown()
