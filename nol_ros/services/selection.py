@@ -20,6 +20,7 @@ from pathlib import Path
 from nol_ros.catalog import ObjectCatalogConfig
 from nol_ros.datasets.bag_import import load_odometry
 from nol_ros.datasets.bop import read_bop_scene
+from nol_ros.device import release_memory
 from nol_ros.errors import FileFormatError, InputError, NolError, ServiceUnavailableError
 from nol_ros.handoff import PACKAGES, pack_learnt_object
 from nol_ros.jobs import JobInfo, JobManager
@@ -127,7 +128,10 @@ class SelectionService:
         out = ws.root / safe_name(req.workspace, "workspace") if req.workspace else None
 
         def run(progress):
-            return self._run(objects, seq, out or ws.root / progress.job_id, progress)
+            try:
+                return self._run(objects, seq, out or ws.root / progress.job_id, progress)
+            finally:   # an idle node gives the job's peak back (the soak: ~140 MB held)
+                release_memory()
 
         return self.jobs.submit("select_views", run, ",".join(n for n, _ in objects))
 
