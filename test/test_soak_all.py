@@ -116,17 +116,19 @@ def test_error_lines_are_rclpy_errors_and_tracebacks(soak):
 
 def test_node_processes_finds_children_by_their_node_name(soak):
     """What the soak samples: the children of the bring-up process, by ``__node:=NAME``."""
+    # each child says 'ready' once its interpreter runs (right after exec its resident memory
+    # can still be under 1 MB on a loaded machine); they share the parent's stdout
     code = ("import subprocess, sys, time\n"
-            "ps = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', "
+            "ps = [subprocess.Popen([sys.executable, '-c', "
+            "'import time; print(\\'ready\\', flush=True); time.sleep(60)', "
             "'--ros-args', '-r', f'__node:={n}']) for n in ('nol', 'trainer')]\n"
             "print('up', flush=True); time.sleep(60)\n")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
-        assert parent.stdout.readline().strip() == "up"
-        deadline = time.monotonic() + 30
-        while set(found := soak.node_processes(parent.pid)) != {"nol", "trainer"}:
-            assert time.monotonic() < deadline, found
-            time.sleep(0.1)
+        lines = sorted(parent.stdout.readline().strip() for _ in range(3))
+        assert lines == ["ready", "ready", "up"], lines
+        found = soak.node_processes(parent.pid)
+        assert set(found) == {"nol", "trainer"}, found
         assert all(soak.memory_mb(pid)[0] > 1.0 for pid in found.values())
         assert soak.node_processes(os.getpid()) == {}   # this process has no node children
     finally:
