@@ -22,7 +22,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nol_ros.errors import ConfigError, FileFormatError, InputError, NolError
+from nol_ros.errors import (
+    ConfigError,
+    FileFormatError,
+    InputError,
+    error_for_code,
+)
 from nol_ros.selfannotate import ObjectSpec, SelfAnnotationConfig, run_self_annotation
 from nol_ros.workspace import LearntObject, Workspace, safe_name
 
@@ -307,10 +312,8 @@ def _annotate_object(name, mesh_path, source, source_path, cfg, progress, obj_id
     rep = run_self_annotation(seq, [spec], lo.dir, cfg.self_annotation,
                               progress or (lambda *a: None), T_odom_cameras=odom)
     entry = rep["objects"][name]
-    if "error_code" in entry:
-        err = NolError(entry["error"])
-        err.code = entry["error_code"]
-        raise err
+    if "error_code" in entry:   # raised again as its class: MESH_MISMATCH is bad input (exit 2)
+        raise error_for_code(entry["error_code"], entry["error"])
     return str(lo.dir)
 
 
