@@ -24,6 +24,8 @@ import time
 import numpy as np
 import torch
 
+from nol_ros.enums import NolPreset
+
 
 def _geometry(S: int, rng: np.random.Generator):
     import trimesh
@@ -140,7 +142,7 @@ def run_preset(name: str, reps: int, cfg=None) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", choices=["paper", "cpu"], help="run one preset (internal)")
+    ap.add_argument("--preset", choices=list(NolPreset), help="run one preset (internal)")
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per measurement")
     a = ap.parse_args(argv)
     if a.preset:

@@ -83,6 +83,7 @@ def main() -> int:
     procs = {
         "nol": subprocess.Popen([_exe("nol_node"), "--ros-args", "-p",
                                  f"learn.workspace_root:={ws}", "-p",
+                                 f"data_root:={world.resolve()}", "-p",   # the bag, the mesh
                                  f"learn.render.preset:={args.preset}", "-p",
                                  "render_views.idle_release_s:=5.0"], stdout=log,
                                 stderr=subprocess.STDOUT),
@@ -95,19 +96,12 @@ def main() -> int:
                                         "models_poll_s:=1.0"], stdout=log,
                                        stderr=subprocess.STDOUT)}
     import rclpy
-    from _graph_helpers import Graph, wait_job
+    from _graph_helpers import Graph
     from rclpy.context import Context
     from rclpy.qos import DurabilityPolicy, QoSProfile
 
+    from nol_ros.learn import SOURCE_BAG
     from nol_ros.msg import DetectionArray, JobProgress, RecognizerStatus
-    from nol_ros.ros.conversions import intrinsics_to_camera_info, pose_from_matrix
-    from nol_ros.srv import (
-        GetJobStatus,
-        LearnObject,
-        RenderViews,
-        TrainDetector,
-        TrainPoseEstimator,
-    )
 
     ctx = Context()
     rclpy.init(context=ctx)
@@ -122,21 +116,13 @@ def main() -> int:
                                 lambda m: dets.append(time.monotonic()), 500)
         cli.create_subscription(RecognizerStatus, "/recognizer/status", status.append,
                                 QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        learn = cli.create_client(LearnObject, "/nol/learn_object")
-        nol_status = cli.create_client(GetJobStatus, "/nol/get_job_status")
-        rv = cli.create_client(RenderViews, "/nol/render_views")
-        td = cli.create_client(TrainDetector, "/trainer/train_detector")
-        tp = cli.create_client(TrainPoseEstimator, "/trainer/train_pose_estimator")
-        tr_status = cli.create_client(GetJobStatus, "/trainer/get_job_status")
+        nol = g.client
         # 1. LearnObject
         c0 = cpu_s(procs["nol"].pid)
         t0 = time.monotonic()
-        r = g.call(learn, LearnObject.Request(
-            object_name=args.object, mesh_path=str(world / "models" / f"obj_{oid:06d}.ply"),
-            source=LearnObject.Request.SOURCE_BAG,
-            source_path=str(world / "bags" / "train_000001")))
-        st = wait_job(g, nol_status, r.job_id, 3600)
-        assert st.status.state == JobProgress.STATE_SUCCEEDED, st
+        job = nol.learn_object(args.object, world / "models" / f"obj_{oid:06d}.ply",
+                               SOURCE_BAG, world / "bags" / "train_000001")
+        nol.wait(job, 3600).check(f"LearnObject {args.object}")
         t_learn = time.monotonic() - t0
         stages: dict[str, float] = {}
         prev_t, prev_s = t0, "queued"
@@ -165,10 +151,7 @@ def main() -> int:
 
         def render(intr, Ts):
             t = time.monotonic()
-            resp = g.call(rv, RenderViews.Request(
-                object_name=args.object, poses=[pose_from_matrix(x) for x in Ts],
-                camera_info=intrinsics_to_camera_info(intr)), timeout=1800)
-            assert resp.success, resp.message
+            nol.render_views(args.object, Ts, intr, timeout_s=1800)   # RequestRefused if not
             return time.monotonic() - t
 
         rss0 = rss_mb(procs["nol"].pid)
@@ -187,12 +170,9 @@ def main() -> int:
         # 3. training
         c0 = cpu_s(procs["trainer"].pid)
         t0 = time.monotonic()
-        a = g.call(td, TrainDetector.Request(object_names=[args.object]))
-        st = wait_job(g, tr_status, a.job_id, 24 * 3600)
+        nol.wait(nol.train_detector([args.object]), 24 * 3600).check("detector training")
         t_det = time.monotonic() - t0
-        b = g.call(tp, TrainPoseEstimator.Request(object_names=[args.object]))
-        st2 = wait_job(g, tr_status, b.job_id, 24 * 3600)
-        assert st.status.state == st2.status.state == JobProgress.STATE_SUCCEEDED, (st, st2)
+        nol.wait(nol.train_pose_estimator([args.object]), 24 * 3600).check("pose training")
         out["train"] = {"detector_s": round(t_det, 1),
                         "pose_s": round(time.monotonic() - t0 - t_det, 1),
                         "cpu_s": round(cpu_s(procs["trainer"].pid) - c0, 1)}

@@ -74,11 +74,10 @@ def main(argv=None) -> int:
     data = Path(a.data)
     bag, scene = data / "bags" / "train_000001", data / "train" / "000001"
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from tf2_msgs.msg import TFMessage
 
     from nol_ros.msg import TrackingStatus
-    from nol_ros.srv import GetBufferStatus
+    from nol_ros.ros.client import NolClient
     from nol_ros.streaming.messages import matrix_from_transform, stamp_to_ns
 
     load0 = os.getloadavg()
@@ -87,32 +86,26 @@ def main(argv=None) -> int:
          "-p", f"tracking.odometry_mode:={a.odometry}", "-p", "keyframe_images:=false"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     rclpy.init()
-    node = rclpy.create_node("bench_client")
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
+    nol = NolClient(node_name="bench_client")        # spins its node in a thread
+    node = nol.node
     tfs, statuses = [], []
     node.create_subscription(
         TFMessage, "/tf", lambda m: tfs.extend(
             (stamp_to_ns(t.header.stamp), t.child_frame_id, matrix_from_transform(t.transform))
             for t in m.transforms if t.header.frame_id == "map"), 200)
     node.create_subscription(TrackingStatus, "/reconstruction/status", statuses.append, 50)
-    cli = node.create_client(GetBufferStatus, "/reconstruction/get_buffer_status")
-
-    def spin_until(pred, timeout):
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            ex.spin_once(timeout_sec=0.05)
-            if pred():
-                return True
-        return False
+    def spin_until(pred, timeout):     # True once pred() holds, False after timeout
+        try:
+            nol.wait_until(pred, timeout, "")
+            return True
+        except TimeoutError:
+            return False
 
     def status():
-        fut = cli.call_async(GetBufferStatus.Request())
-        assert spin_until(fut.done, 20), "no reply from get_buffer_status"
-        return fut.result()
+        return nol.buffer_status(timeout_s=20.0)
 
     try:
-        assert spin_until(cli.service_is_ready, 60), "reconstruction node did not start"
+        nol.wait_for_nodes(["reconstruction"], 60)
         t0 = time.monotonic()
         replay = subprocess.Popen(
             [_exe("nol-ros"), "replay", str(bag), "--rate", str(a.rate),
@@ -130,7 +123,7 @@ def main(argv=None) -> int:
 
         spin_until(settled, 120)
         t_done = time.monotonic() - t0
-        spin_until(lambda: False, 0.5)
+        time.sleep(0.5)     # the last status and TF messages
         st = status()
     finally:
         node_proc.terminate()
@@ -139,7 +132,7 @@ def main(argv=None) -> int:
         except subprocess.TimeoutExpired:
             node_proc.kill()
             log = node_proc.communicate()[0]
-        node.destroy_node()
+        nol.destroy()
         rclpy.shutdown()
     tr = st.tracking
     n_bag = 120 if "demo" in str(data) else None

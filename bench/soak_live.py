@@ -1,6 +1,6 @@
 """Soak test of the live reconstruction node: a long 30 Hz replay, resident memory sampled.
 
-Run: ``make soak`` (= .venv/bin/python bench/soak_live.py --minutes 10), or with options:
+Run: ``make soak-live`` (= .venv/bin/python bench/soak_live.py --minutes 10), or with options:
     .venv/bin/python bench/soak_live.py [--minutes 10] [--warmup-minutes 3] [--dataset DIR]
 
 The node runs in its own process (``python -m nol_ros.nodes.reconstruction_node``, default
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", default=str(DEFAULT_DATA))
     ap.add_argument("--rate", type=float, default=30.0)
     ap.add_argument("--max-growth", type=float, default=0.05)
-    ap.add_argument("--json", default="soak_live.json")
+    ap.add_argument("--json", default="build/soak_live.json")
     ap.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
                     help="extra node parameter, e.g. tracker.max_keyframes:=50 (repeatable)")
     a = ap.parse_args(argv)
@@ -53,11 +53,11 @@ def main(argv=None) -> int:
     default_ros_env()
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
 
     from nol_ros.datasets.tum import read_tum_sequence
+    from nol_ros.ros.client import NolClient
     from nol_ros.ros.conversions import (
         depth_to_image,
         intrinsics_to_camera_info,
@@ -65,7 +65,6 @@ def main(argv=None) -> int:
         numpy_to_image,
     )
     from nol_ros.ros.qos import sensor_qos
-    from nol_ros.srv import GetBufferStatus
 
     seq = read_tum_sequence(a.dataset, intrinsics="calibrated")
     print(f"decoding {len(seq.frames)} frames of {seq.name} ...", flush=True)
@@ -78,20 +77,18 @@ def main(argv=None) -> int:
          *[x for prm in a.node_param for x in ("-p", prm)]],
         env=os.environ.copy())
     rclpy.init()
-    node = rclpy.create_node("soak_camera")
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
+    nol = NolClient(namespace="/soak", node_name="soak_camera")   # spins its node in a thread
+    node = nol.node
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
     p_rgb = node.create_publisher(Image, "/soak/camera/rgb/image_raw", qos)
     p_depth = node.create_publisher(Image, "/soak/camera/depth_registered/image_raw", qos)
     p_info = node.create_publisher(CameraInfo, "/soak/camera/rgb/camera_info", sensor_qos())
-    status = node.create_client(GetBufferStatus, "/soak/reconstruction/get_buffer_status")
     samples: list[dict] = []
     code = 0
     try:
         t_wait = time.monotonic()
-        while not status.service_is_ready() or p_rgb.get_subscription_count() == 0:
-            ex.spin_once(timeout_sec=0.1)
+        while not nol.ready(["reconstruction"]) or p_rgb.get_subscription_count() == 0:
+            time.sleep(0.1)
             if time.monotonic() - t_wait > 120 or node_proc.poll() is not None:
                 raise SystemExit("the reconstruction node did not come up")
         t0 = time.monotonic()
@@ -102,7 +99,7 @@ def main(argv=None) -> int:
             now = time.monotonic()
             target = t0 + k * period
             if now < target:
-                ex.spin_once(timeout_sec=target - now)
+                time.sleep(target - now)
                 continue
             rgb, depth = frames[play[k % len(play)]]
             st = ns_to_stamp(stamp0 + int(k * period * 1e9))
@@ -118,9 +115,10 @@ def main(argv=None) -> int:
             k += 1
             if now >= next_sample:
                 next_sample += 10.0
-                fut = status.call_async(GetBufferStatus.Request())
-                ex.spin_until_future_complete(fut, timeout_sec=5.0)
-                s = fut.result()
+                try:
+                    s = nol.buffer_status(timeout_s=5.0)
+                except TimeoutError:
+                    s = None
                 tr = s.tracking if s is not None else None
                 samples.append({"t_s": round(now - t0, 1),
                                 "rss_mb": round(rss_mb(node_proc.pid), 1),
@@ -134,7 +132,7 @@ def main(argv=None) -> int:
                                 "load": round(os.getloadavg()[0], 2)})
                 print(json.dumps(samples[-1]), flush=True)
     finally:
-        node.destroy_node()
+        nol.destroy()
         rclpy.shutdown()
         node_proc.terminate()
         try:
@@ -153,6 +151,7 @@ def main(argv=None) -> int:
               "minutes": a.minutes, "warmup_minutes": a.warmup_minutes, "rate_hz": a.rate,
               "rss_after_warmup_mb": base, "rss_peak_after_mb": peak,
               "rss_end_mb": late[-1]["rss_mb"], "growth": growth, "samples": samples}
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(result, indent=1))
     print(f"\nresident memory of the node: {base:.0f} MB after {a.warmup_minutes:g} min warm-up, "
           f"peak {peak:.0f} MB later, {late[-1]['rss_mb']:.0f} MB at the end: growth "

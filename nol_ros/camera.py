@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from nol_ros.errors import InputError
@@ -109,8 +110,6 @@ def crop_image(img: np.ndarray, box: tuple[int, int, int], out_size: int,
 
     Uses the same mapping as :meth:`Intrinsics.crop_resize`. interp: linear | nearest | area.
     """
-    import cv2
-
     x0, y0, side = box
     if side <= 0 or out_size <= 0:
         raise InputError(f"crop box {box} / out_size {out_size}: side and size must be > 0")

@@ -17,13 +17,14 @@ import importlib
 import pkgutil
 import sys
 
+import nol_ros.commands as pkg
+from nol_ros import __version__
 from nol_ros.commands._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, split_ros_args
+from nol_ros.errors import ConfigError, InputError, NolError
 
 
 def command_modules() -> list:
     """The command-group modules, ordered by their ``ORDER`` (then name)."""
-    import nol_ros.commands as pkg
-
     mods = []
     for info in pkgutil.iter_modules(pkg.__path__):
         if info.name.startswith("_"):
@@ -35,8 +36,6 @@ def command_modules() -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nol_ros import __version__
-
     parser = argparse.ArgumentParser(
         prog="nol-ros", description="nol_ros command line: learn an object from a bag or a "
         "dataset folder, render its training set, train and evaluate the recognisers (offline, "
@@ -52,8 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nol_ros.errors import ConfigError, InputError, NolError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     argv, ros_args = split_ros_args(argv)
     parser = build_parser()
@@ -72,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except NolError as e:
         print(f"nol-ros {args.command}: failed [{e.code}]: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as e:  # the disk, permissions, a file that vanished: one line, no traceback
+        where = f" '{e.filename}'" if getattr(e, "filename", None) else ""
+        print(f"nol-ros {args.command}: failed [OS_ERROR]: {e.strerror or e}{where}; check the "
+              "path, its permissions and the free disk space", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"nol-ros {args.command}: interrupted", file=sys.stderr)

@@ -10,8 +10,9 @@ JSON checkpoints and reports), build one from a dict (a checkpoint, a YAML file,
     flat = flatten(d)                                                  # {"a.b": ...}
 
 Values are checked against the field's type (bool, int, float, str, tuples of them, nested
-config dataclasses, ``X | None``); lists become tuples; an unknown key or a wrong type raises
-:class:`~nol_ros.errors.ConfigError` naming the key and what it must be. The dataclass's own
+config dataclasses, ``X | None``, the name sets of :mod:`nol_ros.enums`); lists become tuples;
+an unknown key, name or a wrong type raises :class:`~nol_ros.errors.ConfigError` naming the key
+and what it must be. The dataclass's own
 ``__post_init__`` then checks ranges.
 
 Text from outside (a request's ``options_yaml``) goes through :func:`parse_options`, which
@@ -21,11 +22,17 @@ bounds its size, nesting and YAML aliases before anything is built from it.
 from __future__ import annotations
 
 import dataclasses
+import enum
+import inspect
 import math
+import re
 import types
 import typing
 from typing import Any
 
+import yaml
+
+from nol_ros.enums import NameEnum
 from nol_ros.errors import ConfigError
 
 # Limits for options text that arrives in a request (a YAML alias bomb expands a few hundred
@@ -44,6 +51,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def _plain(v: Any) -> Any:
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
         return to_dict(v)
+    if isinstance(v, enum.Enum):  # a NameEnum member: its plain name (YAML cannot dump it)
+        return v.value
     if isinstance(v, (tuple, list)):
         return [_plain(x) for x in v]
     if isinstance(v, dict):
@@ -195,7 +204,15 @@ def _coerce(v: Any, hint: Any, key: str, where: str) -> Any:
         return v
     if hint is float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ConfigError(f"{where}'{key}' must be a number, got {v!r}")
+            tip = ""
+            if isinstance(v, str):
+                try:
+                    float(v)
+                    tip = (f" (YAML reads {v} as text: write the mantissa with a dot, e.g. "
+                           f"{v.lower().replace('e', '.0e', 1) if '.' not in v else v})")
+                except ValueError:
+                    pass
+            raise ConfigError(f"{where}'{key}' must be a number, got {v!r}{tip}")
         if not math.isfinite(float(v)):
             raise ConfigError(f"{where}'{key}' must be finite, got {v!r}")
         return float(v)
@@ -203,6 +220,8 @@ def _coerce(v: Any, hint: Any, key: str, where: str) -> Any:
         if not isinstance(v, str):
             raise ConfigError(f"{where}'{key}' must be a string, got {v!r}")
         return v
+    if isinstance(hint, type) and issubclass(hint, NameEnum):
+        return hint.parse(v, f"{where}{key}")
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, None, v, where, key + ".")
     return v
@@ -213,8 +232,6 @@ def parse_options(text: str, what: str = "options_yaml",
     """A request's options text (YAML mapping, nested or dotted keys) -> flat dict, bounded:
     at most ``max_bytes``, no YAML aliases/anchors, at most MAX_OPTIONS_DEPTH levels. Empty
     text -> {}."""
-    import yaml
-
     if not text or not text.strip():
         return {}
     size = len(text.encode("utf-8", "replace"))
@@ -269,8 +286,6 @@ _FIELD_DOCS: dict[type, dict[str, str]] = {}
 def flat_field_docs(cls: type, prefix: str = "") -> dict[str, str]:
     """:func:`field_docs` of ``cls`` and of its nested config dataclasses, dotted keys as
     :func:`flatten` names them."""
-    import typing
-
     out: dict[str, str] = {}
     hints = typing.get_type_hints(cls)
     own = field_docs(cls)
@@ -284,9 +299,6 @@ def flat_field_docs(cls: type, prefix: str = "") -> dict[str, str]:
 
 
 def _parse_field_docs(cls) -> dict[str, str]:
-    import inspect
-    import re
-
     try:
         src = inspect.getsource(cls)
     except (OSError, TypeError):

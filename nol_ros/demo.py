@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -30,6 +31,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+import rclpy
+
+from nol_ros.camera import crop_image
+from nol_ros.datasets.bag import export_bag
+from nol_ros.datasets.bop import read_bop_scene
+from nol_ros.datasets.synthetic.generate import generate
+from nol_ros.learn import SOURCE_BAG
+from nol_ros.mesh import load_mesh
+from nol_ros.metrics import ate_rmse, geometric_symmetries, rotation_error_sym_deg
+from nol_ros.progress import TqdmProgress
+from nol_ros.recognition.evaluate import IdMapped, score_models
+from nol_ros.recognition.recognizer import Recognizer
+from nol_ros.recognition.renderers import TexturedMeshRenderer
+from nol_ros.report import draw_recognitions, write_report
+from nol_ros.ros.client import NolClient, RequestRefused
 
 XTION = ("/camera/rgb/image_raw", "/camera/depth_registered/image_raw",
          "/camera/rgb/camera_info")
@@ -44,14 +60,9 @@ def _say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
-def _bar(label: str):
-    """A tqdm progress bar for a job (0..100 %); on a log (no terminal) it prints rarely."""
-    from tqdm import tqdm
-
-    tty = sys.stdout.isatty()
-    return tqdm(total=100, desc=f"  {label:<22}", file=sys.stdout, ncols=120 if tty else 100,
-                mininterval=0.5 if tty else 30.0, bar_format="{desc} {percentage:5.1f}%|{bar}| "
-                "{postfix}")
+def _bar(label: str) -> TqdmProgress:
+    """A progress bar for a job on stdout (0..100 %); on a log (no terminal) it prints rarely."""
+    return TqdmProgress(f"  {label:<22}", file=sys.stdout)
 
 
 def _follow(client, jobs: dict, timeout_s: float = 3600.0) -> dict:
@@ -59,14 +70,13 @@ def _follow(client, jobs: dict, timeout_s: float = 3600.0) -> dict:
     {label: JobResult}."""
     out = {}
     for label, job in jobs.items():
-        with _bar(label) as bar:
-            def update(stage, fraction, message, bar=bar):
-                bar.n = round(100 * fraction, 1)
-                bar.set_postfix_str(f"{stage}: {message}"[:60], refresh=False)
-                bar.refresh()
-            out[label] = client.wait(job, timeout_s, update)
+        with _bar(label) as progress:
+            try:
+                out[label] = client.wait(job, timeout_s, progress)
+            except TimeoutError:    # reported as not succeeded, in the state it is stuck in
+                out[label] = client.result(job)
             if out[label].succeeded:
-                update("done", 1.0, "")
+                progress("done", 1.0, "")
     return out
 
 
@@ -74,10 +84,6 @@ def _follow(client, jobs: dict, timeout_s: float = 3600.0) -> dict:
 
 def evaluate_workspace(ws: Path, scene: Path, models: Path, obj_id: int) -> dict:
     """Errors of a learnt object against the synthetic ground truth (+ what the report draws)."""
-    from nol_ros.datasets.bop import read_bop_scene
-    from nol_ros.mesh import load_mesh
-    from nol_ros.metrics import ate_rmse, geometric_symmetries, rotation_error_sym_deg
-
     seq = read_bop_scene(scene, models)
     traj = json.loads((ws / "trajectory.json").read_text())
     est = [np.array(t["T_world_camera"]) for t in traj]
@@ -121,14 +127,9 @@ def render_quality(object_dir: str, data: Path, obj_id: int, method: str, n_fram
     against the ground-truth-textured model at test-frame poses; a row of images per pose
     (real crop | renderer | IBR | ground truth); with noise_curve, PSNR when the source poses
     are moved by the NOL evaluation's noise levels (no refinement)."""
-    import dataclasses
-
-    from nol_ros.camera import crop_image
-    from nol_ros.datasets.bop import read_bop_scene
-    from nol_ros.mesh import load_mesh
+    # lazy: nol_ros.nol.evaluate, nol_ros.nol.renderer import torch (~2 s)
     from nol_ros.nol.evaluate import NOISE_LEVELS, noisy_sources, score
     from nol_ros.nol.renderer import NolRenderer, load_object_renderer
-    from nol_ros.recognition.renderers import TexturedMeshRenderer
 
     seq = read_bop_scene(data / "test" / "000001", data / "models")
     info = json.loads((data / "test" / "000001" / "scene_gt_info.json").read_text())
@@ -199,21 +200,12 @@ def recognition_offline(models_dir: Path, data: Path, ws_root: Path | None = Non
     (workspace ids mapped to the world's by name; ADD in each object's learnt frame, measured
     from ws_root/NAME/objects/NAME/views.json on the training sequence, see
     nol_ros.recognition.evaluate) + overlays of a few frames."""
-    from nol_ros.datasets.bop import read_bop_scene
-    from nol_ros.mesh import load_mesh
-    from nol_ros.recognition.evaluate import IdMapped, score_models
-    from nol_ros.recognition.recognizer import Recognizer
-    from nol_ros.report import draw_recognitions
-
     scene = data / "test" / "000001"
     rec = Recognizer.load(models_dir)
-    with _bar("recognize (offline)") as bar:
-        def update(stage, fraction, message=""):
-            bar.n = round(100 * fraction, 1)
-            bar.refresh()
+    with _bar("recognize (offline)") as progress:
         sc = score_models(rec, [scene], data / "models", ws_root,
                           data / "train" / "000001" if ws_root is not None else None,
-                          progress=update)
+                          progress=progress)
     res, models, mapping = sc.result, sc.models, sc.mapping
     summ = sc.summary()
     out = {**summ, "frames": res.n_images, "seconds_per_image": res.seconds_per_image,
@@ -240,12 +232,7 @@ def recognition_offline(models_dir: Path, data: Path, ws_root: Path | None = Non
 # -- the run ------------------------------------------------------------------------------------
 
 def _world(data: Path, preset: str) -> dict:
-    from nol_ros.datasets.bag import export_bag
-    from nol_ros.datasets.bop import read_bop_scene
-
     if not (data / "world.json").exists():
-        from nol_ros.datasets.synthetic.generate import generate
-
         _say(f"generating the synthetic world ({preset}) in {data} ...")
         if data.exists():
             shutil.rmtree(data)
@@ -313,11 +300,6 @@ def main(argv: list[str] | None = None) -> int:
     _say(f"starting the ROS graph in {NS}: " + ", ".join(f"{k}_node" for k in nodes))
     procs = {k: subprocess.Popen(cmd, stdout=open(logs / f"{k}.log", "w"),
                                  stderr=subprocess.STDOUT) for k, cmd in nodes.items()}
-    import rclpy
-
-    from nol_ros.learn import SOURCE_BAG
-    from nol_ros.ros.client import NolClient, RequestRefused
-
     rclpy.init()
     nol = NolClient(namespace=NS)
     results: dict = {"title": f"nol_ros demo ({a.preset} world, {rec_preset} recognition)",
@@ -351,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                 job_of[name] = (oid, nol.learn_object(
                     name, data / "models" / f"obj_{oid:06d}.ply", SOURCE_BAG, str(bag)))
             except RequestRefused as e:
-                _say(f"LearnObject {name} refused [{e.code}]: {e}")
+                _say(str(e))
         _say(f"LearnObject x{len(job_of)} queued on the nol node (one job at a time)")
         learnt = _follow(nol, {n: j for n, (_, j) in job_of.items()})
         times["learn + render"] = time.perf_counter() - t0
@@ -366,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     jobs[lab] = call(ok_names, rec_preset)
                 except RequestRefused as e:
-                    _say(f"{lab} refused [{e.code}]: {e}")
+                    _say(str(e))
             _say(f"training the detector and the pose estimator ({rec_preset} preset) on the "
                  f"renders of {', '.join(ok_names)}")
             train_done = _follow(nol, jobs)
@@ -381,8 +363,6 @@ def main(argv: list[str] | None = None) -> int:
                            nol.recognizer_status[-1].models_loaded, 60,
                            "the recognizer node to load the models")
             t0 = time.perf_counter()
-            from nol_ros.datasets.bop import read_bop_scene
-
             test_seq = read_bop_scene(data / "test" / "000001")
             s0 = nol.recognizer_status[-1]
             _say("replaying the test bag into the recognizer node, paced by its status")
@@ -452,8 +432,6 @@ def main(argv: list[str] | None = None) -> int:
     times["renders + report"] = time.perf_counter() - t0
     times["total"] = time.perf_counter() - t_all
     results["times"] = times
-    from nol_ros.report import write_report
-
     index = write_report(Path(a.report).resolve(), results)
 
     print("\n================ nol_ros demo summary ================")

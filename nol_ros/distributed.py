@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 
 from nol_ros.errors import ConfigError
@@ -80,6 +81,7 @@ class DistContext:
         :meth:`sync_buffers` averages them before a checkpoint)."""
         if not self.enabled:
             return module
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
         from torch.nn.parallel import DistributedDataParallel
 
@@ -88,8 +90,6 @@ class DistContext:
         dev = torch.device(device) if device is not None else None
         ids = [dev.index if dev.index is not None else self.local_rank] \
             if dev is not None and dev.type == "cuda" else None
-        import warnings
-
         with warnings.catch_warnings():  # broadcast_buffers=False: no sync at init nor forward
             warnings.simplefilter("ignore", FutureWarning)
             return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False,
@@ -108,6 +108,7 @@ class DistContext:
         integer buffers (batch counters) are the same everywhere and stay."""
         if not self.enabled:
             return
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
         import torch.distributed as dist
 
@@ -122,6 +123,7 @@ class DistContext:
         """Weighted mean of a number over the ranks (the number itself when single)."""
         if not self.enabled:
             return value
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
         import torch.distributed as dist
 
@@ -133,6 +135,7 @@ class DistContext:
         """Sum of a number over the ranks (the number itself when single)."""
         if not self.enabled:
             return value
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
         import torch.distributed as dist
 
@@ -144,6 +147,7 @@ class DistContext:
         """True on every rank when it is True on any rank (a loop every rank leaves together)."""
         if not self.enabled:
             return flag
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
         import torch.distributed as dist
 
@@ -153,6 +157,7 @@ class DistContext:
 
     def barrier(self) -> None:
         if self.enabled:
+            # lazy: torch (~2 s) to import, loaded only when this runs
             import torch.distributed as dist
 
             dist.barrier()
@@ -172,6 +177,7 @@ def loss_module(model, loss_fn):
     wrap in DDP when a training step calls several methods of ``model`` (DDP only sees what runs
     inside one ``forward``). ``forward(None)`` returns ``{"total": 0 * sum of the parameters}``:
     a rank with no sample in an accumulation window still joins the gradient average."""
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch
 
     class _LossModule(torch.nn.Module):
@@ -226,11 +232,13 @@ def setup(device: str | None = None) -> DistContext:
     ctx = env_context()
     if not ctx.enabled:
         return SINGLE
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch.distributed as dist
 
     if not dist.is_initialized():
         backend = choose_backend(device)
         if backend == "nccl":
+            # lazy: torch (~2 s) to import, loaded only when this runs
             import torch
 
             torch.cuda.set_device(ctx.local_rank)
@@ -245,6 +253,7 @@ def setup(device: str | None = None) -> DistContext:
 def current() -> DistContext:
     """The context of the process group this process joined (:data:`SINGLE` when none)."""
     try:
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch.distributed as dist
     except ImportError:  # pragma: no cover - torch always has it here
         return SINGLE

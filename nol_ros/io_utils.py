@@ -19,6 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+
 from nol_ros.errors import NolError
 
 
@@ -26,6 +29,10 @@ class DiskWriteError(NolError):
     """Writing an artefact failed (disk full, no permission, a writer that reported failure)."""
 
     code = "DISK_WRITE_FAILED"
+
+
+_ADVICE = ("check the disk space and the folder's permissions (the previous file, if any, is "
+           "unchanged)")
 
 
 def _umask() -> int:
@@ -72,9 +79,9 @@ def _atomic(path: str | os.PathLike, write: Callable[[str], None],
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(e, OSError):
-            raise DiskWriteError(f"cannot write '{path}': {e.strerror or e}; check the disk "
-                                 "space and the folder's permissions (the previous file, if "
-                                 "any, is unchanged)") from e
+            raise DiskWriteError(f"cannot write '{path}': {e.strerror or e}; {_ADVICE}") from e
+        if isinstance(e, DiskWriteError) and _ADVICE not in str(e):
+            raise DiskWriteError(f"{e}; {_ADVICE}") from e   # one advice for every refusal
         raise
     _fsync_dir(path.parent)
     return path
@@ -120,9 +127,6 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], None],
 def atomic_write_image(path: str | os.PathLike, image) -> Path:
     """Write an image with OpenCV atomically. RGB (H, W, 3) uint8 is converted to BGR on disk;
     (H, W) uint8/uint16 images are written as they are."""
-    import cv2
-    import numpy as np
-
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[2] == 3:
         img = img[..., ::-1]
@@ -145,6 +149,7 @@ def atomic_write_mesh(path: str | os.PathLike, mesh) -> Path:
     """Write an Open3D TriangleMesh (PLY/OBJ by suffix, binary) atomically and read it back:
     Open3D reports success on a full disk and leaves a truncated file, which the read-back
     (vertex and triangle counts) catches."""
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
 
     nv, nt = len(mesh.vertices), len(mesh.triangles)

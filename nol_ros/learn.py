@@ -22,20 +22,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nol_ros.errors import (
-    ConfigError,
-    FileFormatError,
-    InputError,
-    error_for_code,
-)
+from nol_ros import distributed
+from nol_ros.datasets.bag_import import bag_to_bop_scene, load_odometry
+from nol_ros.datasets.bop import read_bop_scene
+from nol_ros.datasets.smot import read_smot
+from nol_ros.device import release_memory, resolve_device
+from nol_ros.enums import Preset, RenderStageMethod, parse_field
+from nol_ros.errors import ConfigError, FileFormatError, InputError, error_for_code
+from nol_ros.handoff import check_package
+from nol_ros.io_utils import atomic_write_json
+from nol_ros.mesh import load_mesh
+from nol_ros.progress import ProgressFn, noop_progress, prefixed
+from nol_ros.recognition.pipeline import recognition_preset
+from nol_ros.recognition.trainset import write_render_set
 from nol_ros.selfannotate import ObjectSpec, SelfAnnotationConfig, run_self_annotation
-from nol_ros.workspace import LearntObject, Workspace, safe_name
+from nol_ros.threads import thread_settings
+from nol_ros.workspace import BadPathError, LearntObject, Workspace, safe_name
 
 SOURCE_LIVE_BUFFER, SOURCE_BAG, SOURCE_DATASET = 0, 1, 2
 SOURCE_WORKSPACE = 3  # an object self-annotated elsewhere (a robot's package): render only
-
-
-RENDER_METHODS = ("auto", "nol", "ibr", "ibr_angle", "ibr_mean", "ibr_best")
 
 
 @dataclass(frozen=True)
@@ -55,43 +60,34 @@ class RenderStageConfig:
     benchmarks measure."""
 
     enabled: bool = True
-    method: str = "auto"
+    method: RenderStageMethod = RenderStageMethod.AUTO
     checkpoint: str = ""
-    preset: str = "demo"
+    preset: Preset = Preset.DEMO
     refine_sources: bool = True
     finetune: bool = True
     batch: int = 16
 
     def __post_init__(self):
-        if self.method not in RENDER_METHODS:
-            raise ConfigError(f"render.method '{self.method}' unknown; use one of "
-                              f"{list(RENDER_METHODS)}")
-        from nol_ros.recognition.pipeline import PRESETS
-
-        if self.preset not in PRESETS:
-            raise ConfigError(f"render.preset '{self.preset}' unknown; use one of "
-                              f"{sorted(PRESETS)} (tiny: tests, demo: make demo, cpu: "
-                              "benchmark, paper: GPU)")
-        if self.batch < 1:
-            raise ConfigError(f"render.batch {self.batch} must be >= 1")
+        parse_field(self, "method", RenderStageMethod, "render.method")
+        parse_field(self, "preset", Preset, "render.preset")
+        if not 1 <= self.batch <= 1024:
+            raise ConfigError(f"render.batch {self.batch} must be in [1, 1024] poses per "
+                              "renderer call")
 
     def object_renderer_config(self, method: str | None = None):
         """The renderer configuration this stage runs (nol_ros.nol.renderer.
         ObjectRendererConfig): its defaults, with this stage's method ("auto" resolved by
         nol_ros.nol.renderer.default_method), batch, and the per-object refinement and
         fine-tuning switched off when ``refine_sources`` / ``finetune`` say so."""
+        # lazy: nol_ros.nol.renderer imports torch (~2 s)
         from nol_ros.nol.renderer import (
             FinetuneConfig,
             ObjectRendererConfig,
             RefineConfig,
-            default_method,
+            resolve_method,
         )
 
-        m = method or self.method
-        if m == "auto":
-            m = default_method() if not self.checkpoint else "nol"
-        if m == "ibr":
-            m = "ibr_angle"
+        m = resolve_method(method or self.method, bool(self.checkpoint))
         base = ObjectRendererConfig()
         return ObjectRendererConfig(
             render=dataclasses.replace(base.render, method=m, batch=self.batch),
@@ -114,59 +110,6 @@ class LearnConfig:
     render: RenderStageConfig = field(default_factory=RenderStageConfig)
 
 
-def resolve_device(device: str | None) -> str:
-    """``device`` (cpu, cuda, cuda:N; "" / None = cuda when present) as torch will use it:
-    cuda falls back to cpu when torch sees no GPU (the caller may log that)."""
-    import torch
-
-    d = (device or "").strip()
-    if not d:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if d.startswith("cuda") and not torch.cuda.is_available():
-        return "cpu"
-    try:
-        torch.device(d)
-    except (RuntimeError, ValueError) as e:
-        raise ConfigError(f"device '{d}' unknown ({e}); use cpu or cuda") from e
-    return d
-
-
-def release_memory() -> None:
-    """Give freed memory back: Python garbage, torch's CUDA cache, glibc's heap (malloc_trim:
-    without it a process keeps the peak RSS of a render job)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class OverallProgress:
-    """Maps the (stage, fraction of that stage) reports of a core function onto one monotonic
-    job fraction: ``spans`` gives each stage's share [lo, hi) of the job; unknown stages keep
-    the current span. Calls ``report(stage, overall_fraction, message)``."""
-
-    def __init__(self, report, spans: dict[str, tuple[float, float]], default=(0.0, 1.0)):
-        self.report, self.spans, self._span, self._best = report, spans, default, 0.0
-
-    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
-        self._span = self.spans.get(stage, self._span)
-        lo, hi = self._span
-        f = lo + (hi - lo) * min(max(float(fraction), 0.0), 1.0)
-        self._best = max(self._best, f)
-        self.report(stage, self._best, message)
-
-
 def detect_dataset(path: str | Path) -> str:
     """'bop' for a BOP scene folder, 'smot' for a SMOT-layout root, else FileFormatError."""
     p = Path(path)
@@ -187,22 +130,13 @@ def load_source(source: int, path: str, cfg: LearnConfig, scratch: Path):
     if source == SOURCE_DATASET:
         kind = detect_dataset(path)
         if kind == "bop":
-            from nol_ros.datasets.bop import read_bop_scene
-
             return read_bop_scene(path), None
-        from nol_ros.datasets.smot import read_smot
-
         return read_smot(path, seq=cfg.smot_sequence), None
     if source == SOURCE_BAG:
-        from nol_ros.datasets.bag_import import bag_to_bop_scene, load_odometry
-        from nol_ros.datasets.bop import read_bop_scene
-
         if not Path(path).exists():
             raise FileFormatError(f"bag '{path}' does not exist")
         scene_dir = scratch / "sequence"
         if scene_dir.exists():
-            import shutil
-
             shutil.rmtree(scene_dir)
         bag_to_bop_scene(path, scene_dir, rgb_topic=cfg.bag_rgb_topic,
                          depth_topic=cfg.bag_depth_topic,
@@ -210,9 +144,6 @@ def load_source(source: int, path: str, cfg: LearnConfig, scratch: Path):
         seq = read_bop_scene(scene_dir)
         return seq, load_odometry(scene_dir, len(seq.frames))
     if source == SOURCE_LIVE_BUFFER:
-        from nol_ros.datasets.bag_import import load_odometry
-        from nol_ros.datasets.bop import read_bop_scene
-
         if not path or not Path(path).exists():
             raise InputError("the live buffer has not been exported; call the reconstruction "
                              "node's export service first (the nol node does this for you)")
@@ -223,7 +154,8 @@ def load_source(source: int, path: str, cfg: LearnConfig, scratch: Path):
 
 
 def learn_object(name: str, mesh_path: str, source: int, source_path: str,
-                 cfg: LearnConfig = LearnConfig(), progress=None, obj_id: int | None = None,
+                 cfg: LearnConfig = LearnConfig(), progress: ProgressFn = noop_progress,
+                 obj_id: int | None = None,
                  symmetric: bool = False, prior_point=None, model_free: bool = False,
                  device: str | None = None) -> str:
     """Learn one object: :func:`annotate_object` (source SOURCE_WORKSPACE: :func:`adopt_workspace`
@@ -241,8 +173,8 @@ def learn_object(name: str, mesh_path: str, source: int, source_path: str,
         shutil.rmtree(staging.dir)  # an earlier attempt's (ours: the name is ours)
     try:
         if source == SOURCE_WORKSPACE:
-            (progress or (lambda *a: None))("workspace", 0.0, f"{name}: taking the learnt object "
-                                                              f"from {source_path or final.dir}")
+            progress("workspace", 0.0, f"{name}: taking the learnt object from "
+                                       f"{source_path or final.dir}")
             adopt_workspace(name, source_path or str(final.dir), cfg, into=staging)
         else:
             annotate_object(name, mesh_path, source, source_path, cfg, progress, obj_id=obj_id,
@@ -277,15 +209,14 @@ def _swap_in(staging: LearntObject, final: LearntObject) -> None:
 
 
 def annotate_object(name: str, mesh_path: str, source: int, source_path: str,
-                    cfg: LearnConfig = LearnConfig(), progress=None, obj_id: int = 1,
+                    cfg: LearnConfig = LearnConfig(), progress: ProgressFn = noop_progress,
+                    obj_id: int = 1,
                     symmetric: bool = False, prior_point=None, model_free: bool = False,
                     into: LearntObject | None = None) -> str:
     """Self-annotation + view selection of one object into ``into`` (default: the learnt object
     ``cfg.workspace_root/NAME`` itself, its renders of an earlier run removed: they show the
     old views). Returns that folder. Runs with :func:`nol_ros.threads.thread_settings` on the
     calling thread: a node's job thread and a script compute the same answer."""
-    from nol_ros.threads import thread_settings
-
     with thread_settings():
         return _annotate_object(name, mesh_path, source, source_path, cfg, progress, obj_id,
                                 symmetric, prior_point, model_free, into)
@@ -300,17 +231,22 @@ def _annotate_object(name, mesh_path, source, source_path, cfg, progress, obj_id
                              "use the model-free option with a prior point")
         if not Path(mesh_path).is_file():
             raise FileFormatError(f"{name}: mesh '{mesh_path}' does not exist or is not a file")
+        # before any long work: an unreadable, empty or centimetre mesh is refused in a second
+        # (BAD_MESH / EMPTY_MESH / MESH_UNITS), not after the tracking of the whole sequence
+        # (a dataset folder's kind is checked first: as cheap, and the likelier mistake)
+        if source == SOURCE_DATASET:
+            detect_dataset(source_path)
+        load_mesh(mesh_path)
     lo = into or Workspace(cfg.workspace_root).learnt(name)
     lo.dir.mkdir(parents=True, exist_ok=True)
-    report = (progress or (lambda *a: None))
-    report("loading", 0.0, f"reading source {source_path}")
+    progress("loading", 0.0, f"reading source {source_path}")
     seq, odom = load_source(source, source_path, cfg, lo.dir)
     if lo.renders.exists():
         shutil.rmtree(lo.renders)
     spec = ObjectSpec(name=name, mesh_path=mesh_path, obj_id=obj_id, symmetric=symmetric,
                       prior_point=prior_point, model_free=model_free)
     rep = run_self_annotation(seq, [spec], lo.dir, cfg.self_annotation,
-                              progress or (lambda *a: None), T_odom_cameras=odom)
+                              progress, T_odom_cameras=odom)
     entry = rep["objects"][name]
     if "error_code" in entry:   # raised again as its class: MESH_MISMATCH is bad input (exit 2)
         raise error_for_code(entry["error_code"], entry["error"])
@@ -325,9 +261,6 @@ def adopt_workspace(name: str, source_path: str, cfg: LearnConfig = LearnConfig(
     put it there); another folder (e.g. on a shared file system) is copied in (its renders
     left out). Renders of an earlier run are removed. A package with a symbolic link is refused
     (BAD_PATH): it could lead out of its folder. Returns the learnt object's folder."""
-    from nol_ros.handoff import check_package
-    from nol_ros.workspace import BadPathError
-
     lo = into or Workspace(cfg.workspace_root).learnt(name)
     safe_name(name)
     src = Path(source_path) if source_path else lo.dir
@@ -359,12 +292,13 @@ def _learnt(workspace: str | Path | LearntObject) -> LearntObject:
 
 def load_renderer(workspace: str | Path | LearntObject, name: str,
                   cfg: RenderStageConfig = RenderStageConfig(), device: str | None = None,
-                  prepare: bool = True, progress=None):
+                  prepare: bool = True, progress: ProgressFn = noop_progress):
     """The object renderer (nol_ros.nol.renderer.NolRenderer) of a learnt object, prepared by
     nol_ros.nol.renderer.prepare_renderer with ``cfg.object_renderer_config()`` (per-object
     refinement and fine-tuning as ``cfg`` says) -- the one path LearnObject, RenderViews and
     bench/bench_nol_real.py run. prepare=False: the renderer as loaded (no refinement, no
     fine-tuning). Returns (renderer, preparation info)."""
+    # lazy: nol_ros.nol.network, nol_ros.nol.renderer import torch (~2 s)
     from nol_ros.nol.network import load_checkpoint
     from nol_ros.nol.renderer import (
         SHIPPED_MODEL,
@@ -396,8 +330,6 @@ def finish_render_set(lo: LearntObject, tmp: Path, out: dict, entry: dict, t0: f
     """The render report (counts and times from ``entry``, wall since ``t0``, CPU since ``c0``)
     written into the finished set ``tmp``, which then replaces ``lo.renders`` (the old set is
     moved aside first and removed after)."""
-    from nol_ros.io_utils import atomic_write_json
-
     out["images"] = int(entry["images"])
     out["empty_images"] = int(entry["empty_images"])
     out["seconds_per_image"] = out["seconds"]["render"] / max(1, out["images"])
@@ -416,7 +348,7 @@ def finish_render_set(lo: LearntObject, tmp: Path, out: dict, entry: dict, t0: f
 
 def render_training_set(workspace: str | Path | LearntObject, name: str, obj_id: int,
                         cfg: RenderStageConfig = RenderStageConfig(), device: str | None = None,
-                        progress=None) -> dict:
+                        progress: ProgressFn = noop_progress) -> dict:
     """Render a learnt object on the pose grid of ``cfg.preset`` into its renders/ (a render
     set, nol_ros.recognition.trainset; written to renders.tmp/ and swapped in when complete, so
     a cancelled or failed render never leaves a half set that looks done and keeps the previous
@@ -425,22 +357,18 @@ def render_training_set(workspace: str | Path | LearntObject, name: str, obj_id:
     "finetune", "render". Returns the report (also renders/render_report.json). Under torchrun
     the ranks render parts of the grid (nol_ros.recognition.render_shards): the same set, in a
     fraction of the time."""
-    from nol_ros import distributed
-    from nol_ros.recognition.pipeline import recognition_preset
-    from nol_ros.recognition.trainset import write_render_set
-
     if distributed.setup(resolve_device(device)).enabled:  # torchrun: the ranks share the grid
+        # lazy: circular (learn <-> recognition.render_shards)
         from nol_ros.recognition.render_shards import render_training_set_sharded
 
         return render_training_set_sharded(_learnt(workspace), name, obj_id, cfg, device,
                                            progress)
-    report = progress or (lambda *a: None)
     lo = _learnt(workspace)
     t0 = time.perf_counter()
     c0 = time.process_time()
-    report("render_setup", 0.0, f"{name}: loading the {cfg.method} renderer")
+    progress("render_setup", 0.0, f"{name}: loading the {cfg.method} renderer")
     r, prep = load_renderer(lo, name, cfg, device,
-                            progress=lambda s, f, m="": report(s, f, f"{name}: {m}"))
+                            progress=prefixed(progress, name))
     method = r.cfg.method
     grid = recognition_preset(cfg.preset).grid
     out = {"name": name, "obj_id": int(obj_id), "method": method, "preset": cfg.preset,
@@ -457,7 +385,7 @@ def render_training_set(workspace: str | Path | LearntObject, name: str, obj_id:
     try:
         entry = write_render_set(r, r.mesh, obj_id, tmp, grid, source=method, name=name,
                                  batch=cfg.batch,
-                                 progress=lambda s, f, m="": report("render", f, f"{name}: {m}"))
+                                 progress=prefixed(progress, name, "render"))
     except BaseException:  # cancelled or failed: no half set left behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise

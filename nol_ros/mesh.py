@@ -9,11 +9,16 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import ConvexHull, QhullError
+from scipy.spatial.distance import cdist
 
-from nol_ros.errors import NolError
+from nol_ros.errors import InputError
+from nol_ros.io_utils import atomic_write_bytes, atomic_write_image, atomic_write_text
 
 
-class MeshLoadError(NolError):
+class MeshLoadError(InputError):
+    """A mesh file is missing, unreadable, empty or not in metres: bad input (the CLI exits 2)."""
+
     code = "BAD_MESH"
 
 
@@ -149,8 +154,6 @@ class Mesh:
 def _hull_points(P: np.ndarray) -> np.ndarray:
     """Vertices of the convex hull of (N, 3) points; for flat or collinear sets the hull in
     their own plane / line (the farthest pair is always among these)."""
-    from scipy.spatial import ConvexHull, QhullError
-
     P = np.unique(P, axis=0)
     if len(P) <= 4:
         return P
@@ -172,8 +175,6 @@ def _hull_points(P: np.ndarray) -> np.ndarray:
 def max_pairwise_distance(points: np.ndarray, block: int = 512) -> float:
     """Exact max distance between any two of (N, 3) points (hull vertices, compared in
     blocks so memory stays ~block * N_hull * 8 bytes)."""
-    from scipy.spatial.distance import cdist
-
     H = _hull_points(np.asarray(points, dtype=np.float64))
     best = 0.0
     for i in range(0, len(H), block):
@@ -228,6 +229,7 @@ def load_mesh(path: str | Path, units: str = "auto", on_millimetres: str = "erro
     Raises MeshLoadError (missing/unreadable file, NaN vertices, bad faces), EmptyMeshError (no
     triangles), MeshUnitsError. Returns vertices in metres.
     """
+    # lazy: trimesh (~1 s) to import, loaded only when this runs
     import trimesh
 
     if units != "auto" and units not in UNIT_SCALES:
@@ -268,8 +270,6 @@ def load_mesh(path: str | Path, units: str = "auto", on_millimetres: str = "erro
 
 def save_mesh(mesh: Mesh, path: str | Path) -> Path:
     """PLY (binary, vertex colours if any) or OBJ (+ MTL + PNG texture when textured)."""
-    from nol_ros.io_utils import atomic_write_bytes, atomic_write_image, atomic_write_text
-
     p = Path(path)
     if p.suffix.lower() == ".ply":
         V, F = mesh.vertices.astype("<f4"), mesh.faces.astype("<i4")

@@ -8,10 +8,20 @@ over a frame offset. Masked PSNR/SSIM on images in [0, 1]. LPIPS only with user-
 
 from __future__ import annotations
 
+import os
+import warnings
+
+import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
 from nol_ros.errors import InputError, NolError
+from nol_ros.geometry import make_T, so3_exp
+
+# the pose errors, re-exported next to the metrics built on them
+from nol_ros.geometry import rotation_error_deg as rotation_error_deg
+from nol_ros.geometry import translation_error_m as translation_error_m
+from nol_ros.reconstruction.registration import sample_surface
 
 
 class MissingWeightsError(NolError):
@@ -109,8 +119,6 @@ def mspd(R_est, t_est, R_gt, t_gt, pts, intr, sym_Rs=None) -> float:
 def symmetry_transforms(continuous_axes=(), discrete=(), n_continuous: int = 36) -> list:
     """BOP-style symmetry list: identity, the given discrete 4x4s, and each continuous axis
     (through the model origin) sampled every 360/n degrees."""
-    from nol_ros.geometry import make_T, so3_exp
-
     out = [np.eye(4)] + [np.asarray(S, float).reshape(4, 4) for S in discrete]
     for ax in continuous_axes:
         a = np.asarray(ax, float) / np.linalg.norm(ax)
@@ -126,8 +134,6 @@ def symmetries_from_models_info(entry: dict, max_sym_disc_step: float = 0.01
     each combined with the ``symmetries_continuous`` ({axis, offset (mm)}) discretised as in the
     BOP toolkit: ceil(pi / max_sym_disc_step) steps, so the point farthest from the axis moves
     at most max_sym_disc_step * diameter between consecutive steps."""
-    from nol_ros.geometry import so3_exp
-
     disc = [np.eye(4)]
     for v in entry.get("symmetries_discrete", []):
         S = np.asarray(v, float).reshape(4, 4).copy()
@@ -145,20 +151,6 @@ def symmetries_from_models_info(entry: dict, max_sym_disc_step: float = 0.01
             C[:3, :3], C[:3, 3] = R, off - R @ off  # rotation about the axis through offset
             cont.append(C)
     return [C @ D for D in disc for C in cont]
-
-
-def rotation_error_deg(R_a, R_b) -> float:
-    """Angle (degrees) of R_a^T R_b (re-exported from nol_ros.geometry)."""
-    from nol_ros.geometry import rotation_error_deg as f
-
-    return f(R_a, R_b)
-
-
-def translation_error_m(t_a, t_b) -> float:
-    """||t_a - t_b|| in metres (re-exported from nol_ros.geometry)."""
-    from nol_ros.geometry import translation_error_m as f
-
-    return f(t_a, t_b)
 
 
 def align_umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = False) -> np.ndarray:
@@ -253,8 +245,6 @@ def masked_ssim(img: np.ndarray, ref: np.ndarray, mask: np.ndarray, max_val: flo
     """SSIM (Wang et al. 2004; Gaussian window 11 x 11, sigma 1.5, K1 = 0.01, K2 = 0.03, borders
     reflected) computed per channel on the whole image, then averaged over the pixels of
     ``mask`` ((H, W) bool) and the channels. img, ref (H, W) or (H, W, C) in [0, max_val]."""
-    import cv2
-
     _check_images(img, ref, mask)
     m = np.asarray(mask, bool)
     if not m.any():
@@ -290,20 +280,18 @@ def lpips_distance(img: np.ndarray, ref: np.ndarray, weights_path: str | None = 
     dict (e.g. ``alexnet-owt-7be5be79.pth``). Without it this raises; there is no silent
     fallback to a random backbone. img/ref: (H, W, 3) in [0, 1]; mask (H, W) bool averages the
     spatial LPIPS map over the mask (the paper compares object crops)."""
-    import os
-
     if not weights_path:
         raise MissingWeightsError(
             "LPIPS needs the AlexNet backbone weights, which cannot be downloaded here; pass "
             "weights_path= a local torchvision AlexNet state dict, or use PSNR/SSIM")
     if not os.path.isfile(weights_path):
         raise MissingWeightsError(f"LPIPS weights file '{weights_path}' does not exist")
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch
 
     model = _LPIPS_CACHE.get(weights_path)
     if model is None:
-        import warnings
-
+        # lazy: lpips + torchvision (6 s + 6 s to import) load only when this runs
         import lpips
         import torchvision
 
@@ -348,11 +336,9 @@ def geometric_symmetries(vertices: np.ndarray, faces: np.ndarray, tol_m: float =
     point sampling instead, as before, accepted 2-6 deg turns of a box and hid rotation errors of
     that size). A registration from geometry alone is only defined up to these; evaluate
     rotation errors modulo them."""
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
     import open3d.core as o3c
-
-    from nol_ros.geometry import make_T, so3_exp
-    from nol_ros.reconstruction.registration import sample_surface
 
     P, _ = sample_surface(vertices, faces, n_points, np.random.default_rng(0))
     sc = o3d.t.geometry.RaycastingScene()
@@ -389,11 +375,9 @@ def continuous_symmetry_axis(vertices: np.ndarray, faces: np.ndarray, rel_tol: f
     centimetres off). Returns (unit axis (3,), a point on it (3,) m) in the model frame -- what
     the pose labels are made unique about (:func:`nol_ros.recognition.trainset
     .canonical_symmetric_coords`)."""
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
     import open3d.core as o3c
-
-    from nol_ros.geometry import so3_exp
-    from nol_ros.reconstruction.registration import sample_surface
 
     V = np.asarray(vertices, np.float64)
     P, _ = sample_surface(V, faces, n_points, np.random.default_rng(0))
@@ -413,6 +397,4 @@ def continuous_symmetry_axis(vertices: np.ndarray, faces: np.ndarray, rel_tol: f
 
 def rotation_error_sym_deg(T_est: np.ndarray, T_gt: np.ndarray, syms: list[np.ndarray]) -> float:
     """Smallest rotation error between T_est and T_gt @ S over the symmetries S."""
-    from nol_ros.geometry import rotation_error_deg
-
     return min(rotation_error_deg(T_est[:3, :3], (T_gt @ S)[:3, :3]) for S in syms)

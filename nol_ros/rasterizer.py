@@ -32,12 +32,14 @@ class RasterResult:
 
 
 def _new_scene():
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
 
     return o3d.t.geometry.RaycastingScene()
 
 
 def _add(scene, mesh: Mesh, T_world_object: np.ndarray) -> int:
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d.core as o3c
 
     T = np.asarray(T_world_object, dtype=np.float64)
@@ -96,6 +98,7 @@ class Scene:
               far: float):
         """Cast the pixel rays; returns Open3D's result dict and (N,) bool hit within
         [near, far]. t_hit in the result is measured from the near plane."""
+        # lazy: open3d (~3 s) to import, loaded only when this runs
         import open3d.core as o3c
 
         T = _check_pose(T_world_camera, "T_world_camera")

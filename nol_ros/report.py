@@ -23,15 +23,23 @@ import html
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from nol_ros.camera import SMOT_XTION
+from nol_ros.geometry import look_at
 from nol_ros.io_utils import atomic_write_image, atomic_write_text, atomic_write_with
+from nol_ros.mesh import load_mesh
+from nol_ros.metrics import ate_rmse
+from nol_ros.rasterizer import Scene, shade
 
 
 def _plt():
+    # lazy: matplotlib (~1 s) to import, loaded only when this runs
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: matplotlib (~1 s) to import, loaded only when this runs
     import matplotlib.pyplot as plt
 
     return plt
@@ -45,8 +53,6 @@ def _savefig(fig, path: Path) -> str:
 
 def trajectory_png(est: list, gt: list | None, path: Path) -> tuple[str, float | None]:
     """Top view of the self-annotated camera centres (aligned to ground truth when given)."""
-    from nol_ros.metrics import ate_rmse
-
     plt = _plt()
     P = np.array([np.asarray(T)[:3, 3] for T in est])
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -72,11 +78,6 @@ def trajectory_png(est: list, gt: list | None, path: Path) -> tuple[str, float |
 def scene_png(mesh_path: str | Path, T_world_cameras: list, path: Path) -> str:
     """The reconstructed scene mesh (vertex colours) seen from two of the robot's cameras and
     from above."""
-    from nol_ros.camera import SMOT_XTION
-    from nol_ros.geometry import look_at
-    from nol_ros.mesh import load_mesh
-    from nol_ros.rasterizer import Scene, shade
-
     mesh = load_mesh(mesh_path, units="m")
     sc = Scene([mesh], [np.eye(4)])
     intr = SMOT_XTION.scaled(0.5)
@@ -95,8 +96,6 @@ def scene_png(mesh_path: str | Path, T_world_cameras: list, path: Path) -> str:
 
 def views_png(object_dir: str | Path, path: Path, max_views: int = 8) -> str:
     """The object's selected source crops with their masks (outside the mask darkened)."""
-    import cv2
-
     d = Path(object_dir)
     views = json.loads((d / "views.json").read_text())["views"][:max_views]
     tiles = []
@@ -117,8 +116,6 @@ def views_png(object_dir: str | Path, path: Path, max_views: int = 8) -> str:
 
 def labelled_grid(rows: list[list[tuple[str, np.ndarray]]], path: Path, tile: int = 160) -> str:
     """Rows of labelled tiles (each image (H, W, 3) uint8 or float [0, 1]) as one PNG."""
-    import cv2
-
     out_rows = []
     for row in rows:
         tiles = []
@@ -160,8 +157,6 @@ def draw_recognitions(rgb: np.ndarray, recs: list, intr, meshes: dict, gt: dict 
     ground-truth boxes (white, dashed look) on a copy of ``rgb`` (H, W, 3) uint8.
     recs: objects with obj_id, name, score, box_xywh, T_camera_object; meshes: obj_id -> Mesh;
     gt: obj_id -> (x, y, w, h) ground-truth boxes."""
-    import cv2
-
     img = rgb.copy()
     for x, y, w, h in (gt or {}).values():
         for i in range(0, int(w), 8):

@@ -27,11 +27,23 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from nol_ros.errors import InputError, NolError
-from nol_ros.io_utils import atomic_write_image, atomic_write_json
+from nol_ros.camera import crop_image, square_crop_box
+from nol_ros.errors import ConfigError, InputError, NolError
+from nol_ros.io_utils import (
+    atomic_write_image,
+    atomic_write_json,
+    atomic_write_mesh,
+    atomic_write_with,
+)
+from nol_ros.mesh import Mesh, load_mesh
+from nol_ros.metrics import ate_rmse
+from nol_ros.progress import ProgressFn, noop_progress
+from nol_ros.rasterizer import Scene
 from nol_ros.reconstruction.annotate import AnnotateConfig, annotate_frame, observable_vertices
+from nol_ros.reconstruction.model_free import cut_out_object
 from nol_ros.reconstruction.registration import (
     ObjectRegistrar,
     RegistrationConfig,
@@ -39,8 +51,6 @@ from nol_ros.reconstruction.registration import (
 )
 from nol_ros.reconstruction.tracking import RgbdTracker, TrackerConfig
 from nol_ros.views.selection import SequenceSelectionConfig, select_sequence_views
-
-ProgressFn = Callable[[str, float, str], None]
 
 
 class TrackingLostError(NolError):
@@ -99,15 +109,27 @@ class SelfAnnotationConfig:
     # camera above the table could see (a sequence too short to go around the object)
     min_observed_fraction: float = 0.8
 
+    def __post_init__(self):
+        # bounds on what a request's options_yaml can make big (a 100000 px crop would allocate
+        # tens of GB per view)
+        if not 16 <= self.crop_size <= MAX_CROP_SIZE or not 1 <= self.min_crop_half <= 4096:
+            raise ConfigError(f"self_annotation.crop_size {self.crop_size} must be in [16, "
+                              f"{MAX_CROP_SIZE}] px and min_crop_half {self.min_crop_half} in "
+                              "[1, 4096] px (NOL uses 256 and 128)")
+        if self.annotate_step < 1 or not 3 <= self.max_vertices <= 1_000_000:
+            raise ConfigError(f"self_annotation.annotate_step {self.annotate_step} must be >= 1 "
+                              f"and max_vertices {self.max_vertices} in [3, 1000000]")
+        if not (0.0 <= self.max_lost_fraction <= 1.0 and 0.0 <= self.min_observed_fraction <= 1.0):
+            raise ConfigError("self_annotation.max_lost_fraction and min_observed_fraction are "
+                              "fractions in [0, 1]")
 
-def _noop(stage: str, fraction: float, message: str = "") -> None:
-    pass
+
+MAX_CROP_SIZE = 2048  # self_annotation.crop_size: the largest view crop (px) a config may ask for
 
 
 def _write_ply(path: Path, V: np.ndarray, F: np.ndarray, colors: np.ndarray | None = None):
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
-
-    from nol_ros.io_utils import atomic_write_mesh
 
     m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(V),
                                   o3d.utility.Vector3iVector(np.asarray(F, np.int32)))
@@ -116,7 +138,7 @@ def _write_ply(path: Path, V: np.ndarray, F: np.ndarray, colors: np.ndarray | No
     atomic_write_mesh(path, m)
 
 
-def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = _noop,
+def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = noop_progress,
                    T_odom_cameras: list[np.ndarray] | None = None) -> RgbdTracker:
     """Track every frame of ``seq`` (a :class:`nol_ros.datasets.sequence.Sequence`)."""
     n = len(seq.frames)
@@ -148,7 +170,7 @@ def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = _noop,
 
 
 def track_frames(intrinsics, n: int, load_frame: Callable[[int], tuple[np.ndarray, np.ndarray]],
-                 config: TrackerConfig = TrackerConfig(), progress: ProgressFn = _noop,
+                 config: TrackerConfig = TrackerConfig(), progress: ProgressFn = noop_progress,
                  T_odom_cameras: list[np.ndarray] | None = None,
                  names: list[int] | None = None, integrate: bool = True,
                  stamps_ns: list[int] | None = None) -> RgbdTracker:
@@ -208,17 +230,13 @@ def measured_views(seq, T_world_cameras: list[np.ndarray], ok, cfg: Registration
 
 def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
                         cfg: SelfAnnotationConfig = SelfAnnotationConfig(),
-                        progress: ProgressFn = _noop,
+                        progress: ProgressFn = noop_progress,
                         T_odom_cameras: list[np.ndarray] | None = None) -> dict:
     """Run the whole chain and write the workspace; returns the report (also report.json).
 
     A failing object (not found, ambiguous, not covered) is reported with its error code and
     message and the other objects go on; an unusable sequence raises.
     """
-    from nol_ros.camera import crop_image, square_crop_box
-    from nol_ros.mesh import Mesh, load_mesh
-    from nol_ros.rasterizer import Scene
-
     ws = Path(workspace)
     ws.mkdir(parents=True, exist_ok=True)
     if not objects:
@@ -264,8 +282,6 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
         progress("registration", oi / len(objects), spec.name)
         try:
             if spec.model_free:
-                from nol_ros.reconstruction.model_free import cut_out_object
-
                 if spec.prior_point is None and spec.prior_box is None:
                     raise InputError(f"{spec.name}: model-free needs a prior_point on the object "
                                      "or a prior_box around it")
@@ -403,14 +419,12 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
 def write_report_png(ws: Path, seq, result, names: list[str]) -> Path:
     """report.png: camera trajectory (top view; ground truth aligned when the sequence has it)
     and, per object, the selected source views with their masks."""
-    import cv2
+    # lazy: matplotlib (~1 s) to import, loaded only when this runs
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: matplotlib (~1 s) to import, loaded only when this runs
     import matplotlib.pyplot as plt
-
-    from nol_ros.io_utils import atomic_write_with
-    from nol_ros.metrics import ate_rmse
 
     est = [f.T_world_camera for f in result.frames]
     P = np.array([T[:3, 3] for T in est])

@@ -36,6 +36,8 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from threadpoolctl import ThreadpoolController
+
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _done: dict[tuple, ThreadReport] = {}
@@ -90,8 +92,6 @@ def configure_threads(num_threads: int | None = None, force: bool = False) -> Th
     """Set the thread pools of every loaded OpenMP runtime and torch (see the module doc).
     ``num_threads``: None = all cores. Repeated calls with the same request do nothing unless
     new runtimes were loaded in between or ``force``."""
-    from threadpoolctl import ThreadpoolController
-
     n = int(num_threads or default_threads())
     ctl = ThreadpoolController()
     omp = [lc for lc in ctl.lib_controllers if lc.user_api == "openmp"]
@@ -116,6 +116,7 @@ def configure_threads(num_threads: int | None = None, force: bool = False) -> Th
             lc.set_num_threads(want)
             rep.runtimes.append(RuntimeInfo(lc.filepath, lc.prefix, spin, want))
         if "torch" in sys.modules:
+            # lazy: torch (~2 s) to import, loaded only when this runs
             import torch
 
             own = [r for r in rep.runtimes if f"{os.sep}torch{os.sep}" in r.path]
@@ -144,8 +145,6 @@ def thread_settings(num_threads: int | None = None):
     runs with whatever that thread was left with, and Open3D's sums (ICP, odometry, TSDF)
     change in their last digits with the team size -- the same data must give the same answer
     on any thread of the process."""
-    from threadpoolctl import ThreadpoolController
-
     rep = configure_threads(num_threads)
     want = {r.path: r.threads for r in rep.runtimes}
     omp = [lc for lc in ThreadpoolController().lib_controllers if lc.user_api == "openmp"]

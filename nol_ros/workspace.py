@@ -28,6 +28,7 @@ the file system outside the root.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nol_ros.errors import FileFormatError, InputError
+from nol_ros.io_utils import atomic_write_json
 
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 LOCK_FILE = ".nol_lock"
@@ -212,9 +214,11 @@ class Workspace:
         """An exclusive lock on the root (fcntl on ROOT/.nol_lock), held for id allocation and
         index updates, so processes and threads sharing a root never race. Re-entrant within a
         thread."""
-        import fcntl
-
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BadPathError(f"cannot create the workspace root '{self.root}' "
+                               f"({e.strerror or e}); give a folder you can write to") from e
         key = str(self.root.resolve())
         with _LOCKS_GUARD:
             tlock = _THREAD_LOCKS.setdefault(key, threading.RLock())
@@ -246,8 +250,6 @@ class Workspace:
     def object_id(self, name: str, assign: bool = True) -> int:
         """The BOP object id of ``name`` (the recognisers' class); a new name gets the next free
         id (1, 2, ...) when ``assign``, else 0. Allocation holds :meth:`lock`."""
-        from nol_ros.io_utils import atomic_write_json
-
         safe_name(name)
         with self.lock():
             ids = self.object_ids()

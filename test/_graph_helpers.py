@@ -1,6 +1,8 @@
 """Helpers for the ROS graph tests: nodes in this process on their own multi-threaded executor
-(spun in a background thread, as run_nodes spins them), service calls and waits with timeouts,
-command-line processes, and checks of a learnt workspace against the synthetic ground truth."""
+(spun in a background thread, as run_nodes spins them), a NolClient on that executor for every
+service call and job wait (``graph.client``, ``graph.client_in(namespace)``), waits with
+timeouts, command-line processes, and checks of a learnt workspace against the synthetic ground
+truth."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ class Graph:
         self.ctx = context
         self.ex = MultiThreadedExecutor(num_threads=threads, context=context)
         self.nodes = []
+        self._clients: dict = {}      # namespace -> NolClient
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
@@ -52,30 +54,40 @@ class Graph:
 
         return self.add(rclpy.create_node(name, context=self.ctx))
 
+    def client_in(self, namespace: str = ""):
+        """The NolClient of the nodes in ``namespace``, on its own client node of this graph
+        (spun by the graph's executor)."""
+        from nol_ros.ros.client import NolClient
+
+        if namespace not in self._clients:
+            node = self.client_node(f"nol_client_{len(self._clients)}")
+            self._clients[namespace] = NolClient(node, namespace=namespace, spin=False)
+        return self._clients[namespace]
+
+    @property
+    def client(self):
+        """The NolClient of the nodes in the root namespace."""
+        return self.client_in("")
+
     @staticmethod
     def wait(pred, timeout: float, what: str = "a condition", period: float = 0.05):
         """Poll ``pred`` until it holds. The deadline only decides when a test that is failing
         anyway gives up, never whether it passes: at least MIN_DEADLINE_S, so a loaded machine
         does not trip it."""
-        timeout = max(timeout, MIN_DEADLINE_S)
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if pred():
-                return
-            time.sleep(period)
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        from nol_ros.ros.client import wait_until
+
+        wait_until(pred, max(timeout, MIN_DEADLINE_S), what, period)
 
     def call(self, client, request, timeout: float = 60.0):
-        self.wait(client.service_is_ready, 30, f"service {client.srv_name}")
-        done = threading.Event()
-        fut = client.call_async(request)
-        fut.add_done_callback(lambda _f: done.set())
-        assert done.wait(timeout), f"{client.srv_name} did not answer within {timeout} s"
-        return fut.result()
+        """One service call (``client``: an rclpy Client or a full service name) through the
+        graph's NolClient; the reply, whatever it says."""
+        return self.client.call(client, request, timeout, wait_for_service_s=MIN_DEADLINE_S)
 
     def close(self):
         self._stop.set()
         self._thread.join(5)
+        for c in self._clients.values():
+            c.destroy()
         for n in self.nodes:
             self.ex.remove_node(n)
             n.destroy_node()
@@ -96,16 +108,13 @@ def nol_ros(*args, timeout: float = 120.0, **kw) -> subprocess.CompletedProcess:
 
 
 def wait_job(graph: Graph, status_client, job_id: str, timeout: float = 600.0):
-    from nol_ros.msg import JobProgress
-    from nol_ros.srv import GetJobStatus
+    """Wait for a job of the node whose ~/get_job_status ``status_client`` calls (an rclpy
+    Client or the service name); its JobResult (``status``, ``result_path``, ``error_code``,
+    ``message``), see NolClient.wait."""
+    from nol_ros.ros.client import Job
 
-    t0 = time.monotonic()
-    while True:
-        st = graph.call(status_client, GetJobStatus.Request(job_id=job_id))
-        if st.found and st.status.state >= JobProgress.STATE_SUCCEEDED:
-            return st
-        assert time.monotonic() - t0 < timeout, f"job {job_id} did not finish: {st}"
-        time.sleep(0.5)
+    name = status_client if isinstance(status_client, str) else status_client.srv_name
+    return graph.client.wait(Job(name.rsplit("/", 1)[0], job_id), timeout)
 
 
 def gt_by_stamp(scene_dir) -> dict:

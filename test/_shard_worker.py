@@ -17,4 +17,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     rep = render_training_set(ws, name, int(oid), RenderStageConfig(
         method=method, preset=preset, batch=int(batch)), "cpu")
-    print(json.dumps({"workers": rep.get("workers"), "images": rep["images"]}))
+    # one write per line: both ranks share the pipe, and with PYTHONUNBUFFERED print() writes
+    # the text and its newline apart, so two ranks ending together gave '{...}{...}\n\n'
+    sys.stdout.write(json.dumps({"workers": rep.get("workers"), "images": rep["images"]}) + "\n")
+    sys.stdout.flush()

@@ -2,8 +2,9 @@
 
 Every test's outcome must be a function of the code alone, whatever the machine and its load:
 
-- DDS stays on localhost, and each test session gets its own ROS domain so parallel runs on one
-  machine do not see each other's nodes;
+- DDS stays on localhost, and each test process gets its own ROS domain so parallel runs on one
+  machine, and the pytest-xdist workers of one run (``make test`` runs two), do not see each
+  other's nodes;
 - one thread count for every numeric library in every test (``NOL_TEST_THREADS``, default 1):
   OpenMP (Open3D's RANSAC and odometry, torch) and torch's intra-op pool. It is set in the
   environment before torch or Open3D load their OpenMP runtime, so the processes the tests
@@ -18,22 +19,47 @@ the learned-quality tests do not depend on it.
 """
 
 import os
+import pickle
 import random
 
 # Before anything loads an OpenMP runtime (torch, Open3D, scikit-learn): they read it once.
 TEST_THREADS = int(os.environ.get("NOL_TEST_THREADS", "1"))
 os.environ["OMP_NUM_THREADS"] = str(TEST_THREADS)
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("ROS_DOMAIN_ID", str(50 + os.getpid() % 100))
+
+
+def _ros_domain() -> int:
+    """1..96 (Linux's safe domain range is 0..101). An xdist worker ('gw0', 'gw1', ...): a block
+    of 8 domains chosen by the run (its controller, our parent process), the worker's place in
+    it, so the two workers of one run never share a domain; a plain run: by its pid."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker:
+        return 1 + (os.getppid() % 12) * 8 + int(worker.removeprefix("gw")) % 8
+    return 1 + os.getpid() % 96
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # a domain set by the caller would be shared
+    os.environ["ROS_DOMAIN_ID"] = str(_ros_domain())
+else:
+    os.environ.setdefault("ROS_DOMAIN_ID", str(_ros_domain()))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from filelock import FileLock  # noqa: E402
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: slower test (still run in CI)")
     config.addinivalue_line("markers", "ros: starts real rclpy nodes (DDS on localhost)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow tests first (each file keeps its own order): pytest-xdist hands whole
+    files to the workers in this order, and a long file dealt last makes the other worker
+    wait at the end."""
+    slow_files = {it.path for it in items if it.get_closest_marker("slow")}
+    items.sort(key=lambda it: it.path not in slow_files)
 
 
 def pytest_report_header(config):
@@ -71,19 +97,39 @@ def rclpy_context():
             rclpy.shutdown(context=ctx)
 
 
+def built_once(tmp_path_factory, name: str, build):
+    """``build(folder)`` -> a picklable result, run once per test run and shared by its
+    pytest-xdist workers: the first worker to get here builds into a folder of the run's base
+    temp directory under a file lock, the others wait for it and load the result. Without
+    xdist, once per session as before. What is built is only read by the tests."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent          # popen-gw0, popen-gw1, ... share their parent
+    folder, done = base / name, base / f"{name}.pickle"
+    with FileLock(str(base / f"{name}.lock")):
+        if done.is_file():
+            return pickle.loads(done.read_bytes())
+        folder.mkdir()
+        result = build(folder)
+        done.write_bytes(pickle.dumps(result))
+        return result
+
+
 @pytest.fixture(scope="session")
 def small_world(tmp_path_factory):
-    """The small synthetic preset, generated once per test session (~20 s)."""
+    """The small synthetic preset, generated once per test run (~20 s)."""
     from nol_ros.datasets.synthetic.generate import generate
 
-    out = tmp_path_factory.mktemp("small_world")
-    summary = generate(out, "small", seed=0, progress=False)
-    return out, summary
+    def build(out):
+        return out, generate(out, "small", seed=0, progress=False)
+
+    return built_once(tmp_path_factory, "small_world", build)
 
 
 @pytest.fixture(scope="session")
 def small_workspace(small_world, tmp_path_factory):
-    """The self-annotation chain run once on the small preset's training sequence."""
+    """The self-annotation chain run once per test run on the small preset's training
+    sequence (~60 s)."""
     from nol_ros.datasets.bop import read_bop_scene, read_models_info
     from nol_ros.selfannotate import ObjectSpec, run_self_annotation
 
@@ -92,6 +138,6 @@ def small_workspace(small_world, tmp_path_factory):
     info = read_models_info(root / "models" / "models_info.json")
     specs = [ObjectSpec(name=info[o.obj_id]["name"], mesh_path=o.mesh_path, obj_id=o.obj_id,
                         symmetric=o.symmetric) for o in seq.objects]
-    ws = tmp_path_factory.mktemp("workspace")
-    report = run_self_annotation(seq, specs, ws)
+    ws, report = built_once(tmp_path_factory, "workspace",
+                            lambda ws: (ws, run_self_annotation(seq, specs, ws)))
     return ws, report, seq, info

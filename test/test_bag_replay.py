@@ -140,13 +140,15 @@ def test_paced_replay_waits_for_the_receiver_before_each_frame(tmp_path, rclpy_c
     calls = []
     topic = "/camera/rgb/image_raw"
 
-    def pace(n):
-        calls.append((n, player.stats.per_topic.get(topic, 0),
+    def pace(n, final=False):
+        calls.append((n, final, player.stats.per_topic.get(topic, 0),
                       player.stats.per_topic.get("/tf_static", 0)))
 
     player = BagPlayer(node, ReplayConfig(bag=str(bag), pace_topic=topic), pace)
     stats = player.run()
-    assert calls == [(n, n, 1) for n in range(10)] and stats.messages == 11
+    # before each frame, then once after the last: the replay returns when all 10 are done
+    assert calls == [(n, False, n, 1) for n in range(10)] + [(10, True, 10, 1)]
+    assert stats.messages == 11
     # receiver_pace: waits until the receiver has done n - lag frames (none for the first)
     done, waits = [0], []
 
@@ -161,6 +163,8 @@ def test_paced_replay_waits_for_the_receiver_before_each_frame(tmp_path, rclpy_c
     assert waits == []          # lag 1: frame 0 and 1 go without waiting
     p(2)
     assert waits == ["the receiver to finish frame 1 of the replay"]
+    p(2, final=True)            # after the last frame: all of them, lag or not
+    assert waits[-1] == "the receiver to finish frame 2 of the replay"
     # both or neither of pace_topic and pace
     with pytest.raises(InputError, match="pace"):
         BagPlayer(node, ReplayConfig(bag=str(bag), pace_topic=topic))

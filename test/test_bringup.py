@@ -38,7 +38,6 @@ def test_dry_run_and_bad_arguments(tmp_path):
 def test_replay_graph_comes_up_receives_the_bag_and_stops_on_ctrl_c(small_world, tmp_path,
                                                                     rclpy_context):
     from nol_ros.msg import RecognizerStatus
-    from nol_ros.srv import GetBufferStatus, GetJobStatus, SelectViews, TrainDetector
 
     root, _ = small_world
     ns = f"bringup_{os.getpid()}"
@@ -55,21 +54,16 @@ def test_replay_graph_comes_up_receives_the_bag_and_stops_on_ctrl_c(small_world,
         rec = []
         cli.create_subscription(RecognizerStatus, f"/{ns}/recognizer/status", rec.append,
                                 QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        status = cli.create_client(GetBufferStatus, f"/{ns}/reconstruction/get_buffer_status")
-        vs = cli.create_client(SelectViews, f"/{ns}/view_selection/select_views")
-        jobs = cli.create_client(GetJobStatus, f"/{ns}/nol/get_job_status")
+        c = g.client_in(f"/{ns}")
         # every node's services up, so every node has logged its 'ready' line (the trainer's
         # torch import can take longer than the bag: its line was missing once under load)
-        trainer = cli.create_client(TrainDetector, f"/{ns}/trainer/train_detector")
-        for c in (status, vs, jobs, trainer):
-            g.wait(c.service_is_ready, 180, c.srv_name)
+        c.wait_for_nodes(["reconstruction", "view_selection", "nol", "trainer"], 180)
         # the bag reaches the node (how many of its 30 frames arrive while the graph plays it at
         # its own pace depends on the machine's load: not counted here)
-        g.wait(lambda: g.call(status, GetBufferStatus.Request()).frames_received >= 1, 180,
-               "frames from the bag")
-        st = g.call(status, GetBufferStatus.Request())
+        g.wait(lambda: c.buffer_status().frames_received >= 1, 180, "frames from the bag")
+        st = c.buffer_status()
         assert st.width == 640 and st.depth_encoding == "16UC1", st
-        assert g.call(jobs, GetJobStatus.Request()).error_code == "UNKNOWN_JOB"  # no job yet
+        assert c.job_status(c.job("nol", "")).error_code == "UNKNOWN_JOB"  # no job yet
         # the bag waits for both camera listeners (--subscribers in the replay graph), so the
         # recognizer gets frames however slowly it started
         g.wait(lambda: rec and rec[-1].frames_rejected >= 1, 180, "the recognizer's status")

@@ -3,7 +3,9 @@
 docs/ros_api.md must name every service, action and topic a node module creates with a literal
 name, every interface of msg/ srv/ action/, and every parameter of every node's config
 dataclass (the flattened, dotted names ``declare_and_read`` declares). README.md must stay a
-short page that starts with the two commands.
+short page that starts with the two commands. The bad-input catalogue of docs/reliability.md
+lists the same cases, categories, codes and tests as ``CASES`` of
+test/test_bad_input_catalogue.py.
 """
 
 import importlib
@@ -102,3 +104,34 @@ def test_readme_is_short_and_starts_with_the_two_commands():
     assert re.match(r"make demo +# \S", body[1]), body[1]
     assert re.match(r"make test +# \S", body[2]), body[2]
     assert body[3] == "```"
+
+
+def _catalogue_rows() -> dict[str, list[str]]:
+    """id -> cells of the table in docs/reliability.md's "Bad-input catalogue" section."""
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    section = text.split("\n## Bad-input catalogue\n", 1)
+    assert len(section) == 2, "docs/reliability.md has no section '## Bad-input catalogue'"
+    rows = {}
+    for line in section[1].split("\n## ", 1)[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if not line.startswith("| ") or cells[0] in ("id", "---") or set(cells[0]) <= {"-"}:
+            continue
+        assert cells[0] not in rows, f"docs/reliability.md lists {cells[0]} twice"
+        rows[cells[0]] = cells
+    return rows
+
+
+def test_the_bad_input_catalogue_in_the_docs_is_the_tested_one():
+    from test_bad_input_catalogue import CASES, where_tested
+
+    rows = _catalogue_rows()
+    cases = {c.id: c for c in CASES}
+    assert sorted(rows) == sorted(cases), (
+        f"only in docs/reliability.md: {sorted(rows.keys() - cases.keys())}; only in "
+        f"test/test_bad_input_catalogue.py: {sorted(cases.keys() - rows.keys())}")
+    for cid, (_, category, _, code, where) in rows.items():
+        c = cases[cid]
+        want = c.code if c.code.startswith("exit") else f"`{c.code}`"
+        if c.send and c.send[0] == "cli":
+            want = f"exit {c.exit}, {want}"
+        assert (category, code, where) == (c.category, want, f"`{where_tested(c)}`"), cid

@@ -49,7 +49,6 @@ def test_untrusted_frames_get_no_tf_and_tracking_resumes_after_a_gap(drop, rclpy
         numpy_to_image,
     )
     from nol_ros.ros.qos import sensor_qos
-    from nol_ros.srv import GetBufferStatus
     from nol_ros.streaming.messages import matrix_from_transform, stamp_to_ns
 
     intr, frames = _piece()
@@ -73,18 +72,18 @@ def test_untrusted_frames_get_no_tf_and_tracking_resumes_after_a_gap(drop, rclpy
         p_rgb = cam.create_publisher(Image, "/safe/camera/rgb/image_raw", qos)
         p_depth = cam.create_publisher(Image, "/safe/camera/depth_registered/image_raw", qos)
         p_info = cam.create_publisher(CameraInfo, "/safe/camera/rgb/camera_info", sensor_qos())
-        status = cam.create_client(GetBufferStatus, "/safe/reconstruction/get_buffer_status")
+        c = g.client_in("/safe")
         tfs: dict[int, np.ndarray] = {}
         cam.create_subscription(TFMessage, "/tf", lambda m: tfs.update(
             {stamp_to_ns(t.header.stamp): matrix_from_transform(t.transform)
              for t in m.transforms if t.header.frame_id == "map" and t.child_frame_id == CAM}),
             200)
-        g.wait(status.service_is_ready, 60, "the reconstruction node")
+        c.wait_for_nodes(["reconstruction"], 60)
         g.wait(lambda: all(p.get_subscription_count() > 0 for p in (p_rgb, p_depth, p_info)),
                30, "the node's subscriptions")
 
         def st():
-            return g.call(status, GetBufferStatus.Request())
+            return c.buffer_status()
 
         after_garbage = None
         for j, k in enumerate(sent):

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _graph_helpers import Graph, params, wait_job
+from _graph_helpers import Graph, params
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -87,10 +87,6 @@ def graph(ctx, small_world, tmp_path_factory):
     cli.create_subscription(TFMessage, "/tf", g.tf.append, 50)
     yield g
     g.close()
-
-
-def _srv(g, srv_type, name):
-    return g.cli.create_client(srv_type, name)
 
 
 def _publish_frame(pubs, rgb, depth, intr, stamp_ns, node, frame="camera_rgb_optical_frame",
@@ -150,29 +146,24 @@ def learnt(graph, small_world):
     """LearnObject of the mustard bottle through the graph (a second request queued, then
     cancelled once it runs). Returns (status of the job, the cancelled job's status, seconds)."""
     from nol_ros.msg import JobProgress
-    from nol_ros.srv import CancelJob, GetJobStatus, LearnObject
+    from nol_ros.srv import LearnObject
 
     g, (world, _) = graph, small_world
-    learn = _srv(g, LearnObject, "/nol/learn_object")
-    status = _srv(g, GetJobStatus, "/nol/get_job_status")
-    cancel = _srv(g, CancelJob, "/nol/cancel_job")
+    c = g.client
     bag = str(world / "bags" / "train_000001")
     t0 = time.monotonic()
-    a = g.call(learn, LearnObject.Request(
-        object_name=OBJ, mesh_path=str(world / "models" / f"obj_{GT_ID:06d}.ply"),
-        source=LearnObject.Request.SOURCE_BAG, source_path=bag))
-    assert a.accepted, a
-    b = g.call(learn, LearnObject.Request(
-        object_name="cracker_box", mesh_path=str(world / "models" / "obj_000001.ply"),
-        source=LearnObject.Request.SOURCE_BAG, source_path=bag))
-    assert b.accepted and b.message == "queued", b   # documented: queued, not refused
-    st_a = wait_job(g, status, a.job_id, 900)
+    a = c.learn_object(OBJ, world / "models" / f"obj_{GT_ID:06d}.ply",
+                       LearnObject.Request.SOURCE_BAG, bag)         # RequestRefused if not
+    b = c.learn_object("cracker_box", world / "models" / "obj_000001.ply",
+                       LearnObject.Request.SOURCE_BAG, bag)
+    assert b.message == "queued", b   # documented: queued, not refused
+    st_a = c.wait(a, 900)
     seconds = time.monotonic() - t0
     # the queued job runs now: cancel it while it runs (stops at its next progress report)
-    g.wait(lambda: g.call(status, GetJobStatus.Request(job_id=b.job_id)).status.state
-           == JobProgress.STATE_RUNNING, 60, "the second job to start")
-    assert g.call(cancel, CancelJob.Request(job_id=b.job_id)).success
-    st_b = wait_job(g, status, b.job_id, 60)
+    g.wait(lambda: c.result(b).state == JobProgress.STATE_RUNNING, 60,
+           "the second job to start")
+    assert c.cancel(b)
+    st_b = c.wait(b, 60)
     return st_a, st_b, seconds
 
 
@@ -251,23 +242,20 @@ def test_render_views_matches_the_core_and_the_ground_truth(graph, learnt, small
     from nol_ros.metrics import masked_psnr
     from nol_ros.nol.renderer import load_object_renderer
     from nol_ros.recognition.renderers import TexturedMeshRenderer
-    from nol_ros.ros.conversions import intrinsics_to_camera_info, pose_from_matrix
-    from nol_ros.srv import RenderViews
+    from nol_ros.ros.conversions import intrinsics_to_camera_info
     from nol_ros.streaming.messages import image_to_numpy
 
     g, (world, _) = graph, small_world
     seq = read_bop_scene(world / "train" / "000001", world / "models")
     gt_r = TexturedMeshRenderer(load_mesh(world / "models_textured" / f"obj_{GT_ID:06d}.obj"))
     offline = load_object_renderer(g.ws / OBJ / "objects" / OBJ)
-    rv = _srv(g, RenderViews, "/nol/render_views")
     psnr_node, psnr_core, psnr_black, ious = [], [], [], []
     t0 = time.monotonic()
     for i in (4, 14, 24):   # poses the robot saw (between and at selected views)
         T = seq.T_camera_object(i, GT_ID)
         intr = _crop_camera(seq.intrinsics, T)
         info = intrinsics_to_camera_info(intr, frame_id="camera_rgb_optical_frame")
-        r = g.call(rv, RenderViews.Request(object_name=OBJ, poses=[pose_from_matrix(T)],
-                                           camera_info=info), timeout=300)
+        r = g.client.render_views(OBJ, [T], info, timeout_s=300)   # RequestRefused if not
         assert r.success, r.message
         assert len(r.images) == len(r.masks) == 1
         img, m = r.images[0], r.masks[0]
@@ -305,7 +293,6 @@ def test_render_views_bad_input_and_idle_release(graph, learnt):
     from nol_ros.srv import RenderViews
 
     g = graph
-    rv = _srv(g, RenderViews, "/nol/render_views")
     good = Pose()
     good.position.z, good.orientation.w = 0.8, 1.0
     info = intrinsics_to_camera_info(Intrinsics(500.0, 500.0, 32.0, 32.0, 64, 64))
@@ -314,8 +301,9 @@ def test_render_views_bad_input_and_idle_release(graph, learnt):
         req = RenderViews.Request(object_name=kw.get("name", OBJ),
                                   poses=kw.get("poses", [good]),
                                   camera_info=kw.get("info", info))
-        return g.call(rv, req)
+        return g.client.call("/nol/render_views", req)   # bad on purpose: the raw reply
 
+    before = _files(g.ws / OBJ)
     nan = Pose()
     nan.position.x, nan.orientation.w = float("nan"), 1.0
     zero_q = Pose()
@@ -341,6 +329,7 @@ def test_render_views_bad_input_and_idle_release(graph, learnt):
         r = call(**kw)
         assert not r.success and r.error_code == code and text in r.message, (kw, r)
         assert not r.images
+    assert _files(g.ws / OBJ) == before   # nothing lost: the learnt object as it was
     # still serving; then the cached renderer is released after render_views.idle_release_s
     r = call()
     assert r.success and r.images[0].width == 64 and len(g.nol.renderers) == 1
@@ -350,13 +339,24 @@ def test_render_views_bad_input_and_idle_release(graph, learnt):
     assert call().success   # loads again on demand
 
 
+def _files(d: Path) -> dict:
+    """relative path -> (size, mtime_ns) of every file under ``d``."""
+    return {p.relative_to(d).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in d.rglob("*") if p.is_file()}
+
+
 def test_trainer_refuses_bad_requests(graph, learnt):
-    from nol_ros.srv import TrainDetector, TrainPoseEstimator
+    from nol_ros.srv import GetJobStatus, TrainDetector, TrainPoseEstimator
 
     g = graph
-    td = _srv(g, TrainDetector, "/trainer/train_detector")
-    tp = _srv(g, TrainPoseEstimator, "/trainer/train_pose_estimator")
-    for client, req, code, text in [
+    td, tp = "/trainer/train_detector", "/trainer/train_pose_estimator"
+    before = _files(g.ws)
+
+    def status():
+        return g.client.call("/trainer/get_job_status", GetJobStatus.Request())
+
+    last = status().status.job_id   # "" before any job
+    for service, req, code, text in [
             (td, TrainDetector.Request(object_names=["teapot"]), "UNKNOWN_OBJECT", "teapot"),
             (tp, TrainPoseEstimator.Request(object_names=["cracker_box"]), "UNKNOWN_OBJECT",
              "not learnt"),   # its LearnObject was cancelled: no renders
@@ -367,33 +367,30 @@ def test_trainer_refuses_bad_requests(graph, learnt):
              "epochs"),
             (td, TrainDetector.Request(options_yaml="[1, 2]"), "BAD_CONFIG", "mapping"),
             (td, TrainDetector.Request(object_names=[OBJ, OBJ]), "BAD_INPUT", "repeats")]:
-        r = g.call(client, req)
+        r = g.client.call(service, req)   # bad on purpose: the raw reply
         assert not r.accepted and r.error_code == code and text in r.message, (req, r)
+    # still serving (no job was queued), and nothing in the workspace changed
+    st = status()
+    assert st.status.job_id == last and (st.found or st.error_code == "UNKNOWN_JOB"), st
+    assert _files(g.ws) == before
 
 
 @pytest.fixture(scope="module")
 def trained(graph, learnt):
     """TrainDetector + TrainPoseEstimator (tiny) through the trainer node, the second queued
     behind the first. Returns their final statuses and the wall time."""
-    from nol_ros.srv import GetJobStatus, TrainDetector, TrainPoseEstimator
-
-    g = graph
-    td = _srv(g, TrainDetector, "/trainer/train_detector")
-    tp = _srv(g, TrainPoseEstimator, "/trainer/train_pose_estimator")
-    status = _srv(g, GetJobStatus, "/trainer/get_job_status")
+    c = graph.client
     t0 = time.monotonic()
-    a = g.call(td, TrainDetector.Request(object_names=[OBJ], preset="tiny"))
-    b = g.call(tp, TrainPoseEstimator.Request(object_names=[], preset=""))  # all learnt, default
-    assert a.accepted and b.accepted, (a, b)
+    a = c.train_detector([OBJ], "tiny")             # RequestRefused if not accepted
+    b = c.train_pose_estimator([], "")              # all learnt, default preset
     assert b.message.startswith("queued"), b
-    st_a = wait_job(g, status, a.job_id, 1800)
-    st_b = wait_job(g, status, b.job_id, 1800)
+    st_a = c.wait(a, 1800)
+    st_b = c.wait(b, 1800)
     return st_a, st_b, time.monotonic() - t0
 
 
 def test_trainer_trains_both_stages_into_one_models_folder(graph, trained):
     from nol_ros.msg import JobProgress
-    from nol_ros.srv import GetJobStatus, TrainDetector
 
     g, (st_a, st_b, seconds) = graph, trained
     print(f"TrainDetector + TrainPoseEstimator (tiny, 1 object): {seconds:.0f} s (load "
@@ -411,10 +408,8 @@ def test_trainer_trains_both_stages_into_one_models_folder(graph, trained):
         fr = [p.fraction for p in mine]
         assert all(b >= a - 1e-6 for a, b in zip(fr, fr[1:])), fr
     # the same request again reuses the trained stage at once
-    td = _srv(g, TrainDetector, "/trainer/train_detector")
-    status = _srv(g, GetJobStatus, "/trainer/get_job_status")
-    r = g.call(td, TrainDetector.Request(object_names=[OBJ], preset="tiny"))
-    st = wait_job(g, status, r.job_id, 120)
+    r = g.client.train_detector([OBJ], "tiny")
+    st = g.client.wait(r, 120)
     assert st.status.state == JobProgress.STATE_SUCCEEDED
     res = g.trainer.service.result(r.job_id)
     assert res["reused"] and res["steps"] == g.trainer.service.result(st_a.status.job_id)[
@@ -491,7 +486,7 @@ def test_recognizer_bad_input_and_bad_models_keep_it_running(graph, trained, pub
     rgb, depth = f.load_rgb(), f.load_depth()
     t = f.stamp_ns + 10**9  # after the test scene: no stamp clash
 
-    def reject(code, **kw):
+    def reject(code, text, **kw):
         nonlocal t
         t += 10**8
         n = g.rec.service.state().rejected
@@ -499,26 +494,28 @@ def test_recognizer_bad_input_and_bad_models_keep_it_running(graph, trained, pub
                        g.rec, **kw)
         g.wait(lambda: g.rec.service.state().rejected > n, 30, f"a {code} rejection")
         g.wait(lambda: g.status[-1].error_code == code, 5, f"status {code}")
+        assert text in g.status[-1].message, g.status[-1].message
+        assert g.status[-1].models_loaded    # nothing lost: the models stay
 
-    reject("BAD_ENCODING", rgb_encoding="rgba8")
+    reject("BAD_ENCODING", "rgba8", rgb_encoding="rgba8")
     small = intrinsics_to_camera_info(Intrinsics(269.0, 269.0, 160.0, 120.0, 320, 240),
                                       ns_to_stamp(t), "camera_rgb_optical_frame")
-    reject("BAD_CAMERA_INFO", info=small)
-    reject("SIZE_MISMATCH", depth=depth[::2, ::2].copy())
+    reject("BAD_CAMERA_INFO", "CameraInfo says", info=small)
+    reject("SIZE_MISMATCH", "registered", depth=depth[::2, ::2].copy())
     # still recognising good frames
     n = len(g.dets)
     _publish_frame(pubs, rgb, depth, seq.intrinsics, t + 10**8, g.rec)
     g.wait(lambda: len(g.dets) > n, 60, "detections after bad input")
     # a models folder that does not exist: the old models stay, the error is reported
-    reload = g.cli.create_client(Trigger, "/recognizer/reload")
+    reload = "/recognizer/reload"
     models = str(g.ws / "_models")
     g.rec.set_parameters([Parameter("models_dir", value=str(g.root / "no_models"))])
-    r = g.call(reload, Trigger.Request())
+    r = g.client.call(reload, Trigger.Request())
     assert not r.success and "no_models" in r.message
     g.wait(lambda: g.status[-1].error_code == "NO_MODELS", 10, "status NO_MODELS")
     assert g.status[-1].models_loaded and g.status[-1].models_dir == models
     g.rec.set_parameters([Parameter("models_dir", value=models)])
-    assert g.call(reload, Trigger.Request()).success
+    assert g.client.call(reload, Trigger.Request()).success
     st = g.status[-1]
     assert st.frames_received == st.frames_processed + st.frames_rejected + \
         st.frames_dropped_busy, st

@@ -65,6 +65,12 @@ def _refused(service, code, text, **req):
 
 def test_bad_and_hostile_learn_requests_are_refused_before_they_queue(data, tmp_path):
     d, cfg = data
+
+    def files():   # the data root and the folder outside it (nothing lost, nothing written)
+        return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")
+                if p.is_file()}
+
+    before = files()
     s = LearningService(cfg, "cpu")
     try:
         box = str(d / "box.ply")
@@ -108,6 +114,7 @@ def test_bad_and_hostile_learn_requests_are_refused_before_they_queue(data, tmp_
                  options_yaml="self_annotation.min_observed_fraction: .nan", **ds)
         assert s.jobs.jobs() == []                    # nothing was queued
         assert not (tmp_path / "ws").exists() or not any((tmp_path / "ws").iterdir())
+        assert files() == before                      # nothing lost, nothing written
         # accepted (relative paths inside the root), then fails in its job: no images there
         info = s.submit(LearnRequest("box", "box.ply", SOURCE_DATASET, "seq",
                                      "self_annotation:\n  annotate_step: 2\n"))
@@ -188,7 +195,7 @@ def test_renderer_cache_reuses_reloads_evicts_and_releases_when_idle():
 
 def test_learn_progress_is_one_monotonic_fraction_and_options_reach_the_render_stage():
     from nol_ros.errors import ConfigError
-    from nol_ros.learn import OverallProgress
+    from nol_ros.progress import OverallProgress
 
     spans = learn_progress_spans(True, True)
     assert spans["export"][0] == 0.0 and spans["render"][1] == 1.0
@@ -215,12 +222,12 @@ def test_learn_progress_is_one_monotonic_fraction_and_options_reach_the_render_s
 @pytest.mark.ros
 def test_the_node_replies_with_the_service_codes_and_honours_dynamic_parameters(
         data, rclpy_context):
-    from _graph_helpers import Graph, params, wait_job
+    from _graph_helpers import Graph, params
     from rclpy.parameter import Parameter
 
     from nol_ros.msg import JobProgress
     from nol_ros.nodes.nol_node import NolNode
-    from nol_ros.srv import GetJobStatus, LearnObject
+    from nol_ros.srv import LearnObject
 
     d, cfg = data
     g = Graph(rclpy_context)
@@ -230,43 +237,29 @@ def test_the_node_replies_with_the_service_codes_and_honours_dynamic_parameters(
         cli = g.client_node()
         progress = []
         cli.create_subscription(JobProgress, "/nol/progress", progress.append, 50)
-        learn = cli.create_client(LearnObject, "/nol/learn_object")
-        status = cli.create_client(GetJobStatus, "/nol/get_job_status")
-        r = g.call(learn, LearnObject.Request(object_name="..", mesh_path="box.ply"))
+        c = g.client
+        r = c.call("/nol/learn_object", LearnObject.Request(object_name="..",
+                                                            mesh_path="box.ply"))  # bad
         assert not r.accepted and r.error_code == "BAD_PATH" and "object name" in r.message
-        r = g.call(learn, LearnObject.Request(
-            object_name="box", mesh_path="box.ply", source=LearnObject.Request.SOURCE_DATASET,
-            source_path="seq"))
-        assert r.accepted, r
-        st = wait_job(g, status, r.job_id, 120)
+        r = c.learn_object("box", "box.ply", LearnObject.Request.SOURCE_DATASET, "seq")
+        st = c.wait(r, 120)
         assert st.status.state == JobProgress.STATE_FAILED and st.error_code == "BAD_FILE"
         g.wait(lambda: any(p.job_id == r.job_id and p.state == JobProgress.STATE_FAILED
                            for p in progress), 60, "the failure on ~/progress")
         # the ~/learn action runs the same job: a refused goal is aborted with the code, an
         # accepted one gives feedback and the job's result
         from action_msgs.msg import GoalStatus
-        from rclpy.action import ActionClient
 
         from nol_ros.action import Learn
 
-        act = ActionClient(cli, Learn, "/nol/learn")
-        g.wait(lambda: act.server_is_ready(), 60, "the learn action server")
         feedback = []
-
-        def run_goal(**goal):
-            sent = act.send_goal_async(Learn.Goal(**goal), feedback_callback=feedback.append)
-            g.wait(sent.done, 60, "goal response")
-            res = sent.result().get_result_async()
-            g.wait(res.done, 120, "goal result")
-            return res.result()
-
-        out = run_goal(object_name="..", mesh_path="box.ply")
+        out = c.learn_goal("..", "box.ply", on_feedback=feedback.append, timeout_s=120)
         assert out.status == GoalStatus.STATUS_ABORTED and out.result.error_code == "BAD_PATH"
-        out = run_goal(object_name="box", mesh_path="box.ply",
-                       source=Learn.Goal.SOURCE_DATASET, source_path="seq")
+        out = c.learn_goal("box", "box.ply", Learn.Goal.SOURCE_DATASET, "seq",
+                           on_feedback=feedback.append, timeout_s=120)
         assert out.status == GoalStatus.STATUS_ABORTED and out.result.error_code == "BAD_FILE"
         assert out.result.job_id and not out.result.success
-        g.wait(lambda: any(f.feedback.job_id == out.result.job_id for f in feedback), 30,
+        g.wait(lambda: any(f.job_id == out.result.job_id for f in feedback), 30,
                "feedback of the goal's job")
         # described parameters; a dynamic one takes effect, a read-only one is refused
         assert node.describe_parameters(["data_root"])[0].description

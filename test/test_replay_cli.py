@@ -34,10 +34,13 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path):
         (["record", str(tmp_path / "o"), "--topics", "relative"], "absolute"),
         (["frobnicate"], "invalid choice"),
     ]
+    before = sorted(tmp_path.rglob("*"))
     for args, text in cases:
         out = nol_ros(*args, timeout=60)
         assert out.returncode == 2, (args, out.stdout, out.stderr)
         assert text in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr, out.stderr    # a message, not a crash
+    assert sorted(tmp_path.rglob("*")) == before           # nothing written, nothing lost
 
 
 def test_replay_with_clock_drives_a_sim_time_node_and_remaps(small_world, rclpy_context):

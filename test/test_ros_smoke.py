@@ -49,8 +49,8 @@ def test_publish_rgbd_and_call_service(rclpy_context, recon_process):
     from sensor_msgs.msg import CameraInfo, Image
 
     from nol_ros.camera import SMOT_XTION
+    from nol_ros.ros.client import NolClient
     from nol_ros.ros.conversions import depth_to_image, intrinsics_to_camera_info, numpy_to_image
-    from nol_ros.srv import GetBufferStatus
 
     node = rclpy.create_node("smoke_camera", namespace="/smoke", context=rclpy_context)
     executor = SingleThreadedExecutor(context=rclpy_context)
@@ -59,10 +59,11 @@ def test_publish_rgbd_and_call_service(rclpy_context, recon_process):
     pub_rgb = node.create_publisher(Image, "camera/rgb/image_raw", qos)
     pub_depth = node.create_publisher(Image, "camera/depth_registered/image_raw", qos)
     pub_info = node.create_publisher(CameraInfo, "camera/rgb/camera_info", qos)
-    client = node.create_client(GetBufferStatus, "reconstruction/get_buffer_status")
     spin = lambda: executor.spin_once(timeout_sec=0.05)  # noqa: E731
+    # the service client: its own node, spun in its own thread
+    nol = NolClient(namespace="/smoke", context=rclpy_context, node_name="smoke_client")
     try:
-        assert _wait(client.service_is_ready, 30, spin), "reconstruction node did not come up"
+        nol.wait_for_nodes(["reconstruction"], 60)   # ServiceTimeoutError if it did not come up
         assert _wait(lambda: all(p.get_subscription_count() > 0
                                  for p in (pub_rgb, pub_depth, pub_info)), 10, spin)
 
@@ -85,9 +86,7 @@ def test_publish_rgbd_and_call_service(rclpy_context, recon_process):
             pub_depth.publish(depth_img)
 
         def status():
-            fut = client.call_async(GetBufferStatus.Request())
-            assert _wait(fut.done, 10, spin)
-            return fut.result()
+            return nol.buffer_status(timeout_s=60.0)
 
         for i in range(3):
             publish(i, numpy_to_image(rgb, "rgb8"), depth_to_image(depth, "16UC1"))
@@ -110,4 +109,5 @@ def test_publish_rgbd_and_call_service(rclpy_context, recon_process):
         assert status().depth_encoding == "32FC1"
         assert recon_process.poll() is None, "node died"
     finally:
+        nol.destroy()
         node.destroy_node()

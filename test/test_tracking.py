@@ -66,3 +66,29 @@ def test_failed_frame_is_flagged_and_not_used(small_world):
     assert n == 5  # the failed frame is not integrated
     with pytest.raises(InputError, match="does not match the intrinsics"):
         tr.process(np.zeros((10, 10, 3), np.uint8), np.zeros((10, 10), np.float32))
+
+
+def test_a_finished_tracker_is_freed_without_the_cyclic_gc(small_world):
+    """A tracker holds its TSDF (~600 MB at the default block_count). close_loops used to keep
+    a closure over the tracker on the tracker (a reference cycle): only Python's cyclic GC freed
+    it, which an idle node runs rarely, so the view_selection node kept one TSDF per finished
+    SelectViews job (+630 MB per job, the whole-graph soak bench/soak_all.py). Dropping the
+    last reference must free it at once."""
+    import gc
+    import weakref
+
+    root, _ = small_world
+    seq = read_bop_scene(root / "train" / "000001")
+    tr = RgbdTracker(seq.intrinsics, TrackerConfig(block_count=2000))
+    for f in seq.frames:
+        tr.process(f.load_rgb(), f.load_depth(), T_odom_camera=f.T_world_camera)
+    assert len(tr.keyframes) >= 4   # else close_loops returns before the loop search
+    tr.close_loops()
+    alive = weakref.ref(tr)
+    gc.collect()
+    gc.disable()
+    try:
+        del tr
+        assert alive() is None, [type(r).__name__ for r in gc.get_referrers(alive())]
+    finally:
+        gc.enable()

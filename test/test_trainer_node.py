@@ -29,23 +29,20 @@ def _fake_learnt(root, name, obj_id, grid_step=60):
 @pytest.mark.ros
 def test_trainer_with_nothing_learnt_refuses_and_keeps_serving(tmp_path, rclpy_context):
     from nol_ros.nodes.trainer_node import TrainerNode
-    from nol_ros.srv import CancelJob, GetJobStatus, TrainDetector, TrainPoseEstimator
+    from nol_ros.srv import TrainDetector, TrainPoseEstimator
 
     g = Graph(rclpy_context)
     try:
         g.add(TrainerNode("trainer", context=rclpy_context,
                         parameter_overrides=params(train__workspace_root=str(tmp_path / "ws"))))
-        cli = g.client_node()
-        td = cli.create_client(TrainDetector, "/trainer/train_detector")
-        tp = cli.create_client(TrainPoseEstimator, "/trainer/train_pose_estimator")
-        st = cli.create_client(GetJobStatus, "/trainer/get_job_status")
-        cancel = cli.create_client(CancelJob, "/trainer/cancel_job")
-        r = g.call(td, TrainDetector.Request())
+        c = g.client
+        r = c.call("/trainer/train_detector", TrainDetector.Request())   # refused: raw reply
         assert not r.accepted and r.error_code == "NO_OBJECTS" and "LearnObject" in r.message
-        r = g.call(tp, TrainPoseEstimator.Request(object_names=["mug"]))
+        r = c.call("/trainer/train_pose_estimator", TrainPoseEstimator.Request(
+            object_names=["mug"]))
         assert not r.accepted and r.error_code == "UNKNOWN_OBJECT" and "mug" in r.message
-        assert g.call(st, GetJobStatus.Request()).error_code == "UNKNOWN_JOB"
-        assert not g.call(cancel, CancelJob.Request(job_id="x")).success
+        assert c.job_status(c.job("trainer", "")).error_code == "UNKNOWN_JOB"
+        assert not c.cancel(c.job("trainer", "x"))
     finally:
         g.close()
 
@@ -121,5 +118,9 @@ def test_parameters_are_described_and_refused_at_run_time(tmp_path, rclpy_contex
         assert not r.successful and "read-only" in r.reason, r
         assert node.get_parameter("train.preset").value == "demo"
         assert node.describe_parameters(["max_queued"])[0].integer_range[0].from_value == 0
+        # a closed set of names (nol_ros.enums.Preset) lists them in the descriptor
+        preset = node.describe_parameters(["train.preset"])[0]
+        assert preset.additional_constraints == "one of: tiny, demo, cpu, paper", preset
+        assert not node.describe_parameters(["max_queued"])[0].additional_constraints
     finally:
         node.destroy_node()

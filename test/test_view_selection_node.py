@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _graph_helpers import Graph, params, wait_job, workspace_errors
+from _graph_helpers import Graph, params, workspace_errors
 
 pytestmark = pytest.mark.ros
 
@@ -27,7 +27,6 @@ def test_select_views_for_two_objects_publishes_selection_and_image(small_world,
 
     from nol_ros.msg import JobProgress, ViewSelection
     from nol_ros.nodes.view_selection_node import ViewSelectionNode
-    from nol_ros.srv import GetJobStatus, SelectViews
     from nol_ros.streaming.messages import image_to_numpy, matrix_from_pose
 
     root, _ = small_world
@@ -41,13 +40,10 @@ def test_select_views_for_two_objects_publishes_selection_and_image(small_world,
             workspace_root=str(tmp_path / "ws"), data_root=str(root), objects__names=names,
             objects__mesh_paths=meshes, self_annotation__annotate_step=2)))
         cli = g.client_node()
-        select = cli.create_client(SelectViews, "/view_selection/select_views")
-        status = cli.create_client(GetJobStatus, "/view_selection/get_job_status")
         progress = []
         cli.create_subscription(JobProgress, "/view_selection/progress", progress.append, 100)
-        r = g.call(select, SelectViews.Request(sequence_path=str(scene)))  # all configured
-        assert r.accepted, r
-        done = wait_job(g, status, r.job_id)
+        r = g.client.select_views(sequence_path=str(scene))  # all configured; RequestRefused
+        done = g.client.wait(r, 600)
         assert done.status.state == JobProgress.STATE_SUCCEEDED, done
         ws = Path(done.result_path)
         # latched: a subscriber that comes after the job still gets the results
@@ -91,7 +87,7 @@ def test_bad_select_views_requests_are_refused_with_a_code(small_world, tmp_path
                                                            rclpy_context):
     from nol_ros.msg import JobProgress
     from nol_ros.nodes.view_selection_node import ViewSelectionNode
-    from nol_ros.srv import GetJobStatus, SelectViews
+    from nol_ros.srv import SelectViews
 
     root, _ = small_world
     scene, mesh = root / "train" / "000001", str(root / "models" / "obj_000001.ply")
@@ -105,12 +101,17 @@ def test_bad_select_views_requests_are_refused_with_a_code(small_world, tmp_path
                                 parameter_overrides=params(workspace_root=str(tmp_path / "ws"),
                                                            data_root=str(data),
                                                            export_timeout_s=5.0)))
-        cli = g.client_node()
-        select = cli.create_client(SelectViews, "/vs_bad/view_selection/select_views")
-        status = cli.create_client(GetJobStatus, "/vs_bad/view_selection/get_job_status")
+        c = g.client_in("/vs_bad")
+        select = c.path("view_selection", "select_views")
+
+        def files():   # everything under this test's folder and the world's (nothing lost)
+            return {p: (p.stat().st_size, p.stat().st_mtime_ns) for d in (tmp_path, root)
+                    for p in d.rglob("*") if p.is_file()}
+
+        before = files()
 
         def refused(code, text, **req):
-            r = g.call(select, SelectViews.Request(**req))
+            r = c.call(select, SelectViews.Request(**req))   # bad on purpose: the raw reply
             assert not r.accepted and r.error_code == code and text in r.message, r
 
         refused("BAD_INPUT", "no objects configured", sequence_path=str(scene))
@@ -129,14 +130,15 @@ def test_bad_select_views_requests_are_refused_with_a_code(small_world, tmp_path
                 sequence_path=str(scene))
         refused("BAD_FILE", "not a BOP scene", object_names=["box"], mesh_paths=[mesh],
                 sequence_path=str(tmp_path))
+        assert files() == before and not (tmp_path / "ws").exists()
+        assert not (tmp_path.parent / "elsewhere").exists()
         # accepted, but there is no reconstruction node to export the live buffer
-        r = g.call(select, SelectViews.Request(object_names=["box"], mesh_paths=[mesh]))
-        assert r.accepted
-        st = wait_job(g, status, r.job_id, timeout=120)
+        r = c.select_views(["box"], [mesh])      # RequestRefused if not accepted
+        st = c.wait(r, 120)
         assert st.status.state == JobProgress.STATE_FAILED
         assert st.error_code == "SERVICE_UNAVAILABLE" and "export_sequence" in st.message, st
         # still serving
-        r = g.call(select, SelectViews.Request(object_names=["teapot"]))
+        r = c.call(select, SelectViews.Request(object_names=["teapot"]))
         assert r.error_code == "UNKNOWN_OBJECT"
     finally:
         g.close()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test-load`: the whole suite (`make test`, set-up included) from a fresh clone of the
-# committed HEAD while a CPU hog keeps every core busy, RUNS times in a row (default 3). Every
+# commit that was HEAD when the script started (REV=... for another; every run tests the same
+# commit, whatever is committed meanwhile) while a CPU hog keeps every core busy, RUNS times in a row (default 3). Every
 # run must pass: the tests' verdicts may not depend on the machine's load. Prints each run's
 # wall time and result; logs go to build/test-load/. Needs nothing but Python 3 (the hog is
 # `python3 -c 'while True: pass'`, one per core).
@@ -8,6 +9,7 @@
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUNS="${RUNS:-3}"
+REV="$(git -C "$ROOT" rev-parse "${REV:-HEAD}")" || { echo "[test-load] unknown REV" >&2; exit 2; }
 HOGS="${HOGS:-$(nproc)}"
 LOGS="$ROOT/build/test-load"
 mkdir -p "$LOGS"
@@ -23,7 +25,7 @@ fails=0
 summary=()
 for run in $(seq 1 "$RUNS"); do
   work="$(mktemp -d)"
-  git clone -q "$ROOT" "$work/nol_ros"
+  git clone -q "$ROOT" "$work/nol_ros" && git -C "$work/nol_ros" checkout -q "$REV"
   rev="$(git -C "$work/nol_ros" rev-parse --short HEAD)"
   for _ in $(seq 1 "$HOGS"); do python3 -c 'while True: pass' & hogs+=($!); done
   log="$LOGS/run$run.log"

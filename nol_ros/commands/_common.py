@@ -74,9 +74,11 @@ def topic_count(text: str) -> tuple[str, int]:
 
 def init_ros(ros_args: list[str], node_name: str):
     """rclpy.init with the ROS arguments, then a node; returns (context-free) node."""
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.ros.runtime import default_ros_env
 
     default_ros_env()
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     import rclpy
 
     rclpy.init(args=["nol-ros", "--ros-args", *ros_args] if ros_args else None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from pathlib import Path
 
 from nol_ros.commands._common import (
     EXIT_OK,
@@ -79,8 +80,7 @@ def register(sub) -> None:
 
 # -- replay ---------------------------------------------------------------------------------------
 def run_replay(args) -> int:
-    from pathlib import Path
-
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.datasets.bag import open_bag
     from nol_ros.ros.bag_replay import BagPlayer, ReplayConfig
 
@@ -92,6 +92,7 @@ def run_replay(args) -> int:
                        remap=tuple(args.remap), start_delay_s=args.start_delay,
                        wait_for_subscribers_s=args.wait_for_subscribers,
                        subscribers=tuple(args.subscribers))
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     import rclpy
 
     node = init_ros(args.ros_args, "bag_replay")
@@ -125,6 +126,7 @@ def run_replay(args) -> int:
 
 def replay_main(argv: list[str] | None = None) -> int:
     """The ``bag_replay`` executable (for launch files): ``nol-ros replay`` with these args."""
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.cli import main
 
     return main(["replay", *(sys.argv[1:] if argv is None else argv)])
@@ -146,6 +148,7 @@ def _parse_topics(specs: list[str]) -> dict[str, str]:
 def qos_like_publishers(node, topic: str, depth: int = 50):
     """A subscription QoS that matches the current publishers of ``topic``: best effort if any
     publisher is best effort, transient local (latched) if all publishers are."""
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
     infos = node.get_publishers_info_by_topic(topic)
@@ -162,17 +165,17 @@ def qos_like_publishers(node, topic: str, depth: int = 50):
 
 
 def run_record(args) -> int:
-    from pathlib import Path
-
     if Path(args.out).exists():
         raise InputError(f"output bag '{args.out}' exists; choose a new path (nothing is "
                          "overwritten)")
     if args.max_messages < 0:
         raise InputError(f"--max-messages must be >= 0, got {args.max_messages}")
     wanted = _parse_topics(args.topics)
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.ros.bag_replay import BagRecorder, msg_class
 
     node = init_ros(args.ros_args, "bag_record")

@@ -86,6 +86,7 @@ def config_dirs() -> list[Path]:
     out = [Path(__file__).resolve().parents[2] / "config",
            Path(sys.prefix) / "share" / "nol_ros" / "config"]
     try:
+        # lazy: CLI start-up (nol-ros --help imports every command module)
         from ament_index_python.packages import get_package_share_directory
 
         out.append(Path(get_package_share_directory("nol_ros")) / "config")
@@ -110,6 +111,7 @@ def find_graph(name_or_path: str) -> Path:
 
 def load_graph(path: str | Path) -> Graph:
     """Read and check a graph file (see config/bringup/*.yaml for the format)."""
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     import yaml
 
     path = Path(path)
@@ -181,6 +183,7 @@ def _executable(name: str) -> str:
     lib/nol_ros/NAME of a colcon install (what `ros2 run nol_ros NAME` runs)."""
     cands = [os.path.join(os.path.dirname(sys.executable), name), shutil.which(name)]
     try:
+        # lazy: CLI start-up (nol-ros --help imports every command module)
         from ament_index_python.packages import get_package_prefix
 
         cands.append(os.path.join(get_package_prefix("nol_ros"), "lib", "nol_ros", name))
@@ -231,6 +234,7 @@ def _pump(name: str, stream, log_file) -> None:
 
 
 def run_bringup(args) -> int:
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.ros.runtime import default_ros_env
 
     graph = load_graph(find_graph(args.config))

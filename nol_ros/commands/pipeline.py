@@ -3,32 +3,29 @@ data, offline (no ROS graph): the same core functions the nodes call (nol_ros.le
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import sys
 from pathlib import Path
 
 from nol_ros.commands._common import EXIT_OK, add_command
+from nol_ros.enums import Preset, RenderStageMethod
+from nol_ros.errors import InputError
 
 ORDER = 10  # before bringup/replay in --help
 
 
-def _progress(quiet: bool):
-    """A progress callback printing one line per stage change and every 10 %."""
-    last: dict = {"stage": None, "pct": -10}
+def _progress(args):
+    """The command's progress on stderr: a bar for the running stage, a line per finished one
+    (none with --quiet)."""
+    # lazy: CLI start-up (nol-ros --help imports every command module)
+    from nol_ros.progress import TqdmProgress
 
-    def report(stage: str, fraction: float, message: str = "") -> None:
-        pct = int(100 * fraction)
-        if quiet or (stage == last["stage"] and pct < last["pct"] + 10):
-            return
-        last.update(stage=stage, pct=pct)
-        print(f"  {stage:<16} {pct:3d}%  {message}", file=sys.stderr, flush=True)
-
-    return report
+    return TqdmProgress(f"  {getattr(args, 'command', '')}", stage_lines=True,
+                        disable=args.quiet)
 
 
 def _learn_config(args):
-    import dataclasses
-
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.learn import LearnConfig, RenderStageConfig
 
     base = LearnConfig()
@@ -44,7 +41,7 @@ def _learn_config(args):
 
 
 def run_learn(args) -> int:
-    from nol_ros.errors import InputError
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.learn import SOURCE_BAG, SOURCE_DATASET, learn_object
 
     given = [a for a in (args.bag, args.dataset) if a]
@@ -52,8 +49,9 @@ def run_learn(args) -> int:
         raise InputError("give exactly one source: --bag BAG_FOLDER or --dataset FOLDER (a BOP "
                          "scene or a SMOT-layout root)")
     source = SOURCE_BAG if args.bag else SOURCE_DATASET
-    ws = learn_object(args.name, args.mesh, source, given[0], _learn_config(args),
-                      _progress(args.quiet), symmetric=args.symmetric, device=args.device)
+    with _progress(args) as progress:
+        ws = learn_object(args.name, args.mesh, source, given[0], _learn_config(args),
+                          progress, symmetric=args.symmetric, device=args.device)
     rep = json.loads((Path(ws) / "report.json").read_text())
     entry = rep["objects"][args.name]
     sel = entry.get("selection", {})
@@ -66,6 +64,7 @@ def run_learn(args) -> int:
 
 
 def run_render(args) -> int:
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.learn import render_training_set
     from nol_ros.workspace import Workspace
 
@@ -73,20 +72,23 @@ def run_render(args) -> int:
     ws = Workspace(args.workspace)
     lo = ws.learnt(args.name)
     oid = ws.object_id(args.name, assign=False)
-    rep = render_training_set(lo, args.name, oid, cfg, args.device, _progress(args.quiet))
+    with _progress(args) as progress:
+        rep = render_training_set(lo, args.name, oid, cfg, args.device, progress)
     print(json.dumps({k: rep.get(k) for k in ("method", "images", "seconds", "coverage")
                       if k in rep} | {"renders": str(lo.renders)}))
     return EXIT_OK
 
 
 def _train(args, stage: str) -> int:
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.recognition.pipeline import TrainConfig, run_stage, train_plan
 
     cfg = TrainConfig(workspace_root=args.workspace, models_dir=args.models or "",
                       preset=args.preset, max_seconds=args.max_seconds)
     names = [n for n in (args.objects or "").split(",") if n]
     plan = train_plan(cfg, names, args.preset, args.options or "")
-    out = run_stage(plan, stage, args.device, _progress(args.quiet))
+    with _progress(args) as progress:
+        out = run_stage(plan, stage, args.device, progress)
     print(json.dumps({k: out.get(k) for k in ("stage", "objects", "reused", "models_dir",
                                               "seconds", "steps", "loss")}))
     return EXIT_OK
@@ -101,7 +103,7 @@ def run_train_pose(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    from nol_ros.errors import InputError
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.recognition.evaluate import score_models, write_bop_csv
     from nol_ros.recognition.recognizer import Recognizer
 
@@ -112,9 +114,10 @@ def run_evaluate(args) -> int:
             raise InputError(f"--learnt-frames '{args.learnt_frames}': use WORKSPACE_ROOT:"
                              "TRAIN_SCENE, e.g. ws:data/demo/train/000001")
         learnt_root, train_scene = (Path(p) for p in args.learnt_frames.rsplit(":", 1))
-    sc = score_models(rec, args.scene, args.bop_models, learnt_root, train_scene, args.id_map,
-                      image_step=args.step, max_images=args.max_images or None,
-                      progress=_progress(args.quiet))
+    with _progress(args) as progress:
+        sc = score_models(rec, args.scene, args.bop_models, learnt_root, train_scene,
+                          args.id_map, image_step=args.step,
+                          max_images=args.max_images or None, progress=progress)
     if args.csv:
         write_bop_csv(args.csv, sc.result.rows)
     print(json.dumps({**sc.summary(), "csv": args.csv or None}, indent=1))
@@ -124,12 +127,11 @@ def run_evaluate(args) -> int:
 def _source_args(p) -> None:
     p.add_argument("--workspace", default="nol_workspace",
                    help="workspace root (one folder per object; default nol_workspace)")
-    p.add_argument("--method", default="auto", choices=["auto", "nol", "ibr", "ibr_mean",
-                                                        "ibr_best"],
+    p.add_argument("--method", default="auto", choices=list(RenderStageMethod),
                    help="renderer: auto = the shipped NOL model if it measured better than the "
                         "IBR baseline, else IBR")
     p.add_argument("--checkpoint", default="", help="NOL checkpoint for --method nol")
-    p.add_argument("--preset", default="demo", choices=["tiny", "demo", "cpu", "paper"],
+    p.add_argument("--preset", default="demo", choices=list(Preset),
                    help="pose grid of the training set (tiny 54, demo 378, cpu 756, paper "
                         "9072 images)")
     p.add_argument("--no-refine", action="store_true",
@@ -151,7 +153,7 @@ def _input_args(p) -> None:
 def _train_args(p) -> None:
     p.add_argument("--workspace", default="nol_workspace", help="workspace root")
     p.add_argument("--objects", default="", help="comma-separated names (default: all learnt)")
-    p.add_argument("--preset", default="demo", choices=["tiny", "demo", "cpu", "paper"])
+    p.add_argument("--preset", default="demo", choices=list(Preset))
     p.add_argument("--models", default="", help="models folder (default WORKSPACE/_models)")
     p.add_argument("--options", default="", metavar="YAML",
                    help="overrides, e.g. '{detector.epochs: 4, pose.steps: 200}'")

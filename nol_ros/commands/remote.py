@@ -5,44 +5,15 @@ command line (docs/deployment.md). Both are ROS clients of nodes that must be ru
 from __future__ import annotations
 
 import json
-import threading
-import time
 
-from nol_ros.commands._common import EXIT_OK, add_command, init_ros
+from nol_ros.commands._common import EXIT_FAILED, EXIT_OK, add_command, init_ros
 
 ORDER = 40
 
 
-def _spin(node):
-    """Spin ``node`` in a background thread (the client waits on replies from this thread)."""
-    from rclpy.executors import MultiThreadedExecutor
-
-    ex = MultiThreadedExecutor(num_threads=2)
-    ex.add_node(node)
-    stop = threading.Event()
-
-    def loop():
-        while not stop.is_set():
-            try:
-                ex.spin_once(timeout_sec=0.05)
-            except Exception:  # shutting down
-                if stop.is_set():
-                    return
-                raise
-
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
-
-    def close():
-        stop.set()
-        t.join(5)
-        ex.remove_node(node)
-        node.destroy_node()
-
-    return close
-
-
 def run_remote_learn(args) -> int:
+    # lazy: CLI start-up (nol-ros --help imports every command module)
+    from nol_ros.ros.client import NolClient
     from nol_ros.ros.remote import RemoteLearnConfig, RemoteLearner
 
     cfg = RemoteLearnConfig(robot_ns=args.robot_ns, workstation_ns=args.workstation_ns,
@@ -51,12 +22,15 @@ def run_remote_learn(args) -> int:
                             learn_options_yaml=args.learn_options,
                             job_timeout_s=args.job_timeout)
     node = init_ros(args.ros_args, "remote_learn")
-    close = _spin(node)
+    robot = NolClient(node, namespace=cfg.robot_ns)                     # spins the node
+    workstation = NolClient(node, namespace=cfg.workstation_ns, spin=False)
     try:
-        out = RemoteLearner(node, cfg).learn(args.name, args.mesh, args.sequence,
-                                             args.package)
+        out = RemoteLearner(robot, workstation, cfg).learn(args.name, args.mesh, args.sequence,
+                                                           args.package)
     finally:
-        close()
+        robot.destroy()                  # stops the spinning first
+        workstation.destroy()
+        node.destroy_node()
     print(json.dumps(out), flush=True)
     return EXIT_OK
 
@@ -64,61 +38,31 @@ def run_remote_learn(args) -> int:
 def run_fetch(args) -> int:
     """Ask a transfer node to fetch; print its TransferStatus as JSON lines until the job ends
     (what a caller paces itself by)."""
-    from rclpy.qos import DurabilityPolicy, QoSProfile
+    # lazy: CLI start-up (nol-ros --help imports every command module)
+    from nol_ros.ros.client import NolClient, transfer_dict
 
-    from nol_ros.msg import JobProgress, TransferStatus
-    from nol_ros.ros.clients import ServiceCaller
-    from nol_ros.ros.remote import RemoteJobError, _status_dict
-    from nol_ros.srv import Fetch, GetJobStatus
-
+    ns, _, name = args.node.rstrip("/").rpartition("/")
     node = init_ros(args.ros_args, "fetch_client")
-    lines: list = []
-    cv = threading.Condition()
-
-    def on_status(m):
-        with cv:
-            lines.append(m)
-            cv.notify_all()
-
-    node.create_subscription(TransferStatus, f"{args.node.rstrip('/')}/transfer_status",
-                             on_status, QoSProfile(depth=50,
-                                                   durability=DurabilityPolicy.TRANSIENT_LOCAL))
-    close = _spin(node)
+    nol = NolClient(node, namespace=ns, names={"transfer": name or "transfer"})
     try:
-        fetch = ServiceCaller(node, Fetch, f"{args.node.rstrip('/')}/fetch")
-        status = ServiceCaller(node, GetJobStatus, f"{args.node.rstrip('/')}/get_job_status")
-        r = fetch.call(Fetch.Request(peer=args.peer, remote_path=args.remote,
-                                     local_path=args.local, max_chunks=args.max_chunks),
-                       60.0, args.wait)
-        if not r.accepted:
-            raise RemoteJobError(f"fetch refused [{r.error_code}]: {r.message}",
-                                 r.error_code or "REFUSED")
-        job, seen, last = r.job_id, 0, None
-        while True:
-            with cv:
-                cv.wait(0.5)
-                new, seen = lines[seen:], len(lines)
-            for m in new:
-                if m.job_id == job:
-                    last = m
-                    if not args.quiet:
-                        print(json.dumps({"job_id": job, **_status_dict(m),
-                                          "message": m.message}), flush=True)
-            st = status.call(GetJobStatus.Request(job_id=job), 60.0, 60.0)
-            if st.found and st.status.state >= JobProgress.STATE_SUCCEEDED:
-                deadline = time.monotonic() + 30
-                while (last is None or last.state < 4) and time.monotonic() < deadline:
-                    with cv:
-                        cv.wait(0.2)
-                        new, seen = lines[seen:], len(lines)
-                    last = next((m for m in reversed(new) if m.job_id == job), last)
-                out = {"job_id": job, "job_state": int(st.status.state),
-                       "result_path": st.result_path, "error_code": st.status.error_code,
-                       "message": st.status.message, "final": True, **_status_dict(last)}
-                print(json.dumps(out), flush=True)
-                return EXIT_OK if st.status.state == JobProgress.STATE_SUCCEEDED else 1
+        nol.wait_for_nodes(["transfer"], args.wait)
+        job = nol.fetch(args.peer, args.remote, args.local, args.max_chunks)
+
+        def show(m):
+            if not args.quiet:
+                print(json.dumps({"job_id": job.job_id, **transfer_dict(m),
+                                  "message": m.message}), flush=True)
+
+        res = nol.wait(job, None, on_transfer=show)
+        last = nol.transfer_status(job, 30.0)
+        print(json.dumps({"job_id": job.job_id, "job_state": int(res.state),
+                          "result_path": res.result_path, "error_code": res.status.error_code,
+                          "message": res.status.message, "final": True, **transfer_dict(last)}),
+              flush=True)
+        return EXIT_OK if res.succeeded else EXIT_FAILED
     finally:
-        close()
+        nol.destroy()
+        node.destroy_node()
 
 
 def register(sub) -> None:

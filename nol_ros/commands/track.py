@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import sys
+import tempfile
 import time
 from pathlib import Path
 
 from nol_ros.commands._common import EXIT_OK, add_command
+from nol_ros.enums import TumIntrinsics
+from nol_ros.errors import InputError
 
 ORDER = 15
 
 
 def load_sequence(args, scratch: Path):
     """(Sequence, odometry prior or None) from --bag or --dataset (TUM RGB-D or BOP scene)."""
-    from nol_ros.errors import InputError
-
     if args.bag:
+        # lazy: CLI start-up (nol-ros --help imports every command module)
         from nol_ros.datasets.bag_import import bag_to_bop_scene, load_odometry
         from nol_ros.datasets.bop import read_bop_scene
 
@@ -31,20 +32,22 @@ def load_sequence(args, scratch: Path):
     if not d.is_dir():
         raise InputError(f"dataset folder '{d}' does not exist")
     if (d / "scene_camera.json").is_file():
+        # lazy: CLI start-up (nol-ros --help imports every command module)
         from nol_ros.datasets.bag_import import load_odometry
         from nol_ros.datasets.bop import read_bop_scene
 
         seq = read_bop_scene(d)
         return seq, None if args.no_odometry else load_odometry(d, len(seq.frames))
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.datasets.tum import read_tum_sequence
 
     return read_tum_sequence(d, intrinsics=args.intrinsics), None
 
 
 def run_track(args) -> int:
-    import tempfile
-
+    # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.datasets.tum import write_tum_trajectory
+    from nol_ros.progress import TqdmProgress
     from nol_ros.reconstruction.tracking import TrackerConfig
     from nol_ros.selfannotate import check_intrinsics, lost_stretches, track_frames
 
@@ -63,18 +66,12 @@ def run_track(args) -> int:
             decode[0] += time.perf_counter() - t
             return out
 
-        def progress(stage, fraction, message=""):
-            if not args.quiet and stage == "tracking" and (message.endswith("0")
-                                                           or fraction >= 1):
-                print(f"\r{stage}: {message}", end="", file=sys.stderr, flush=True)
-
         t0 = time.perf_counter()
-        tracker = track_frames(seq.intrinsics, len(frames), load, TrackerConfig(), progress,
-                               odom, [f.index for f in frames], integrate=False,
-                               stamps_ns=[f.stamp_ns for f in frames])
+        with TqdmProgress("track", stages=("tracking",), disable=args.quiet) as progress:
+            tracker = track_frames(seq.intrinsics, len(frames), load, TrackerConfig(),
+                                   progress, odom, [f.index for f in frames], integrate=False,
+                                   stamps_ns=[f.stamp_ns for f in frames])
         wall = time.perf_counter() - t0
-    if not args.quiet:
-        print(file=sys.stderr)
     res = tracker.result
     ok = res.ok
     keep = [k for k in range(len(frames)) if ok[k] or args.all]
@@ -98,6 +95,7 @@ def run_track(args) -> int:
           f"{len(frames) / max(wall - decode[0], 1e-9):.1f} on decoded frames)")
     gt = [f.T_world_camera for f in frames]
     if all(g is not None for g in gt):
+        # lazy: CLI start-up (nol-ros --help imports every command module)
         from nol_ros.metrics import ate_rmse
 
         ate, _ = ate_rmse([res.frames[k].T_world_camera for k in range(len(frames)) if ok[k]],
@@ -126,7 +124,7 @@ def register(sub) -> None:
     src.add_argument("--dataset", help="TUM RGB-D folder (associations.txt or rgb.txt + "
                      "depth.txt) or a BOP scene folder")
     p.add_argument("--out", required=True, help="output trajectory file (TUM format)")
-    p.add_argument("--intrinsics", default="auto", choices=("auto", "ros_default", "calibrated"),
+    p.add_argument("--intrinsics", default="auto", choices=list(TumIntrinsics),
                    help="TUM folders: calibrated = the RGB calibration in intrinsics.json, "
                    "images undistorted; ros_default = the OpenNI pinhole (fx=fy=525); auto "
                    "(default) = calibrated when intrinsics.json has it, else ros_default")

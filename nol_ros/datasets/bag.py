@@ -45,8 +45,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
+from rosbags.interfaces import (
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from nol_ros.datasets.bop import read_bop_scene
+from nol_ros.datasets.smot import read_smot
+from nol_ros.enums import BagStorage, TfMode
 from nol_ros.errors import FileFormatError, InputError, NolError
+from nol_ros.geometry import quat_xyzw_from_R
+from nol_ros.streaming.messages import (
+    depth_from_image,
+    matrix_from_transform,
+    rgb_from_image,
+    stamp_to_ns,
+)
 
 RGB_TOPIC = "/camera/rgb/image_raw"
 DEPTH_TOPIC = "/camera/depth_registered/image_raw"
@@ -57,8 +78,8 @@ CAMERA_FRAME = "camera_rgb_optical_frame"
 BASE_FRAME = "base_link"
 ODOM_FRAME = "odom"
 MAP_FRAME = "map"
-TF_MODES = ("gt", "odom", "none")
-TF_SOURCES = {"gt": "ground_truth", "odom": "simulated_wheel_odometry", "none": "none"}
+TF_SOURCES = {TfMode.GT: "ground_truth", TfMode.ODOM: "simulated_wheel_odometry",
+              TfMode.NONE: "none"}
 
 
 @dataclass(frozen=True)
@@ -115,13 +136,14 @@ def odometry_poses(T_world_cameras: list[np.ndarray], mode: str = "odom",
     mode "gt": T_odom_base = T_world_base exactly. mode "odom": T_odom_base[0] = T_world_base[0]
     and T_odom_base[k] = T_odom_base[k-1] @ inc_k @ E_k with the true increment inc_k =
     inv(T_world_base[k-1]) @ T_world_base[k] and a planar error E_k (``drift``)."""
-    if mode not in ("gt", "odom"):
-        raise InputError(f"odometry mode '{mode}' unknown; use gt or odom")
+    mode = TfMode.parse(mode, "odometry mode", InputError)
+    if mode == TfMode.NONE:
+        raise InputError("odometry mode 'none' has no odometry poses; use gt or odom")
     rng = np.random.default_rng(0) if rng is None else rng
     T_bc = mount_transform(T_world_cameras[0], mount)
     T_cb = np.linalg.inv(T_bc)
     T_wbs = [np.asarray(T, dtype=np.float64) @ T_cb for T in T_world_cameras]
-    if mode == "gt":
+    if mode == TfMode.GT:
         return T_wbs, T_bc
     out = [T_wbs[0].copy()]
     for k in range(1, len(T_wbs)):
@@ -151,23 +173,8 @@ def export_bag(seq, out_path: str | Path, tf_mode: str = "odom",
     ``out_path`` (must not exist). tf_mode: "gt" | "odom" | "none" (module docstring). rng:
     the drift's random generator (default: ``np.random.default_rng(seed)``). storage: "mcap"
     | "sqlite3". max_frames: 0 = all. Returns {path, frames, tf_messages, tf_mode, storage}."""
-    from rosbags.interfaces import (
-        Qos,
-        QosDurability,
-        QosHistory,
-        QosLiveliness,
-        QosReliability,
-        QosTime,
-    )
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
-
-    from nol_ros.geometry import quat_xyzw_from_R
-
-    if tf_mode not in TF_MODES:
-        raise InputError(f"tf_mode '{tf_mode}' unknown; use gt, odom or none")
-    if storage not in ("mcap", "sqlite3"):
-        raise InputError(f"storage '{storage}' unknown; use mcap or sqlite3")
+    tf_mode = TfMode.parse(tf_mode, "tf_mode", InputError)
+    storage = BagStorage.parse(storage, "storage", InputError)
     out = Path(out_path)
     if out.exists():
         raise InputError(f"'{out}' exists; choose a new output path (nothing is overwritten)")
@@ -215,11 +222,11 @@ def export_bag(seq, out_path: str | Path, tf_mode: str = "odom",
                   avoid_ros_namespace_conventions=False)
     intr = seq.intrinsics
     K = intr.K
-    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    plugin = StoragePlugin.MCAP if storage == BagStorage.MCAP else StoragePlugin.SQLITE3
     n_tf = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     with Writer(out, version=9, storage_plugin=plugin) as w:
-        w.set_custom_data("nol_ros.tf_mode", tf_mode)
+        w.set_custom_data("nol_ros.tf_mode", tf_mode.value)
         w.set_custom_data("nol_ros.tf_source", TF_SOURCES[tf_mode])
         w.set_custom_data("nol_ros.source", f"{seq.name} ({getattr(seq, 'root', '')})")
         if tf_mode == "gt":
@@ -267,18 +274,14 @@ def export_bag(seq, out_path: str | Path, tf_mode: str = "odom",
             w.write(c_i, fr.stamp_ns, ser(info, CameraInfo))
             w.write(c_rgb, fr.stamp_ns, ser(img, Image))
             w.write(c_d, fr.depth_stamp_ns, ser(dimg, Image))
-    return {"path": str(out), "frames": len(frames), "tf_messages": n_tf, "tf_mode": tf_mode,
-            "tf_source": TF_SOURCES[tf_mode], "storage": storage}
+    return {"path": str(out), "frames": len(frames), "tf_messages": n_tf,
+            "tf_mode": tf_mode.value, "tf_source": TF_SOURCES[tf_mode], "storage": storage.value}
 
 
 def read_bag_custom_data(path: str | Path) -> dict[str, str]:
     """The ``custom_data`` of a rosbag2's metadata.yaml ({} when it has none): for bags written
     by :func:`export_bag`, ``nol_ros.tf_mode`` / ``nol_ros.tf_source`` say whether /tf is the
     ground truth, drifting odometry or absent."""
-    import yaml
-
-    from nol_ros.errors import FileFormatError
-
     p = Path(path)
     meta = (p.parent if p.is_file() else p) / "metadata.yaml"
     if not meta.is_file():
@@ -306,11 +309,6 @@ def read_bag_frames(path: str | Path, rgb_topic: str = RGB_TOPIC, depth_topic: s
     image and the CameraInfo closest in time (for tests and tools; loads the bag's images).
     camera_info dict: stamp_ns, frame_id, width, height, distortion_model, K (3, 3), D (n,),
     R (3, 3), P (3, 4); None when the bag has no CameraInfo."""
-    from rosbags.typesys import Stores, get_typestore
-
-    from nol_ros.datasets.bag import open_bag
-    from nol_ros.streaming.messages import depth_from_image, rgb_from_image, stamp_to_ns
-
     ts = get_typestore(Stores.ROS2_KILTED)
     reader = open_bag(path)
     rgbs, depths, infos = [], [], []
@@ -341,11 +339,6 @@ def read_bag_frames(path: str | Path, rgb_topic: str = RGB_TOPIC, depth_topic: s
 def read_bag_tf(path: str | Path) -> list[tuple[int, str, str, np.ndarray, bool]]:
     """All transforms of /tf and /tf_static, in bag order: (stamp_ns, parent_frame,
     child_frame, T_parent_child (4, 4) float64, is_static)."""
-    from rosbags.typesys import Stores, get_typestore
-
-    from nol_ros.datasets.bag import open_bag
-    from nol_ros.streaming.messages import matrix_from_transform, stamp_to_ns
-
     ts = get_typestore(Stores.ROS2_KILTED)
     reader = open_bag(path)
     out = []
@@ -378,11 +371,11 @@ def main(argv: list[str] | None = None) -> int:
                      "camera_intrinsic.json)")
     ap.add_argument("--seq", default=None, help="SMOT sequence below ROOT (default train/seq1)")
     ap.add_argument("--out", required=True, help="output bag folder (must not exist)")
-    ap.add_argument("--tf", default="gt", choices=list(TF_MODES),
+    ap.add_argument("--tf", default="gt", choices=list(TfMode),
                     help="camera poses as exact odometry, marked as ground truth in the bag's "
                          "metadata (gt, default), drifting wheel odometry (odom), or no /tf "
                          "(none)")
-    ap.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"],
+    ap.add_argument("--storage", default="mcap", choices=list(BagStorage),
                     help="rosbag2 storage plugin (default mcap)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the odometry drift")
     ap.add_argument("--max-frames", type=int, default=0, help="export only the first N frames")
@@ -393,12 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--max-frames must be >= 0")
     try:
         if args.bop:
-            from nol_ros.datasets.bop import read_bop_scene
-
             seq = read_bop_scene(args.bop)
         else:
-            from nol_ros.datasets.smot import read_smot
-
             seq = read_smot(args.smot, args.seq or "train/seq1")
         summary = export_bag(seq, args.out, tf_mode=args.tf, storage=args.storage,
                              seed=args.seed, max_frames=args.max_frames)
@@ -416,8 +405,6 @@ if __name__ == "__main__":
 
 def open_bag(path: str | Path):
     """Open a rosbag2 directory (or a single .mcap/.db3 file's directory) with rosbags."""
-    from rosbags.rosbag2 import Reader
-
     p = Path(path)
     if p.is_file():
         p = p.parent
@@ -429,14 +416,16 @@ def open_bag(path: str | Path):
         reader = Reader(p)
         reader.open()
     except Exception as e:  # rosbags raises its own error types
-        raise FileFormatError(f"cannot open bag '{path}': {e}") from e
+        raise FileFormatError(
+            f"cannot open bag '{path}': {e}. The bag file is damaged or truncated (a recording "
+            "that was cut off?): recover the messages before the damage with `mcap recover "
+            "IN.mcap -o OUT.mcap` (the mcap CLI) for MCAP, or `ros2 bag reindex` for sqlite3, "
+            "then pass the recovered bag") from e
     return reader
 
 
 def nol_typestore():
     """rosbags Kilted type store plus nol_ros's and tf2_msgs's own message definitions."""
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
     store = get_typestore(Stores.ROS2_KILTED)
     msg_dir = Path(__file__).resolve().parents[2] / "msg"
     types = {}

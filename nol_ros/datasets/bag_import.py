@@ -9,12 +9,25 @@ per frame, written to ``odometry.json`` as a prior for tracking (never as ground
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+from rosbags.typesys import Stores, get_typestore
 
+from nol_ros.datasets.bag import open_bag, read_bag_custom_data
+from nol_ros.datasets.bop import BopSceneWriter
 from nol_ros.errors import FileFormatError, InputError
 from nol_ros.io_utils import atomic_write_json
+from nol_ros.streaming.messages import (
+    camera_info_to_intrinsics,
+    depth_from_image,
+    matrix_from_transform,
+    rgb_from_image,
+    stamp_to_ns,
+)
+from nol_ros.streaming.sync import ApproximateTimeSync
+from nol_ros.streaming.tf_buffer import TransformBuffer, TransformError
 
 
 def bag_to_bop_scene(bag_path: str | Path, scene_dir: str | Path,
@@ -24,20 +37,6 @@ def bag_to_bop_scene(bag_path: str | Path, scene_dir: str | Path,
                      odom_frame: str = "odom", camera_frame: str = "",
                      slop_s: float = 0.02, max_frames: int = 0, step: int = 1) -> dict:
     """Write the synchronised frames of a bag as a BOP scene; returns a summary dict."""
-    from rosbags.typesys import Stores, get_typestore
-
-    from nol_ros.datasets.bag import open_bag, read_bag_custom_data
-    from nol_ros.datasets.bop import BopSceneWriter
-    from nol_ros.streaming.messages import (
-        camera_info_to_intrinsics,
-        depth_from_image,
-        matrix_from_transform,
-        rgb_from_image,
-        stamp_to_ns,
-    )
-    from nol_ros.streaming.sync import ApproximateTimeSync
-    from nol_ros.streaming.tf_buffer import TransformBuffer, TransformError
-
     reader = open_bag(bag_path)
     tf_source = read_bag_custom_data(bag_path).get("nol_ros.tf_source", "unknown")
     store = get_typestore(Stores.ROS2_KILTED)
@@ -105,8 +104,6 @@ def bag_to_bop_scene(bag_path: str | Path, scene_dir: str | Path,
 
 def load_odometry(scene_dir: str | Path, n_frames: int) -> list[np.ndarray] | None:
     """T_odom_camera per frame from odometry.json (None when absent or incomplete)."""
-    import json
-
     p = Path(scene_dir) / "odometry.json"
     if not p.exists():
         return None

@@ -24,7 +24,9 @@ import json
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
+from PIL import Image
 
 from nol_ros.camera import Intrinsics
 from nol_ros.datasets.sequence import FrameRecord, ObjectInfo, Sequence
@@ -256,8 +258,6 @@ def read_models_info(path: str | Path) -> dict[int, dict]:
 
 def _image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file header only."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             return im.size
@@ -378,8 +378,6 @@ def _find_rgb(d: Path, i: int) -> Path:
 def read_masks(scene_dir: str | Path, im_id: int, n: int, visib: bool = True) -> list[np.ndarray]:
     """The n masks ((H, W) bool) of image im_id, in annotation order (mask_visib/ by default,
     mask/ with visib=False)."""
-    import cv2
-
     sub = "mask_visib" if visib else "mask"
     out = []
     for k in range(n):

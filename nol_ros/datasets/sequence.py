@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from nol_ros.camera import Intrinsics
@@ -52,8 +53,6 @@ class FrameRecord:
 
     def load_rgb(self) -> np.ndarray:
         """(H, W, 3) uint8 RGB (grey images are expanded to three channels)."""
-        import cv2
-
         img = cv2.imread(self.rgb_path, cv2.IMREAD_COLOR)
         if img is None:
             raise FileFormatError(f"cannot read colour image '{self.rgb_path}'; check that the "
@@ -63,8 +62,6 @@ class FrameRecord:
     def load_depth(self) -> np.ndarray:
         """(H, W) float32 metres, 0 = invalid (value * depth_scale_m; the file's 0 and 65535
         are both invalid)."""
-        import cv2
-
         d = cv2.imread(self.depth_path, cv2.IMREAD_UNCHANGED)
         if d is None:
             raise FileFormatError(f"cannot read depth image '{self.depth_path}'; check that the "

@@ -23,11 +23,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from nol_ros.camera import Intrinsics
 from nol_ros.datasets.sequence import FrameRecord, ObjectInfo, Sequence
 from nol_ros.errors import FileFormatError, InputError
 from nol_ros.io_utils import atomic_write_image, atomic_write_json
+from nol_ros.mesh import save_mesh
 
 FRAME_PERIOD_NS = 33_333_333
 _MAX_PLAUSIBLE_M = 20.0  # a translation above 20 "metres": the file is in millimetres
@@ -96,8 +98,6 @@ def _pose_m(a, where: str) -> tuple[int, np.ndarray]:
 def read_smot(root: str | Path, seq: str = "train/seq1") -> Sequence:
     """Read one SMOT sequence (``seq`` relative to ``root``, e.g. "train/seq1") into a
     :class:`Sequence`; world frame = first object of the first image (module docstring)."""
-    from PIL import Image
-
     root = Path(root)
     intr = read_smot_intrinsics(root)
     d = root / seq
@@ -188,7 +188,5 @@ def write_smot_fixture(root: str | Path, intr: Intrinsics, seq: str, frames,
                                for o, T in objs.items()]
     atomic_write_json(d / "scene_gt.json", gt)
     if meshes:
-        from nol_ros.mesh import save_mesh
-
         for o, mesh in meshes.items():
             save_mesh(mesh, root / "models" / f"obj_{int(o):02d}.ply")

@@ -17,11 +17,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from nol_ros.camera import Intrinsics
 from nol_ros.datasets.sequence import FrameRecord, Sequence
+from nol_ros.enums import TumIntrinsics
 from nol_ros.errors import FileFormatError, InputError
+from nol_ros.geometry import R_from_quat_xyzw, interpolate_T, quat_xyzw_from_R
+from nol_ros.io_utils import atomic_write_text
 
 ROS_DEFAULT = {"fx": 525.0, "fy": 525.0, "cx": 319.5, "cy": 239.5}
 
@@ -38,8 +42,6 @@ def _read_list(path: Path) -> list[list[str]]:
 
 def read_tum_trajectory(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """TUM trajectory file -> (stamps (N,) float64 s, poses (N, 4, 4) float64 T_world_camera)."""
-    from nol_ros.geometry import R_from_quat_xyzw
-
     p = Path(path)
     if not p.is_file():
         raise FileFormatError(f"trajectory file '{p}' does not exist")
@@ -64,8 +66,6 @@ def read_tum_trajectory(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def format_tum_line(stamp_s: float, T: np.ndarray) -> str:
-    from nol_ros.geometry import quat_xyzw_from_R
-
     q = quat_xyzw_from_R(np.asarray(T)[:3, :3])
     t = np.asarray(T)[:3, 3]
     return (f"{stamp_s:.6f} {t[0]:.6f} {t[1]:.6f} {t[2]:.6f} "
@@ -75,8 +75,6 @@ def format_tum_line(stamp_s: float, T: np.ndarray) -> str:
 def write_tum_trajectory(path: str | Path, stamps_s, poses, comment: str = "") -> Path:
     """Write poses (N, 4, 4) T_world_camera at stamps (N,) seconds as a TUM trajectory file
     (atomically)."""
-    from nol_ros.io_utils import atomic_write_text
-
     lines = [f"# {c}" for c in comment.splitlines()] if comment else []
     lines.append("# timestamp tx ty tz qx qy qz qw")
     lines += [format_tum_line(float(s), T) for s, T in zip(stamps_s, poses)]
@@ -87,8 +85,6 @@ def interpolate_trajectory(stamps: np.ndarray, poses: np.ndarray, t: float,
                            max_gap_s: float = 0.1) -> np.ndarray | None:
     """Pose at time ``t`` (s): linear + slerp between the two nearest stamps; None when ``t`` is
     outside the trajectory or the two poses are more than ``max_gap_s`` apart."""
-    from nol_ros.geometry import interpolate_T
-
     i = int(np.searchsorted(stamps, t))
     if i == 0:
         return poses[0].copy() if abs(stamps[0] - t) < 1e-6 else None
@@ -128,26 +124,26 @@ def tum_intrinsics(root: str | Path, which: str = "auto", width: int = 640,
     calibration when it has one -- images then undistorted --, else the OpenNI/ROS defaults),
     ``ros_default`` (the registered depth's pinhole model, no distortion),
     ``calibrated`` (the RGB camera's calibration with its distortion, from intrinsics.json)."""
+    which = TumIntrinsics.parse(which, "intrinsics", InputError)
     p = Path(root) / "intrinsics.json"
     meta = json.loads(p.read_text()) if p.is_file() else {}
     width, height = int(meta.get("width", width)), int(meta.get("height", height))
-    if which == "auto" and "intrinsics" in meta:  # a pinhole camera (images undistorted)
+    if which == TumIntrinsics.AUTO and "intrinsics" in meta:  # pinhole (images undistorted)
         d = meta["intrinsics"]
         return Intrinsics(d["fx"], d["fy"], d["cx"], d["cy"], width, height), None
-    if which == "auto" and any(k.startswith("rgb_intrinsics") for k in meta):
-        which = "calibrated"  # measured on fr1/desk: 3.5 cm ATE against 4.4 with the defaults
-    if which in ("auto", "ros_default"):
+    if which == TumIntrinsics.AUTO and any(k.startswith("rgb_intrinsics") for k in meta):
+        # measured on fr1/desk: 3.5 cm ATE against 4.4 with the defaults
+        which = TumIntrinsics.CALIBRATED
+    if which in (TumIntrinsics.AUTO, TumIntrinsics.ROS_DEFAULT):
         d = meta.get("ros_default_intrinsics", ROS_DEFAULT)
         return Intrinsics(d["fx"], d["fy"], d["cx"], d["cy"], width, height), None
-    if which == "calibrated":
-        keys = [k for k in meta if k.startswith("rgb_intrinsics")]
-        if not keys:
-            raise InputError(f"{p} has no 'rgb_intrinsics_*' entry; use intrinsics 'ros_default'")
-        d = meta[keys[0]]
-        dist = d.get("distortion_plumb_bob_k1_k2_p1_p2_k3")
-        return (Intrinsics(d["fx"], d["fy"], d["cx"], d["cy"], width, height),
-                None if dist is None else np.asarray(dist, float))
-    raise InputError(f"intrinsics '{which}' unknown; use auto, ros_default or calibrated")
+    keys = [k for k in meta if k.startswith("rgb_intrinsics")]  # CALIBRATED
+    if not keys:
+        raise InputError(f"{p} has no 'rgb_intrinsics_*' entry; use intrinsics 'ros_default'")
+    d = meta[keys[0]]
+    dist = d.get("distortion_plumb_bob_k1_k2_p1_p2_k3")
+    return (Intrinsics(d["fx"], d["fy"], d["cx"], d["cy"], width, height),
+            None if dist is None else np.asarray(dist, float))
 
 
 @dataclass
@@ -158,21 +154,15 @@ class UndistortedFrameRecord(FrameRecord):
     maps: tuple | None = None
 
     def load_rgb(self) -> np.ndarray:
-        import cv2
-
         return cv2.remap(super().load_rgb(), *self.maps, cv2.INTER_LINEAR)
 
     def load_depth(self) -> np.ndarray:
-        import cv2
-
         return cv2.remap(super().load_depth(), *self.maps, cv2.INTER_NEAREST)
 
 
 def undistortion_maps(intr: Intrinsics, dist: np.ndarray) -> tuple:
     """cv2.remap maps that turn images of the distorted camera into images of the pinhole
     camera ``intr`` (same K)."""
-    import cv2
-
     return cv2.initUndistortRectifyMap(intr.K, np.asarray(dist, float), None, intr.K,
                                        (intr.width, intr.height), cv2.CV_32FC1)
 
@@ -220,8 +210,6 @@ def read_tum_sequence(root: str | Path, intrinsics: str = "auto", start: int = 0
     if (r / "intrinsics.json").is_file():
         meta = json.loads((r / "intrinsics.json").read_text())
     scale = float(depth_scale or meta.get("depth_scale", 5000.0))
-    import cv2
-
     first = cv2.imread(str(r / pairs[0][1]), cv2.IMREAD_UNCHANGED)
     if first is None:
         raise FileFormatError(f"cannot read '{r / pairs[0][1]}'")

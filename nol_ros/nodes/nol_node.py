@@ -19,9 +19,9 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 
 from nol_ros.action import Learn
+from nol_ros.device import resolve_device
 from nol_ros.errors import NolError
 from nol_ros.jobs import JobInfo, JobState
-from nol_ros.learn import resolve_device
 from nol_ros.msg import JobProgress
 from nol_ros.ros.clients import ServiceCaller, export_live_buffer
 from nol_ros.ros.conversions import numpy_to_image, poses_from_msgs
@@ -33,7 +33,8 @@ from nol_ros.ros.job_services import (
     reply_failure,
 )
 from nol_ros.ros.params import declare_and_read, watch_dynamic
-from nol_ros.ros.runtime import log_to
+from nol_ros.ros.qos import service_qos
+from nol_ros.ros.runtime import log_to, run_nodes
 from nol_ros.services.learning import (
     LearningConfig,
     LearningService,
@@ -73,14 +74,16 @@ class NolNode(JobNodeShutdown, Node):
         self.goals = JobGoals(Learn, self.jobs, lambda q: self.learning.submit(self._request(q)),
                               lambda res, info: setattr(res, "workspace_path", info.result_path),
                               log)
-        self.create_service(LearnObject, "~/learn_object", self._on_learn)
+        self.create_service(LearnObject, "~/learn_object", self._on_learn,
+                            qos_profile=service_qos())
         attach_job_services(self, self.jobs)
         self._action = ActionServer(self, Learn, "~/learn", execute_callback=self.goals.execute,
                                     goal_callback=lambda g: GoalResponse.ACCEPT,
                                     cancel_callback=lambda g: CancelResponse.ACCEPT,
                                     callback_group=group)
         self.create_service(RenderViews, "~/render_views", self._on_render_views,
-                            callback_group=MutuallyExclusiveCallbackGroup())
+                            callback_group=MutuallyExclusiveCallbackGroup(),
+                            qos_profile=service_qos())
         idle = self.cfg.render_views.idle_release_s
         self.create_timer(max(0.5, min(5.0, idle / 4)), self._on_idle_timer,
                           callback_group=MutuallyExclusiveCallbackGroup(),
@@ -155,8 +158,6 @@ class NolNode(JobNodeShutdown, Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nol_ros.ros.runtime import run_nodes
-
     return run_nodes([NolNode], argv if argv is not None else sys.argv)
 
 

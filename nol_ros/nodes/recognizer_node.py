@@ -17,12 +17,12 @@ from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 
-from nol_ros.learn import resolve_device
+from nol_ros.device import resolve_device
 from nol_ros.msg import DetectionArray, RecognizerStatus
 from nol_ros.ros.conversions import detection_msgs, ns_to_stamp, recognizer_status_msg
 from nol_ros.ros.params import declare_and_read, watch_dynamic
-from nol_ros.ros.qos import sensor_qos
-from nol_ros.ros.runtime import ErrorReporter, log_to
+from nol_ros.ros.qos import sensor_qos, service_qos
+from nol_ros.ros.runtime import ErrorReporter, ShutsDown, log_to, run_nodes, tf_endpoints
 from nol_ros.services.recognition import (
     Frame,
     NoCameraInfoError,
@@ -40,7 +40,7 @@ RANGES = {"max_per_class": (0, 1000), "min_pose_score": (0.0, 1.0), "models_poll
           "torch_threads": (0, 256), "qos_depth": (1, 1000)}
 
 
-class RecognizerNode(Node):
+class RecognizerNode(ShutsDown, Node):
     def __init__(self, node_name: str = "recognizer", **node_kwargs):
         super().__init__(node_name, **node_kwargs)
         self.cfg: RecognitionConfig = declare_and_read(self, RecognitionConfig, "recognizer",
@@ -51,18 +51,14 @@ class RecognizerNode(Node):
         if device != cfg.device:
             log.warning(f"device '{cfg.device}' is not available: running on {device}")
         if cfg.torch_threads:
+            # lazy: torch (~2 s) to import, loaded only when this runs
             import torch  # (the recogniser's runtime; only when a thread count is asked for)
 
             torch.set_num_threads(cfg.torch_threads)
         self._info = None
-        self.tf_pub = None
-        try:
-            from nol_ros.ros.tf import TfBroadcaster  # needs tf2_msgs (built by make setup)
-
-            self.tf_pub = TfBroadcaster(self)
-        except Exception as e:  # tf2_msgs missing: detections still go out
-            log.error(f"TF broadcaster unavailable ({type(e).__name__}: {e}); object poses "
-                      "are published in ~/detections only")
+        _, self.tf_pub, problem = tf_endpoints(self, listen=False, broadcast=True)
+        if problem:  # detections still go out
+            log.error(f"{problem}; object poses are published in ~/detections only")
         self.det_pub = self.create_publisher(DetectionArray, "~/detections", 10)
         self.status_pub = self.create_publisher(
             RecognizerStatus, "~/status", QoSProfile(depth=1,
@@ -84,7 +80,8 @@ class RecognizerNode(Node):
         self.create_subscription(CameraInfo, cfg.camera_info_topic, self._on_info, qos,
                                  callback_group=MutuallyExclusiveCallbackGroup())
         control = MutuallyExclusiveCallbackGroup()
-        self.create_service(Trigger, "~/reload", self._on_reload, callback_group=control)
+        self.create_service(Trigger, "~/reload", self._on_reload, callback_group=control,
+                            qos_profile=service_qos())
         # wall-clock timer: with use_sim_time a finished bag stops /clock, and the status and
         # the models poll must go on
         self.create_timer(1.0, self._on_timer, callback_group=control,
@@ -153,18 +150,8 @@ class RecognizerNode(Node):
         except Exception:  # shutting down
             pass
 
-    def prepare_shutdown(self):
-        if getattr(self, "service", None) is not None:
-            self.service.shutdown()
-
-    def destroy_node(self):
-        self.prepare_shutdown()
-        return super().destroy_node()
-
 
 def main(argv: list[str] | None = None) -> int:
-    from nol_ros.ros.runtime import run_nodes
-
     return run_nodes([RecognizerNode], argv if argv is not None else sys.argv)
 
 

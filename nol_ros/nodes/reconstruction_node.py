@@ -19,17 +19,25 @@ from std_srvs.srv import Trigger
 
 from nol_ros.msg import Keyframe, TrackingStatus
 from nol_ros.ros.conversions import (
+    buffer_status_response,
+    export_response,
     keyframe_msg,
-    ns_to_stamp,
+    mesh_response,
     tracking_status_msg,
 )
 from nol_ros.ros.job_services import reply_failure
 from nol_ros.ros.params import declare_and_read
-from nol_ros.ros.qos import sensor_qos
-from nol_ros.ros.runtime import ErrorReporter, log_to
+from nol_ros.ros.qos import sensor_qos, service_qos
+from nol_ros.ros.runtime import (
+    ErrorReporter,
+    ShutsDown,
+    log_to,
+    run_nodes,
+    send_tracking_tf,
+    tf_endpoints,
+)
 from nol_ros.services.reconstruction import LiveReconstruction, ReconstructionConfig
 from nol_ros.srv import ExportSequence, GetBufferStatus, SaveMesh
-from nol_ros.streaming.live import TF_MAP_CAMERA, TF_MAP_ODOM
 from nol_ros.streaming.messages import stamp_to_ns
 from nol_ros.streaming.sync import ApproximateTimeSync
 from nol_ros.streaming.tf_buffer import FrameLookupError, TransformError
@@ -41,7 +49,9 @@ RANGES = {"qos_depth": (1, 1000), "sync_slop_s": (0.0, 1.0), "status_rate_hz": (
           "tracking.max_backlog": (1, 10000)}
 
 
-class ReconstructionNode(Node):
+class ReconstructionNode(ShutsDown, Node):
+    shutdown_attr = "recon"
+
     def __init__(self, node_name: str = "reconstruction", **node_kwargs):
         super().__init__(node_name, **node_kwargs)
         self.cfg: ReconstructionConfig = declare_and_read(self, ReconstructionConfig,
@@ -49,17 +59,9 @@ class ReconstructionNode(Node):
         cfg, log = self.cfg, self.get_logger()
         self.errors = ErrorReporter(log)
         self._last_status_pub = 0.0
-        self.tf, self._tf_problem, self.tf_pub = None, "", None
-        try:
-            from nol_ros.ros.tf import TfBroadcaster, TfClient  # needs tf2_msgs (make setup)
-
-            if cfg.tracking.enabled and cfg.tracking.odometry_mode != "none":
-                self.tf = TfClient(self)
-            if cfg.publish_tf:
-                self.tf_pub = TfBroadcaster(self)
-        except Exception as e:  # tf2_msgs missing: say so once, run without TF
-            self._tf_problem = (f"TF unavailable ({type(e).__name__}: {e}); run `make setup` "
-                                "(it builds tf2_msgs) or install tf2_ros/tf2_msgs")
+        self.tf, self.tf_pub, self._tf_problem = tf_endpoints(
+            self, cfg.tracking.enabled and cfg.tracking.odometry_mode != "none", cfg.publish_tf)
+        if self._tf_problem:  # run without TF: frames are tracked, no pose goes out on /tf
             log.error(self._tf_problem)
         self.recon = LiveReconstruction(cfg, self._lookup_prior, self._on_result,
                                         lambda code, msg: self.errors.report(code, msg, "frame"),
@@ -80,11 +82,13 @@ class ReconstructionNode(Node):
         self.create_subscription(CameraInfo, cfg.camera_info_topic, self.recon.set_camera_info,
                                  qos, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_service(GetBufferStatus, "~/get_buffer_status", self._on_status,
-                            callback_group=queries)
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=queries)
-        self.create_service(SaveMesh, "~/save_mesh", self._on_save_mesh, callback_group=heavy)
+                            callback_group=queries, qos_profile=service_qos())
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=queries,
+                            qos_profile=service_qos())
+        self.create_service(SaveMesh, "~/save_mesh", self._on_save_mesh, callback_group=heavy,
+                            qos_profile=service_qos())
         self.create_service(ExportSequence, "~/export_sequence", self._on_export,
-                            callback_group=heavy)
+                            callback_group=heavy, qos_profile=service_qos())
         # wall clock: with use_sim_time the status and the CameraInfo wait go on after a bag
         self.create_timer(1.0, self._on_timer, callback_group=queries,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -116,11 +120,8 @@ class ReconstructionNode(Node):
         cam = cfg.camera_frame or res.frame_id or "camera"
         try:
             # never a TF for a pose the tracker does not trust (the status says why)
-            if self.tf_pub is not None and res.track.ok:
-                if res.tf_mode == TF_MAP_ODOM and res.T_map_odom is not None:
-                    self.tf_pub.send(cfg.map_frame, cfg.odom_frame, res.stamp_ns, res.T_map_odom)
-                elif res.tf_mode == TF_MAP_CAMERA:
-                    self.tf_pub.send(cfg.map_frame, cam, res.stamp_ns, res.track.T_world_camera)
+            if self.tf_pub is not None:
+                send_tracking_tf(self.tf_pub, res, cfg.map_frame, cfg.odom_frame, cam)
             if res.track.keyframe:
                 self.keyframe_pub.publish(keyframe_msg(res, frame, cfg.map_frame, cam,
                                                        cfg.keyframe_images))
@@ -147,17 +148,8 @@ class ReconstructionNode(Node):
 
     # -- services ------------------------------------------------------------------------------
     def _on_status(self, request, response):
-        s = self.ingest.status
-        response.frames_received, response.frames_dropped = s.frames_received, s.frames_dropped
-        response.messages_unpaired = self.sync.dropped
-        response.width, response.height = s.width, s.height
-        response.rgb_encoding, response.depth_encoding = s.rgb_encoding, s.depth_encoding
-        response.last_valid_depth_fraction = s.last_valid_depth_fraction
-        response.last_median_depth_m = s.last_median_depth_m
-        response.last_stamp = ns_to_stamp(s.last_stamp_ns)
-        response.error_code, response.message = s.error_code, s.message
-        response.tracking = self._status_msg()
-        return response
+        return buffer_status_response(response, self.ingest.status, self.sync.dropped,
+                                      self._status_msg())
 
     def _on_reset(self, request, response):
         self.recon.reset()
@@ -167,10 +159,7 @@ class ReconstructionNode(Node):
 
     def _on_save_mesh(self, request, response):
         try:
-            path, mesh, n = self.recon.save_mesh(request.path)
-            response.success, response.path, response.frames_integrated = True, str(path), n
-            response.vertices, response.triangles = len(mesh.vertices), len(mesh.triangles)
-            response.message = f"{response.triangles} triangles from {n} frames -> {path}"
+            mesh_response(response, *self.recon.save_mesh(request.path))
             self.get_logger().info(f"scene mesh: {response.message}")
         except Exception as e:
             reply_failure(self.get_logger(), response, "SaveMesh failed", e)
@@ -178,29 +167,15 @@ class ReconstructionNode(Node):
 
     def _on_export(self, request, response):
         try:
-            s = self.recon.export(request.output_dir, request.step,
-                                  {"node": self.get_fully_qualified_name()})
-            response.success, response.path, response.frames = True, s.path, s.frames
-            response.frames_tracked, response.unchanged = s.frames_tracked, s.unchanged
-            response.message = (f"{s.frames} frames ({s.frames_tracked} tracked) -> {s.path}"
-                                 + (" (unchanged)" if s.unchanged else ""))
+            export_response(response, self.recon.export(
+                request.output_dir, request.step, {"node": self.get_fully_qualified_name()}))
             self.get_logger().info(f"export: {response.message}")
         except Exception as e:
             reply_failure(self.get_logger(), response, "ExportSequence failed", e)
         return response
 
-    def prepare_shutdown(self):
-        if getattr(self, "recon", None) is not None:
-            self.recon.shutdown()
-
-    def destroy_node(self):
-        self.prepare_shutdown()
-        return super().destroy_node()
-
 
 def main(argv: list[str] | None = None) -> int:
-    from nol_ros.ros.runtime import run_nodes
-
     return run_nodes([ReconstructionNode], argv if argv is not None else sys.argv)
 
 

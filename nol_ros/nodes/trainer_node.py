@@ -24,12 +24,14 @@ import sys
 
 from rclpy.node import Node
 
+from nol_ros.device import resolve_device
 from nol_ros.errors import NolError
 from nol_ros.jobs import JobInfo, JobState
-from nol_ros.learn import resolve_device
 from nol_ros.msg import JobProgress
 from nol_ros.ros.job_services import JobNodeShutdown, attach_job_services, job_progress_msg
 from nol_ros.ros.params import declare_and_read
+from nol_ros.ros.qos import service_qos
+from nol_ros.ros.runtime import run_nodes
 from nol_ros.services.training import TrainingConfig, TrainingService, result_message
 from nol_ros.srv import TrainDetector, TrainPoseEstimator
 
@@ -49,9 +51,10 @@ class TrainerNode(JobNodeShutdown, Node):
         self.service = TrainingService(self.cfg, device, self._on_update)
         self.jobs = self.service.jobs
         self.create_service(TrainDetector, "~/train_detector",
-                            lambda q, r: self._on_train("detector", q, r))
+                            lambda q, r: self._on_train("detector", q, r),
+                            qos_profile=service_qos())
         self.create_service(TrainPoseEstimator, "~/train_pose_estimator",
-                            lambda q, r: self._on_train("pose", q, r))
+                            lambda q, r: self._on_train("pose", q, r), qos_profile=service_qos())
         attach_job_services(self, self.jobs)
         t = self.cfg.train
         self.get_logger().info(f"trainer ready (device {device}, learnt objects in "
@@ -83,8 +86,6 @@ class TrainerNode(JobNodeShutdown, Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nol_ros.ros.runtime import run_nodes
-
     return run_nodes([TrainerNode], argv if argv is not None else sys.argv)
 
 

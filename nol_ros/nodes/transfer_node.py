@@ -40,6 +40,8 @@ from nol_ros.jobs import JobInfo, JobState
 from nol_ros.msg import JobProgress, TransferStatus
 from nol_ros.ros.job_services import JobNodeShutdown, attach_job_services, job_progress_msg
 from nol_ros.ros.params import declare_and_read
+from nol_ros.ros.qos import service_qos
+from nol_ros.ros.runtime import run_nodes
 from nol_ros.ros.transfer import Fetcher, serve, status_msg
 from nol_ros.services.transfer import FetchRequest, TransferService, TransferServiceConfig
 from nol_ros.srv import Fetch
@@ -68,7 +70,7 @@ class TransferNode(JobNodeShutdown, Node):
         self.fetcher = Fetcher(self, self.inbox, t, callback_group=group)
         self.service.fetch = self.fetcher.fetch
         serve(self, self.service.outbox, group)
-        self.create_service(Fetch, "~/fetch", self._on_fetch)
+        self.create_service(Fetch, "~/fetch", self._on_fetch, qos_profile=service_qos())
         attach_job_services(self, self.jobs)
         staged = self.inbox.staged()
         self.get_logger().info(
@@ -102,8 +104,6 @@ class TransferNode(JobNodeShutdown, Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nol_ros.ros.runtime import run_nodes
-
     return run_nodes([TransferNode], argv if argv is not None else sys.argv)
 
 

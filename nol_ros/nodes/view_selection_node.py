@@ -31,6 +31,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
+from nol_ros.datasets.bop import read_bop_scene
 from nol_ros.errors import NolError
 from nol_ros.jobs import JobInfo, JobState
 from nol_ros.msg import JobProgress, ObjectPoseAnnotation, ViewSelection
@@ -38,7 +39,8 @@ from nol_ros.ros.clients import ServiceCaller, export_live_buffer
 from nol_ros.ros.conversions import ns_to_stamp, numpy_to_image, pose_from_matrix
 from nol_ros.ros.job_services import JobNodeShutdown, attach_job_services, job_progress_msg
 from nol_ros.ros.params import declare_and_read
-from nol_ros.ros.runtime import log_to
+from nol_ros.ros.qos import service_qos
+from nol_ros.ros.runtime import log_to, run_nodes
 from nol_ros.services.selection import (
     SelectionConfig,
     SelectionResult,
@@ -46,6 +48,7 @@ from nol_ros.services.selection import (
     SelectRequest,
 )
 from nol_ros.srv import ExportSequence, SelectViews
+from nol_ros.views.selection_io import annotated_image, load_selection
 
 LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20,
                      reliability=ReliabilityPolicy.RELIABLE,
@@ -72,7 +75,8 @@ class ViewSelectionNode(JobNodeShutdown, Node):
                                         self._on_update, self._publish,
                                         log_to(log))
         self.jobs = self.service.jobs
-        self.create_service(SelectViews, "~/select_views", self._on_select)
+        self.create_service(SelectViews, "~/select_views", self._on_select,
+                            qos_profile=service_qos())
         attach_job_services(self, self.jobs)
         log.info(f"view_selection ready ({len(self.cfg.objects.names)} configured objects, "
                  f"workspaces in {self.cfg.workspace_root}, inputs from {self.cfg.data_path})")
@@ -97,9 +101,6 @@ class ViewSelectionNode(JobNodeShutdown, Node):
         return resp
 
     def _publish(self, res: SelectionResult) -> None:
-        from nol_ros.datasets.bop import read_bop_scene
-        from nol_ros.views.selection_io import annotated_image, load_selection
-
         seq = read_bop_scene(res.sequence_path)
         cam = "camera"
         odo = Path(res.sequence_path) / "odometry.json"
@@ -132,8 +133,6 @@ class ViewSelectionNode(JobNodeShutdown, Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nol_ros.ros.runtime import run_nodes
-
     return run_nodes([ViewSelectionNode], argv if argv is not None else sys.argv)
 
 

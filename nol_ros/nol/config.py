@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nol_ros.config import from_dict, to_dict
+from nol_ros.enums import NolPreset
 from nol_ros.errors import ConfigError
 
 ENCODERS = ("densenet121", "pyramid")
@@ -104,24 +106,19 @@ class NolConfig:
     @staticmethod
     def preset(name: str) -> NolConfig:
         """``paper`` or ``cpu`` (see module docstring)."""
-        if name == "paper":
+        name = NolPreset.parse(name, "NOL preset")
+        if name == NolPreset.PAPER:
             return NolConfig()
-        if name == "cpu":
-            return NolConfig(name="cpu", encoder="pyramid", pyramid_channels=(16, 24, 32, 48),
-                             crop_size=128, lstm_channels=(8, 8, 8),
-                             weight_channels=(16, 8, 8), wdsr_filters=16, wdsr_blocks=3,
-                             feature_loss_net="none")
-        raise ConfigError(f"NOL preset '{name}' unknown; use 'paper' or 'cpu'")
+        return NolConfig(name="cpu", encoder="pyramid", pyramid_channels=(16, 24, 32, 48),
+                         crop_size=128, lstm_channels=(8, 8, 8),
+                         weight_channels=(16, 8, 8), wdsr_filters=16, wdsr_blocks=3,
+                         feature_loss_net="none")  # NolPreset.CPU
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists for tuples), JSON/YAML serialisable (nol_ros.config.to_dict)."""
-        from nol_ros.config import to_dict
-
         return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NolConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ConfigError naming them."""
-        from nol_ros.config import from_dict
-
         return from_dict(cls, d, "NOL config: ")

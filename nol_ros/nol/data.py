@@ -27,14 +27,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
 from nol_ros.camera import SMOT_XTION, Intrinsics
+from nol_ros.datasets.synthetic import textures as tx
+from nol_ros.datasets.synthetic.objects import assemble, box_parts, lathe, rot, transform_part
 from nol_ros.errors import InputError
 from nol_ros.geometry import invert_T, look_at, perturb_T
 from nol_ros.mesh import Mesh
 from nol_ros.nol.projection import ProjectionGeometry, SourceView, geometry_from, source_geometry
+from nol_ros.rasterizer import Scene, shade
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,6 @@ class DataConfig:
 def _texture(rng: np.random.Generator, px: int) -> np.ndarray:
     """A random procedural texture (px, px, 3) uint8: one of the synthetic world's generators
     or a noise/stripe image, sometimes two of them mixed."""
-    import cv2
-
-    from nol_ros.datasets.synthetic import textures as tx
-
     def one() -> np.ndarray:
         k = int(rng.integers(7))
         if k == 0:
@@ -115,14 +115,6 @@ def random_object(rng: np.random.Generator, name: str = "train_object",
                   texture_px: int = 768) -> Mesh:
     """A random textured procedural mesh, 6-30 cm, in its bounding-box-centred frame, with a
     texture atlas of about texture_px x texture_px."""
-    from nol_ros.datasets.synthetic.objects import (
-        assemble,
-        box_parts,
-        lathe,
-        rot,
-        transform_part,
-    )
-
     kind = int(rng.integers(4))
     if kind == 0:  # box
         s = rng.uniform([0.04, 0.03, 0.05], [0.22, 0.16, 0.28])
@@ -203,8 +195,6 @@ def render_shaded(scene, mesh: Mesh, intr: Intrinsics, T_camera_object: np.ndarr
                   light_obj: np.ndarray, ambient: float, diffuse: float):
     """(rgb (H, W, 3) float32 [0, 1] with black background, raster) of the textured mesh; the
     light direction is given in the object frame."""
-    from nol_ros.rasterizer import shade
-
     res = scene.render(intr, invert_T(T_camera_object))
     l_cam = np.asarray(T_camera_object)[:3, :3] @ light_obj
     return shade(res, [mesh], light_dir_cam=tuple(l_cam), ambient=ambient,
@@ -228,10 +218,6 @@ def make_set(seed: int, index: int, cfg: DataConfig = DataConfig(),
              mesh: Mesh | None = None) -> RenderSet:
     """Set ``index`` of the generator with ``seed`` (deterministic). ``mesh``: render this
     textured mesh instead of a random one (evaluation on held-out objects)."""
-    import cv2
-
-    from nol_ros.rasterizer import Scene
-
     rng = np.random.default_rng([seed, 11, index])
     if mesh is None:
         mesh = random_object(rng, f"train_{index:05d}", cfg.texture_px)
@@ -267,8 +253,6 @@ def make_set(seed: int, index: int, cfg: DataConfig = DataConfig(),
 # --------------------------------------------------------------------------- augmentation
 def augment_colour(rgb: np.ndarray, rng: np.random.Generator, cfg: DataConfig) -> np.ndarray:
     """Table B.1 colour augmentation of one uint8 image (H, W, 3) -> float32 [0, 1]."""
-    import cv2
-
     x = rgb.astype(np.float32)
     x = x + rng.uniform(-cfg.add, cfg.add, 3)
     x = (x - 128.0) * rng.uniform(*cfg.contrast) + 128.0
@@ -283,8 +267,6 @@ def augment_colour(rgb: np.ndarray, rng: np.random.Generator, cfg: DataConfig) -
 def _occlude(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator
              ) -> tuple[np.ndarray, np.ndarray]:
     """Paint a random blob (an occluder in front of the object) and remove it from the mask."""
-    import cv2
-
     S = rgb.shape[0]
     blob = np.zeros((S, S), np.uint8)
     c = rng.integers(0, S, 2)
@@ -314,8 +296,6 @@ class Sample:
 def make_sample(rs: RenderSet, rng: np.random.Generator, cfg: DataConfig = DataConfig(),
                 target_index: int | None = None, augment: bool = True) -> Sample:
     """Draw a target and ``cfg.n_sources`` sources from a set (see module docstring)."""
-    from nol_ros.rasterizer import Scene
-
     N = len(rs.rgb)
     if N < 2:
         raise InputError(f"a render set needs >= 2 renders (target + source), it has {N}")

@@ -15,15 +15,23 @@ Scores: masked PSNR and SSIM on the target silhouette (pixels no source sees cou
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
+import cv2
 import numpy as np
 
-from nol_ros.camera import SMOT_XTION, Intrinsics
-from nol_ros.geometry import invert_T, look_at, perturb_T
-from nol_ros.mesh import Mesh
+from nol_ros.camera import SMOT_XTION, Intrinsics, crop_image, square_crop_box
+from nol_ros.datasets.synthetic.sensor import SensorConfig, XtionSensor, specular_strength
+from nol_ros.datasets.synthetic.world import build_world
+from nol_ros.errors import FileFormatError
+from nol_ros.geometry import invert_T, look_at, make_T, perturb_T, so3_exp
+from nol_ros.mesh import Mesh, load_mesh
+from nol_ros.metrics import masked_psnr, masked_ssim
 from nol_ros.nol.data import _occlude, _texture, crop_intrinsics, render_shaded
 from nol_ros.nol.projection import SourceView
+from nol_ros.rasterizer import Scene, shade
 
 NOISE_LEVELS = ((0.0, 0.0), (0.005, 1.0), (0.01, 3.0), (0.02, 5.0))  # (m, deg)
 
@@ -52,11 +60,6 @@ def _view(az: float, el_deg: float, d: float) -> np.ndarray:
 def make_case(mesh_textured: Mesh, seed: int = 0, n_sources: int = 6, n_targets: int = 6,
               crop: int = 256, name: str = "") -> Case:
     """One evaluation case (deterministic by seed); see the module docstring."""
-    import cv2
-
-    from nol_ros.datasets.synthetic.sensor import SensorConfig, XtionSensor
-    from nol_ros.rasterizer import Scene
-
     rng = np.random.default_rng([seed, 23])
     scene = Scene([mesh_textured], [np.eye(4)])
     light = np.array([rng.normal(0, 0.5), rng.normal(0, 0.5), 1.0])
@@ -107,8 +110,6 @@ def noisy_sources(sources: list[SourceView], trans_m: float, rot_deg: float, see
 
 def score(rgb: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     """(masked PSNR dB, masked SSIM) of one image (H, W, 3) float [0, 1] on mask (H, W)."""
-    from nol_ros.metrics import masked_psnr, masked_ssim
-
     return (float(masked_psnr(rgb, gt, mask)), float(masked_ssim(rgb, gt, mask)))
 
 
@@ -116,8 +117,6 @@ def evaluate_renderer(renderer, case: Case, refine=None) -> dict:
     """Render every target of ``case`` with ``renderer`` (a NolRenderer) and score it.
     Returns {psnr, ssim (means), per_target [(psnr, ssim)], coverage, seconds_per_image,
     refine_loss (mean before/after)}."""
-    import time
-
     per, cov, rl = [], [], []
     t0 = time.perf_counter()
     outs = []
@@ -171,13 +170,6 @@ def load_textured_objects(objects_dir, texture_px: int = 1024) -> dict[str, Mesh
     origin, often at the base: pose errors should turn the object about its centre). The
     texture is area-downsampled to at most ``texture_px`` (a mip level: a 4096 px atlas is
     ~30 texels per pixel at the distances rendered here, and point-sampling it aliases)."""
-    from pathlib import Path
-
-    import cv2
-
-    from nol_ros.errors import FileFormatError
-    from nol_ros.mesh import load_mesh
-
     root = Path(objects_dir)
     if not root.is_dir():
         raise FileFormatError(f"objects folder '{root}' does not exist; give a folder with one "
@@ -230,10 +222,6 @@ def _supersampled(scene, meshes, intr: Intrinsics, T_world_camera: np.ndarray, l
                   ss: int = 2) -> np.ndarray:
     """Shaded colour (H, W, 3) float32 rendered at ss x the resolution and area-averaged (a
     camera integrates over its pixels)."""
-    import cv2
-
-    from nol_ros.rasterizer import shade
-
     hi = intr.scaled(ss)
     res = scene.render(hi, T_world_camera, near=0.05, far=12.0)
     l_cam = np.asarray(T_world_camera)[:3, :3].T @ light_world
@@ -248,11 +236,6 @@ def make_scene_case(mesh_textured: Mesh, seed: int = 0, n_sources: int = 6,
     views of the scene (a circle around the object at 25-50 deg elevation, 0.8-1.2 m, the
     Xtion model), and ``n_targets`` target crops (10-60 deg, 0.6-0.9 m) of the object alone
     under the scene's light, clean (deterministic by seed)."""
-    from nol_ros.datasets.synthetic.sensor import SensorConfig, XtionSensor, specular_strength
-    from nol_ros.datasets.synthetic.world import build_world
-    from nol_ros.geometry import make_T, so3_exp
-    from nol_ros.rasterizer import Scene
-
     rng = np.random.default_rng([seed, 41])
     neighbours = [int(x) for x in rng.choice([1, 2, 3, 4, 5, 9], 2, replace=False)]
     world = build_world(seed, neighbours, n_clutter=4)
@@ -323,9 +306,6 @@ def annotated_sources(case: SceneCase, trans_m: float, rot_deg: float, seed: int
     the mask derived at that pose by the self-annotation's rule (the object's silhouette where
     the rendered depth agrees with the measured depth within ``depth_tolerance_m`` or there is
     no reading), and the NOL crop around it (rgb, mask, depth) at ``crop`` px."""
-    from nol_ros.camera import crop_image, square_crop_box
-    from nol_ros.rasterizer import Scene
-
     rng = np.random.default_rng([seed, 47])
     scene = Scene([case.mesh], [np.eye(4)])
     out = []

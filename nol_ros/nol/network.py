@@ -57,6 +57,7 @@ def imagenet_normalise(rgb: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- backbones
 def _densenet121_features() -> nn.Sequential:
+    # lazy: torchvision (~6 s) to import, loaded only when this runs
     import torchvision
 
     return torchvision.models.densenet121(weights=None).features

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from nol_ros.camera import Intrinsics
 from nol_ros.errors import InputError
+from nol_ros.geometry import invert_T
 from nol_ros.mesh import Mesh
+from nol_ros.rasterizer import Scene, _check_pose
 
 
 @dataclass
@@ -96,8 +99,6 @@ def project_vertices(vertices: torch.Tensor, T_camera_object: torch.Tensor, K: t
 
 def _object_scene(mesh: Mesh, scene=None):
     """A rasteriser Scene holding ``mesh`` in its object frame (built once, reused)."""
-    from nol_ros.rasterizer import Scene
-
     return scene if scene is not None else Scene([mesh], [np.eye(4)])
 
 
@@ -126,8 +127,6 @@ def source_geometry(mesh: Mesh, src: SourceView, depth_eps_m: float = 0.005,
     between viewing ray and surface normal per pixel, 0 off the object or the mask; the angle
     input of NolNet.encode_sources). ``scene``: a Scene of the mesh in its object frame, to
     reuse."""
-    from nol_ros.geometry import invert_T
-
     S = src.size
     intr = Intrinsics.from_K(src.K, S, S)
     res = _object_scene(mesh, scene).render(intr, invert_T(src.T_camera_object))
@@ -142,8 +141,6 @@ def source_geometry(mesh: Mesh, src: SourceView, depth_eps_m: float = 0.005,
     # A vertex on the silhouette often rounds to a background pixel (depth 0): test it against
     # the farthest surface in its 3x3 neighbourhood instead, and against the mask dilated by one
     # pixel, so silhouette faces are not lost; an occluder in front still fails the test.
-    import cv2
-
     rd = res.depth[vi, ui]
     far = cv2.dilate(res.depth, np.ones((3, 3), np.uint8))[vi, ui]
     rd = np.where(rd > 0, rd, far)
@@ -168,8 +165,6 @@ def mask_at_pose(mesh: Mesh, src: SourceView, T_camera_object: np.ndarray,
     a pixel is visible where the rendered depth is within ``depth_tolerance_m`` of the measured
     one or there is no reading); without depth, the pixels of the old silhouette that the old
     mask excluded (an occluder) stay excluded."""
-    from nol_ros.geometry import invert_T
-
     S = src.size
     intr = Intrinsics.from_K(src.K, S, S)
     scene = _object_scene(mesh, scene)
@@ -267,9 +262,6 @@ def _check_sources(sources: list[SourceView], T_camera_object_target: np.ndarray
 def target_raster(mesh: Mesh, target_intr: Intrinsics, T_camera_object_target: np.ndarray,
                   scene=None):
     """Rasterise the mesh in the target pose (no gradient needed): RasterResult."""
-    from nol_ros.geometry import invert_T
-    from nol_ros.rasterizer import _check_pose
-
     T = _check_pose(T_camera_object_target, "the target pose T_camera_object")
     return _object_scene(mesh, scene).render(target_intr, invert_T(T))
 

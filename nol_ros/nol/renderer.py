@@ -43,6 +43,7 @@ reports them.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -50,14 +51,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as tf
 
 from nol_ros.camera import Intrinsics
+from nol_ros.enums import (
+    ColourSource,
+    RefineMethod,
+    RefineTarget,
+    RenderMethod,
+    RenderStageMethod,
+    parse_field,
+)
 from nol_ros.errors import ConfigError, FileFormatError, InputError
 from nol_ros.geometry import invert_T
-from nol_ros.mesh import Mesh
-from nol_ros.nol.network import NolNet, default_device
+from nol_ros.mesh import Mesh, load_mesh
+from nol_ros.nol.network import NolNet, default_device, load_checkpoint
 from nol_ros.nol.projection import (
     SourceView,
     _object_scene,
@@ -69,9 +80,9 @@ from nol_ros.nol.projection import (
     se3_exp_torch,
     source_geometry,
 )
+from nol_ros.progress import ProgressFn, noop_progress
+from nol_ros.views.selection import select_for_target
 
-METHODS = ("nol", "ibr_angle", "ibr_mean", "ibr_best", "texture")
-REFINE = ("none", "se3", "euler")
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "nol_cpu.pt"
 
 
@@ -79,7 +90,7 @@ SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "nol_cpu.pt"
 class RefineConfig:
     """Source-pose refinement. Steps: rotation in radians, translation in metres."""
 
-    method: str = "se3"
+    method: RefineMethod = RefineMethod.SE3
     max_iters: int = 25
     patience: int = 4
     lr_rot: float = 3e-3
@@ -88,17 +99,15 @@ class RefineConfig:
     euler_max_trans_step_m: float = 0.005
     blur_sigmas: tuple[float, ...] = (0.0,)   # coarse-to-fine: Gaussian sigma (px) per stage
     rounds: int = 1                           # refine -> predict again, repeated
-    target: str = "moving"                    # moving (consensus) | fixed (the paper's X_S(t0))
-    maps: str = "source"                      # refine a NOL renderer on the full-resolution
+    target: RefineTarget = RefineTarget.MOVING  # moving (consensus) | fixed (the paper's
+    #                                           X_S(t0))
+    maps: ColourSource = ColourSource.SOURCE  # refine a NOL renderer on the full-resolution
     #                                           "source" colour crops or the "network" maps
 
     def __post_init__(self):
-        if self.maps not in ("network", "source"):
-            raise ConfigError(f"refine maps '{self.maps}' unknown; use network or source")
-        if self.target not in ("moving", "fixed"):
-            raise ConfigError(f"refine target '{self.target}' unknown; use moving or fixed")
-        if self.method not in REFINE:
-            raise ConfigError(f"refine method '{self.method}' unknown; use one of {REFINE}")
+        parse_field(self, "maps", ColourSource, "refine maps")
+        parse_field(self, "target", RefineTarget)
+        parse_field(self, "method", RefineMethod)
         if not 0 <= self.max_iters <= 50:
             raise ConfigError(f"refine max_iters {self.max_iters}: use 0..50 (paper: 25-50)")
 
@@ -112,19 +121,17 @@ class RenderConfig:
     full-resolution source colours) or "network" (X_D at the network's resolution).
     refine: see RefineConfig."""
 
-    method: str = "nol"
+    method: RenderMethod = RenderMethod.NOL
     n_sources: int = 6
     batch: int = 4
     target_scale: float = 1.0
-    colour_from: str = "source"
+    colour_from: ColourSource = ColourSource.SOURCE
     angle_power: float = 4.0
     refine: RefineConfig = dataclasses.field(default_factory=RefineConfig)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ConfigError(f"render method '{self.method}' unknown; use one of {METHODS}")
-        if self.colour_from not in ("source", "network"):
-            raise ConfigError(f"colour_from '{self.colour_from}' unknown; use source or network")
+        parse_field(self, "method", RenderMethod)
+        parse_field(self, "colour_from", ColourSource, "colour_from")
         if self.n_sources < 1 or self.batch < 1 or not 0 < self.target_scale <= 1:
             raise ConfigError("RenderConfig: n_sources and batch must be >= 1 and "
                               "0 < target_scale <= 1")
@@ -206,8 +213,6 @@ class RenderResult:
 def _resize_source(src: SourceView, S: int) -> SourceView:
     """The source crop resized to S x S (area for colour, majority for the mask), K kept
     consistent."""
-    import cv2
-
     s0 = src.size
     if s0 == S:
         return src
@@ -332,10 +337,6 @@ class NolRenderer:
         error of X_D inside the target's mask. The network is a copy (a shared or shipped
         model is never changed); the tuned copy is kept only if its mean leave-one-out error
         is lower than before. Returns {steps, before, after, kept, seconds}."""
-        import copy
-
-        from nol_ros.views.selection import select_for_target
-
         out = {"steps": 0, "before": float("nan"), "after": float("nan"), "kept": False,
                "seconds": 0.0}
         if self.net is None or cfg.steps <= 0 or len(self.sources) < 2:
@@ -411,8 +412,6 @@ class NolRenderer:
                ) -> tuple[np.ndarray, np.ndarray]:
         """T_camera_objects (B, 4, 4) -> (rgb (B, H, W, 3) uint8, silhouette (B, H, W) bool).
         Unseen silhouette pixels are inpainted from their surroundings."""
-        import cv2
-
         res = self.render_detailed(T_camera_objects, intr)
         out = np.clip(np.round(res.rgb * 255), 0, 255).astype(np.uint8)
         for b in range(len(out)):
@@ -442,8 +441,6 @@ class NolRenderer:
     def _targets(self, Ts: np.ndarray, intr: Intrinsics, full: bool = False):
         """Rasterise the targets and choose their sources; full: geometry of the
         full-resolution sources (hybrid mode) instead of the network-size ones."""
-        from nol_ros.views.selection import select_for_target
-
         srcs = self.full if full else self.sources
         vis, cos = (self.vis_full, self.cos_full) if full else (self.vis, self.cos)
         K = min(self.cfg.n_sources, len(srcs))
@@ -554,8 +551,6 @@ class NolRenderer:
         """Per-target refinement (paper Sec. 3.3) of the sources ``ids`` of one target. In
         hybrid mode with maps "source" it runs on the full-resolution colour projections at
         ``intr``, with the network's first-prediction weights (upsampled) defining X_S(t0)."""
-        import torch.nn.functional as tf
-
         if not (self.hybrid and rcfg.maps == "source"):
             a = Anchor(geom, np.arange(len(ids)), w.detach(), x_s.detach())
             return refine_poses([a], self.F[ids], geom.T_camera_object, rcfg)
@@ -577,8 +572,6 @@ class NolRenderer:
     def _upsample(self, Ts, intr, sel, T_used, x_s, w):
         """Output at ``intr`` from a prediction at a lower resolution: the weights are
         upsampled; colours come from the full-resolution sources (hybrid) or are upsampled."""
-        import torch.nn.functional as tf
-
         H, W = intr.height, intr.width
         rgbs, ms, oms, wts = [], [], [], []
         for b, T in enumerate(Ts):
@@ -790,10 +783,6 @@ def _euler_R(e: torch.Tensor) -> torch.Tensor:
 def load_sources(object_dir: str | os.PathLike) -> tuple[Mesh, list[SourceView], dict]:
     """A learnt object's folder (WORKSPACE/NAME/objects/NAME: mesh.ply, views.json, views/)
     -> (mesh, source views, views.json content)."""
-    import cv2
-
-    from nol_ros.mesh import load_mesh
-
     d = Path(object_dir)
     vj = d / "views.json"
     if not vj.is_file():
@@ -829,33 +818,40 @@ def load_sources(object_dir: str | os.PathLike) -> tuple[Mesh, list[SourceView],
     return mesh, sources, meta
 
 
-def default_method() -> str:
+def default_method() -> RenderMethod:
     """"nol" when the shipped model is installed and its evaluation (models/nol_cpu.json,
     written by bench/bench_nol.py) says it beats the angle-weighted IBR baseline, else
     "ibr_angle" -- the project never silently prefers a model that measured worse."""
     meta = SHIPPED_MODEL.with_suffix(".json")
     if not SHIPPED_MODEL.is_file() or not meta.is_file():
-        return "ibr_angle"
+        return RenderMethod.IBR_ANGLE
     try:
-        return "nol" if json.loads(meta.read_text()).get("default_method") == "nol" \
-            else "ibr_angle"
+        return RenderMethod.NOL if json.loads(meta.read_text()).get("default_method") == "nol" \
+            else RenderMethod.IBR_ANGLE
     except (json.JSONDecodeError, OSError):
-        return "ibr_angle"
+        return RenderMethod.IBR_ANGLE
 
 
-def load_object_renderer(object_dir: str | os.PathLike, method: str = "auto",
+def resolve_method(method: str, checkpoint: bool = False) -> RenderMethod:
+    """The renderer method a learn request's method names (:class:`RenderStageMethod`):
+    ``auto`` -> "nol" with an explicit ``checkpoint``, else :func:`default_method`; ``ibr`` ->
+    ``ibr_angle``; a :class:`RenderMethod` name (also ``texture``) as it is."""
+    if method in RenderMethod.names():
+        return RenderMethod(method)
+    m = RenderStageMethod.parse(method, "render method")
+    if m == RenderStageMethod.AUTO:
+        return RenderMethod.NOL if checkpoint else default_method()
+    return RenderMethod.IBR_ANGLE  # RenderStageMethod.IBR: the one left
+
+
+def load_object_renderer(object_dir: str | os.PathLike, method: str = RenderStageMethod.AUTO,
                          checkpoint: str | os.PathLike | None = None,
                          device: str | None = None, config: RenderConfig | None = None
                          ) -> NolRenderer:
     """The ObjectRenderer of a learnt object (folder WORKSPACE/NAME/objects/NAME). method:
     "auto" (:func:`default_method`), "nol" (``checkpoint``, default the shipped cpu model),
     "ibr" (= "ibr_angle"), "ibr_mean", "ibr_best". config overrides the defaults."""
-    from nol_ros.nol.network import load_checkpoint
-
-    if method == "auto":
-        method = default_method() if checkpoint is None else "nol"
-    if method == "ibr":
-        method = "ibr_angle"
+    method = resolve_method(method, checkpoint is not None)
     cfg = dataclasses.replace(config or ObjectRendererConfig().render, method=method)
     mesh, sources, _ = load_sources(object_dir)
     net = None
@@ -866,26 +862,26 @@ def load_object_renderer(object_dir: str | os.PathLike, method: str = "auto",
 
 def prepare_renderer(mesh: Mesh, sources: list[SourceView], net: NolNet | None,
                      cfg: ObjectRendererConfig = ObjectRendererConfig(),
-                     device: str | None = None, progress=None) -> tuple[NolRenderer, dict]:
+                     device: str | None = None,
+                     progress: ProgressFn = noop_progress) -> tuple[NolRenderer, dict]:
     """The one path from a learnt object's sources to its renderer, as LearnObject's render
     stage, RenderViews and the benchmarks run it: build the renderer (``cfg.render``; ``net``
     is used for method "nol" only), refine the source poses once (``cfg.refine_object``; the
     masks follow), then fine-tune the network on the object (``cfg.finetune``, "nol" only).
     progress(stage, fraction, message) with stages "refine" and "finetune".
     Returns (renderer, {refine, finetune, seconds})."""
-    report = progress or (lambda *a: None)
     t0 = time.perf_counter()
     r = NolRenderer(mesh, sources, net if cfg.render.method == "nol" else None, cfg.render,
                     device)
     info: dict = {"method": cfg.render.method, "sources": len(sources)}
-    report("refine", 0.0, f"refining {len(sources)} source poses")
+    progress("refine", 0.0, f"refining {len(sources)} source poses")
     info["refine"] = r.refine_sources(cfg.refine_object)
-    report("refine", 1.0, f"source error {info['refine']['before']:.4f} -> "
-                          f"{info['refine']['after']:.4f}")
+    progress("refine", 1.0, f"source error {info['refine']['before']:.4f} -> "
+                            f"{info['refine']['after']:.4f}")
     if cfg.render.method == "nol":
-        report("finetune", 0.0, f"fine-tuning the network on {len(sources)} views")
+        progress("finetune", 0.0, f"fine-tuning the network on {len(sources)} views")
         info["finetune"] = r.finetune(cfg.finetune)
-        report("finetune", 1.0, f"leave-one-out error {info['finetune']['before']:.4f} -> "
-                                f"{info['finetune']['after']:.4f}")
+        progress("finetune", 1.0, f"leave-one-out error {info['finetune']['before']:.4f} -> "
+                                  f"{info['finetune']['after']:.4f}")
     info["seconds"] = time.perf_counter() - t0
     return r, info

@@ -42,7 +42,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from nol_ros import distributed
+from nol_ros.enums import NolPreset, parse_field
 from nol_ros.errors import ConfigError, NolError
 from nol_ros.io_utils import atomic_write_bytes, atomic_write_json
 from nol_ros.nol.config import NolConfig
@@ -57,7 +60,7 @@ class TrainConfig:
     """A training run. ``net`` is the network preset (``cpu`` or ``paper``) with overrides in
     ``net_overrides`` (NolConfig fields)."""
 
-    preset: str = "cpu"
+    preset: NolPreset = NolPreset.CPU
     net_overrides: dict = field(default_factory=dict)
     n_sets: int = 1000
     epochs: int = 12
@@ -69,6 +72,9 @@ class TrainConfig:
     keep_every: int = 0                 # also keep epoch_NNN.pt every n epochs (0: never)
     max_steps: int = 0                  # stop after this many samples in total (0: no limit)
     grad_clip: float = 1.0
+
+    def __post_init__(self):
+        parse_field(self, "preset", NolPreset, "NOL preset")
 
     def net_config(self) -> NolConfig:
         base = NolConfig.preset(self.preset)
@@ -126,10 +132,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
           device: str | None = None, sets: list[RenderSet] | None = None,
           backbone_weights: str | None = None, progress: bool = True) -> dict:
     """Run (or resume) a training run; returns the summary (also OUT/train.json)."""
-    from tqdm import tqdm
-
-    from nol_ros import distributed
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ctx = distributed.setup(device)            # SINGLE (all no-ops) outside torchrun
@@ -169,6 +171,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         log.writerow(["epoch", "step", "lr", "total", "image", "feature", "smooth", "wall_s"])
     tb = None
     try:
+        # lazy: optional, torch.utils.tensorboard may be missing (the except below)
         from torch.utils.tensorboard import SummaryWriter
 
         tb = SummaryWriter(str(out / "tb")) if ctx.is_main else None
@@ -276,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Train the NOL network on procedural sets (random meshes and textures, "
                     "10 renders per set). Example: --preset cpu --out runs/nol_cpu --sets 1000 "
                     "--epochs 12 (about 2 h on 2 CPU cores); add --resume to continue.")
-    ap.add_argument("--preset", default="cpu", choices=["cpu", "paper"])
+    ap.add_argument("--preset", default="cpu", choices=list(NolPreset))
     ap.add_argument("--out", required=True, help="run folder (checkpoints, log.csv)")
     ap.add_argument("--sets", type=int, default=1000, help="number of training sets")
     ap.add_argument("--epochs", type=int, default=12)

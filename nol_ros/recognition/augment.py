@@ -12,6 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from nol_ros.datasets.synthetic import textures as tx
+
 _NOISE_BANK: dict[int, np.ndarray] = {}
 
 
@@ -74,8 +76,6 @@ class BackgroundPool:
     from them: random crop, scale, rotation, flip and colour, with random shapes on top."""
 
     def __init__(self, n: int = 32, seed: int = 0, size: int = 512):
-        from nol_ros.datasets.synthetic import textures as tx
-
         rng = np.random.default_rng([seed, 77])
         makers = [tx.wall_texture, tx.poster_texture, tx.wood_texture, tx.floor_texture,
                   tx.label_texture]

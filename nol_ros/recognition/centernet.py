@@ -170,6 +170,7 @@ class CenterNet(nn.Module):
 
     @torch.no_grad()
     def _decode(self, out, scales, orig_sizes):
+        # lazy: torchvision (~6 s) to import, loaded only when this runs
         from torchvision.ops import batched_nms
 
         heat_p, size_p, off_p = out

@@ -34,21 +34,27 @@ import dataclasses
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from nol_ros import distributed
+from nol_ros.config import from_dict, to_dict
+from nol_ros.enums import Backbone, DetectorArch, parse_field
 from nol_ros.errors import ConfigError, FileFormatError, InputError
+from nol_ros.io_utils import atomic_write_with
+from nol_ros.progress import ProgressFn, noop_progress
+from nol_ros.recognition.augment import color_jitter
+from nol_ros.recognition.detset import read_coco
 
-ProgressFn = Callable[[str, float, str], None]
 CKPT_KIND = "nol_ros.recognition.detector"
 
 
-def _noop(stage: str, fraction: float, message: str = "") -> None:
-    pass
+# upper bounds of a detector configuration (options_yaml of TrainDetector cannot exceed them)
+MAX_IMAGE_SIDE, MAX_BATCH, MAX_EPOCHS, MAX_LR = 4096, 1024, 10_000, 1.0
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,8 @@ class DetectorConfig:
     """
 
     name: str = "cpu"
-    arch: str = "retinanet"
-    backbone: str = "convnet"
+    arch: DetectorArch = DetectorArch.RETINANET
+    backbone: Backbone = Backbone.CONVNET
     channels: tuple[int, ...] = (16, 32, 64, 96, 128)
     blocks: int = 1
     fpn_channels: int = 64
@@ -94,13 +100,10 @@ class DetectorConfig:
     heatmap_sigma: float = 0.15
 
     def __post_init__(self):
-        if self.arch not in ("retinanet", "centernet"):
-            raise ConfigError(f"detector arch '{self.arch}' unknown; use retinanet or centernet")
-        if self.arch == "centernet" and self.backbone != "convnet":
+        parse_field(self, "arch", DetectorArch)
+        parse_field(self, "backbone", Backbone, "detector backbone")
+        if self.arch == DetectorArch.CENTERNET and self.backbone != Backbone.CONVNET:
             raise ConfigError("the centernet detector uses the convnet backbone")
-        if self.backbone not in ("resnet50", "convnet"):
-            raise ConfigError(f"detector backbone '{self.backbone}' unknown; use resnet50 or "
-                              "convnet")
         if self.backbone == "convnet" and len(self.channels) != 5:
             raise ConfigError(f"convnet needs 5 stage widths (strides 2..32), got "
                               f"{self.channels}")
@@ -116,16 +119,20 @@ class DetectorConfig:
             raise ConfigError("batch_size, accumulate must be >= 1, epochs >= 0, lr > 0")
         if self.head_convs < 0 or self.min_size < 16 or self.max_size < self.min_size:
             raise ConfigError("head_convs >= 0 and 16 <= min_size <= max_size needed")
+        # bounds on what a request's options_yaml can make big (a 100000 px input would
+        # allocate terabytes) or senseless
+        if self.max_size > MAX_IMAGE_SIDE or self.batch_size > MAX_BATCH or \
+                self.epochs > MAX_EPOCHS or self.accumulate > MAX_BATCH or self.lr > MAX_LR:
+            raise ConfigError(f"detector: max_size {self.max_size} <= {MAX_IMAGE_SIDE} px, "
+                              f"batch_size {self.batch_size} and accumulate {self.accumulate} <= "
+                              f"{MAX_BATCH}, epochs {self.epochs} <= {MAX_EPOCHS}, lr {self.lr} "
+                              f"<= {MAX_LR} needed (the paper preset: 640 px, 8, 12 epochs, 1e-4)")
 
     def to_dict(self) -> dict:
-        from nol_ros.config import to_dict
-
         return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> DetectorConfig:
-        from nol_ros.config import from_dict
-
         return from_dict(cls, d, "detector config: ")
 
     def replace(self, **kw) -> DetectorConfig:
@@ -165,6 +172,7 @@ def detector_config(preset: str | DetectorConfig, **overrides) -> DetectorConfig
 
 # -- model -----------------------------------------------------------------------------------------
 def _build_convnet(cfg: DetectorConfig):
+    # lazy: torch + torchvision (2 s + 6 s to import) load only when this runs
     import torch.nn as nn
     from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork
 
@@ -200,6 +208,7 @@ def _build_convnet(cfg: DetectorConfig):
             self.used = used
             extra = None
             if "P6" in cfg.levels or "P7" in cfg.levels:
+                # lazy: torchvision (~6 s) to import, loaded only when this runs
                 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
                 extra = LastLevelP6P7(cfg.fpn_channels, cfg.fpn_channels)
@@ -221,6 +230,7 @@ def _build_convnet(cfg: DetectorConfig):
 
 
 def _build_resnet50(cfg: DetectorConfig):
+    # lazy: torch + torchvision (2 s + 6 s to import) load only when this runs
     import torch
     import torch.nn as nn
     from torchvision.models import resnet50
@@ -252,6 +262,7 @@ def _build_resnet50(cfg: DetectorConfig):
 
 def build_detector(cfg: DetectorConfig, n_classes: int):
     """A torchvision RetinaNet for ``n_classes`` objects (labels 1..n_classes; 0 unused)."""
+    # lazy: torch + torchvision (2 s + 6 s to import) load only when this runs
     import torch.nn as nn
     from torchvision.models.detection import RetinaNet
     from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -260,6 +271,7 @@ def build_detector(cfg: DetectorConfig, n_classes: int):
     if n_classes < 1:
         raise InputError("the detector needs at least one object class")
     if cfg.arch == "centernet":
+        # lazy: nol_ros.recognition.centernet imports torch (~2 s)
         from nol_ros.recognition.centernet import CenterNet
 
         return CenterNet(cfg, n_classes)
@@ -278,8 +290,6 @@ def build_detector(cfg: DetectorConfig, n_classes: int):
 
 # -- data ------------------------------------------------------------------------------------------
 def _load_rgb(path: Path) -> np.ndarray:
-    import cv2
-
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise FileFormatError(f"cannot read training image '{path}'")
@@ -290,10 +300,6 @@ def augment_detection(img: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random zoom U(0.75, 1.3) about a random point + colour jitter; boxes (N, 4) xyxy are
     moved along, clipped, and dropped when less than 40 % of them stays in the image."""
-    import cv2
-
-    from nol_ros.recognition.augment import color_jitter
-
     H, W = img.shape[:2]
     s = float(np.exp(rng.uniform(np.log(0.75), np.log(1.3))))
     cx, cy = rng.uniform(0, W), rng.uniform(0, H)
@@ -343,6 +349,7 @@ def check_classes(ckpt_classes: list[dict], classes, what: str) -> None:
 
 
 def load_checkpoint(path: str | Path, kind: str) -> dict:
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch
 
     p = Path(path)
@@ -360,9 +367,8 @@ def load_checkpoint(path: str | Path, kind: str) -> dict:
 
 
 def save_checkpoint(path: str | Path, ck: dict) -> None:
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch
-
-    from nol_ros.io_utils import atomic_write_with
 
     atomic_write_with(path, lambda tmp: torch.save(ck, tmp))
 
@@ -382,12 +388,14 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
 
 
 def rng_state() -> dict:
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch
 
     return {"torch": torch.get_rng_state()}
 
 
 def set_rng_state(st: dict) -> None:
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch
 
     if "torch" in st:
@@ -397,7 +405,7 @@ def set_rng_state(st: dict) -> None:
 # -- training --------------------------------------------------------------------------------------
 def train_detector(coco_json: str | Path, out_dir: str | Path, cfg: DetectorConfig,
                    seed: int = 0, resume: bool = True, device: str | None = None,
-                   max_seconds: float | None = None, progress: ProgressFn = _noop) -> dict:
+                   max_seconds: float | None = None, progress: ProgressFn = noop_progress) -> dict:
     """Train a detector on a COCO set; writes ``out_dir/detector_last.pt`` after every epoch and
     ``out_dir/detector.pt`` (model only) at the end. Classes: the set's categories (ids = BOP
     object ids). With resume, an existing detector_last.pt of the same config and classes is
@@ -406,10 +414,8 @@ def train_detector(coco_json: str | Path, out_dir: str | Path, cfg: DetectorConf
 
     Under torchrun (nol_ros.distributed) every rank trains on its slice of each global batch
     of ``cfg.batch_size`` images with DDP; rank 0 writes the checkpoints."""
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch
-
-    from nol_ros import distributed
-    from nol_ros.recognition.detset import read_coco
 
     images, cats = read_coco(coco_json)
     classes = _classes_list([{"obj_id": c["id"], "name": c.get("name", "")} for c in cats])
@@ -421,7 +427,7 @@ def train_detector(coco_json: str | Path, out_dir: str | Path, cfg: DetectorConf
         raise ConfigError(f"detector batch_size {cfg.batch_size} < {ctx.world_size} processes: "
                           "every rank needs at least one image of each batch")
     if not ctx.is_main:
-        progress = _noop
+        progress = noop_progress
     dev = torch.device(ctx.device(device) or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -537,6 +543,7 @@ class Detector:
     """A trained detector: ``detect(rgb)`` -> detections sorted by score."""
 
     def __init__(self, model, cfg: DetectorConfig, classes: list[dict], device=None):
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
 
         self.model = model.eval()
@@ -549,6 +556,7 @@ class Detector:
     def load(cls, path: str | Path, classes=None, device: str | None = None) -> Detector:
         """Load ``detector.pt`` (or a detector_last.pt). classes (optional): the object ids
         (or (obj_id, name) pairs) the caller expects, checked against the checkpoint."""
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
 
         ck = load_checkpoint(path, CKPT_KIND)
@@ -566,6 +574,7 @@ class Detector:
 
     def detect(self, rgb: np.ndarray, score_thresh: float | None = None) -> list[Detection2D]:
         """rgb (H, W, 3) uint8 -> detections (boxes in the image's pixels), best first."""
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
 
         a = np.asarray(rgb)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,15 +26,14 @@ import numpy as np
 from nol_ros.camera import SMOT_XTION
 from nol_ros.errors import ConfigError, FileFormatError, InputError
 from nol_ros.io_utils import atomic_write_json, atomic_write_with
+from nol_ros.progress import ProgressFn, noop_progress
 from nol_ros.recognition.augment import BackgroundPool, color_jitter, draw_shape, paste, soft_alpha
 from nol_ros.recognition.scenes import SceneBackgrounds, ScenePool
 from nol_ros.recognition.trainset import PasteSample
 
-ProgressFn = Callable[[str, float, str], None]
-
-
-def _noop(stage: str, fraction: float, message: str = "") -> None:
-    pass
+# upper bounds of a detection set (options_yaml cannot exceed them; the paper preset: 150000
+# images of 640x480)
+MAX_IMAGES, MAX_SIDE = 1_000_000, 4096
 
 
 @dataclass(frozen=True)
@@ -62,9 +60,11 @@ class DetectionSetConfig:
     #                              the pose net's replaced crop backgrounds) on them
 
     def __post_init__(self):
-        if self.n_images < 1 or self.width < 16 or self.height < 16:
-            raise ConfigError(f"detection set: n_images {self.n_images} must be >= 1 and the "
-                              f"size {self.width}x{self.height} at least 16x16")
+        if not (1 <= self.n_images <= MAX_IMAGES and 16 <= self.width <= MAX_SIDE
+                and 16 <= self.height <= MAX_SIDE):
+            raise ConfigError(f"detection set: n_images {self.n_images} must be in [1, "
+                              f"{MAX_IMAGES}] and the size {self.width}x{self.height} in [16, "
+                              f"{MAX_SIDE}] px per side")
         if not (1 <= self.objects[0] <= self.objects[1]):
             raise ConfigError(f"objects per image {self.objects}: need 1 <= lo <= hi")
         if not (0 < self.distance_m[0] <= self.distance_m[1]):
@@ -172,7 +172,7 @@ def compose_image(samples: dict[int, list[PasteSample]], pool: BackgroundPool,
 def write_detection_set(samples: dict[int, list[PasteSample]], out_dir: str | Path,
                         cfg: DetectionSetConfig = DetectionSetConfig(),
                         names: dict[int, str] | None = None,
-                        progress: ProgressFn = _noop,
+                        progress: ProgressFn = noop_progress,
                         scenes: SceneBackgrounds | None = None) -> dict:
     """Write ``cfg.n_images`` pasted images + annotations.json (COCO) into ``out_dir``.
 

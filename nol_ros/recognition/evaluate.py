@@ -25,20 +25,21 @@ bottle turned about its axis, a few degrees of tilt) stays an error.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from nol_ros.datasets.bop import read_bop_scene, read_models_info
 from nol_ros.errors import InputError
-
-ProgressFn = Callable[[str, float, str], None]
-
-
-def _noop(stage: str, fraction: float, message: str = "") -> None:
-    pass
+from nol_ros.geometry import quat_xyzw_from_R, rotation_error_deg
+from nol_ros.io_utils import atomic_write_text
+from nol_ros.mesh import load_mesh
+from nol_ros.metrics import add_s, geometric_symmetries
+from nol_ros.progress import ProgressFn, noop_progress
+from nol_ros.workspace import Workspace
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -163,8 +164,6 @@ def add_error(T_est: np.ndarray, T_gt: np.ndarray, model: ObjectModel,
     """ADD (ADI for symmetric objects) in metres, via nol_ros.metrics.add_s; T_gt is in the
     model's frame and is re-expressed in the learnt frame when the model has one (and
     learnt_frame)."""
-    from nol_ros.metrics import add_s
-
     if learnt_frame:
         T_gt = model.in_learnt_frame(T_gt)
     return add_s(T_est[:3, :3], T_est[:3, 3], T_gt[:3, :3], T_gt[:3, 3], model.points,
@@ -179,8 +178,6 @@ def pose_error_parts(T_est: np.ndarray, T_gt: np.ndarray, model: ObjectModel,
     rotation error, about that axis (swing-twist split of R_gt^T R_est), in [0, 180]. Tells a
     pose that is upright and in place but turned about its axis -- what a cylinder's texture
     alone has to fix -- from one that is off altogether."""
-    from nol_ros.geometry import quat_xyzw_from_R
-
     T_gt = model.in_learnt_frame(T_gt)
     M = T_gt[:3, :3].T @ T_est[:3, :3]
     tilt = float(np.degrees(np.arccos(np.clip(M[up_axis, up_axis], -1.0, 1.0))))
@@ -197,9 +194,6 @@ def learnt_frame_symmetry(pairs: list[tuple[np.ndarray, np.ndarray]], vertices: 
     (nol_ros.metrics.geometric_symmetries, identity included) nearest to the mean rotation
     offset R_gt^T R_learnt. Returns (S as 4x4, the offset's angle to S in degrees -- what stays a
     registration error --, the offset's angle to the identity in degrees)."""
-    from nol_ros.geometry import rotation_error_deg
-    from nol_ros.metrics import geometric_symmetries
-
     if not pairs:
         raise InputError("no training frame with both a learnt and a ground-truth pose: the "
                          "learnt frame cannot be measured")
@@ -218,11 +212,6 @@ def learnt_frames_from_views(models: dict[int, ObjectModel], object_dirs: dict[i
     sequence frame id + learnt T_camera_object) and the BOP training scene it was learnt from
     (scene_gt.json with the same frame ids). Returns per object {"sym_deg": angle of the chosen
     symmetry, "residual_deg", "offset_deg", "frames"} for the report."""
-    import json
-
-    from nol_ros.geometry import rotation_error_deg
-    from nol_ros.mesh import load_mesh
-
     gt = json.loads((Path(train_scene) / "scene_gt.json").read_text())
     out = {}
     for oid, od in object_dirs.items():
@@ -250,9 +239,6 @@ def load_object_models(models_dir: str | Path, obj_ids: list[int], max_points: i
     """Evaluation models from a BOP models folder (obj_%06d.ply + models_info.json): vertices
     (a seeded subset of max_points when larger), diameter (models_info, mm -> m), symmetric
     (symmetries in models_info)."""
-    from nol_ros.datasets.bop import read_models_info
-    from nol_ros.mesh import load_mesh
-
     d = Path(models_dir)
     info = read_models_info(d / "models_info.json")
     out = {}
@@ -313,15 +299,12 @@ class SceneResult:
 def evaluate_scenes(recognizer, scene_dirs: list[str | Path], models: dict[int, ObjectModel],
                     min_visib_det: float = 0.1, min_visib_pose: float = 0.5,
                     max_images: int | None = None, image_step: int = 1,
-                    score_thresh: float = 0.05, progress: ProgressFn = _noop) -> SceneResult:
+                    score_thresh: float = 0.05,
+                    progress: ProgressFn = noop_progress) -> SceneResult:
     """Run ``recognizer`` (a :class:`~nol_ros.recognition.recognizer.Recognizer`) on BOP test
     scenes (rgb + depth + scene_gt + scene_gt_info) and measure mAP@0.5 and ADD(-S) recall
     with and without ICP. image_step: every n-th image; max_images: per scene; score_thresh:
     the lowest detector score kept (low, so the precision/recall curve is complete)."""
-    import json
-
-    from nol_ros.datasets.bop import read_bop_scene
-
     acc = DetectionAccumulator()
     ok_rgb: dict[int, list] = {o: [] for o in models}
     ok_icp: dict[int, list] = {o: [] for o in models}
@@ -414,8 +397,6 @@ def evaluate_scenes(recognizer, scene_dirs: list[str | Path], models: dict[int, 
 def write_bop_csv(path: str | Path, rows) -> Path:
     """BOP results CSV: scene_id,im_id,obj_id,score,R (9 values, row-major, space-separated),
     t (3 values, mm),time (s per image)."""
-    from nol_ros.io_utils import atomic_write_text
-
     lines = ["scene_id,im_id,obj_id,score,R,t,time"]
     for scene_id, im_id, obj_id, score, R, t, dt in rows:
         lines.append(f"{int(scene_id)},{int(im_id)},{int(obj_id)},{float(score):.6f},"
@@ -485,15 +466,12 @@ class Score:
 def score_models(recognizer, scene_dirs: list[str | Path], dataset_models: str | Path,
                  learnt_root: str | Path | None = None, train_scene: str | Path | None = None,
                  id_map: str = "", image_step: int = 1, max_images: int | None = None,
-                 progress: ProgressFn = _noop) -> Score:
+                 progress: ProgressFn = noop_progress) -> Score:
     """Score a trained recogniser on BOP test scenes of a dataset (its ``models/`` folder with
     models_info.json): classes mapped to the dataset's objects by name (``id_map`` 'NAME=ID,..'
     overrides), ADD(-S) scored in each object's learnt frame when the objects were learnt into
     ``learnt_root`` from ``train_scene`` (:func:`learnt_frames_from_views`), mAP@0.5 and BOP
     results as :func:`evaluate_scenes`."""
-    from nol_ros.datasets.bop import read_models_info
-    from nol_ros.workspace import Workspace
-
     info = read_models_info(Path(dataset_models) / "models_info.json")
     mapping = id_mapping(recognizer.objects, info, id_map)
     models = load_object_models(dataset_models, sorted(set(mapping.values())))

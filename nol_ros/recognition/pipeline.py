@@ -58,24 +58,33 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nol_ros.config import to_dict
+from nol_ros import distributed
+from nol_ros.config import override, parse_options, to_dict
+from nol_ros.datasets.bop import read_models_info
+from nol_ros.device import resolve_device
+from nol_ros.enums import Preset, TrainSource, parse_field
 from nol_ros.errors import ConfigError, FileFormatError, InputError, NolError
 from nol_ros.io_utils import atomic_write_json
-from nol_ros.recognition.detector import DetectorConfig, detector_config
-from nol_ros.recognition.detset import DetectionSetConfig
-from nol_ros.recognition.posenet import PoseNetConfig, posenet_config
+from nol_ros.mesh import load_mesh
+from nol_ros.metrics import continuous_symmetry_axis
+from nol_ros.progress import OverallProgress, ProgressFn, noop_progress
+from nol_ros.recognition.detector import DetectorConfig, detector_config, train_detector
+from nol_ros.recognition.detset import DetectionSetConfig, write_detection_set
+from nol_ros.recognition.posenet import PoseNetConfig, posenet_config, train_posenet
 from nol_ros.recognition.poses import PoseGridConfig
-from nol_ros.recognition.recognizer import RecognizerConfig
-
-ProgressFn = Callable[[str, float, str], None]
-
-
-def _noop(stage: str, fraction: float, message: str = "") -> None:
-    pass
+from nol_ros.recognition.recognizer import RecognizerConfig, write_models_folder
+from nol_ros.recognition.renderers import TexturedMeshRenderer
+from nol_ros.recognition.scenes import SceneBackgrounds
+from nol_ros.recognition.trainset import (
+    load_paste_samples,
+    load_pose_samples,
+    read_render_set,
+    write_render_set,
+)
+from nol_ros.workspace import Workspace, safe_name
 
 
 @dataclass(frozen=True)
@@ -104,27 +113,27 @@ _HALF = dict(width=320, height=240, focal_px=538.391 / 2)
 _ROBOT_GRID = dict(el_min_deg=0.0, el_max_deg=60.0, el_step_deg=10.0, inplane_min_deg=-15.0,
                    inplane_max_deg=15.0, inplane_step_deg=15.0, crop_size=128)
 _ROBOT_DISTANCE = (0.6, 1.4)
-PRESETS: dict[str, RecognitionPreset] = {
-    "tiny": RecognitionPreset(
+PRESETS: dict[Preset, RecognitionPreset] = {
+    Preset.TINY: RecognitionPreset(
         "tiny",
         PoseGridConfig(az_step_deg=60, el_step_deg=30, el_max_deg=60, inplane_step_deg=45,
                        crop_size=64),
         DetectionSetConfig(n_images=64, objects=(1, 3), n_backgrounds=6, **_HALF),
         detector_config("tiny", min_size=240, max_size=320, epochs=8, lr=4e-3),
         posenet_config("tiny")),
-    "demo": RecognitionPreset(
+    Preset.DEMO: RecognitionPreset(
         "demo",
         PoseGridConfig(az_step_deg=20, **_ROBOT_GRID),
         DetectionSetConfig(n_images=800, distance_m=_ROBOT_DISTANCE, **_HALF),
         detector_config("cpu", epochs=3),
         posenet_config("cpu", channels=(16, 24, 32, 48, 64), steps=700, ckpt_every=250)),
-    "cpu": RecognitionPreset(
+    Preset.CPU: RecognitionPreset(
         "cpu",
         PoseGridConfig(az_step_deg=10, **_ROBOT_GRID),
         DetectionSetConfig(n_images=3000, distance_m=_ROBOT_DISTANCE, **_HALF),
         detector_config("cpu", epochs=3),
         posenet_config("cpu", steps=2000)),
-    "paper": RecognitionPreset(
+    Preset.PAPER: RecognitionPreset(
         "paper",
         PoseGridConfig(crop_size=256),
         DetectionSetConfig(n_images=150_000),
@@ -135,10 +144,7 @@ PRESETS: dict[str, RecognitionPreset] = {
 def recognition_preset(name: str | RecognitionPreset) -> RecognitionPreset:
     if isinstance(name, RecognitionPreset):
         return name
-    if name not in PRESETS:
-        raise ConfigError(f"recognition preset '{name}' unknown; use one of {sorted(PRESETS)}")
-    return PRESETS[name]
-
+    return PRESETS[Preset.parse(name)]
 
 
 # -- what a training run trains on ---------------------------------------------------------------
@@ -170,8 +176,6 @@ class TrainObject:
         return self.scene_obj_id or self.obj_id
 
     def mesh(self):
-        from nol_ros.mesh import load_mesh
-
         return load_mesh(self.mesh_path, units="m")
 
     @classmethod
@@ -259,7 +263,7 @@ def stage_done(plan: TrainPlan, stage: str) -> bool:
 
 
 def run_stage(plan: TrainPlan, stage: str, device: str | None = None,
-              progress: ProgressFn = _noop) -> dict:
+              progress: ProgressFn = noop_progress) -> dict:
     """Train one stage of ``plan`` -- ``detector`` (detection set pasted from the objects'
     images + the 2D detector) or ``pose`` (pose crops + the pose network) -- in
     plan.work_dir/STAGE/: reused when done for the same objects, images and configuration,
@@ -268,15 +272,12 @@ def run_stage(plan: TrainPlan, stage: str, device: str | None = None,
     over the stage. Returns {stage, reused, models_dir ("" = not written yet), seconds,
     cpu_seconds, steps, loss, ...}. Under torchrun (nol_ros.distributed) the ranks train
     together and rank 0 alone writes the work folder and the models folder."""
-    from nol_ros import distributed
-    from nol_ros.learn import OverallProgress, resolve_device
-
     if stage not in STAGES:
         raise InputError(f"training stage '{stage}' unknown; use one of {STAGES}")
     dev = resolve_device(device)
     ctx = distributed.setup(dev)                # SINGLE (all no-ops) outside torchrun
     if not ctx.is_main:
-        progress = _noop
+        progress = noop_progress
     p, d = plan.preset, plan.work_dir / stage
     key = _stage_key(plan, stage)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -315,7 +316,7 @@ def run_stage(plan: TrainPlan, stage: str, device: str | None = None,
     return out
 
 
-def train(plan: TrainPlan, device: str | None = None, progress: ProgressFn = _noop) -> dict:
+def train(plan: TrainPlan, device: str | None = None, progress: ProgressFn = noop_progress) -> dict:
     """Both stages and the models folder (what ``nol-ros train-detector`` + ``train-pose``, the
     trainer node's two services and the benchmark run, one stage at a time). Returns a report
     (also plan.work_dir/train_report.json): per stage its result, ``reused`` (the stages found
@@ -332,8 +333,6 @@ def train(plan: TrainPlan, device: str | None = None, progress: ProgressFn = _no
     report["models_dir"] = report["pose"]["models_dir"]
     report["seconds"]["total"] = sum(report["seconds"].values())
     report["cpu_seconds"]["total"] = sum(report["cpu_seconds"].values())
-    from nol_ros import distributed
-
     if distributed.current().is_main:          # under torchrun: rank 0 writes
         atomic_write_json(plan.work_dir / "train_report.json", report)
     return report
@@ -343,8 +342,6 @@ def _scene_backgrounds(plan: TrainPlan, prog, stage: str):
     """The frames the objects were learnt from, the objects removed (backgrounds for
     ``detset.scene_bg_prob`` of the detector images and pose crops), or None (prob 0, off, or
     no learnt object: random backgrounds only, said in the progress)."""
-    from nol_ros.recognition.scenes import SceneBackgrounds
-
     dirs = plan.background_dirs
     if plan.preset.detset.scene_bg_prob <= 0 or not dirs:
         return None
@@ -360,11 +357,6 @@ def _min_visib(plan: TrainPlan, o: TrainObject) -> float:
 
 
 def _train_detector(plan: TrainPlan, d: Path, device, budget, prog) -> dict:
-    from nol_ros import distributed
-    from nol_ros.recognition.detector import train_detector
-    from nol_ros.recognition.detset import write_detection_set
-    from nol_ros.recognition.trainset import load_paste_samples
-
     p = plan.preset
     names = {o.obj_id: o.name for o in plan.objects}
     paste = {}
@@ -389,10 +381,6 @@ def _train_detector(plan: TrainPlan, d: Path, device, budget, prog) -> dict:
 
 
 def _train_pose(plan: TrainPlan, d: Path, device, budget, prog) -> dict:
-    from nol_ros.metrics import continuous_symmetry_axis
-    from nol_ros.recognition.posenet import train_posenet
-    from nol_ros.recognition.trainset import load_pose_samples
-
     p = plan.preset
     samples, verts, axes = [], {}, {}
     for k, o in enumerate(plan.objects):
@@ -424,8 +412,6 @@ def _train_pose(plan: TrainPlan, d: Path, device, budget, prog) -> dict:
 def write_models(plan: TrainPlan) -> Path:
     """Assemble plan.models_dir from the two trained stages (written beside it, then swapped
     in, so a recogniser never loads a half-written folder)."""
-    from nol_ros.recognition.recognizer import write_models_folder
-
     dst = plan.models_dir
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.parent / f".{dst.name}.tmp"
@@ -467,22 +453,17 @@ class TrainConfig:
 
     workspace_root: str = "nol_workspace"
     models_dir: str = ""
-    preset: str = "demo"
+    preset: Preset = Preset.DEMO
     seed: int = 0
     max_seconds: float = 0.0
 
     def __post_init__(self):
-        if self.preset not in PRESETS:
-            raise ConfigError(f"train.preset '{self.preset}' unknown; use one of "
-                              f"{sorted(PRESETS)} (tiny: tests, demo: make demo, cpu: "
-                              "benchmark, paper: GPU)")
+        parse_field(self, "preset", Preset, "train.preset")
         if self.max_seconds < 0:
             raise ConfigError(f"train.max_seconds {self.max_seconds} must be >= 0 (0 = none)")
 
     @property
     def workspace(self):
-        from nol_ros.workspace import Workspace
-
         return Workspace(self.workspace_root)
 
     @property
@@ -505,6 +486,8 @@ class RunOptions:
     def __post_init__(self):
         if self.max_seconds < 0:
             raise ConfigError(f"max_seconds must be >= 0, got {self.max_seconds}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be in [0, 2**32), got {self.seed}")
 
 
 class UnknownObjectError(InputError):
@@ -517,8 +500,6 @@ class NoObjectsError(InputError):
 
 def learnt_objects(workspace) -> dict[str, TrainObject]:
     """Every object of a workspace root that was learnt and rendered, by name."""
-    from nol_ros.workspace import Workspace
-
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     return {n: TrainObject.from_learnt(ws.learnt(n)) for n in ws.names(rendered=True)}
 
@@ -530,9 +511,6 @@ def train_plan(cfg: TrainConfig, object_names=(), preset: str = "",
     options_yaml: overrides, e.g. ``{detector.epochs: 4, pose.steps: 200, seed: 1,
     max_seconds: 600}`` (sections detset, detector, pose, recognizer; keys of their configs in
     nol_ros.recognition)."""
-    from nol_ros.config import override, parse_options
-    from nol_ros.workspace import safe_name
-
     p = recognition_preset(preset or cfg.preset)
     opts = parse_options(options_yaml)
     top = {k: opts.pop(k) for k in ("seed", "max_seconds") if k in opts}
@@ -567,13 +545,11 @@ def train_plan(cfg: TrainConfig, object_names=(), preset: str = "",
 
 # -- objects for the benchmark: a synthetic world's, from each training source ---------------------
 def render_objects(objects: list[tuple[int, str, object, object]], out_dir: str | Path,
-                   grid: PoseGridConfig, source: str, progress: ProgressFn = _noop
+                   grid: PoseGridConfig, source: str, progress: ProgressFn = noop_progress
                    ) -> dict[int, Path]:
     """Render (obj_id, name, renderer, mesh) on ``grid`` into the render set ``out_dir`` (an
     object already rendered there on the same grid and source is kept). Returns obj_id -> its
     BOP scene."""
-    from nol_ros.recognition.trainset import read_render_set, write_render_set
-
     out = Path(out_dir)
     grid_key = dataclasses.asdict(grid)
     scenes = {}
@@ -593,20 +569,17 @@ def render_objects(objects: list[tuple[int, str, object, object]], out_dir: str 
     return scenes
 
 
-def synthetic_objects(data_root: str | Path, source: str, work_dir: str | Path,
+def synthetic_objects(data_root: str | Path, source: str | TrainSource, work_dir: str | Path,
                       grid: PoseGridConfig, obj_ids: list[int] | None = None,
                       workspace_root: str | Path | None = None,
-                      progress: ProgressFn = _noop) -> list[TrainObject]:
+                      progress: ProgressFn = noop_progress) -> list[TrainObject]:
     """A synthetic world's objects (``python -m nol_ros.datasets.synthetic``), with the training
     images of a source, under the world's object ids: ``gt`` (the ground-truth textured models,
     rendered on ``grid`` into work_dir/render), ``real`` (crops of train/000001 with its
     ground-truth poses and masks), or ``nol`` / ``ibr``: the learnt objects' training sets that
     LearnObject rendered with that method into ``workspace_root`` (the nol node's / ``nol-ros
     learn``'s root: ROOT/NAME/renders; objects matched to the world's by name)."""
-    from nol_ros.datasets.bop import read_models_info
-    from nol_ros.mesh import load_mesh
-    from nol_ros.recognition.renderers import TexturedMeshRenderer
-
+    source = TrainSource.parse(source, "training source", InputError)
     root = Path(data_root)
     wj = root / "world.json"
     if not wj.is_file():
@@ -627,7 +600,7 @@ def synthetic_objects(data_root: str | Path, source: str, work_dir: str | Path,
         return bool(info[oid].get("symmetries_continuous") or
                     info[oid].get("symmetries_discrete"))
 
-    if source == "gt":
+    if source == TrainSource.GT:
         todo = []
         for oid in ids:
             tex = load_mesh(root / "models_textured" / f"obj_{oid:06d}.obj")
@@ -639,13 +612,11 @@ def synthetic_objects(data_root: str | Path, source: str, work_dir: str | Path,
                             fingerprint=hashlib.sha1(json.dumps(
                                 rset["objects"][str(oid)], sort_keys=True).encode()
                             ).hexdigest()[:12]) for oid in ids]
-    if source == "real":
+    if source == TrainSource.REAL:
         scene = root / "train" / "000001"
         return [TrainObject(oid, name(oid), root / "models" / f"obj_{oid:06d}.ply", scene,
                             real=True, symmetric=sym(oid), method="real",
                             fingerprint=f"real:{scene}") for oid in ids]
-    if source not in ("nol", "ibr"):
-        raise InputError(f"training source '{source}' unknown; use gt, real, nol or ibr")
     if workspace_root is None:
         raise InputError(f"source '{source}' needs the workspace root of the learnt objects")
     learnt = learnt_objects(workspace_root)

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from nol_ros.camera import Intrinsics
 from nol_ros.errors import InputError
 from nol_ros.geometry import fit_rigid, invert_T, make_T
+from nol_ros.rasterizer import Scene
+from nol_ros.recognition.poses import bbox_centre
 
 
 @dataclass
@@ -73,8 +76,6 @@ def pnp_ransac(obj_pts: np.ndarray, img_pts: np.ndarray, K: np.ndarray,
                seed: int = 0) -> PnPResult:
     """obj_pts (N, 3) object-frame metres, img_pts (N, 2) pixels, K (3, 3). EPnP inside
     RANSAC, then Levenberg-Marquardt on the inliers."""
-    import cv2
-
     P = np.ascontiguousarray(obj_pts, np.float64).reshape(-1, 3)
     p = np.ascontiguousarray(img_pts, np.float64).reshape(-1, 2)
     K = np.asarray(K, np.float64).reshape(3, 3)
@@ -185,8 +186,6 @@ _SCENES: dict[int, tuple] = {}
 
 def mesh_scene(mesh):
     """The ray-casting Scene of one mesh in its own frame, built once per mesh object."""
-    from nol_ros.rasterizer import Scene
-
     hit = _SCENES.get(id(mesh))
     if hit is None or hit[0] is not mesh:
         if len(_SCENES) > 64:
@@ -236,8 +235,6 @@ def refine_icp(T_init: np.ndarray, mesh, depth: np.ndarray, intr: Intrinsics,
     box = (max(0, int(u.min()) - pad), max(0, int(v.min()) - pad),
            min(intr.width, int(u.max()) + pad + 1), min(intr.height, int(v.max()) + pad + 1))
     # the window must hold the model's projection: widen it to the projected bounding box
-    from nol_ros.recognition.poses import bbox_centre
-
     c_cam = T0[:3, :3] @ bbox_centre(mesh.vertices) + T0[:3, 3]
     if c_cam[2] <= 0.05:
         return IcpResult(T0, False, 0.0, 0.0, len(z), "RGB pose behind the camera")
@@ -259,6 +256,7 @@ def refine_icp(T_init: np.ndarray, mesh, depth: np.ndarray, intr: Intrinsics,
 def _icp_once(mesh, T0: np.ndarray, obs: np.ndarray, intr: Intrinsics, box, cfg: IcpConfig):
     """ICP from T0 -> (T, score, rmse) or None (diverged). score: the mean of the fractions of
     model and observed points that have a partner within the finest distance."""
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
 
     model = _visible_model_points(mesh, T0, intr, box)

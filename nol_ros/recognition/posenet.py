@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,7 +29,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from nol_ros import distributed
+from nol_ros.config import from_dict, to_dict
+from nol_ros.enums import Backbone, parse_field
 from nol_ros.errors import ConfigError, InputError
+from nol_ros.progress import ProgressFn, noop_progress
+from nol_ros.recognition.augment import BackgroundPool, color_jitter, draw_shape
 from nol_ros.recognition.detector import (
     _schedule_free,
     check_classes,
@@ -40,15 +44,17 @@ from nol_ros.recognition.detector import (
     save_checkpoint,
     set_rng_state,
 )
+from nol_ros.recognition.evaluate import box_iou
+from nol_ros.recognition.pnp import PnPResult, pnp_ransac, rigid_ransac
+from nol_ros.recognition.scenes import ScenePool
 from nol_ros.recognition.trainset import PoseSamples
 
-ProgressFn = Callable[[str, float, str], None]
 CKPT_KIND = "nol_ros.recognition.posenet"
 CH = 6  # per object: x, y, z, error, amodal mask, visible mask
 
 
-def _noop(stage: str, fraction: float, message: str = "") -> None:
-    pass
+# upper bounds of a pose net configuration (options_yaml of TrainPoseEstimator cannot exceed them)
+MAX_INPUT_SIZE, MAX_BATCH, MAX_STEPS, MAX_LR = 1024, 4096, 10_000_000, 1.0
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,7 @@ class PoseNetConfig:
     ransac_px (reprojection threshold in crop pixels), ransac_iters."""
 
     name: str = "cpu"
-    encoder: str = "convnet"
+    encoder: Backbone = Backbone.CONVNET
     channels: tuple[int, ...] = (32, 48, 64, 96, 128)
     input_size: int = 64
     out_stride: int = 2
@@ -96,8 +102,7 @@ class PoseNetConfig:
     encoder_weights: str = ""
 
     def __post_init__(self):
-        if self.encoder not in ("convnet", "resnet50"):
-            raise ConfigError(f"pose encoder '{self.encoder}' unknown; use convnet or resnet50")
+        parse_field(self, "encoder", Backbone, "pose encoder")
         if self.encoder == "convnet" and len(self.channels) != 5:
             raise ConfigError(f"convnet needs 5 widths (stem + 4 stages), got {self.channels}")
         if self.input_size % 16 or self.input_size < 16:
@@ -108,6 +113,13 @@ class PoseNetConfig:
             raise ConfigError(f"out_stride must be 1 or 2, got {self.out_stride}")
         if self.batch_size < 1 or self.steps < 0 or self.lr <= 0 or self.min_inliers < 4:
             raise ConfigError("batch_size >= 1, steps >= 0, lr > 0, min_inliers >= 4 needed")
+        # bounds on what a request's options_yaml can make big or senseless
+        if self.input_size > MAX_INPUT_SIZE or self.batch_size > MAX_BATCH or \
+                self.steps > MAX_STEPS or self.lr > MAX_LR or self.ransac_iters > 100_000:
+            raise ConfigError(f"pose: input_size {self.input_size} <= {MAX_INPUT_SIZE} px, "
+                              f"batch_size {self.batch_size} <= {MAX_BATCH}, steps {self.steps} "
+                              f"<= {MAX_STEPS}, lr {self.lr} <= {MAX_LR}, ransac_iters "
+                              f"{self.ransac_iters} <= 100000 needed")
 
     @property
     def store_size(self) -> int:
@@ -115,14 +127,10 @@ class PoseNetConfig:
         return int(round(self.input_size * self.wide / self.pad))
 
     def to_dict(self) -> dict:
-        from nol_ros.config import to_dict
-
         return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> PoseNetConfig:
-        from nol_ros.config import from_dict
-
         return from_dict(cls, d, "pose-net config: ")
 
     def replace(self, **kw) -> PoseNetConfig:
@@ -152,6 +160,7 @@ def posenet_config(preset: str | PoseNetConfig, **overrides) -> PoseNetConfig:
 # -- network ---------------------------------------------------------------------------------------
 def build_posenet(cfg: PoseNetConfig, n_classes: int):
     """U-Net: (B, 3, S, S) in [0, 1] -> (B, 6 * n_classes, S, S) raw outputs."""
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -191,6 +200,7 @@ def build_posenet(cfg: PoseNetConfig, n_classes: int):
     class ResNetEncoder(nn.Module):
         def __init__(self):
             super().__init__()
+            # lazy: torchvision (~6 s) to import, loaded only when this runs
             from torchvision.models import resnet50
 
             r = resnet50(weights=None)
@@ -243,6 +253,7 @@ def build_posenet(cfg: PoseNetConfig, n_classes: int):
 def split_outputs(raw, class_idx):
     """raw (B, 6 * n, S, S), class_idx (B,) long -> dict of the crop's own channels:
     xyz (B, 3, S, S) in [-1, 1], err (B, S, S) in [0, 1], amodal / visib logits (B, S, S)."""
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch
 
     B, C, S, _ = raw.shape
@@ -279,8 +290,6 @@ def make_batch(samples: list[PoseSamples], norms: list[ObjectNorm], cfg: PoseNet
                rng: np.random.Generator, pool, n: int):
     """n augmented crops: (x (n, S, S, 3) uint8, class index (n,), xyz_n (n, S, S, 3) float32
     normalised coords, amodal (n, S, S) bool, visib (n, S, S) bool)."""
-    from nol_ros.recognition.augment import color_jitter, draw_shape
-
     S, R = cfg.input_size, cfg.store_size
     xs = np.zeros((n, S, S, 3), np.uint8)
     cls = np.zeros(n, np.int64)
@@ -325,6 +334,7 @@ def posenet_loss(out: dict, xyz_t, amo_t, vis_t, cfg: PoseNetConfig, norm=None):
     against the (detached, capped at 1) per-pixel coordinate error, BCE on both masks.
     norm: (silhouette pixels, pixels) of the whole batch when this is one rank's slice of it
     (then the slices' losses add up to the batch's); None = of the given batch."""
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch
     import torch.nn.functional as F
 
@@ -346,6 +356,7 @@ def posenet_loss(out: dict, xyz_t, amo_t, vis_t, cfg: PoseNetConfig, norm=None):
 
 
 def _to_tensor(x: np.ndarray, dev):
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div(255).to(dev)
@@ -354,7 +365,7 @@ def _to_tensor(x: np.ndarray, dev):
 def train_posenet(samples: list[PoseSamples], vertices: dict[int, np.ndarray], out_dir: str | Path,
                   cfg: PoseNetConfig, names: dict[int, str] | None = None, seed: int = 0,
                   resume: bool = True, device: str | None = None,
-                  max_seconds: float | None = None, progress: ProgressFn = _noop,
+                  max_seconds: float | None = None, progress: ProgressFn = noop_progress,
                   scenes=None, scene_prob: float = 0.5) -> dict:
     """Train the shared pose network on the crops of every object (one PoseSamples each, at
     cfg.store_size px: :func:`nol_ros.recognition.trainset.load_pose_samples` with size =
@@ -366,11 +377,8 @@ def train_posenet(samples: list[PoseSamples], vertices: dict[int, np.ndarray], o
 
     Under torchrun (nol_ros.distributed) every rank draws the same global batch of
     ``cfg.batch_size`` crops and trains on its slice with DDP; rank 0 writes the checkpoints."""
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch
-
-    from nol_ros import distributed
-    from nol_ros.recognition.augment import BackgroundPool
-    from nol_ros.recognition.scenes import ScenePool
 
     if not samples:
         raise InputError("no training crops: the object set is empty")
@@ -392,7 +400,7 @@ def train_posenet(samples: list[PoseSamples], vertices: dict[int, np.ndarray], o
         raise ConfigError(f"pose batch_size {cfg.batch_size} < {ctx.world_size} processes: "
                           "every rank needs at least one crop of each batch")
     if not ctx.is_main:
-        progress = _noop
+        progress = noop_progress
     dev = torch.device(ctx.device(device) or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -496,6 +504,7 @@ class PoseNet:
 
     def __init__(self, model, cfg: PoseNetConfig, classes: list[dict], norms: list[ObjectNorm],
                  device=None):
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
 
         self.model = model.eval()
@@ -508,6 +517,7 @@ class PoseNet:
 
     @classmethod
     def load(cls, path: str | Path, classes=None, device: str | None = None) -> PoseNet:
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
 
         ck = load_checkpoint(path, CKPT_KIND)
@@ -522,6 +532,7 @@ class PoseNet:
 
     def predict(self, crops: np.ndarray, obj_ids: list[int]) -> list[CoordPrediction]:
         """crops (B, S, S, 3) uint8 (S = cfg.input_size), one object id per crop."""
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
 
         crops = np.asarray(crops)
@@ -581,9 +592,6 @@ def pose_from_prediction(pred: CoordPrediction, box: tuple[float, float, float],
     10-21 cm off; 0.25 also refused good poses of the cpu-preset models: ADD+ICP 28.5 -> 23.7 %,
     0.1: 29.1 %).
     Returns a :class:`~nol_ros.recognition.pnp.PnPResult` (T_camera_object None = no pose)."""
-    from nol_ros.recognition.evaluate import box_iou
-    from nol_ros.recognition.pnp import PnPResult, pnp_ransac, rigid_ransac
-
     S = cfg.input_size
     fg = pred.amodal > cfg.mask_thresh
     vv, uu = np.nonzero(fg)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from nol_ros.camera import SMOT_XTION, Intrinsics
@@ -137,8 +138,6 @@ def roll_homography(intr: Intrinsics, angle_deg: float) -> np.ndarray:
 def warp_roll(img: np.ndarray, intr: Intrinsics, angle_deg: float, nearest: bool = False
               ) -> np.ndarray:
     """Rotate an image (H, W[, C]) in the image plane like :func:`roll`; outside = 0."""
-    import cv2
-
     if angle_deg == 0:
         return np.array(img, copy=True)
     H = roll_homography(intr, angle_deg)

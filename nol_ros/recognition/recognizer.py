@@ -36,6 +36,7 @@ Models folder (written by :func:`write_models_folder`)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -46,8 +47,16 @@ import cv2
 import numpy as np
 
 from nol_ros.camera import Intrinsics
+from nol_ros.enums import PoseSolver, parse_field
 from nol_ros.errors import ConfigError, FileFormatError, InputError
 from nol_ros.io_utils import atomic_write_json
+from nol_ros.mesh import load_mesh, save_mesh
+from nol_ros.recognition.detector import CKPT_KIND as DK
+from nol_ros.recognition.detector import Detector, check_classes, load_checkpoint
+from nol_ros.recognition.pnp import refine_icp
+from nol_ros.recognition.posenet import CKPT_KIND as PK
+from nol_ros.recognition.posenet import PoseNet, pose_from_prediction
+from nol_ros.recognition.trainset import crop_image_box, square_box
 
 MODELS_JSON = "recognition.json"
 
@@ -64,7 +73,7 @@ class Recognition:
     refined: bool = False
     n_inliers: int = 0
     reason: str = ""
-    solver: str = "pnp"       # what gave the pose before ICP: pnp (colour) or rgbd (3D-3D)
+    solver: PoseSolver = PoseSolver.PNP  # what gave the pose before ICP: pnp (colour) or rgbd
     det_box_xywh: tuple[float, float, float, float] | None = None  # the detector's box
 
     @property
@@ -91,15 +100,13 @@ class RecognizerConfig:
     score_thresh: float = 0.3
     max_per_class: int = 1
     icp: bool = True
-    solver: str = "rgbd"
+    solver: PoseSolver = PoseSolver.RGBD
     rgbd_thresh_m: float = 0.015
     refine_boxes: bool = True
     refine_top: int = 3
 
     def __post_init__(self):
-        if self.solver not in ("pnp", "rgbd"):
-            raise ConfigError(f"recognizer solver '{self.solver}' unknown; use pnp (colour) or "
-                              "rgbd (colour + depth)")
+        parse_field(self, "solver", PoseSolver)
         if self.refine_top < 0:
             raise ConfigError(f"refine_top must be >= 0, got {self.refine_top}")
         if not self.rgbd_thresh_m > 0:
@@ -121,13 +128,6 @@ def write_models_folder(out_dir: str | Path, detector_ckpt: str | Path, posenet_
     """Assemble a models folder. objects: [{obj_id, name, mesh (a Mesh in metres), symmetric}]
     in the detector's class order. Checks that both checkpoints were trained for exactly these
     objects (ConfigError otherwise)."""
-    import dataclasses
-
-    from nol_ros.mesh import save_mesh
-    from nol_ros.recognition.detector import CKPT_KIND as DK
-    from nol_ros.recognition.detector import check_classes, load_checkpoint
-    from nol_ros.recognition.posenet import CKPT_KIND as PK
-
     if not objects:
         raise InputError("no objects for the models folder")
     ids = [int(o["obj_id"]) for o in objects]
@@ -169,20 +169,22 @@ class Recognizer:
     @classmethod
     def load(cls, models_dir: str | Path, device: str | None = None,
              config: RecognizerConfig | None = None) -> Recognizer:
-        from nol_ros.mesh import load_mesh
-        from nol_ros.recognition.detector import Detector
-        from nol_ros.recognition.posenet import PoseNet
-
         d = Path(models_dir)
         p = d / MODELS_JSON
         if not p.is_file():
             raise FileFormatError(f"'{d}' is not a recognition models folder (no {MODELS_JSON}); "
                                   "train one with nol_ros.recognition.pipeline")
-        meta = json.loads(p.read_text())
-        classes = meta.get("classes") or []
-        if not classes:
+        try:
+            meta = json.loads(p.read_text())
+            classes = meta.get("classes") or []
+            ids = [int(c["obj_id"]) for c in classes]
+            names = [str(c["name"]) for c in classes] + [str(c["mesh"]) for c in classes]
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+            raise FileFormatError(f"'{p}' is damaged ({type(e).__name__}: {str(e)[:120]}); "
+                                  "train the models again (TrainDetector + TrainPoseEstimator) "
+                                  "or point models_dir at an intact models folder") from e
+        if not classes or not all(names):
             raise FileFormatError(f"'{p}' lists no classes")
-        ids = [int(c["obj_id"]) for c in classes]
         det = Detector.load(d / meta.get("detector", "detector.pt"), ids, device)
         pn = PoseNet.load(d / meta.get("posenet", "posenet.pt"), ids, device)
         objs = [_Obj(int(c["obj_id"]), str(c["name"]), load_mesh(d / c["mesh"], units="m"),
@@ -225,10 +227,6 @@ class Recognizer:
     def recognize(self, rgb: np.ndarray, intr: Intrinsics, depth: np.ndarray | None = None,
                   score_thresh: float | None = None, max_per_class: int | None = None
                   ) -> list[Recognition]:
-        from nol_ros.recognition.pnp import refine_icp
-        from nol_ros.recognition.posenet import pose_from_prediction
-        from nol_ros.recognition.trainset import crop_image_box, square_box
-
         img, dep = self._check(rgb, intr, depth)
         thr = self.config.score_thresh if score_thresh is None else float(score_thresh)
         k_max = self.config.max_per_class if max_per_class is None else int(max_per_class)
@@ -267,12 +265,12 @@ class Recognizer:
                 res = pose_from_prediction(pr, b, intr.K, cfg, det_box_xywh=r.box_xywh,
                                            model_points=self._points(r.obj_id))
                 r.T_camera_object_rgb = res.T_camera_object
-                if dep is not None and self.config.solver == "rgbd":
+                if dep is not None and self.config.solver == PoseSolver.RGBD:
                     rd = pose_from_prediction(pr, b, intr.K, cfg, det_box_xywh=r.box_xywh,
                                               model_points=self._points(r.obj_id), depth=dep,
                                               rgbd_thresh_m=self.config.rgbd_thresh_m)
                     if rd.T_camera_object is not None:
-                        res, r.solver = rd, "rgbd"
+                        res, r.solver = rd, PoseSolver.RGBD
                 r.n_inliers = res.n_inliers
                 if res.T_camera_object is None:
                     r.reason = f"no pose: {res.reason}"

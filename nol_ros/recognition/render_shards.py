@@ -34,6 +34,8 @@ render_report.json).
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import shutil
 import sys
@@ -42,8 +44,16 @@ from pathlib import Path
 
 import numpy as np
 
+from nol_ros import distributed
+from nol_ros.device import release_memory
+from nol_ros.enums import Preset, RenderStageMethod
 from nol_ros.errors import FileFormatError, InputError, NolError
 from nol_ros.io_utils import atomic_write_json
+from nol_ros.learn import RenderStageConfig, finish_render_set, load_renderer
+from nol_ros.progress import ProgressFn, noop_progress, prefixed
+from nol_ros.recognition.pipeline import recognition_preset
+from nol_ros.recognition.trainset import write_render_set
+from nol_ros.workspace import LearntObject, Workspace
 
 SCENE_FILES = ("scene_camera.json", "scene_gt.json", "scene_gt_info.json", "scene_stamps.json")
 IMAGE_DIRS = ("rgb", "depth", "mask", "mask_visib")
@@ -77,8 +87,6 @@ def prepared_state(renderer) -> dict:
 def apply_prepared_state(renderer, state: dict) -> None:
     """Give a renderer loaded without preparation (load_renderer(prepare=False)) the state
     another worker's preparation reached (:func:`prepared_state`): the same renders follow."""
-    import copy
-
     apply_source_poses(renderer, state["T_camera_object"])
     if state.get("net") is not None:
         if renderer.net is None:
@@ -91,28 +99,22 @@ def apply_prepared_state(renderer, state: dict) -> None:
 
 def render_part(workspace, name: str, obj_id: int, cfg, shard: tuple[int, int],
                 out_dir: str | Path, device: str | None = None, prepared: dict | None = None,
-                progress=None) -> dict:
+                progress: ProgressFn = noop_progress) -> dict:
     """Render part ``shard`` = (k, n) of the object's set into ``out_dir`` (a render set
     holding only that part). workspace: the learnt object's folder (or LearntObject); cfg:
     nol_ros.learn.RenderStageConfig (method, preset, batch). prepared: the renderer state to
     render from (:func:`prepare`); None = prepared here (every part must use the same)."""
-    from nol_ros.learn import load_renderer
-    from nol_ros.recognition.pipeline import recognition_preset
-    from nol_ros.recognition.trainset import write_render_set
-
     r, _ = load_renderer(workspace, name, cfg, device, prepare=prepared is None)
     if prepared is not None:
         apply_prepared_state(r, prepared)
     return write_render_set(r, r.mesh, obj_id, out_dir, recognition_preset(cfg.preset).grid,
                             source=r.cfg.method, name=name, batch=cfg.batch,
-                            progress=progress or (lambda *a: None), shard=shard)
+                            progress=progress, shard=shard)
 
 
 def prepare(workspace, name: str, cfg, device: str | None = None) -> dict:
     """The object's renderer prepared once (source poses refined, network fine-tuned, as
     ``cfg`` says): :func:`prepared_state`, for :func:`render_part` on every host."""
-    from nol_ros.learn import load_renderer
-
     r, _ = load_renderer(workspace, name, cfg, device)
     return prepared_state(r)
 
@@ -122,6 +124,7 @@ def save_prepared(state: dict, out: str | Path, name: str) -> None:
     out = Path(out)
     doc = {"object": name, "T_camera_object": np.asarray(state["T_camera_object"]).tolist()}
     if state.get("net") is not None:
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
 
         net = out.with_name(out.name + ".net.pt")
@@ -135,6 +138,7 @@ def load_prepared(path: str | Path) -> dict:
     doc = _load(p)
     state = {"T_camera_object": np.asarray(doc["T_camera_object"], np.float64), "net": None}
     if doc.get("net"):
+        # lazy: torch (~2 s) to import, loaded only when this runs
         import torch
 
         f = p.parent / Path(doc["net"]).name     # beside the JSON, never elsewhere
@@ -227,22 +231,18 @@ def merge_parts(parts: list[str | Path], out_dir: str | Path) -> dict:
 
 # -- torchrun ----------------------------------------------------------------------------------
 def render_training_set_sharded(workspace, name: str, obj_id: int, cfg,
-                                device: str | None = None, progress=None) -> dict:
+                                device: str | None = None,
+                                progress: ProgressFn = noop_progress) -> dict:
     """nol_ros.learn.render_training_set across the ranks of a torchrun job (the same files
     and report; the report also says how many workers). workspace: the learnt object's folder
     (or nol_ros.workspace.LearntObject). Rank 0 prepares the renderer (refinement, fine-tuning)
     and sends the result, every rank renders its part into renders.tmp/part_RANK, rank 0 merges
     and swaps renders/ in; every rank returns the report."""
-    import dataclasses
-
+    # lazy: torch (~2 s) to import, loaded only when this runs
     import torch.distributed as dist
 
-    from nol_ros import distributed
-    from nol_ros.learn import finish_render_set, load_renderer, release_memory
-    from nol_ros.workspace import LearntObject
-
     ctx = distributed.current()
-    report = progress if (progress and ctx.is_main) else (lambda *a: None)
+    report = progress if ctx.is_main else noop_progress
     lo = workspace if isinstance(workspace, LearntObject) else LearntObject(Path(workspace))
     tmp = lo.renders_tmp
     t0, c0 = time.perf_counter(), time.process_time()
@@ -252,7 +252,7 @@ def render_training_set_sharded(workspace, name: str, obj_id: int, cfg,
     report("render_setup", 0.0, f"{name}: loading the {cfg.method} renderer on "
                                 f"{ctx.world_size} workers")
     r, prep = load_renderer(lo, name, cfg, ctx.device(device), prepare=ctx.is_main,
-                            progress=lambda s, f, m="": report(s, f, f"{name}: {m}"))
+                            progress=prefixed(report, name))
     box: list = [None, None]
     if ctx.is_main:
         box = [prepared_state(r), {k: prep.get(k) for k in ("refine", "finetune", "seconds")}]
@@ -267,16 +267,13 @@ def render_training_set_sharded(workspace, name: str, obj_id: int, cfg,
            "refine": prep["refine"], "finetune": prep.get("finetune"),
            "seconds": {"load": time.perf_counter() - t0 - prep["seconds"],
                        "prepare": prep["seconds"]}}
-    from nol_ros.recognition.pipeline import recognition_preset
-    from nol_ros.recognition.trainset import write_render_set
-
     part = tmp / f"part_{ctx.rank}"
     t2 = time.perf_counter()
     failed = None
     try:
         write_render_set(r, r.mesh, obj_id, part, recognition_preset(cfg.preset).grid,
                          source=r.cfg.method, name=name, batch=cfg.batch,
-                         progress=lambda s, f, m="": report("render", f, f"{name}: {m}"),
+                         progress=prefixed(report, name, "render"),
                          shard=(ctx.rank, ctx.world_size))
     except NolError as e:
         failed = f"rank {ctx.rank}: {e}"
@@ -302,16 +299,12 @@ def render_training_set_sharded(workspace, name: str, obj_id: int, cfg,
 
 # -- command line --------------------------------------------------------------------------------
 def _cfg(a):
-    from nol_ros.learn import RenderStageConfig
-
     return RenderStageConfig(method=a.method, checkpoint=a.checkpoint, preset=a.preset,
                              refine_sources=not a.no_refine, finetune=not a.no_finetune,
                              batch=a.batch)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nol_ros.workspace import Workspace
-
     ap = argparse.ArgumentParser(
         prog="python -m nol_ros.recognition.render_shards",
         description="Render one object's training set in parts on several hosts and merge the "
@@ -321,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(cmd)
         p.add_argument("root", help="workspace root (the object is ROOT/NAME)")
         p.add_argument("name")
-        p.add_argument("--preset", default="demo", choices=["tiny", "demo", "cpu", "paper"])
-        p.add_argument("--method", default="auto")
+        p.add_argument("--preset", default="demo", choices=list(Preset))
+        p.add_argument("--method", default="auto", choices=list(RenderStageMethod))
         p.add_argument("--checkpoint", default="")
         p.add_argument("--batch", type=int, default=16)
         p.add_argument("--no-refine", action="store_true")

@@ -20,7 +20,9 @@ import numpy as np
 
 from nol_ros.camera import Intrinsics
 from nol_ros.errors import InputError
+from nol_ros.geometry import invert_T
 from nol_ros.mesh import Mesh
+from nol_ros.rasterizer import Scene, shade
 
 
 @runtime_checkable
@@ -61,8 +63,6 @@ class TexturedMeshRenderer:
 
     def __init__(self, mesh: Mesh, light_cone_deg: float = 50.0,
                  ambient: tuple[float, float] = (0.45, 0.65), seed: int = 0):
-        from nol_ros.rasterizer import Scene
-
         if not isinstance(mesh, Mesh):
             raise InputError(f"mesh must be a nol_ros.mesh.Mesh, got {type(mesh).__name__}")
         if not (mesh.is_textured or mesh.vertex_colors is not None):
@@ -87,9 +87,6 @@ class TexturedMeshRenderer:
     def render_raster(self, T_camera_objects: np.ndarray, intr: Intrinsics):
         """Like :meth:`render`, plus the per-pose :class:`~nol_ros.rasterizer.RasterResult`
         (depth, faces, barycentrics) for callers that also need geometry."""
-        from nol_ros.geometry import invert_T
-        from nol_ros.rasterizer import shade
-
         T = check_poses(T_camera_objects)
         if not isinstance(intr, Intrinsics):
             raise InputError(f"intr must be nol_ros.camera.Intrinsics, got {type(intr).__name__}")

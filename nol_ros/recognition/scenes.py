@@ -22,7 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from nol_ros.datasets.bop import read_bop_scene
 from nol_ros.errors import FileFormatError, InputError
+from nol_ros.recognition.augment import color_jitter
 
 
 def _sequence_key(seq: Path) -> str:
@@ -51,8 +53,6 @@ class SceneBackgrounds:
         """groups: (BOP scene folder of a sequence, mask folders of every learnt object in it).
         Every ``step``-th frame, at most ``max_images`` in all, resized to ``width`` px wide;
         the objects' masks, dilated by ``dilate_px`` (at that width), are inpainted."""
-        from nol_ros.datasets.bop import read_bop_scene
-
         if step < 1 or max_images < 1 or width < 16:
             raise InputError(f"scene backgrounds: step {step} and max_images {max_images} must "
                              f"be >= 1, width {width} >= 16")
@@ -115,8 +115,6 @@ class SceneBackgrounds:
         (h, w) (at width ``width`` a 1x window shows things at the camera's own scale when
         the detector images have that width; a pose crop wants a window of an object's size,
         i.e. 2.5-5x), flipped half the time."""
-        from nol_ros.recognition.augment import color_jitter
-
         src = self.images[int(rng.integers(len(self.images)))]
         Hs, Ws = src.shape[:2]
         s = max(h / Hs, w / Ws) * rng.uniform(*zoom)

@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from nol_ros.camera import Intrinsics
 from nol_ros.datasets.bop import BopSceneWriter, pose_from_bop
 from nol_ros.errors import FileFormatError, InputError
+from nol_ros.geometry import invert_T, so3_exp
 from nol_ros.io_utils import atomic_write_json
 from nol_ros.mesh import Mesh
+from nol_ros.progress import ProgressFn, noop_progress
+from nol_ros.rasterizer import Scene, interpolate_vertex_attribute
 from nol_ros.recognition.poses import (
     PoseGridConfig,
     bbox_centre,
@@ -40,18 +43,10 @@ from nol_ros.recognition.poses import (
 )
 from nol_ros.recognition.renderers import ObjectRenderer
 
-ProgressFn = Callable[[str, float, str], None]
 RENDER_DEPTH_SCALE = 0.1  # mm per depth unit in render sets (0.1 mm steps, up to 6.5 m)
 
 
-def _noop(stage: str, fraction: float, message: str = "") -> None:
-    pass
-
-
 def _raster_depth_masks(mesh: Mesh, T: np.ndarray, intr: Intrinsics):
-    from nol_ros.geometry import invert_T
-    from nol_ros.rasterizer import Scene
-
     sc = Scene([mesh], [np.eye(4)])
     out = [sc.render(intr, invert_T(Tb), near=0.01, far=20.0) for Tb in T]
     return out
@@ -59,7 +54,7 @@ def _raster_depth_masks(mesh: Mesh, T: np.ndarray, intr: Intrinsics):
 
 def write_render_set(renderer: ObjectRenderer, mesh: Mesh, obj_id: int, out_dir: str | Path,
                      grid: PoseGridConfig = PoseGridConfig(), source: str = "",
-                     name: str = "", batch: int = 16, progress: ProgressFn = _noop,
+                     name: str = "", batch: int = 16, progress: ProgressFn = noop_progress,
                      shard: tuple[int, int] = (0, 1)) -> dict:
     """Render one object on the pose grid and write it as the BOP scene ``out_dir/OBJ_ID``.
 
@@ -212,8 +207,6 @@ def scene_annotations(scene_dir: str | Path, obj_id: int, min_visib: float = 0.0
 
 
 def _read_rgb(p: Path) -> np.ndarray:
-    import cv2
-
     img = cv2.imread(str(p), cv2.IMREAD_COLOR)
     if img is None:
         raise FileFormatError(f"cannot read image '{p}'")
@@ -221,8 +214,6 @@ def _read_rgb(p: Path) -> np.ndarray:
 
 
 def _read_mask(p: Path) -> np.ndarray:
-    import cv2
-
     m = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
     if m is None:
         raise FileFormatError(f"missing mask '{p}'")
@@ -261,8 +252,6 @@ def square_box(bbox_xywh, scale: float) -> tuple[float, float, float]:
 
 
 def _crop(img, box, size, interp):
-    import cv2
-
     x0, y0, side = box
     s = size / side
     M = np.array([[s, 0, s * (0.5 - x0) - 0.5], [0, s, s * (0.5 - y0) - 0.5]])
@@ -287,9 +276,6 @@ def object_coordinates(mesh: Mesh, T_camera_object: np.ndarray, intr: Intrinsics
                        scene=None) -> tuple[np.ndarray, np.ndarray]:
     """Rasterise ``mesh`` at the pose: (xyz (H, W, 3) float32 object-frame metres, 0 off the
     object; mask (H, W) bool). scene: a prebuilt ``Scene([mesh], [eye(4)])`` to reuse."""
-    from nol_ros.geometry import invert_T
-    from nol_ros.rasterizer import Scene, interpolate_vertex_attribute
-
     sc = scene if scene is not None else Scene([mesh], [np.eye(4)])
     res = sc.render(intr, invert_T(T_camera_object), near=0.01, far=20.0)
     xyz = interpolate_vertex_attribute(res, [mesh], [mesh.vertices.astype(np.float32)])
@@ -302,8 +288,6 @@ def canonical_symmetric_coords(xyz: np.ndarray, mask: np.ndarray, T_camera_objec
     frame) turned about the axis so the camera always sits at the same azimuth around it: the
     network then sees one target per appearance. PnP on such coordinates gives T @ S for a
     symmetry S, which ADI scores like T."""
-    from nol_ros.geometry import so3_exp
-
     a = np.asarray(axis, float) / np.linalg.norm(axis)
     o = np.asarray(offset, float)
     R, t = T_camera_object[:3, :3], T_camera_object[:3, 3]
@@ -323,7 +307,7 @@ def load_pose_samples(scene_dir: str | Path, obj_id: int, mesh: Mesh, size: int,
                       wide: float = 1.6, min_visib: float = 0.0, min_px: int = 30,
                       max_samples: int | None = None, keep_background: bool = False,
                       seed: int = 0, symmetry_axis: tuple | None = None,
-                      progress: ProgressFn = _noop) -> PoseSamples:
+                      progress: ProgressFn = noop_progress) -> PoseSamples:
     """Crops of every annotation of ``obj_id`` in a BOP scene (a render set's object scene or a
     real sequence): a square of ``wide`` times the visible box, resized to ``size`` px, with the
     object coordinates rasterised from ``mesh`` at the annotated pose (exact for every source).
@@ -345,8 +329,6 @@ def load_pose_samples(scene_dir: str | Path, obj_id: int, mesh: Mesh, size: int,
     xyz = np.zeros((N, size, size, 3), np.float16)
     Ts = np.zeros((N, 4, 4))
     Ks = np.zeros((N, 3, 3))
-    from nol_ros.rasterizer import Scene
-
     scene = Scene([mesh], [np.eye(4)])
     cache: dict[Path, tuple] = {}
     for i, a in enumerate(anns):

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nol_ros.camera import Intrinsics
+from nol_ros.geometry import look_at
+from nol_ros.rasterizer import render_object
+
 
 @dataclass(frozen=True)
 class AnnotateConfig:
@@ -97,8 +101,6 @@ def visible_vertices_in_pose(mesh, intr, T_camera_object: np.ndarray,
     """(V,) bool vertices of ``mesh`` visible when it is rendered alone at T_camera_object
     (4, 4) with camera ``intr`` (self-occlusion and facing only): the target-pose visibility
     that :func:`nol_ros.views.selection.select_for_target` restricts the sources to."""
-    from nol_ros.rasterizer import render_object
-
     res = render_object(mesh, intr, T_camera_object)
     return vertex_visibility(mesh, intr, T_camera_object, res.depth, res.mask,
                              cfg.vertex_depth_eps_m,
@@ -113,9 +115,6 @@ def observable_vertices(mesh, T_world_object: np.ndarray, up: np.ndarray,
     a hemisphere around its centre (160 x 120 px). The sequence's coverage of the object is
     measured against this: a sequence that circles only part of the object sees a small part
     of it, even if its selected views cover everything the sequence saw."""
-    from nol_ros.camera import Intrinsics
-    from nol_ros.geometry import look_at
-
     up = np.asarray(up, float) / np.linalg.norm(up)
     T_wo = np.asarray(T_world_object, float)
     V = np.asarray(mesh.vertices)

@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import ConvexHull, Delaunay, QhullError, cKDTree
 
-from nol_ros.reconstruction.registration import RegistrationError, SupportPlane
+from nol_ros.reconstruction.registration import RegistrationError, SupportPlane, sample_surface
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ def cut_out_object(points: np.ndarray, plane: SupportPlane, prior_point: np.ndar
                    box_min: np.ndarray | None = None, box_max: np.ndarray | None = None,
                    cfg: ModelFreeConfig = ModelFreeConfig()) -> CutOutModel:
     """Cut one object out of the scene cloud ``points`` (N, 3) world metres."""
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
 
     h = plane.height(points)
@@ -97,8 +99,6 @@ def cut_out_object(points: np.ndarray, plane: SupportPlane, prior_point: np.ndar
     L = (P - c) @ T[:3, :3]
     # close the bottom: fill the convex hull of the CONTACT footprint (the lowest points) on
     # z = 0, not of the whole projection (overhangs do not touch the plane)
-    from scipy.spatial import ConvexHull, Delaunay, QhullError
-
     low = L[L[:, 2] < L[:, 2].min() + cfg.contact_band_m, :2]
     if len(low) < 10:
         low = L[:, :2]
@@ -149,10 +149,6 @@ def surface_errors_mm(v_a: np.ndarray, f_a: np.ndarray, v_b: np.ndarray, f_b: np
                       n: int = 20000, seed: int = 0) -> dict:
     """Symmetric surface distances between two meshes in the same frame: Hausdorff and mean,
     in millimetres (surface samples, nearest neighbours both ways)."""
-    from scipy.spatial import cKDTree
-
-    from nol_ros.reconstruction.registration import sample_surface
-
     rng = np.random.default_rng(seed)
     A, _ = sample_surface(v_a, f_a, n, rng)
     B, _ = sample_surface(v_b, f_b, n, rng)

@@ -38,10 +38,15 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.ndimage import minimum_filter
 from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+from threadpoolctl import threadpool_limits
 
-from nol_ros.errors import InputError, NolError
+from nol_ros.errors import ConfigError, InputError, NolError
 from nol_ros.geometry import fit_rigid
+from nol_ros.mesh import EmptyMeshError
+from nol_ros.mesh import sample_surface as _sample
 
 
 class RegistrationError(NolError):
@@ -67,8 +72,8 @@ _OPEN3D_RANDOM = threading.Lock()
 def seeded_open3d(seed: int):
     """Open3D's random generator seeded with ``seed`` and its OpenMP loops on one thread, for
     this block alone and for no other thread of the process meanwhile (see the module doc)."""
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
-    from threadpoolctl import threadpool_limits
 
     with _OPEN3D_RANDOM, threadpool_limits(limits=1, user_api="openmp"):
         o3d.utility.random.seed(int(seed))
@@ -121,8 +126,6 @@ class RegistrationConfig:
 
     def __post_init__(self):
         if self.up_axis not in (-1, 0, 1, 2):
-            from nol_ros.errors import ConfigError
-
             raise ConfigError(f"registration up_axis {self.up_axis} must be 0, 1, 2 (the model "
                               "axis that points up when the object stands) or -1 (off)")
 
@@ -170,6 +173,7 @@ class SupportPlane:
 
 
 def _pcd(points: np.ndarray, normals: bool = True, radius: float = 0.015):
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
 
     p = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, np.float64)))
@@ -199,6 +203,7 @@ def find_support_plane(points: np.ndarray, camera_poses: np.ndarray | None,
     cameras look at; among those, the one closest to that focus point is the table (the floor is
     usually larger but lower). Without poses the largest plane is used.
     """
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
 
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
@@ -244,6 +249,7 @@ def object_clusters(points: np.ndarray, plane: SupportPlane, cfg: RegistrationCo
                     prior_point: np.ndarray | None = None, prior_radius_m: float = 0.3
                     ) -> list[np.ndarray]:
     """Clusters of scene points standing on the support plane: list of (Ni, 3) arrays."""
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
 
     h = plane.height(points)
@@ -270,9 +276,6 @@ def object_clusters(points: np.ndarray, plane: SupportPlane, cfg: RegistrationCo
 def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Surface samples and normals (see nol_ros.mesh.sample_surface); empty -> RegistrationError."""
-    from nol_ros.mesh import EmptyMeshError
-    from nol_ros.mesh import sample_surface as _sample
-
     try:
         return _sample(vertices, faces, n, rng)
     except EmptyMeshError as e:
@@ -293,8 +296,6 @@ def _rot_a_to_b(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _axis_angle(axis: np.ndarray, ang: float) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
     return Rotation.from_rotvec(axis / np.linalg.norm(axis) * ang).as_matrix()
 
 
@@ -304,6 +305,7 @@ class ObjectRegistrar:
     def __init__(self, scene_points: np.ndarray, camera_poses: np.ndarray | None = None,
                  config: RegistrationConfig = RegistrationConfig(),
                  views: SceneViews | None = None):
+        # lazy: open3d (~3 s) to import, loaded only when this runs
         import open3d as o3d
 
         if scene_points is None or len(scene_points) < 100:
@@ -371,6 +373,7 @@ class ObjectRegistrar:
         return why
 
     def _model_cloud(self, vertices: np.ndarray, faces: np.ndarray):
+        # lazy: open3d (~3 s) to import, loaded only when this runs
         import open3d as o3d
 
         m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices),
@@ -411,6 +414,7 @@ class ObjectRegistrar:
 
     def _hypotheses(self, model_pcd, model_fpfh, cluster: np.ndarray
                     ) -> list[tuple[str, np.ndarray]]:
+        # lazy: open3d (~3 s) to import, loaded only when this runs
         import open3d as o3d
 
         c = self.cfg
@@ -506,6 +510,7 @@ class ObjectRegistrar:
     def _register(self, vertices: np.ndarray, faces: np.ndarray,
                   prior_point: np.ndarray | None, prior_radius_m: float,
                   name: str) -> RegistrationResult:
+        # lazy: open3d (~3 s) to import, loaded only when this runs
         import open3d as o3d
 
         c = self.cfg
@@ -694,8 +699,6 @@ class SceneViews:
         """Views of measured depth images (H, W) float32 metres (0: no reading) taken at
         ``poses`` (T_world_camera) with ``intrinsics``, ``downscale`` times smaller: every
         ``downscale``-th reading as measured, and for ``near`` the nearest of each block."""
-        from scipy.ndimage import minimum_filter
-
         s = max(1, int(downscale))
         o = s // 2
         K, sizes, depth, near = [], [], [], []
@@ -718,8 +721,6 @@ class SceneViews:
         measured; ``pixel_rad`` per pixel, about one scene voxel at a metre) holding the
         nearest point per pixel, then the minimum over 3 x 3 pixels: a hole between points is
         the surface around it, not what lies behind."""
-        from scipy.ndimage import minimum_filter
-
         f = 1.0 / pixel_rad
         size = int(2 * np.tan(np.radians(fov_deg) / 2) * f) | 1
         n = len(poses)
@@ -818,6 +819,7 @@ class FitEvidence:
 
 def ray_caster(vertices: np.ndarray, faces: np.ndarray):
     """An Open3D ray-casting scene of the mesh (its own frame): self-occlusion and distances."""
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
 
     sc = o3d.t.geometry.RaycastingScene()
@@ -832,6 +834,7 @@ def fit_evidence(T_world_object: np.ndarray, model_pts: np.ndarray, model_normal
                  min_through_views: int = 1) -> FitEvidence:
     """:class:`FitEvidence` of the model points (N, 3) with normals (N, 3) (object frame, on
     the mesh behind ``caster``) placed at ``T_world_object``, against ``views``."""
+    # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
 
     T = np.asarray(T_world_object, np.float64)

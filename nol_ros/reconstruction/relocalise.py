@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 
@@ -37,8 +38,6 @@ class PnpResult:
 class Relocaliser:
     def __init__(self, K: np.ndarray, n_features: int = 600, ratio: float = 0.8,
                  min_inliers: int = 25, reproj_px: float = 3.0):
-        import cv2
-
         self.K = np.asarray(K, np.float64)
         self.orb = cv2.ORB_create(nfeatures=n_features)
         self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
@@ -46,8 +45,6 @@ class Relocaliser:
 
     def detect(self, rgb: np.ndarray):
         """(uv (N, 2) float32, descriptors (N, 32) uint8) of an (H, W, 3) uint8 RGB image."""
-        import cv2
-
         grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
         kps, desc = self.orb.detectAndCompute(grey, None)
         if desc is None or not kps:
@@ -73,8 +70,6 @@ class Relocaliser:
         """PnP poses of the frame in the keyframes that share the most ratio-test matches with
         it (at most ``max_tries`` PnP runs), best (most inliers) first; [] when none has
         ``min_inliers`` inliers."""
-        import cv2
-
         uv, desc = self.detect(rgb)
         if len(uv) < self.min_inliers:
             return []

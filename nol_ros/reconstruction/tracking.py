@@ -12,11 +12,18 @@ flagged (``ok=False``), keep the predicted pose, and are not integrated: never s
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
+from nol_ros.enums import TrackerMethod, parse_field
 from nol_ros.errors import InputError
+from nol_ros.geometry import se3_exp, se3_log
+from nol_ros.progress import ProgressFn, noop_progress
+from nol_ros.reconstruction.relocalise import Relocaliser
+from nol_ros.threads import configure_threads
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,8 @@ class TrackerConfig:
     # (BENCHMARKS.md "Tracking on real data"): fr1/desk point-to-plane 2.3 cm ATE, this 2.65,
     # hybrid 4.3 (22.6 with the former 20 cm keyframes); the synthetic demo world
     # point-to-plane 2.5 cm / 8.6 deg drift, this 0.15 cm / 0.3 deg, hybrid 0.6 cm / 0.25 deg
-    method: str = "geometry_then_colour"  # | point_to_plane | hybrid | intensity
+    method: TrackerMethod = TrackerMethod.GEOMETRY_THEN_COLOUR  # | point_to_plane | hybrid |
+    #                                     intensity
     colour_iterations: tuple[int, ...] = (4, 3, 2)  # the hybrid refinement, coarse -> fine
     colour_max_shift_m: float = 0.02    # colour may move the geometric pose this far ...
     colour_max_shift_deg: float = 2.0   # ... and turn it this much, else it is ignored;
@@ -79,9 +87,14 @@ class TrackerConfig:
     loop_min_gap: int = 2               # keyframes j, i with j - i >= gap are loop candidates
     loop_rounds: int = 2                # search + optimise again around the optimised poses
     loop_min_fitness: float = 0.35        # a loop edge's alignment must overlap this much
-    loop_method: str = "geometry_then_colour"  # odometry that verifies a loop closure
+    loop_method: TrackerMethod = TrackerMethod.GEOMETRY_THEN_COLOUR  # odometry that
+    #                                     verifies a loop closure
     loop_iterations: tuple[int, ...] = ()  # odometry iterations of a loop check (() = as tracking)
     device: str = "CPU:0"               # "CUDA:0" when available
+
+    def __post_init__(self):
+        parse_field(self, "method", TrackerMethod, "tracker method")
+        parse_field(self, "loop_method", TrackerMethod, "tracker loop_method")
 
 
 @dataclass
@@ -137,10 +150,9 @@ class RgbdTracker:
                  T_world_first: np.ndarray | None = None, max_results: int = 0):
         """max_results: keep only the last n TrackResults in ``result`` (a live tracker that
         runs for hours; 0 = all, which the offline loop closure needs)."""
+        # lazy: open3d (~3 s) to import, loaded only when this runs
         import open3d as o3d
         import open3d.core as o3c
-
-        from nol_ros.threads import configure_threads
 
         configure_threads()  # whatever was imported first: no spinning OpenMP threads
         o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
@@ -166,18 +178,14 @@ class RgbdTracker:
         self.K = o3c.Tensor(K, o3c.float64)
         self.K_small = o3c.Tensor(Ks, o3c.float64)
         self.small_size = (intrinsics.width // s, intrinsics.height // s)
-        methods = {"hybrid": o3d.t.pipelines.odometry.Method.Hybrid,
-                   "geometry_then_colour": o3d.t.pipelines.odometry.Method.PointToPlane,
-                   "point_to_plane": o3d.t.pipelines.odometry.Method.PointToPlane,
-                   "intensity": o3d.t.pipelines.odometry.Method.Intensity}
-        if c.method not in methods:
-            raise InputError(f"tracker method '{c.method}' unknown; use {sorted(methods)}")
+        methods = {TrackerMethod.HYBRID: o3d.t.pipelines.odometry.Method.Hybrid,
+                   TrackerMethod.GEOMETRY_THEN_COLOUR: o3d.t.pipelines.odometry.Method.PointToPlane,
+                   TrackerMethod.POINT_TO_PLANE: o3d.t.pipelines.odometry.Method.PointToPlane,
+                   TrackerMethod.INTENSITY: o3d.t.pipelines.odometry.Method.Intensity}
         self.method = methods[c.method]
         self.colour_used = False
         self.colour_refine = [o3d.t.pipelines.odometry.OdometryConvergenceCriteria(n)
                               for n in c.colour_iterations]
-        if c.loop_method not in methods:
-            raise InputError(f"loop method '{c.loop_method}' unknown; use {sorted(methods)}")
         self.loop_method = methods[c.loop_method]
         self.criteria = [o3d.t.pipelines.odometry.OdometryConvergenceCriteria(n)
                          for n in c.odometry_iterations]
@@ -195,13 +203,9 @@ class RgbdTracker:
         self._fails = 0
         self._count = 0
         self.max_results = int(max_results)
-        from collections import deque
-
         self._trusted: deque = deque(maxlen=2)  # (time s, T_world_camera, T_odom_camera)
         self._reloc = None
         if config.relocalise and config.reference != "model":
-            from nol_ros.reconstruction.relocalise import Relocaliser
-
             self._reloc = Relocaliser(K)
         self.loop_closures: list[tuple[int, int]] = []
         self._prev_odom = None
@@ -210,8 +214,6 @@ class RgbdTracker:
     # ------------------------------------------------------------------------------------------
 
     def _images(self, rgb: np.ndarray, depth: np.ndarray):
-        import cv2
-
         o3d, o3c = self.o3d, self.o3c
         d = np.where((depth >= self.cfg.depth_min_m) & (depth <= self.cfg.depth_max_m), depth, 0)
         d = np.ascontiguousarray(d, dtype=np.float32)
@@ -245,8 +247,6 @@ class RgbdTracker:
         30 Hz when no stamps are given). Odometry delta when given; else constant velocity of
         the last two trusted frames, scaled by the time since the last one (capped at
         ``max_extrapolation_s``: beyond that the motion is unknown)."""
-        from nol_ros.geometry import se3_exp, se3_log
-
         t_now = (stamp_ns * 1e-9 if stamp_ns is not None
                  else self._count / 30.0)
         (t1, T1, odom1) = self._trusted[-1]
@@ -306,7 +306,7 @@ class RgbdTracker:
         try:
             T_ref_cam, fitness, rmse = self._odometry(
                 small, ref_image, init, self.criteria[:3], self.method,
-                self.cfg.method == "geometry_then_colour")
+                self.cfg.method == TrackerMethod.GEOMETRY_THEN_COLOUR)
         except RuntimeError as e:  # Open3D raises when there are no correspondences
             return T_init, 0.0, np.inf, np.eye(4), str(e)
         T = T_ref @ T_ref_cam
@@ -541,7 +541,7 @@ class RgbdTracker:
             return 0
         T_kf = [frames[k["frame"]].T_world_camera for k in kfs]
 
-        cache: dict[int, object] = {}
+        cache: dict[int, object] = {}   # keyframe images of this call only
 
         def img(k: int):
             if kfs[k]["packed"] is None:
@@ -549,8 +549,8 @@ class RgbdTracker:
             if k not in cache:
                 cache[k] = self._kf_rgbd(k)
             return cache[k]
-
-        self._img = img
+        # (img refers to self: kept on self, it made the tracker a reference cycle that only
+        # the cyclic GC frees; an idle node kept one TSDF (~600 MB) per finished job)
 
         def info(src, tgt, T_t_s):
             if src is None or tgt is None:  # trimmed by the keyframe budget: a weak prior
@@ -592,7 +592,7 @@ class RgbdTracker:
                         m = np.linalg.inv(prev) @ d
                         if np.linalg.norm(m[:3, 3]) < 0.02 and _rot_deg(m[:3, :3]) < 2.0:
                             continue
-                    edge = self._loop_edge(kfs, i, j, d, info)
+                    edge = self._loop_edge(kfs, i, j, d, info, img)
                     if edge is not None:
                         accepted[(i, j)] = edge
                         found += 1
@@ -622,10 +622,10 @@ class RgbdTracker:
             f.T_world_camera = new_kf[f.ref_keyframe] @ np.linalg.inv(old) @ f.T_world_camera
         return len(self.loop_closures)
 
-    def _loop_edge(self, kfs, i: int, j: int, d: np.ndarray, info):
+    def _loop_edge(self, kfs, i: int, j: int, d: np.ndarray, info, img):
         """Verified alignment of keyframe j onto keyframe i from the relative pose ``d``
-        (T_i_j) with ``loop_method``; an uncertain pose-graph edge, or None."""
-        img = self._img
+        (T_i_j) with ``loop_method``; an uncertain pose-graph edge, or None. ``img(k)``: the
+        RGBD image of keyframe k (None when trimmed)."""
         c = self.cfg
         reg = self.o3d.pipelines.registration
         try:
@@ -643,7 +643,7 @@ class RgbdTracker:
             return None
         return reg.PoseGraphEdge(j, i, T_t_s, info(img(j), img(i), T_t_s), uncertain=True)
 
-    def integrate_frames(self, load_frame, progress=None) -> int:
+    def integrate_frames(self, load_frame, progress: ProgressFn = noop_progress) -> int:
         """(Re-)build the TSDF from the final poses. ``load_frame(i) -> (rgb, depth_m)``;
         integrates every ``integrate_every``-th tracked frame and all keyframes."""
         o3d, o3c, c = self.o3d, self.o3c, self.cfg
@@ -658,7 +658,7 @@ class RgbdTracker:
             rgb, depth = load_frame(f.index)
             (d_full, c_full), _ = self._images(rgb, depth)
             self._integrate(d_full, c_full, f.T_world_camera)
-            if progress is not None and (k % 10 == 0 or k == len(todo) - 1):
+            if k % 10 == 0 or k == len(todo) - 1:
                 progress("integration", (k + 1) / len(todo), f"frame {k + 1}/{len(todo)}")
         return len(todo)
 

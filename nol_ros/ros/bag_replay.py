@@ -8,9 +8,11 @@ running with ``use_sim_time``. Recorder: raw subscriptions -> MCAP.
 
 Paced replay (``pace_topic`` + a ``pace`` function): instead of the bag's timing, each message
 on ``pace_topic`` waits until ``pace(n)`` returns, n being the number of messages already sent
-on that topic; ``pace`` blocks until the receiver has processed them (its status says so). The
-receiver then gets every frame, in order, as fast as it can take them, on any machine and under
-any load -- what tests and the demo need. Messages of the other topics keep their bag order.
+on that topic; ``pace`` blocks until the receiver has processed them (its status says so). At
+the end, ``pace(n, final=True)`` waits until the receiver has processed all n, so what the caller
+reads from the receiver right after the replay includes the last frame. The receiver then gets
+every frame, in order, as fast as it can take them, on any machine and under any load -- what
+tests and the demo need. Messages of the other topics keep their bag order.
 """
 
 from __future__ import annotations
@@ -22,8 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rclpy.duration import Duration
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosgraph_msgs.msg import Clock
+
 from nol_ros.datasets.bag import nol_typestore, open_bag
 from nol_ros.errors import InputError
+from nol_ros.ros.conversions import ns_to_stamp
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,6 @@ def msg_class(msgtype: str):
 
 
 def _qos_for(conn):
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
     reliable, latched, depth = True, False, 10
     profiles = getattr(conn.ext, "offered_qos_profiles", None) or []
     for q in profiles:
@@ -88,7 +94,8 @@ def _qos_for(conn):
 class BagPlayer:
     """Publish a bag's messages on ``node`` with the original timing (scaled by ``rate``), or
     paced by the receiver: ``pace(n)`` blocks before the message on ``config.pace_topic`` that
-    follows n sent ones (raise to stop the replay)."""
+    follows n sent ones, and ``pace(n, final=True)`` after the last of them until the receiver
+    is done with all n (raise to stop the replay)."""
 
     def __init__(self, node, config: ReplayConfig, pace: Callable[[int], None] | None = None):
         if config.rate <= 0:
@@ -119,16 +126,10 @@ class BagPlayer:
         self.clock_pub = None
         self._last_clock_ns: int | None = None
         if config.clock:
-            from rosgraph_msgs.msg import Clock
-
             self.clock_pub = node.create_publisher(Clock, "/clock", 10)
         self.stats = ReplayStats()
 
     def _publish_clock(self, t_ns: int) -> None:
-        from rosgraph_msgs.msg import Clock
-
-        from nol_ros.ros.conversions import ns_to_stamp
-
         self.clock_pub.publish(Clock(clock=ns_to_stamp(t_ns)))
         self._last_clock_ns = t_ns
 
@@ -153,8 +154,6 @@ class BagPlayer:
         subscriber matched (seen in bring-up: the reconstruction node never got /tf_static and
         fell back to vision-only tracking). Not longer: a latched topic may have no subscriber
         at all."""
-        from rclpy.qos import DurabilityPolicy
-
         want = dict(self.cfg.subscribers)
 
         def ready(latched: bool) -> bool:
@@ -204,8 +203,6 @@ class BagPlayer:
         """Wait until the subscribers acknowledged what was published (reliable topics): a
         player that exits right after its last message otherwise loses it (measured: the last
         5 /tf and image messages of the demo bag never reached the reconstruction node)."""
-        from rclpy.duration import Duration
-
         deadline = time.monotonic() + timeout_s
         ok = True
         for p in self.publishers.values():
@@ -246,6 +243,10 @@ class BagPlayer:
                 time.sleep(min(due - now, clock_period if self.clock_pub else due - now))
             self.stats.max_lag_s = max(self.stats.max_lag_s, time.monotonic() - due)
             self._send(conn, t_ns, raw, t0_bag)
+        if self.pace is not None and paced and not stop.is_set():
+            # without this, a receiver with frames in flight (lag 1) has not processed the last
+            # one when the replay returns: a status read right after missed it under load
+            self.pace(paced, final=True)
 
     def _send(self, conn, t_ns: int, raw, t0_bag: int) -> None:
         if self.clock_pub is not None:
@@ -262,18 +263,20 @@ class BagPlayer:
 
 def receiver_pace(processed: Callable[[], int],
                   wait: Callable[[Callable[[], bool], float, str], None], lag: int = 0,
-                  timeout_s: float = 600.0) -> Callable[[int], None]:
+                  timeout_s: float = 600.0) -> Callable[..., None]:
     """A ``pace`` function for :class:`BagPlayer`: before the frame that follows n sent ones,
     ``wait(predicate, timeout_s, what)`` until ``processed()`` (frames the receiver is done
-    with, counted from the start of this replay) reaches n - ``lag``. lag 0: one frame at a
-    time (the recognizer node keeps only the newest waiting frame); lag 1: one more in flight
-    (the reconstruction node queues a backlog), which also tolerates a bag whose depth image of
-    a frame is stored after the next colour image."""
+    with, counted from the start of this replay) reaches n - ``lag``; after the last frame
+    (``final=True``) until it reaches n. lag 0: one frame at a time (the recognizer node keeps
+    only the newest waiting frame); lag 1: one more in flight (the reconstruction node queues a
+    backlog), which also tolerates a bag whose depth image of a frame is stored after the next
+    colour image."""
 
-    def pace(n: int) -> None:
-        if n - lag > 0:
-            wait(lambda: processed() >= n - lag, timeout_s,
-                 f"the receiver to finish frame {n - lag} of the replay")
+    def pace(n: int, final: bool = False) -> None:
+        want = n if final else n - lag
+        if want > 0:
+            wait(lambda: processed() >= want, timeout_s,
+                 f"the receiver to finish frame {want} of the replay")
 
     return pace
 
@@ -285,8 +288,6 @@ class BagRecorder:
                  qos: dict | None = None):
         """``topics``: topic -> msgtype ('sensor_msgs/msg/Image'); ``qos``: topic -> QoSProfile
         for the subscription (default: reliable, keep last ``qos_depth``)."""
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
         out = Path(out_path)
         if out.exists():
             raise InputError(f"output bag '{out}' exists; choose a new path (nothing is "

@@ -1,7 +1,9 @@
-"""Calling another node's service from a worker thread (a job), with clear errors.
+"""Calling a service with deadlines and clear errors, from any thread but the one that spins the
+caller's node: the one call implementation of the project (nodes calling other nodes from a
+job's thread, and :class:`nol_ros.ros.client.NolClient` for scripts, the CLI and the tests).
 
-A job runs on the job manager's thread, not on the executor: it can block on a future while the
-node's executor (spinning in another thread, as ``run_nodes`` does) delivers the reply.
+The reply arrives through the executor that spins the node (in another thread, as
+``run_nodes`` and NolClient spin them); the caller blocks on an event until it does.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import threading
 
 from nol_ros.errors import NolError
+from nol_ros.srv import ExportSequence
 
 
 class RemoteServiceError(NolError):
@@ -19,6 +22,34 @@ class RemoteServiceError(NolError):
     def __init__(self, message: str, code: str = "SERVICE_ERROR"):
         super().__init__(message)
         self.code = code
+
+
+class ServiceTimeoutError(RemoteServiceError, TimeoutError):
+    """No server for the service within the wait (SERVICE_UNAVAILABLE), or no reply within the
+    deadline (SERVICE_TIMEOUT)."""
+
+
+def call_service(client, request, timeout_s: float = 60.0, wait_for_service_s: float = 5.0,
+                 name: str | None = None):
+    """``client.call_async(request)`` and block until the reply; ``name`` for messages (default
+    the client's service name). ServiceTimeoutError when the service is not there within
+    ``wait_for_service_s`` or does not answer within ``timeout_s``; RemoteServiceError when
+    the call raised."""
+    name = name or client.srv_name
+    if not client.wait_for_service(timeout_sec=wait_for_service_s):
+        raise ServiceTimeoutError(
+            f"service {name} is not available (waited {wait_for_service_s:g} s); is the node "
+            "running in this namespace and ROS domain?", "SERVICE_UNAVAILABLE")
+    done = threading.Event()
+    fut = client.call_async(request)
+    fut.add_done_callback(lambda _f: done.set())
+    if not done.wait(timeout_s):
+        fut.cancel()
+        raise ServiceTimeoutError(f"service {name} did not answer within {timeout_s:.0f} s",
+                                  "SERVICE_TIMEOUT")
+    if fut.exception() is not None:
+        raise RemoteServiceError(f"service {name} failed: {fut.exception()}")
+    return fut.result()
 
 
 class ServiceCaller:
@@ -36,29 +67,14 @@ class ServiceCaller:
             return self.client.srv_name
 
     def call(self, request, timeout_s: float = 60.0, wait_for_service_s: float = 5.0):
-        if not self.client.wait_for_service(timeout_sec=wait_for_service_s):
-            raise RemoteServiceError(
-                f"service {self.resolved_name} is not available (waited {wait_for_service_s:.0f}"
-                " s); is the node running in this namespace and ROS domain?",
-                "SERVICE_UNAVAILABLE")
-        done = threading.Event()
-        fut = self.client.call_async(request)
-        fut.add_done_callback(lambda _f: done.set())
-        if not done.wait(timeout_s):
-            fut.cancel()
-            raise RemoteServiceError(f"service {self.resolved_name} did not answer within "
-                                     f"{timeout_s:.0f} s", "SERVICE_TIMEOUT")
-        if fut.exception() is not None:
-            raise RemoteServiceError(f"service {self.resolved_name} failed: {fut.exception()}")
-        return fut.result()
+        return call_service(self.client, request, timeout_s, wait_for_service_s,
+                            self.resolved_name)
 
 
 def export_live_buffer(caller: ServiceCaller, output_dir: str, timeout_s: float = 120.0) -> str:
     """Ask the reconstruction node (``caller`` for its ~/export_sequence) to export its buffer
     into ``output_dir``; returns the scene folder. Raises RemoteServiceError with the node's
     error code (e.g. NO_FRAMES) when it could not."""
-    from nol_ros.srv import ExportSequence
-
     r = caller.call(ExportSequence.Request(output_dir=str(output_dir)), timeout_s)
     if not r.success:
         raise RemoteServiceError(f"exporting the live buffer failed: {r.message}",

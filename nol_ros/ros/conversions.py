@@ -9,8 +9,13 @@ Reading them back: :mod:`nol_ros.streaming.messages`.
 from __future__ import annotations
 
 import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Pose, Transform
+from sensor_msgs.msg import CameraInfo, Image
 
 from nol_ros.errors import InputError, PoseError
+from nol_ros.geometry import quat_xyzw_from_R
+from nol_ros.msg import Detection, Keyframe, RecognizerStatus, TrackingStatus
 from nol_ros.streaming.messages import ENCODINGS, ImageEncodingError, matrix_from_pose
 
 
@@ -20,8 +25,6 @@ def numpy_to_image(array: np.ndarray, encoding: str, stamp=None, frame_id: str =
     ``array``: (H, W, 3) uint8 for rgb8/bgr8, (H, W) uint8 for mono8, (H, W) uint16 for 16UC1,
     (H, W) float32 for 32FC1. ``stamp`` is a ``builtin_interfaces/Time`` or None.
     """
-    from sensor_msgs.msg import Image
-
     if encoding not in ENCODINGS:
         raise ImageEncodingError(f"cannot encode '{encoding}'; supported: {sorted(ENCODINGS)}")
     dtype, ch = ENCODINGS[encoding]
@@ -58,8 +61,6 @@ def depth_to_image(depth_m: np.ndarray, encoding: str = "16UC1", stamp=None, fra
 
 def intrinsics_to_camera_info(intr, stamp=None, frame_id: str = ""):
     """:class:`Intrinsics` -> ``sensor_msgs/CameraInfo`` (plumb_bob, zero distortion)."""
-    from sensor_msgs.msg import CameraInfo
-
     msg = CameraInfo()
     if stamp is not None:
         msg.header.stamp = stamp
@@ -75,8 +76,6 @@ def intrinsics_to_camera_info(intr, stamp=None, frame_id: str = ""):
 
 def transform_from_matrix(T: np.ndarray):
     """(4, 4) -> ``geometry_msgs/Transform``."""
-    from geometry_msgs.msg import Transform
-
     q, t = _quat_t(T)
     msg = Transform()
     msg.translation.x, msg.translation.y, msg.translation.z = (float(v) for v in t)
@@ -86,8 +85,6 @@ def transform_from_matrix(T: np.ndarray):
 
 def pose_from_matrix(T: np.ndarray):
     """(4, 4) -> ``geometry_msgs/Pose``."""
-    from geometry_msgs.msg import Pose
-
     q, t = _quat_t(T)
     msg = Pose()
     msg.position.x, msg.position.y, msg.position.z = (float(v) for v in t)
@@ -98,14 +95,10 @@ def pose_from_matrix(T: np.ndarray):
 
 def ns_to_stamp(ns: int):
     """Integer nanoseconds -> ``builtin_interfaces/Time``."""
-    from builtin_interfaces.msg import Time
-
     return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
 
 
 def _quat_t(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from nol_ros.geometry import quat_xyzw_from_R
-
     T = np.asarray(T, dtype=np.float64)
     if T.shape != (4, 4) or not np.all(np.isfinite(T)):
         raise InputError(f"expected a finite 4x4 transform, got shape {T.shape}")
@@ -129,8 +122,6 @@ def poses_from_msgs(poses) -> np.ndarray:
 
 def detection_msgs(results) -> list:
     """Recognizer results -> [nol_ros/msg/Detection]."""
-    from nol_ros.msg import Detection
-
     out = []
     for r in results:
         d = Detection()
@@ -146,8 +137,6 @@ def detection_msgs(results) -> list:
 
 def recognizer_status_msg(s, unpaired: int, stamp):
     """RecognitionService.state() -> nol_ros/msg/RecognizerStatus."""
-    from nol_ros.msg import RecognizerStatus
-
     m = RecognizerStatus()
     m.header.stamp = stamp
     m.models_dir, m.models_loaded, m.object_names = s.models_dir, s.models_loaded, \
@@ -163,8 +152,6 @@ def recognizer_status_msg(s, unpaired: int, stamp):
 
 def tracking_status_msg(ingest_status, unpaired: int, live_status, map_frame: str):
     """Ingest + sync + live tracker state -> nol_ros/msg/TrackingStatus."""
-    from nol_ros.msg import TrackingStatus
-
     m = TrackingStatus()
     m.header.frame_id = map_frame
     m.header.stamp = ns_to_stamp(live_status.last_stamp_ns)
@@ -184,11 +171,43 @@ def tracking_status_msg(ingest_status, unpaired: int, live_status, map_frame: st
     return m
 
 
+def buffer_status_response(response, ingest_status, unpaired: int, tracking):
+    """Fill a GetBufferStatus response from the ingest buffer's status (the frames and their
+    format), the count of images the synchroniser could not pair, and a TrackingStatus."""
+    s = ingest_status
+    response.frames_received, response.frames_dropped = s.frames_received, s.frames_dropped
+    response.messages_unpaired = unpaired
+    response.width, response.height = s.width, s.height
+    response.rgb_encoding, response.depth_encoding = s.rgb_encoding, s.depth_encoding
+    response.last_valid_depth_fraction = s.last_valid_depth_fraction
+    response.last_median_depth_m = s.last_median_depth_m
+    response.last_stamp = ns_to_stamp(s.last_stamp_ns)
+    response.error_code, response.message = s.error_code, s.message
+    response.tracking = tracking
+    return response
+
+
+def mesh_response(response, path, mesh, frames: int):
+    """Fill a SaveMesh response: the scene mesh written to ``path`` from ``frames`` frames."""
+    response.success, response.path, response.frames_integrated = True, str(path), frames
+    response.vertices, response.triangles = len(mesh.vertices), len(mesh.triangles)
+    response.message = f"{response.triangles} triangles from {frames} frames -> {path}"
+    return response
+
+
+def export_response(response, summary):
+    """Fill an ExportSequence response from the export's summary (folder, frame counts)."""
+    s = summary
+    response.success, response.path, response.frames = True, s.path, s.frames
+    response.frames_tracked, response.unchanged = s.frames_tracked, s.unchanged
+    response.message = (f"{s.frames} frames ({s.frames_tracked} tracked) -> {s.path}"
+                        + (" (unchanged)" if s.unchanged else ""))
+    return response
+
+
 def keyframe_msg(res, frame, map_frame: str, camera_frame: str, with_images: bool):
     """A live tracker's keyframe result (LiveResult) and its RgbdFrame -> nol_ros/msg/Keyframe
     (images only ``with_images``)."""
-    from nol_ros.msg import Keyframe
-
     kf = Keyframe()
     kf.header.stamp, kf.header.frame_id = ns_to_stamp(res.stamp_ns), map_frame
     kf.frame_index = int(res.index)

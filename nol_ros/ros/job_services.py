@@ -9,6 +9,10 @@ from collections.abc import Callable
 
 from nol_ros.errors import NolError
 from nol_ros.jobs import JobInfo, JobManager, JobState
+from nol_ros.msg import JobProgress
+from nol_ros.ros.qos import service_qos
+from nol_ros.ros.runtime import ShutsDown
+from nol_ros.srv import CancelJob, GetJobStatus
 
 
 def reply_failure(logger, resp, what: str, e: Exception, ok_field: str = "success"):
@@ -83,8 +87,6 @@ class JobGoals:
 
 def job_progress_msg(info: JobInfo, stamp=None):
     """JobInfo -> nol_ros/msg/JobProgress."""
-    from nol_ros.msg import JobProgress
-
     m = JobProgress()
     if stamp is not None:
         m.header.stamp = stamp
@@ -95,25 +97,16 @@ def job_progress_msg(info: JobInfo, stamp=None):
     return m
 
 
-class JobNodeShutdown:
-    """Mixin for a node that runs its work on ``self.jobs`` (a JobManager): the runtime's
-    prepare_shutdown and destroy_node stop the job threads (also when __init__ failed before
-    ``jobs`` existed). Put it before rclpy's Node in the bases."""
+class JobNodeShutdown(ShutsDown):
+    """Mixin for a node that runs its work on ``self.jobs`` (a JobManager): shutting the node
+    down stops the job threads. Put it before rclpy's Node in the bases."""
 
-    def prepare_shutdown(self):
-        if getattr(self, "jobs", None) is not None:
-            self.jobs.shutdown()
-
-    def destroy_node(self):
-        self.prepare_shutdown()
-        return super().destroy_node()
+    shutdown_attr = "jobs"
 
 
 def attach_job_services(node, jobs: JobManager, callback_group=None) -> None:
     """Create ``~/get_job_status`` (nol_ros/srv/GetJobStatus; an empty id = the last job) and
     ``~/cancel_job`` (nol_ros/srv/CancelJob) on ``node`` for ``jobs``."""
-    from nol_ros.srv import CancelJob, GetJobStatus
-
     def on_status(req, resp):
         info = jobs.get(req.job_id)
         if info is None:
@@ -137,5 +130,6 @@ def attach_job_services(node, jobs: JobManager, callback_group=None) -> None:
         return resp
 
     node.create_service(GetJobStatus, "~/get_job_status", on_status,
-                        callback_group=callback_group)
-    node.create_service(CancelJob, "~/cancel_job", on_cancel, callback_group=callback_group)
+                        callback_group=callback_group, qos_profile=service_qos())
+    node.create_service(CancelJob, "~/cancel_job", on_cancel, callback_group=callback_group,
+                        qos_profile=service_qos())

@@ -9,7 +9,8 @@ rclpy cannot infer a type from an empty list; an unset or empty array means the 
 Each parameter is declared with a ``ParameterDescriptor``: its description is the comment that
 documents it in the package's ``config/NODE.yaml`` or, for the core configs a node embeds, the
 comment beside the field in its dataclass (test_launch_files checks that every parameter of
-every node has one), ``ranges`` give numeric bounds, and
+every node has one), ``ranges`` give numeric bounds, a field typed with a name set of
+:mod:`nol_ros.enums` lists its names in ``additional_constraints``, and
 every parameter is ``read_only`` except the node's ``dynamic`` ones: ``ros2 param set`` on any
 other is refused by rclpy with the reason, instead of being accepted and ignored. A change of a
 dynamic parameter is checked by building the new config (a value the config refuses is refused
@@ -30,7 +31,18 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.parameter import Parameter
+
 from nol_ros.config import flat_field_docs, flatten, from_dict, override
+from nol_ros.enums import NameEnum
 from nol_ros.errors import ConfigError, FileFormatError
 
 # a documented parameter line inside ros__parameters (also the commented-out core defaults)
@@ -38,20 +50,26 @@ _PARAM = re.compile(r"^ {4}(?:# )?([A-Za-z_][\w.]*):[ \t]*(.*?)(?:[ \t]+#[ \t]?(
 _MORE = re.compile(r"^ {4}#[ \t]{2,}(.*)$")      # its continuation: "    #     more text"
 
 
+def _field_hint(cls: type, key: str) -> Any:
+    """The type annotation of the field named by the dotted ``key`` (None if there is none)."""
+    parts = key.split(".")
+    for part in parts[:-1]:
+        cls = typing.get_type_hints(cls).get(part)
+        if cls is None:
+            return None
+    return typing.get_type_hints(cls).get(parts[-1])
+
+
 def _array_kind(cls: type, key: str) -> type | None:
     """Element type (str/int/float/bool) of the tuple field named by the dotted ``key``."""
-    parts = key.split(".")
-    for i, part in enumerate(parts):
-        hints = typing.get_type_hints(cls)
-        if part not in hints:
-            return None
-        hint = hints[part]
-        if i < len(parts) - 1:
-            cls = hint
-            continue
-        args = typing.get_args(hint)
-        return args[0] if args and args[0] in (str, int, float, bool) else None
-    return None
+    args = typing.get_args(_field_hint(cls, key))
+    return args[0] if args and args[0] in (str, int, float, bool) else None
+
+
+def _names(cls: type, key: str) -> tuple[str, ...]:
+    """The allowed names of a field typed with a :class:`nol_ros.enums.NameEnum` (else ())."""
+    hint = _field_hint(cls, key)
+    return hint.names() if isinstance(hint, type) and issubclass(hint, NameEnum) else ()
 
 
 def config_dirs() -> list[Path]:
@@ -89,10 +107,6 @@ def declare_and_read(node, cls: type, docs: str | None = None, dynamic: Iterable
     filled config. docs: the config file whose comments describe them (default: the node's
     name); dynamic: parameters that may change at run time (see :func:`watch_dynamic`; all
     others are read-only); ranges: name -> (lo, hi) for numeric parameters."""
-    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-    from rclpy.exceptions import ParameterUninitializedException
-    from rclpy.parameter import Parameter
-
     text = {**flat_field_docs(cls), **{k: v for k, v in parameter_docs(docs or node.get_name())
                                        .items() if v}}
     dynamic, ranges = set(dynamic), dict(ranges or {})
@@ -106,6 +120,9 @@ def declare_and_read(node, cls: type, docs: str | None = None, dynamic: Iterable
     for key, default in flat_defaults.items():
         d = ParameterDescriptor(name=key, description=text.get(key, ""),
                                 read_only=key not in dynamic)
+        names = _names(cls, key)
+        if names:  # a closed set of names: listed where `ros2 param describe` shows them
+            d.additional_constraints = f"one of: {', '.join(names)}"
         if key in ranges:
             lo, hi = ranges[key]
             if isinstance(default, bool) or not isinstance(default, (int, float)):
@@ -133,8 +150,6 @@ def watch_dynamic(node, get_config: Callable[[], Any], apply: Callable[[Any, set
     """Run-time changes of the node's dynamic parameters (the others are read-only): the new
     value is checked by building the new config (refused with the config's message if it is
     invalid), then ``apply(new_config, changed_names)`` makes it take effect."""
-    from rcl_interfaces.msg import SetParametersResult
-
     def check(params):
         try:
             override(get_config(), {p.name: p.value for p in params}, "parameter change: ")
@@ -154,8 +169,6 @@ def load_params_file(path: str | Path, node_name: str) -> dict[str, Any]:
     """The ``ros__parameters`` of ``node_name`` in a ROS 2 parameter file, flattened with dots
     (nested mappings become ``a.b``). Accepts the keys ``NAME``, ``/NAME``, ``/**/NAME``,
     ``/**`` (all nodes); later matches override earlier ones, as rcl does."""
-    import yaml
-
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text())

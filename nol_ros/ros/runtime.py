@@ -7,6 +7,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+import rclpy
+from rclpy.exceptions import NameValidationException, ParameterException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+from nol_ros.errors import NolError
+from nol_ros.streaming.live import TF_MAP_CAMERA, TF_MAP_ODOM
+
 
 def default_ros_env() -> None:
     """Process defaults the nodes rely on (the user's environment wins):
@@ -26,12 +33,6 @@ def run_nodes(factories: Sequence[Callable[[], object]], argv: Sequence[str] | N
     executor until Ctrl-C, shut down cleanly. Returns a process exit code (0; 2 when a node
     cannot start because of its configuration, with the reason logged)."""
     default_ros_env()
-    import rclpy
-    from rclpy.exceptions import NameValidationException, ParameterException
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-
-    from nol_ros.errors import NolError
-
     rclpy.init(args=list(argv) if argv is not None else None)
     nodes = []
     executor = MultiThreadedExecutor(num_threads=threads)
@@ -112,3 +113,45 @@ def log_to(logger):
             logger.info(text)
 
     return log
+
+
+def tf_endpoints(node, listen: bool, broadcast: bool):
+    """(TfClient or None, TfBroadcaster or None, problem) for ``node``: the TF listener and
+    broadcaster asked for, or, when tf2_msgs is missing, neither and a message that says what
+    to do (the node then runs without TF and reports it)."""
+    try:
+        from nol_ros.ros.tf import TfBroadcaster, TfClient  # lazy: needs tf2_msgs (make setup)
+
+        return (TfClient(node) if listen else None,
+                TfBroadcaster(node) if broadcast else None, "")
+    except Exception as e:
+        return None, None, (f"TF unavailable ({type(e).__name__}: {e}); run `make setup` (it "
+                            "builds tf2_msgs) or install tf2_ros/tf2_msgs")
+
+
+def send_tracking_tf(tf_pub, res, map_frame: str, odom_frame: str, camera_frame: str) -> None:
+    """The tracker's pose on /tf, ONLY when the tracker trusts it: map -> odom when the camera's
+    odometry comes from TF (REP 105), else map -> camera. A robot must never act on a guess."""
+    if not res.track.ok:
+        return
+    if res.tf_mode == TF_MAP_ODOM and res.T_map_odom is not None:
+        tf_pub.send(map_frame, odom_frame, res.stamp_ns, res.T_map_odom)
+    elif res.tf_mode == TF_MAP_CAMERA:
+        tf_pub.send(map_frame, camera_frame, res.stamp_ns, res.track.T_world_camera)
+
+
+class ShutsDown:
+    """Mixin (before rclpy's Node in the bases) for a node whose work runs in a core object
+    with threads: the runtime's prepare_shutdown and destroy_node call ``shutdown()`` on the
+    attribute named ``shutdown_attr`` (also when __init__ failed before it existed)."""
+
+    shutdown_attr = "service"
+
+    def prepare_shutdown(self):
+        target = getattr(self, self.shutdown_attr, None)
+        if target is not None:
+            target.shutdown()
+
+    def destroy_node(self):
+        self.prepare_shutdown()
+        return super().destroy_node()

@@ -12,6 +12,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from geometry_msgs.msg import TransformStamped
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.duration import Duration
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
 
 from nol_ros.ros.conversions import ns_to_stamp, transform_from_matrix
 from nol_ros.streaming.messages import matrix_from_transform, stamp_to_ns
@@ -25,6 +30,7 @@ from nol_ros.streaming.tf_buffer import (
 
 def tf2_ros_available() -> bool:
     try:
+        # lazy: optional, tf2_ros may be missing (tf2_ros_available() checked)
         import tf2_ros  # noqa: F401
     except ImportError:
         return False
@@ -32,23 +38,17 @@ def tf2_ros_available() -> bool:
 
 
 def _qos_static():
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
     return QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL,
                       reliability=ReliabilityPolicy.RELIABLE)
 
 
 def _qos_dynamic():
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-
     return QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
                       reliability=ReliabilityPolicy.RELIABLE)
 
 
 def transform_stamped(parent: str, child: str, stamp_ns: int, T_parent_child: np.ndarray):
-    from geometry_msgs.msg import TransformStamped
-
     msg = TransformStamped()
     msg.header.stamp = ns_to_stamp(stamp_ns)
     msg.header.frame_id = parent
@@ -67,21 +67,20 @@ class TfClient:
         self.node = node
         self._tf2 = None
         if prefer_tf2_ros and tf2_ros_available():
+            # lazy: optional, tf2_ros may be missing (tf2_ros_available() checked)
             import tf2_ros
-            from rclpy.duration import Duration
 
             self._tf2 = tf2_ros.Buffer(cache_time=Duration(seconds=cache_time_s))
             self._listener = tf2_ros.TransformListener(self._tf2, node)
             self.backend = "tf2_ros"
             return
         try:
+            # lazy: optional, tf2_msgs may be missing (nodes then run without TF)
             from tf2_msgs.msg import TFMessage
         except ImportError as e:
             raise TransformError(
                 "tf2_msgs is not importable, so TF cannot be received: run `make setup` (it "
                 "builds tf2_msgs into the venv) or source a ROS 2 install") from e
-        from rclpy.callback_groups import ReentrantCallbackGroup
-
         group = callback_group or ReentrantCallbackGroup()
         self.buffer = TransformBuffer(cache_time_s=cache_time_s)
         self._newest: dict[str, int] = {}  # newest stamp per child frame
@@ -120,8 +119,8 @@ class TfClient:
         """T_target_source at ``stamp_ns`` (0 = latest)."""
         if self._tf2 is None:
             return self.buffer.lookup(target, source, stamp_ns)
+        # lazy: optional, tf2_ros may be missing (tf2_ros_available() checked)
         import tf2_ros
-        from rclpy.time import Time
 
         try:
             t = self._tf2.lookup_transform(target, source, Time(nanoseconds=stamp_ns))
@@ -162,6 +161,7 @@ class TfBroadcaster:
     """Publish dynamic (``/tf``) or static (``/tf_static``, latched) transforms."""
 
     def __init__(self, node, static: bool = False):
+        # lazy: optional, tf2_msgs may be missing (nodes then run without TF)
         from tf2_msgs.msg import TFMessage
 
         self._msg_type = TFMessage

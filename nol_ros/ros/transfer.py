@@ -16,6 +16,9 @@ import time
 from collections import deque
 
 from nol_ros.errors import NolError
+from nol_ros.msg import TransferStatus
+from nol_ros.ros.qos import service_qos
+from nol_ros.srv import GetChunk, GetManifest
 from nol_ros.transfer import Inbox, Manifest, Outbox, TransferConfig
 from nol_ros.transfer.codec import ChunkError
 from nol_ros.transfer.status import (  # noqa: F401  (the states, re-exported)
@@ -47,8 +50,6 @@ class RemoteTransferError(NolError):
 
 def serve(node, outbox: Outbox, callback_group=None) -> None:
     """Offer ``~/get_manifest`` and ``~/get_chunk`` on ``node`` for the folders of ``outbox``."""
-    from nol_ros.srv import GetChunk, GetManifest
-
     def on_manifest(req, resp):
         try:
             m = outbox.manifest(req.path)
@@ -70,8 +71,9 @@ def serve(node, outbox: Outbox, callback_group=None) -> None:
         return resp
 
     node.create_service(GetManifest, "~/get_manifest", on_manifest,
-                        callback_group=callback_group)
-    node.create_service(GetChunk, "~/get_chunk", on_chunk, callback_group=callback_group)
+                        callback_group=callback_group, qos_profile=service_qos())
+    node.create_service(GetChunk, "~/get_chunk", on_chunk, callback_group=callback_group,
+                        qos_profile=service_qos())
 
 
 
@@ -85,8 +87,6 @@ class Fetcher:
         self._clients: dict[str, tuple] = {}
 
     def _clients_for(self, peer: str):
-        from nol_ros.srv import GetChunk, GetManifest
-
         if peer not in self._clients:
             p = peer.rstrip("/")
             self._clients[peer] = (
@@ -96,8 +96,6 @@ class Fetcher:
         return self._clients[peer]
 
     def _manifest(self, client, remote_path: str, st: FetchStatus, report, check) -> Manifest:
-        from nol_ros.srv import GetManifest
-
         deadline = time.monotonic() + self.cfg.stall_timeout_s
         while True:
             check()
@@ -145,8 +143,6 @@ class Fetcher:
         """Fetch ``remote_path`` of ``peer`` (a transfer node name) into ``local_path`` of this
         host's root. report(FetchStatus) on progress; check() raises to cancel. Returns the final
         status (state DONE with result_path, or PAUSED after max_chunks new chunks)."""
-        from nol_ros.srv import GetChunk
-
         report = report or (lambda st: None)
         check = check or (lambda: None)
         st = FetchStatus(peer, remote_path, local_path)
@@ -252,8 +248,6 @@ class Fetcher:
 
 def status_msg(st: FetchStatus, job_id: str, stamp=None):
     """FetchStatus -> nol_ros/msg/TransferStatus."""
-    from nol_ros.msg import TransferStatus
-
     m = TransferStatus()
     if stamp is not None:
         m.header.stamp = stamp

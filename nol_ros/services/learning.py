@@ -23,6 +23,8 @@ the object is learnt again) and released with their memory after ``idle_release_
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -33,6 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from nol_ros.catalog import ObjectCatalogConfig
+from nol_ros.config import override, parse_options
+from nol_ros.datasets.bag import open_bag
+from nol_ros.device import release_memory
 from nol_ros.errors import (
     ConfigError,
     FileFormatError,
@@ -41,6 +46,7 @@ from nol_ros.errors import (
     PoseError,
     ServiceUnavailableError,
 )
+from nol_ros.handoff import check_package
 from nol_ros.jobs import JobInfo, JobManager
 from nol_ros.learn import (
     SOURCE_BAG,
@@ -48,12 +54,13 @@ from nol_ros.learn import (
     SOURCE_LIVE_BUFFER,
     SOURCE_WORKSPACE,
     LearnConfig,
-    OverallProgress,
     detect_dataset,
     learn_object,
     load_renderer,
-    release_memory,
 )
+from nol_ros.mesh import load_mesh
+from nol_ros.nol.network import load_checkpoint
+from nol_ros.progress import OverallProgress
 from nol_ros.recognition.pipeline import UnknownObjectError
 from nol_ros.streaming.messages import CameraInfoError
 from nol_ros.workspace import BadPathError, LearntObject, Workspace, confine, safe_name
@@ -123,8 +130,6 @@ def learn_config_with_options(cfg: LearnConfig, options_yaml: str) -> LearnConfi
     """``cfg`` with the overrides of a LearnObject's options_yaml: a mapping of learn-config
     keys, nested or dotted (``self_annotation.annotate_step: 2``). Unknown keys are refused, and
     so is a workspace_root (the node's root is not a request's to change)."""
-    from nol_ros.config import override, parse_options
-
     opts = parse_options(options_yaml)
     if "workspace_root" in opts:
         raise ConfigError("options_yaml: workspace_root is the node's parameter, not an option")
@@ -162,8 +167,6 @@ class CheckedLearn:
 def check_learn_request(cfg: LearningConfig, req: LearnRequest) -> CheckedLearn:
     """Cheap checks before a job is queued (raise the NolError a reply reports); paths resolved
     inside data_root."""
-    from nol_ros.mesh import load_mesh
-
     name = req.object_name
     lo = cfg.workspace.learnt(name)          # safe, not reserved
     root = cfg.data_path
@@ -171,12 +174,11 @@ def check_learn_request(cfg: LearningConfig, req: LearnRequest) -> CheckedLearn:
         raise InputError(f"unknown source {req.source}; use 0 (live buffer), 1 (bag), "
                          "2 (dataset) or 3 (workspace: an object self-annotated elsewhere)")
     if req.source == SOURCE_WORKSPACE:       # the package brings its mesh
-        from nol_ros.handoff import check_package
-
         src = str(confine(root, req.source_path, "source_path", must_exist=True)) \
             if req.source_path else ""
         check_package(src or lo.dir, name)   # BAD_FILE naming what is missing
-        learn_cfg = learn_config_with_options(cfg.learn, req.options_yaml)
+        learn_cfg = _checked_checkpoint(cfg, learn_config_with_options(cfg.learn,
+                                                                       req.options_yaml))
         return CheckedLearn(name, "", req.source, src, learn_cfg)
     mesh = str(confine(root, cfg.objects.mesh_for(name, req.mesh_path), "mesh_path",
                        must_exist=True))
@@ -186,6 +188,7 @@ def check_learn_request(cfg: LearningConfig, req: LearnRequest) -> CheckedLearn:
         if not ((p if p.is_dir() else p.parent) / "metadata.yaml").exists():
             raise FileFormatError(f"'{req.source_path}' is not a rosbag2 folder (no "
                                   "metadata.yaml)")
+        open_bag(p).close()  # a damaged or truncated bag: BAD_FILE now, not in the job
         src = str(p)
     elif req.source == SOURCE_DATASET:
         p = confine(root, req.source_path or ".", "source_path", must_exist=True)
@@ -193,9 +196,23 @@ def check_learn_request(cfg: LearningConfig, req: LearnRequest) -> CheckedLearn:
         src = str(p)
     elif req.source_path:
         src = str(confine(root, req.source_path, "source_path", must_exist=True))
-    learn_cfg = learn_config_with_options(cfg.learn, req.options_yaml)
+    learn_cfg = _checked_checkpoint(cfg, learn_config_with_options(cfg.learn, req.options_yaml))
     load_mesh(mesh)  # unreadable / empty / other-unit meshes: BAD_MESH, EMPTY_MESH, MESH_UNITS
     return CheckedLearn(name, mesh, req.source, src, learn_cfg)
+
+
+def _checked_checkpoint(cfg: LearningConfig, learn_cfg: LearnConfig) -> LearnConfig:
+    """A NOL checkpoint named in options_yaml (render.checkpoint) is a path from a request: it
+    must lie inside data_root (BAD_PATH, the same message whether outside or missing) and load
+    as a NOL checkpoint (BAD_WEIGHTS) before the job is queued, not after the self-annotation.
+    Returned with the resolved path. The node's own parameter is the operator's: not confined."""
+    ck = learn_cfg.render.checkpoint
+    if not ck or ck == cfg.learn.render.checkpoint:
+        return learn_cfg
+    p = confine(cfg.data_path, ck, "render.checkpoint", must_exist=True)
+    load_checkpoint(p)
+    return dataclasses.replace(learn_cfg, render=dataclasses.replace(learn_cfg.render,
+                                                                     checkpoint=str(p)))
 
 
 class LearningService:
@@ -246,8 +263,6 @@ class LearningService:
         if warning:
             self.log("warning", warning)
         if c.cfg.render.enabled and lo.render_report.is_file():
-            import json
-
             rep = json.loads(lo.render_report.read_text())
             self.log("info", f"{c.name}: {rep['images']} training images rendered "
                              f"({rep['method']}, preset {rep['preset']}) in "

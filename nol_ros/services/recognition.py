@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from nol_ros.errors import ConfigError, InputError, NolError
+from nol_ros.recognition.recognizer import Recognizer
 from nol_ros.streaming.messages import (
     camera_info_to_intrinsics,
     check_image_matches_info,
@@ -201,8 +202,6 @@ class RecognitionService:
 
     def load(self, path: str, why: str) -> tuple[bool, str]:
         """Load the models folder ``path``; on failure the previous models stay."""
-        from nol_ros.recognition.recognizer import Recognizer
-
         t0 = time.perf_counter()
         stamp = self._stamp(path)
         try:

@@ -136,6 +136,7 @@ class LiveReconstruction:
         self.on_error = on_error or (lambda code, msg: None)
         self.log = log or (lambda level, text: None)
         if cfg.tracking.enabled:
+            # lazy: open3d (~3 s) to import, loaded only when this runs
             import open3d  # noqa: F401  (seconds on a loaded machine: not on the first frame)
         self.ingest = RgbdIngest(cfg.ingest)
         self.live = LiveTracker(cfg.tracking, cfg.tracker, lookup_prior=lookup_prior,
@@ -243,6 +244,8 @@ class LiveReconstruction:
             raise InputError("SaveMesh.path is empty; give an output .ply or .obj path "
                              f"(relative to {self.cfg.export_root})")
         p = self._out_path(path, "SaveMesh.path")
+        if p.suffix.lower() not in (".ply", ".obj"):   # before the seconds of integration
+            raise InputError(f"SaveMesh.path '{path}' must end in .ply or .obj")
         self.live.wait_idle(self.cfg.export_wait_for_tracking_s)
         mesh, n = integrate_scene_mesh(self.ingest.snapshot(), self.live.snapshot(),
                                        self.cfg.tracker, self.cfg.mesh_weight_threshold)
@@ -259,8 +262,11 @@ class LiveReconstruction:
         results = self.live.snapshot()
         version = (f"{self.generation}:{frames[0].index}:{frames[-1].index}:{len(results)}"
                    if frames else "")
+        # consume: the export holds the snapshot's frames only until each is written; the ring
+        # buffer meanwhile replaces them with new ones (the soak, BENCHMARKS.md)
         s = export_sequence(frames, results, out, step=step, version=version, meta=meta,
-                            map_frame=self.cfg.map_frame, camera_frame=self.cfg.camera_frame)
+                            map_frame=self.cfg.map_frame, camera_frame=self.cfg.camera_frame,
+                            consume=True)
         return ExportResult(s.path, s.frames, s.frames_tracked, s.unchanged)
 
     def shutdown(self) -> None:

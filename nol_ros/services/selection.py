@@ -18,9 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nol_ros.catalog import ObjectCatalogConfig
+from nol_ros.datasets.bag_import import load_odometry
+from nol_ros.datasets.bop import read_bop_scene
 from nol_ros.errors import FileFormatError, InputError, NolError, ServiceUnavailableError
+from nol_ros.handoff import PACKAGES, pack_learnt_object
 from nol_ros.jobs import JobInfo, JobManager
-from nol_ros.selfannotate import SelfAnnotationConfig
+from nol_ros.mesh import load_mesh
+from nol_ros.selfannotate import ObjectSpec, SelfAnnotationConfig, run_self_annotation
 from nol_ros.workspace import AnnotationFiles, Workspace, confine, safe_name
 
 
@@ -69,8 +73,6 @@ class SelectionResult:
 def resolve_objects(cfg: SelectionConfig, names, mesh_paths) -> list[tuple[str, str]]:
     """[(name, mesh)] of a request (checked, meshes inside data_root; raises the reply's
     NolError)."""
-    from nol_ros.mesh import load_mesh
-
     names, mesh_paths = list(names), list(mesh_paths)
     if mesh_paths and len(mesh_paths) != len(names):
         raise InputError(f"{len(names)} object_names but {len(mesh_paths)} mesh_paths; give one "
@@ -129,10 +131,6 @@ class SelectionService:
         return self.jobs.submit("select_views", run, ",".join(n for n, _ in objects))
 
     def _run(self, objects, sequence_path: str, out: Path, progress) -> str:
-        from nol_ros.datasets.bag_import import load_odometry
-        from nol_ros.datasets.bop import read_bop_scene
-        from nol_ros.selfannotate import ObjectSpec, run_self_annotation
-
         if not sequence_path:
             if self.export is None:
                 raise ServiceUnavailableError("no reconstruction node to export the live "
@@ -163,8 +161,6 @@ class SelectionService:
             err.code = code
             raise err
         if self.cfg.packages:  # what a workstation renders and trains from (nol_ros.handoff)
-            from nol_ros.handoff import PACKAGES, pack_learnt_object
-
             for name in good:
                 progress.report("package", 1.0, f"{name}: writing its package")
                 pack_learnt_object(out, name, sequence_path, out / PACKAGES / name,

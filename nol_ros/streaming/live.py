@@ -26,6 +26,7 @@ poses.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -37,12 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
+from nol_ros.datasets.bop import BopSceneWriter
+from nol_ros.enums import OdometryMode, parse_field
 from nol_ros.errors import ConfigError, InputError, NolError
-from nol_ros.reconstruction.tracking import TrackerConfig, TrackResult
+from nol_ros.geometry import interpolate_T
+from nol_ros.io_utils import atomic_write_json, atomic_write_mesh
+from nol_ros.reconstruction.tracking import RgbdTracker, TrackerConfig, TrackResult
 from nol_ros.streaming.ingest import RgbdFrame
 from nol_ros.streaming.tf_buffer import TransformError
 
-ODOMETRY_MODES = ("auto", "required", "none")  # not "off": YAML reads it as false
 TF_MAP_ODOM, TF_MAP_CAMERA = "map->odom", "map->camera"
 EXPORT_MARKER = "nol_export.json"
 TMP_MARKER = ".nol_export_tmp"
@@ -63,7 +67,7 @@ class LiveTrackingConfig:
 
     enabled: bool = True
     max_backlog: int = 15              # frames waiting for the tracker; more -> oldest skipped
-    odometry_mode: str = "auto"        # auto | required | none
+    odometry_mode: OdometryMode = OdometryMode.AUTO  # auto | required | none
     tf_timeout_s: float = 1.0          # wait this long for a frame's odometry transform (it
     #                                    normally comes within ms; 0.3 s was missed in a test on
     #                                    a machine at load 11)
@@ -73,9 +77,7 @@ class LiveTrackingConfig:
     #                                    640x480 input): the live tracker's memory budget
 
     def __post_init__(self):
-        if self.odometry_mode not in ODOMETRY_MODES:
-            raise ConfigError(f"tracking.odometry_mode '{self.odometry_mode}' unknown; use one "
-                              f"of {list(ODOMETRY_MODES)}")
+        parse_field(self, "odometry_mode", OdometryMode)
         if self.max_backlog < 1:
             raise ConfigError(f"tracking.max_backlog must be >= 1, got {self.max_backlog}")
         if self.tf_timeout_s < 0 or self.first_tf_timeout_s < 0:
@@ -271,14 +273,14 @@ class LiveTracker:
         mode = self.cfg.odometry_mode
         with self._cv:
             tf_mode = self._status.tf_mode
-        if mode == "none" or self.lookup_prior is None or tf_mode == TF_MAP_CAMERA:
+        if mode == OdometryMode.NONE or self.lookup_prior is None or tf_mode == TF_MAP_CAMERA:
             return None, False
         timeout = self.cfg.first_tf_timeout_s if tf_mode == "" else self.cfg.tf_timeout_s
         try:
             T = np.asarray(self.lookup_prior(frame, timeout), dtype=np.float64)
             return T, False
         except TransformError as e:
-            if mode == "required":
+            if mode == OdometryMode.REQUIRED:
                 with self._cv:
                     self._status.frames_tf_refused += 1
                 self._error(e.code, f"frame {frame.index} not tracked: odometry_mode is "
@@ -301,8 +303,6 @@ class LiveTracker:
             return None, True
 
     def _track(self, frame: RgbdFrame, t_recv: float, gen: int) -> LiveResult | None:
-        from nol_ros.reconstruction.tracking import RgbdTracker
-
         prior, refuse = self._prior(frame)
         if refuse:
             return None
@@ -360,8 +360,6 @@ def poses_for_frames(frames: list[RgbdFrame], results: dict[int, LiveResult]
                      ) -> tuple[list[np.ndarray], list[bool]]:
     """T_map_camera for every frame: tracked ones as tracked, the others interpolated in time
     between the nearest tracked neighbours (nearest one at the ends). Returns (poses, tracked)."""
-    from nol_ros.geometry import interpolate_T
-
     tracked = [f.index in results for f in frames]
     known = [(f.stamp_ns, results[f.index].track.T_world_camera) for f in frames
              if f.index in results]
@@ -402,18 +400,20 @@ def _is_export(d: Path) -> bool:
 
 def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out_dir: str | Path,
                     step: int = 1, version: str = "", meta: dict | None = None,
-                    map_frame: str = "map", camera_frame: str = "") -> ExportSummary:
+                    map_frame: str = "map", camera_frame: str = "", consume: bool = False
+                    ) -> ExportSummary:
     """Write ``frames`` (every ``step``-th) as a BOP scene folder with ``odometry.json`` (the
     live T_map_camera of each exported frame: tracked, or interpolated) and
     ``live_trajectory.json``. ``out_dir`` must not exist, be empty, or be a previous export
     (it holds nol_export.json); the folder is written next to it and swapped in at the end, so a
     reader never sees half an export. With the same ``version`` as the existing export nothing
-    is written (``unchanged``)."""
-    import json
+    is written (``unchanged``).
 
-    from nol_ros.datasets.bop import BopSceneWriter
-    from nol_ros.io_utils import atomic_write_json
-
+    Each frame's images are let go as soon as they are written. ``consume``: ``frames`` (a list)
+    is emptied at once, so this function holds the only references: a frame the ring buffer
+    evicts while a long export runs is then freed once it is written (or at once when ``step``
+    skips it), instead of every frame of the snapshot staying in memory next to the buffer's
+    new ones until the export ends (up to twice the buffer's memory)."""
     out = Path(out_dir).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise InputError(f"export path '{out}' is a file; give a folder")
@@ -421,7 +421,10 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
         raise InputError(f"export folder '{out}' exists, is not empty and is not a previous "
                          f"export (no {EXPORT_MARKER}); choose another folder (nothing is "
                          "overwritten)")
+    given = frames
     frames = list(frames)[::max(1, int(step))]
+    if consume:
+        given.clear()
     if not frames:
         raise NoFramesError("the buffer holds no frames yet; is the camera publishing (see "
                             "~/get_buffer_status)?")
@@ -445,6 +448,8 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
         # tracks from scratch
         poses, tracked = None, [f.index in trusted for f in frames]
     intr = frames[0].intrinsics
+    cam = camera_frame or frames[0].frame_id or "camera"
+    rows = [(f.index, f.stamp_ns) for f in frames]   # what the files below need of each frame
     tmp = out.parent / f".{out.name}.tmp"
     if tmp.exists():
         if not (tmp / TMP_MARKER).is_file():   # only what this code made is ever deleted
@@ -461,8 +466,8 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
                                  f"first ({intr}); reset the node between sequences")
             writer.add_frame(k, f.rgb, f.depth_m, None, [], stamp_ns=f.stamp_ns,
                              depth_stamp_ns=f.depth_stamp_ns)
+            frames[k] = f = None   # written: its images may go (see consume)
         writer.close()
-        cam = camera_frame or frames[0].frame_id or "camera"
         if poses is not None:
             atomic_write_json(tmp / "odometry.json", {
                 "frame": map_frame, "child": cam, "tf_source": "live_tracking",
@@ -470,9 +475,9 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
                         "prior for the offline chain, not ground truth",
                 "T_odom_camera": {str(k): T.tolist() for k, T in enumerate(poses)}})
         traj = []
-        for k, (f, tr) in enumerate(zip(frames, tracked)):
-            r = results.get(f.index)
-            traj.append({"index": k, "buffer_index": f.index, "stamp_ns": f.stamp_ns,
+        for k, ((index, stamp_ns), tr) in enumerate(zip(rows, tracked)):
+            r = results.get(index)
+            traj.append({"index": k, "buffer_index": index, "stamp_ns": stamp_ns,
                          "T_world_camera": poses[k].tolist() if poses is not None else None,
                          "tracked": tr,
                          "ok": bool(r.track.ok) if r else False,
@@ -503,8 +508,6 @@ def integrate_scene_mesh(frames: list[RgbdFrame], results: dict[int, LiveResult]
                          weight_threshold: float = 2.0):
     """TSDF over the tracked frames whose alignment passed (every ``integrate_every``-th and
     all keyframes, as the offline chain does) -> (Open3D legacy TriangleMesh, frames used)."""
-    from nol_ros.reconstruction.tracking import RgbdTracker
-
     usable = [f for f in frames if f.index in results and results[f.index].track.ok]
     if not usable:
         raise NoFramesError("no tracked frame to integrate yet; wait for the tracker (see the "
@@ -518,8 +521,6 @@ def integrate_scene_mesh(frames: list[RgbdFrame], results: dict[int, LiveResult]
 
 def write_mesh_file(path: str | Path, mesh) -> Path:
     """Write an Open3D TriangleMesh (.ply or .obj) atomically; returns the absolute path."""
-
-    from nol_ros.io_utils import atomic_write_mesh
 
     p = Path(path).expanduser().resolve()
     if p.suffix.lower() not in (".ply", ".obj"):

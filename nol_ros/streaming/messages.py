@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from nol_ros.camera import Intrinsics
 from nol_ros.errors import InputError
+from nol_ros.geometry import R_from_quat_xyzw, make_T
 
 # encoding -> (numpy dtype, channels)
 ENCODINGS: dict[str, tuple[np.dtype, int]] = {
@@ -118,8 +120,6 @@ def depth_from_image(msg) -> np.ndarray:
 def camera_info_to_intrinsics(info):
     """``sensor_msgs/CameraInfo`` -> :class:`nol_ros.camera.Intrinsics` (from K; distortion must
     be negligible: the pipeline assumes rectified / registered images)."""
-    from nol_ros.camera import Intrinsics
-
     k = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
     if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
         raise CameraInfoError(
@@ -141,8 +141,6 @@ def check_image_matches_info(width: int, height: int, info) -> None:
 
 def matrix_from_transform(tf) -> np.ndarray:
     """``geometry_msgs/Transform`` -> (4, 4) float64."""
-    from nol_ros.geometry import R_from_quat_xyzw, make_T
-
     q = np.array([tf.rotation.x, tf.rotation.y, tf.rotation.z, tf.rotation.w], dtype=np.float64)
     t = np.array([tf.translation.x, tf.translation.y, tf.translation.z], dtype=np.float64)
     return make_T(R_from_quat_xyzw(_check_quat(q)), t)
@@ -150,8 +148,6 @@ def matrix_from_transform(tf) -> np.ndarray:
 
 def matrix_from_pose(pose) -> np.ndarray:
     """``geometry_msgs/Pose`` -> (4, 4) float64."""
-    from nol_ros.geometry import R_from_quat_xyzw, make_T
-
     q = np.array([pose.orientation.x, pose.orientation.y, pose.orientation.z,
                   pose.orientation.w], dtype=np.float64)
     t = np.array([pose.position.x, pose.position.y, pose.position.z], dtype=np.float64)

@@ -37,7 +37,7 @@ from nol_ros.transfer.manifest import (
     build_manifest,
     scan_folder,
 )
-from nol_ros.transfer.paths import STAGING, PathError, confined, wire_path
+from nol_ros.transfer.paths import STAGING, PathError, confined, local_path, wire_path
 
 
 class UnknownTransferError(NolError):
@@ -122,8 +122,6 @@ class Outbox:
 
     def folder(self, path: str) -> Path:
         """The folder a request names: relative to the root, or absolute inside it."""
-        from nol_ros.transfer.paths import local_path
-
         p = local_path(self.root, path, "source folder") if path.startswith("/") else \
             confined(self.root, path, "source folder")
         if not p.is_dir():
@@ -334,8 +332,6 @@ class Inbox:
     def open(self, manifest: Manifest, dest: str) -> Receipt:
         """Start or resume receiving ``manifest`` into ``ROOT/dest`` (a relative path, or an
         absolute one inside the root)."""
-        from nol_ros.transfer.paths import local_path
-
         if dest.startswith("/"):
             d = local_path(self.root, dest, "destination")
             dest = d.relative_to(self.root).as_posix()

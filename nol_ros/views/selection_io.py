@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from nol_ros.errors import FileFormatError
@@ -40,8 +41,6 @@ class ObjectSelection:
 
     def mask(self, frame: int) -> np.ndarray | None:
         """(H, W) bool visible mask of ``frame`` (None when the object is not seen there)."""
-        import cv2
-
         p = Path(self.workspace) / "objects" / self.name / "masks" / f"{frame:06d}.png"
         if not p.exists():
             return None
@@ -74,8 +73,6 @@ def annotated_image(frames_by_id: dict, selections: list[ObjectSelection], tile_
     the visible mask tinted in the object's colour with its outline, the frame id and visible
     fraction written on it, the name and coverage on the left. ``frames_by_id``: BOP image id ->
     FrameRecord (``load_rgb``). Returns (H, W, 3) uint8 RGB."""
-    import cv2
-
     rows = []
     for k, sel in enumerate(selections):
         color = np.array(COLORS[k % len(COLORS)], np.float32)

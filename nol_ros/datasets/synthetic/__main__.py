@@ -3,17 +3,17 @@
 import argparse
 import sys
 
+from nol_ros.datasets.synthetic.generate import generate
+from nol_ros.enums import WorldPreset
 from nol_ros.errors import NolError
 
 
 def main(argv=None) -> int:
-    from nol_ros.datasets.synthetic.generate import PRESETS, generate
-
     ap = argparse.ArgumentParser(
         prog="python -m nol_ros.datasets.synthetic",
         description="Generate the synthetic SMOT-like dataset (BOP scenes, models, rosbag2, "
                     "contact sheet). Example: --preset small --out /tmp/nol_small")
-    ap.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    ap.add_argument("--preset", default="small", choices=list(WorldPreset))
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true", help="no progress bars")

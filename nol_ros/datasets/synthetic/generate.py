@@ -14,17 +14,24 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
 from nol_ros.camera import SMOT_XTION, Intrinsics
-from nol_ros.datasets.bop import BopSceneWriter, write_models_info
+from nol_ros.datasets.bag import export_bag
+from nol_ros.datasets.bop import BopSceneWriter, read_bop_scene, write_models_info
 from nol_ros.datasets.synthetic.objects import CATALOGUE, make_object
 from nol_ros.datasets.synthetic.sensor import SensorConfig, XtionSensor, specular_strength
 from nol_ros.datasets.synthetic.world import World, build_world, circle_trajectory
+from nol_ros.enums import WorldPreset
+from nol_ros.errors import ConfigError, InputError
 from nol_ros.io_utils import atomic_write_image, atomic_write_json
 from nol_ros.mesh import models_info, save_mesh
 from nol_ros.rasterizer import Scene, shade
@@ -46,8 +53,6 @@ class Preset:
     sensor: SensorConfig = SensorConfig()
 
     def __post_init__(self):
-        from nol_ros.errors import ConfigError
-
         known = {o.obj_id for o in CATALOGUE}
         bad = [i for i in self.train_objects if i not in known]
         if bad or not self.train_objects or len(set(self.train_objects)) != len(self.train_objects):
@@ -60,18 +65,20 @@ class Preset:
 
 PRESETS = {
     # seconds: for unit tests (a 120 deg arc at 4 deg per frame)
-    "small": Preset(train_frames=30, train_arc_deg=120.0, test_sequences=1, test_frames=8),
+    WorldPreset.SMALL: Preset(train_frames=30, train_arc_deg=120.0, test_sequences=1,
+                              test_frames=8),
     # the demo: a full circle at 3 deg per frame and one test sequence
-    "demo": Preset(train_frames=120, train_arc_deg=360.0, test_sequences=1, test_frames=40,
-                   test_arc_deg=360.0),
+    WorldPreset.DEMO: Preset(train_frames=120, train_arc_deg=360.0, test_sequences=1,
+                             test_frames=40, test_arc_deg=360.0),
     # benchmarks: a full circle of 300 frames (1.2 deg per frame), three test sequences, with
     # the real-sensor effects on (the small/demo worlds, which the tests and the demo use, keep
     # them off: test_synthetic asserts exact 30 Hz stamps there)
-    "full": Preset(train_frames=300, train_arc_deg=360.0, test_sequences=3, test_frames=100,
-                   test_arc_deg=360.0,
-                   sensor=SensorConfig(misregistration_px=(1.0, 0.0), auto_exposure_jump_prob=0.02,
-                                       edge_hole_px=1, saturated_fraction=0.3,
-                                       drop_frame_prob=0.01, stamp_jitter_ms=1.0)),
+    WorldPreset.FULL: Preset(train_frames=300, train_arc_deg=360.0, test_sequences=3,
+                             test_frames=100, test_arc_deg=360.0,
+                             sensor=SensorConfig(misregistration_px=(1.0, 0.0),
+                                                 auto_exposure_jump_prob=0.02, edge_hole_px=1,
+                                                 saturated_fraction=0.3, drop_frame_prob=0.01,
+                                                 stamp_jitter_ms=1.0)),
 }
 COLORS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
                    [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60]], np.uint8)
@@ -157,8 +164,6 @@ def write_sequence(scene_dir: Path, world: World, poses: list[np.ndarray], intr:
                    sensor_cfg: SensorConfig | None = None) -> float:
     """Render and write one BOP scene (30 Hz RGB stamps from ``t0_ns``, depth 2-8 ms later);
     returns seconds per frame."""
-    from tqdm import tqdm
-
     meshes, Ts = world.meshes_and_poses()
     scene = Scene(meshes, Ts)
     sensor = XtionSensor(sensor_cfg or SensorConfig(), np.random.default_rng([seed, 3]))
@@ -185,8 +190,6 @@ def write_sequence(scene_dir: Path, world: World, poses: list[np.ndarray], intr:
 def _tile(scene_dir: Path, gt: dict, i: int, label: str) -> np.ndarray:
     """Frame i of a BOP scene with the visible masks tinted and outlined per object, the
     object ids at the mask centres; (240, 320, 3) uint8 RGB."""
-    import cv2
-
     img = cv2.imread(str(scene_dir / "rgb" / f"{i:06d}.png"))[..., ::-1].copy()
     over = img.copy()
     labels = []
@@ -209,8 +212,6 @@ def _tile(scene_dir: Path, gt: dict, i: int, label: str) -> np.ndarray:
 
 
 def _caption(tile: np.ndarray, label: str) -> np.ndarray:
-    import cv2
-
     (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
     tile[:th + 10, :tw + 10] = (tile[:th + 10, :tw + 10] * 0.3).astype(np.uint8)
     cv2.putText(tile, label, (5, th + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
@@ -220,8 +221,6 @@ def _caption(tile: np.ndarray, label: str) -> np.ndarray:
 
 def _depth_tile(scene_dir: Path, i: int, label: str) -> np.ndarray:
     """Depth of frame i (colour map 0.4-3.5 m, invalid pixels black); (240, 320, 3) uint8."""
-    import cv2
-
     d = cv2.imread(str(scene_dir / "depth" / f"{i:06d}.png"), cv2.IMREAD_UNCHANGED)
     z = d.astype(np.float32) * 1e-3
     x = np.clip((z - 0.4) / 3.1, 0, 1)
@@ -234,8 +233,6 @@ def contact_sheet(scene_dirs: list[Path], out_png: Path, per_row: int = 3) -> No
     """A grid for a person to look at: two rows of training frames (first scene) and one row
     per further scene, visible GT masks tinted + outlined per object with the object ids, and
     one row of the training frames' sensor depth (black = invalid). Written as PNG."""
-    import json
-
     rows = []
     depth_row = []
     for s_idx, d in enumerate(scene_dirs):
@@ -253,18 +250,15 @@ def contact_sheet(scene_dirs: list[Path], out_png: Path, per_row: int = 3) -> No
     atomic_write_image(out_png, np.vstack(rows))
 
 
-def generate(out: str | Path, preset: str | Preset = "small", seed: int = 0,
+def generate(out: str | Path, preset: str | Preset = WorldPreset.SMALL, seed: int = 0,
              progress: bool = True, intr: Intrinsics = SMOT_XTION) -> dict:
     """Write the whole dataset for ``preset`` (a name in PRESETS or a Preset); returns the
     summary (also OUT/world.json). Same seed -> identical files."""
-    from nol_ros.errors import InputError
-
     if isinstance(preset, Preset):
         p, preset = preset, "custom"
-    elif preset in PRESETS:
-        p = PRESETS[preset]
     else:
-        raise InputError(f"preset '{preset}' unknown; use one of {sorted(PRESETS)}")
+        preset = WorldPreset.parse(preset, "preset", InputError)
+        p = PRESETS[preset]
     out = Path(out)
     t0 = time.perf_counter()
     # models: the whole catalogue (BOP style; the scenes use a subset), untextured for the
@@ -297,13 +291,8 @@ def generate(out: str | Path, preset: str | Preset = "small", seed: int = 0,
         summary["sequences"][f"test/{k + 1:06d}"] = {"frames": len(tp), "s_per_frame": spf,
                                                      "elevation_deg": [8.0, 42.0]}
     if p.write_bag:
-        from nol_ros.datasets.bag import export_bag
-        from nol_ros.datasets.bop import read_bop_scene
-
         bag = out / "bags" / "train_000001"
         if bag.exists():
-            import shutil
-
             shutil.rmtree(bag)
         export_bag(read_bop_scene(out / "train" / "000001"), bag, tf_mode="odom", seed=seed)
         summary["bag"] = str(bag)
