@@ -34,6 +34,7 @@ data are generated into OUT/data once and reused.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -197,7 +198,7 @@ def register(reg, mesh, prior, name: str) -> dict:
 def run_scene(sd: SceneDef, out: Path, objects_dir: Path | None, cands: dict,
               no_prior: bool) -> dict:
     from nol_ros.metrics import ate_rmse
-    from nol_ros.reconstruction.registration import ObjectRegistrar
+    from nol_ros.reconstruction.registration import ObjectRegistrar, RegistrationError
     from nol_ros.selfannotate import SelfAnnotationConfig, measured_views, track_sequence
 
     t0 = time.perf_counter()
@@ -215,9 +216,11 @@ def run_scene(sd: SceneDef, out: Path, objects_dir: Path | None, cands: dict,
     pts, _ = tracker.extract_point_cloud()
     res = tracker.result
     poses = np.array([f.T_world_camera for f in res.frames if f.ok])
-    reg = ObjectRegistrar(pts, poses, cfg.registration,
-                          measured_views(seq, [f.T_world_camera for f in res.frames], res.ok,
-                                         cfg.registration))
+    t1 = time.perf_counter()
+    views = measured_views(seq, [f.T_world_camera for f in res.frames], res.ok,
+                           cfg.registration)
+    t_views = time.perf_counter() - t1
+    reg = ObjectRegistrar(pts, poses, cfg.registration, views)
     t_track = time.perf_counter() - t0
     ate, A = ate_rmse([f.T_world_camera for f in res.frames],
                       [f.T_world_camera for f in seq.frames])
@@ -245,6 +248,27 @@ def run_scene(sd: SceneDef, out: Path, objects_dir: Path | None, cands: dict,
                                                np.array(row["T_world_object"]), reg.plane)
             rows.append(row)
             _print(row)
+    # the cost of the check: each right mesh registered with it and without it (the same
+    # registrar, its views taken away: the decision on the score alone), alternately, 2 times
+    timing = []
+    bare = copy.copy(reg)
+    bare._views, bare.camera_poses = None, None
+    for obj, T in truth.items():
+        centre = T[:3, :3] @ scan_centre(cands[obj]) + T[:3, 3]
+        t = {"with": [], "without": []}
+        for _ in range(2):
+            for key, r in (("without", bare), ("with", reg)):
+                t0 = time.perf_counter()
+                try:
+                    r.register(cands[obj].vertices, cands[obj].faces, prior_point=centre,
+                               prior_radius_m=0.1, name=obj)
+                except RegistrationError:
+                    pass
+                t[key].append(time.perf_counter() - t0)
+        timing.append({"object": obj, "with_s": min(t["with"]),
+                       "without_s": min(t["without"])})
+        print(f"  {sd.name} {obj}: registration {timing[-1]['without_s']:.2f} s without the "
+              f"check, {timing[-1]['with_s']:.2f} s with it", flush=True)
     if no_prior:
         for cand, mesh in cands.items():
             row = register(reg, mesh, None, cand)
@@ -257,7 +281,7 @@ def run_scene(sd: SceneDef, out: Path, objects_dir: Path | None, cands: dict,
             _print(row)
     return {"scene": sd.name, "frames": len(seq.frames), "poses": sd.poses, "ate_m": ate,
             "clusters": len(reg.clusters), "data_s": t_data, "tracking_s": t_track,
-            "objects": list(truth), "rows": rows}
+            "views_s": t_views, "timing": timing, "objects": list(truth), "rows": rows}
 
 
 def fused_at(seq, poses: list[np.ndarray], cfg):
@@ -288,28 +312,34 @@ def _print(row: dict) -> None:
           f"{figs} [{row['s']:.1f} s]", flush=True)
 
 
-def _passes(ev: dict, bars: dict, skip: str = "") -> bool:
-    return all((ev[f] >= bar) if kind == "min" else (ev[f] <= bar)
-               for f, (kind, bar) in bars.items() if f != skip)
+def _value(row: dict, f: str) -> float:
+    """A figure of the decision: the ranking score, or one of the fit evidence."""
+    return row["score"] if f == "score" else row["evidence"][f]
+
+
+def _refuses(row: dict, f: str, bars: dict) -> bool:
+    kind, bar = bars[f]
+    return _value(row, f) < bar if kind == "min" else _value(row, f) > bar
 
 
 def summary(rows: list[dict], bars: dict) -> dict:
     """Per figure of the decision (bars: name -> ("min" | "max", bar)): the worst value of a
-    right registration, and among the wrong ones only this figure refuses (they pass every
-    other bar) the one closest to acceptance, and the margin between the two. Then the counts,
-    under the decision and under the rule before issue 21 (score >= 0.45), and the scores."""
+    right registration; among the wrong ones this figure alone refuses (they pass every other
+    bar) the one closest to acceptance, and the margin between the two (the room the bar has:
+    positive = the two sides are apart). Then the counts (wrong meshes by error code, and by how
+    many figures refuse each), and the rule before issue 21 (score >= 0.45) on the same fits."""
     out: dict = {"figures": {}}
     right = [r for r in rows if r["right"] and r.get("evidence")]
     wrong = [r for r in rows if not r["right"] and r.get("evidence")]
     for f, (kind, bar) in bars.items():
-        rv = [r["evidence"][f] for r in right]
-        only = [r for r in wrong if _passes(r["evidence"], bars, skip=f)]
-        wv = [r["evidence"][f] for r in only]
+        rv = [_value(r, f) for r in right]
+        only = [r for r in wrong if _refuses(r, f, bars)
+                and not any(_refuses(r, g, bars) for g in bars if g != f)]
         worst = (min(rv) if kind == "min" else max(rv)) if rv else None
-        best = (max(wv) if kind == "min" else min(wv)) if wv else None
-        closest = None
+        best, closest = None, None
         if only:
-            c = max(only, key=lambda r: r["evidence"][f] * (1 if kind == "min" else -1))
+            c = max(only, key=lambda r: _value(r, f) * (1 if kind == "min" else -1))
+            best = _value(c, f)
             closest = f"{c['scene']}: {c['object'] or '(no prior)'} <- {c['candidate']}"
         out["figures"][f] = {
             "kind": kind, "bar": bar, "worst_right": worst, "wrong_only_this_refuses":
@@ -320,6 +350,20 @@ def summary(rows: list[dict], bars: dict) -> dict:
     n_w = sum(1 for r in rows if not r["right"])
     out["right_accepted"] = f"{sum(r['accepted'] for r in rows if r['right'])}/{n_r}"
     out["wrong_refused"] = f"{sum(not r['accepted'] for r in rows if not r['right'])}/{n_w}"
+    codes: dict = {}
+    for r in rows:
+        if not r["right"]:
+            codes[r["code"] or "accepted"] = codes.get(r["code"] or "accepted", 0) + 1
+    out["wrong_by_code"] = codes
+    n_by: dict = {}
+    for r in wrong:
+        k = sum(_refuses(r, f, bars) for f in bars)
+        n_by[k] = n_by.get(k, 0) + 1
+    out["wrong_by_number_of_refusing_figures"] = dict(sorted(n_by.items()))
+    out["wrong_accepted"] = [f"{r['scene']}: {r['object'] or '(no prior)'} <- {r['candidate']}"
+                             for r in rows if not r["right"] and r["accepted"]]
+    out["right_refused"] = [f"{r['scene']}: {r['object'] or '(no prior)'} ({r['code']})"
+                            for r in rows if r["right"] and not r["accepted"]]
     sr = [r["score"] for r in rows if r["right"] and "score" in r]
     sw = [r["score"] for r in rows if not r["right"] and "score" in r]
     out["old_rule"] = {
@@ -331,43 +375,64 @@ def summary(rows: list[dict], bars: dict) -> dict:
     return out
 
 
+def _summary_lines(s: dict, title: str) -> list[str]:
+    def g(x):
+        return "-" if x is None else f"{x:.3f}"
+    lines = ["", f"{title}: right accepted {s['right_accepted']}, wrong refused "
+             f"{s['wrong_refused']} ({', '.join(f'{k} {v}' for k, v in s['wrong_by_code'].items())}"
+             f"; refused by 0/1/2/.. figures: {s['wrong_by_number_of_refusing_figures']})"
+             + (f"; wrong accepted: {s['wrong_accepted']}" if s["wrong_accepted"] else "")
+             + (f"; right refused: {s['right_refused']}" if s["right_refused"] else ""),
+             "", "| figure | bar | worst right | wrong refused by it alone | closest of those "
+             "| margin |", "|---|---|---|---|---|---|"]
+    for k, v in s["figures"].items():
+        lines.append(f"| {k} | {v['kind']} {v['bar']} | {g(v['worst_right'])} | "
+                     f"{v['wrong_only_this_refuses']} | {g(v['closest_wrong'])} "
+                     f"({v['closest_wrong_pair'] or '-'}) | {g(v['margin'])} |")
+    o = s["old_rule"]
+    lines += ["", f"Before (score >= {OLD_MIN_SCORE}) on the same fits: right accepted "
+              f"{o['right_accepted']}, wrong refused {o['wrong_refused']}; lowest right score "
+              f"{g(o['min_right_score'])}, highest wrong score {g(o['max_wrong_score'])}."]
+    return lines
+
+
 def table(res: dict) -> str:
     """Markdown: per scene object the right mesh's decision and figures, the wrong meshes
-    refused and the closest wrong one; then the summary."""
-    lines = ["| scene | object | right mesh | seen_fit | free | beyond | hidden | score "
+    refused; then the summaries (all, synthetic, real) and the cost of the check."""
+    lines = ["| scene | object | right mesh | seen_fit | free | beyond | in table (mm) | score "
              "| wrong refused | old rule: wrong accepted (max score) |", "|" + "---|" * 10]
     for sc in res["scenes"]:
         for obj in sc["objects"] + [""]:
             rs = [r for r in sc["rows"] if r["object"] == obj]
+            if not rs:
+                continue
             r = next((r for r in rs if r["candidate"] == obj), None)
             wrong = [x for x in rs if not x["right"]]
             ev = (r or {}).get("evidence") or {}
             old = [x for x in wrong if x.get("accepted_by_score")]
             mx = max((x.get("score", 0.0) for x in wrong), default=float("nan"))
 
-            def f(k, ev=ev):
-                return f"{ev[k]:.2f}" if k in ev else "-"
+            def f(k, ev=ev, scale=1.0, fmt=".2f"):
+                return f"{ev[k] * scale:{fmt}}" if k in ev else "-"
             lines.append(
                 f"| {sc['scene']} | {obj or '(no prior, all meshes)'} | "
                 f"{('accepted' if r['accepted'] else r['code']) if r else '-'} | "
                 f"{f('seen_fit')} | {f('free_fraction')} | {f('beyond_ratio')} | "
-                f"{f('hidden_fraction')} | {(r or {}).get('score', float('nan')):.2f} | "
+                f"{f('below_table_m', scale=1000, fmt='.1f')} | "
+                f"{(r or {}).get('score', float('nan')):.2f} | "
                 f"{sum(not x['accepted'] for x in wrong)}/{len(wrong)} | "
                 f"{len(old)} ({mx:.2f}) |")
-    s = res["summary"]
-    lines += ["", "| figure | bar | worst right | wrong refused by it alone | closest of those "
-              "| margin |", "|---|---|---|---|---|---|"]
-    for k, v in s["figures"].items():
-        def g(x):
-            return "-" if x is None else f"{x:.3f}"
-        lines.append(f"| {k} | {v['kind']} {v['bar']} | {g(v['worst_right'])} | "
-                     f"{v['wrong_only_this_refuses']} | {g(v['closest_wrong'])} "
-                     f"({v['closest_wrong_pair'] or '-'}) | {g(v['margin'])} |")
-    o = s["old_rule"]
-    lines += ["", f"Decision: right accepted {s['right_accepted']}, wrong refused "
-              f"{s['wrong_refused']}. Before (score >= {OLD_MIN_SCORE}): right accepted "
-              f"{o['right_accepted']}, wrong refused {o['wrong_refused']}; lowest right score "
-              f"{o['min_right_score']:.2f}, highest wrong score {o['max_wrong_score']:.2f}."]
+    for key, title in (("all", "All scenes"), ("synthetic", "Synthetic scenes"),
+                       ("real", "Real scans")):
+        if res["summary"].get(key):
+            lines += _summary_lines(res["summary"][key], title)
+    lines += ["", "| scene | SceneViews (depth images read) s | object | registration without "
+              "the check s | with it s | ratio |", "|---|---|---|---|---|---|"]
+    for sc in res["scenes"]:
+        for t in sc.get("timing", []):
+            lines.append(f"| {sc['scene']} | {sc['views_s']:.2f} | {t['object']} | "
+                         f"{t['without_s']:.2f} | {t['with_s']:.2f} | "
+                         f"{t['with_s'] / t['without_s']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -383,7 +448,8 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     objects_dir = Path(a.objects) if a.objects else None
-    todo = [s for s in SCENES if s.name in a.scenes.split(",")]
+    by_name = {s.name: s for s in SCENES}
+    todo = [by_name[n] for n in a.scenes.split(",")]   # in the order given
     if objects_dir is None:
         todo = [s for s in todo if s.kind == "synthetic"]
     # the catalogue meshes as the pipeline receives them: from the first synthetic world
@@ -397,8 +463,13 @@ def main() -> None:
         res["scenes"].append(run_scene(sd, out, objects_dir, cands, not a.no_prior_runs))
         res["load_end"] = os.getloadavg()[0]
         (out / "results.json").write_text(json.dumps(res, indent=1))
-    rows = [r for s in res["scenes"] for r in s["rows"]]
-    res["summary"] = summary(rows, res["bars"])
+    kind = {s.name: s.kind for s in SCENES}
+    res["summary"] = {}
+    for key in ("all", "synthetic", "real"):
+        rows = [r for s in res["scenes"] for r in s["rows"]
+                if key == "all" or kind[s["scene"]] == key]
+        if rows:
+            res["summary"][key] = summary(rows, res["bars"])
     (out / "results.json").write_text(json.dumps(res, indent=1))
     (out / "table.md").write_text(table(res))
     print(table(res))
@@ -409,8 +480,10 @@ def decision_bars() -> dict:
     from nol_ros.reconstruction.registration import RegistrationConfig
 
     c = RegistrationConfig()
-    return {"seen_fit": ("min", c.min_seen_fit), "free_fraction": ("max", c.max_free_fraction),
-            "beyond_ratio": ("max", c.max_beyond_ratio)}
+    return {"score": ("min", c.min_score), "seen_fit": ("min", c.min_seen_fit),
+            "free_fraction": ("max", c.max_free_fraction),
+            "beyond_ratio": ("max", c.max_beyond_ratio),
+            "below_table_m": ("max", c.max_below_table_m)}
 
 
 if __name__ == "__main__":

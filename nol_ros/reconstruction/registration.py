@@ -12,8 +12,9 @@ The robot's objects stand on a support surface (table), so the search is built a
 5. the best is then checked against what the cameras measured (:class:`FitEvidence`, in the
    sequence's depth images, :class:`SceneViews`): the model surface the cameras see must be
    measured on it (``seen_fit``), no camera may have seen through it (``free_fraction``: a mesh
-   larger than, or beside, the object) and the measured surface must not go on beside it
-   (``beyond_ratio``: a mesh smaller than the object). A mesh of another object fits some
+   larger than, or beside, the object), the measured surface must not go on beside it
+   (``beyond_ratio``: a mesh smaller than the object) and the fit must not sink the model into
+   the table (``below_table_m``: a mesh taller than the object). A mesh of another object fits some
    cluster somehow -- the score alone accepted wrong meshes at 0.47-0.51 -- but cannot fake
    these: it is refused with :class:`MeshMismatchError` (MESH_MISMATCH, bad input), and a fit
    that a clearly different pose matches nearly as well with :class:`RegistrationError`
@@ -109,8 +110,9 @@ class RegistrationConfig:
     # in up to evidence_views depth images spread over the sequence (each evidence_downscale
     # times smaller); without images, the fused cloud seen from the camera poses (a virtual
     # camera of evidence_fov_deg, evidence_pixel_rad per pixel). Accepted when the measured
-    # surface lies on the model (seen_fit), no camera saw through it (free_fraction) and the
-    # measured surface does not go on beside it (beyond_ratio); else MESH_MISMATCH
+    # surface lies on the model (seen_fit), no camera saw through it (free_fraction), the
+    # measured surface does not go on beside it (beyond_ratio) and the model does not go into
+    # the table (below_table_m); else MESH_MISMATCH. The bars: bench_registration_refusal
     evidence_views: int = 24              # depth images (or poses) the fit is checked in
     evidence_downscale: int = 2           # ... at 1/this of their size
     evidence_near_px: int = 5             # see-through test: nearest depth over this many pixels
@@ -123,6 +125,7 @@ class RegistrationConfig:
     beyond_from_m: float = 0.01           # measured surface this far from the model's is beside
     beyond_to_m: float = 0.025            # ... up to this far
     max_beyond_ratio: float = 0.04        # accept: surface beside per unit on the model
+    max_below_table_m: float = 0.003      # accept: the model's lowest point this far in the table
 
     def __post_init__(self):
         if self.up_axis not in (-1, 0, 1, 2):
@@ -344,11 +347,16 @@ class ObjectRegistrar:
         if self.views is None:
             return None
         pc = self._model_cloud(vertices, faces)
+        return self._evidence(T_world_object, np.asarray(pc.points), np.asarray(pc.normals),
+                              vertices, faces)
+
+    def _evidence(self, T_world_object, model_pts, model_normals, vertices, faces
+                  ) -> FitEvidence:
         c = self.cfg
-        return fit_evidence(T_world_object, np.asarray(pc.points), np.asarray(pc.normals),
+        return fit_evidence(T_world_object, model_pts, model_normals,
                             ray_caster(vertices, faces), self.views, self.plane,
                             c.evidence_inlier_m, c.free_space_tolerance_m,
-                            (c.beyond_from_m, c.beyond_to_m))
+                            (c.beyond_from_m, c.beyond_to_m), vertices=vertices)
 
     def _mismatch(self, res: RegistrationResult) -> list[str]:
         """Why the best fit is not the object (empty: it is)."""
@@ -370,6 +378,10 @@ class ObjectRegistrar:
                 why.append(f"the measured surface goes on beside the model ({ev.beyond_ratio:.2f}"
                            f" for each unit on it, at most {c.max_beyond_ratio}: the object is "
                            "larger than the mesh)")
+            if ev.below_table_m > c.max_below_table_m:
+                why.append(f"to fit, the model goes {ev.below_table_m * 1000:.0f} mm into the "
+                           f"table (at most {c.max_below_table_m * 1000:.0f} mm: the mesh is "
+                           "taller than the object)")
         return why
 
     def _model_cloud(self, vertices: np.ndarray, faces: np.ndarray):
@@ -607,10 +619,8 @@ class ObjectRegistrar:
                 break
         ev = None
         if self.views is not None:
-            ev = fit_evidence(best.T_world_object, model_pts, np.asarray(model_pcd.normals),
-                              ray_caster(vertices, faces), self.views, self.plane,
-                              c.evidence_inlier_m, c.free_space_tolerance_m,
-                              (c.beyond_from_m, c.beyond_to_m))
+            ev = self._evidence(best.T_world_object, model_pts,
+                                np.asarray(model_pcd.normals), vertices, faces)
         res = RegistrationResult(best.T_world_object, best.score, best.model_fitness,
                                  best.scene_fitness, best.rmse_m, runner, n_h, best.cluster,
                                  cands[:20], ev)
@@ -803,6 +813,11 @@ class FitEvidence:
     Scene side: beyond_ratio: measured surface above the table 1 to 2.5 cm from the model's
     surface for each unit of measured surface on it (within 1 cm): the object goes on beyond
     the mesh (a mesh smaller than what is there).
+    below_table_m: how far (m) the model's lowest vertex lies below the support plane. A mesh
+    taller than the object is pulled into the table by the fit, its top on the object's (the
+    checks above ignore the bottom centimetre, which no camera sees; and the cameras that look
+    down at a top a centimetre lower see no free space in front of it: the see-through test
+    allows for the outline's blur); the right mesh stands on the table.
     n_checked: the number of checkable model points."""
 
     seen_fit: float
@@ -810,11 +825,12 @@ class FitEvidence:
     hidden_fraction: float
     beyond_ratio: float
     n_checked: int
+    below_table_m: float = 0.0
 
     def to_json(self) -> dict:
         return {"seen_fit": self.seen_fit, "free_fraction": self.free_fraction,
                 "hidden_fraction": self.hidden_fraction, "beyond_ratio": self.beyond_ratio,
-                "n_checked": self.n_checked}
+                "below_table_m": self.below_table_m, "n_checked": self.n_checked}
 
 
 def ray_caster(vertices: np.ndarray, faces: np.ndarray):
@@ -831,9 +847,11 @@ def ray_caster(vertices: np.ndarray, faces: np.ndarray):
 def fit_evidence(T_world_object: np.ndarray, model_pts: np.ndarray, model_normals: np.ndarray,
                  caster, views: SceneViews, plane: SupportPlane, inlier_dist_m: float,
                  free_tol_m: float, beyond_m: tuple[float, float] = (0.01, 0.025),
-                 min_through_views: int = 1) -> FitEvidence:
+                 min_through_views: int = 1, vertices: np.ndarray | None = None
+                 ) -> FitEvidence:
     """:class:`FitEvidence` of the model points (N, 3) with normals (N, 3) (object frame, on
-    the mesh behind ``caster``) placed at ``T_world_object``, against ``views``."""
+    the mesh behind ``caster``, whose ``vertices`` (M, 3) it is: else the points are) placed
+    at ``T_world_object``, against ``views``."""
     # lazy: open3d (~3 s) to import, loaded only when this runs
     import open3d as o3d
 
@@ -887,11 +905,13 @@ def fit_evidence(T_world_object: np.ndarray, model_pts: np.ndarray, model_normal
     checkable &= upper
     n = int(checkable.sum())
     beyond = float(n_beyond / max(n_near, 1))
+    V = model_pts if vertices is None else np.asarray(vertices, np.float64)
+    below = max(0.0, -float(plane.height(V @ T[:3, :3].T + T[:3, 3]).min()))
     if n == 0:
-        return FitEvidence(0.0, 0.0, 0.0, beyond, 0)
+        return FitEvidence(0.0, 0.0, 0.0, beyond, 0, below)
     vis = checkable & (n_open > 0)
     return FitEvidence(
         seen_fit=float(np.mean(n_on[vis] / n_open[vis])) if vis.any() else 0.0,
         free_fraction=float((checkable & (n_free >= min_through_views)).sum() / n),
         hidden_fraction=float((checkable & (n_open == 0)).sum() / n),
-        beyond_ratio=beyond, n_checked=n)
+        beyond_ratio=beyond, n_checked=n, below_table_m=below)
