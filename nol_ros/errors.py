@@ -42,7 +42,6 @@ class PoseError(InputError):
     code = "BAD_POSE"
 
 
-
 def error_for_code(code: str, message: str) -> NolError:
     """The error ``code`` + ``message`` (a per-object entry of a report) as an exception of the
     class that defines that code (the first loaded :class:`NolError` subclass that does; a

@@ -677,8 +677,6 @@ def surface_distance(T1: np.ndarray, T2: np.ndarray, pts: np.ndarray) -> float:
     return float(d.mean())
 
 
-
-
 class SceneViews:
     """What the cameras saw: per view a camera pose, a pinhole and the depth it measured along
     each pixel's ray, to check where a model placed in the scene agrees with the measurements,
