@@ -598,8 +598,12 @@ class ObjectRegistrar:
                     if surface_distance(best.T_world_object, Tf, model_pts) <= \
                             c.distinct_pose_m:
                         sc, mf, sf, rmse = self._score(Tf, model_pts)
-                        flips.append(Candidate(Tf, sc, mf, sf, rmse, best.cluster,
-                                               best.source + "+flip"))
+                        # only a flip that fits as well: on a scan that is nearly a box, a
+                        # flip moves the surface less than distinct_pose_m and still fits
+                        # badly (the YCB pudding box: 1.02 -> 0.39, then refused)
+                        if sc >= best.score - c.up_tie_margin:
+                            flips.append(Candidate(Tf, sc, mf, sf, rmse, best.cluster,
+                                                   best.source + "+flip"))
                 same = [cd for cd in cands if cd.score >= best.score - c.up_tie_margin and
                         surface_distance(best.T_world_object, cd.T_world_object,
                                          model_pts) <= c.distinct_pose_m]
