@@ -57,3 +57,22 @@ class PoseError(InputError):
     """A requested pose is not a finite rigid transform in front of the camera."""
 
     code = "BAD_POSE"
+
+
+def error_for_code(code: str, message: str) -> NolError:
+    """The error ``code`` + ``message`` (a per-object entry of a report) as an exception of the
+    class that defines that code (the first loaded :class:`NolError` subclass that does; a
+    NolError carrying the code when none does), so that callers still tell bad input (an
+    InputError: exit 2) from a failure."""
+    todo = [NolError]
+    while todo:
+        cls = todo.pop(0)
+        if cls.__dict__.get("code") == code:
+            try:
+                return cls(message)
+            except TypeError:   # another constructor
+                break
+        todo.extend(cls.__subclasses__())
+    err = NolError(message)
+    err.code = code
+    return err

@@ -28,7 +28,7 @@ from nol_ros.datasets.bop import read_bop_scene
 from nol_ros.datasets.smot import read_smot
 from nol_ros.device import release_memory, resolve_device
 from nol_ros.enums import Preset, RenderStageMethod, parse_field
-from nol_ros.errors import ConfigError, FileFormatError, InputError, NolError
+from nol_ros.errors import ConfigError, FileFormatError, InputError, error_for_code
 from nol_ros.handoff import check_package
 from nol_ros.io_utils import atomic_write_json
 from nol_ros.mesh import load_mesh
@@ -248,10 +248,8 @@ def _annotate_object(name, mesh_path, source, source_path, cfg, progress, obj_id
     rep = run_self_annotation(seq, [spec], lo.dir, cfg.self_annotation,
                               progress, T_odom_cameras=odom)
     entry = rep["objects"][name]
-    if "error_code" in entry:
-        err = NolError(entry["error"])
-        err.code = entry["error_code"]
-        raise err
+    if "error_code" in entry:   # raised again as its class: MESH_MISMATCH is bad input (exit 2)
+        raise error_for_code(entry["error_code"], entry["error"])
     return str(lo.dir)
 
 

@@ -44,7 +44,11 @@ from nol_ros.progress import ProgressFn, noop_progress
 from nol_ros.rasterizer import Scene
 from nol_ros.reconstruction.annotate import AnnotateConfig, annotate_frame, observable_vertices
 from nol_ros.reconstruction.model_free import cut_out_object
-from nol_ros.reconstruction.registration import ObjectRegistrar, RegistrationConfig
+from nol_ros.reconstruction.registration import (
+    ObjectRegistrar,
+    RegistrationConfig,
+    SceneViews,
+)
 from nol_ros.reconstruction.tracking import RgbdTracker, TrackerConfig
 from nol_ros.views.selection import SequenceSelectionConfig, select_sequence_views
 
@@ -210,6 +214,20 @@ def check_intrinsics(seq) -> None:
                          "resolution or K is transposed (Open3D stores it column-major)")
 
 
+def measured_views(seq, T_world_cameras: list[np.ndarray], ok, cfg: RegistrationConfig
+                   ) -> SceneViews | None:
+    """The depth images of up to ``cfg.evidence_views`` of the sequence's frames, spread over
+    the trusted ones (``ok``), at their poses ``T_world_cameras`` (one per frame): what every
+    registration is checked against (None: no trusted frame)."""
+    good = [k for k, g in enumerate(ok) if g]
+    if not good:
+        return None
+    pick = [good[i] for i in SceneViews.pick(len(good), cfg.evidence_views)]
+    return SceneViews.from_frames(seq.intrinsics, np.array([T_world_cameras[k] for k in pick]),
+                                  [seq.frames[k].load_depth() for k in pick],
+                                  cfg.evidence_downscale, cfg.evidence_near_px)
+
+
 def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
                         cfg: SelfAnnotationConfig = SelfAnnotationConfig(),
                         progress: ProgressFn = noop_progress,
@@ -249,7 +267,9 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
                np.asarray(scene_mesh.triangles), np.asarray(scene_mesh.vertex_colors))
     pts, _ = tracker.extract_point_cloud()
     poses_ok = np.array([r.T_world_camera for r in res.frames if r.ok])
-    registrar = ObjectRegistrar(pts, poses_ok, cfg.registration)
+    registrar = ObjectRegistrar(pts, poses_ok, cfg.registration,
+                                measured_views(seq, [r.T_world_camera for r in res.frames],
+                                               res.ok, cfg.registration))
     report["timing_s"]["scene"] = time.perf_counter() - t1
     report["cpu_s"]["scene"] = time.process_time() - c1
 

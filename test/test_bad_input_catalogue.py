@@ -376,6 +376,11 @@ CASES: list[Case] = [
     Case("CLI-MESH-JUNK", "bad mesh", "nol-ros learn", "--mesh unreadable", "BAD_MESH",
          "cannot read mesh", ("cli", {"args": ["learn", "mug", "--mesh", "{data}/junk.ply",
                                                "--dataset", "{tum}"]})),
+    Case("CLI-MESH-WRONG", "bad mesh", "nol-ros learn", "--mesh of an object the sequence does "
+         "not show (the bowl for the small world's table)", "MESH_MISMATCH",
+         "does not match anything in the scene",
+         covered_by="test/test_registration_refusal.py::"
+                    "test_learn_with_a_mesh_not_in_the_scene_exits_2"),
     Case("CLI-MESH-EMPTY", "zero-size", "nol-ros learn", "--mesh a file of 0 bytes", "BAD_MESH",
          "give a valid PLY or OBJ file",
          ("cli", {"args": ["learn", "mug", "--mesh", "{data}/empty.ply", "--dataset",

@@ -6,11 +6,20 @@ The robot's objects stand on a support surface (table), so the search is built a
 3. for each candidate, pose hypotheses come from FPFH + RANSAC global registration AND from
    resting-pose hypotheses (each model axis up, yaw every ``yaw_step_deg``), every hypothesis
    is refined by point-to-plane ICP;
-4. hypotheses are scored by how well they explain the data both ways: the fraction of the
+4. hypotheses are ranked by how well they explain the data both ways: the fraction of the
    model's (non-bottom) surface that has scene points within ``inlier_dist_m`` and the fraction
    of scene points inside the model's box that lie on the model;
-5. the best is returned only if its score is good and no clearly different pose scores nearly as
-   well; otherwise :class:`RegistrationError` says why (never a silently wrong pose);
+5. the best is then checked against what the cameras measured (:class:`FitEvidence`, in the
+   sequence's depth images, :class:`SceneViews`): the model surface the cameras see must be
+   measured on it (``seen_fit``), no camera may have seen through it (``free_fraction``: a mesh
+   larger than, or beside, the object), the measured surface must not go on beside it
+   (``beyond_ratio``: a mesh smaller than the object) and the fit must not sink the model into
+   the table (``below_table_m``: a mesh taller than the object). A mesh of another object fits some
+   cluster somehow -- the score alone accepted wrong meshes at 0.47-0.51 -- but cannot fake
+   these: it is refused with :class:`MeshMismatchError` (MESH_MISMATCH, bad input), and a fit
+   that a clearly different pose matches nearly as well with :class:`RegistrationError`
+   (ambiguous); never a silently wrong pose. bench/bench_registration_refusal.py measures
+   every pair of objects (BENCHMARKS.md);
 6. poses geometry cannot tell apart (a box upside down puts its surface in the same place) are
    one answer to it, but not to the renders and pose labels made from it: the one standing as
    modelled (model z along the table normal, ``up_axis``) is taken.
@@ -30,11 +39,12 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.ndimage import minimum_filter
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 from threadpoolctl import threadpool_limits
 
-from nol_ros.errors import ConfigError, NolError
+from nol_ros.errors import ConfigError, InputError, NolError
 from nol_ros.geometry import fit_rigid
 from nol_ros.mesh import EmptyMeshError
 from nol_ros.mesh import sample_surface as _sample
@@ -42,6 +52,18 @@ from nol_ros.mesh import sample_surface as _sample
 
 class RegistrationError(NolError):
     code = "REGISTRATION_FAILED"
+
+
+class MeshMismatchError(RegistrationError, InputError):
+    """The mesh matches nothing in the scene: even its best fit disagrees with what the cameras
+    saw (a wrong mesh, wrong units, or an object the sequence does not show). ``result``: that
+    best fit (:class:`RegistrationResult`, with its :class:`FitEvidence`)."""
+
+    code = "MESH_MISMATCH"
+
+    def __init__(self, message: str, result: RegistrationResult | None = None):
+        super().__init__(message)
+        self.result = result
 
 
 _OPEN3D_RANDOM = threading.Lock()
@@ -84,6 +106,26 @@ class RegistrationConfig:
     up_axis: int = 2
     up_tie_margin: float = 0.03           # scores this close count as equal for the upright choice
     seed: int = 0                         # random draws (RANSAC, sampling): same input, same answer
+    # the decision: the best fit is checked against what the cameras measured (FitEvidence)
+    # in up to evidence_views depth images spread over the sequence (each evidence_downscale
+    # times smaller); without images, the fused cloud seen from the camera poses (a virtual
+    # camera of evidence_fov_deg, evidence_pixel_rad per pixel). Accepted when the measured
+    # surface lies on the model (seen_fit), no camera saw through it (free_fraction), the
+    # measured surface does not go on beside it (beyond_ratio) and the model does not go into
+    # the table (below_table_m); else MESH_MISMATCH. The bars: bench_registration_refusal
+    evidence_views: int = 24              # depth images (or poses) the fit is checked in
+    evidence_downscale: int = 2           # ... at 1/this of their size
+    evidence_near_px: int = 5             # see-through test: nearest depth over this many pixels
+    evidence_fov_deg: float = 36.0        # no images: virtual camera field of view
+    evidence_pixel_rad: float = 0.005     # no images: virtual camera pixel (radians)
+    evidence_inlier_m: float = 0.008      # a measured point this close is on the model
+    min_seen_fit: float = 0.78            # accept: share of the model in view measured on it
+    free_space_tolerance_m: float = 0.015  # a surface measured this far behind: seen through
+    max_free_fraction: float = 0.06       # accept: share of the model the cameras saw through
+    beyond_from_m: float = 0.01           # measured surface this far from the model's is beside
+    beyond_to_m: float = 0.025            # ... up to this far
+    max_beyond_ratio: float = 0.04        # accept: surface beside per unit on the model
+    max_below_table_m: float = 0.003      # accept: the model's lowest point this far in the table
 
     def __post_init__(self):
         if self.up_axis not in (-1, 0, 1, 2):
@@ -113,12 +155,14 @@ class RegistrationResult:
     n_hypotheses: int
     cluster: int
     candidates: list[Candidate] = field(default_factory=list, repr=False)
+    evidence: FitEvidence | None = None   # None: no camera poses to check the fit from
 
     def to_json(self) -> dict:
         return {"T_world_object": self.T_world_object.tolist(), "score": self.score,
                 "model_fitness": self.model_fitness, "scene_fitness": self.scene_fitness,
                 "rmse_m": self.rmse_m, "runner_up_score": self.runner_up_score,
-                "n_hypotheses": self.n_hypotheses, "cluster": self.cluster}
+                "n_hypotheses": self.n_hypotheses, "cluster": self.cluster,
+                "evidence": None if self.evidence is None else self.evidence.to_json()}
 
 
 @dataclass
@@ -262,7 +306,8 @@ class ObjectRegistrar:
     """Registers one model in a scene cloud. Build once per scene; call :meth:`register`."""
 
     def __init__(self, scene_points: np.ndarray, camera_poses: np.ndarray | None = None,
-                 config: RegistrationConfig = RegistrationConfig()):
+                 config: RegistrationConfig = RegistrationConfig(),
+                 views: SceneViews | None = None):
         # lazy: open3d (~3 s) to import, loaded only when this runs
         import open3d as o3d
 
@@ -274,10 +319,70 @@ class ObjectRegistrar:
         pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(scene_points))
         pcd = pcd.voxel_down_sample(config.voxel_m)
         self.points = np.asarray(pcd.points)
+        self.camera_poses = None if camera_poses is None or len(camera_poses) == 0 \
+            else np.asarray(camera_poses, np.float64)
+        # what the fits are checked against: the measured depth images when given (the
+        # self-annotation's), else the fused cloud seen from the camera poses
+        self._views: SceneViews | None = views
         with seeded_open3d(config.seed):
             self.plane = find_support_plane(self.points, camera_poses, config)
         self.tree = cKDTree(self.points)
         self.clusters = object_clusters(self.points, self.plane, config)
+
+    @property
+    def views(self) -> SceneViews | None:
+        """What the cameras saw (:class:`SceneViews`, built on first use); None without camera
+        poses (then only the score decides)."""
+        if self._views is None and self.camera_poses is not None:
+            c = self.cfg
+            poses = self.camera_poses[SceneViews.pick(len(self.camera_poses), c.evidence_views)]
+            self._views = SceneViews.from_points(self.points, poses, c.evidence_pixel_rad,
+                                                 c.evidence_fov_deg)
+        return self._views
+
+    def evidence(self, T_world_object: np.ndarray, vertices: np.ndarray, faces: np.ndarray
+                 ) -> FitEvidence | None:
+        """:class:`FitEvidence` of the mesh placed at ``T_world_object`` (the model points
+        :meth:`register` samples); None without camera poses."""
+        if self.views is None:
+            return None
+        pc = self._model_cloud(vertices, faces)
+        return self._evidence(T_world_object, np.asarray(pc.points), np.asarray(pc.normals),
+                              vertices, faces)
+
+    def _evidence(self, T_world_object, model_pts, model_normals, vertices, faces
+                  ) -> FitEvidence:
+        c = self.cfg
+        return fit_evidence(T_world_object, model_pts, model_normals,
+                            ray_caster(vertices, faces), self.views, self.plane,
+                            c.evidence_inlier_m, c.free_space_tolerance_m,
+                            (c.beyond_from_m, c.beyond_to_m), vertices=vertices)
+
+    def _mismatch(self, res: RegistrationResult) -> list[str]:
+        """Why the best fit is not the object (empty: it is)."""
+        c, ev = self.cfg, res.evidence
+        why = []
+        if res.score < c.min_score:
+            why.append(f"the score is {res.score:.2f} < {c.min_score} ({res.model_fitness:.0%} "
+                       f"of the model surface and {res.scene_fitness:.0%} of the local scene "
+                       "agree)")
+        if ev is not None:
+            if ev.seen_fit < c.min_seen_fit:
+                why.append(f"the cameras measured only {ev.seen_fit:.0%} of the model surface "
+                           f"they see on it (needs {c.min_seen_fit:.0%})")
+            if ev.free_fraction > c.max_free_fraction:
+                why.append(f"the cameras saw through {ev.free_fraction:.0%} of the model surface "
+                           f"(at most {c.max_free_fraction:.0%}: the mesh is larger than what is "
+                           "there, or beside it)")
+            if ev.beyond_ratio > c.max_beyond_ratio:
+                why.append(f"the measured surface goes on beside the model ({ev.beyond_ratio:.2f}"
+                           f" for each unit on it, at most {c.max_beyond_ratio}: the object is "
+                           "larger than the mesh)")
+            if ev.below_table_m > c.max_below_table_m:
+                why.append(f"to fit, the model goes {ev.below_table_m * 1000:.0f} mm into the "
+                           f"table (at most {c.max_below_table_m * 1000:.0f} mm: the mesh is "
+                           "taller than the object)")
+        return why
 
     def _model_cloud(self, vertices: np.ndarray, faces: np.ndarray):
         # lazy: open3d (~3 s) to import, loaded only when this runs
@@ -493,8 +598,12 @@ class ObjectRegistrar:
                     if surface_distance(best.T_world_object, Tf, model_pts) <= \
                             c.distinct_pose_m:
                         sc, mf, sf, rmse = self._score(Tf, model_pts)
-                        flips.append(Candidate(Tf, sc, mf, sf, rmse, best.cluster,
-                                               best.source + "+flip"))
+                        # only a flip that fits as well: on a scan that is nearly a box, a
+                        # flip moves the surface less than distinct_pose_m and still fits
+                        # badly (the YCB pudding box: 1.02 -> 0.39, then refused)
+                        if sc >= best.score - c.up_tie_margin:
+                            flips.append(Candidate(Tf, sc, mf, sf, rmse, best.cluster,
+                                                   best.source + "+flip"))
                 same = [cd for cd in cands if cd.score >= best.score - c.up_tie_margin and
                         surface_distance(best.T_world_object, cd.T_world_object,
                                          model_pts) <= c.distinct_pose_m]
@@ -512,17 +621,23 @@ class ObjectRegistrar:
                                 model_pts) > c.distinct_pose_m:
                 runner = cd.score
                 break
+        ev = None
+        if self.views is not None:
+            ev = self._evidence(best.T_world_object, model_pts,
+                                np.asarray(model_pcd.normals), vertices, faces)
         res = RegistrationResult(best.T_world_object, best.score, best.model_fitness,
                                  best.scene_fitness, best.rmse_m, runner, n_h, best.cluster,
-                                 cands[:20])
-        if best.score < c.min_score:
-            raise RegistrationError(
-                f"{name}: best fit is poor (score {best.score:.2f} < {c.min_score}: "
-                f"{best.model_fitness:.0%} of the model surface and {best.scene_fitness:.0%} of "
-                "the local scene agree); check the mesh (units, right object) and coverage"
-                f" [searched {len(clusters)} clusters on the support plane n="
+                                 cands[:20], ev)
+        why = self._mismatch(res)
+        if why:
+            raise MeshMismatchError(
+                f"{name}: the mesh does not match anything in the scene; at its best fit "
+                + "; ".join(why) + ". Check that the mesh is the object in view and in metres, "
+                "and that the sequence shows that object"
+                + (" (a prior point near it narrows the search)" if prior_point is None else "")
+                + f" [searched {len(clusters)} clusters on the support plane n="
                 f"{np.round(self.plane.normal, 3).tolist()} d={self.plane.d:.3f}, {n_h} "
-                "hypotheses]")
+                "hypotheses]", res)
         if best.score - runner < c.ambiguity_margin:
             raise RegistrationError(
                 f"{name}: ambiguous fit: two different poses score {best.score:.2f} and "
@@ -564,3 +679,241 @@ def surface_distance(T1: np.ndarray, T2: np.ndarray, pts: np.ndarray) -> float:
     P2 = pts @ T2[:3, :3].T + T2[:3, 3]
     d, _ = cKDTree(P2).query(P1, k=1)
     return float(d.mean())
+
+
+class SceneViews:
+    """What the cameras saw: per view a camera pose, a pinhole and the depth it measured along
+    each pixel's ray, to check where a model placed in the scene agrees with the measurements,
+    where the cameras saw through it and where the scene goes on beside it.
+
+    ``depth``: (H*W,) float64 metres along the optical axis, inf where nothing was seen;
+    ``near``: the same, nearer: the nearest reading over a few pixels around (invalid pixels
+    count as nothing seen), for the seen-through test: a model point a few pixels off an
+    object's outline (pose and calibration error) still meets that object there.
+    Build with :meth:`from_frames` (measured depth images: what a self-annotation has) or
+    :meth:`from_points` (a fused cloud seen from the camera poses, when no images are kept)."""
+
+    def __init__(self, poses: np.ndarray, K: list[tuple[float, float, float, float]],
+                 sizes: list[tuple[int, int]], depth: list[np.ndarray],
+                 near: list[np.ndarray], xyz: list[np.ndarray] | None = None):
+        self.poses = np.asarray(poses, np.float64)
+        self.K, self.sizes, self.depth, self.near = K, sizes, depth, near
+        self.xyz = xyz      # per view (H*W, 3) world point of each pixel (nan: none), or None
+
+    @staticmethod
+    def pick(n: int, n_views: int) -> np.ndarray:
+        """Indices of up to ``n_views`` of ``n`` views, spread evenly."""
+        return np.unique(np.linspace(0, n - 1, min(n_views, n)).round().astype(int))
+
+    @classmethod
+    def from_frames(cls, intrinsics, poses: np.ndarray, depths: list[np.ndarray],
+                    downscale: int = 2, near_px: int = 5) -> SceneViews:
+        """Views of measured depth images (H, W) float32 metres (0: no reading) taken at
+        ``poses`` (T_world_camera) with ``intrinsics``, ``downscale`` times smaller: every
+        ``downscale``-th reading as measured, and for ``near`` the nearest of each block."""
+        s = max(1, int(downscale))
+        o = s // 2
+        K, sizes, depth, near = [], [], [], []
+        for d in depths:
+            d = np.where(np.asarray(d) > 0, np.asarray(d, np.float64), np.inf)
+            h, w = d.shape[0] // s, d.shape[1] // s
+            depth.append(d[o::s, o::s][:h, :w].ravel())
+            block = d[:h * s, :w * s].reshape(h, s, w, s).min(axis=(1, 3))
+            near.append(minimum_filter(block, near_px, mode="nearest").ravel())
+            K.append((intrinsics.fx / s, intrinsics.fy / s, (intrinsics.cx - o) / s,
+                      (intrinsics.cy - o) / s))
+            sizes.append((w, h))
+        return cls(poses, K, sizes, depth, near)
+
+    @classmethod
+    def from_points(cls, points: np.ndarray, poses: np.ndarray, pixel_rad: float = 0.005,
+                    fov_deg: float = 36.0) -> SceneViews:
+        """Views of a fused scene cloud (N, 3) from ``poses``: a virtual pinhole at each pose
+        (a square ``fov_deg`` field of view, inside any RGB-D camera's, so that its rays were
+        measured; ``pixel_rad`` per pixel, about one scene voxel at a metre) holding the
+        nearest point per pixel, then the minimum over 3 x 3 pixels: a hole between points is
+        the surface around it, not what lies behind."""
+        f = 1.0 / pixel_rad
+        size = int(2 * np.tan(np.radians(fov_deg) / 2) * f) | 1
+        n = len(poses)
+        K, sizes = [(f, f, size / 2 - 0.5, size / 2 - 0.5)] * n, [(size, size)] * n
+        empty = [np.full(size * size, np.inf)] * n
+        views = cls(poses, K, sizes, empty, empty)
+        depth, xyz = [], []
+        for i in range(n):
+            z, pix = views.project(i, points)
+            idx = np.flatnonzero(pix >= 0)
+            z, pix = z[idx], pix[idx]
+            order = np.argsort(pix * 1e3 + np.minimum(z, 999.0))   # by pixel, nearest first
+            first = order[np.r_[True, pix[order][1:] != pix[order][:-1]]]
+            buf = np.full(size * size, np.inf)
+            buf[pix[first]] = z[first]
+            depth.append(minimum_filter(buf.reshape(size, size), 3, mode="nearest").ravel())
+            pts = np.full((size * size, 3), np.nan)
+            pts[pix[first]] = points[idx[first]]          # the points themselves, not pixels
+            xyz.append(pts)
+        return cls(poses, K, sizes, depth, depth, xyz)
+
+    def project(self, k: int, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Depth (N,) of world points P (N, 3) along view k's axis and their flat pixel index
+        (N,) int64 (-1: not in the view)."""
+        T = self.poses[k]
+        fx, fy, cx, cy = self.K[k]
+        w, h = self.sizes[k]
+        Q = (P - T[:3, 3]) @ T[:3, :3]
+        z = Q[:, 2]
+        front = z > 0.05
+        zs = np.where(front, z, 1.0)
+        u = np.floor(Q[:, 0] / zs * fx + cx + 0.5)
+        v = np.floor(Q[:, 1] / zs * fy + cy + 0.5)
+        ok = front & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        return z, np.where(ok, v * w + u, -1).astype(np.int64)
+
+    def points_in_box(self, k: int, lo: np.ndarray, hi: np.ndarray, T_world_box: np.ndarray
+                      ) -> np.ndarray:
+        """World points (M, 3) of view k's depth pixels whose rays meet the box [lo, hi] (in
+        the frame of ``T_world_box``) -- measured within the pixel rectangle it projects to."""
+        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])
+                            for z in (lo[2], hi[2])])
+        C = corners @ T_world_box[:3, :3].T + T_world_box[:3, 3]
+        T = self.poses[k]
+        fx, fy, cx, cy = self.K[k]
+        w, h = self.sizes[k]
+        Q = (C - T[:3, 3]) @ T[:3, :3]
+        if np.any(Q[:, 2] <= 0.05):
+            return np.zeros((0, 3))
+        u = Q[:, 0] / Q[:, 2] * fx + cx
+        v = Q[:, 1] / Q[:, 2] * fy + cy
+        u0, u1 = max(int(np.floor(u.min())), 0), min(int(np.ceil(u.max())) + 1, w)
+        v0, v1 = max(int(np.floor(v.min())), 0), min(int(np.ceil(v.max())) + 1, h)
+        if u0 >= u1 or v0 >= v1:
+            return np.zeros((0, 3))
+        if self.xyz is not None:
+            X = self.xyz[k].reshape(h, w, 3)[v0:v1, u0:u1].reshape(-1, 3)
+            return X[np.isfinite(X[:, 0])]
+        vv, uu = np.mgrid[v0:v1, u0:u1]
+        d = self.depth[k].reshape(h, w)[v0:v1, u0:u1]
+        ok = np.isfinite(d)
+        z = d[ok]
+        X = np.stack([(uu[ok] - cx) / fx * z, (vv[ok] - cy) / fy * z, z], 1)
+        return X @ T[:3, :3].T + T[:3, 3]
+
+
+@dataclass
+class FitEvidence:
+    """How a model placed at a pose agrees with what the cameras saw (:class:`SceneViews`).
+
+    Model side, over its checkable points (surface points not on the bottom that a view has in
+    its field, not hidden by the model itself, not at a grazing angle, with a measurement):
+    seen_fit: over the views where no measured surface is in front of a point, the share in
+        which the measurement is on it (within ``inlier_dist_m``), averaged over the points;
+    free_fraction: the share of the checkable points some view saw through: it measured a
+        surface more than ``free_space_tolerance_m`` behind (a mesh larger than, or beside,
+        what is there);
+    hidden_fraction: the share behind measured surface in every view that has them (a mesh
+        smaller than, or inside, what is there; also what neighbours hide).
+    Scene side: beyond_ratio: measured surface above the table 1 to 2.5 cm from the model's
+    surface for each unit of measured surface on it (within 1 cm): the object goes on beyond
+    the mesh (a mesh smaller than what is there).
+    below_table_m: how far (m) the model's lowest vertex lies below the support plane. A mesh
+    taller than the object is pulled into the table by the fit, its top on the object's (the
+    checks above ignore the bottom centimetre, which no camera sees; and the cameras that look
+    down at a top a centimetre lower see no free space in front of it: the see-through test
+    allows for the outline's blur); the right mesh stands on the table.
+    n_checked: the number of checkable model points."""
+
+    seen_fit: float
+    free_fraction: float
+    hidden_fraction: float
+    beyond_ratio: float
+    n_checked: int
+    below_table_m: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"seen_fit": self.seen_fit, "free_fraction": self.free_fraction,
+                "hidden_fraction": self.hidden_fraction, "beyond_ratio": self.beyond_ratio,
+                "below_table_m": self.below_table_m, "n_checked": self.n_checked}
+
+
+def ray_caster(vertices: np.ndarray, faces: np.ndarray):
+    """An Open3D ray-casting scene of the mesh (its own frame): self-occlusion and distances."""
+    # lazy: open3d (~3 s) to import, loaded only when this runs
+    import open3d as o3d
+
+    sc = o3d.t.geometry.RaycastingScene()
+    sc.add_triangles(o3d.core.Tensor(np.asarray(vertices, np.float32)),
+                     o3d.core.Tensor(np.asarray(faces, np.uint32)))
+    return sc
+
+
+def fit_evidence(T_world_object: np.ndarray, model_pts: np.ndarray, model_normals: np.ndarray,
+                 caster, views: SceneViews, plane: SupportPlane, inlier_dist_m: float,
+                 free_tol_m: float, beyond_m: tuple[float, float] = (0.01, 0.025),
+                 min_through_views: int = 1, vertices: np.ndarray | None = None
+                 ) -> FitEvidence:
+    """:class:`FitEvidence` of the model points (N, 3) with normals (N, 3) (object frame, on
+    the mesh behind ``caster``, whose ``vertices`` (M, 3) it is: else the points are) placed
+    at ``T_world_object``, against ``views``."""
+    # lazy: open3d (~3 s) to import, loaded only when this runs
+    import open3d as o3d
+
+    T = np.asarray(T_world_object, np.float64)
+    P = model_pts @ T[:3, :3].T + T[:3, 3]
+    N = model_normals @ T[:3, :3].T
+    upper = plane.height(P) > 0.012          # the bottom is never seen
+    T_inv = np.linalg.inv(T)
+    lo, hi = beyond_m
+    box_lo, box_hi = model_pts.min(0) - hi, model_pts.max(0) + hi
+    n_free = np.zeros(len(P), int)           # views that saw through the point
+    n_open = np.zeros(len(P), int)           # views with nothing measured in front of it
+    n_on = np.zeros(len(P), int)             # ... that measured a surface point on it
+    checkable = np.zeros(len(P), bool)
+    n_near = n_beyond = 0
+    cos_graze = np.cos(np.radians(80.0))
+    for k in range(len(views.poses)):
+        c = views.poses[k][:3, 3]
+        c_o = T_inv[:3, :3] @ c + T_inv[:3, 3]
+        ray = model_pts - c_o
+        dist = np.linalg.norm(ray, axis=1)
+        rays = np.hstack([np.broadcast_to(c_o, ray.shape), ray / dist[:, None]])
+        hit = caster.cast_rays(o3d.core.Tensor(rays.astype(np.float32)))["t_hit"].numpy()
+        # the model's first surface along the ray, not at a grazing angle (the normals' sign
+        # is ignored: meshes' winding is not always consistent)
+        own = (hit >= dist - 0.003) & (np.abs(np.sum(N * (P - c), 1)) > cos_graze * dist)
+        z, pix = views.project(k, P)
+        ok = own & (pix >= 0)
+        seen = np.full(len(P), np.inf)
+        near = np.full(len(P), np.inf)
+        seen[ok] = views.depth[k][pix[ok]]
+        near[ok] = views.near[k][pix[ok]]
+        has = ok & np.isfinite(seen)
+        checkable |= has
+        open_ = has & (seen > z - free_tol_m)
+        n_open += open_
+        n_free += has & np.isfinite(near) & (near > z + free_tol_m)
+        # the measured points around the model (above the table): on the model's surface, or
+        # beside it; and the open model points with a measured point on them
+        S = views.points_in_box(k, box_lo, box_hi, T)
+        S = S[plane.height(S) > 0.012] if len(S) else S
+        if not len(S):
+            continue
+        So = (S - T[:3, 3]) @ T[:3, :3]
+        ds = caster.compute_distance(o3d.core.Tensor(So.astype(np.float32))).numpy()
+        n_near += int((ds <= lo).sum())
+        n_beyond += int(((ds > lo) & (ds <= hi)).sum())
+        if open_.any():
+            d, _ = cKDTree(S).query(P[open_], k=1, distance_upper_bound=inlier_dist_m)
+            n_on[np.flatnonzero(open_)[np.isfinite(d)]] += 1
+    checkable &= upper
+    n = int(checkable.sum())
+    beyond = float(n_beyond / max(n_near, 1))
+    V = model_pts if vertices is None else np.asarray(vertices, np.float64)
+    below = max(0.0, -float(plane.height(V @ T[:3, :3].T + T[:3, 3]).min()))
+    if n == 0:
+        return FitEvidence(0.0, 0.0, 0.0, beyond, 0, below)
+    vis = checkable & (n_open > 0)
+    return FitEvidence(
+        seen_fit=float(np.mean(n_on[vis] / n_open[vis])) if vis.any() else 0.0,
+        free_fraction=float((checkable & (n_free >= min_through_views)).sum() / n),
+        hidden_fraction=float((checkable & (n_open == 0)).sum() / n),
+        beyond_ratio=beyond, n_checked=n, below_table_m=below)

@@ -9,7 +9,8 @@ or source path outside ``data_root``, or missing: one message for both), BAD_MES
 aliases, unknown keys, values), QUEUE_FULL. The job then runs the stages -- export (the live
 buffer, through the ``export`` callback the node gives) and :func:`nol_ros.learn.learn_object`
 (self-annotation, view selection, the rendered training set, built beside the learnt object and
-swapped in when all succeeded) -- reporting one monotonic fraction over the job.
+swapped in when all succeeded) -- reporting one monotonic fraction over the job; a job that
+fails ends with its error's code (e.g. MESH_MISMATCH: the mesh matches nothing in the scene).
 SOURCE_WORKSPACE (3): an object self-annotated elsewhere -- the package a robot's view
 selection wrote (nol_ros.handoff), fetched by a transfer node into ``ROOT/NAME`` (empty
 source_path) or lying in ``data_root`` -- is only rendered; the package brings its mesh
