@@ -116,12 +116,14 @@ def test_error_lines_are_rclpy_errors_and_tracebacks(soak):
 def test_node_processes_finds_children_by_their_node_name(soak):
     """What the soak samples: the children of the bring-up process, by ``__node:=NAME``."""
     # each child says 'ready' once its interpreter runs (right after exec its resident memory
-    # can still be under 1 MB on a loaded machine); they share the parent's stdout
-    code = ("import subprocess, sys, time\n"
+    # can still be under 1 MB on a loaded machine); they share the parent's stdout, so each
+    # line is one write (atomic on a pipe; unbuffered, print's two writes interleaved:
+    # 'readyready')
+    code = ("import os, subprocess, sys, time\n"
             "ps = [subprocess.Popen([sys.executable, '-c', "
-            "'import time; print(\\'ready\\', flush=True); time.sleep(60)', "
+            "'import os, time; os.write(1, b\\'ready\\\\n\\'); time.sleep(60)', "
             "'--ros-args', '-r', f'__node:={n}']) for n in ('nol', 'trainer')]\n"
-            "print('up', flush=True); time.sleep(60)\n")
+            "os.write(1, b'up\\n'); time.sleep(60)\n")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         lines = sorted(parent.stdout.readline().strip() for _ in range(3))
