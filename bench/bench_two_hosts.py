@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from nol_ros.processes import stop_processes
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -208,14 +210,8 @@ def main(argv=None) -> int:
             print(json.dumps(res[f"camera_{qos}"]), flush=True)
         res["load"] = os.getloadavg()
     finally:
-        for p, _ in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p, log in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes([p for p, _ in procs], 30.0)
+        for _, log in procs:
             log.close()
         hosts.down()
     print(json.dumps(res, indent=1))

@@ -62,7 +62,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -72,6 +71,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nol_ros.errors import NolError
+from nol_ros.processes import stop_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "realdata" / "rgbd_sequences" / "tum_fr1_desk"
@@ -665,14 +665,7 @@ def main(argv=None) -> int:
         if driver is not None:
             driver.destroy()
         rclpy.shutdown()
-        for p in (bringup, transfer):
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in (bringup, transfer):
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes((bringup, transfer), 30.0)
         bringup_log.close()
         transfer_log.close()
     load_end = os.getloadavg()

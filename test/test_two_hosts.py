@@ -26,7 +26,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from nol_ros.processes import stop_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -74,15 +75,8 @@ def hosts(tmp_path_factory):
         h.base, h.proc_env = base, env
         yield h
     finally:
-        for p, _ in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p, log in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes([p for p, _ in procs], 20.0)
+        for _, log in procs:
             log.close()
         h.down()
 

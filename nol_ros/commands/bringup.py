@@ -28,12 +28,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nol_ros.commands._common import EXIT_FAILED, EXIT_OK, add_command
 from nol_ros.errors import ConfigError, FileFormatError
+from nol_ros.processes import stop_processes
 
 ORDER = 10
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -280,18 +280,10 @@ def run_bringup(args) -> int:
                     print(f"[bringup] '{n.name}' finished (code {rc})", flush=True)
             stop.wait(0.2)
     finally:
-        for _n, p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + args.stop_timeout
-        for n, p in procs:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                print(f"[bringup] '{n.name}' did not stop in {args.stop_timeout:.0f} s: killed",
-                      flush=True)
-                p.kill()
-                p.wait()
+        names = {id(p): n.name for n, p in procs}
+        stop_processes([p for _, p in procs], args.stop_timeout, lambda p: print(
+            f"[bringup] '{names[id(p)]}' did not stop in {args.stop_timeout:.0f} s: killed",
+            flush=True))
         for t, lf in pumps:
             t.join(2)
             if lf is not None:
