@@ -128,3 +128,17 @@ def test_job_messages_are_cut_to_a_bounded_size():
         assert len(msg) <= MAX_MESSAGE_CHARS and msg.endswith("characters cut]"), len(msg)
     assert str(NolError("short")) == "short"
     m.shutdown()
+
+
+def test_a_reported_error_code_is_raised_again_as_its_own_class():
+    """error_for_code (learn and the selection service re-raise a report's per-object error):
+    a code a class defines comes back as that class (MESH_MISMATCH: bad input, the CLI's exit
+    2); an unknown code as a NolError that carries it."""
+    from nol_ros.errors import NolError, error_for_code
+    from nol_ros.reconstruction.registration import MeshMismatchError, RegistrationError
+
+    e = error_for_code("MESH_MISMATCH", "mug: the mesh matches nothing")
+    assert type(e) is MeshMismatchError and isinstance(e, InputError) and e.code == "MESH_MISMATCH"
+    assert type(error_for_code("REGISTRATION_FAILED", "x")) is RegistrationError
+    u = error_for_code("SOMETHING_NEW", "y")
+    assert type(u) is NolError and u.code == "SOMETHING_NEW" and str(u) == "y"

@@ -21,7 +21,12 @@ from nol_ros.catalog import ObjectCatalogConfig
 from nol_ros.datasets.bag_import import load_odometry
 from nol_ros.datasets.bop import read_bop_scene
 from nol_ros.device import release_memory
-from nol_ros.errors import FileFormatError, InputError, NolError, ServiceUnavailableError
+from nol_ros.errors import (
+    FileFormatError,
+    InputError,
+    ServiceUnavailableError,
+    error_for_code,
+)
 from nol_ros.handoff import PACKAGES, pack_learnt_object
 from nol_ros.jobs import JobInfo, JobManager
 from nol_ros.mesh import load_mesh
@@ -162,9 +167,7 @@ class SelectionService:
                 self.log("warning", entry["warning"])
         if not good:
             name, code, msg = errors[0]
-            err = NolError(f"no object could be selected; {name}: {msg}")
-            err.code = code
-            raise err
+            raise error_for_code(code, f"no object could be selected; {name}: {msg}")
         if self.cfg.packages:  # what a workstation renders and trains from (nol_ros.handoff)
             for name in good:
                 progress.report("package", 1.0, f"{name}: writing its package")
