@@ -203,3 +203,27 @@ def test_the_player_waits_for_as_many_subscribers_as_a_topic_needs(tmp_path, rcl
     finally:
         for n in listeners + [node]:
             n.destroy_node()
+
+
+def test_a_topic_nobody_subscribes_to_is_named_after_the_wait(tmp_path, rclpy_context):
+    """The wait for subscribers runs out on a topic no node reads; the replay then goes on, and
+    its statistics (and a warning) name the topic, so a caller sees what it waited for in vain
+    (the demo waited 30 s on the test bag's /tf, which the recognizer does not read)."""
+    import rclpy
+
+    from nol_ros.datasets.bag import bag_topics
+    from nol_ros.ros.bag_replay import BagPlayer, ReplayConfig
+
+    bag = tmp_path / "in_bag"
+    _write_bag(bag, n=2)
+    assert bag_topics(bag) == {"/camera/rgb/image_raw", "/tf_static"}
+    node = rclpy.create_node("lonely_player", context=rclpy_context)
+    try:
+        player = BagPlayer(node, ReplayConfig(bag=str(bag), rate=100.0,
+                                              wait_for_subscribers_s=0.5))
+        stats = player.run()
+        player.close()
+        assert stats.messages == 3 and stats.unsubscribed == ("/camera/rgb/image_raw",
+                                                              "/tf_static"), stats
+    finally:
+        node.destroy_node()

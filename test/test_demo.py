@@ -23,6 +23,8 @@ def test_demo_tiny_variant(tmp_path):
     # the demo's own lines ("[demo] ...") on failure: the tail alone is progress bars and timings
     said = "\n".join(x for x in out.splitlines() if x.startswith("[demo]"))[-4000:]
     assert proc.returncode == 0, out[-3000:]
+    # no replay waited in vain for a subscriber (30 s each): the player warns when one did
+    assert "for subscribers; none on" not in out, out[-3000:]
     m = re.search(r"received (\d+) RGB-D frames \(640x480, 16UC1\), dropped (\d+), (\d+) "
                   r"images unpaired", out)
     # the 30 pairs of the bag, paced: all of them, none dropped or unpaired

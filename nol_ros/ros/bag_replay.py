@@ -62,6 +62,7 @@ class ReplayStats:
     wall_s: float = 0.0
     bag_s: float = 0.0
     max_lag_s: float = 0.0             # worst delay behind the schedule
+    unsubscribed: tuple = ()           # topics nobody subscribed to within the wait
 
 
 def msg_class(msgtype: str):
@@ -179,8 +180,15 @@ class BagPlayer:
     def run(self, stop: threading.Event | None = None) -> ReplayStats:
         """Play (blocking) until the end (or forever with ``loop``) or until ``stop`` is set."""
         stop = stop or threading.Event()
-        if self.cfg.wait_for_subscribers_s > 0:
-            self.wait_for_subscribers(self.cfg.wait_for_subscribers_s, stop)
+        if self.cfg.wait_for_subscribers_s > 0 and not self.wait_for_subscribers(
+                self.cfg.wait_for_subscribers_s, stop) and not stop.is_set():
+            self.stats.unsubscribed = tuple(sorted(t for (t, _), p in self.publishers.items()
+                                                   if p.get_subscription_count() == 0))
+            alone = list(self.stats.unsubscribed) or "some topics (fewer than asked)"
+            self.node.get_logger().warning(
+                f"replaying {self.cfg.bag} after waiting {self.cfg.wait_for_subscribers_s:.0f} s "
+                f"for subscribers; none on {alone}: replay only the topics the receivers read "
+                "(ReplayConfig.topics)")
         if self.cfg.start_delay_s > 0:
             stop.wait(self.cfg.start_delay_s)
         t_start = time.monotonic()

@@ -530,10 +530,11 @@ class NolClient:
     def replay(self, bag: str, into: str = "reconstruction", rate: float = 0.0,
                remap: tuple = (), pace_topic: str = "/camera/rgb/image_raw"):
         """Play a rosbag2 into the graph. rate 0: paced by ``into`` (reconstruction: its
-        tracking, one frame in flight; recognizer: its status, one frame at a time), so every
-        frame is processed on any machine; rate > 0: the bag's timing, scaled. Returns the
-        replay statistics."""
+        tracking, one frame in flight; recognizer: its status, one frame at a time, and the
+        camera topics only), so every frame is processed on any machine; rate > 0: the bag's
+        timing, scaled. Returns the replay statistics."""
         # lazy: rosbags, only for a client that replays a bag
+        from nol_ros.datasets.bag import bag_topics
         from nol_ros.ros.bag_replay import BagPlayer, ReplayConfig, receiver_pace
 
         if rate > 0:
@@ -545,8 +546,11 @@ class NolClient:
                                 f"the status of {self.path('recognizer')}")
             count = {"reconstruction": self.frames_tracked,
                      "recognizer": self.frames_recognised}[into]
+            topics = ()
+            if into == "recognizer":  # it reads the camera only: nobody would take the bag's TF
+                topics = tuple(sorted(bag_topics(bag) - {"/tf", "/tf_static"}))
             base = count()
-            player = BagPlayer(self.node, ReplayConfig(bag=str(bag), remap=remap,
+            player = BagPlayer(self.node, ReplayConfig(bag=str(bag), remap=remap, topics=topics,
                                                        wait_for_subscribers_s=30.0,
                                                        pace_topic=pace_topic),
                                receiver_pace(lambda: count() - base, self.wait_until,
