@@ -30,7 +30,9 @@ Resuming reads the checkpoint on every rank: the output folder must be on storag
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import datetime
 import os
 import warnings
 from dataclasses import dataclass
@@ -243,11 +245,29 @@ def setup(device: str | None = None) -> DistContext:
 
             torch.cuda.set_device(ctx.local_rank)
         dist.init_process_group(backend=backend)
+        atexit.register(_leave_together)
     if dist.get_world_size() != ctx.world_size or dist.get_rank() != ctx.rank:
         raise ConfigError(f"process group (rank {dist.get_rank()} of {dist.get_world_size()}) "
                           f"disagrees with the environment (rank {ctx.rank} of "
                           f"{ctx.world_size})")
     return DistContext(ctx.rank, ctx.world_size, ctx.local_rank, dist.get_backend())
+
+
+def _leave_together() -> None:
+    """At exit: wait for every rank, then close the process group. A rank that exits while
+    another still holds its gloo connections dies with "terminate called without an active
+    exception" (SIGABRT), and torchrun reports the whole job failed (1 run in 4 of the sharded
+    render, measured)."""
+    # lazy: torch is loaded already when this runs (setup imported it)
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        with contextlib.suppress(Exception):  # a rank that died or hangs: leave after 60 s
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+            else:
+                dist.barrier()
+        dist.destroy_process_group()
 
 
 def current() -> DistContext:
