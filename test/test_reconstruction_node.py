@@ -175,11 +175,20 @@ def test_replay_tracks_publishes_tf_exports_and_learns_from_the_live_buffer(
             # against the truth with the offline tests' bounds
             assert e["ate_m"] < 0.01 and e["t_err_m"] < 0.01 and e["r_err_deg"] < 2.0, e
             assert 1 <= e["views"] <= 16 and e["coverage"] >= 0.9, e
-            # the graph computes exactly what the offline core computes on the same data: the
-            # same code, and registration's random draws are seeded and single-threaded even
-            # while the node registers the next object in this process (they differed by up to
-            # 2 views, 0.04 coverage and 0.64 deg before: Open3D's shared random generator)
-            assert e == o, (e, o)
+            # the graph computes what the offline core computes on the same data, up to the
+            # last bits of Open3D's sums: registration's random draws are seeded and
+            # single-threaded even while the node registers the next object in this process
+            # (they differed by up to 2 views, 0.04 coverage and 0.64 deg before: Open3D's shared
+            # random generator), but Open3D 0.19's RGB-D odometry rounds differently with where
+            # its buffers lie in memory (tools/open3d_heap_determinism.py), so two offline runs
+            # on this export differ too. Measured on the export of a run that differed (graph
+            # and six offline runs, 2026-12-03): ATE spread 6.5 um, object 0.074 mm and 0.073
+            # deg, views 5 or 6, coverage 0.998-1.0. Bars: about 7x those, two views.
+            assert abs(e["ate_m"] - o["ate_m"]) < 5e-5 and e["frames"] == o["frames"], (e, o)
+            assert abs(e["t_err_m"] - o["t_err_m"]) < 5e-4, (e, o)
+            assert abs(e["r_err_deg"] - o["r_err_deg"]) < 0.5, (e, o)
+            assert abs(e["views"] - o["views"]) <= 2, (e, o)
+            assert abs(e["coverage"] - o["coverage"]) < 0.02, (e, o)
             # ... and so is what the render stage wrote: the pose grid, rendered
             rs = json.loads((ws / "renders" / "render_set.json").read_text())
             from nol_ros.recognition.pipeline import recognition_preset
