@@ -424,15 +424,6 @@ def open_bag(path: str | Path):
     return reader
 
 
-def bag_topics(path: str | Path) -> set[str]:
-    """The topics a rosbag2 holds (its metadata; no message is read)."""
-    reader = open_bag(path)
-    try:
-        return {c.topic for c in reader.connections}
-    finally:
-        reader.close()
-
-
 def nol_typestore():
     """rosbags Kilted type store plus nol_ros's and tf2_msgs's own message definitions."""
     store = get_typestore(Stores.ROS2_KILTED)

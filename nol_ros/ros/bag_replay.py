@@ -44,6 +44,7 @@ class ReplayConfig:
     clock: bool = False                # publish /clock (rosgraph_msgs/Clock) from bag time
     clock_hz: float = 100.0
     topics: tuple[str, ...] = ()       # empty = all topics
+    skip_topics: tuple[str, ...] = ()  # never replayed (e.g. /tf for a receiver that ignores it)
     remap: tuple[tuple[str, str], ...] = ()  # (from, to) topic pairs
     start_delay_s: float = 0.0         # wait before the first message (lets subscribers connect)
     wait_for_subscribers_s: float = 0.0  # wait up to this long for a subscriber on every
@@ -107,9 +108,11 @@ class BagPlayer:
         self.reader = open_bag(config.bag)
         remap = dict(config.remap)
         self.connections = [c for c in self.reader.connections
-                            if not config.topics or c.topic in config.topics]
+                            if (not config.topics or c.topic in config.topics)
+                            and c.topic not in config.skip_topics]
         if not self.connections:
-            raise InputError(f"none of the topics {list(config.topics)} is in the bag; it has "
+            raise InputError(f"none of the topics {list(config.topics)} (less "
+                             f"{list(config.skip_topics)}) is in the bag; it has "
                              f"{sorted({c.topic for c in self.reader.connections})}")
         if config.pace_topic and config.pace_topic not in {c.topic for c in self.connections}:
             raise InputError(f"pace topic '{config.pace_topic}' is not among the replayed "

@@ -534,7 +534,6 @@ class NolClient:
         camera topics only), so every frame is processed on any machine; rate > 0: the bag's
         timing, scaled. Returns the replay statistics."""
         # lazy: rosbags, only for a client that replays a bag
-        from nol_ros.datasets.bag import bag_topics
         from nol_ros.ros.bag_replay import BagPlayer, ReplayConfig, receiver_pace
 
         if rate > 0:
@@ -546,11 +545,10 @@ class NolClient:
                                 f"the status of {self.path('recognizer')}")
             count = {"reconstruction": self.frames_tracked,
                      "recognizer": self.frames_recognised}[into]
-            topics = ()
-            if into == "recognizer":  # it reads the camera only: nobody would take the bag's TF
-                topics = tuple(sorted(bag_topics(bag) - {"/tf", "/tf_static"}))
+            # the recognizer reads the camera only: nobody would take the bag's TF
+            skip = ("/tf", "/tf_static") if into == "recognizer" else ()
             base = count()
-            player = BagPlayer(self.node, ReplayConfig(bag=str(bag), remap=remap, topics=topics,
+            player = BagPlayer(self.node, ReplayConfig(bag=str(bag), remap=remap, skip_topics=skip,
                                                        wait_for_subscribers_s=30.0,
                                                        pace_topic=pace_topic),
                                receiver_pace(lambda: count() - base, self.wait_until,
