@@ -395,6 +395,18 @@ def continuous_symmetry_axis(vertices: np.ndarray, faces: np.ndarray, rel_tol: f
     return None
 
 
-def rotation_error_sym_deg(T_est: np.ndarray, T_gt: np.ndarray, syms: list[np.ndarray]) -> float:
-    """Smallest rotation error between T_est and T_gt @ S over the symmetries S."""
-    return min(rotation_error_deg(T_est[:3, :3], (T_gt @ S)[:3, :3]) for S in syms)
+def rotation_error_sym_deg(T_est: np.ndarray, T_gt: np.ndarray, syms: list[np.ndarray],
+                           continuous_min_turns: int = 90) -> float:
+    """Smallest rotation error between T_est and T_gt @ S over the symmetries S ((4, 4) or
+    (3, 3), as :func:`geometric_symmetries` gives them). When S holds at least
+    ``continuous_min_turns`` turns about the model z axis (a surface of revolution, sampled every
+    few degrees), any turn about z is a symmetry: the error is then the angle between the
+    estimated and the true z axis (over the symmetries' images of it, e.g. upside down), the
+    exact minimum over all turns; the minimum over the sampled turns alone adds up to half the
+    sampling step (1 deg at geometric_symmetries' 2 deg) for a turn between two samples."""
+    Rs = [np.asarray(S)[:3, :3] for S in syms]
+    if sum(abs(R[2, 2] - 1.0) < 1e-9 for R in Rs) >= continuous_min_turns:
+        z_est = np.asarray(T_est)[:3, :3][:, 2]
+        cos = [float(z_est @ (np.asarray(T_gt)[:3, :3] @ R[:, 2])) for R in Rs]
+        return float(np.degrees(np.arccos(np.clip(max(cos), -1.0, 1.0))))
+    return min(rotation_error_deg(T_est[:3, :3], T_gt[:3, :3] @ R) for R in Rs)

@@ -215,6 +215,15 @@ def test_geometric_symmetries_are_exact_not_approximate():
     can = make_object(3, 0).untextured()
     zs = [S for S in geometric_symmetries(can.vertices, can.faces) if abs(S[2, 2] - 1) < 1e-9]
     assert len(zs) == 180  # every 2 deg about the axis
+    # a turn about the can's axis between two sampled turns is no error at all (the minimum
+    # over the samples alone said 1 deg); a tilt of the axis is, whatever the turn with it
+    csyms = geometric_symmetries(can.vertices, can.faces)
+    turn = make_T(so3_exp([0, 0, np.radians(37.0)]), np.zeros(3))
+    assert rotation_error_sym_deg(turn, np.eye(4), csyms) == pytest.approx(0.0, abs=1e-6)
+    tilt = make_T(so3_exp([np.radians(0.7), 0, 0]), np.zeros(3)) @ turn
+    assert rotation_error_sym_deg(tilt, np.eye(4), csyms) == pytest.approx(0.7, abs=1e-6)
+    upside_down = make_T(so3_exp([np.pi, 0, 0]), np.zeros(3)) @ tilt
+    assert rotation_error_sym_deg(upside_down, np.eye(4), csyms) == pytest.approx(0.7, abs=1e-6)
     mug = make_object(9, 0).untextured()
     msyms = geometric_symmetries(mug.vertices, mug.faces)
     assert all(S[2, 2] < 0 or np.allclose(S, np.eye(4)) for S in msyms)  # no turn about z
