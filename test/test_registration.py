@@ -101,3 +101,42 @@ def test_the_upright_pose_is_taken_among_equal_fits(two_boxes):
 
     with pytest.raises(ConfigError, match="up_axis"):
         RegistrationConfig(up_axis=3)
+
+
+def test_the_resting_pose_is_polished_to_one_pose_from_every_nearby_start():
+    """A box seen from one side only (cameras over a 100 deg arc, 1 mm noise): the polish on
+    the support plane (kernel correlation, smooth in the pose) reaches the same pose from starts
+    1.5 deg and 2 mm apart -- a hard-cutoff ICP stops where its matched set stops changing, up
+    to ~1 deg apart on such views, and which stop won changed with the last bits of the
+    reconstruction -- and that pose is close to the truth."""
+    from nol_ros.geometry import rotation_angle
+
+    rng = np.random.default_rng(3)
+    box = make_object(1, 0).untextured()               # cracker box 0.16 x 0.06 x 0.21 m
+    T_gt = make_T(so3_exp([0, 0, 0.5]), [0.05, -0.03, box.extent[2] / 2])
+    P, N = sample_surface(box.vertices, box.faces, 20000, rng)
+    P, N = P @ T_gt[:3, :3].T + T_gt[:3, 3], N @ T_gt[:3, :3].T
+    arc = np.radians(np.linspace(-50, 50, 6))
+    dirs = np.c_[np.cos(arc), np.sin(arc), np.full(6, 0.8)]
+    seen = (N @ dirs.T > 0.2).any(1) & (P[:, 2] > 0.002)
+    g = np.arange(-0.4, 0.4, 0.004)
+    X, Y = np.meshgrid(g, g)
+    table = np.c_[X.ravel(), Y.ravel(), np.zeros(X.size)]
+    pts = np.vstack([table, P[seen]])
+    pts = pts + rng.normal(0, 0.001, pts.shape)
+    foot = T_gt[:3, 3] * [1, 1, 0]                     # the cameras look at the table
+    cams = np.array([look_at(0.8 * d / np.linalg.norm(d) + foot, foot) for d in dirs])
+    reg = ObjectRegistrar(pts, cams, RegistrationConfig(use_fpfh=False))
+    model_pts, _ = sample_surface(box.vertices, box.faces, 2500, np.random.default_rng(0))
+    ends = []
+    for yaw_deg, dx, dy in [(-1.5, 0.002, 0), (-0.5, 0, -0.002), (0.5, -0.002, 0),
+                            (1.5, 0, 0.002), (0.0, 0.0, 0.0)]:
+        T0 = make_T(so3_exp([0, 0, np.radians(yaw_deg)]), [dx, dy, 0]) @ T_gt
+        T0[:3, 3] += reg.plane.normal * (reg.plane.height(T0[None, :3, 3])[0]
+                                         - reg.plane.height(T_gt[None, :3, 3])[0])
+        ends.append(reg._polish_on_support(T0, model_pts))
+    for T in ends:
+        assert np.degrees(rotation_angle(T[:3, :3].T @ ends[0][:3, :3])) < 0.01
+        assert np.linalg.norm(T[:3, 3] - ends[0][:3, 3]) < 2e-5
+        assert rotation_error_deg(T, T_gt) < 0.3
+        assert np.linalg.norm(T[:3, 3] - T_gt[:3, 3]) < 0.002
