@@ -179,6 +179,15 @@ class SupportPlane:
     def height(self, pts: np.ndarray) -> np.ndarray:
         return pts @ self.normal + self.d
 
+    def axes(self) -> np.ndarray:
+        """(3, 2): two unit axes in the plane, orthogonal to each other and to the normal."""
+        n = self.normal
+        a = np.cross(n, [1.0, 0, 0])
+        if np.linalg.norm(a) < 0.1:
+            a = np.cross(n, [0, 1.0, 0])
+        a /= np.linalg.norm(a)
+        return np.stack([a, np.cross(n, a)], 1)
+
 
 def _pcd(points: np.ndarray, normals: bool = True, radius: float = 0.015):
     # lazy: open3d (~3 s) to import, loaded only when this runs
@@ -480,11 +489,7 @@ class ObjectRegistrar:
         if up[k] @ n < np.cos(np.radians(20)):
             return None
         R = _rot_a_to_b(up[k], n) @ R
-        a = np.cross(n, [1.0, 0, 0])
-        if np.linalg.norm(a) < 0.1:
-            a = np.cross(n, [0, 1.0, 0])
-        a /= np.linalg.norm(a)
-        b = np.cross(n, a)
+        a, b = self.plane.axes().T
         t = T[:3, 3].copy()
         for _ in range(iters):
             P = model_pts @ R.T + t
@@ -528,17 +533,13 @@ class ObjectRegistrar:
         the matched set of a hard-cutoff ICP. Newton steps on (turn, x, y); a step that does not
         raise F falls back to the weighted 2-D Procrustes step, which never lowers it."""
         sigma = self.cfg.polish_sigma_m
-        n = self.plane.normal
-        a = np.cross(n, [1.0, 0, 0])
-        if np.linalg.norm(a) < 0.1:
-            a = np.cross(n, [0, 1.0, 0])
-        a /= np.linalg.norm(a)
-        ab = np.stack([a, np.cross(n, a)], 1)                    # (3, 2) in-plane axes
+        n, ab = self.plane.normal, self.plane.axes()
         R, t = T[:3, :3].copy(), T[:3, 3].copy()
         P = model_pts @ R.T + t
         src = model_pts[self.plane.height(P) > 0.01]
+        # every scene point a model point can pair with, wherever the polish moves it
         rad = float(np.linalg.norm(np.ptp(P, 0))) / 2 + 10 * sigma
-        S = self.points[self.tree.query_ball_point(P.mean(0), rad)]
+        S = self.points[self.tree.query_ball_point((P.min(0) + P.max(0)) / 2, rad)]
         S = S[self.plane.height(S) > self.cfg.plane_dist_m * 1.5]
         if len(src) < 10 or len(S) < 10:
             return T
