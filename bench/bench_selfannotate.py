@@ -125,22 +125,25 @@ def decoded_frames_tracking(seq) -> None:
     """Tracking + TSDF integration on frames already decoded in memory (what the
     reconstruction node gets from its image messages): the chain's "tracking fps" above also
     pays for reading and decoding two PNGs per frame. Three odometry schedules, to show what
-    fewer iterations would cost in accuracy."""
-    from nol_ros.reconstruction.tracking import RgbdTracker, TrackerConfig
+    fewer iterations would cost in accuracy. The chain's own path (``track_frames``, stamps
+    included: the motion prediction scales with them), only fed from memory; the tracking
+    figures include the loop closure."""
+    from nol_ros.reconstruction.tracking import TrackerConfig
+    from nol_ros.selfannotate import track_frames
 
     frames = [(f.load_rgb(), f.load_depth()) for f in seq.frames]
+    stamps = [f.stamp_ns for f in seq.frames]
     gt = [f.T_world_camera for f in seq.frames]
     print("\ntracking on decoded frames (as the reconstruction node gets them):\n")
     print("| odometry iterations | tracking fps | per CPU-s | + TSDF integration, fps | "
           "ATE (cm) |")
     print("|---|---|---|---|---|")
     for its in ((12, 6, 4), (8, 4, 2), (6, 3, 2)):
-        tr = RgbdTracker(seq.intrinsics, TrackerConfig(odometry_iterations=its))
         t0, c0 = time.perf_counter(), time.process_time()
-        for rgb, d in frames:
-            tr.process(rgb, d, None)
+        tr = track_frames(seq.intrinsics, len(frames), lambda i: frames[i],
+                          TrackerConfig(odometry_iterations=its), integrate=False,
+                          stamps_ns=stamps)
         dt, dc = time.perf_counter() - t0, time.process_time() - c0
-        tr.close_loops()
         t1 = time.perf_counter()
         tr.integrate_frames(lambda i: frames[i])
         di = time.perf_counter() - t1
