@@ -545,6 +545,7 @@ class ObjectRegistrar:
             return T
         scene_tree = cKDTree(S)
         L = float(np.sqrt(((src - src.mean(0)) ** 2).sum(1).mean()))
+        D = np.array([1.0 / L, 1.0, 1.0])                      # (turn, x, y) -> (turn * L, x, y)
 
         def moved(R, t, phi, pivot, shift):
             R2 = _axis_angle(n, phi) if phi != 0 else np.eye(3)
@@ -583,8 +584,8 @@ class ObjectRegistrar:
                     break
                 # Newton in (turn * L, x, y), L the model's spread about the pivot; where F is
                 # not concave (flat along a symmetry axis), damped until it is
-                D = np.array([1.0 / L, 1.0, 1.0])
-                Hs, ev = H * np.outer(D, D), np.linalg.eigvalsh(H * np.outer(D, D))
+                Hs = H * np.outer(D, D)
+                ev = np.linalg.eigvalsh(Hs)
                 lam = 0.0 if ev.max() < 0 else ev.max() + 0.1 * np.abs(ev).max()
                 dx = -D * np.linalg.solve(Hs - lam * np.eye(3), grad * D)
                 steps = [(dx[0] * f, pivot, ab @ dx[1:] * f) for f in (1.0, 0.5, 0.25)]
