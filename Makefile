@@ -2,6 +2,11 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Python caches compiled modules in .venv (setup installs with --no-compile): with
+# PYTHONDONTWRITEBYTECODE set in the caller's environment every process the tests and the demo
+# start (nodes, CLI, torchrun ranks) compiled torch, Open3D, rclpy, ... again, ~5.5 CPU-s each
+# (10.5 s against 4.8 s to import a node's modules, measured on the reference machine).
+unexport PYTHONDONTWRITEBYTECODE
 # pytest-xdist processes for `make test`; each test runs one thread (NOL_TEST_THREADS), so two
 # keep both cores of the reference machine busy. A test file stays on one worker (its module
 # fixtures, e.g. a started ROS graph, are built once). TEST_WORKERS=0: one process.

@@ -41,7 +41,8 @@ REQ_HASH=$(hash_of "$ROOT/requirements/base.txt" "$ROOT/requirements/constraints
 if ! stamp_ok pip "$REQ_HASH"; then
   step "installing Python packages (torch, open3d, ROS 2 Kilted wheels, ...): ~2-3 min cold"
   # --no-compile: byte-compiling every file of torch, open3d, ... took 37 s of the ~110 s; the
-  # few hundred modules a run imports are compiled on first import instead (~1.5 s, measured)
+  # few hundred modules a run imports are compiled on first import instead (~1.5 s, measured;
+  # the Makefile unexports PYTHONDONTWRITEBYTECODE so that Python keeps what it compiled)
   "$PY" -m pip install --disable-pip-version-check -q --no-compile \
       -r "$ROOT/requirements/base.txt" -c "$ROOT/requirements/constraints.txt"
   stamp_set pip "$REQ_HASH"
