@@ -11,7 +11,7 @@ unexport PYTHONDONTWRITEBYTECODE
 # keep both cores of the reference machine busy. A test file stays on one worker (its module
 # fixtures, e.g. a started ROS graph, are built once). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
-XDIST := $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile)
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 .PHONY: setup test test-fast test-load test-scale demo lint bench soak soak-live clean
 
