@@ -5,8 +5,9 @@
    machine's load): the self-annotated pose on /tf (map -> odom composed with the bag's
    odometry) is close to the ground truth, keyframes and status arrive, the scene mesh and the
    export work, and LearnObject from the live buffer (source 0: the nol node exports) learns
-   two objects, each with the numbers the offline core gets on the same export; a request while
-   one runs is queued (FIFO) and a queued one can be cancelled.
+   two objects close to the truth, the first with the numbers the offline core gets on the same
+   export, each with the tiny preset's pose grid rendered; a request while one runs is queued
+   (FIFO) and a queued one can be cancelled.
 2. Bad input (wrong encoding, no CameraInfo, mismatched sizes, TF missing with odometry
    required, export/mesh errors): each is counted and reported with its code, the node keeps
    serving and tracks again once the input is good.
@@ -58,6 +59,7 @@ def test_replay_tracks_publishes_tf_exports_and_learns_from_the_live_buffer(
     from nol_ros.msg import JobProgress, Keyframe, TrackingStatus
     from nol_ros.nodes.nol_node import NolNode
     from nol_ros.nodes.reconstruction_node import ReconstructionNode
+    from nol_ros.recognition.pipeline import recognition_preset
     from nol_ros.streaming.messages import matrix_from_transform, stamp_to_ns
     from nol_ros.workspace import Workspace
 
@@ -74,7 +76,7 @@ def test_replay_tracks_publishes_tf_exports_and_learns_from_the_live_buffer(
             export_root=str(tmp_path), export_dir="default_export", tracking__tf_timeout_s=30.0,
             tracking__first_tf_timeout_s=30.0)))
         nol = g.add(NolNode("nol", context=rclpy_context, parameter_overrides=params(
-            data_root=str(root),
+            data_root=str(root), learn__render__preset="tiny",
             learn__workspace_root=str(tmp_path / "ws"), max_queued=2)))
         cli = g.client_node()
         tfs, kfs, statuses, progress = [], [], [], []
@@ -166,15 +168,23 @@ def test_replay_tracks_publishes_tf_exports_and_learns_from_the_live_buffer(
             assert done.status.state == JobProgress.STATE_SUCCEEDED, done
             ws = Path(done.result_path)
             e = workspace_errors(ws, name, scene, models, oid)
+            print(f"{name} learnt through the graph: {e}")
+            # against the truth with the offline tests' bounds
+            assert e["ate_m"] < 0.01 and e["t_err_m"] < 0.01 and e["r_err_deg"] < 2.0, e
+            assert 1 <= e["views"] <= 16 and e["coverage"] >= 0.9, e
+            # the render stage wrote the node's preset's pose grid, every pose rendered
+            rs = json.loads((ws / "renders" / "render_set.json").read_text())
+            grid = recognition_preset(nol.cfg.learn.render.preset).grid
+            n_grid = len(grid.azimuths_deg) * len(grid.elevations_deg) * len(grid.inplane_deg)
+            assert next(iter(rs["objects"].values()))["images"] == n_grid, rs
+            if name != "cracker_box":
+                continue    # the second learn shows the FIFO queue; one parity check is enough
             # the same data (the export the node learnt from) through the offline core
             off = Path(annotate_object(name, str(models / f"obj_{oid:06d}.ply"),
                                        SOURCE_LIVE_BUFFER, str(export_dir), offline_cfg,
                                        obj_id=Workspace(tmp_path / "ws").object_id(name)))
             o = workspace_errors(off, name, scene, models, oid)
-            print(f"{name} learnt through the graph: {e}\n{name} offline, same export: {o}")
-            # against the truth with the offline tests' bounds
-            assert e["ate_m"] < 0.01 and e["t_err_m"] < 0.01 and e["r_err_deg"] < 2.0, e
-            assert 1 <= e["views"] <= 16 and e["coverage"] >= 0.9, e
+            print(f"{name} offline, same export: {o}")
             # the graph computes what the offline core computes on the same data, up to the
             # last bits of Open3D's sums: registration's random draws are seeded and
             # single-threaded even while the node registers the next object in this process
@@ -189,12 +199,6 @@ def test_replay_tracks_publishes_tf_exports_and_learns_from_the_live_buffer(
             assert abs(e["r_err_deg"] - o["r_err_deg"]) < 0.5, (e, o)
             assert abs(e["views"] - o["views"]) <= 2, (e, o)
             assert abs(e["coverage"] - o["coverage"]) < 0.02, (e, o)
-            # ... and so is what the render stage wrote: the pose grid, rendered
-            rs = json.loads((ws / "renders" / "render_set.json").read_text())
-            from nol_ros.recognition.pipeline import recognition_preset
-            grid = recognition_preset(nol.cfg.learn.render.preset).grid
-            n_grid = len(grid.azimuths_deg) * len(grid.elevations_deg) * len(grid.inplane_deg)
-            assert next(iter(rs["objects"].values()))["images"] == n_grid, rs
         stages = [p.stage for p in progress if p.job_id == jobs["cracker_box"].job_id]
         assert "export" in stages and "tracking" in stages, stages
         cancelled = c.job_status(r3)
