@@ -159,7 +159,7 @@ def main(argv=None) -> int:
 
     default_ros_env()
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))
-    work = Path(a.work)
+    work = Path(a.work).resolve()  # a node reads relative request paths under its root
     work.mkdir(parents=True, exist_ok=True)
     seq, bag = prepare(a.dataset, work)
     gt = {f.stamp_ns: f.T_world_camera for f in seq.frames}

@@ -57,12 +57,12 @@ def main() -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(60 + os.getpid() % 40))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    work = Path(args.work)
+    work = Path(args.work).resolve()  # a node reads relative request paths under its root
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     if args.data:
-        world = Path(args.data)
+        world = Path(args.data).resolve()
     else:
         from nol_ros.datasets.synthetic.generate import generate
 

@@ -6,7 +6,7 @@ Starts ``reconstruction_node`` as its own process (as a robot would), replays a 
 it (tracked, skipped because the backlog was full, failed), tracker fps, pose latency, and the
 accuracy of the poses published on /tf against the ground truth of the BOP scene.
 
-    .venv/bin/python bench/bench_ros_throughput.py                     # data/demo, 30 Hz
+    .venv/bin/python bench/bench_ros_throughput.py          # .nol_demo/data_demo, 30 Hz
     .venv/bin/python bench/bench_ros_throughput.py --rate 0.5 --max-backlog 200
 """
 
@@ -62,7 +62,7 @@ def pose_errors(tf_samples, bag: Path, scene: Path, odom_frame: str = "odom"):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(ROOT / "data" / "demo"),
+    ap.add_argument("--data", default=str(ROOT / ".nol_demo" / "data_demo"),   # make demo
                     help="synthetic dataset folder (bags/train_000001, train/000001)")
     ap.add_argument("--rate", type=float, default=1.0, help="replay speed (1 = 30 Hz)")
     ap.add_argument("--max-backlog", type=int, default=15, help="tracking.max_backlog")
