@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=float, default=1.0, help="replay speed (1 = 30 Hz)")
     ap.add_argument("--max-backlog", type=int, default=15, help="tracking.max_backlog")
     ap.add_argument("--odometry", default="auto", help="tracking.odometry_mode")
+    ap.add_argument("--qos-depth", type=int, default=10, help="qos_depth (keep-last depth)")
     ap.add_argument("--domain", type=int, default=40 + os.getpid() % 50)
     a = ap.parse_args(argv)
     os.environ["ROS_DOMAIN_ID"] = str(a.domain)
@@ -83,7 +84,8 @@ def main(argv=None) -> int:
     load0 = os.getloadavg()
     node_proc = subprocess.Popen(
         [_exe("reconstruction_node"), "--ros-args", "-p", f"tracking.max_backlog:={a.max_backlog}",
-         "-p", f"tracking.odometry_mode:={a.odometry}", "-p", "keyframe_images:=false"],
+         "-p", f"tracking.odometry_mode:={a.odometry}", "-p", "keyframe_images:=false",
+         "-p", f"qos_depth:={a.qos_depth}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     rclpy.init()
     nol = NolClient(node_name="bench_client")        # spins its node in a thread
