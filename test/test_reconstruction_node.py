@@ -636,3 +636,39 @@ def test_live_tracker_skips_the_oldest_frames_when_it_cannot_keep_up(small_world
                                    seq.frames[0].T_world_camera, atol=1e-9)
     finally:
         live.shutdown()
+
+
+@pytest.mark.parametrize("late", [True, False])
+def test_late_first_odometry_does_not_switch_the_run_to_vision_alone(small_world, late):
+    """odometry_mode auto: a first frame whose odometry chain is known but whose transform is
+    late (ExtrapolationError) is not tracked and the next frame decides, so the run stays in
+    map -> odom; only a chain that does not exist (LookupError) means vision alone."""
+    from nol_ros.streaming.ingest import RgbdFrame
+    from nol_ros.streaming.live import LiveTracker, LiveTrackingConfig
+    from nol_ros.streaming.tf_buffer import ExtrapolationError, FrameLookupError
+
+    root, _ = small_world
+    seq, frames = _scene_frames(root / "train" / "000001", 3)
+
+    def prior(frame, timeout):
+        if frame.index == 0:
+            raise (ExtrapolationError if late else FrameLookupError)("no odom at this stamp")
+        return seq.frames[frame.index].T_world_camera
+
+    live = LiveTracker(LiveTrackingConfig(first_tf_timeout_s=0.0), lookup_prior=prior)
+    try:
+        for i, (t, rgb, depth) in enumerate(frames):
+            live.submit(RgbdFrame(index=i, stamp_ns=t, depth_stamp_ns=t, rgb=rgb, depth_m=depth,
+                                  intrinsics=seq.intrinsics, frame_id="cam"))
+            assert live.wait_idle(60)
+        s = live.status()
+        if late:
+            assert (s.tf_mode, s.frames_without_odometry, s.frames_tracked) == \
+                ("map->odom", 1, 2), s
+            assert sorted(live.snapshot()) == [1, 2]
+            assert s.errors_by_code == {"TF_EXTRAPOLATION": 1}, s
+        else:
+            assert (s.tf_mode, s.frames_without_odometry, s.frames_tracked) == \
+                ("map->camera", 0, 3), s
+    finally:
+        live.shutdown()

@@ -45,7 +45,7 @@ from nol_ros.geometry import interpolate_T
 from nol_ros.io_utils import atomic_write_json, atomic_write_mesh
 from nol_ros.reconstruction.tracking import RgbdTracker, TrackerConfig, TrackResult
 from nol_ros.streaming.ingest import RgbdFrame
-from nol_ros.streaming.tf_buffer import TransformError
+from nol_ros.streaming.tf_buffer import ExtrapolationError, TransformError
 
 TF_MAP_ODOM, TF_MAP_CAMERA = "map->odom", "map->camera"
 EXPORT_MARKER = "nol_export.json"
@@ -286,7 +286,7 @@ class LiveTracker:
                 self._error(e.code, f"frame {frame.index} not tracked: odometry_mode is "
                                     f"'required' and the odometry TF is missing: {e}")
                 return None, True
-            if tf_mode == "":
+            if tf_mode == "" and not isinstance(e, ExtrapolationError):
                 if self.on_info is not None:
                     self.on_info(f"no odometry TF for the first frame ({e}); tracking on vision "
                                  f"alone and publishing {TF_MAP_CAMERA} (set "
@@ -296,10 +296,14 @@ class LiveTracker:
             # exported with an interpolated pose). Tracking it on vision alone would hand the
             # tracker an odometry gap: its next prediction would add the skipped frame's motion
             # twice (measured: 6 of 29 frames then failed their checks on the small bag).
+            # The same for a first frame whose odometry exists but is late (extrapolation): one
+            # late message must not switch the whole run to vision alone (measured: a node at
+            # 30 Hz got no TF for its first frame within 2 s, tracked on vision alone with 1-3
+            # frames skipped, and published a pose 1.8 m off; bench_ros_throughput.py).
             with self._cv:
                 self._status.frames_without_odometry += 1
             self._error(e.code, f"frame {frame.index} not tracked: its odometry transform "
-                                f"did not arrive within {self.cfg.tf_timeout_s} s: {e}")
+                                f"did not arrive within {timeout} s: {e}")
             return None, True
 
     def _track(self, frame: RgbdFrame, t_recv: float, gen: int) -> LiveResult | None:
