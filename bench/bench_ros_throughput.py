@@ -31,9 +31,11 @@ def _exe(name: str) -> str:
 
 def pose_errors(tf_samples, bag: Path, scene: Path, odom_frame: str = "odom"):
     """Translation (m) and rotation (deg) errors of T_map_camera from /tf against the scene's
-    ground truth; tf_samples: [(stamp_ns, child, T_map_child)]. map -> odom poses are compared
-    as they are (map starts at odom, which starts at the truth); map -> camera poses after
-    aligning the first one (the map is the first tracked camera)."""
+    ground truth, and the frame index of each; tf_samples: [(stamp_ns, child, T_map_child)].
+    map -> odom poses are composed with the bag's odom -> camera. The map is where the node
+    started tracking (the odometry pose, or the camera, of its first tracked frame, which
+    is not frame 0 when the first frames were lost), so the first published pose is aligned
+    to the truth and the others are compared in that frame."""
     from nol_ros.datasets.bag import read_bag_tf
     from nol_ros.datasets.bop import read_bop_scene
     from nol_ros.geometry import so3_log
@@ -44,19 +46,18 @@ def pose_errors(tf_samples, bag: Path, scene: Path, odom_frame: str = "odom"):
     for st, parent, child, T, static in read_bag_tf(bag):
         buf.set_transform(parent, child, st, T, static=static)
     gt = {f.stamp_ns: f.T_world_camera for f in read_bop_scene(scene).frames}
+    index = {st: i for i, st in enumerate(sorted(gt))}
+    poses = sorted((st, T @ buf.lookup(odom_frame, cam, st) if child == odom_frame else T)
+                   for st, child, T in tf_samples if st in gt)
+    if not poses:
+        return np.zeros(0), np.zeros(0), []
+    A = gt[poses[0][0]] @ np.linalg.inv(poses[0][1])
     et, er = [], []
-    A = np.eye(4)  # map -> camera mode: the map is the first tracked camera, align it to truth
-    cams = sorted((st, T) for st, child, T in tf_samples if child != odom_frame and st in gt)
-    if cams:
-        A = gt[cams[0][0]] @ np.linalg.inv(cams[0][1])
-    for st, child, T in tf_samples:
-        if st not in gt:
-            continue
-        T_mc = T @ buf.lookup(odom_frame, cam, st) if child == odom_frame else A @ T
-        G = gt[st]
+    for st, T in poses:
+        T_mc, G = A @ T, gt[st]
         et.append(float(np.linalg.norm(T_mc[:3, 3] - G[:3, 3])))
         er.append(float(np.degrees(np.linalg.norm(so3_log(T_mc[:3, :3].T @ G[:3, :3])))))
-    return np.array(et), np.array(er)
+    return np.array(et), np.array(er), [index[st] for st, _ in poses]
 
 
 def main(argv=None) -> int:
@@ -67,7 +68,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=float, default=1.0, help="replay speed (1 = 30 Hz)")
     ap.add_argument("--max-backlog", type=int, default=15, help="tracking.max_backlog")
     ap.add_argument("--odometry", default="auto", help="tracking.odometry_mode")
-    ap.add_argument("--qos-depth", type=int, default=10, help="qos_depth (keep-last depth)")
+    ap.add_argument("--qos-depth", type=int, default=None,
+                    help="qos_depth (keep-last depth; default: the node's)")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
+                    help="another reconstruction_node parameter (repeatable)")
     ap.add_argument("--domain", type=int, default=40 + os.getpid() % 50)
     a = ap.parse_args(argv)
     os.environ["ROS_DOMAIN_ID"] = str(a.domain)
@@ -85,7 +89,8 @@ def main(argv=None) -> int:
     node_proc = subprocess.Popen(
         [_exe("reconstruction_node"), "--ros-args", "-p", f"tracking.max_backlog:={a.max_backlog}",
          "-p", f"tracking.odometry_mode:={a.odometry}", "-p", "keyframe_images:=false",
-         "-p", f"qos_depth:={a.qos_depth}"],
+         *(["-p", f"qos_depth:={a.qos_depth}"] if a.qos_depth else []),
+         *[x for p in a.param for x in ("-p", p)]],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     rclpy.init()
     nol = NolClient(node_name="bench_client")        # spins its node in a thread
@@ -138,7 +143,7 @@ def main(argv=None) -> int:
         rclpy.shutdown()
     tr = st.tracking
     n_bag = 120 if "demo" in str(data) else None
-    et, er = pose_errors(tfs, bag, scene)
+    et, er, idx = pose_errors(tfs, bag, scene)
     load1 = os.getloadavg()
     print(f"bag: {bag} ({n_bag or '?'} RGB-D pairs), rate {a.rate} "
           f"({30 * a.rate:.0f} Hz), max_backlog {a.max_backlog}, odometry {a.odometry}")
@@ -156,7 +161,8 @@ def main(argv=None) -> int:
     if len(et):
         print(f"/tf poses: {len(et)}; T_map_camera error vs ground truth: translation median "
               f"{np.median(et) * 100:.2f} cm, max {et.max() * 100:.2f} cm; rotation median "
-              f"{np.median(er):.2f} deg, max {er.max():.2f} deg")
+              f"{np.median(er):.2f} deg, max {er.max():.2f} deg; first pose frame {idx[0]}, "
+              f"worst frame {idx[int(np.argmax(et))]}")
     print(f"load average before {load0[0]:.2f}, after {load1[0]:.2f} (2 cores)")
     print("replay:", replay_out.strip().splitlines()[-1] if replay_out.strip() else "")
     if "--verbose" in os.environ.get("BENCH_FLAGS", ""):
