@@ -97,8 +97,9 @@ def test_a_finished_tracker_is_freed_without_the_cyclic_gc(small_world):
 def test_on_a_geometry_colour_conflict_the_pose_nearer_the_prediction_wins(small_world):
     """Frames 0 and 3 from a prediction ~1 cm / 0.6 deg off: point-to-plane alone slides
     1.2 cm / 1.2 deg along the table (measured), the colour refinement lands within 1 mm. With
-    the colour caps at zero every refinement is a conflict, and the tie-break must keep the
-    colour pose (the one nearer the prediction), not the geometric one."""
+    the colour caps at zero every refinement is a conflict, and with an odometry prediction
+    the tie-break must keep the colour pose (the one nearer the prediction), not the geometric
+    one."""
     from nol_ros.geometry import se3_exp
 
     root, _ = small_world
@@ -108,23 +109,27 @@ def test_on_a_geometry_colour_conflict_the_pose_nearer_the_prediction_wins(small
     rng = np.random.default_rng(0)
     init = truth @ se3_exp(np.r_[rng.normal(0, 0.01, 3), rng.normal(0, 0.01, 3)])
 
-    def align(cfg):
+    def align(cfg, from_odometry=True):
         tr = RgbdTracker(seq.intrinsics, cfg)
         _, small_a = tr._images(fa.load_rgb(), fa.load_depth())
         _, small_b = tr._images(fb.load_rgb(), fb.load_depth())
         T, _, _ = tr._odometry(small_b, small_a, init, tr.criteria[:3], tr.method,
-                               cfg.method == "geometry_then_colour")
+                               cfg.method == "geometry_then_colour",
+                               prefer_prediction=from_odometry)
         return T, tr.colour_used
 
     def off_m(T):
         return float(np.linalg.norm((np.linalg.inv(truth) @ T)[:3, 3]))
 
     geometric, _ = align(TrackerConfig(loop_closure=False, method="point_to_plane"))
-    chosen, colour_used = align(TrackerConfig(loop_closure=False, colour_max_shift_m=0.0,
-                                              colour_max_shift_deg=0.0,
-                                              colour_max_shift_fraction=0.0))
+    strict = TrackerConfig(loop_closure=False, colour_max_shift_m=0.0, colour_max_shift_deg=0.0,
+                           colour_max_shift_fraction=0.0)
+    chosen, colour_used = align(strict)
     assert off_m(geometric) > 0.005   # the situation the tie-break is for
     assert colour_used and off_m(chosen) < 0.002, (off_m(chosen), off_m(geometric))
+    # a prediction not from odometry referees nothing: the geometric pose stays
+    kept, colour_used = align(strict, from_odometry=False)
+    assert not colour_used and np.allclose(kept, geometric, atol=1e-6)
 
 
 def test_a_pose_that_disagrees_with_the_odometry_is_not_trusted(small_world):

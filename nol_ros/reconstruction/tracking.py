@@ -276,7 +276,7 @@ class RgbdTracker:
         return T1.copy(), gap
 
     def _odometry(self, src, tgt, init: np.ndarray, criteria, method, colour: bool,
-                  baseline_cap: bool = True):
+                  baseline_cap: bool = True, prefer_prediction: bool = False):
         """T_tgt_src by dense odometry from ``init`` -> (T, fitness, inlier rmse); raises
         RuntimeError when there is nothing to align. ``colour``: after the (geometric) method,
         a hybrid (depth + colour) refinement from its result, kept only when it stays within
@@ -287,14 +287,15 @@ class RgbdTracker:
         the former keyframe spacing, against 2.3 for point-to-plane; on the synthetic world
         point-to-plane alone drifts 1.4 deg where hybrid drifts 0.03 deg).
 
-        When the two disagree by more than that while tracking, the one nearer the prediction
-        ``init`` is kept: geometry alone can slide along a weakly constrained scene (a table
-        top with a few boxes) to a false minimum with a near-zero residual. Measured on the
-        synthetic demo world tracked with drifting odometry and 1-3 frames skipped, as the live
-        node does: geometry moved a 0.4 cm prediction 2.1 cm off, colour brought it back to
-        0.1 cm but was refused by the 2 cm cap, and the tracker then trusted 2-5 cm errors;
-        with the tie-break the worst trusted pose was 0.7 cm. On fr1/desk (no odometry, every
-        frame) the ATE is unchanged (2.66 -> 2.60 cm; every 2nd frame 2.11 -> 2.16)."""
+        ``prefer_prediction`` (the prediction ``init`` comes from odometry): when the two
+        disagree by more than that, the one nearer the prediction is kept. Geometry alone can
+        slide along a weakly constrained scene (a table top with a few boxes) to a false
+        minimum with a near-zero residual: on the synthetic demo world tracked with drifting
+        odometry and 1-3 frames skipped, as the live node does, geometry moved a 0.4 cm
+        prediction 2.1 cm off, colour brought it back to 0.1 cm but was refused by the 2 cm
+        cap, and the tracker then trusted 2-5 cm errors; with the tie-break the worst trusted
+        pose was 0.7 cm. Not without odometry: a constant-velocity prediction is no referee
+        (fr1/desk, hand-held: ATE on frames 300-595 1.96 -> 3.44 cm with it)."""
         o3d, o3c, c = self.o3d, self.o3c, self.cfg
         odom = o3d.t.pipelines.odometry
         odo = odom.rgbd_odometry_multi_scale(src, tgt, self.K_small,
@@ -317,22 +318,24 @@ class RgbdTracker:
                 cap_deg = max(c.colour_max_shift_deg, f * _rot_deg(T[:3, :3]))
                 if np.linalg.norm(dc[:3, 3]) <= cap_m and _rot_deg(dc[:3, :3]) <= cap_deg:
                     T, self.colour_used = Tc, True
-                elif baseline_cap and _pose_gap(Tc, init) < _pose_gap(T, init):
+                elif prefer_prediction and _pose_gap(Tc, init) < _pose_gap(T, init):
                     # a conflict: the one nearer the motion prediction wins (below)
                     T, self.colour_used = Tc, True
             except RuntimeError:
                 pass
         return T, fitness, rmse
 
-    def _align(self, small, ref_image, T_ref: np.ndarray, T_init: np.ndarray):
+    def _align(self, small, ref_image, T_ref: np.ndarray, T_init: np.ndarray,
+               from_odometry: bool = False):
         """Dense odometry of ``small`` onto the reference image (pose ``T_ref``) from the world
-        pose ``T_init`` -> (T_world_camera, fitness, inlier rmse, correction T_init^-1 T,
-        error text)."""
+        pose ``T_init`` (``from_odometry``: predicted by odometry) -> (T_world_camera, fitness,
+        inlier rmse, correction T_init^-1 T, error text)."""
         init = np.linalg.inv(T_ref) @ T_init
         try:
             T_ref_cam, fitness, rmse = self._odometry(
                 small, ref_image, init, self.criteria[:3], self.method,
-                self.cfg.method == TrackerMethod.GEOMETRY_THEN_COLOUR)
+                self.cfg.method == TrackerMethod.GEOMETRY_THEN_COLOUR,
+                prefer_prediction=from_odometry)
         except RuntimeError as e:  # Open3D raises when there are no correspondences
             return T_init, 0.0, np.inf, np.eye(4), str(e)
         T = T_ref @ T_ref_cam
@@ -480,7 +483,8 @@ class RgbdTracker:
                 T_ref, target = T_pred, self._raycast(T_pred)
             else:
                 T_ref, target = self._last_kf, self._kf_image
-            res = self._align(small, target, T_ref, T_pred)
+            res = self._align(small, target, T_ref, T_pred,
+                              from_odometry=odom is not None and odom1 is not None)
             return res[:3], self._problems(res[1], res[2], res[3], res[4], max_step_m,
                                            max_step_deg)
 
