@@ -319,7 +319,7 @@ class RgbdTracker:
                 if np.linalg.norm(dc[:3, 3]) <= cap_m and _rot_deg(dc[:3, :3]) <= cap_deg:
                     T, self.colour_used = Tc, True
                 elif prefer_prediction and _pose_gap(Tc, init) < _pose_gap(T, init):
-                    # a conflict: the one nearer the motion prediction wins (below)
+                    # a conflict: the one nearer the odometry's prediction wins
                     T, self.colour_used = Tc, True
             except RuntimeError:
                 pass
@@ -469,7 +469,8 @@ class RgbdTracker:
         max_step_m, max_step_deg = c.max_step_m, c.max_step_deg
         odom1 = self._trusted[-1][2] if self._trusted else None
         # no odometry motion at all (the same transform: a static odom -> camera chain, a
-        # placeholder for a camera without odometry, or a robot standing still): no check
+        # placeholder for a camera without odometry, or a robot standing still): neither the
+        # check nor the tie-break of _odometry, as without odometry
         moved = (None if odom is None or odom1 is None or np.array_equal(odom, odom1)
                  else np.linalg.inv(odom1) @ odom)
         if moved is not None:
@@ -483,8 +484,7 @@ class RgbdTracker:
                 T_ref, target = T_pred, self._raycast(T_pred)
             else:
                 T_ref, target = self._last_kf, self._kf_image
-            res = self._align(small, target, T_ref, T_pred,
-                              from_odometry=odom is not None and odom1 is not None)
+            res = self._align(small, target, T_ref, T_pred, from_odometry=moved is not None)
             return res[:3], self._problems(res[1], res[2], res[3], res[4], max_step_m,
                                            max_step_deg)
 

@@ -297,9 +297,9 @@ class LiveTracker:
             # tracker an odometry gap: its next prediction would add the skipped frame's motion
             # twice (measured: 6 of 29 frames then failed their checks on the small bag).
             # The same for a first frame whose odometry exists but is late (extrapolation): one
-            # late message must not switch the whole run to vision alone (measured: a node at
-            # 30 Hz got no TF for its first frame within 2 s, tracked on vision alone with 1-3
-            # frames skipped, and published a pose 1.8 m off; bench_ros_throughput.py).
+            # late message must not switch the whole run to vision alone (measured: runs of
+            # the node on vision alone with frames skipped published poses 1.8 m off;
+            # bench_ros_throughput.py, BENCHMARKS.md).
             with self._cv:
                 self._status.frames_without_odometry += 1
             self._error(e.code, f"frame {frame.index} not tracked: its odometry transform "
