@@ -151,6 +151,14 @@ def _rot_deg(R: np.ndarray) -> float:
 ODOMETRY_CHECK_FRACTION = 0.1
 
 
+def _step_problems(corr: np.ndarray, max_m: float, max_deg: float, why: str) -> list[str]:
+    """[] when the correction ``corr`` (4, 4) stays within max_m / max_deg, else its text."""
+    step_m, step_deg = float(np.linalg.norm(corr[:3, 3])), _rot_deg(corr[:3, :3])
+    if step_m > max_m or step_deg > max_deg:
+        return [f"correction {step_m * 100:.1f} cm / {step_deg:.1f} deg {why}"]
+    return []
+
+
 def _pose_gap(A: np.ndarray, B: np.ndarray) -> float:
     """How far apart two poses are: metres + 1 cm per degree."""
     D = np.linalg.inv(A) @ B
@@ -350,10 +358,7 @@ class RgbdTracker:
             problems.append(f"fitness {fitness:.2f} < {c.min_fitness}")
         if rmse > c.max_inlier_rmse_m:
             problems.append(f"inlier rmse {rmse * 1000:.1f} mm > {c.max_inlier_rmse_m * 1000} mm")
-        step_m, step_deg = float(np.linalg.norm(corr[:3, 3])), _rot_deg(corr[:3, :3])
-        if step_m > max_step_m or step_deg > max_step_deg:
-            problems.append(f"correction {step_m * 100:.1f} cm / {step_deg:.1f} deg too large")
-        return problems
+        return problems + _step_problems(corr, max_step_m, max_step_deg, "too large")
 
     def _relocalise(self, rgb, small):
         """Pose of a frame the prediction could not track, from the keyframes: ORB + PnP
@@ -492,11 +497,8 @@ class RgbdTracker:
             """A re-localised pose is held to the odometry check too."""
             if moved is None:
                 return []
-            d = np.linalg.inv(T_pred) @ T_
-            d_m, d_deg = float(np.linalg.norm(d[:3, 3])), _rot_deg(d[:3, :3])
-            if d_m <= max_step_m and d_deg <= max_step_deg:
-                return []
-            return [f"re-localised pose {d_m * 100:.1f} cm / {d_deg:.1f} deg from the odometry"]
+            return _step_problems(np.linalg.inv(T_pred) @ T_, max_step_m, max_step_deg,
+                                  "from the odometry's prediction (re-localised)")
 
         def relocalise():
             found = self._relocalise(rgb, small) if (c.relocalise
