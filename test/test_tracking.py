@@ -133,7 +133,7 @@ def test_on_a_geometry_colour_conflict_the_pose_nearer_the_prediction_wins(small
 
 
 def test_a_pose_that_disagrees_with_the_odometry_is_not_trusted(small_world):
-    """With an odometry prior, a correction beyond odometry_check_m + 10 % of the odometry's
+    """With an odometry prior, a correction beyond odometry_check_m + 3 % of the odometry's
     motion is not trusted: frame 2's odometry is shifted 5 cm (a wheel slip), the images say
     otherwise, so the frame is flagged and gets no trusted pose; the frames around it are
     tracked. With the check opened up (odometry_check_m = max_step_m) the same frame passes."""
@@ -199,3 +199,28 @@ def test_without_odometry_an_unverifiable_pose_is_not_trusted(small_world):
     assert not r.ok and r.state == "unverified" and not r.keyframe
     assert "not verified" in r.message, r.message
     assert all(cm < 1.0 for r, cm in checked if r.ok), [(r.state, cm) for r, cm in checked]
+
+
+def test_the_odometry_check_grows_by_3_percent_of_the_motion(small_world):
+    """Frames 0, 6, 12 with odometry, frame 12's shifted 2.5 cm (a slip) over a 31 cm move: the
+    check allows 1 cm + 3 % of the move = 1.9 cm, so the frame is refused although the images
+    are right here -- the price of catching false minima over long gaps (measured offline on
+    the demo world with drifting odometry and 3-15 frames skipped: at 10 % 7 of 16 trials
+    trusted poses more than 2 cm off, at 3 % none, with 2 of 230 frames refused). At 10 % the
+    same frame passes."""
+    root, _ = small_world
+    seq = read_bop_scene(root / "train" / "000001")
+    frames = [seq.frames[i] for i in (0, 6, 12)]
+    odom = [f.T_world_camera.copy() for f in frames]
+    odom[2][:3, 3] += np.array([0.0, 0.025, 0.0])
+
+    def run(cfg):
+        tr = RgbdTracker(seq.intrinsics, cfg)
+        return [tr.process(f.load_rgb(), f.load_depth(), T, f.stamp_ns)
+                for f, T in zip(frames, odom)]
+
+    res = run(TrackerConfig(loop_closure=False))
+    assert [r.ok for r in res] == [True, True, False], [r.message for r in res]
+    assert "odometry" in res[2].message, res[2].message
+    loose = run(TrackerConfig(loop_closure=False, odometry_check_fraction=0.1))
+    assert all(r.ok for r in loose), [r.message for r in loose]

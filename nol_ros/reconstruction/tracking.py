@@ -64,8 +64,9 @@ class TrackerConfig:
     max_step_deg: float = 20.0            # ... and turns it more than this
     # with an odometry prior the prediction is the odometry's motion since the last trusted
     # frame (right to ~1 % of the distance over such a gap; geometry sliding on a table is not)
-    odometry_check_m: float = 0.01      # with odometry: a correction beyond this + 10 % of ...
-    odometry_check_deg: float = 1.0     # ... (this + 10 %) the odometry's motion: not trusted
+    odometry_check_m: float = 0.01      # with odometry: a correction beyond this ...
+    odometry_check_deg: float = 1.0     # ... or this turn, each plus ...
+    odometry_check_fraction: float = 0.03  # ... this fraction of the odometry's motion: refused
     max_extrapolation_s: float = 0.1    # constant-velocity prediction over at most this long
     # keyframes: a new one after this much motion (or when the overlap with the last one, the
     # odometry's fitness, falls below keyframe_min_fitness)
@@ -150,10 +151,6 @@ def downscale_depth(depth: np.ndarray, s: int, max_spread_m: float = 0.03) -> np
 
 def _rot_deg(R: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1))))
-
-
-# with odometry, the correction allowed grows by this fraction of the odometry's motion
-ODOMETRY_CHECK_FRACTION = 0.1
 
 
 def _step_problems(corr: np.ndarray, max_m: float, max_deg: float, why: str) -> list[str]:
@@ -496,9 +493,9 @@ class RgbdTracker:
                  else np.linalg.inv(odom1) @ odom)
         if moved is not None:
             max_step_m = min(max_step_m, c.odometry_check_m
-                             + ODOMETRY_CHECK_FRACTION * float(np.linalg.norm(moved[:3, 3])))
+                             + c.odometry_check_fraction * float(np.linalg.norm(moved[:3, 3])))
             max_step_deg = min(max_step_deg, c.odometry_check_deg
-                               + ODOMETRY_CHECK_FRACTION * _rot_deg(moved[:3, :3]))
+                               + c.odometry_check_fraction * _rot_deg(moved[:3, :3]))
 
         def track_from_prediction():
             if c.reference == "model":
