@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -163,9 +165,17 @@ def main(argv=None) -> int:
               f"{np.median(et) * 100:.2f} cm, max {et.max() * 100:.2f} cm; rotation median "
               f"{np.median(er):.2f} deg, max {er.max():.2f} deg; first pose frame {idx[0]}, "
               f"worst frame {idx[int(np.argmax(et))]}")
+    why = Counter(re.sub(r"[0-9]+(\.[0-9]+)?", "N", f"{s.tracking_state}: {s.message}")
+                  for s in statuses if s.frames_tracked > 0 and not s.tracking_ok)
+    if why:
+        print("untrusted frames (status messages, numbers as N):")
+        for text, n in why.most_common(6):
+            print(f"  {n:4d}  {text[:150]}")
     print(f"load average before {load0[0]:.2f}, after {load1[0]:.2f} (2 cores)")
     print("replay:", replay_out.strip().splitlines()[-1] if replay_out.strip() else "")
     if "--verbose" in os.environ.get("BENCH_FLAGS", ""):
+        print("per pose (frame: cm, deg):", ", ".join(
+            f"{i}: {t * 100:.2f}, {r:.2f}" for i, t, r in zip(idx, et, er)))
         print(log)
     return 0
 

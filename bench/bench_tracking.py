@@ -23,7 +23,10 @@ Trackers (``--trackers``, comma-separated):
 Scores: ATE = RMSE of the camera centres after a rigid (SE(3), Umeyama) alignment; RPE = RMSE
 of the relative translation (and rotation) between consecutive frames, per frame. evo computes
 both from the TUM-format trajectories matched by time; nol_ros.metrics from the same poses
-(they must agree: the JSON keeps both). Writes JSON (--json) and a Markdown table (--md).
+(they must agree: the JSON keeps both). For nol_ros also the trusted frames alone (what the
+live node publishes as TF): their ATE and the worst step between consecutive ones.
+``--every 1,2,3`` tracks a seeded random subset of the frames, as the live node does when it
+cannot keep up. Writes JSON (--json) and a Markdown table (--md).
 """
 
 from __future__ import annotations
@@ -169,6 +172,23 @@ def run_o3d_slam(intr, data, voxel: float = 0.01, depth_max: float = 3.0):
 
 
 # -- scoring ------------------------------------------------------------------------------------
+def score_trusted(poses: np.ndarray, gt: list, ok: list) -> dict:
+    """The frames the tracker trusted (what the live node publishes): their ATE, and the worst
+    step between consecutive frames that are both trusted (cm; the translation of
+    inv(inv(G_a) G_b) inv(P_a) P_b) -- a trusted false minimum shows as a large step."""
+    from nol_ros.metrics import ate_rmse
+
+    keep = [i for i, (o, g) in enumerate(zip(ok, gt)) if o and g is not None]
+    if len(keep) < 3:
+        return {"trusted": len(keep)}
+    ate, _ = ate_rmse([poses[i] for i in keep], [gt[i] for i in keep])
+    steps = [np.linalg.norm((np.linalg.inv(np.linalg.inv(gt[a]) @ gt[b])
+                             @ (np.linalg.inv(poses[a]) @ poses[b]))[:3, 3])
+             for a, b in zip(keep[:-1], keep[1:]) if b == a + 1]
+    return {"trusted": len(keep), "ate_trusted_cm": ate * 100,
+            "worst_trusted_step_cm": float(max(steps, default=0.0)) * 100}
+
+
 def score(poses: np.ndarray, gt: list, stamps: np.ndarray) -> dict:
     """ATE and per-frame RPE from nol_ros.metrics and from evo (same poses, matched by time)."""
     from nol_ros.metrics import ate_rmse, rpe
@@ -247,6 +267,10 @@ def main(argv=None) -> int:
     ap.add_argument("--trackers", default="nol,o3d_legacy,o3d_slam",
                     help="comma-separated; 'nol:{json}' for a TrackerConfig variant (use ; "
                          "between several variants)")
+    ap.add_argument("--every", default="",
+                    help="e.g. 1,2,3: track a random subset, consecutive tracked frames 1, 2 "
+                         "or 3 frames apart (as the live node does when it cannot keep up)")
+    ap.add_argument("--seed", type=int, default=0, help="the --every subset")
     ap.add_argument("--threads", type=int, default=0, help="limit threads (0 = as is)")
     ap.add_argument("--save-poses", default="", help="folder: one TUM trajectory per run")
     ap.add_argument("--json", default="bench_tracking.json")
@@ -267,6 +291,15 @@ def main(argv=None) -> int:
     for start, end in stretches:
         name, intr, data, stamps, gt = _load_stretch(a, start, end)
         label_s = f"{name} [{start}:{start + len(data)}]"
+        if a.every:
+            steps = [int(x) for x in a.every.split(",")]
+            rng = np.random.default_rng(a.seed)
+            idx = [0]
+            while idx[-1] + min(steps) < len(data):
+                idx.append(min(len(data) - 1, idx[-1] + int(rng.choice(steps))))
+            data, stamps = [data[i] for i in idx], stamps[idx]
+            gt = None if gt is None else [gt[i] for i in idx]
+            label_s += f" every {a.every} (seed {a.seed}): {len(idx)} frames"
         print(f"{label_s}: {len(data)} frames, {intr}", flush=True)
         for spec in specs:
             kind, label, ov = _parse_tracker(spec)
@@ -284,6 +317,8 @@ def main(argv=None) -> int:
                      **{k: v for k, v in r.items() if k not in ("poses", "ok")}}
             if gt is not None:
                 entry.update(score(r["poses"], gt, stamps))
+                if kind == "nol":
+                    entry.update(score_trusted(r["poses"], gt, r["ok"]))
             if a.save_poses:
                 from nol_ros.datasets.tum import write_tum_trajectory
 
@@ -300,15 +335,18 @@ def main(argv=None) -> int:
           f"{results['machine']['cpus']} CPUs, load {results['machine']['load_avg']} -> "
           f"{results['machine_end']['load_avg']}; `{results['command']}`", "",
           "| stretch | tracker | ATE cm (evo / own) | RPE cm/frame (evo / own) | RPE deg/frame "
-          "| lost | fps | frames/CPU-s |", "|---|---|---|---|---|---|---|---|"]
+          "| lost | trusted: ATE cm / worst step cm | fps | frames/CPU-s |",
+          "|---|---|---|---|---|---|---|---|---|"]
     for e in rows:
         ate = (f"{e.get('evo_ate_cm', float('nan')):.2f} / {e['ate_cm']:.2f}"
                if "ate_cm" in e else "-")
         rpe_ = (f"{e.get('evo_rpe_cm', float('nan')):.3f} / {e['rpe_cm']:.3f}"
                 if "rpe_cm" in e else "-")
+        trusted = (f"{e['ate_trusted_cm']:.2f} / {e['worst_trusted_step_cm']:.2f}"
+                   if "ate_trusted_cm" in e else "-")
         md.append(f"| {e['stretch']} | {e['tracker']} | {ate} | {rpe_} | "
-                  f"{e.get('rpe_deg', float('nan')):.3f} | {e['frames_lost']} | {e['fps']:.1f} | "
-                  f"{e['frames_per_cpu_s']:.1f} |")
+                  f"{e.get('rpe_deg', float('nan')):.3f} | {e['frames_lost']} | {trusted} | "
+                  f"{e['fps']:.1f} | {e['frames_per_cpu_s']:.1f} |")
     Path(a.md).write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
