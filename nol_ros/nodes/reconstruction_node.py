@@ -30,6 +30,7 @@ from nol_ros.ros.params import declare_and_read
 from nol_ros.ros.qos import sensor_qos, service_qos
 from nol_ros.ros.runtime import (
     ErrorReporter,
+    OwnExecutorSubscriptions,
     ShutsDown,
     log_to,
     run_nodes,
@@ -50,7 +51,7 @@ RANGES = {"qos_depth": (1, 1000), "sync_slop_s": (0.0, 1.0), "status_rate_hz": (
 
 
 class ReconstructionNode(ShutsDown, Node):
-    shutdown_attr = "recon"
+    shutdown_attr = ("images", "recon")   # the image thread first: nothing feeds recon
 
     def __init__(self, node_name: str = "reconstruction", **node_kwargs):
         super().__init__(node_name, **node_kwargs)
@@ -71,15 +72,17 @@ class ReconstructionNode(ShutsDown, Node):
         self.live, self.ingest = self.recon.live, self.recon.ingest
         self.keyframe_pub = self.create_publisher(Keyframe, "~/keyframes", 5)
         self.status_pub = self.create_publisher(TrackingStatus, "~/status", 10)
-        sensors = MutuallyExclusiveCallbackGroup()
         queries = ReentrantCallbackGroup()       # status and reset answer during exports
         heavy = MutuallyExclusiveCallbackGroup()  # export and mesh, one at a time
         qos = sensor_qos(cfg.qos_reliability, cfg.qos_depth)
         self.sync = ApproximateTimeSync(2, cfg.sync_slop_s, lambda m: self.recon.add_pair(*m))
+        # the images on an executor of their own: on the shared one frames were lost
+        self.images = OwnExecutorSubscriptions(self)
         for i, topic in enumerate((cfg.rgb_topic, cfg.depth_topic)):
-            self.create_subscription(
+            self.images.subscribe(
                 Image, topic, lambda m, i=i: self.sync.add(i, stamp_to_ns(m.header.stamp), m),
-                qos, callback_group=sensors)
+                qos)
+        self.images.start()
         # own group: CameraInfo must not queue behind the image callbacks
         self.create_subscription(CameraInfo, cfg.camera_info_topic, self.recon.set_camera_info,
                                  qos, callback_group=MutuallyExclusiveCallbackGroup())
