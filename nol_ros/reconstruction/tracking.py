@@ -403,6 +403,10 @@ class RgbdTracker:
         self._trim_keyframes()
         return len(self.keyframes) - 1
 
+    def _use_reference(self, k: int) -> None:
+        """Track the next frames against keyframe k (a re-localisation found the camera there)."""
+        self._last_kf, self._kf_image, self._ref_kf = self.keyframes[k]["T"], self._kf_rgbd(k), k
+
     def _pack(self, small) -> tuple[np.ndarray, np.ndarray]:
         """A keyframe's tracking image, compact: colour uint8, depth uint16 mm (0.38 MB at
         320x240 instead of 1.2 MB of float tensors)."""
@@ -516,12 +520,9 @@ class RgbdTracker:
         def relocalise():
             found = self._relocalise(rgb, small) if (c.relocalise
                                                      and c.reference != "model") else None
-            if found is None:
-                return None
-            T_, fit_, rmse_, ref_ = found
-            kf_ = self.keyframes[ref_]
-            self._last_kf, self._kf_image, self._ref_kf = kf_["T"], self._kf_rgbd(ref_), ref_
-            return T_, fit_, rmse_, ref_
+            if found is not None:
+                self._use_reference(found[3])
+            return found
 
         if self.lost or gap_reloc:
             # after a loss, or a gap the motion model cannot bridge (frames dropped, a slow
@@ -605,9 +606,7 @@ class RgbdTracker:
         diff = np.linalg.inv(found[0]) @ tracked[0]
         if not _step_problems(diff, c.verify_max_m, c.verify_max_deg, ""):
             return tracked, "tracking", [], ""
-        k = found[3]
-        self._last_kf, self._kf_image, self._ref_kf = (self.keyframes[k]["T"],
-                                                       self._kf_rgbd(k), k)
+        self._use_reference(found[3])
         return (found, "relocalised", [],
                 f"tracked pose {np.linalg.norm(diff[:3, 3]) * 100:.1f} cm / "
                 f"{_rot_deg(diff[:3, :3]):.1f} deg from the re-localised one: re-localised "
