@@ -25,7 +25,7 @@ setup(
     version="0.1.0",
     description="Neural Object Learning for ROS 2 (CPU-first)",
     packages=find_packages(include=["nol_ros", "nol_ros.*"]),
-    package_data={"nol_ros": ["models/*.pt", "models/*.json"]},
+    package_data={"nol_ros": ["models/*.pt", "models/*.json", "ros/*.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/nol_ros"]),
         ("share/nol_ros", ["package.xml"]),

@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     ap.add_argument("--hog", type=int, default=2, help="busy processes in the loaded run")
     ap.add_argument("--json", default="bench_graph_tracking.json")
     a = ap.parse_args(argv)
-    from nol_ros.ros.runtime import default_ros_env
+    from nol_ros.ros.environment import default_ros_env
 
     default_ros_env()
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))

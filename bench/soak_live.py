@@ -48,7 +48,7 @@ def main(argv=None) -> int:
                     help="extra node parameter, e.g. tracker.max_keyframes:=50 (repeatable)")
     a = ap.parse_args(argv)
 
-    from nol_ros.ros.runtime import default_ros_env
+    from nol_ros.ros.environment import default_ros_env
 
     default_ros_env()
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))

@@ -7,15 +7,12 @@ truth."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import numpy as np
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see nol_ros.ros.runtime.default_ros_env
 
 BIN = Path(sys.executable).parent
 MIN_DEADLINE_S = 60.0

@@ -25,7 +25,9 @@ import random
 # Before anything loads an OpenMP runtime (torch, Open3D, scikit-learn): they read it once.
 TEST_THREADS = int(os.environ.get("NOL_TEST_THREADS", "1"))
 os.environ["OMP_NUM_THREADS"] = str(TEST_THREADS)
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+from nol_ros.ros.environment import default_ros_env  # noqa: E402  (no ROS import)
+
+default_ros_env()  # as every nol_ros process: DDS on localhost, the Fast DDS profile
 
 
 def _ros_domain() -> int:

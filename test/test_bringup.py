@@ -78,14 +78,16 @@ def test_replay_graph_comes_up_receives_the_bag_and_stops_on_ctrl_c(small_world,
             proc.kill()
             out = proc.communicate()[0]
             pytest.fail("bring-up did not stop on SIGINT:\n" + out[-3000:])
-    (tmp_path / "bringup.log").write_text(out)
-    print(out[-3000:])
+        finally:   # the graph's own log, on failure too (pytest shows what was printed)
+            (tmp_path / "bringup.log").write_text(out)
+            print(out[-6000:])
     assert proc.returncode == 0, out[-3000:]
     for name in ("[reconstruction]", "[view_selection]", "[nol]", "[trainer]", "[recognizer]",
                  "[bag_replay]"):
         assert name in out, out[-3000:]
     assert "[bag_replay] [replay]" in out and "[bringup] stopped (exit 0)" in out
     assert "Traceback" not in out, out[-3000:]
+    assert "failed to send response" not in out, out[-3000:]   # no reply dropped by DDS
 
 
 def test_a_required_node_that_dies_stops_the_graph_with_exit_1(tmp_path):

@@ -75,7 +75,7 @@ def topic_count(text: str) -> tuple[str, int]:
 def init_ros(ros_args: list[str], node_name: str):
     """rclpy.init with the ROS arguments, then a node; returns (context-free) node."""
     # lazy: CLI start-up (nol-ros --help imports every command module)
-    from nol_ros.ros.runtime import default_ros_env
+    from nol_ros.ros.environment import default_ros_env
 
     default_ros_env()
     # lazy: CLI start-up (nol-ros --help imports every command module)

@@ -235,7 +235,7 @@ def _pump(name: str, stream, log_file) -> None:
 
 def run_bringup(args) -> int:
     # lazy: CLI start-up (nol-ros --help imports every command module)
-    from nol_ros.ros.runtime import default_ros_env
+    from nol_ros.ros.environment import default_ros_env
 
     graph = load_graph(find_graph(args.config))
     values = parse_assignments(args.assignments, graph)

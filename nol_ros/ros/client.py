@@ -48,7 +48,7 @@ from nol_ros.action import Learn
 from nol_ros.errors import ConfigError, NolError
 from nol_ros.msg import JobProgress, RecognizerStatus, TransferStatus
 from nol_ros.progress import ProgressFn
-from nol_ros.ros.clients import ServiceTimeoutError, call_service
+from nol_ros.ros.clients import ServiceTimeoutError, call_service, create_service_client
 from nol_ros.ros.conversions import intrinsics_to_camera_info, pose_from_matrix
 from nol_ros.srv import (
     CancelJob,
@@ -230,7 +230,7 @@ class NolClient:
         key = (service, srv_type)
         with self._lock:
             if key not in self._clients:
-                self._clients[key] = self.node.create_client(srv_type, service)
+                self._clients[key] = create_service_client(self.node, srv_type, service)
             return self._clients[key]
 
     def call(self, service, request, timeout_s: float | None = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,20 +16,9 @@ from rclpy.executors import (
 from rclpy.node import Node
 
 from nol_ros.errors import NolError
+from nol_ros.ros.environment import default_ros_env
 from nol_ros.streaming.live import TF_MAP_CAMERA, TF_MAP_ODOM
 from nol_ros.streaming.tf_buffer import FrameLookupError, TransformError
-
-
-def default_ros_env() -> None:
-    """Process defaults the nodes rely on (the user's environment wins):
-
-    - DDS discovery stays on this host (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``);
-    - ``OMP_WAIT_POLICY=PASSIVE``: Open3D's OpenMP threads otherwise spin while they wait, and
-      on the shared 2-core machine (another process busy) RGB-D tracking took 595 ms per frame
-      instead of 44 ms (measured, demo sequence); it must be set before Open3D is imported.
-    """
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def run_nodes(factories: Sequence[Callable[[], object]], argv: Sequence[str] | None = None,

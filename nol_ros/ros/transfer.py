@@ -17,6 +17,7 @@ from collections import deque
 
 from nol_ros.errors import NolError
 from nol_ros.msg import TransferStatus
+from nol_ros.ros.clients import create_service_client
 from nol_ros.ros.qos import service_qos
 from nol_ros.srv import GetChunk, GetManifest
 from nol_ros.transfer import Inbox, Manifest, Outbox, TransferConfig
@@ -90,9 +91,8 @@ class Fetcher:
         if peer not in self._clients:
             p = peer.rstrip("/")
             self._clients[peer] = (
-                self.node.create_client(GetManifest, f"{p}/get_manifest",
-                                        callback_group=self.group),
-                self.node.create_client(GetChunk, f"{p}/get_chunk", callback_group=self.group))
+                create_service_client(self.node, GetManifest, f"{p}/get_manifest", self.group),
+                create_service_client(self.node, GetChunk, f"{p}/get_chunk", self.group))
         return self._clients[peer]
 
     def _manifest(self, client, remote_path: str, st: FetchStatus, report, check) -> Manifest:
