@@ -13,9 +13,10 @@ LearnObject wrote), :func:`synthetic_objects` the objects of a synthetic world f
 benchmark (ground-truth textures, real frames, or learnt). Each stage keeps its artefacts in
 the work folder and is reused when done for the same objects, images and configuration,
 resumed after an interruption, trained afresh otherwise; whichever stage completes the pair
-writes the models folder (swapped in whole). An object declared symmetric (it looks the same
-turned about an axis) has the axis detected from its mesh and its pose labels made unique
-about it.
+writes the models folder (swapped in whole), with each object's learnt appearance (vertex
+colours baked from its training images) so the recogniser can tell turns the geometry cannot
+(:mod:`nol_ros.recognition.appearance`). An object declared symmetric (it looks the same turned
+about an axis) has the axis detected from its mesh and its pose labels made unique about it.
 
 Presets (:data:`PRESETS`) bundle the pose grid, the detector set, the detector and the pose
 network; every stage keeps its artefacts in ``work_dir`` and is skipped (or resumed) when they
@@ -71,6 +72,7 @@ from nol_ros.io_utils import atomic_write_json
 from nol_ros.mesh import load_mesh
 from nol_ros.metrics import continuous_symmetry_axis
 from nol_ros.progress import OverallProgress, ProgressFn, noop_progress
+from nol_ros.recognition.appearance import bake_vertex_colors, scene_views
 from nol_ros.recognition.detector import DetectorConfig, detector_config, train_detector
 from nol_ros.recognition.detset import DetectionSetConfig, write_detection_set
 from nol_ros.recognition.posenet import PoseNetConfig, posenet_config, train_posenet
@@ -421,6 +423,11 @@ def write_models(plan: TrainPlan) -> Path:
             shutil.rmtree(x)
     objs = [{"obj_id": o.obj_id, "name": o.name, "mesh": o.mesh(), "symmetric": o.symmetric}
             for o in plan.objects]
+    if plan.preset.recognizer.appearance:
+        for o, d in zip(plan.objects, objs):   # the learnt print, to tell turns apart
+            if not o.symmetric:
+                d["appearance"], _ = bake_vertex_colors(d["mesh"], scene_views(o.scene_dir,
+                                                                             o.scene_id))
     write_models_folder(tmp, plan.work_dir / "detector" / "detector.pt",
                         plan.work_dir / "pose" / "posenet.pt", objs, plan.preset.recognizer,
                         extra={"preset": plan.preset.name,

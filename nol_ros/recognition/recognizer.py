@@ -17,6 +17,9 @@
     r.T_camera_object_rgb   the pose from the colour image alone (PnP, before ICP), or None
     r.solver                what gave the pose ICP started from: "pnp" (colour) or "rgbd"
                             (3D-3D fit to the depth, with RecognizerConfig.solver "rgbd")
+    r.appearance_score      how well the learnt appearance fits the image at the pose (NCC,
+                            -1..1; nan without an appearance in the models folder)
+    r.turned                the pose was turned about a near-symmetry to where the print fits
     r.refined, r.n_inliers, r.reason  diagnostics
 
 ``recognize(rgb, intr, depth=None, score_thresh=None, max_per_class=None)`` returns detections
@@ -32,6 +35,7 @@ Models folder (written by :func:`write_models_folder`)::
     MODELS/detector.pt        RetinaNet checkpoint (weights_only loadable)
     MODELS/posenet.pt         pose network checkpoint
     MODELS/meshes/obj_%06d.ply
+    MODELS/meshes/obj_%06d_appearance.ply   the learnt appearance (vertex colours), optional
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from nol_ros.enums import PoseSolver, parse_field
 from nol_ros.errors import ConfigError, FileFormatError, InputError
 from nol_ros.io_utils import atomic_write_json
 from nol_ros.mesh import load_mesh, save_mesh
+from nol_ros.recognition.appearance import choose_by_appearance, pose_hypotheses
 from nol_ros.recognition.detector import CKPT_KIND as DK
 from nol_ros.recognition.detector import Detector, check_classes, load_checkpoint
 from nol_ros.recognition.pnp import refine_icp
@@ -75,6 +80,8 @@ class Recognition:
     reason: str = ""
     solver: PoseSolver = PoseSolver.PNP  # what gave the pose before ICP: pnp (colour) or rgbd
     det_box_xywh: tuple[float, float, float, float] | None = None  # the detector's box
+    appearance_score: float = float("nan")  # the learnt print's fit at the pose (NCC, -1..1)
+    turned: bool = False   # the pose was turned to where the print fits (RecognizerConfig)
 
     @property
     def box_xyxy(self) -> np.ndarray:
@@ -95,7 +102,12 @@ class RecognizerConfig:
     undertrained net: the tiny test models posed 10-21 cm off without that). refine_boxes: the
     ``refine_top`` best detections of every object get the box of the pose network's visible
     mask (its crop is the detector's box, padded), which is sharper than the detector's box
-    regression; the detector's own box stays in ``det_box_xywh``."""
+    regression; the detector's own box stays in ``det_box_xywh``. appearance: when the models
+    folder holds an object's learnt appearance, the pose's turns that fit the depth as well
+    (a can about its axis, a box flipped; :mod:`nol_ros.recognition.appearance`) are rendered
+    with it and compared with the image; a turn that beats the pose by ``appearance_margin``
+    (normalised cross-correlation) replaces it, ICP then runs again from it. Objects declared
+    symmetric (shape and print) are left as they are."""
 
     score_thresh: float = 0.3
     max_per_class: int = 1
@@ -104,6 +116,8 @@ class RecognizerConfig:
     rgbd_thresh_m: float = 0.015
     refine_boxes: bool = True
     refine_top: int = 3
+    appearance: bool = True        # choose among the pose's near-symmetric turns by the print
+    appearance_margin: float = 0.05  # NCC a turn must gain over the pose to replace it
 
     def __post_init__(self):
         parse_field(self, "solver", PoseSolver)
@@ -120,14 +134,16 @@ class _Obj:
     mesh: object
     diameter: float
     symmetric: bool
+    appearance: object = None      # Mesh with vertex colours, or None
 
 
 def write_models_folder(out_dir: str | Path, detector_ckpt: str | Path, posenet_ckpt: str | Path,
                         objects: list[dict], config: RecognizerConfig = RecognizerConfig(),
                         extra: dict | None = None) -> Path:
-    """Assemble a models folder. objects: [{obj_id, name, mesh (a Mesh in metres), symmetric}]
-    in the detector's class order. Checks that both checkpoints were trained for exactly these
-    objects (ConfigError otherwise)."""
+    """Assemble a models folder. objects: [{obj_id, name, mesh (a Mesh in metres), symmetric,
+    appearance (optional: the mesh with vertex colours, :func:`nol_ros.recognition.appearance
+    .bake_vertex_colors`)}] in the detector's class order. Checks that both checkpoints were
+    trained for exactly these objects (ConfigError otherwise)."""
     if not objects:
         raise InputError("no objects for the models folder")
     ids = [int(o["obj_id"]) for o in objects]
@@ -144,9 +160,12 @@ def write_models_folder(out_dir: str | Path, detector_ckpt: str | Path, posenet_
     for o in objects:
         rel = f"meshes/obj_{int(o['obj_id']):06d}.ply"
         save_mesh(o["mesh"].untextured(), out / rel)
-        classes.append({"obj_id": int(o["obj_id"]), "name": str(o["name"]), "mesh": rel,
-                        "diameter_m": float(o["mesh"].diameter),
-                        "symmetric": bool(o.get("symmetric", False))})
+        c = {"obj_id": int(o["obj_id"]), "name": str(o["name"]), "mesh": rel,
+             "diameter_m": float(o["mesh"].diameter), "symmetric": bool(o.get("symmetric", False))}
+        if o.get("appearance") is not None:
+            c["appearance"] = f"meshes/obj_{int(o['obj_id']):06d}_appearance.ply"
+            save_mesh(o["appearance"], out / c["appearance"])
+        classes.append(c)
     atomic_write_json(out / MODELS_JSON, {"version": 1, "classes": classes,
                                           "detector": "detector.pt", "posenet": "posenet.pt",
                                           "recognizer": dataclasses.asdict(config),
@@ -165,6 +184,7 @@ class Recognizer:
         self.config = config
         self.timing: dict[str, float] = {}
         self._pts: dict[int, np.ndarray] = {}
+        self._turns: dict[int, list[np.ndarray]] = {}
 
     @classmethod
     def load(cls, models_dir: str | Path, device: str | None = None,
@@ -188,7 +208,9 @@ class Recognizer:
         det = Detector.load(d / meta.get("detector", "detector.pt"), ids, device)
         pn = PoseNet.load(d / meta.get("posenet", "posenet.pt"), ids, device)
         objs = [_Obj(int(c["obj_id"]), str(c["name"]), load_mesh(d / c["mesh"], units="m"),
-                     float(c["diameter_m"]), bool(c.get("symmetric", False))) for c in classes]
+                     float(c["diameter_m"]), bool(c.get("symmetric", False)),
+                     load_mesh(d / c["appearance"], units="m") if c.get("appearance") else None)
+                for c in classes]
         if config is None:
             config = RecognizerConfig(**meta.get("recognizer", {}))
         return cls(det, pn, objs, config)
@@ -201,6 +223,32 @@ class Recognizer:
             pts = V[np.random.default_rng(0).choice(len(V), min(500, len(V)), replace=False)]
             self._pts[obj_id] = pts
         return pts
+
+    def _hypotheses(self, obj_id: int) -> list[np.ndarray]:
+        """The object's near-symmetric turns (identity first), detected once from its mesh."""
+        h = self._turns.get(obj_id)
+        if h is None:
+            h = self._turns[obj_id] = pose_hypotheses(self.objects[obj_id].mesh)
+        return h
+
+    def _by_appearance(self, r: Recognition, img, dep, intr, vis) -> None:
+        """Replace r's pose by the turn its learnt appearance fits best (see RecognizerConfig)."""
+        o = self.objects[r.obj_id]
+        if not self.config.appearance or o.appearance is None or o.symmetric:
+            return
+        hyps = self._hypotheses(r.obj_id)
+        if len(hyps) < 2:
+            return
+        ch = choose_by_appearance(img, intr, r.T_camera_object, o.appearance, hyps, depth=dep,
+                                  margin=self.config.appearance_margin)
+        r.appearance_score = ch.score
+        if ch.index == 0:
+            return
+        r.T_camera_object, r.turned = ch.T_camera_object, True
+        if dep is not None and self.config.icp and vis is not None:
+            ir = refine_icp(r.T_camera_object, o.mesh, dep, intr, vis)
+            if ir.refined:
+                r.T_camera_object, r.refined, r.pose_score = ir.T_camera_object, True, ir.fitness
 
     def _check(self, rgb, intr, depth):
         if not isinstance(intr, Intrinsics):
@@ -278,6 +326,7 @@ class Recognizer:
                 r.T_camera_object = res.T_camera_object
                 r.pose_score = res.score
                 r.reason = ""
+                vis = None
                 if dep is not None and self.config.icp:
                     inv = np.array([[1 / s, 0, (0.5 - x0) / s - 0.5], [0, 1 / s,
                                                                         (0.5 - y0) / s - 0.5]])
@@ -291,6 +340,7 @@ class Recognizer:
                         r.pose_score = ir.fitness
                     else:
                         r.reason = f"not refined: {ir.reason}"
+                self._by_appearance(r, img, dep, intr, vis)
         t2 = time.perf_counter()
         self.timing = {"detect_s": t1 - t0, "pose_s": t2 - t1, "total_s": t2 - t0}
         return out

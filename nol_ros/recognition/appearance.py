@@ -1,0 +1,283 @@
+"""Poses the geometry cannot tell apart, told apart by the object's learnt appearance.
+
+A can turned about its axis, a bottle or a box turned half a turn: the depth image and ICP fit
+all of them equally well; only the print differs. Three pure functions:
+
+- :func:`bake_vertex_colors`: the object's appearance as vertex colours of its (subdivided)
+  mesh, averaged over images with known poses -- the learnt training renders (NOL or a blend)
+  or real frames;
+- :func:`pose_hypotheses`: the turns about the model axes (through the bounding-box centre)
+  under which the untextured surface nearly lies on itself, detected from the mesh;
+- :func:`choose_by_appearance`: each turn of a pose rendered with those colours and compared
+  with the image (normalised cross-correlation, so exposure and white balance do not matter);
+  the best one and its score.
+
+An object that looks the same turned (shape and print) scores every turn alike and keeps its
+pose: a turn is taken only when it beats the pose given by ``margin``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from nol_ros.camera import Intrinsics
+from nol_ros.errors import InputError
+from nol_ros.geometry import invert_T, make_T, so3_exp
+from nol_ros.mesh import Mesh, sample_surface
+from nol_ros.rasterizer import Scene, interpolate_vertex_attribute, render_object
+from nol_ros.recognition.trainset import _read_mask, _read_rgb, scene_annotations
+
+
+@dataclass
+class AppearanceView:
+    """One image of the object: rgb (H, W, 3) uint8; visible (H, W) bool, the object's visible
+    pixels; K (3, 3); T_camera_object (4, 4) metres."""
+
+    rgb: np.ndarray
+    visible: np.ndarray
+    K: np.ndarray
+    T_camera_object: np.ndarray
+
+
+def scene_views(scene_dir, obj_id: int, max_views: int = 60, min_visib: float = 0.6,
+                min_px: int = 400) -> list[AppearanceView]:
+    """Up to ``max_views`` images of ``obj_id`` in a BOP scene (a render set, or a real sequence
+    with its annotated poses), spread evenly over the scene's annotations that show at least
+    ``min_visib`` of the object and ``min_px`` pixels."""
+    anns = scene_annotations(scene_dir, obj_id, min_visib, min_px)
+    if not anns:
+        raise InputError(f"no image of object {obj_id} in '{scene_dir}' shows {min_visib:.0%} of "
+                         "it: nothing to learn its appearance from; render the object first")
+    pick = np.unique(np.linspace(0, len(anns) - 1, min(max_views, len(anns))).round().astype(int))
+    return [AppearanceView(_read_rgb(a.rgb_path()), _read_mask(a.mask_path(True)), a.K,
+                           a.T_camera_object) for a in (anns[i] for i in pick)]
+
+
+def subdivide(mesh: Mesh, min_vertices: int = 8000, max_rounds: int = 3) -> Mesh:
+    """Midpoint subdivision (each round splits every triangle in 4) until the mesh has at least
+    ``min_vertices``: vertex colours of a coarse catalogue mesh (~800 vertices) are too coarse
+    for a label's print. Untextured copy; the surface is unchanged."""
+    # lazy: open3d (~3 s) to import, loaded only when this runs
+    import open3d as o3d
+
+    m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(mesh.vertices),
+                                  o3d.utility.Vector3iVector(mesh.faces.astype(np.int32)))
+    rounds = 0
+    while len(m.vertices) < min_vertices and rounds < max_rounds:
+        m = m.subdivide_midpoint(number_of_iterations=1)
+        rounds += 1
+    return Mesh(np.asarray(m.vertices), np.asarray(m.triangles), name=mesh.name)
+
+
+def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(n, C) float64 samples of img (H, W, C) at pixel coordinates x, y (clamped)."""
+    H, W = img.shape[:2]
+    x = np.clip(x, 0, W - 1.001)
+    y = np.clip(y, 0, H - 1.001)
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    a = img.astype(np.float64)
+    return ((1 - fy) * ((1 - fx) * a[y0, x0] + fx * a[y0, x0 + 1])
+            + fy * ((1 - fx) * a[y0 + 1, x0] + fx * a[y0 + 1, x0 + 1]))
+
+
+def bake_vertex_colors(mesh: Mesh, views: Iterable[AppearanceView], min_vertices: int = 8000,
+                       min_cos: float = 0.3, sharpness: float = 8.0) -> tuple[Mesh, float]:
+    """(the mesh subdivided to ``min_vertices`` with vertex colours in [0, 1], the fraction of
+    its vertices seen). A vertex takes the mean colour of the views where it is visible (its
+    depth agrees with the rasterised depth, it lies in the view's visible mask, and its normal
+    faces the camera by at least ``min_cos``), weighted by that cosine to the power
+    ``sharpness`` (the most frontal views dominate: averaging many slightly misaligned views
+    blurred a label's print away); a vertex never seen takes the mean of the seen ones."""
+    sub = subdivide(mesh, min_vertices)
+    V, N = sub.vertices, sub.vertex_normals
+    tol = max(0.002, 0.01 * mesh.diameter)
+    acc = np.zeros((len(V), 3))
+    wsum = np.zeros(len(V))
+    for view in views:
+        H, W = view.rgb.shape[:2]
+        intr = Intrinsics.from_K(view.K, W, H)
+        T = np.asarray(view.T_camera_object, np.float64)
+        depth = render_object(sub, intr, T).depth
+        Pc = V @ T[:3, :3].T + T[:3, 3]
+        z = Pc[:, 2]
+        ok = z > 1e-3
+        u = np.full(len(V), -1, np.int64)
+        v = np.full(len(V), -1, np.int64)
+        uv = np.zeros((len(V), 2))
+        uv[ok, 0] = intr.fx * Pc[ok, 0] / z[ok] + intr.cx   # integer coordinates are pixel
+        uv[ok, 1] = intr.fy * Pc[ok, 1] / z[ok] + intr.cy   # centres
+        u[ok], v[ok] = np.round(uv[ok, 0]).astype(np.int64), np.round(uv[ok, 1]).astype(np.int64)
+        ok &= (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        cos = -np.einsum("ij,ij->i", N @ T[:3, :3].T, Pc / np.linalg.norm(Pc, axis=1,
+                                                                          keepdims=True))
+        idx = np.nonzero(ok)[0]
+        uu, vv = u[idx], v[idx]
+        keep = (np.abs(depth[vv, uu] - z[idx]) < tol) & view.visible[vv, uu] & (cos[idx] >=
+                                                                               min_cos)
+        idx, uu, vv = idx[keep], uu[keep], vv[keep]
+        w = cos[idx] ** sharpness
+        acc[idx] += w[:, None] * _bilinear(view.rgb, uv[idx, 0], uv[idx, 1]) / 255.0
+        wsum[idx] += w
+    seen = wsum > 0
+    if not seen.any():
+        raise InputError(f"no vertex of '{mesh.name}' is visible in the views given: cannot "
+                         "learn its appearance (check the poses and masks)")
+    col = np.zeros((len(V), 3))
+    col[seen] = acc[seen] / wsum[seen, None]
+    col[~seen] = col[seen].mean(0)
+    sub.vertex_colors = col.astype(np.float32)
+    return sub, float(seen.mean())
+
+
+def _turn(axis: int, deg: float, centre: np.ndarray) -> np.ndarray:
+    """T_object_object: a turn by ``deg`` about model axis ``axis`` through ``centre``."""
+    w = np.zeros(3)
+    w[axis] = np.radians(deg)
+    R = so3_exp(w)
+    return make_T(R, centre - R @ centre)
+
+
+def pose_hypotheses(mesh: Mesh, rel_tol: float = 0.02, step_deg: float = 30.0,
+                    n_points: int = 600) -> list[np.ndarray]:
+    """Turns H (4, 4), in the model frame, under which the untextured surface nearly lies on
+    itself: candidates are turns about the model x, y and z axes through the bounding-box centre
+    every ``step_deg``, and half turns about one axis followed by turns about another; one is
+    kept when the 95th percentile of the distances from turned surface samples to the surface is
+    below ``rel_tol`` of the diameter. The identity comes first. A pose T_camera_object and
+    T_camera_object @ H then fit a depth image (nearly) alike."""
+    # lazy: open3d (~3 s) to import, loaded only when this runs
+    import open3d as o3d
+    import open3d.core as o3c
+
+    V = mesh.vertices
+    centre = (V.min(0) + V.max(0)) / 2
+    P, _ = sample_surface(V, mesh.faces, n_points, np.random.default_rng(0))
+    sc = o3d.t.geometry.RaycastingScene()
+    sc.add_triangles(o3c.Tensor(V.astype(np.float32)), o3c.Tensor(mesh.faces.astype(np.uint32)))
+    steps = np.arange(step_deg, 360.0 - 1e-6, step_deg)
+    cands = [_turn(a, d, centre) for a in range(3) for d in steps]
+    cands += [_turn(a, d, centre) @ _turn(b, 180.0, centre)
+              for b in range(3) for a in range(3) if a != b for d in steps if abs(d - 180) > 1]
+    out, seen = [np.eye(4)], {tuple(np.round(np.eye(4), 4).ravel())}
+    tol = rel_tol * mesh.diameter
+    for H in cands:
+        key = tuple(np.round(H, 4).ravel() + 0.0)
+        if key in seen:
+            continue
+        seen.add(key)
+        Q = (P @ H[:3, :3].T + H[:3, 3]).astype(np.float32)
+        d = sc.compute_distance(o3c.Tensor(Q)).numpy()
+        if np.percentile(d, 95) < tol:
+            out.append(H)
+    return out
+
+
+@dataclass
+class AppearanceChoice:
+    """index: the chosen hypothesis (0 = the pose given); T_camera_object: the pose at it;
+    scores: the normalised cross-correlation of every hypothesis with the image (-1..1; nan
+    where too few pixels compare); score: the chosen one's."""
+
+    index: int
+    T_camera_object: np.ndarray
+    scores: np.ndarray
+    score: float
+
+
+def _masked_blur(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of img (h, w, C) float32 inside mask (h, w) bool, without the outside."""
+    m = mask.astype(np.float32)
+    num = cv2.GaussianBlur(img * m[..., None], (0, 0), sigma)
+    return num / np.maximum(cv2.GaussianBlur(m, (0, 0), sigma), 1e-6)[..., None]
+
+
+def _high_pass(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """img minus its masked blur: the print's detail, without the smooth shading that differs
+    between the learnt appearance and the image (light, exposure)."""
+    return img * mask[..., None] - _masked_blur(img, mask, sigma)
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over channels of the normalised cross-correlation of (n, C) samples."""
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    den = np.sqrt((a * a).sum(0) * (b * b).sum(0))
+    ok = den > 1e-9
+    if not ok.any():
+        return 0.0
+    return float(np.mean((a * b).sum(0)[ok] / den[ok]))
+
+
+def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.ndarray,
+                         appearance: Mesh, hypotheses: list[np.ndarray],
+                         depth: np.ndarray | None = None, max_side: int = 80,
+                         occlusion_m: float = 0.01, min_pixels: int = 40,
+                         margin: float = 0.05, blur_px: float = 0.7, detail_px: float = 2.0
+                         ) -> AppearanceChoice:
+    """Render ``appearance`` (a mesh with vertex colours, :func:`bake_vertex_colors`) at
+    T_camera_object @ H for every H of ``hypotheses`` (the first the identity) and compare each
+    with ``rgb`` (H, W, 3) uint8 on the pixels it covers, at most ``max_side`` px across (the
+    window is scaled down to that): both slightly blurred (``blur_px``), their detail finer
+    than ``detail_px`` compared (the smooth shading differs between the learnt colours and the
+    image, and a turn does not change it). With ``depth`` (H, W) float32 m, pixels where the
+    image is more than ``occlusion_m`` in front of the render (something occludes the object)
+    are left out. The best hypothesis is taken when it beats the first by ``margin``, else the
+    first."""
+    if appearance.vertex_colors is None:
+        raise InputError("the appearance mesh has no vertex colours; bake them first "
+                         "(bake_vertex_colors)")
+    if not hypotheses:
+        raise InputError("no hypotheses: give at least the identity")
+    T0 = np.asarray(T_camera_object, np.float64)
+    Ts = [T0 @ H for H in hypotheses]
+    # the window: the object's projected bounding sphere, clipped to the image
+    V = appearance.vertices
+    c = T0[:3, :3] @ ((V.min(0) + V.max(0)) / 2) + T0[:3, 3]
+    if c[2] <= 0.05:
+        nan = np.full(len(Ts), np.nan)
+        return AppearanceChoice(0, T0, nan, float("nan"))
+    r = 0.5 * appearance.diameter * intr.fx / c[2]
+    uc, vc = intr.fx * c[0] / c[2] + intr.cx, intr.fy * c[1] / c[2] + intr.cy
+    x0, y0 = max(0, int(uc - r)), max(0, int(vc - r))
+    x1, y1 = min(intr.width, int(np.ceil(uc + r))), min(intr.height, int(np.ceil(vc + r)))
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        nan = np.full(len(Ts), np.nan)
+        return AppearanceChoice(0, T0, nan, float("nan"))
+    s = min(1.0, max_side / max(x1 - x0, y1 - y0))
+    w, h = max(1, int(round((x1 - x0) * s))), max(1, int(round((y1 - y0) * s)))
+    sx, sy = w / (x1 - x0), h / (y1 - y0)     # integer coordinates are pixel centres
+    win = Intrinsics(fx=intr.fx * sx, fy=intr.fy * sy, cx=(intr.cx - x0 + 0.5) * sx - 0.5,
+                     cy=(intr.cy - y0 + 0.5) * sy - 0.5, width=w, height=h)
+    obs = cv2.resize(rgb[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+    if blur_px > 0:
+        obs = cv2.GaussianBlur(obs, (0, 0), blur_px)
+    obs_d = None
+    if depth is not None:
+        obs_d = cv2.resize(np.ascontiguousarray(depth[y0:y1, x0:x1]), (w, h),
+                           interpolation=cv2.INTER_NEAREST)
+    scene = Scene([appearance], [np.eye(4)])
+    scores = np.full(len(Ts), np.nan)
+    for i, T in enumerate(Ts):
+        res = scene.render(win, invert_T(T))
+        sel = res.mask
+        if obs_d is not None:
+            sel &= ~((obs_d > 0) & (obs_d < res.depth - occlusion_m))
+        inner = cv2.erode(sel.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        if inner.sum() < min_pixels:
+            continue
+        col = interpolate_vertex_attribute(res, [appearance], [appearance.vertex_colors])
+        if blur_px > 0:
+            col = _masked_blur(col, res.mask, blur_px)
+        scores[i] = _ncc(_high_pass(col, sel, detail_px)[inner],
+                         _high_pass(obs, sel, detail_px)[inner])
+    if np.isnan(scores).all():
+        return AppearanceChoice(0, T0, scores, float("nan"))
+    best = int(np.nanargmax(scores))
+    if np.isnan(scores[0]) or scores[best] > scores[0] + margin:
+        return AppearanceChoice(best, Ts[best], scores, float(scores[best]))
+    return AppearanceChoice(0, T0, scores, float(scores[0]))
