@@ -48,6 +48,7 @@ def main() -> int:
     ap.add_argument("--workspace", default="",
                     help="workspace root of the learnt objects (sources nol, ibr)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="training seed (TrainPlan.seed)")
     ap.add_argument("--no-train", action="store_true", help="only evaluate existing models")
     ap.add_argument("--scenes", default="",
                     help="workspace root whose learnt objects' frames (objects removed) become "
@@ -87,7 +88,7 @@ def main() -> int:
                      "date": time.strftime("%Y-%m-%d %H:%M"), "preset": a.preset,
                      "override": a.override, "scenes": a.scenes,
                      "tests": [str(t) for t in tests], "image_step": a.image_step,
-                     "threads": a.threads, "sources": {}}
+                     "threads": a.threads, "seed": a.seed, "sources": {}}
     names: dict[int, str] = {}
     for src in sources:
         print(f"== source {src}", flush=True)
@@ -109,7 +110,7 @@ def main() -> int:
             elif src == "gt":
                 sw = Workspace(a.scenes) if a.scenes else None
                 backgrounds = tuple(sw.learnt(n).dir for n in sw.names()) if sw else ()
-            plan = TrainPlan(preset, tuple(objects), wdir, wdir / "models",
+            plan = TrainPlan(preset, tuple(objects), wdir, wdir / "models", seed=a.seed,
                              backgrounds=backgrounds)
             rep = train(plan, progress=_progress(src))
         else:

@@ -34,8 +34,10 @@ class StubRecognizer:
         self.release = threading.Event()
         self.objects = {4: SimpleNamespace(name="mustard_bottle")}
 
-    def recognize(self, rgb, intr, depth=None, score_thresh=None, max_per_class=None):
-        self.calls.append((rgb.shape, intr.width, depth is None, score_thresh, max_per_class))
+    def recognize(self, rgb, intr, depth=None, score_thresh=None, max_per_class=None,
+                  appearance=None):
+        self.calls.append((rgb.shape, intr.width, depth is None, score_thresh, max_per_class,
+                           appearance))
         assert self.release.wait(120), "the test never released the stub"
         return [Recognition(4, "mustard_bottle", 0.9, (10.0, 20.0, 30.0, 40.0), _T(), 0.8),
                 Recognition(4, "mustard_bottle", 0.4, (50.0, 5.0, 8.0, 9.0), None, 0.0,
@@ -109,7 +111,8 @@ def test_posed_detections_go_to_tf_and_busy_frames_are_dropped(tmp_path, rclpy_c
         assert np.allclose(matrix_from_pose(d0.pose), _T(), atol=1e-6)
         assert (d0.x, d0.y, d0.width, d0.height) == (10.0, 20.0, 30.0, 40.0)
         assert not d1.has_pose and d1.pose_score == 0.0
-        assert stub.calls[0] == ((48, 64, 3), 64, True, None, None)  # defaults of the folder
+        # defaults of the folder; the print is used (the node's `appearance` parameter)
+        assert stub.calls[0] == ((48, 64, 3), 64, True, None, None, True)
         # /tf: camera optical frame -> object_mustard_bottle, at the image stamp
         g.wait(lambda: len(tfs) >= s.frames_processed, 10, "the transforms")
         t = tfs[-1].transforms
@@ -164,9 +167,10 @@ def test_dynamic_parameters_take_effect_and_the_others_are_refused(tmp_path, rcl
         models_dir=str(tmp_path / "missing"), models_poll_s=0.0))
     try:
         r = node.set_parameters([Parameter("score_thresh", value=0.3),
-                                 Parameter("min_pose_score", value=0.5)])
+                                 Parameter("min_pose_score", value=0.5),
+                                 Parameter("appearance", value=False)])
         assert all(x.successful for x in r) and node.service.cfg.score_thresh == 0.3
-        assert node.service.cfg.min_pose_score == 0.5
+        assert node.service.cfg.min_pose_score == 0.5 and not node.service.cfg.appearance
         r = node.set_parameters([Parameter("min_pose_score", value=1.5)])[0]   # out of range
         assert not r.successful and node.service.cfg.min_pose_score == 0.5
         r = node.set_parameters([Parameter("use_depth", value=False)])[0]       # read-only

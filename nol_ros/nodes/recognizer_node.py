@@ -33,8 +33,8 @@ from nol_ros.services.recognition import (
 from nol_ros.streaming.messages import stamp_to_ns
 from nol_ros.streaming.sync import ApproximateTimeSync
 
-DYNAMIC = ("models_dir", "score_thresh", "max_per_class", "min_pose_score", "models_poll_s",
-           "publish_tf")
+DYNAMIC = ("models_dir", "score_thresh", "max_per_class", "appearance", "min_pose_score",
+           "models_poll_s", "publish_tf")
 RANGES = {"max_per_class": (0, 1000), "min_pose_score": (0.0, 1.0), "models_poll_s": (0.0, 3600.0),
           "camera_info_wait_s": (0.0, 3600.0), "sync_slop_s": (0.0, 1.0),
           "torch_threads": (0, 256), "qos_depth": (1, 1000)}

@@ -22,10 +22,12 @@
     r.turned                the pose was turned about a near-symmetry to where the print fits
     r.refined, r.n_inliers, r.reason  diagnostics
 
-``recognize(rgb, intr, depth=None, score_thresh=None, max_per_class=None)`` returns detections
-above score_thresh (default: the folder's config, 0.3), best first; poses are estimated for the
-``max_per_class`` best detections of every object (default 1: one instance per object, as in
-the SMOT scenes), the others carry T_camera_object = None and reason "not posed". Wrong image
+``recognize(rgb, intr, depth=None, score_thresh=None, max_per_class=None, appearance=None)``
+returns detections above score_thresh (default: the folder's config, 0.3), best first; poses
+are estimated for the ``max_per_class`` best detections of every object (default 1: one
+instance per object, as in the SMOT scenes), the others carry T_camera_object = None and reason
+"not posed"; ``appearance`` (default: the folder's config, on) turns a pose to where the learnt
+print fits (RecognizerConfig). Wrong image
 size/dtype or intrinsics raise :class:`~nol_ros.errors.InputError`.
 
 Models folder (written by :func:`write_models_folder`)::
@@ -234,7 +236,7 @@ class Recognizer:
     def _by_appearance(self, r: Recognition, img, dep, intr, vis) -> None:
         """Replace r's pose by the turn its learnt appearance fits best (see RecognizerConfig)."""
         o = self.objects[r.obj_id]
-        if not self.config.appearance or o.appearance is None or o.symmetric:
+        if o.appearance is None or o.symmetric:
             return
         hyps = self._hypotheses(r.obj_id)
         if len(hyps) < 2:
@@ -273,11 +275,12 @@ class Recognizer:
         return a, d
 
     def recognize(self, rgb: np.ndarray, intr: Intrinsics, depth: np.ndarray | None = None,
-                  score_thresh: float | None = None, max_per_class: int | None = None
-                  ) -> list[Recognition]:
+                  score_thresh: float | None = None, max_per_class: int | None = None,
+                  appearance: bool | None = None) -> list[Recognition]:
         img, dep = self._check(rgb, intr, depth)
         thr = self.config.score_thresh if score_thresh is None else float(score_thresh)
         k_max = self.config.max_per_class if max_per_class is None else int(max_per_class)
+        by_print = self.config.appearance if appearance is None else bool(appearance)
         t0 = time.perf_counter()
         dets = self.detector.detect(img, score_thresh=thr)
         t1 = time.perf_counter()
@@ -340,7 +343,8 @@ class Recognizer:
                         r.pose_score = ir.fitness
                     else:
                         r.reason = f"not refined: {ir.reason}"
-                self._by_appearance(r, img, dep, intr, vis)
+                if by_print:
+                    self._by_appearance(r, img, dep, intr, vis)
         t2 = time.perf_counter()
         self.timing = {"detect_s": t1 - t0, "pose_s": t2 - t1, "total_s": t2 - t0}
         return out

@@ -62,6 +62,7 @@ class RecognitionConfig:
     camera_info_wait_s: float = 1.0
     score_thresh: float = -1.0        # < 0: the models folder's default (recognition.json)
     max_per_class: int = 0            # 0: the models folder's default
+    appearance: bool = True           # turn a pose to where the learnt print fits (if learnt)
     publish_tf: bool = True
     camera_frame: str = ""            # "" = the images' header.frame_id
     object_frame_prefix: str = "object_"
@@ -291,7 +292,8 @@ class RecognitionService:
         t0 = time.perf_counter()
         results = rec.recognize(f.rgb, f.intrinsics, f.depth,
                                 score_thresh=None if cfg.score_thresh < 0 else cfg.score_thresh,
-                                max_per_class=cfg.max_per_class or None)
+                                max_per_class=cfg.max_per_class or None,
+                                appearance=cfg.appearance)
         t_rec = time.perf_counter() - t0
         frames = object_frames(results, cfg.object_frame_prefix, cfg.min_pose_score)
         with self._lock:
