@@ -209,7 +209,9 @@ def main() -> int:
         t = R[s]["train"]["seconds"]
         c = R[s]["train"].get("cpu_seconds", {})
 
-        def tc(k, t=t, c=c):
+        def tc(k, t=t, c=c):   # a stage reused from an earlier run has no time
+            if k not in t:
+                return "reused"
             return f"{t[k]:.0f} ({c[k]:.0f})" if k in c else f"{t[k]:.0f}"
         print(f"| {s} | {tc('render')} | {tc('detection_set')} | {tc('detector')} | "
               f"{tc('pose_crops')} | {tc('pose')} | {R[s]['s_per_image']:.3f} "
