@@ -273,51 +273,55 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
         nan = np.full(len(Ts), np.nan)
         return AppearanceChoice(0, T0, nan, float("nan"))
     s = min(1.0, max_side / max(x1 - x0, y1 - y0))
-    w, h = max(1, int(round((x1 - x0) * s))), max(1, int(round((y1 - y0) * s)))
-    sx, sy = w / (x1 - x0), h / (y1 - y0)     # integer coordinates are pixel centres
-    win = Intrinsics(fx=intr.fx * sx, fy=intr.fy * sy, cx=(intr.cx - x0 + 0.5) * sx - 0.5,
-                     cy=(intr.cy - y0 + 0.5) * sy - 0.5, width=w, height=h)
-    obs = cv2.resize(rgb[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
-    if blur_px > 0:
-        obs = cv2.GaussianBlur(obs, (0, 0), blur_px)
-    obs_d = None
-    if depth is not None:
-        obs_d = cv2.resize(np.ascontiguousarray(depth[y0:y1, x0:x1]), (w, h),
-                           interpolation=cv2.INTER_NEAREST)
+    crop = rgb[y0:y1, x0:x1]
+    dcrop = None if depth is None else np.ascontiguousarray(depth[y0:y1, x0:x1])
+
+    def level(scale: float):
+        """(window intrinsics, image, depth or None, min pixels) at ``scale`` of the crop."""
+        w = max(1, int(round((x1 - x0) * scale)))
+        h = max(1, int(round((y1 - y0) * scale)))
+        sx, sy = w / (x1 - x0), h / (y1 - y0)     # integer coordinates are pixel centres
+        win = Intrinsics(fx=intr.fx * sx, fy=intr.fy * sy, cx=(intr.cx - x0 + 0.5) * sx - 0.5,
+                         cy=(intr.cy - y0 + 0.5) * sy - 0.5, width=w, height=h)
+        im = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+        if blur_px > 0:
+            im = cv2.GaussianBlur(im, (0, 0), blur_px)
+        d = None if dcrop is None else cv2.resize(dcrop, (w, h),
+                                                  interpolation=cv2.INTER_NEAREST)
+        return win, im, d, max(4, int(min_pixels * sx * sy / (s * s)))
+
+    # fine: at most max_side px across; coarse: half that (the same blur and detail in its
+    # pixels: twice as coarse), where a turn a few degrees off the true one still fits
+    fine_level, coarse_level = level(s), level(s / 2)
     scene = Scene([appearance], [np.eye(4)])
 
     def score(T: np.ndarray, coarse: bool) -> float:
+        win, o, obs_d, min_px = coarse_level if coarse else fine_level
         res = scene.render(win, invert_T(T))
         sel = res.mask
         if obs_d is not None:
             sel &= ~((obs_d > 0) & (obs_d < res.depth - occlusion_m))
         inner = cv2.erode(sel.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-        if inner.sum() < min_pixels:
+        if inner.sum() < min_px:
             return float("nan")
-        k = 2.0 if coarse else 1.0
         col = interpolate_vertex_attribute(res, [appearance], [appearance.vertex_colors])
-        o = obs_coarse if coarse else obs
         if blur_px > 0:
-            col = _masked_blur(col, res.mask, k * blur_px)
-        a = _high_pass(col, sel, k * detail_px)
+            col = _masked_blur(col, res.mask, blur_px)
+        a = _high_pass(col, sel, detail_px)
         if coarse or not shift_px:
-            return _ncc(a[inner], _high_pass(o, sel, k * detail_px)[inner])
+            return _ncc(a[inner], _high_pass(o, sel, detail_px)[inner])
         # the image shifted by up to shift_px against the render: the pose's residual offset
         best = -np.inf
         for dy in (-shift_px, 0, shift_px):
             for dx in (-shift_px, 0, shift_px):
                 M = np.float32([[1, 0, dx], [0, 1, dy]])
                 b = _high_pass(cv2.warpAffine(o, M, (o.shape[1], o.shape[0]),
-                                              borderMode=cv2.BORDER_REPLICATE), sel,
-                               k * detail_px)
+                                              borderMode=cv2.BORDER_REPLICATE), sel, detail_px)
                 best = max(best, _ncc(a[inner], b[inner]))
         return best
 
-    # coarse: every hypothesis, compared on coarser detail (a turn a few degrees off the true
-    # one still fits); fine: the pose given and the best ``top`` of them, each turned by a
-    # third, then a ninth of the step about the axes the object turns about, compared on the
-    # fine detail
-    obs_coarse = cv2.GaussianBlur(obs, (0, 0), blur_px) if blur_px > 0 else obs
+    # every hypothesis coarse; then the pose given and the best ``top`` of them, each turned by
+    # a third, then a ninth of the step about the axes the object turns about, fine
     scores = np.array([score(T, True) for T in Ts])
     if np.isnan(scores).all():
         return AppearanceChoice(0, T0, scores, float("nan"))
