@@ -154,8 +154,10 @@ def noise_curve_png(curve: dict, path: Path) -> str:
 def draw_recognitions(rgb: np.ndarray, recs: list, intr, meshes: dict, gt: dict | None = None
                       ) -> np.ndarray:
     """Boxes, names and scores of detections, the posed mesh's projected vertices (green) and
+    axes, "turned by print" where the recogniser turned the pose by the learnt appearance, and
     ground-truth boxes (white, dashed look) on a copy of ``rgb`` (H, W, 3) uint8.
-    recs: objects with obj_id, name, score, box_xywh, T_camera_object; meshes: obj_id -> Mesh;
+    recs: objects with obj_id, name, score, box_xywh, T_camera_object (and optionally turned);
+    meshes: obj_id -> Mesh;
     gt: obj_id -> (x, y, w, h) ground-truth boxes."""
     img = rgb.copy()
     for x, y, w, h in (gt or {}).values():
@@ -171,7 +173,8 @@ def draw_recognitions(rgb: np.ndarray, recs: list, intr, meshes: dict, gt: dict 
         x, y, w, h = (int(round(v)) for v in r.box_xywh)
         col = (255, 80, 40)
         cv2.rectangle(img, (x, y), (x + w, y + h), col, 2)
-        cv2.putText(img, f"{r.name} {r.score:.2f}", (x, max(12, y - 4)),
+        turned = " turned by print" if getattr(r, "turned", False) else ""
+        cv2.putText(img, f"{r.name} {r.score:.2f}{turned}", (x, max(12, y - 4)),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.45, col, 1, cv2.LINE_AA)
         if r.T_camera_object is not None and r.obj_id in meshes:
             T = np.asarray(r.T_camera_object)
@@ -182,6 +185,17 @@ def draw_recognitions(rgb: np.ndarray, recs: list, intr, meshes: dict, gt: dict 
             for u, v in uv[ok].astype(int):
                 if 0 <= u < img.shape[1] and 0 <= v < img.shape[0]:
                     cv2.circle(img, (int(u), int(v)), 1, (40, 255, 40), -1)
+            # the model's axes from its centre (x red, y green, z blue): a turn the outline
+            # cannot show (a can about its axis) shows here
+            Vall = meshes[r.obj_id].vertices
+            c = (Vall.min(0) + Vall.max(0)) / 2
+            L = 0.3 * float(np.linalg.norm(np.ptp(Vall, 0)))
+            ends = np.vstack([c, c + L * np.eye(3)]) @ T[:3, :3].T + T[:3, 3]
+            uv, z = intr.project(ends)
+            if np.all(z > 0) and np.all(np.isfinite(uv)):
+                o = tuple(int(v) for v in uv[0])
+                for k, axis_col in enumerate(((255, 40, 40), (40, 220, 40), (60, 90, 255))):
+                    cv2.line(img, o, tuple(int(v) for v in uv[k + 1]), axis_col, 2, cv2.LINE_AA)
     return img
 
 

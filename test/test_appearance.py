@@ -132,3 +132,28 @@ def test_an_occluder_in_front_is_left_out_of_the_comparison(learnt):
     depth[:, :mid] = 0.4
     ch = choose_by_appearance(rgb, INTR, T @ np.linalg.inv(hyps[5]), app, hyps, depth=depth)
     assert rot_err_deg(ch.T_camera_object, T) < 1.0, ch.scores
+
+
+def test_the_report_overlay_draws_the_pose_axes_and_marks_a_turned_pose(learnt):
+    from nol_ros.recognition.recognizer import Recognition
+    from nol_ros.report import draw_recognitions
+
+    mesh = learnt[CAN][0]
+    T = look_at(30, 40, 0.8)
+    img = np.zeros((INTR.height, INTR.width, 3), np.uint8)
+    box = (5.0, 30.0, 10.0, 10.0)   # away from the object: its red outline is not the axis
+    plain = Recognition(3, "can", 0.9, box, T_camera_object=T)
+    turned = Recognition(3, "can", 0.9, box, T_camera_object=T, turned=True)
+    a = draw_recognitions(img, [plain], INTR, {3: mesh})
+    b = draw_recognitions(img, [turned], INTR, {3: mesh})
+    # the x axis (red) ends where the model's x axis projects
+    V = mesh.vertices
+    c = (V.min(0) + V.max(0)) / 2
+    end = c + 0.3 * np.linalg.norm(np.ptp(V, 0)) * np.array([1.0, 0, 0])
+    uv, _ = INTR.project((end @ T[:3, :3].T + T[:3, 3])[None])
+    u, v = np.round(uv[0]).astype(int)
+    patch = a[v - 2:v + 3, u - 2:u + 3].reshape(-1, 3).astype(int)
+    assert (patch[:, 0] - patch[:, 2] > 100).any(), patch
+    # the label says the pose was turned (more text pixels above the box)
+    label = (slice(10, 30), slice(0, 320))
+    assert (b[label] > 0).sum() > (a[label] > 0).sum()
