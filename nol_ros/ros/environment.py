@@ -18,8 +18,9 @@ def default_ros_env() -> None:
       instead of 44 ms (measured, demo sequence); it must be set before Open3D is imported;
     - ``FASTDDS_DEFAULT_PROFILES_FILE`` = :data:`FASTDDS_PROFILE` (unless a Fast DDS profile file
       is set already): a service waits up to 5 s, not Fast DDS's 100 ms, for a new client's
-      reply reader to be discovered before it gives the reply up. Measured: with 100 ms a reply
-      was dropped, and its client waited for ever, under load (CI, 2 cores); the file says more.
+      reply reader to be discovered before it gives the reply up (test_dds_profile measures the
+      wait). Under CI load a client once waited 120 s for a reply, as a dropped reply leaves
+      it; the file says more.
     """
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
