@@ -196,9 +196,9 @@ def pose_hypotheses(mesh: Mesh, rel_tol: float = 0.02, step_deg: float = 30.0,
 
 @dataclass
 class AppearanceChoice:
-    """index: the chosen hypothesis (0 = the pose given); T_camera_object: the pose at it;
-    scores: the normalised cross-correlation of every hypothesis with the image (-1..1; nan
-    where too few pixels compare); score: the chosen one's."""
+    """index: the chosen hypothesis (0 = the pose given, or its own small turn); T_camera_object:
+    the pose chosen; scores: every hypothesis's coarse normalised cross-correlation with the
+    image (-1..1; nan where too few pixels compare); score: the chosen pose's fine one."""
 
     index: int
     T_camera_object: np.ndarray
@@ -249,9 +249,10 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
     turns about (a surface of revolution) where the fine detail fits better, and the best of
     them kept (another than the pose given only when it beats it by ``margin``). The result is
     taken when its fine score beats the pose given by ``margin`` (by ``local_margin`` for the
-    pose's own small turns) and is at least ``min_score`` (a poor fit
-    everywhere -- the pose a centimetre off, the object mostly hidden -- tells nothing:
-    measured, the learnt print scores 0.66-0.92 at the true pose); else the pose given."""
+    pose's own small turns) and is at least ``min_score`` (a poor fit everywhere -- the pose a
+    centimetre off, the object mostly hidden -- tells nothing: measured, the learnt print
+    scores 0.66-0.92 at the true pose); else the pose given. The fine comparison takes the best
+    of the image shifted by up to ``shift_px`` (the pose's residual offset)."""
     if appearance.vertex_colors is None:
         raise InputError("the appearance mesh has no vertex colours; bake them first "
                          "(bake_vertex_colors)")
