@@ -32,6 +32,7 @@ from nol_ros.io_utils import atomic_write_image, atomic_write_text, atomic_write
 from nol_ros.mesh import load_mesh
 from nol_ros.metrics import ate_rmse
 from nol_ros.rasterizer import Scene, shade
+from nol_ros.recognition.poses import bbox_centre
 
 
 def _plt():
@@ -188,7 +189,7 @@ def draw_recognitions(rgb: np.ndarray, recs: list, intr, meshes: dict, gt: dict 
             # the model's axes from its centre (x red, y green, z blue): a turn the outline
             # cannot show (a can about its axis) shows here
             Vall = meshes[r.obj_id].vertices
-            c = (Vall.min(0) + Vall.max(0)) / 2
+            c = bbox_centre(Vall)
             L = 0.3 * float(np.linalg.norm(np.ptp(Vall, 0)))
             ends = np.vstack([c, c + L * np.eye(3)]) @ T[:3, :3].T + T[:3, 3]
             uv, z = intr.project(ends)

@@ -27,8 +27,9 @@ import numpy as np
 from nol_ros.camera import Intrinsics
 from nol_ros.errors import InputError
 from nol_ros.geometry import invert_T, make_T, so3_exp
-from nol_ros.mesh import Mesh, sample_surface
+from nol_ros.mesh import Mesh, sample_surface, sample_texture
 from nol_ros.rasterizer import Scene, interpolate_vertex_attribute, render_object
+from nol_ros.recognition.poses import bbox_centre
 from nol_ros.recognition.trainset import _read_mask, _read_rgb, scene_annotations
 
 
@@ -73,18 +74,6 @@ def subdivide(mesh: Mesh, min_vertices: int = 8000, max_rounds: int = 3) -> Mesh
     return Mesh(np.asarray(m.vertices), np.asarray(m.triangles), name=mesh.name)
 
 
-def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(n, C) float64 samples of img (H, W, C) at pixel coordinates x, y (clamped)."""
-    H, W = img.shape[:2]
-    x = np.clip(x, 0, W - 1.001)
-    y = np.clip(y, 0, H - 1.001)
-    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    a = img.astype(np.float64)
-    return ((1 - fy) * ((1 - fx) * a[y0, x0] + fx * a[y0, x0 + 1])
-            + fy * ((1 - fx) * a[y0 + 1, x0] + fx * a[y0 + 1, x0 + 1]))
-
-
 def bake_vertex_colors(mesh: Mesh, views: Iterable[AppearanceView], min_vertices: int = 8000,
                        min_cos: float = 0.3, sharpness: float = 8.0) -> tuple[Mesh, float]:
     """(the mesh subdivided to ``min_vertices`` with vertex colours in [0, 1], the fraction of
@@ -121,7 +110,9 @@ def bake_vertex_colors(mesh: Mesh, views: Iterable[AppearanceView], min_vertices
                                                                                min_cos)
         idx, uu, vv = idx[keep], uu[keep], vv[keep]
         w = cos[idx] ** sharpness
-        acc[idx] += w[:, None] * _bilinear(view.rgb, uv[idx, 0], uv[idx, 1]) / 255.0
+        # bilinear, as a texture lookup: pixel x, y -> texture coordinates (v up)
+        tex_uv = np.stack([(uv[idx, 0] + 0.5) / W, 1.0 - (uv[idx, 1] + 0.5) / H], 1)
+        acc[idx] += w[:, None] * sample_texture(view.rgb, tex_uv)
         wsum[idx] += w
     seen = wsum > 0
     if not seen.any():
@@ -172,7 +163,7 @@ def pose_hypotheses(mesh: Mesh, rel_tol: float = 0.02, step_deg: float = 30.0,
     import open3d.core as o3c
 
     V = mesh.vertices
-    centre = (V.min(0) + V.max(0)) / 2
+    centre = bbox_centre(V)
     P, _ = sample_surface(V, mesh.faces, n_points, np.random.default_rng(0))
     sc = o3d.t.geometry.RaycastingScene()
     sc.add_triangles(o3c.Tensor(V.astype(np.float32)), o3c.Tensor(mesh.faces.astype(np.uint32)))
@@ -262,7 +253,8 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
     Ts = [T0 @ H for H in hypotheses]
     # the window: the object's projected bounding sphere, clipped to the image
     V = appearance.vertices
-    c = T0[:3, :3] @ ((V.min(0) + V.max(0)) / 2) + T0[:3, 3]
+    centre = bbox_centre(V)
+    c = T0[:3, :3] @ centre + T0[:3, 3]
     if c[2] <= 0.05:
         nan = np.full(len(Ts), np.nan)
         return AppearanceChoice(0, T0, nan, float("nan"))
@@ -327,7 +319,6 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
     if np.isnan(scores).all():
         return AppearanceChoice(0, T0, scores, float("nan"))
     order = [int(i) for i in np.argsort(np.nan_to_num(-scores, nan=np.inf))[:top]]
-    centre = (V.min(0) + V.max(0)) / 2
     axes = _turn_axes(hypotheses)
     fine0 = float("nan")
     best, T_best, f_best = 0, T0, -np.inf

@@ -50,6 +50,7 @@ from nol_ros.msg import JobProgress, RecognizerStatus, TransferStatus
 from nol_ros.progress import ProgressFn
 from nol_ros.ros.clients import ServiceTimeoutError, call_service, create_service_client
 from nol_ros.ros.conversions import intrinsics_to_camera_info, pose_from_matrix
+from nol_ros.ros.runtime import spin_until_stopped
 from nol_ros.srv import (
     CancelJob,
     ExportSequence,
@@ -210,15 +211,8 @@ class NolClient:
 
     # -- plumbing ------------------------------------------------------------------------------
     def _spin(self) -> None:
-        ctx = self.node.context
-        while not self._stop.is_set() and ctx.ok():
-            try:
-                self._executor.spin_once(timeout_sec=0.05)
-            except Exception as e:
-                if self._stop.is_set() or not ctx.ok():   # shutting down
-                    return
-                # a failing callback must not stop the replies to everything else
-                self.node.get_logger().error(f"NolClient: {type(e).__name__}: {e}")
+        spin_until_stopped(self._executor, self._stop, self.node.context,
+                           lambda m: self.node.get_logger().error(f"NolClient: {m}"))
 
     def path(self, kind: str, name: str = "") -> str:
         """The full name of node ``kind`` (see PROBES), or of its service/topic ``name``."""

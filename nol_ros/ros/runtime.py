@@ -152,6 +152,23 @@ def send_tracking_tf(tf_pub, res, map_frame: str, odom_frame: str, camera_frame:
         tf_pub.send(map_frame, camera_frame, res.stamp_ns, res.track.T_world_camera)
 
 
+def spin_until_stopped(executor, stop: threading.Event, context,
+                       log_error: Callable[[str], None], timeout_s: float = 0.05) -> None:
+    """Spin ``executor`` (in the calling thread) until ``stop`` is set or ``context`` shuts
+    down. A callback that raises is reported to ``log_error`` ("Type: message") and spinning
+    goes on: one failing callback must not stop the others; an error while shutting down ends
+    the loop."""
+    while not stop.is_set() and context.ok():
+        try:
+            executor.spin_once(timeout_sec=timeout_s)
+        except ExternalShutdownException:
+            return
+        except Exception as e:
+            if stop.is_set() or not context.ok():
+                return
+            log_error(f"{type(e).__name__}: {e}")
+
+
 class OwnExecutorSubscriptions:
     """Subscriptions of ``node`` that run on their own single-threaded executor in a thread of
     their own (on a hidden helper node, ``_<name>_subs``), not on the process's
@@ -181,14 +198,8 @@ class OwnExecutorSubscriptions:
         self._thread.start()
 
     def _spin(self) -> None:
-        while not self._stop.is_set() and self.node.context.ok():
-            try:
-                self._executor.spin_once(timeout_sec=0.2)
-            except ExternalShutdownException:
-                return
-            except Exception as e:  # a callback's error must not stop the subscriptions
-                if self.node.context.ok():
-                    self.node.get_logger().error(f"callback failed: {type(e).__name__}: {e}")
+        spin_until_stopped(self._executor, self._stop, self.node.context,
+                           lambda m: self.node.get_logger().error(f"callback failed: {m}"), 0.2)
 
     def shutdown(self) -> None:
         """Stop the thread and destroy the helper node (idempotent)."""
