@@ -229,8 +229,12 @@ class RecognitionService:
         with self._lock:
             self.recognizer = rec
             self._state.models_dir = str(path)
+            # the models' own error is over; the last frame's rejection (bad encoding, ...)
+            # still says why that frame was rejected (a reload cleared it, and a test waiting
+            # for it timed out when a poll reloaded the folder in between)
+            if self._state.error_code in (self._models_error[0], "NO_MODELS"):
+                self._state.error_code, self._state.message = "", ""
             self._models_stamp, self._models_error = stamp, ("", "")
-            self._state.error_code, self._state.message = "", ""
         msg = (f"models from {path} ({why}): {', '.join(o.name for o in rec.objects.values())} "
                f"in {time.perf_counter() - t0:.1f} s")
         self.log("info", msg)
