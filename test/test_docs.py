@@ -5,7 +5,9 @@ name, every interface of msg/ srv/ action/, and every parameter of every node's 
 dataclass (the flattened, dotted names ``declare_and_read`` declares). README.md must stay a
 short page that starts with the two commands. The bad-input catalogue of docs/reliability.md
 lists the same cases, categories, codes and tests as ``CASES`` of
-test/test_bad_input_catalogue.py.
+test/test_bad_input_catalogue.py. Every command the README, BENCHMARKS.md and docs/ give (bench
+scripts, ``python -m`` modules, ``nol-ros`` subcommands, make targets) names a file, command
+and options that exist, so each runs from the repository root.
 """
 
 import importlib
@@ -135,3 +137,90 @@ def test_the_bad_input_catalogue_in_the_docs_is_the_tested_one():
         if c.send and c.send[0] == "cli":
             want = f"exit {c.exit}, {want}"
         assert (category, code, where) == (c.category, want, f"`{where_tested(c)}`"), cid
+
+
+# -- every command the docs give runs from the repository root -------------------------------
+DOC_FILES = [README, ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]
+_FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
+
+
+def _code_spans(text: str) -> list[str]:
+    """Inline code spans and the logical lines of code blocks (fenced or indented 4 spaces;
+    a line ending in a backslash continues on the next), comments after '#' dropped."""
+    spans, block, fenced = [], [], False
+    for line in text.splitlines():
+        if line.strip().startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced or line.startswith("    "):
+            block.append(line.strip())
+            if not line.rstrip().endswith("\\"):
+                line = " ".join(s.rstrip("\\") for s in block)
+                spans.append(re.sub(r"(^|\s)#.*", "", line).strip())
+                block = []
+            continue
+        spans += [s.replace("\\|", " ") for s in re.findall(r"`([^`\n]+)`", line)]
+    return spans
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    out = []
+    for path in DOC_FILES:
+        for span in _code_spans(path.read_text()):
+            if re.search(r"(^|\s)(\.venv/bin/python|python|nol-ros|make)\s", span + " "):
+                out.append((path.name, span))
+    return out
+
+
+def _nol_ros_options() -> dict[str, set[str]]:
+    """Subcommand -> its option strings, from the real parser."""
+    from nol_ros.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.choices and hasattr(a, "_name_parser_map"))
+    return {name: {o for act in p._actions for o in act.option_strings}
+            for name, p in sub.choices.items()}
+
+
+def test_the_command_scan_finds_the_documented_commands():
+    spans = [s for _, s in _documented_commands()]
+    assert any("bench/bench_tracking.py --stretch 0:595" in s and "--trackers" in s
+               for s in spans), "a continued code line was not joined"
+    assert any(s.startswith("nol-ros learn") for s in spans)
+    assert any(s.startswith("make demo") for s in spans)
+
+
+def test_every_documented_command_names_a_script_and_options_that_exist():
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][\w-]*):", makefile, re.M))
+    cli = _nol_ros_options()
+    problems = []
+    for doc, cmd in _documented_commands():
+        flags = set(_FLAG.findall(cmd))
+        for script in re.findall(r"(?:^|\s)((?:bench|tools)/[\w/]+\.(?:py|sh))", cmd):
+            if not (ROOT / script).is_file():
+                problems.append(f"{doc}: `{cmd}`: no file {script}")
+                continue
+            src = (ROOT / script).read_text()
+            problems += [f"{doc}: `{cmd}`: {script} has no option {f}" for f in sorted(flags)
+                         if f'"{f}"' not in src and f"'{f}'" not in src]
+        for mod in re.findall(r"python -m ([\w.]+)", cmd):
+            rel = Path(*mod.split("."))
+            if not ((ROOT / rel).with_suffix(".py").is_file()
+                    or (ROOT / rel / "__main__.py").is_file()):
+                problems.append(f"{doc}: `{cmd}`: no module {mod}")
+                continue
+            src = ((ROOT / rel).with_suffix(".py") if (ROOT / rel).with_suffix(".py").is_file()
+                   else ROOT / rel / "__main__.py").read_text()
+            problems += [f"{doc}: `{cmd}`: {mod} has no option {f}" for f in sorted(flags)
+                         if f'"{f}"' not in src and f"'{f}'" not in src]
+        for sub, rest in re.findall(r"(?:^|\s)nol-ros ([a-z][\w-]*)((?:\s[^|]*)?)", cmd):
+            if sub not in cli:
+                problems.append(f"{doc}: `{cmd}`: nol-ros has no command {sub}")
+                continue
+            problems += [f"{doc}: `{cmd}`: nol-ros {sub} has no option {f}"
+                         for f in sorted(set(_FLAG.findall(rest)) - cli[sub])]
+        for target in re.findall(r"(?:^|\s)make ([a-z][\w-]*)", cmd):
+            if target not in targets:
+                problems.append(f"{doc}: `{cmd}`: the Makefile has no target {target}")
+    assert not problems, "\n".join(problems)
