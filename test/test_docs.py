@@ -23,9 +23,11 @@ README = ROOT / "README.md"
 NODE_FILES = sorted((ROOT / "nol_ros" / "nodes").glob("*_node.py"))
 ROS_FILES = sorted((ROOT / "nol_ros" / "ros").glob("*.py"))
 
-# create_service(Type, "name" / create_publisher(Type, "name" / create_subscription(Type,
-# "name" / ActionServer(node, Type, "name": the literal name strings
-_NAMED = re.compile(r"(?:create_service|create_publisher|create_subscription)\(\s*\w+,\s*"
+# create_service(Type, "name" / offer_service(node, Type, "name" / create_publisher(Type,
+# "name" / create_subscription(Type, "name" / ActionServer(node, Type, "name": the literal
+# name strings
+_NAMED = re.compile(r"(?:create_service\(|offer_service\(\s*\w+,|create_publisher\(|"
+                    r"create_subscription\()\s*\w+,\s*"
                     r"\"([^\"]+)\"|ActionServer\(\s*\w+,\s*\w+,\s*\"([^\"]+)\"")
 _CONFIG = re.compile(r"declare_and_read\(\s*self,\s*(\w+)")
 

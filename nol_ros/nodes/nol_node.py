@@ -12,19 +12,16 @@ from __future__ import annotations
 import sys
 import time
 
-import numpy as np
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 
 from nol_ros.action import Learn
-from nol_ros.device import resolve_device
 from nol_ros.errors import NolError
 from nol_ros.jobs import JobInfo, JobState
 from nol_ros.msg import JobProgress
 from nol_ros.ros.clients import ServiceCaller, export_live_buffer
-from nol_ros.ros.conversions import numpy_to_image, poses_from_msgs
+from nol_ros.ros.conversions import poses_from_msgs, views_to_response
 from nol_ros.ros.job_services import (
     JobGoals,
     JobNodeShutdown,
@@ -33,8 +30,7 @@ from nol_ros.ros.job_services import (
     reply_failure,
 )
 from nol_ros.ros.params import declare_and_read, watch_dynamic
-from nol_ros.ros.qos import service_qos
-from nol_ros.ros.runtime import log_to, run_nodes
+from nol_ros.ros.runtime import device_for, log_to, offer_service, run_nodes, wall_timer
 from nol_ros.services.learning import (
     LearningConfig,
     LearningService,
@@ -57,10 +53,7 @@ class NolNode(JobNodeShutdown, Node):
     def __init__(self, node_name: str = "nol", **node_kwargs):
         super().__init__(node_name, **node_kwargs)
         self.cfg: LearningConfig = declare_and_read(self, LearningConfig, "nol", DYNAMIC, RANGES)
-        self.device = resolve_device(self.cfg.device)
-        log = self.get_logger()
-        if self.device != self.cfg.device:
-            log.warning(f"device '{self.cfg.device}' is not available: running on {self.device}")
+        self.device, log = device_for(self, self.cfg.device), self.get_logger()
         group = ReentrantCallbackGroup()
         self.exporter = ServiceCaller(self, ExportSequence,
                                       f"{self.cfg.reconstruction_node}/export_sequence",
@@ -74,20 +67,17 @@ class NolNode(JobNodeShutdown, Node):
         self.goals = JobGoals(Learn, self.jobs, lambda q: self.learning.submit(self._request(q)),
                               lambda res, info: setattr(res, "workspace_path", info.result_path),
                               log)
-        self.create_service(LearnObject, "~/learn_object", self._on_learn,
-                            qos_profile=service_qos())
+        offer_service(self, LearnObject, "~/learn_object", self._on_learn)
         attach_job_services(self, self.jobs)
         self._action = ActionServer(self, Learn, "~/learn", execute_callback=self.goals.execute,
                                     goal_callback=lambda g: GoalResponse.ACCEPT,
                                     cancel_callback=lambda g: CancelResponse.ACCEPT,
                                     callback_group=group)
-        self.create_service(RenderViews, "~/render_views", self._on_render_views,
-                            callback_group=MutuallyExclusiveCallbackGroup(),
-                            qos_profile=service_qos())
+        offer_service(self, RenderViews, "~/render_views", self._on_render_views,
+                      MutuallyExclusiveCallbackGroup())
         idle = self.cfg.render_views.idle_release_s
-        self.create_timer(max(0.5, min(5.0, idle / 4)), self._on_idle_timer,
-                          callback_group=MutuallyExclusiveCallbackGroup(),
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))  # idle: wall time
+        wall_timer(self, max(0.5, min(5.0, idle / 4)), self._on_idle_timer,
+                   MutuallyExclusiveCallbackGroup())
         watch_dynamic(self, lambda: self.cfg, self._reconfigure)
         r = self.cfg.learn.render
         log.info(f"nol node ready (device {self.device}, workspace "
@@ -143,13 +133,8 @@ class NolNode(JobNodeShutdown, Node):
             intr = camera_info_to_intrinsics(req.camera_info)
             rgb, mask = self.views.render(name, poses_from_msgs(req.poses), intr,
                                           bool(req.refine))
-            stamp = self.get_clock().now().to_msg()
-            fid = req.camera_info.header.frame_id
-            resp.images = [numpy_to_image(np.ascontiguousarray(x), "rgb8", stamp, fid)
-                           for x in rgb]
-            resp.masks = [numpy_to_image(m.astype(np.uint8) * 255, "mono8", stamp, fid)
-                          for m in mask]
-            resp.success = True
+            views_to_response(resp, rgb, mask, self.get_clock().now().to_msg(),
+                              req.camera_info.header.frame_id)
             resp.message = (f"{len(rgb)} view(s) of {name} at {intr.width}x{intr.height} in "
                             f"{time.perf_counter() - t0:.2f} s")
         except Exception as e:  # a renderer bug must not take the node down either

@@ -11,18 +11,25 @@ import sys
 import time
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 
-from nol_ros.device import resolve_device
 from nol_ros.msg import DetectionArray, RecognizerStatus
 from nol_ros.ros.conversions import detection_msgs, ns_to_stamp, recognizer_status_msg
 from nol_ros.ros.params import declare_and_read, watch_dynamic
-from nol_ros.ros.qos import sensor_qos, service_qos
-from nol_ros.ros.runtime import ErrorReporter, ShutsDown, log_to, run_nodes, tf_endpoints
+from nol_ros.ros.qos import latched_qos, sensor_qos
+from nol_ros.ros.runtime import (
+    ErrorReporter,
+    ShutsDown,
+    device_for,
+    log_to,
+    offer_service,
+    publish_quietly,
+    run_nodes,
+    tf_endpoints,
+    wall_timer,
+)
 from nol_ros.services.recognition import (
     Frame,
     NoCameraInfoError,
@@ -47,22 +54,13 @@ class RecognizerNode(ShutsDown, Node):
                                                        DYNAMIC, RANGES)
         cfg, log = self.cfg, self.get_logger()
         self.errors = ErrorReporter(log)
-        device = resolve_device(cfg.device)
-        if device != cfg.device:
-            log.warning(f"device '{cfg.device}' is not available: running on {device}")
-        if cfg.torch_threads:
-            # lazy: torch (~2 s) to import, loaded only when this runs
-            import torch  # (the recogniser's runtime; only when a thread count is asked for)
-
-            torch.set_num_threads(cfg.torch_threads)
+        device = device_for(self, cfg.device)
         self._info = None
         _, self.tf_pub, problem = tf_endpoints(self, listen=False, broadcast=True)
         if problem:  # detections still go out
             log.error(f"{problem}; object poses are published in ~/detections only")
         self.det_pub = self.create_publisher(DetectionArray, "~/detections", 10)
-        self.status_pub = self.create_publisher(
-            RecognizerStatus, "~/status", QoSProfile(depth=1,
-                                                     durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.status_pub = self.create_publisher(RecognizerStatus, "~/status", latched_qos())
         self.service = RecognitionService(cfg, device, self._on_result, self._on_error,
                                           log_to(log))
         sensors = MutuallyExclusiveCallbackGroup()
@@ -80,12 +78,8 @@ class RecognizerNode(ShutsDown, Node):
         self.create_subscription(CameraInfo, cfg.camera_info_topic, self._on_info, qos,
                                  callback_group=MutuallyExclusiveCallbackGroup())
         control = MutuallyExclusiveCallbackGroup()
-        self.create_service(Trigger, "~/reload", self._on_reload, callback_group=control,
-                            qos_profile=service_qos())
-        # wall-clock timer: with use_sim_time a finished bag stops /clock, and the status and
-        # the models poll must go on
-        self.create_timer(1.0, self._on_timer, callback_group=control,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        offer_service(self, Trigger, "~/reload", self._on_reload, control)
+        wall_timer(self, 1.0, self._on_timer, control)  # status and models poll
         watch_dynamic(self, lambda: self.cfg, self._reconfigure)
         self._publish_status()
         log.info(f"recognising on {cfg.rgb_topic}" + (f" + {cfg.depth_topic} (slop "
@@ -145,10 +139,7 @@ class RecognizerNode(ShutsDown, Node):
                                      self.get_clock().now().to_msg())
 
     def _publish_status(self):
-        try:
-            self.status_pub.publish(self.status_msg())
-        except Exception:  # shutting down
-            pass
+        publish_quietly(self.status_pub, self.status_msg)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,8 @@
-"""reconstruction node: synchronised RGB-D ingest, live tracking, the self-annotated camera
-pose on /tf, keyframes, status, and the buffer's export and scene mesh (inside `export_root`).
-The work is nol_ros.services.reconstruction; this node maps messages onto it and publishes its
-results. A TF is published ONLY for frames the tracker trusts (map -> odom with odometry, REP
-105; map -> camera without): a robot must never act on a guessed pose. Topics, services and
-parameters: docs/ros_api.md.
-"""
+"""reconstruction node: RGB-D ingest, live tracking, the camera pose on /tf, keyframes, status,
+the buffer's export and scene mesh (inside `export_root`); the work is
+nol_ros.services.reconstruction. A TF goes out ONLY for frames the tracker trusts (map -> odom
+with odometry, REP 105; map -> camera without): a robot must never act on a guessed pose.
+Topics, services and parameters: docs/ros_api.md."""
 
 from __future__ import annotations
 
@@ -12,7 +10,6 @@ import sys
 import time
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
@@ -27,16 +24,19 @@ from nol_ros.ros.conversions import (
 )
 from nol_ros.ros.job_services import answer
 from nol_ros.ros.params import declare_and_read
-from nol_ros.ros.qos import sensor_qos, service_qos
+from nol_ros.ros.qos import sensor_qos
 from nol_ros.ros.runtime import (
     ErrorReporter,
     OwnExecutorSubscriptions,
     ShutsDown,
     log_to,
+    offer_service,
+    publish_quietly,
     run_nodes,
     send_tracking_tf,
     tf_endpoints,
     tf_prior,
+    wall_timer,
 )
 from nol_ros.services.reconstruction import LiveReconstruction, ReconstructionConfig
 from nol_ros.srv import ExportSequence, GetBufferStatus, SaveMesh
@@ -45,9 +45,8 @@ from nol_ros.streaming.sync import ApproximateTimeSync
 
 RANGES = {"qos_depth": (1, 1000), "sync_slop_s": (0.0, 1.0), "status_rate_hz": (0.01, 100.0),
           "camera_info_wait_s": (0.0, 3600.0), "export_wait_for_tracking_s": (0.0, 3600.0),
-          "stamp_jump_s": (0.001, 86400.0), "stamp_future_s": (0.001, 86400.0),
-          "stamp_jump_frames": (1, 1000), "ingest.max_frames": (1, 100000),
-          "tracking.max_backlog": (1, 10000)}
+          "stamp_jump_s": (0.001, 86400.0), "stamp_future_s": (0.001, 86400.0), "stamp_jump_frames":
+          (1, 1000), "ingest.max_frames": (1, 100000), "tracking.max_backlog": (1, 10000)}
 
 
 class ReconstructionNode(ShutsDown, Node):
@@ -86,28 +85,19 @@ class ReconstructionNode(ShutsDown, Node):
         # own group: CameraInfo must not queue behind the image callbacks
         self.create_subscription(CameraInfo, cfg.camera_info_topic, self.recon.set_camera_info,
                                  qos, callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_service(GetBufferStatus, "~/get_buffer_status", self._on_status,
-                            callback_group=queries, qos_profile=service_qos())
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=queries,
-                            qos_profile=service_qos())
-        self.create_service(SaveMesh, "~/save_mesh", self._on_save_mesh, callback_group=heavy,
-                            qos_profile=service_qos())
-        self.create_service(ExportSequence, "~/export_sequence", self._on_export,
-                            callback_group=heavy, qos_profile=service_qos())
-        # wall clock: with use_sim_time the status and the CameraInfo wait go on after a bag
-        self.create_timer(1.0, self._on_timer, callback_group=queries,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
-        log.info(f"listening on {cfg.rgb_topic}, {cfg.depth_topic}, {cfg.camera_info_topic} "
-                 f"(qos {cfg.qos_reliability}); tracking "
-                 f"{'on' if cfg.tracking.enabled else 'off'}, odometry "
-                 f"{cfg.tracking.odometry_mode} ({cfg.odom_frame}); exports in {cfg.export_root}")
+        offer_service(self, GetBufferStatus, "~/get_buffer_status", self._on_status, queries)
+        offer_service(self, Trigger, "~/reset", self._on_reset, queries)
+        offer_service(self, SaveMesh, "~/save_mesh", self._on_save_mesh, heavy)
+        offer_service(self, ExportSequence, "~/export_sequence", self._on_export, heavy)
+        wall_timer(self, 1.0, self._on_timer, queries)  # status, the CameraInfo wait
+        log.info(f"listening on {cfg.rgb_topic}, {cfg.depth_topic}; tracking "
+                 f"{cfg.tracking.enabled}, odometry {cfg.tracking.odometry_mode}")
 
     # -- output (tracker thread) ---------------------------------------------------------------
     def _on_result(self, res, frame):
         if not self.context.ok():  # shutting down (Ctrl-C): nothing to publish into
             return
-        cfg = self.cfg
-        cam = cfg.camera_frame or res.frame_id or "camera"
+        cfg, cam = self.cfg, self.cfg.camera_frame or res.frame_id or "camera"
         try:
             # never a TF for a pose the tracker does not trust (the status says why)
             if self.tf_pub is not None:
@@ -131,10 +121,7 @@ class ReconstructionNode(ShutsDown, Node):
 
     def _publish_status(self):
         self._last_status_pub = time.monotonic()
-        try:
-            self.status_pub.publish(self._status_msg())
-        except Exception:  # shutting down
-            pass
+        publish_quietly(self.status_pub, self._status_msg)
 
     # -- services ------------------------------------------------------------------------------
     def _on_status(self, request, response):

@@ -24,14 +24,12 @@ import sys
 
 from rclpy.node import Node
 
-from nol_ros.device import resolve_device
 from nol_ros.errors import NolError
 from nol_ros.jobs import JobInfo, JobState
 from nol_ros.msg import JobProgress
 from nol_ros.ros.job_services import JobNodeShutdown, attach_job_services, job_progress_msg
 from nol_ros.ros.params import declare_and_read
-from nol_ros.ros.qos import service_qos
-from nol_ros.ros.runtime import run_nodes
+from nol_ros.ros.runtime import device_for, offer_service, run_nodes
 from nol_ros.services.training import TrainingConfig, TrainingService, result_message
 from nol_ros.srv import TrainDetector, TrainPoseEstimator
 
@@ -43,18 +41,14 @@ class TrainerNode(JobNodeShutdown, Node):
         super().__init__(node_name, **node_kwargs)
         self.cfg: TrainingConfig = declare_and_read(self, TrainingConfig, "trainer",
                                                     ranges=RANGES)
-        device = resolve_device(self.cfg.device)
-        if device != self.cfg.device:
-            self.get_logger().warning(f"device '{self.cfg.device}' is not available: running "
-                                      f"on {device}")
+        device = device_for(self, self.cfg.device)
         self.progress_pub = self.create_publisher(JobProgress, "~/progress", 10)
         self.service = TrainingService(self.cfg, device, self._on_update)
         self.jobs = self.service.jobs
-        self.create_service(TrainDetector, "~/train_detector",
-                            lambda q, r: self._on_train("detector", q, r),
-                            qos_profile=service_qos())
-        self.create_service(TrainPoseEstimator, "~/train_pose_estimator",
-                            lambda q, r: self._on_train("pose", q, r), qos_profile=service_qos())
+        offer_service(self, TrainDetector, "~/train_detector",
+                      lambda q, r: self._on_train("detector", q, r))
+        offer_service(self, TrainPoseEstimator, "~/train_pose_estimator",
+                      lambda q, r: self._on_train("pose", q, r))
         attach_job_services(self, self.jobs)
         t = self.cfg.train
         self.get_logger().info(f"trainer ready (device {device}, learnt objects in "

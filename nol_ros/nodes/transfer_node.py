@@ -33,22 +33,19 @@ import sys
 
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from nol_ros.errors import NolError
 from nol_ros.jobs import JobInfo, JobState
 from nol_ros.msg import JobProgress, TransferStatus
 from nol_ros.ros.job_services import JobNodeShutdown, attach_job_services, job_progress_msg
 from nol_ros.ros.params import declare_and_read
-from nol_ros.ros.qos import service_qos
-from nol_ros.ros.runtime import run_nodes
+from nol_ros.ros.qos import latched_qos
+from nol_ros.ros.runtime import offer_service, run_nodes
 from nol_ros.ros.transfer import Fetcher, serve, status_msg
 from nol_ros.services.transfer import FetchRequest, TransferService, TransferServiceConfig
 from nol_ros.srv import Fetch
 
-LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                     reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED = latched_qos()
 RANGES = {"max_queued": (0, 1000), "max_job_s": (0.0, 1e7), "transfer.chunk_kib": (1, 4096),
           "transfer.compression_level": (0, 9), "transfer.window": (1, 256),
           "transfer.chunk_timeout_s": (0.001, 86400.0),
@@ -70,7 +67,7 @@ class TransferNode(JobNodeShutdown, Node):
         self.fetcher = Fetcher(self, self.inbox, t, callback_group=group)
         self.service.fetch = self.fetcher.fetch
         serve(self, self.service.outbox, group)
-        self.create_service(Fetch, "~/fetch", self._on_fetch, qos_profile=service_qos())
+        offer_service(self, Fetch, "~/fetch", self._on_fetch)
         attach_job_services(self, self.jobs)
         staged = self.inbox.staged()
         self.get_logger().info(

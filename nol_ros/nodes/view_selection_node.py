@@ -28,7 +28,6 @@ from pathlib import Path
 
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from nol_ros.datasets.bop import read_bop_scene
@@ -39,8 +38,8 @@ from nol_ros.ros.clients import ServiceCaller, export_live_buffer
 from nol_ros.ros.conversions import ns_to_stamp, numpy_to_image, pose_from_matrix
 from nol_ros.ros.job_services import JobNodeShutdown, attach_job_services, job_progress_msg
 from nol_ros.ros.params import declare_and_read
-from nol_ros.ros.qos import service_qos
-from nol_ros.ros.runtime import log_to, run_nodes
+from nol_ros.ros.qos import latched_qos
+from nol_ros.ros.runtime import log_to, offer_service, run_nodes
 from nol_ros.services.selection import (
     SelectionConfig,
     SelectionResult,
@@ -50,9 +49,7 @@ from nol_ros.services.selection import (
 from nol_ros.srv import ExportSequence, SelectViews
 from nol_ros.views.selection_io import annotated_image, load_selection
 
-LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20,
-                     reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED = latched_qos(depth=20)  # the last 20 selections for a late subscriber
 RANGES = {"max_queued": (0, 1000), "max_job_s": (0.0, 1e7), "export_timeout_s": (0.0, 86400.0),
           "image_tile_px": (16, 2048), "image_max_views": (1, 64),
           "package_keyframe_step": (1, 10000)}
@@ -75,8 +72,7 @@ class ViewSelectionNode(JobNodeShutdown, Node):
                                         self._on_update, self._publish,
                                         log_to(log))
         self.jobs = self.service.jobs
-        self.create_service(SelectViews, "~/select_views", self._on_select,
-                            qos_profile=service_qos())
+        offer_service(self, SelectViews, "~/select_views", self._on_select)
         attach_job_services(self, self.jobs)
         log.info(f"view_selection ready ({len(self.cfg.objects.names)} configured objects, "
                  f"workspaces in {self.cfg.workspace_root}, inputs from {self.cfg.data_path})")

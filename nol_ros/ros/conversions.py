@@ -105,6 +105,17 @@ def _quat_t(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return quat_xyzw_from_R(T[:3, :3]), T[:3, 3]
 
 
+def views_to_response(response, rgb, masks, stamp, frame_id: str):
+    """A RenderViews response holding the rendered views: rgb8 images and mono8 masks (255 on
+    the object), ``success`` set."""
+    response.images = [numpy_to_image(np.ascontiguousarray(x), "rgb8", stamp, frame_id)
+                       for x in rgb]
+    response.masks = [numpy_to_image(m.astype(np.uint8) * 255, "mono8", stamp, frame_id)
+                      for m in masks]
+    response.success = True
+    return response
+
+
 def poses_from_msgs(poses) -> np.ndarray:
     """geometry_msgs/Pose[] -> (B, 4, 4) T_camera_object; PoseError naming a bad pose."""
     out = []

@@ -10,8 +10,7 @@ from collections.abc import Callable
 from nol_ros.errors import NolError, clip_message
 from nol_ros.jobs import JobInfo, JobManager, JobState
 from nol_ros.msg import JobProgress
-from nol_ros.ros.qos import service_qos
-from nol_ros.ros.runtime import ShutsDown
+from nol_ros.ros.runtime import ShutsDown, offer_service
 from nol_ros.srv import CancelJob, GetJobStatus
 
 
@@ -141,7 +140,5 @@ def attach_job_services(node, jobs: JobManager, callback_group=None) -> None:
             resp.success, resp.error_code, resp.message = False, "UNKNOWN_JOB", str(e)
         return resp
 
-    node.create_service(GetJobStatus, "~/get_job_status", on_status,
-                        callback_group=callback_group, qos_profile=service_qos())
-    node.create_service(CancelJob, "~/cancel_job", on_cancel, callback_group=callback_group,
-                        qos_profile=service_qos())
+    offer_service(node, GetJobStatus, "~/get_job_status", on_status, callback_group)
+    offer_service(node, CancelJob, "~/cancel_job", on_cancel, callback_group)

@@ -21,6 +21,14 @@ def sensor_qos(reliability: str = "reliable", depth: int = 5):
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, int(depth)), reliability=rel)
 
 
+def latched_qos(depth: int = 1):
+    """QoS of a latched topic: reliable, the last ``depth`` messages kept for a subscriber that
+    joins later (status, the last selection)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
 SERVICE_QUEUE = 256  # requests a service keeps waiting (see service_qos)
 
 

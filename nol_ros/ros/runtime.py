@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.executors import (
     ExternalShutdownException,
@@ -15,8 +16,10 @@ from rclpy.executors import (
 )
 from rclpy.node import Node
 
+from nol_ros.device import resolve_device
 from nol_ros.errors import NolError
 from nol_ros.ros.environment import default_ros_env
+from nol_ros.ros.qos import service_qos
 from nol_ros.streaming.live import TF_MAP_CAMERA, TF_MAP_ODOM
 from nol_ros.streaming.tf_buffer import FrameLookupError, TransformError
 
@@ -107,6 +110,37 @@ def log_to(logger):
             logger.info(text)
 
     return log
+
+
+def offer_service(node, srv_type, name: str, callback, group=None):
+    """``node.create_service`` with the QoS every service of the nodes uses (``service_qos``:
+    a request queue that survives bursts of clients)."""
+    return node.create_service(srv_type, name, callback, callback_group=group,
+                               qos_profile=service_qos())
+
+
+def wall_timer(node, period_s: float, callback, group=None):
+    """A timer on the steady wall clock, not the ROS clock: with use_sim_time a bag that has
+    ended stops /clock, and status, polls and idle releases must go on."""
+    return node.create_timer(period_s, callback, callback_group=group,
+                             clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+
+def publish_quietly(publisher, make_msg) -> None:
+    """Publish ``make_msg()``; during shutdown the publisher may be gone: nothing to do."""
+    try:
+        publisher.publish(make_msg())
+    except Exception:  # shutting down
+        pass
+
+
+def device_for(node, requested: str) -> str:
+    """The torch device to run on: ``requested`` when it is available, else the CPU, with a
+    warning on the node's log."""
+    device = resolve_device(requested)
+    if device != requested:
+        node.get_logger().warning(f"device '{requested}' is not available: running on {device}")
+    return device
 
 
 def tf_endpoints(node, listen: bool, broadcast: bool):

@@ -177,6 +177,10 @@ class RecognitionService:
                  on_error: Callable[[str, str], None] | None = None,
                  log: Callable[[str, str], None] | None = None):
         self.cfg, self.device = cfg, device
+        if cfg.torch_threads:
+            import torch  # lazy: ~2 s to import; the models load it anyway, later
+
+            torch.set_num_threads(cfg.torch_threads)
         self.on_result = on_result or (lambda *a: None)
         self.on_error = on_error or (lambda code, msg: None)
         self.log = log or (lambda level, text: None)
