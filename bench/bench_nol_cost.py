@@ -47,8 +47,9 @@ def _peak_mb() -> float:
 
 
 def _setup(a):
+    from nol_ros.datasets.scanned import load_textured_objects
     from nol_ros.learn import RenderStageConfig
-    from nol_ros.nol.evaluate import annotated_sources, load_textured_objects, make_scene_case
+    from nol_ros.nol.evaluate import annotated_sources, make_scene_case
     from nol_ros.nol.network import load_checkpoint
     from nol_ros.nol.renderer import SHIPPED_MODEL
 

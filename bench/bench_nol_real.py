@@ -53,13 +53,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nol_ros.datasets.scanned import load_textured_objects
 from nol_ros.learn import RenderStageConfig
-from nol_ros.nol.evaluate import (
-    NOISE_LEVELS,
-    annotated_sources,
-    load_textured_objects,
-    make_scene_case,
-)
+from nol_ros.nol.evaluate import NOISE_LEVELS, annotated_sources, make_scene_case
 from nol_ros.nol.network import load_checkpoint
 from nol_ros.nol.renderer import (
     SHIPPED_MODEL,

@@ -108,10 +108,10 @@ def real_scene(sd: SceneDef, out: Path, objects_dir: Path):
     circle around the table and written as a BOP scene. Returns as :func:`synthetic_scene`."""
     from nol_ros.camera import SMOT_XTION
     from nol_ros.datasets.bop import read_bop_scene
+    from nol_ros.datasets.scanned import load_textured_objects
     from nol_ros.datasets.synthetic.generate import write_sequence
     from nol_ros.datasets.synthetic.world import WorldObject, build_world, circle_trajectory
     from nol_ros.geometry import make_T, so3_exp
-    from nol_ros.nol.evaluate import load_textured_objects
 
     meta = out / "objects.json"
     if not meta.exists():

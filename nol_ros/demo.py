@@ -16,6 +16,8 @@
    the report (REPORT/index.html + PNGs) and a one-screen summary.
 
 ``--preset small --objects 1`` is the quick variant the tests run (recognition preset tiny).
+``--data DIR`` runs on another world, e.g. one of scanned objects written by
+``python -m nol_ros.datasets.synthetic --preset demo --objects SCANS --out DIR``.
 """
 
 from __future__ import annotations
@@ -252,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", default=".nol_demo", help="working folder (data, workspaces)")
     ap.add_argument("--preset", default="demo", help="synthetic preset (small for a quick run)")
+    ap.add_argument("--data", default="", help="the world to run on (default: DIR/data_PRESET, "
+                    "generated when missing), e.g. one written by python -m "
+                    "nol_ros.datasets.synthetic --objects SCANS")
     ap.add_argument("--recognition", default="",
                     help="recognition preset (default: demo; tiny for the small world)")
     ap.add_argument("--render-method", default="auto", help="auto | nol | ibr (LearnObject)")
@@ -265,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(60 + os.getpid() % 40))
     base = Path(a.dir).resolve()
-    data = base / f"data_{a.preset}"
+    data = Path(a.data).resolve() if a.data else base / f"data_{a.preset}"
     times: dict[str, float] = {}
     t_all = time.perf_counter()
 
@@ -279,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     times["generate"] = time.perf_counter() - t0
 
     # 2. graph --------------------------------------------------------------------------------
-    ws_root = base / f"workspace_{a.preset}"
+    ws_root = base / f"workspace_{data.name.removeprefix('data_')}"
     if ws_root.exists():
         shutil.rmtree(ws_root)
     models_dir = ws_root / "_models"
@@ -289,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     nodes = {
         "reconstruction": [_exe("reconstruction_node"), *ns],
         "nol": [_exe("nol_node"), *ns, "-p", f"learn.workspace_root:={ws_root}",
-                "-p", f"data_root:={base}",
+                "-p", f"data_root:={os.path.commonpath([base, data])}",
                 "-p", f"learn.render.preset:={rec_preset}",
                 "-p", f"learn.render.method:={a.render_method}"],
         "trainer": [_exe("trainer_node"), *ns, "-p", f"train.workspace_root:={ws_root}",

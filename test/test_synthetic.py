@@ -219,7 +219,10 @@ def test_bad_presets_and_ids_are_refused(tmp_path):
     with pytest.raises(NolError, match="preset 'huge' unknown"):
         generate(tmp_path, "huge")
     with pytest.raises(NolError, match="catalogue"):
-        Preset(train_objects=(1, 42))
+        generate(tmp_path / "w", Preset(train_objects=(1, 42)), progress=False)
+    assert not (tmp_path / "w").exists()  # refused before anything is written
+    with pytest.raises(NolError, match="distinct"):
+        Preset(train_objects=(1, 1))
     with pytest.raises(NolError, match="catalogue"):
         make_object(42, 0)
 
@@ -245,3 +248,86 @@ def test_deterministic_by_seed(tmp_path):
     differ = [rel for rel in files if _md5(tmp_path / "a" / rel) != _md5(tmp_path / "c" / rel)]
     assert {"train/000001/rgb/000002.png", "train/000001/scene_gt.json",
             "models_textured/obj_000003.png"} <= set(differ)
+
+
+def _scans(root, names_ids):
+    """A folder of 'scanned' objects in the layout of ../shared/realdata/ycb_real_textures
+    (NAME/textured.obj + .mtl + texture): catalogue objects written as textured OBJs, moved off
+    their centre as a scanner's frame would be."""
+    from nol_ros.mesh import Mesh, save_mesh
+
+    for name, oid in names_ids:
+        m = make_object(oid, 5)
+        shifted = Mesh(m.vertices + [0.01, -0.02, 0.05], m.faces, uvs=m.uvs, texture=m.texture,
+                       name=name)
+        save_mesh(shifted, root / name / "textured.obj")
+    return root
+
+
+@pytest.mark.slow
+def test_a_world_of_scanned_objects_from_a_folder(tmp_path):
+    """--objects DIR: the scans (not the procedural objects) stand on the table, ids in the
+    order of the folder names, untextured models for the pipeline re-centred on their boxes
+    and textured ground truth, ground-truth poses that put each scan inside its mask."""
+    from nol_ros.datasets.synthetic.generate import Preset, generate
+    from nol_ros.mesh import load_mesh
+
+    scans = _scans(tmp_path / "scans", [("zz_can", 3), ("aa_box", 2), ("mm_bottle", 4)])
+    out = tmp_path / "world"
+    generate(out, Preset(train_frames=13, test_frames=2), objects_dir=scans,
+             object_names=["zz_can", "aa_box"], progress=False)
+    world = json.loads((out / "world.json").read_text())
+    assert world["catalogue"] == {"1": "aa_box", "2": "mm_bottle", "3": "zz_can"}
+    assert world["objects"] == {"3": "zz_can", "1": "aa_box"}
+    assert world["catalogue_source"] == str(scans)
+    info = read_models_info(out / "models" / "models_info.json")
+    assert {k: v["name"] for k, v in info.items()} == {1: "aa_box", 2: "mm_bottle", 3: "zz_can"}
+    ply = load_mesh(out / "models" / "obj_000003.ply")
+    assert not ply.is_textured and load_mesh(out / "models_textured" / "obj_000003.obj").is_textured
+    can = make_object(3, 5)   # the scan's shape, its scanner offset removed
+    assert np.allclose(ply.vertices.min(0), -(can.vertices.max(0) - can.vertices.min(0)) / 2,
+                       atol=1e-5)
+    seq = read_bop_scene(out / "train" / "000001", out / "models")
+    assert sorted(o.obj_id for o in seq.objects) == [1, 3]
+    gt = json.loads((out / "train" / "000001" / "scene_gt.json").read_text())
+    meshes = {o.obj_id: load_mesh(o.mesh_path) for o in seq.objects}
+    checked = 0
+    for fr in seq.frames[::6]:
+        anns = gt[str(fr.index)]
+        masks = read_masks(out / "train" / "000001", fr.index, len(anns))
+        depth = fr.load_depth()
+        for a, m in zip(anns, masks):
+            if m.sum() < 300:
+                continue
+            T = seq.T_camera_object(fr.index, a["obj_id"])
+            V = meshes[a["obj_id"]].vertices @ T[:3, :3].T + T[:3, 3]
+            uv, z = seq.intrinsics.project(V)
+            u, v = np.round(uv).astype(int).T
+            ok = (u >= 0) & (u < 640) & (v >= 0) & (v < 480)
+            d = depth[v[ok], u[ok]]
+            front = (d > 0) & (np.abs(d - z[ok]) < 0.01)
+            md = cv2.dilate(m.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+            assert front.sum() > 20 and md[v[ok], u[ok]][front].mean() > 0.97
+            checked += 1
+    assert checked >= 5
+    assert list((out / "bags" / "train_000001").glob("*.mcap"))
+
+
+def test_scanned_objects_bad_folders_are_refused_with_the_fix(tmp_path, capsys):
+    from nol_ros.datasets.synthetic.__main__ import main as cli
+    from nol_ros.datasets.synthetic.generate import generate
+
+    assert cli(["--out", str(tmp_path / "w"), "--objects", str(tmp_path / "nowhere"),
+                "--object-names", "a,b", "--quiet"]) == 2
+    assert "objects folder" in capsys.readouterr().err
+
+    with pytest.raises(NolError, match="does not exist"):
+        generate(tmp_path / "w", "small", objects_dir=tmp_path / "nowhere", progress=False)
+    (tmp_path / "empty" / "thing").mkdir(parents=True)
+    with pytest.raises(NolError, match="holds no NAME/textured.obj"):
+        generate(tmp_path / "w", "small", objects_dir=tmp_path / "empty", progress=False)
+    scans = _scans(tmp_path / "scans", [("box", 2)])
+    with pytest.raises(NolError, match=r"\['mug'\] are not in the catalogue.*known: \['box'\]"):
+        generate(tmp_path / "w", "small", objects_dir=scans, object_names=["mug"],
+                 progress=False)
+    assert not (tmp_path / "w").exists()

@@ -1,7 +1,8 @@
 """Generate the synthetic SMOT-like dataset: BOP scenes + models + bag + contact sheet.
 
     OUT/models/obj_%06d.ply            untextured meshes the pipeline receives (metres), the
-                                       whole catalogue (9 objects; each scene uses 4)
+                                       whole catalogue (9 procedural objects, or the scans of
+                                       ``objects_dir``; each scene uses up to 4)
     OUT/models/models_info.json        BOP models_info (mm, symmetry flags, names)
     OUT/models_textured/obj_%06d.obj   ground-truth textured models (+ .mtl, .png)
     OUT/train/000001/                  training sequence (BOP scene, + scene_stamps.json)
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from nol_ros.camera import SMOT_XTION, Intrinsics
 from nol_ros.datasets.bag import export_bag
 from nol_ros.datasets.bop import BopSceneWriter, read_bop_scene, write_models_info
-from nol_ros.datasets.synthetic.objects import CATALOGUE, make_object
+from nol_ros.datasets.synthetic.objects import PROCEDURAL, scanned_catalogue
 from nol_ros.datasets.synthetic.sensor import SensorConfig, XtionSensor, specular_strength
 from nol_ros.datasets.synthetic.world import World, build_world, circle_trajectory
 from nol_ros.enums import WorldPreset
@@ -39,9 +40,10 @@ from nol_ros.rasterizer import Scene, shade
 
 @dataclass(frozen=True)
 class Preset:
-    """What to generate: the catalogue ids on the table (every sequence), the training circle
-    (frames at 30 Hz over arc_deg at 38-41 deg elevation) and test sequences (other table and
-    room, elevation sweeping 8-42 deg)."""
+    """What to generate: the catalogue ids on the table (every sequence; with scanned objects
+    the first four scans unless names are given to generate()), the training circle (frames
+    at 30 Hz over arc_deg at 38-41 deg elevation) and test sequences (other table and room,
+    elevation sweeping 8-42 deg)."""
     train_objects: tuple[int, ...] = (1, 3, 4, 6)
     train_frames: int = 30
     train_arc_deg: float = 120.0
@@ -53,11 +55,9 @@ class Preset:
     sensor: SensorConfig = SensorConfig()
 
     def __post_init__(self):
-        known = {o.obj_id for o in CATALOGUE}
-        bad = [i for i in self.train_objects if i not in known]
-        if bad or not self.train_objects or len(set(self.train_objects)) != len(self.train_objects):
+        if not self.train_objects or len(set(self.train_objects)) != len(self.train_objects):
             raise ConfigError(f"Preset.train_objects {self.train_objects}: give distinct ids "
-                              f"from the catalogue {sorted(known)}")
+                              "from the catalogue")
         if self.train_frames < 1 or self.test_frames < 1 or self.test_sequences < 0:
             raise ConfigError(f"Preset frames ({self.train_frames}, {self.test_frames}) must be "
                               f">= 1 and test_sequences ({self.test_sequences}) >= 0")
@@ -251,30 +251,43 @@ def contact_sheet(scene_dirs: list[Path], out_png: Path, per_row: int = 3) -> No
 
 
 def generate(out: str | Path, preset: str | Preset = WorldPreset.SMALL, seed: int = 0,
-             progress: bool = True, intr: Intrinsics = SMOT_XTION) -> dict:
+             progress: bool = True, intr: Intrinsics = SMOT_XTION,
+             objects_dir: str | Path | None = None,
+             object_names: list[str] | None = None) -> dict:
     """Write the whole dataset for ``preset`` (a name in PRESETS or a Preset); returns the
-    summary (also OUT/world.json). Same seed -> identical files."""
+    summary (also OUT/world.json). Same seed -> identical files. ``objects_dir``: scanned,
+    textured objects (one subfolder per object with textured.obj, the layout of
+    ../shared/realdata/ycb_real_textures) instead of the procedural catalogue; on the table
+    ``object_names`` (default: the first four)."""
     if isinstance(preset, Preset):
         p, preset = preset, "custom"
     else:
         preset = WorldPreset.parse(preset, "preset", InputError)
         p = PRESETS[preset]
+    cat = PROCEDURAL if objects_dir is None else scanned_catalogue(objects_dir)
+    if object_names:
+        p = replace(p, train_objects=cat.ids_of(list(object_names)))
+    elif objects_dir is not None:
+        p = replace(p, train_objects=tuple(o.obj_id for o in cat.objects[:4]))
+    for obj_id in p.train_objects:
+        cat.get(obj_id)  # InputError naming the catalogue's ids
     out = Path(out)
     t0 = time.perf_counter()
     # models: the whole catalogue (BOP style; the scenes use a subset), untextured for the
     # pipeline, textured as ground truth; models_info flags the symmetric ones
     info = {}
-    for od in CATALOGUE:
-        mesh = make_object(od.obj_id, seed)
+    for od in cat.objects:
+        mesh = cat.build(od.obj_id, seed)
         save_mesh(mesh.untextured(), out / "models" / f"obj_{od.obj_id:06d}.ply")
         save_mesh(mesh, out / "models_textured" / f"obj_{od.obj_id:06d}.obj")
         info[od.obj_id] = models_info(mesh, od.symmetric) | {"name": od.name}
     write_models_info(out / "models" / "models_info.json", info)
-    train_world = build_world(seed, list(p.train_objects), texture_seed=seed)
+    train_world = build_world(seed, list(p.train_objects), texture_seed=seed, catalogue=cat)
     summary: dict = {"preset": preset, "preset_params": asdict(p), "seed": seed,
                      "objects": {o.obj_id: o.name for o in train_world.objects},
-                     "catalogue": {od.obj_id: od.name for od in CATALOGUE},
-                     "symmetric": [od.obj_id for od in CATALOGUE if od.symmetric],
+                     "catalogue": {od.obj_id: od.name for od in cat.objects},
+                     "catalogue_source": cat.source,
+                     "symmetric": [od.obj_id for od in cat.objects if od.symmetric],
                      "sequences": {}}
     poses = circle_trajectory(train_world, p.train_frames, seed, (38.0, 41.0), p.train_arc_deg)
     spf = write_sequence(out / "train" / "000001", train_world, poses, intr, seed,
@@ -283,7 +296,7 @@ def generate(out: str | Path, preset: str | Preset = WorldPreset.SMALL, seed: in
                                             "elevation_deg": [38.0, 41.0]}
     for k in range(p.test_sequences):
         tseed = seed * 1000 + 101 + k
-        w = build_world(tseed, list(p.train_objects), texture_seed=seed)
+        w = build_world(tseed, list(p.train_objects), texture_seed=seed, catalogue=cat)
         tp = circle_trajectory(w, p.test_frames, tseed, (8.0, 42.0), p.test_arc_deg,
                                elev_mode="sweep")
         spf = write_sequence(out / "test" / f"{k + 1:06d}", w, tp, intr, tseed,

@@ -5,10 +5,13 @@ Object frame: origin at the bounding-box centre, z up (the object rests on z = -
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from nol_ros.datasets.scanned import load_textured_objects
 from nol_ros.datasets.synthetic import textures as tx
 from nol_ros.errors import InputError
 from nol_ros.mesh import Mesh
@@ -231,3 +234,43 @@ def make_object(obj_id: int, seed: int) -> Mesh:
         return make_mug(rng, name)
     raise InputError(f"object id {obj_id} is not in the synthetic catalogue; use one of "
                      f"{[o.obj_id for o in CATALOGUE]}")
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The objects a world can hold: their ids, names and symmetry flags, and
+    ``build(obj_id, texture_seed)`` -> the textured Mesh (metres, centred on its bounding box,
+    z up). ``source``: "procedural" or the folder the scans came from."""
+    objects: tuple[ObjectDef, ...]
+    build: Callable[[int, int], Mesh]
+    source: str = "procedural"
+
+    def get(self, obj_id: int) -> ObjectDef:
+        for o in self.objects:
+            if o.obj_id == obj_id:
+                return o
+        raise InputError(f"object id {obj_id} is not in the catalogue ({self.source}); use one "
+                         f"of {[o.obj_id for o in self.objects]}")
+
+    def ids_of(self, names: list[str]) -> tuple[int, ...]:
+        """The ids of ``names``, in that order (InputError naming the known ones)."""
+        by_name = {o.name: o.obj_id for o in self.objects}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise InputError(f"objects {unknown} are not in the catalogue ({self.source}); "
+                             f"known: {sorted(by_name)}")
+        return tuple(by_name[n] for n in names)
+
+
+PROCEDURAL = Catalogue(tuple(CATALOGUE), make_object)
+
+
+def scanned_catalogue(objects_dir: str | Path) -> Catalogue:
+    """A catalogue of scanned, textured objects (nol_ros.datasets.scanned: one subfolder per
+    object with textured.obj), ids 1..N in the order of their folder names. Symmetry flags are
+    False: a scan's print tells its turns apart (a symmetric scan is scored as the dataset's
+    models_info says, which a lab can edit)."""
+    meshes = load_textured_objects(objects_dir)
+    defs = tuple(ObjectDef(i + 1, name, False) for i, name in enumerate(sorted(meshes)))
+    by_id = {d.obj_id: meshes[d.name] for d in defs}
+    return Catalogue(defs, lambda obj_id, seed: by_id[obj_id], str(Path(objects_dir)))

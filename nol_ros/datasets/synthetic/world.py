@@ -8,12 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nol_ros.datasets.synthetic import textures as tx
-from nol_ros.datasets.synthetic.objects import (
-    CATALOGUE,
-    assemble,
-    box_parts,
-    make_object,
-)
+from nol_ros.datasets.synthetic.objects import PROCEDURAL, Catalogue, assemble, box_parts
 from nol_ros.geometry import look_at, make_T, so3_exp
 from nol_ros.mesh import Mesh
 
@@ -54,8 +49,9 @@ def _quad_mesh(p0, du, dv, tex, uv_repeat=(1.0, 1.0), n=8, name="") -> Mesh:
 
 
 def build_world(seed: int, object_ids: list[int], n_clutter: int = 4,
-                texture_seed: int | None = None) -> World:
-    """Objects ``object_ids`` (catalogue ids) stand on a table in a room with clutter.
+                texture_seed: int | None = None, catalogue: Catalogue = PROCEDURAL) -> World:
+    """Objects ``object_ids`` (ids of ``catalogue``: the procedural objects, or scans from a
+    folder, objects.scanned_catalogue) stand on a table in a room with clutter.
     ``seed`` draws the placement and room textures; object textures come from ``texture_seed``
     (the same objects keep their look across sequences). Every texture has its own random
     stream, so changing a texture generator does not move the objects or the camera."""
@@ -106,13 +102,12 @@ def build_world(seed: int, object_ids: list[int], n_clutter: int = 4,
     # place the objects without overlap; mutual occlusion comes from neighbours
     objs: list[WorldObject] = []
     placed: list[tuple[np.ndarray, float]] = []
-    cat = {o.obj_id: o for o in CATALOGUE}
     distractors = []
     for j in range(2):
         box = box_parts(*rng.uniform([0.04, 0.04, 0.03], [0.08, 0.08, 0.07]), 2)
         tex = np.tile(tx.label_texture(trng(30 + j), 256, 256), (3, 3, 1))
         distractors.append(("distractor", assemble(box, 6, "distractor", tex)))
-    items = [(oid, make_object(oid, tseed)) for oid in object_ids] + distractors
+    items = [(oid, catalogue.build(oid, tseed)) for oid in object_ids] + distractors
     for key, mesh in items:
         foot = 0.5 * float(np.linalg.norm(mesh.extent[:2]))
         for _attempt in range(500):
@@ -125,7 +120,8 @@ def build_world(seed: int, object_ids: list[int], n_clutter: int = 4,
         if key == "distractor":
             static.append((mesh, T))
         else:
-            objs.append(WorldObject(key, cat[key].name, mesh, cat[key].symmetric, T))
+            od = catalogue.get(key)
+            objs.append(WorldObject(key, od.name, mesh, od.symmetric, T))
     light = np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), 1.0])
     return World(objs, static, top, np.zeros(2), light / np.linalg.norm(light))
 
