@@ -48,6 +48,7 @@ from nol_ros.recognition.recognizer import Recognizer
 from nol_ros.recognition.renderers import TexturedMeshRenderer
 from nol_ros.report import draw_recognitions, write_report
 from nol_ros.ros.client import NolClient, RequestRefused
+from nol_ros.workspace import LearntObject, Workspace
 
 XTION = ("/camera/rgb/image_raw", "/camera/depth_registered/image_raw",
          "/camera/rgb/camera_info")
@@ -87,16 +88,16 @@ def _follow(client, jobs: dict, timeout_s: float = 3600.0) -> dict:
 def evaluate_workspace(ws: Path, scene: Path, models: Path, obj_id: int) -> dict:
     """Errors of a learnt object against the synthetic ground truth (+ what the report draws)."""
     seq = read_bop_scene(scene, models)
-    traj = json.loads((ws / "trajectory.json").read_text())
+    traj = json.loads(LearntObject(ws).trajectory.read_text())
     est = [np.array(t["T_world_camera"]) for t in traj]
     n = min(len(est), len(seq.frames))
     gt_traj = [f.T_world_camera for f in seq.frames[:n]]
     ate, A = ate_rmse(est[:n], gt_traj)
     out = {"ate_cm": ate * 100, "frames": len(traj), "workspace": str(ws),
            "trajectory": {"est": [A @ T for T in est[:n]], "gt": gt_traj}}
-    od = ws / "objects" / ws.name
-    out["object_dir"] = str(od)
-    obj = json.loads((od / "object.json").read_text()) if (od / "object.json").exists() \
+    od = LearntObject(ws).files
+    out["object_dir"] = str(od.dir)
+    obj = json.loads(od.object_json.read_text()) if od.object_json.exists() \
         else None
     gt = next(o for o in seq.objects if o.obj_id == obj_id)
     if obj is not None:
@@ -105,7 +106,7 @@ def evaluate_workspace(ws: Path, scene: Path, models: Path, obj_id: int) -> dict
         out["t_err_mm"] = 1000 * float(np.linalg.norm(T[:3, 3] - gt.T_world_object[:3, 3]))
         out["r_err_deg"] = rotation_error_sym_deg(T, gt.T_world_object,
                                                   geometric_symmetries(m.vertices, m.faces))
-    views = od / "views.json"
+    views = od.views_json
     if views.exists():
         v = json.loads(views.read_text())
         out["views"], out["coverage"] = len(v["views"]), v["coverage"]
@@ -287,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     ws_root = base / f"workspace_{data.name.removeprefix('data_')}"
     if ws_root.exists():
         shutil.rmtree(ws_root)
-    models_dir = ws_root / "_models"
+    models_dir = Workspace(ws_root).models
     logs = base / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     ns = ["--ros-args", "-r", f"__ns:={NS}"]
@@ -410,14 +411,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ws = Path(res.result_path)
         ev = evaluate_workspace(ws, data / "train" / "000001", data / "models", oid)
-        rs = ws / "renders" / "render_set.json"
+        rs = LearntObject(ws).render_set_json
         method = json.loads(rs.read_text()).get("source", "ibr_angle") if rs.exists() \
             else "ibr_angle"
         renderer = renderer or method
         rq = render_quality(ev["object_dir"], data, oid, method, noise_curve=first)
         if first:
             results["trajectory"] = ev["trajectory"]
-            results["scene_mesh"] = str(ws / "scene_mesh.ply")
+            results["scene_mesh"] = str(LearntObject(ws).scene_mesh)
             results["T_world_cameras"] = ev["trajectory"]["est"][::4]
             results["noise_curve"] = rq["noise_curve"]
             first = False

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from nol_ros.errors import FileFormatError, InputError
 from nol_ros.io_utils import atomic_write_json
+from nol_ros.workspace import AnnotationFiles
 
 PACKAGE_JSON = "package.json"
 PACKAGES = "packages"     # a view-selection workspace keeps its packages in packages/NAME
@@ -38,8 +39,8 @@ def pack_learnt_object(workspace: str | Path, name: str, sequence_dir: str | Pat
     run_self_annotation wrote it) and its ``sequence_dir`` (a BOP scene) into ``out_dir``
     (replaced whole: written beside it, then renamed). Returns ``out_dir``."""
     ws, seq, out = Path(workspace), Path(sequence_dir), Path(out_dir)
-    odir = ws / "objects" / name
-    for need in (odir / "views.json", odir / "mesh.ply", odir / "object.json"):
+    odir = AnnotationFiles(ws).object(name)
+    for need in (odir.views_json, odir.mesh, odir.object_json):
         if not need.is_file():
             raise FileFormatError(f"'{need}' is missing: '{ws}' holds no selected views of "
                                   f"'{name}' (view selection failed or ran elsewhere)")
@@ -49,7 +50,7 @@ def pack_learnt_object(workspace: str | Path, name: str, sequence_dir: str | Pat
         raise InputError(f"keyframe_step {keyframe_step} must be >= 1")
     cams = json.loads((seq / "scene_camera.json").read_text())
     ids = sorted(int(k) for k in cams)
-    views = [int(v["frame"]) for v in json.loads((odir / "views.json").read_text())["views"]]
+    views = [int(v["frame"]) for v in json.loads(odir.views_json.read_text())["views"]]
     keys = sorted(set(views) | set(ids[::keyframe_step]))
     missing = [k for k in keys if str(k) not in cams]
     if missing:
@@ -58,14 +59,14 @@ def pack_learnt_object(workspace: str | Path, name: str, sequence_dir: str | Pat
     tmp = out.parent / f".{out.name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    shutil.copytree(odir, tmp / "objects" / name, ignore=shutil.ignore_patterns("masks"))
-    if (odir / "masks").is_dir():
-        (tmp / "objects" / name / "masks").mkdir()
+    dst = AnnotationFiles(tmp).object(name)
+    shutil.copytree(odir.dir, dst.dir, ignore=shutil.ignore_patterns(odir.masks_dir.name))
+    if odir.masks_dir.is_dir():
+        dst.masks_dir.mkdir()
         for k in keys:
-            m = odir / "masks" / f"{k:06d}.png"
-            if m.is_file():
-                shutil.copy2(m, tmp / "objects" / name / "masks" / m.name)
-    sq = tmp / "sequence"
+            if odir.mask(k).is_file():
+                shutil.copy2(odir.mask(k), dst.mask(k))
+    sq = AnnotationFiles(tmp).sequence
     for k in keys:
         for sub in ("rgb", "depth"):
             src = next((p for p in (seq / sub / f"{k:06d}{e}" for e in (".png", ".jpg"))
@@ -98,8 +99,8 @@ def check_package(folder: str | Path, name: str) -> Path:
     """FileFormatError unless ``folder`` holds a learnt object ``name`` the render stage can use
     (objects/NAME/ with views.json, mesh.ply, object.json). Returns the folder."""
     d = Path(folder)
-    odir = d / "objects" / name
-    missing = [f for f in ("views.json", "mesh.ply", "object.json") if not (odir / f).is_file()]
+    odir = AnnotationFiles(d).object(name)
+    missing = [f.name for f in (odir.views_json, odir.mesh, odir.object_json) if not f.is_file()]
     if missing:
         raise FileFormatError(f"'{d}' is not a learnt object '{name}' (no objects/{name}/"
                               f"{', '.join(missing)}); send the package view selection wrote "

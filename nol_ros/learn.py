@@ -124,9 +124,9 @@ def detect_dataset(path: str | Path) -> str:
         "root (camera_intrinsic.json); point source_path at one of those")
 
 
-def load_source(source: int, path: str, cfg: LearnConfig, scratch: Path):
+def load_source(source: int, path: str, cfg: LearnConfig, scene_dir: Path):
     """Read the source of a LearnObject request into (Sequence, T_odom_camera per frame or
-    None)."""
+    None); a bag is converted into the BOP scene ``scene_dir`` first (replaced)."""
     if source == SOURCE_DATASET:
         kind = detect_dataset(path)
         if kind == "bop":
@@ -135,7 +135,6 @@ def load_source(source: int, path: str, cfg: LearnConfig, scratch: Path):
     if source == SOURCE_BAG:
         if not Path(path).exists():
             raise FileFormatError(f"bag '{path}' does not exist")
-        scene_dir = scratch / "sequence"
         if scene_dir.exists():
             shutil.rmtree(scene_dir)
         bag_to_bop_scene(path, scene_dir, rgb_topic=cfg.bag_rgb_topic,
@@ -240,7 +239,7 @@ def _annotate_object(name, mesh_path, source, source_path, cfg, progress, obj_id
     lo = into or Workspace(cfg.workspace_root).learnt(name)
     lo.dir.mkdir(parents=True, exist_ok=True)
     progress("loading", 0.0, f"reading source {source_path}")
-    seq, odom = load_source(source, source_path, cfg, lo.dir)
+    seq, odom = load_source(source, source_path, cfg, lo.sequence)
     if lo.renders.exists():
         shutil.rmtree(lo.renders)
     spec = ObjectSpec(name=name, mesh_path=mesh_path, obj_id=obj_id, symmetric=symmetric,

@@ -33,6 +33,7 @@ from nol_ros.mesh import load_mesh
 from nol_ros.metrics import ate_rmse
 from nol_ros.rasterizer import Scene, shade
 from nol_ros.recognition.poses import bbox_centre
+from nol_ros.workspace import ObjectFiles
 
 
 def _plt():
@@ -97,12 +98,12 @@ def scene_png(mesh_path: str | Path, T_world_cameras: list, path: Path) -> str:
 
 def views_png(object_dir: str | Path, path: Path, max_views: int = 8) -> str:
     """The object's selected source crops with their masks (outside the mask darkened)."""
-    d = Path(object_dir)
-    views = json.loads((d / "views.json").read_text())["views"][:max_views]
+    d = ObjectFiles(Path(object_dir))
+    views = json.loads(d.views_json.read_text())["views"][:max_views]
     tiles = []
     for v in views:
-        rgb = cv2.imread(str(d / "views" / f"{v['frame']:06d}_rgb.png"))[..., ::-1]
-        m = cv2.imread(str(d / "views" / f"{v['frame']:06d}_mask.png"), 0) > 127
+        rgb = cv2.imread(str(d.view(v["frame"], "rgb")))[..., ::-1]
+        m = cv2.imread(str(d.view(v["frame"], "mask")), 0) > 127
         t = rgb.copy()
         t[~m] = (t[~m] * 0.3).astype(np.uint8)
         cs, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -275,7 +276,7 @@ def write_report(out_dir: str | Path, results: dict) -> Path:
     for name, o in objs.items():
         parts.append(f"<h2>{html.escape(name)}</h2>")
         od = o.get("object_dir")
-        if od and (Path(od) / "views.json").exists():
+        if od and ObjectFiles(Path(od)).views_json.exists():
             f = views_png(od, out / f"views_{name}.png")
             parts.append(f"<p>selected source views ({o.get('views')}) with masks:</p>"
                          f"<img src='{f}' alt='views {html.escape(name)}'>")

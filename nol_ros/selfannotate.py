@@ -51,6 +51,7 @@ from nol_ros.reconstruction.registration import (
 )
 from nol_ros.reconstruction.tracking import RgbdTracker, TrackerConfig
 from nol_ros.views.selection import SequenceSelectionConfig, select_sequence_views
+from nol_ros.workspace import AnnotationFiles
 
 
 class TrackingLostError(NolError):
@@ -238,6 +239,7 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
     message and the other objects go on; an unusable sequence raises.
     """
     ws = Path(workspace)
+    run = AnnotationFiles(ws)
     ws.mkdir(parents=True, exist_ok=True)
     if not objects:
         raise InputError("no objects given; name at least one object with its mesh")
@@ -258,12 +260,12 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
              "ok": r.ok, "fitness": r.fitness, "inlier_rmse_m": r.inlier_rmse,
              "keyframe": r.keyframe, "message": r.message}
             for fr, r in zip(seq.frames, res.frames)]
-    atomic_write_json(ws / "trajectory.json", traj)
+    atomic_write_json(run.trajectory, traj)
 
     t1, c1 = time.perf_counter(), time.process_time()
     progress("scene", 0.0, "extracting the scene")
     scene_mesh = tracker.extract_mesh()
-    _write_ply(ws / "scene_mesh.ply", np.asarray(scene_mesh.vertices),
+    _write_ply(run.scene_mesh, np.asarray(scene_mesh.vertices),
                np.asarray(scene_mesh.triangles), np.asarray(scene_mesh.vertex_colors))
     pts, _ = tracker.extract_point_cloud()
     poses_ok = np.array([r.T_world_camera for r in res.frames if r.ok])
@@ -305,9 +307,9 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
         except NolError as e:
             entry.update(error_code=e.code, error=str(e))
             continue
-        odir = ws / "objects" / spec.name
-        _write_ply(odir / "mesh.ply", mesh.vertices, mesh.faces)
-        atomic_write_json(odir / "object.json", {"name": spec.name, "obj_id": spec.obj_id,
+        odir = run.object(spec.name)
+        _write_ply(odir.mesh, mesh.vertices, mesh.faces)
+        atomic_write_json(odir.object_json, {"name": spec.name, "obj_id": spec.obj_id,
                                                  "symmetric": spec.symmetric,
                                                  "T_world_object": T_wo.tolist(),
                                                  "registration": entry["registration"]})
@@ -317,7 +319,7 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
     report["timing_s"]["registration"] = time.perf_counter() - t2
     report["cpu_s"]["registration"] = time.process_time() - c2
     if not meshes:
-        atomic_write_json(ws / "report.json", report)
+        atomic_write_json(run.report, report)
         return report
 
     # -- annotate frames: poses, masks, vertex visibility ----------------------------------------
@@ -338,7 +340,7 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
                               fr.load_depth(), cfg.annotate)
         for i, a in enumerate(anns):
             if a.mask_visib.any():
-                atomic_write_image(ws / "objects" / specs[i].name / "masks" / f"{fr.index:06d}.png",
+                atomic_write_image(run.object(specs[i].name).mask(fr.index),
                                    a.mask_visib.astype(np.uint8) * 255)
             vis[i][j] = a.visible_vertices[vsub[i]]
             T_co_all[i][j] = a.T_camera_object
@@ -354,8 +356,8 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
     t4, c4 = time.perf_counter(), time.process_time()
     for i, spec in enumerate(specs):
         entry = report["objects"][spec.name]
-        odir = ws / "objects" / spec.name
-        atomic_write_json(odir / "frames.json", per_obj_frames[i])
+        odir = run.object(spec.name)
+        atomic_write_json(odir.frames_json, per_obj_frames[i])
         try:
             sel = select_sequence_views(vis[i], T_co_all[i], cfg.selection)
         except NolError as e:
@@ -388,14 +390,14 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
                                 "nearest")
             depth_c = crop_image(fr.load_depth(), (x0, y0, side), S, "nearest")
             K_crop = seq.intrinsics.crop_resize(x0, y0, side, side, S, S).K
-            atomic_write_image(odir / "views" / f"{fr.index:06d}_rgb.png", rgb_c)
-            atomic_write_image(odir / "views" / f"{fr.index:06d}_mask.png", mask_c)
-            atomic_write_image(odir / "views" / f"{fr.index:06d}_depth.png",
+            atomic_write_image(odir.view(fr.index, "rgb"), rgb_c)
+            atomic_write_image(odir.view(fr.index, "mask"), mask_c)
+            atomic_write_image(odir.view(fr.index, "depth"),
                                np.clip(np.round(depth_c * 1000), 0, 65535).astype(np.uint16))
             views.append({"frame": fr.index, "T_camera_object": ann.T_camera_object.tolist(),
                           "K_crop": K_crop.tolist(), "box_xy_side": [int(x0), int(y0), int(side)],
                           "visib_fract": ann.visib_fract})
-        atomic_write_json(odir / "views.json", {"crop_size": cfg.crop_size, "views": views,
+        atomic_write_json(odir.views_json, {"crop_size": cfg.crop_size, "views": views,
                                                "coverage": sel.coverage,
                                                "stop_reason": sel.stop_reason})
         entry["selection"] = {"frames": [idxs[j] for j in sel.frames], "coverage": sel.coverage,
@@ -412,7 +414,7 @@ def run_self_annotation(seq, objects: list[ObjectSpec], workspace: str | Path,
         write_report_png(ws, seq, res, [s.name for s in specs])
     except Exception as e:  # a picture must never fail the run
         report["report_png_error"] = str(e)
-    atomic_write_json(ws / "report.json", report)
+    atomic_write_json(run.report, report)
     return report
 
 
@@ -449,14 +451,14 @@ def write_report_png(ws: Path, seq, result, names: list[str]) -> Path:
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8)
     for i, name in enumerate(names):
-        vdir = ws / "objects" / name
+        vdir = AnnotationFiles(ws).object(name)
         views = []
-        if (vdir / "views.json").exists():
-            views = json.loads((vdir / "views.json").read_text())["views"]
+        if vdir.views_json.exists():
+            views = json.loads(vdir.views_json.read_text())["views"]
         tiles = []
         for v in views[:8]:
-            rgb = cv2.imread(str(vdir / "views" / f"{v['frame']:06d}_rgb.png"))[..., ::-1]
-            m = cv2.imread(str(vdir / "views" / f"{v['frame']:06d}_mask.png"), 0) > 127
+            rgb = cv2.imread(str(vdir.view(v["frame"], "rgb")))[..., ::-1]
+            m = cv2.imread(str(vdir.view(v["frame"], "mask")), 0) > 127
             t = rgb.copy()
             t[~m] = (t[~m] * 0.35).astype(np.uint8)
             tiles.append(cv2.resize(t, (128, 128), interpolation=cv2.INTER_AREA))
@@ -466,7 +468,7 @@ def write_report_png(ws: Path, seq, result, names: list[str]) -> Path:
         axv.set_title(f"{name}: {len(views)} selected views (masks shown)", fontsize=9)
         axv.axis("off")
     fig.tight_layout()
-    out = ws / "report.png"
+    out = AnnotationFiles(ws).report_png
     atomic_write_with(out, lambda tmp: fig.savefig(tmp, dpi=80))
     plt.close(fig)
     return out
@@ -483,4 +485,4 @@ def _jsonable(x):
 
 
 def load_report(workspace: str | Path) -> dict:
-    return json.loads((Path(workspace) / "report.json").read_text())
+    return json.loads(AnnotationFiles(Path(workspace)).report.read_text())

@@ -42,7 +42,9 @@ from nol_ros.io_utils import atomic_write_json
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 LOCK_FILE = ".nol_lock"
 OBJECT_IDS_FILE = "object_ids.json"
-RESERVED = ("_live_buffer", "_training", "_models")
+LIVE_BUFFER_DIR, TRAINING_DIR, MODELS_DIR = "_live_buffer", "_training", "_models"
+RESERVED = (LIVE_BUFFER_DIR, TRAINING_DIR, MODELS_DIR)
+RENDER_SET_FILE = "render_set.json"   # the index of a render set folder (recognition.trainset)
 
 
 class BadPathError(InputError):
@@ -153,7 +155,7 @@ class LearntObject(AnnotationFiles):
     renders = property(lambda self: self.dir / "renders")
     renders_tmp = property(lambda self: self.dir / "renders.tmp")
     renders_old = property(lambda self: self.dir / "renders.old")
-    render_set_json = property(lambda self: self.dir / "renders" / "render_set.json")
+    render_set_json = property(lambda self: self.dir / "renders" / RENDER_SET_FILE)
     render_report = property(lambda self: self.dir / "renders" / "render_report.json")
 
     def render_scene(self, obj_id: int) -> Path:
@@ -195,14 +197,14 @@ class Workspace:
                 out.append(d.name)
         return out
 
-    live_buffer = property(lambda self: self.root / "_live_buffer")
-    models = property(lambda self: self.root / "_models")
+    live_buffer = property(lambda self: self.root / LIVE_BUFFER_DIR)
+    models = property(lambda self: self.root / MODELS_DIR)
     object_ids_file = property(lambda self: self.root / OBJECT_IDS_FILE)
 
     def training(self, key: str) -> Path:
         """The work folder of one training (key: preset + object set, made safe here)."""
         k = re.sub(r"[^A-Za-z0-9_.+\-]", "_", key)[:120]
-        return self.root / "_training" / k
+        return self.root / TRAINING_DIR / k
 
     def within(self, path: str | Path, what: str = "path", must_exist: bool = False) -> Path:
         """A path from a request, confined to this root (:func:`confine`)."""

@@ -93,3 +93,43 @@ def test_a_failed_relearn_keeps_the_learnt_object(tmp_path):
                      LearnConfig(workspace_root=str(ws.root)))
     assert sorted(str(p.relative_to(lo.dir)) for p in lo.dir.rglob("*")) == before
     assert sorted(p.name for p in ws.root.iterdir()) == [".nol_lock", "mug", "object_ids.json"]
+
+
+# the names of the workspace layout (nol_ros/workspace.py's module doc)
+LAYOUT_NAMES = ("views.json", "object.json", "frames.json", "mesh.ply", "views", "masks",
+                "objects", "sequence", "renders", "renders.tmp", "report.json", "report.png",
+                "trajectory.json", "scene_mesh.ply", "render_set.json", "render_report.json",
+                "_models", "_training", "_live_buffer", "object_ids.json")
+
+
+def _layout_paths_built_outside(root):
+    """'file:line' of every `/ "NAME"` with a layout NAME in a module other than workspace.py."""
+    import re
+
+    pat = re.compile(r'/\s*"(' + "|".join(re.escape(n) for n in LAYOUT_NAMES) + r')"')
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "workspace.py" and path.parent.name == "nol_ros":
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if pat.search(line):
+                out.append(f"{path.relative_to(root.parent)}:{i}")
+    return out
+
+
+def test_only_the_workspace_module_builds_paths_of_the_layout():
+    """One type owns the layout: no module but nol_ros/workspace.py joins a path with a name of
+    it (use Workspace, LearntObject, AnnotationFiles, ObjectFiles)."""
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parents[1] / "nol_ros"
+    bad = _layout_paths_built_outside(pkg)
+    assert not bad, "layout paths built outside nol_ros/workspace.py:\n" + "\n".join(bad)
+
+
+def test_the_layout_check_finds_a_path_built_by_hand(tmp_path):
+    pkg = tmp_path / "nol_ros"
+    pkg.mkdir()
+    (pkg / "workspace.py").write_text('p = root / "views.json"\n')
+    (pkg / "other.py").write_text('x = 1\np = d / "views.json"\nq = d / "views.jsonx"\n')
+    assert _layout_paths_built_outside(pkg) == ["nol_ros/other.py:2"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from nol_ros.commands._common import EXIT_OK, add_command
 from nol_ros.enums import Preset, RenderStageMethod
 from nol_ros.errors import InputError
+from nol_ros.workspace import LearntObject, Workspace
 
 ORDER = 10  # before bringup/replay in --help
 
@@ -52,21 +53,21 @@ def run_learn(args) -> int:
     with _progress(args) as progress:
         ws = learn_object(args.name, args.mesh, source, given[0], _learn_config(args),
                           progress, symmetric=args.symmetric, device=args.device)
-    rep = json.loads((Path(ws) / "report.json").read_text())
+    lo = LearntObject(Path(ws))
+    rep = lo.read_report()
     entry = rep["objects"][args.name]
     sel = entry.get("selection", {})
     print(json.dumps({"workspace": ws, "views": len(sel.get("frames", [])),
                       "coverage": sel.get("coverage"),
                       "registration": {k: entry.get("registration", {}).get(k)
                                        for k in ("fitness", "rmse_m")},
-                      "renders": str(Path(ws) / "renders") if not args.no_render else None}))
+                      "renders": str(lo.renders) if not args.no_render else None}))
     return EXIT_OK
 
 
 def run_render(args) -> int:
     # lazy: CLI start-up (nol-ros --help imports every command module)
     from nol_ros.learn import render_training_set
-    from nol_ros.workspace import Workspace
 
     cfg = _learn_config(args).render
     ws = Workspace(args.workspace)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from nol_ros.commands._common import EXIT_FAILED, EXIT_OK, add_command, init_ros
+from nol_ros.workspace import MODELS_DIR
 
 ORDER = 40
 
@@ -89,7 +90,7 @@ def register(sub) -> None:
     p.add_argument("--workstation-ns", default="/workstation")
     p.add_argument("--shared-workspace", action="store_true",
                    help="both hosts see one file system: no transfers")
-    p.add_argument("--models-path", default="_models",
+    p.add_argument("--models-path", default=MODELS_DIR,
                    help="where the models land under the robot's transfer root")
     p.add_argument("--preset", default="", help="training preset (default: the trainer's)")
     p.add_argument("--train-options", default="", metavar="YAML")

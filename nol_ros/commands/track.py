@@ -22,7 +22,7 @@ def load_sequence(args, scratch: Path):
 
         if not Path(args.bag).exists():
             raise InputError(f"bag '{args.bag}' does not exist")
-        scene = scratch / "sequence"
+        scene = scratch / "frames"   # the bag as a BOP scene, for this run only
         bag_to_bop_scene(args.bag, scene, rgb_topic=args.rgb_topic, depth_topic=args.depth_topic,
                          camera_info_topic=args.camera_info_topic)
         seq = read_bop_scene(scene)

@@ -82,6 +82,7 @@ from nol_ros.nol.projection import (
 )
 from nol_ros.progress import ProgressFn, noop_progress
 from nol_ros.views.selection import select_for_target
+from nol_ros.workspace import ObjectFiles
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "nol_cpu.pt"
 
@@ -784,7 +785,8 @@ def load_sources(object_dir: str | os.PathLike) -> tuple[Mesh, list[SourceView],
     """A learnt object's folder (WORKSPACE/NAME/objects/NAME: mesh.ply, views.json, views/)
     -> (mesh, source views, views.json content)."""
     d = Path(object_dir)
-    vj = d / "views.json"
+    files = ObjectFiles(d)
+    vj = files.views_json
     if not vj.is_file():
         raise FileFormatError(f"'{d}' holds no views.json: it is not a learnt object's folder "
                               "(WORKSPACE/NAME/objects/NAME), or learning it failed before "
@@ -797,16 +799,16 @@ def load_sources(object_dir: str | os.PathLike) -> tuple[Mesh, list[SourceView],
                               "LearnObject") from e
     if not views:
         raise InputError(f"{vj} lists no source views: no frame saw the object")
-    mesh = load_mesh(d / "mesh.ply")
+    mesh = load_mesh(files.mesh)
     sources = []
     for v in views:
         f = int(v["frame"])
-        rgb = cv2.imread(str(d / "views" / f"{f:06d}_rgb.png"), cv2.IMREAD_COLOR)
-        mask = cv2.imread(str(d / "views" / f"{f:06d}_mask.png"), cv2.IMREAD_GRAYSCALE)
+        rgb = cv2.imread(str(files.view(f, "rgb")), cv2.IMREAD_COLOR)
+        mask = cv2.imread(str(files.view(f, "mask")), cv2.IMREAD_GRAYSCALE)
         if rgb is None or mask is None:
             raise FileFormatError(f"source view {f} of '{d}': views/{f:06d}_rgb.png or "
                                   f"_mask.png is missing or unreadable")
-        dp = d / "views" / f"{f:06d}_depth.png"
+        dp = files.view(f, "depth")
         depth = cv2.imread(str(dp), cv2.IMREAD_UNCHANGED) if dp.is_file() else None
         if depth is not None and depth.shape != mask.shape:
             raise FileFormatError(f"source view {f} of '{d}': views/{f:06d}_depth.png is "

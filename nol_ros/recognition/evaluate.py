@@ -39,7 +39,7 @@ from nol_ros.io_utils import atomic_write_text
 from nol_ros.mesh import load_mesh
 from nol_ros.metrics import add_s, geometric_symmetries
 from nol_ros.progress import ProgressFn, noop_progress
-from nol_ros.workspace import Workspace
+from nol_ros.workspace import ObjectFiles, Workspace
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -215,7 +215,7 @@ def learnt_frames_from_views(models: dict[int, ObjectModel], object_dirs: dict[i
     gt = json.loads((Path(train_scene) / "scene_gt.json").read_text())
     out = {}
     for oid, od in object_dirs.items():
-        vj = Path(od) / "views.json"
+        vj = ObjectFiles(Path(od)).views_json
         if not vj.is_file():
             raise InputError(f"'{vj}' does not exist: '{od}' is not a learnt object folder")
         pairs = []

@@ -613,7 +613,7 @@ def synthetic_objects(data_root: str | Path, source: str | TrainSource, work_dir
             tex = load_mesh(root / "models_textured" / f"obj_{oid:06d}.obj")
             todo.append((oid, name(oid), TexturedMeshRenderer(tex), tex.untextured()))
         scenes = render_objects(todo, Path(work_dir) / "render", grid, "gt", progress)
-        rset = json.loads((Path(work_dir) / "render" / "render_set.json").read_text())
+        rset = read_render_set(Path(work_dir) / "render")
         return [TrainObject(oid, name(oid), root / "models" / f"obj_{oid:06d}.ply", scenes[oid],
                             symmetric=sym(oid), method="gt",
                             fingerprint=hashlib.sha1(json.dumps(

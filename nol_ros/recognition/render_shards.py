@@ -53,7 +53,7 @@ from nol_ros.learn import RenderStageConfig, finish_render_set, load_renderer
 from nol_ros.progress import ProgressFn, noop_progress, prefixed
 from nol_ros.recognition.pipeline import recognition_preset
 from nol_ros.recognition.trainset import write_render_set
-from nol_ros.workspace import LearntObject, Workspace
+from nol_ros.workspace import RENDER_SET_FILE, LearntObject, Workspace
 
 SCENE_FILES = ("scene_camera.json", "scene_gt.json", "scene_gt_info.json", "scene_stamps.json")
 IMAGE_DIRS = ("rgb", "depth", "mask", "mask_visib")
@@ -165,7 +165,7 @@ def merge_parts(parts: list[str | Path], out_dir: str | Path) -> dict:
     parts = [Path(p) for p in parts]
     if not parts:
         raise InputError("no parts to merge")
-    metas = [_load(p / "render_set.json") for p in parts]
+    metas = [_load(p / RENDER_SET_FILE) for p in parts]
     first = metas[0]
     oids = sorted(first.get("objects", {}))
     if len(oids) != 1:
@@ -221,7 +221,7 @@ def merge_parts(parts: list[str | Path], out_dir: str | Path) -> dict:
     entry.pop("shard", None)
     entry.update(images=n_images, empty_images=n_empty,
                  seconds=max(m["objects"][oid]["seconds"] for m in metas))
-    meta_path = out / "render_set.json"
+    meta_path = out / RENDER_SET_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     meta.update({"source": first["source"], "grid": first["grid"]})
     meta.setdefault("objects", {})[oid] = entry

@@ -25,6 +25,7 @@ import numpy as np
 from nol_ros.datasets.bop import read_bop_scene
 from nol_ros.errors import FileFormatError, InputError
 from nol_ros.recognition.augment import color_jitter
+from nol_ros.workspace import AnnotationFiles
 
 
 def _sequence_key(seq: Path) -> str:
@@ -99,9 +100,10 @@ class SceneBackgrounds:
         groups: dict[str, tuple[Path, list[Path]]] = {}
         for ws in workspaces:
             ws = Path(ws)
-            seq = ws / "sequence"
-            masks = sorted(p / "masks" for p in (ws / "objects").glob("*")
-                           if (p / "masks").is_dir()) if (ws / "objects").is_dir() else []
+            run = AnnotationFiles(ws)
+            seq = run.sequence
+            masks = sorted(run.object(n).masks_dir for n in run.object_names()
+                           if run.object(n).masks_dir.is_dir())
             if not seq.is_dir() or not masks:
                 raise FileFormatError(f"'{ws}' has no sequence/ or objects/*/masks/: not a "
                                       "learnt-object workspace (learn the object first)")

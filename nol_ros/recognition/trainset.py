@@ -42,6 +42,7 @@ from nol_ros.recognition.poses import (
     warp_roll,
 )
 from nol_ros.recognition.renderers import ObjectRenderer
+from nol_ros.workspace import RENDER_SET_FILE
 
 RENDER_DEPTH_SCALE = 0.1  # mm per depth unit in render sets (0.1 mm steps, up to 6.5 m)
 
@@ -124,7 +125,7 @@ def write_render_set(renderer: ObjectRenderer, mesh: Mesh, obj_id: int, out_dir:
              "seconds": time.perf_counter() - t0}
     if n_shards > 1:
         entry["shard"] = [k_shard, n_shards]
-    meta_path = out_dir / "render_set.json"
+    meta_path = out_dir / RENDER_SET_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     meta.update({"source": source, "grid": asdict(grid)})
     meta.setdefault("objects", {})[str(obj_id)] = entry
@@ -134,7 +135,7 @@ def write_render_set(renderer: ObjectRenderer, mesh: Mesh, obj_id: int, out_dir:
 
 def read_render_set(set_dir: str | Path) -> dict:
     """render_set.json of a set folder (FileFormatError when it is missing or lists nothing)."""
-    p = Path(set_dir) / "render_set.json"
+    p = Path(set_dir) / RENDER_SET_FILE
     if not p.is_file():
         raise FileFormatError(f"'{p}' does not exist: '{set_dir}' is not a render set (write one "
                               "with write_render_set)")

@@ -25,6 +25,7 @@ from nol_ros.errors import ConfigError
 from nol_ros.handoff import PACKAGES
 from nol_ros.learn import SOURCE_WORKSPACE
 from nol_ros.ros.client import JobResult, NolClient, transfer_dict
+from nol_ros.workspace import MODELS_DIR
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class RemoteLearnConfig:
     robot_ns: str = "/robot"
     workstation_ns: str = "/workstation"
     shared_workspace: bool = False
-    models_path: str = "_models"
+    models_path: str = MODELS_DIR
     preset: str = ""
     train_options_yaml: str = ""
     learn_options_yaml: str = ""

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from nol_ros.errors import FileFormatError
+from nol_ros.workspace import AnnotationFiles
 
 # one colour per object row (RGB)
 COLORS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -41,7 +42,7 @@ class ObjectSelection:
 
     def mask(self, frame: int) -> np.ndarray | None:
         """(H, W) bool visible mask of ``frame`` (None when the object is not seen there)."""
-        p = Path(self.workspace) / "objects" / self.name / "masks" / f"{frame:06d}.png"
+        p = AnnotationFiles(Path(self.workspace)).object(self.name).mask(frame)
         if not p.exists():
             return None
         m = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
@@ -52,10 +53,10 @@ class ObjectSelection:
 
 def load_selection(workspace: str | Path, name: str) -> ObjectSelection:
     """The selection of object ``name`` in a workspace written by run_self_annotation."""
-    odir = Path(workspace) / "objects" / name
+    odir = AnnotationFiles(Path(workspace)).object(name)
     try:
-        obj = json.loads((odir / "object.json").read_text())
-        views = json.loads((odir / "views.json").read_text())
+        obj = json.loads(odir.object_json.read_text())
+        views = json.loads(odir.views_json.read_text())
     except (OSError, ValueError) as e:
         raise FileFormatError(f"workspace '{workspace}' has no readable selection for '{name}' "
                               f"({e}); did its self-annotation succeed (see report.json)?") from e
