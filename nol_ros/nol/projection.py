@@ -102,28 +102,46 @@ def _object_scene(mesh: Mesh, scene=None):
     return scene if scene is not None else Scene([mesh], [np.eye(4)])
 
 
-def outward_vertex_normals(mesh: Mesh) -> np.ndarray:
-    """(V, 3) float64 unit vertex normals pointing out of the object: the mesh's own (from its
-    face winding), all flipped when the winding encloses a negative volume (a mesh exported
-    inside out). Cached on the mesh."""
+def _outward_sign(mesh: Mesh) -> float:
+    """+1, or -1 when the face winding encloses a negative volume (a mesh exported inside
+    out). Cached on the mesh."""
     c = mesh._cache
-    if "outward_normals" not in c:
+    if "outward_sign" not in c:
         v = mesh.vertices - mesh.vertices.mean(0)
         f = mesh.faces
         vol = float(np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]])).sum())
-        c["outward_normals"] = mesh.vertex_normals * (-1.0 if vol < 0 else 1.0)
-    return c["outward_normals"]
+        c["outward_sign"] = -1.0 if vol < 0 else 1.0
+    return c["outward_sign"]
+
+
+def outward_vertex_normals(mesh: Mesh) -> np.ndarray:
+    """(V, 3) float64 unit vertex normals pointing out of the object: the mesh's own (from its
+    face winding), all flipped when the winding encloses a negative volume."""
+    return mesh.vertex_normals * _outward_sign(mesh)
+
+
+def face_cosines(mesh: Mesh, T_camera_object: np.ndarray) -> np.ndarray:
+    """(F,) float64: cosine between each face's outward normal and the direction from its
+    centre to the camera."""
+    T = np.asarray(T_camera_object, np.float64)
+    centre = (mesh.vertices[mesh.faces].mean(1)) @ T[:3, :3].T + T[:3, 3]
+    fn = (mesh.face_normals * _outward_sign(mesh)) @ T[:3, :3].T
+    return -np.sum(fn * centre, axis=1) / np.maximum(np.linalg.norm(centre, axis=1), 1e-12)
 
 
 def source_geometry(mesh: Mesh, src: SourceView, depth_eps_m: float = 0.005,
-                    max_angle_deg: float = 85.0, scene=None
+                    max_angle_deg: float = 85.0, scene=None, crease_face_deg: float = 80.0
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One ray cast of the mesh in a source crop at its (possibly inaccurate) pose gives:
     visible (V,) bool (depth test within ``depth_eps_m``, inside the crop and the source mask,
     and FACING the camera: the signed cosine between the outward vertex normal and the
-    direction to the camera above cos(``max_angle_deg``) -- a back face within ``depth_eps_m``
-    behind a visible surface, e.g. the inside of a thin can wall, is not visible), cos (V,)
-    float32 (that signed cosine clipped to [0, 1]) and the angle map (S, S) float32 (cosine
+    direction to the camera above cos(``max_angle_deg``), or, on a crease where the smoothed
+    normal turns away, the vertex bounds a face the ray cast hit inside the mask, seen within
+    ``crease_face_deg`` (the bottom rim of a bottle under a camera 40 deg above: its normal
+    points half down, the side wall it bounds faces the camera) -- a back face within
+    ``depth_eps_m`` behind a visible surface, e.g. the inside of a thin can wall, is not
+    visible), cos (V,) float32 (that vertex-normal cosine clipped to [0, 1]) and the angle map
+    (S, S) float32 (cosine
     between viewing ray and surface normal per pixel, 0 off the object or the mask; the angle
     input of NolNet.encode_sources). ``scene``: a Scene of the mesh in its object frame, to
     reuse."""
@@ -149,7 +167,12 @@ def source_geometry(mesh: Mesh, src: SourceView, depth_eps_m: float = 0.005,
     n = outward_vertex_normals(mesh) @ T[:3, :3].T
     view = -Pc / np.linalg.norm(Pc, axis=1, keepdims=True)
     cos = np.sum(n * view, axis=1)
-    vis &= cos > np.cos(np.radians(max_angle_deg))
+    hit = np.zeros(len(mesh.faces), bool)
+    hit[res.face_id[(res.face_id >= 0) & mask]] = True
+    hit &= face_cosines(mesh, T) > np.cos(np.radians(crease_face_deg))
+    on_hit = np.zeros(len(Pc), bool)
+    on_hit[mesh.faces[hit].ravel()] = True
+    vis &= (cos > np.cos(np.radians(max_angle_deg))) | on_hit
     rays = intr.ray_directions()
     rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
     amap = np.abs(np.sum(res.normal_cam * rays, axis=-1))  # normal_cam faces the camera
