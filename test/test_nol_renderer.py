@@ -309,3 +309,26 @@ def test_texture_mapping_takes_each_face_from_one_source(case):
     assert one_hot.mean() > 0.95, one_hot.mean()
     p = score(res.rgb[0], case.gt_rgb[0], case.gt_mask[0])[0]
     assert p > 17.0, p   # exact poses: a faithful (if seamy) texture
+
+
+def test_the_network_on_the_objects_box_gives_the_full_image_weights(case):
+    """The network runs on the box of the pixels some source sees plus NET_CONTEXT_PX
+    (_net_blend), not on the whole 640 x 480 view; the shipped model's weights there must be
+    those of a run on the whole view."""
+    from nol_ros.camera import SMOT_XTION
+    from nol_ros.nol.projection import project_features
+    from nol_ros.nol.renderer import SHIPPED_MODEL
+
+    net, _ = load_checkpoint(SHIPPED_MODEL, "cpu")
+    r = NolRenderer(case.mesh, case.sources, net, RenderConfig(method="nol", refine=NONE))
+    intr = SMOT_XTION.scaled(r.sources[0].size / r.full[0].size)
+    geoms, sel, _ = r._targets(case.T_targets, intr)
+    with torch.no_grad():
+        for g, ids in zip(geoms, sel):
+            p = project_features(g, r.F[ids], append_angle=False)
+            fg = p.valid.any(0)[0]
+            assert 200 < int(fg.sum()) < 0.2 * fg.numel(), "the object fills a small part"
+            x_box, w_box = r._net_blend(p)
+            full = r.net(p.P[None], p.valid[None], decode=False)
+            assert (w_box - full["weights"][0]).abs()[:, :, fg].max() < 1e-5
+            assert (x_box - full["x_s"][0]).abs()[:, fg].max() < 1e-5

@@ -22,7 +22,7 @@ them (X_S, X_D = its colour channels) or, for the baselines, a fixed blend does:
 average: the paper's w/o-LSTM ablation), ``ibr_best`` (per pixel the most frontal source),
 ``texture`` (texture mapping, the paper's other baseline: every face coloured from the one
 source that sees it most frontally). The network runs only on the bounding box of the pixels
-some source sees (plus its receptive field), which gives the full-image result.
+some source sees plus NET_CONTEXT_PX of context (the full-image weights within 1e-6).
 
 Pose refinement of the sources (Sec. 3.3): X_S(t0) of the first prediction is the target; each
 source pose T_k is moved to minimise E_k = mean over the shared mask |X_S(t0) - P_k(T_k)| (colour
@@ -70,6 +70,7 @@ from nol_ros.geometry import invert_T
 from nol_ros.mesh import Mesh, load_mesh
 from nol_ros.nol.network import NolNet, default_device, load_checkpoint
 from nol_ros.nol.projection import (
+    Projection,
     SourceView,
     _object_scene,
     blend_ibr,
@@ -209,6 +210,25 @@ class RenderResult:
     T_sources: np.ndarray
     refine_loss: np.ndarray
     seconds: dict
+
+
+# Context the network sees around the pixels some source sees. Its receptive field is wider
+# (one 3x3 neighbourhood per source step and ConvLSTM layer, plus the weight block: 26 px for
+# the cpu preset at K=6), but pixels no source sees (P = 0) barely reach the weights: with 8 px
+# the shipped model's weights equal those of a full-field run within 1e-6 (3 scanned objects x 8
+# views; with 0 px they differ by ~1e-3), for 3-4x fewer network pixels in a 640 x 480 view
+# (BENCHMARKS.md "NOL cost"). Fine-tuning sees the same context as rendering.
+NET_CONTEXT_PX = 8
+
+
+def net_box(fg: torch.Tensor, context_px: int = NET_CONTEXT_PX) -> tuple[slice, slice]:
+    """fg (H, W) bool with at least one True pixel -> (rows, cols) slices of its bounding box
+    grown by ``context_px`` on every side, clipped to the image."""
+    H, W = fg.shape
+    ys = torch.nonzero(fg.any(1)).flatten()
+    xs = torch.nonzero(fg.any(0)).flatten()
+    return (slice(max(int(ys[0]) - context_px, 0), min(int(ys[-1]) + context_px + 1, H)),
+            slice(max(int(xs[0]) - context_px, 0), min(int(xs[-1]) + context_px + 1, W)))
 
 
 def _resize_source(src: SourceView, S: int) -> SourceView:
@@ -363,17 +383,9 @@ class NolRenderer:
                 if int(m.sum()) < 32:
                     continue
                 tgt = torch.as_tensor(s.rgb, device=self.device).permute(2, 0, 1)
-                # the object's box plus the receptive field (see _net_blend)
-                nc = self.net.config
-                mg = (nc.lstm_kernel // 2) * len(nc.lstm_channels) * (len(ids) + 1) + \
-                    len(nc.weight_channels) + 2
-                ys = torch.nonzero(m.any(1)).flatten()
-                xs = torch.nonzero(m.any(0)).flatten()
-                y0, y1 = max(int(ys[0]) - mg, 0), min(int(ys[-1]) + mg + 1, S)
-                x0, x1 = max(int(xs[0]) - mg, 0), min(int(xs[-1]) + mg + 1, S)
-                samples.append((proj.P[None, :, :, y0:y1, x0:x1],
-                                proj.valid[None, :, :, y0:y1, x0:x1], tgt[:, y0:y1, x0:x1],
-                                m[y0:y1, x0:x1]))
+                ys, xs = net_box(m)
+                samples.append((proj.P[None, :, :, ys, xs], proj.valid[None, :, :, ys, xs],
+                                tgt[:, ys, xs], m[ys, xs]))
         if not samples:
             return out
         net = copy.deepcopy(self.net).eval()   # BatchNorm (encoder only) keeps its statistics
@@ -478,28 +490,18 @@ class NolRenderer:
         return torch.stack(xs), torch.stack(ws)
 
     def _net_blend(self, p) -> tuple[torch.Tensor, torch.Tensor]:
-        """The network on one projection (K, C, H, W), run only on the bounding box of the
-        pixels any source sees plus the network's receptive-field radius (ConvLSTM: one
-        3x3 neighbourhood per source step and layer; weight block: one per convolution), so
-        every covered pixel gets exactly the weights of a full-image run at a fraction of its
-        cost: the object fills a small part of a 640 x 480 view. -> (x_s (C, H, W), weights
-        (K, 1, H, W), 0 outside the box)."""
+        """The network on one projection (K, C, H, W), run only on the box of the pixels some
+        source sees plus NET_CONTEXT_PX: the object fills a small part of a 640 x 480 view.
+        -> (x_s (C, H, W), weights (K, 1, H, W), 0 outside the box)."""
         K, C, H, W = p.P.shape
         x_s, w = p.P.new_zeros(C, H, W), p.P.new_zeros(K, 1, H, W)
         fg = p.valid.any(0)[0]
         if not bool(fg.any()):
             return x_s, w
-        nc = self.net.config
-        r = nc.lstm_kernel // 2
-        margin = r * len(nc.lstm_channels) * (K + 1) + len(nc.weight_channels) + 2
-        ys = torch.nonzero(fg.any(1)).flatten()
-        xs = torch.nonzero(fg.any(0)).flatten()
-        y0, y1 = max(int(ys[0]) - margin, 0), min(int(ys[-1]) + margin + 1, H)
-        x0, x1 = max(int(xs[0]) - margin, 0), min(int(xs[-1]) + margin + 1, W)
-        out = self.net(p.P[None, :, :, y0:y1, x0:x1], p.valid[None, :, :, y0:y1, x0:x1],
-                       decode=False)
-        x_s[:, y0:y1, x0:x1] = out["x_s"][0]
-        w[:, :, y0:y1, x0:x1] = out["weights"][0]
+        ys, xs = net_box(fg)
+        out = self.net(p.P[None, :, :, ys, xs], p.valid[None, :, :, ys, xs], decode=False)
+        x_s[:, ys, xs] = out["x_s"][0]
+        w[:, :, ys, xs] = out["weights"][0]
         return x_s, w
 
     def _render_batch(self, Ts: np.ndarray, intr: Intrinsics, rcfg: RefineConfig
@@ -570,6 +572,30 @@ class NolRenderer:
         return refine_poses([Anchor(g, np.arange(len(ids)), wb, x0)], self.C_full[ids],
                             geom.T_camera_object, rcfg)
 
+    def _hybrid_colour(self, p, wb: torch.Tensor):
+        """Full-resolution colours of the projection p (K, C, H, W) blended with the network's
+        upsampled weights wb (K, 1, H, W), renormalised over the sources valid at full
+        resolution; pixels only full resolution sees take the angle weights. The work is done
+        on the box of the pixels some source sees. -> (colour (3, H, W), weights (K, 1, H, W),
+        mask (H, W))."""
+        m = p.valid.any(0)[0]
+        col, out = p.P.new_zeros(3, *m.shape), torch.zeros_like(wb)
+        if not bool(m.any()):
+            return col, out, m
+        ys, xs = net_box(m, 0)
+        P, valid = p.P[:, :, ys, xs], p.valid[:, :, ys, xs]
+        w = wb[:, :, ys, xs] * valid
+        den = w.sum(0, keepdim=True)
+        w = w / den.clamp(min=1e-8)
+        unseen = (den <= 1e-6) & valid.any(0, keepdim=True)
+        if bool(unseen.any()):
+            _, wa = blend_ibr(Projection(P, valid, m[ys, xs]), "angle", self.cfg.angle_power,
+                              return_weights=True)
+            w = torch.where(unseen, wa, w)
+        col[:, ys, xs] = (w * P[:, :3]).sum(0)
+        out[:, :, ys, xs] = w
+        return col, out, m
+
     def _upsample(self, Ts, intr, sel, T_used, x_s, w):
         """Output at ``intr`` from a prediction at a lower resolution: the weights are
         upsampled; colours come from the full-resolution sources (hybrid) or are upsampled."""
@@ -586,14 +612,7 @@ class NolRenderer:
                                   self.device)
                 with torch.no_grad():
                     p = project_features(g, self.C_full[ids], append_angle=False)
-                v = p.valid.float()
-                wb = wb * v
-                den = wb.sum(0, keepdim=True)
-                # pixels seen at full resolution only: fall back to the angle weights there
-                _, wa = blend_ibr(p, "angle", self.cfg.angle_power, return_weights=True)
-                wb = torch.where(den > 1e-6, wb / den.clamp(min=1e-8), wa)
-                col = (wb * p.P[:, :3]).sum(0)
-                m = p.valid.any(0)[0]
+                col, wb, m = self._hybrid_colour(p, wb)
             else:
                 col = tf.interpolate(x_s[b:b + 1, :3], size=(H, W), mode="bilinear",
                                      align_corners=False)[0]
