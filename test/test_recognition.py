@@ -358,6 +358,18 @@ def test_rigid_ransac_recovers_a_known_pose_despite_outliers():
     assert 0.5 < r.score < 0.7 and r.n_inliers == pytest.approx((~out).sum(), abs=15)
 
 
+def test_rigid_ransac_residuals_as_one_product_equal_applying_every_pose():
+    from nol_ros.recognition.pnp import _squared_residuals
+
+    rng = np.random.default_rng(5)
+    Ts = np.stack([make_T(so3_exp(rng.normal(size=3)), rng.uniform(-0.3, 0.3, 3) + [0, 0, 0.9])
+                   for _ in range(7)])
+    P = rng.uniform(-0.1, 0.1, (50, 3))
+    Q = rng.uniform(-0.2, 0.2, (50, 3)) + [0, 0, 0.9]
+    direct = np.stack([((P @ T[:3, :3].T + T[:3, 3] - Q) ** 2).sum(1) for T in Ts])
+    assert np.allclose(_squared_residuals(Ts, P, Q), direct, rtol=0, atol=1e-12)
+
+
 def test_rigid_ransac_reports_no_pose_for_inconsistent_few_or_collinear_points():
     rng = np.random.default_rng(4)
     P = rng.uniform(-0.08, 0.08, (200, 3))
