@@ -157,3 +157,23 @@ def test_the_report_overlay_draws_the_pose_axes_and_marks_a_turned_pose(learnt):
     # the label says the pose was turned (more text pixels above the box)
     label = (slice(10, 30), slice(0, 320))
     assert (b[label] > 0).sum() > (a[label] > 0).sum()
+
+
+def test_the_shifted_comparisons_equal_shifting_the_image_one_shift_at_a_time():
+    import cv2
+
+    from nol_ros.recognition.appearance import _high_pass, _ncc, _shifted_high_passes
+
+    rng = np.random.default_rng(2)
+    img = cv2.GaussianBlur(rng.random((40, 50, 3)).astype(np.float32), (0, 0), 1.0)
+    mask = np.zeros((40, 50), bool)
+    mask[8:33, 5:44] = True
+    many = _shifted_high_passes(img, mask, 2.0, 2)
+    one_by_one = [_high_pass(cv2.warpAffine(img, np.float32([[1, 0, dx], [0, 1, dy]]), (50, 40),
+                                            borderMode=cv2.BORDER_REPLICATE), mask, 2.0)
+                  for dy in (-2, 0, 2) for dx in (-2, 0, 2)]
+    assert np.allclose(many, np.stack(one_by_one), atol=1e-5)
+    a = many[4][mask]            # the unshifted image correlates perfectly with itself
+    scores = _ncc(a, many[:, mask])
+    assert scores.shape == (9,) and scores[4] == pytest.approx(1.0) and scores.max() == scores[4]
+    assert _ncc(a, np.zeros((1, *a.shape)))[0] == 0.0   # no contrast: no correlation

@@ -210,15 +210,32 @@ def _high_pass(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
     return img * mask[..., None] - _masked_blur(img, mask, sigma)
 
 
-def _ncc(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over channels of the normalised cross-correlation of (n, C) samples."""
+def _ncc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean over channels of the normalised cross-correlation of a (n, C) with each of b
+    (S, n, C) -> (S,); channels without contrast are left out (0 when none has any)."""
     a = a - a.mean(0)
-    b = b - b.mean(0)
-    den = np.sqrt((a * a).sum(0) * (b * b).sum(0))
+    b = b - b.mean(1, keepdims=True)
+    num = np.einsum("nc,snc->sc", a, b)
+    den = np.sqrt(np.einsum("nc,nc->c", a, a)[None] * np.einsum("snc,snc->sc", b, b))
     ok = den > 1e-9
-    if not ok.any():
-        return 0.0
-    return float(np.mean((a * b).sum(0)[ok] / den[ok]))
+    r = np.where(ok, num / np.where(ok, den, 1.0), 0.0)
+    return np.where(ok.any(1), r.sum(1) / np.maximum(ok.sum(1), 1), 0.0)
+
+
+def _shifted_high_passes(img: np.ndarray, mask: np.ndarray, sigma: float, shift_px: int
+                         ) -> np.ndarray:
+    """The high pass (:func:`_high_pass` inside ``mask``) of img (h, w, C) shifted by every
+    (dx, dy) in {-shift_px, 0, shift_px}^2 (border pixels repeated) -> (9, h, w, C)."""
+    h, w, C = img.shape
+    k = shift_px
+    pad = np.pad(img, ((k, k), (k, k), (0, 0)), mode="edge")
+    offs = (-k, 0, k)
+    stack = np.concatenate([pad[k - dy:k - dy + h, k - dx:k - dx + w]
+                            for dy in offs for dx in offs], 2)           # (h, w, 9 C)
+    m = mask.astype(np.float32)
+    low = cv2.GaussianBlur(stack * m[..., None], (0, 0), sigma) \
+        / np.maximum(cv2.GaussianBlur(m, (0, 0), sigma), 1e-6)[..., None]
+    return (stack * m[..., None] - low).reshape(h, w, 9, C).transpose(2, 0, 1, 3)
 
 
 def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.ndarray,
@@ -302,16 +319,10 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
             col = _masked_blur(col, res.mask, blur_px)
         a = _high_pass(col, sel, detail_px)
         if coarse or not shift_px:
-            return _ncc(a[inner], _high_pass(o, sel, detail_px)[inner])
+            return float(_ncc(a[inner], _high_pass(o, sel, detail_px)[inner][None])[0])
         # the image shifted by up to shift_px against the render: the pose's residual offset
-        best = -np.inf
-        for dy in (-shift_px, 0, shift_px):
-            for dx in (-shift_px, 0, shift_px):
-                M = np.float32([[1, 0, dx], [0, 1, dy]])
-                b = _high_pass(cv2.warpAffine(o, M, (o.shape[1], o.shape[0]),
-                                              borderMode=cv2.BORDER_REPLICATE), sel, detail_px)
-                best = max(best, _ncc(a[inner], b[inner]))
-        return best
+        return float(_ncc(a[inner], _shifted_high_passes(o, sel, detail_px, shift_px)[:, inner])
+                     .max())
 
     # every hypothesis coarse; then the pose given and the best ``top`` of them, each turned by
     # a third, then a ninth of the step about the axes the object turns about, fine
