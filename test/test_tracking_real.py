@@ -183,3 +183,20 @@ def test_track_command(tmp_path):
     bad = subprocess.run([str(exe), "track", "--dataset", str(tmp_path / "nope"), "--out",
                           str(out)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_depth_downscaling_averages_valid_blocks_and_drops_edges_and_holes():
+    from nol_ros.reconstruction.tracking import downscale_depth
+
+    rng = np.random.default_rng(4)
+    d = rng.uniform(0.5, 2.0, (9, 13)).astype(np.float32)
+    d[rng.random(d.shape) < 0.3] = 0.0
+    for s in (2, 3):
+        out = downscale_depth(d, s, max_spread_m=0.5)
+        assert out.shape == (9 // s, 13 // s) and out.dtype == np.float32
+        for r in range(9 // s):
+            for c in range(13 // s):
+                b = d[r * s:(r + 1) * s, c * s:(c + 1) * s].ravel()
+                v = b[b > 0]
+                keep = 2 * len(v) >= s * s and v.max() - v.min() <= 0.5
+                assert out[r, c] == pytest.approx(v.mean() if keep else 0.0, abs=1e-6)

@@ -138,15 +138,23 @@ def downscale_depth(depth: np.ndarray, s: int, max_spread_m: float = 0.03) -> np
     scaled intrinsics stay exact); blocks spanning a depth edge (spread > max_spread_m) or with
     fewer than half valid pixels become invalid (0). (H, W) float32 m -> (H//s, W//s)."""
     h, w = depth.shape[0] // s * s, depth.shape[1] // s * s
-    b = depth[:h, :w].reshape(h // s, s, w // s, s).transpose(0, 2, 1, 3)
-    b = b.reshape(h // s, w // s, -1)
-    valid = b > 0
-    n = valid.sum(-1)
-    mean = np.where(n > 0, b.sum(-1) / np.maximum(n, 1), 0.0)
-    hi = np.where(valid, b, -np.inf).max(-1)
-    lo = np.where(valid, b, np.inf).min(-1)
+    d = np.asarray(depth, np.float32)[:h, :w]
+    # one pass per offset in the block over (H/s, W/s) images: numpy reduces a short last
+    # axis slowly (10 ms per 640 x 480 frame as a (240, 320, 4) reduction, ~1 ms this way)
+    n = np.zeros((h // s, w // s), np.int32)
+    total = np.zeros((h // s, w // s), np.float32)
+    hi = np.full((h // s, w // s), -np.inf, np.float32)
+    lo = np.full((h // s, w // s), np.inf, np.float32)
+    for i in range(s):
+        for j in range(s):
+            x = d[i::s, j::s]
+            v = x > 0
+            n += v
+            total += np.where(v, x, 0)
+            np.maximum(hi, np.where(v, x, -np.inf), out=hi)
+            np.minimum(lo, np.where(v, x, np.inf), out=lo)
     ok = (n * 2 >= s * s) & (hi - lo <= max_spread_m)
-    return np.ascontiguousarray(np.where(ok, mean, 0.0), dtype=np.float32)
+    return np.where(ok, total / np.maximum(n, 1), 0.0).astype(np.float32)
 
 
 def _rot_deg(R: np.ndarray) -> float:
