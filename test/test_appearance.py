@@ -76,6 +76,13 @@ def test_the_turns_the_geometry_cannot_tell_come_from_the_mesh(learnt):
     assert len(box) == 4                         # the three half turns of a box
     assert all(abs(rot_err_deg(H, np.eye(4)) - 180) < 1e-6 for H in box[1:])
     assert len(drill) == 1                       # nothing looks like a drill turned
+    # the recogniser's step (RecognizerConfig.appearance_step_deg): every 15 deg about the axis
+    from nol_ros.recognition.recognizer import Recognizer, RecognizerConfig, _Obj
+
+    can_mesh = learnt[CAN][0]
+    rec = Recognizer(None, None, [_Obj(CAN, "can", can_mesh, can_mesh.diameter, False)],
+                     RecognizerConfig(appearance_step_deg=15.0))
+    assert turns_about(rec._hypotheses(CAN), 2) == 23
 
 
 @pytest.mark.parametrize("oid", [CAN, BOX, BOTTLE])

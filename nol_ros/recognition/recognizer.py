@@ -108,8 +108,11 @@ class RecognizerConfig:
     folder holds an object's learnt appearance, the pose's turns that fit the depth as well
     (a can about its axis, a box flipped; :mod:`nol_ros.recognition.appearance`) are rendered
     with it and compared with the image; a turn that beats the pose by ``appearance_margin``
-    (normalised cross-correlation) replaces it, ICP then runs again from it. Objects declared
-    symmetric (shape and print) are left as they are."""
+    (normalised cross-correlation) replaces it, ICP then runs again from it. The turns are
+    tried every ``appearance_step_deg`` about the mesh's axes (measured on the demo world's
+    test sequence: 15 deg gave 1-5 points more ADD(-S)+ICP than 30 on three `cpu` trainings, 10
+    deg no more than 15; BENCHMARKS.md "Recognition"). Objects declared symmetric (shape and
+    print) are left as they are."""
 
     score_thresh: float = 0.3
     max_per_class: int = 1
@@ -120,6 +123,8 @@ class RecognizerConfig:
     refine_top: int = 3
     appearance: bool = True        # choose among the pose's near-symmetric turns by the print
     appearance_margin: float = 0.05  # NCC a turn must gain over the pose to replace it
+    appearance_step_deg: float = 15.0  # the turns tried: every this many degrees about the
+    #                                    mesh's axes (30: 3 points less ADD(-S)+ICP)
 
     def __post_init__(self):
         parse_field(self, "solver", PoseSolver)
@@ -127,6 +132,9 @@ class RecognizerConfig:
             raise ConfigError(f"refine_top must be >= 0, got {self.refine_top}")
         if not self.rgbd_thresh_m > 0:
             raise ConfigError(f"rgbd_thresh_m must be > 0 m, got {self.rgbd_thresh_m}")
+        if not 0 < self.appearance_step_deg <= 180:
+            raise ConfigError(f"appearance_step_deg must be in (0, 180] degrees, got "
+                              f"{self.appearance_step_deg}")
 
 
 @dataclass
@@ -230,7 +238,8 @@ class Recognizer:
         """The object's near-symmetric turns (identity first), detected once from its mesh."""
         h = self._turns.get(obj_id)
         if h is None:
-            h = self._turns[obj_id] = pose_hypotheses(self.objects[obj_id].mesh)
+            h = self._turns[obj_id] = pose_hypotheses(
+                self.objects[obj_id].mesh, step_deg=self.config.appearance_step_deg)
         return h
 
     def _by_appearance(self, r: Recognition, img, dep, intr, vis) -> None:
