@@ -133,20 +133,25 @@ def _turn(axis: int, deg: float, centre: np.ndarray) -> np.ndarray:
     return make_T(R, centre - R @ centre)
 
 
-def _turn_axes(hypotheses: list[np.ndarray], min_turns: int = 5) -> list[tuple[int, float]]:
-    """(model axis, smallest turn in deg) for each axis that at least ``min_turns`` of the
-    hypotheses turn about (proper turns, not half turns): a surface of revolution."""
+def _turn_axes(hypotheses: list[np.ndarray],
+               min_turns: int = 5) -> list[tuple[int, float, list[int]]]:
+    """(model axis, smallest turn in deg, indices of the hypotheses that are turns about it,
+    the identity included) for each axis that at least ``min_turns`` of the hypotheses turn
+    about (proper turns, not half turns): a surface of revolution."""
     out = []
     for a in range(3):
-        angles = []
-        for H in hypotheses:
+        angles, idx = [], []
+        for k, H in enumerate(hypotheses):
             R = H[:3, :3]
             if abs(R[a, a] - 1) < 1e-6:
                 ang = float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1))))
                 if 1.0 < ang < 179.0:
                     angles.append(ang)
+                    idx.append(k)
+                elif ang <= 1.0:
+                    idx.append(k)
         if len(angles) >= min_turns:
-            out.append((a, min(angles)))
+            out.append((a, min(angles), idx))
     return out
 
 
@@ -254,7 +259,8 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
     image is more than ``occlusion_m`` in front of the render (something occludes the object)
     are left out. The hypotheses are compared on coarser detail first; the pose given and the
     ``top`` best are then turned by a third and a ninth of the step about any axis the object
-    turns about (a surface of revolution) where the fine detail fits better, and the best of
+    turns about (a surface of revolution) whose turns the print tells apart (their coarse
+    scores spread by more than ``margin``) where the fine detail fits better, and the best of
     them kept (another than the pose given only when it beats it by ``margin``). The result is
     taken when its fine score beats the pose given by ``margin`` (by ``local_margin`` for the
     pose's own small turns) and is at least ``min_score`` (a poor fit everywhere -- the pose a
@@ -330,7 +336,12 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
     if np.isnan(scores).all():
         return AppearanceChoice(0, T0, scores, float("nan"))
     order = [int(i) for i in np.argsort(np.nan_to_num(-scores, nan=np.inf))[:top]]
-    axes = _turn_axes(hypotheses)
+    # a turn about an axis is tried only where the print tells the turns about it apart: the
+    # coarse scores of the hypotheses turned about it spread by more than ``margin`` (a print
+    # of bands about the axis scores all turns within a few hundredths, and a small turn would
+    # be taken on the noise of the fine score alone)
+    axes = [(a, step) for a, step, idx in _turn_axes(hypotheses)
+            if np.ptp(np.nan_to_num(scores[idx], nan=np.nanmin(scores))) > margin]
     fine0 = float("nan")
     best, T_best, f_best = 0, T0, -np.inf
     for i in [0] + [i for i in order if i != 0]:
