@@ -200,3 +200,30 @@ def test_depth_downscaling_averages_valid_blocks_and_drops_edges_and_holes():
                 v = b[b > 0]
                 keep = 2 * len(v) >= s * s and v.max() - v.min() <= 0.5
                 assert out[r, c] == pytest.approx(v.mean() if keep else 0.0, abs=1e-6)
+
+
+def test_a_loop_check_refused_on_its_geometry_gets_no_colour_refinement(piece):
+    """The colour gate of RgbdTracker._odometry: a geometric alignment the loop check refuses
+    on its fitness or rmse (which colour does not change) is returned without the colour step;
+    one it accepts is refined exactly as without the gate."""
+    seq, data = piece
+    tr = RgbdTracker(seq.intrinsics, CFG)
+    for k in range(len(data)):
+        tr.process(*data[k], None, seq.frames[k].stamp_ns)
+    assert len(tr.keyframes) >= 3
+    a, b = tr._kf_rgbd(0), tr._kf_rgbd(2)
+    init = np.linalg.inv(tr.keyframes[0]["T"]) @ tr.keyframes[2]["T"]
+
+    def odo(colour, gate=None):
+        T, fit, rmse = tr._odometry(b, a, init, tr.loop_criteria, tr.loop_method, colour,
+                                    baseline_cap=False, colour_gate=gate)
+        return T, fit, rmse, tr.colour_used
+
+    geometric, coloured = odo(False), odo(True)
+    assert coloured[3] and not np.allclose(coloured[0], geometric[0], atol=1e-9)
+    fit, rmse = geometric[1], geometric[2]
+    for gate in [(fit + 0.01, 1.0), (0.0, rmse - 1e-4)]:             # refused: no colour
+        T, *_, used = odo(True, gate)
+        assert not used and np.array_equal(T, geometric[0])
+    T, *_, used = odo(True, (fit - 0.01, rmse + 1e-4))                # accepted: as before
+    assert used and np.array_equal(T, coloured[0])

@@ -295,7 +295,8 @@ class RgbdTracker:
         return T1.copy(), gap
 
     def _odometry(self, src, tgt, init: np.ndarray, criteria, method, colour: bool,
-                  baseline_cap: bool = True, prefer_prediction: bool = False):
+                  baseline_cap: bool = True, prefer_prediction: bool = False,
+                  colour_gate: tuple[float, float] | None = None):
         """T_tgt_src by dense odometry from ``init`` -> (T, fitness, inlier rmse); raises
         RuntimeError when there is nothing to align. ``colour``: after the (geometric) method,
         a hybrid (depth + colour) refinement from its result, kept only when it stays within
@@ -314,7 +315,11 @@ class RgbdTracker:
         moved a 0.4 cm prediction 2.1 cm off, colour brought it back to 0.1 cm but was refused
         by the 2 cm cap, and the tracker then trusted 2-5 cm errors; with the tie-break the
         worst trusted pose was 0.7 cm. Not for a constant-velocity prediction, which is no
-        referee (fr1/desk, hand-held: ATE on frames 300-595 1.96 -> 3.44 cm with it)."""
+        referee (fr1/desk, hand-held: ATE on frames 300-595 1.96 -> 3.44 cm with it).
+
+        ``colour_gate`` (min fitness, max inlier rmse m): a geometric result outside it gets
+        no colour refinement (the caller refuses it on these figures, which colour does not
+        change)."""
         o3d, o3c, c = self.o3d, self.o3c, self.cfg
         odom = o3d.t.pipelines.odometry
         odo = odom.rgbd_odometry_multi_scale(src, tgt, self.K_small,
@@ -323,6 +328,8 @@ class RgbdTracker:
         T = odo.transformation.cpu().numpy()
         fitness, rmse = float(odo.fitness), float(odo.inlier_rmse)
         self.colour_used = False
+        if colour_gate is not None and (fitness < colour_gate[0] or rmse > colour_gate[1]):
+            colour = False
         if colour:
             try:
                 odc = odom.rgbd_odometry_multi_scale(
@@ -746,10 +753,14 @@ class RgbdTracker:
         try:
             # the fixed cap only: between keyframes far apart, colour pulled the loop edges
             # (fr1/desk 2.9 cm ATE with the baseline-scaled cap, 2.65 without)
+            # 4 of 5 checks fail on the geometric fitness (fr1/desk: 1060 of 1344): no
+            # colour refinement for them (loop closure 48 -> 37 s on fr1/desk, the same edges)
             T_t_s, fitness, rmse = self._odometry(img(j), img(i), d, self.loop_criteria,
                                                   self.loop_method,
                                                   c.loop_method == "geometry_then_colour",
-                                                  baseline_cap=False)
+                                                  baseline_cap=False,
+                                                  colour_gate=(c.loop_min_fitness,
+                                                               c.max_inlier_rmse_m))
         except RuntimeError:
             return None
         corr = np.linalg.inv(d) @ T_t_s
