@@ -237,10 +237,7 @@ def _shifted_high_passes(img: np.ndarray, mask: np.ndarray, sigma: float, shift_
     offs = (-k, 0, k)
     stack = np.concatenate([pad[k - dy:k - dy + h, k - dx:k - dx + w]
                             for dy in offs for dx in offs], 2)           # (h, w, 9 C)
-    m = mask.astype(np.float32)
-    low = cv2.GaussianBlur(stack * m[..., None], (0, 0), sigma) \
-        / np.maximum(cv2.GaussianBlur(m, (0, 0), sigma), 1e-6)[..., None]
-    return (stack * m[..., None] - low).reshape(h, w, 9, C).transpose(2, 0, 1, 3)
+    return _high_pass(stack, mask, sigma).reshape(h, w, 9, C).transpose(2, 0, 1, 3)
 
 
 def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.ndarray,
