@@ -9,6 +9,7 @@ the whole max_blocking_time on that reply; a second, normal request to the same 
 answered only after that wait. Real DDS, real nodes, one process."""
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -26,10 +27,14 @@ def test_default_ros_env_points_fast_dds_at_the_project_profile():
     assert "<sec>5</sec>" in FASTDDS_PROFILE.read_text()
 
 
+# The server is started and stopped as the nodes are (nol_ros.ros.runtime.run_nodes). SIGUSR1
+# dumps its threads' stacks: what the test reports if it does not stop on SIGTERM.
 SERVER = """
-import sys, rclpy
+import faulthandler, signal, sys
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 from rclpy.node import Node
 from nol_ros.ros.qos import service_qos
+from nol_ros.ros.runtime import run_nodes
 from nol_ros.srv import GetJobStatus
 
 def on_request(req, resp):
@@ -37,14 +42,13 @@ def on_request(req, resp):
     resp.found = True
     return resp
 
-rclpy.init()
-node = Node("profile_server")
-node.create_service(GetJobStatus, "profile_probe", on_request, qos_profile=service_qos())
-print("ready", flush=True)
-try:
-    rclpy.spin(node)
-except BaseException:
-    pass
+def make():
+    node = Node("profile_server")
+    node.create_service(GetJobStatus, "profile_probe", on_request, qos_profile=service_qos())
+    print("ready", flush=True)
+    return node
+
+sys.exit(run_nodes([make], []))
 """
 
 
@@ -96,6 +100,18 @@ def test_a_service_waits_seconds_for_a_reply_reader_it_has_not_matched(rclpy_con
         ex.shutdown()
         spin.join(10)
         caller.destroy_node()
+        # the server stops on SIGTERM (after its reply to the deaf client timed out, rclpy's own
+        # SIGTERM handling left it spinning 3 times in 10; run_nodes maps SIGTERM to Ctrl-C)
         server.terminate()
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.send_signal(signal.SIGUSR1)   # its stacks, into the lines the reader keeps
+            time.sleep(2)
+            server.kill()
+            server.wait(10)
+            reader.join(10)
+            raise AssertionError("the server did not stop within 30 s of SIGTERM; its output "
+                                 "and stacks:\n" + "".join(lines)) from None
         reader.join(10)
+        assert server.returncode == 0, "".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,8 +29,16 @@ def run_nodes(factories: Sequence[Callable[[], object]], argv: Sequence[str] | N
               threads: int = 4) -> int:
     """Init rclpy with ``argv`` (ROS args honoured), create the nodes, spin a multi-threaded
     executor until Ctrl-C, shut down cleanly. Returns a process exit code (0; 2 when a node
-    cannot start because of its configuration, with the reason logged)."""
+    cannot start because of its configuration, with the reason logged).
+
+    SIGTERM (systemd, docker stop, launch's escalation) stops the nodes as Ctrl-C does: rclpy's
+    own SIGTERM handler shuts the context down, but after a service reply timed out the spinning
+    executor was not woken 3 times in 10 and the process never exited
+    (test_dds_profile.py); the KeyboardInterrupt of Ctrl-C always stops it."""
     default_ros_env()
+    old_term = None
+    if threading.current_thread() is threading.main_thread():   # rclpy chains to it
+        old_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     rclpy.init(args=list(argv) if argv is not None else None)
     nodes = []
     executor = MultiThreadedExecutor(num_threads=threads)
@@ -60,6 +69,8 @@ def run_nodes(factories: Sequence[Callable[[], object]], argv: Sequence[str] | N
             n.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     return code
 
 
