@@ -627,6 +627,26 @@ def test_symmetric_coordinates_are_canonical_about_the_axis():
         np.testing.assert_array_equal(a[~mask], xyz[~mask])
 
 
+def test_printed_objects_of_revolution_get_labels_unique_about_their_axis():
+    """canonical_turns: a printed can's pose labels are made unique about its shape's axis (the
+    print step finds the turn); without it only objects declared symmetric are; an object with
+    no axis (the drill) never."""
+    from pathlib import Path
+
+    from nol_ros.recognition.pipeline import TrainObject, label_axis
+
+    can, drill = make_object(3, 0), make_object(6, 0)
+    on, off = (posenet_config("cpu", canonical_turns=c) for c in (True, False))
+    printed = TrainObject(3, "can", Path("can.ply"), Path("scene"))
+    axis, point = label_axis(printed, can, on)
+    assert abs(axis[2]) > 0.999                         # the can stands on its z axis
+    np.testing.assert_allclose(point[:2], can.vertices[:, :2].mean(0), atol=1e-3)
+    assert label_axis(printed, can, off) is None
+    plain = TrainObject(3, "can", Path("can.ply"), Path("scene"), symmetric=True)
+    assert label_axis(plain, can, off) is not None
+    assert label_axis(TrainObject(6, "drill", Path("d.ply"), Path("scene")), drill, on) is None
+
+
 def test_icp_refines_a_perturbed_pose_on_rendered_depth():
     from nol_ros.geometry import invert_T, look_at, perturb_T
     from nol_ros.rasterizer import Scene

@@ -15,8 +15,10 @@ the work folder and is reused when done for the same objects, images and configu
 resumed after an interruption, trained afresh otherwise; whichever stage completes the pair
 writes the models folder (swapped in whole), with each object's learnt appearance (vertex
 colours baked from its training images) so the recogniser can tell turns the geometry cannot
-(:mod:`nol_ros.recognition.appearance`). An object declared symmetric (it looks the same turned
-about an axis) has the axis detected from its mesh and its pose labels made unique about it.
+(:mod:`nol_ros.recognition.appearance`). An object whose shape is one of revolution (a can, a
+bottle) has the axis detected from its mesh and its pose labels made unique about it: the pose
+net learns what the shape shows, and the turn is found by the print after ICP
+(:func:`label_axis`; an object declared symmetric, shape and print, keeps that pose).
 
 Presets (:data:`PRESETS`) bundle the pose grid, the detector set, the detector and the pose
 network; every stage keeps its artefacts in ``work_dir`` and is skipped (or resumed) when they
@@ -382,17 +384,26 @@ def _train_detector(plan: TrainPlan, d: Path, device, budget, prog) -> dict:
             "train_seconds": r["seconds"]}
 
 
+def label_axis(o: TrainObject, mesh, pose: PoseNetConfig) -> tuple | None:
+    """The axis (unit (3,), point (3,) m, object frame) the pose labels of ``o`` are made
+    unique about, or None. An object that looks the same turned about an axis (shape and print:
+    declared symmetric) always gets one. A printed object of revolution (a can, a bottle) gets
+    its shape's axis too when ``pose.canonical_turns``: the network then learns only what the
+    shape shows and the recogniser's turn by the learnt print finds the turn after ICP; a net
+    asked to learn the turn from the print blurs its coordinates about the axis, and the pose
+    is refused (the demo world: 24 of 35 cans, 27 of 40 bottles unposed with `demo` models)."""
+    if not (o.symmetric or pose.canonical_turns):
+        return None
+    return continuous_symmetry_axis(mesh.vertices, mesh.faces)
+
+
 def _train_pose(plan: TrainPlan, d: Path, device, budget, prog) -> dict:
     p = plan.preset
     samples, verts, axes = [], {}, {}
     for k, o in enumerate(plan.objects):
         mesh = o.mesh()
         verts[o.obj_id] = mesh.vertices
-        # an object that looks the same turned about an axis (shape and print: declared
-        # symmetric) gets labels made unique about its shape's axis; a printed can must not
-        # (its print tells the turn, which the pose net has to learn)
-        axes[o.name] = continuous_symmetry_axis(mesh.vertices, mesh.faces) \
-            if o.symmetric else None
+        axes[o.name] = label_axis(o, mesh, p.pose)
         s = load_pose_samples(o.scene_dir, o.scene_id, mesh, p.pose.store_size,
                               wide=p.pose.wide, min_visib=_min_visib(plan, o),
                               max_samples=p.max_pose_per_object, keep_background=o.real,

@@ -69,7 +69,9 @@ class PoseNetConfig:
     rot_deg (in-plane rotation range). Loss weights: w_xyz, w_err, w_mask.
     Inference: mask_thresh, err_thresh (normalised units; when fewer than min_pixels silhouette
     pixels pass it, the min_pixels with the lowest predicted error are used), min_inliers,
-    ransac_px (reprojection threshold in crop pixels), ransac_iters."""
+    ransac_px (reprojection threshold in crop pixels), ransac_iters. canonical_turns: see
+    :func:`nol_ros.recognition.pipeline.label_axis` (measured: `demo` models ADD(-S)+ICP 61.3
+    -> 81.9 %, `cpu` 89.8 -> 90.8 %; BENCHMARKS.md "Recognition")."""
 
     name: str = "cpu"
     encoder: Backbone = Backbone.CONVNET
@@ -100,6 +102,8 @@ class PoseNetConfig:
     ransac_px: float = 1.5
     ransac_iters: int = 150
     encoder_weights: str = ""
+    canonical_turns: bool = True  # printed objects of revolution (a can) get labels unique
+    #                               about the shape's axis too; the recogniser's print step turns
 
     def __post_init__(self):
         parse_field(self, "encoder", Backbone, "pose encoder")

@@ -97,8 +97,8 @@ class RecognizerConfig:
     depth image, the pose is a rigid 3D-3D RANSAC fit of the predicted object coordinates to the
     depth points at the same pixels (inlier distance rgbd_thresh_m), PnP on the colour image
     when that finds no pose or there is no depth; "pnp" = always PnP (the name the result's
-    ``solver`` reports too). icp: refine with the depth
-    image (point-to-point ICP on the visible mask). "rgbd" is the default: it measured 1.04-2.4x
+    ``solver`` reports too). icp: refine with the depth image (ICP on the visible mask,
+    :class:`~nol_ros.recognition.pnp.IcpConfig`). "rgbd" is the default: it measured 1.04-2.4x
     the ADD+ICP of PnP on the demo world; it uses only the pixels the pose net sees as visible
     and refuses a fit whose inliers cover a patch of the object (the poor coordinates of an
     undertrained net: the tiny test models posed 10-21 cm off without that). refine_boxes: the
