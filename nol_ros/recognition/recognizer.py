@@ -60,7 +60,7 @@ from nol_ros.mesh import load_mesh, save_mesh
 from nol_ros.recognition.appearance import choose_by_appearance, pose_hypotheses
 from nol_ros.recognition.detector import CKPT_KIND as DK
 from nol_ros.recognition.detector import Detector, check_classes, load_checkpoint
-from nol_ros.recognition.pnp import refine_icp
+from nol_ros.recognition.pnp import IcpConfig, refine_icp
 from nol_ros.recognition.posenet import CKPT_KIND as PK
 from nol_ros.recognition.posenet import PoseNet, pose_from_prediction
 from nol_ros.recognition.trainset import crop_image_box, square_box
@@ -125,6 +125,8 @@ class RecognizerConfig:
     appearance_margin: float = 0.05  # NCC a turn must gain over the pose to replace it
     appearance_step_deg: float = 15.0  # the turns tried: every this many degrees about the
     #                                    mesh's axes (30: 3 points less ADD(-S)+ICP)
+    icp_plane_kernel_m: float = 0.01   # ICP's finest stage, IcpConfig.plane_kernel_m (0: point
+    #                                    to point: 7-12 points less ADD(-S)+ICP)
 
     def __post_init__(self):
         parse_field(self, "solver", PoseSolver)
@@ -132,6 +134,9 @@ class RecognizerConfig:
             raise ConfigError(f"refine_top must be >= 0, got {self.refine_top}")
         if not self.rgbd_thresh_m > 0:
             raise ConfigError(f"rgbd_thresh_m must be > 0 m, got {self.rgbd_thresh_m}")
+        if self.icp_plane_kernel_m < 0:
+            raise ConfigError(f"icp_plane_kernel_m must be >= 0 m (0 = point to point), got "
+                              f"{self.icp_plane_kernel_m}")
         if not 0 < self.appearance_step_deg <= 180:
             raise ConfigError(f"appearance_step_deg must be in (0, 180] degrees, got "
                               f"{self.appearance_step_deg}")
@@ -225,6 +230,10 @@ class Recognizer:
             config = RecognizerConfig(**meta.get("recognizer", {}))
         return cls(det, pn, objs, config)
 
+    @property
+    def _icp(self) -> IcpConfig:
+        return IcpConfig(plane_kernel_m=self.config.icp_plane_kernel_m)
+
     def _points(self, obj_id: int) -> np.ndarray:
         """Up to 500 mesh vertices (m) of an object, for the pose/box consistency check."""
         pts = self._pts.get(obj_id)
@@ -257,7 +266,7 @@ class Recognizer:
             return
         r.T_camera_object, r.turned = ch.T_camera_object, True
         if dep is not None and self.config.icp and vis is not None:
-            ir = refine_icp(r.T_camera_object, o.mesh, dep, intr, vis)
+            ir = refine_icp(r.T_camera_object, o.mesh, dep, intr, vis, self._icp)
             if ir.refined:
                 r.T_camera_object, r.refined, r.pose_score = ir.T_camera_object, True, ir.fitness
 
@@ -346,7 +355,7 @@ class Recognizer:
                                          (intr.width, intr.height), flags=cv2.INTER_LINEAR |
                                          cv2.WARP_INVERSE_MAP, borderValue=0) > 0.5
                     ir = refine_icp(res.T_camera_object, self.objects[r.obj_id].mesh, dep, intr,
-                                    vis)
+                                    vis, self._icp)
                     if ir.refined:
                         r.T_camera_object, r.refined = ir.T_camera_object, True
                         r.pose_score = ir.fitness
