@@ -22,12 +22,14 @@ from pathlib import Path
 
 OPTIONS = [("detector boxes, PnP + ICP", dict(refine_boxes=False, solver="pnp")),
            ("mask boxes, PnP + ICP", dict(refine_boxes=True, solver="pnp")),
-           ("mask boxes, 3D-3D + ICP, print turn off",
-            dict(refine_boxes=True, solver="rgbd", appearance=False)),
-           ("mask boxes, 3D-3D + ICP + turn by the print (the default)",
-            dict(refine_boxes=True, solver="rgbd", appearance=True)),
+           ("detector boxes, 3D-3D + ICP, print turn off",
+            dict(refine_boxes=False, solver="rgbd", appearance=False)),
+           ("detector boxes, 3D-3D + ICP + turn by the print (the default)",
+            dict(refine_boxes=False, solver="rgbd", appearance=True)),
            ("the default, ICP point to point in every stage",
-            dict(refine_boxes=True, solver="rgbd", appearance=True, icp_plane_kernel_m=0.0))]
+            dict(refine_boxes=False, solver="rgbd", appearance=True, icp_plane_kernel_m=0.0)),
+           ("the default, mask boxes",
+            dict(refine_boxes=True, solver="rgbd", appearance=True))]
 
 
 def main() -> int:

@@ -719,7 +719,7 @@ def test_paper_presets_build_and_run():
 def test_recognizer_config_refuses_unknown_solver_and_bad_thresholds():
     from nol_ros.recognition.recognizer import RecognizerConfig
 
-    assert RecognizerConfig().solver == "rgbd" and RecognizerConfig().refine_boxes
+    assert RecognizerConfig().solver == "rgbd" and not RecognizerConfig().refine_boxes
     for bad in (dict(solver="depth"), dict(rgbd_thresh_m=0.0), dict(refine_top=-1),
                 dict(appearance_step_deg=0.0), dict(appearance_step_deg=200.0),
                 dict(icp_plane_kernel_m=-0.01)):

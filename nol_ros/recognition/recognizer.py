@@ -103,8 +103,10 @@ class RecognizerConfig:
     and refuses a fit whose inliers cover a patch of the object (the poor coordinates of an
     undertrained net: the tiny test models posed 10-21 cm off without that). refine_boxes: the
     ``refine_top`` best detections of every object get the box of the pose network's visible
-    mask (its crop is the detector's box, padded), which is sharper than the detector's box
-    regression; the detector's own box stays in ``det_box_xywh``. appearance: when the models
+    mask (its crop is the detector's box, padded); the detector's own box stays in
+    ``det_box_xywh``. Off by default: with the pose labels unique about an object's axis the
+    mask boxes cost 0-9 mAP points (3 `cpu` trainings: mAP@0.5 86.9 with them, 91.6 without;
+    ADD(-S) identical; BENCHMARKS.md "Recogniser options"). appearance: when the models
     folder holds an object's learnt appearance, the pose's turns that fit the depth as well
     (a can about its axis, a box flipped; :mod:`nol_ros.recognition.appearance`) are rendered
     with it and compared with the image; a turn that beats the pose by ``appearance_margin``
@@ -119,7 +121,7 @@ class RecognizerConfig:
     icp: bool = True
     solver: PoseSolver = PoseSolver.RGBD
     rgbd_thresh_m: float = 0.015
-    refine_boxes: bool = True
+    refine_boxes: bool = False
     refine_top: int = 3
     appearance: bool = True        # choose among the pose's near-symmetric turns by the print
     appearance_margin: float = 0.05  # NCC a turn must gain over the pose to replace it
