@@ -312,6 +312,10 @@ def _icp_once(mesh, T0: np.ndarray, obs: np.ndarray, intr: Intrinsics, box, cfg:
             T = np.linalg.inv(np.asarray(res.transformation))
     if np.linalg.norm(T[:3, 3] - T_start[:3, 3]) > cfg.max_shift_m:
         return None
-    fwd = reg.evaluate_registration(src, tgt, cfg.max_corr_m[-1], T)
-    back = reg.evaluate_registration(tgt, src, cfg.max_corr_m[-1], np.linalg.inv(T))
+    # the last stage scored its own direction at T and the finest distance; score the other
+    d = cfg.max_corr_m[-1]
+    if last is None:
+        fwd, back = res, reg.evaluate_registration(tgt, src, d, np.linalg.inv(T))
+    else:
+        fwd, back = reg.evaluate_registration(src, tgt, d, T), res
     return T, 0.5 * (float(fwd.fitness) + float(back.fitness)), float(fwd.inlier_rmse)
