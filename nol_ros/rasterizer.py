@@ -94,22 +94,27 @@ class Scene:
         self._ray_cache[intr] = dirs  # most recent last
         return dirs
 
-    def _cast(self, scene, intr: Intrinsics, T_world_camera: np.ndarray, near: float,
+    def _cast(self, scene, intr: Intrinsics, T_world_cameras: list[np.ndarray], near: float,
               far: float):
-        """Cast the pixel rays; returns Open3D's result dict and (N,) bool hit within
-        [near, far]. t_hit in the result is measured from the near plane."""
+        """Cast the pixel rays from every camera pose (one Embree call for all); returns
+        Open3D's result dict and (B H W,) bool hit within [near, far]. t_hit in the result is
+        measured from the near plane."""
         # lazy: open3d (~3 s) to import, loaded only when this runs
         import open3d.core as o3c
 
-        T = _check_pose(T_world_camera, "T_world_camera")
         if not (0.0 <= near < far):
             raise InputError(f"near={near}, far={far}: need 0 <= near < far (metres)")
-        d = self._dirs(intr) @ T[:3, :3].T.astype(np.float32)
-        rays = np.empty((len(d), 6), np.float32)
-        rays[:, 3:] = d
-        rays[:, :3] = T[:3, 3].astype(np.float32)
-        if near > 0:
-            rays[:, :3] += near * d
+        dirs = self._dirs(intr)
+        n = len(dirs)
+        rays = np.empty((n * len(T_world_cameras), 6), np.float32)
+        for b, T_wc in enumerate(T_world_cameras):
+            T = _check_pose(T_wc, "T_world_camera")
+            d = dirs @ T[:3, :3].T.astype(np.float32)
+            r = rays[b * n:(b + 1) * n]
+            r[:, 3:] = d
+            r[:, :3] = T[:3, 3].astype(np.float32)
+            if near > 0:
+                r[:, :3] += near * d
         out = scene.cast_rays(o3c.Tensor.from_numpy(rays))
         t = out["t_hit"].numpy()
         return out, t <= (far - near)  # misses are inf
@@ -118,30 +123,49 @@ class Scene:
                far: float = 20.0) -> RasterResult:
         """Rasterise all meshes (with mutual occlusion) seen from ``T_world_camera`` (4, 4),
         optical frame; near/far clip planes in metres (depth z)."""
-        out, hit = self._cast(self._scene, intr, T_world_camera, near, far)
+        return self.render_batch(intr, [T_world_camera], near, far)[0]
+
+    def render_batch(self, intr: Intrinsics, T_world_cameras: list[np.ndarray],
+                     near: float = 0.05, far: float = 20.0) -> list[RasterResult]:
+        """:meth:`render` from B camera poses (B, 4, 4) with one ray cast for all of them (a
+        few dozen small windows cost a few renders' worth of Python overhead, not B)."""
+        Ts = list(T_world_cameras)
+        if not Ts:
+            return []
+        out, hit = self._cast(self._scene, intr, Ts, near, far)
         H, W = intr.height, intr.width
         N = H * W
+        B = len(Ts)
         idx = np.flatnonzero(hit)
-        depth = np.zeros(N, np.float32)
+        depth = np.zeros(B * N, np.float32)
         depth[idx] = out["t_hit"].numpy()[idx] + np.float32(near)
-        mesh_id = np.full(N, -1, np.int32)
+        mesh_id = np.full(B * N, -1, np.int32)
         mesh_id[idx] = self._lut[out["geometry_ids"].numpy()[idx].astype(np.int64)]
-        face = np.full(N, -1, np.int32)
+        face = np.full(B * N, -1, np.int32)
         face[idx] = out["primitive_ids"].numpy()[idx]
         # Open3D's (u, v) are the weights of the face's vertices 1 and 2
         uv = out["primitive_uvs"].numpy()[idx]
-        bary = np.zeros((N, 3), np.float32)
+        bary = np.zeros((B * N, 3), np.float32)
         bary[idx, 0] = 1.0 - uv[:, 0] - uv[:, 1]
         bary[idx, 1:] = uv
         # world-frame geometric normals -> camera frame (R^T n), flipped to face the camera
-        R = np.asarray(T_world_camera, dtype=np.float64)[:3, :3].astype(np.float32)
-        n = out["primitive_normals"].numpy()[idx] @ R
-        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-        n[np.sum(n * self._dirs(intr)[idx], axis=1) > 0] *= -1
-        normal = np.zeros((N, 3), np.float32)
-        normal[idx] = n
-        return RasterResult(depth.reshape(H, W), mesh_id.reshape(H, W), face.reshape(H, W),
-                            bary.reshape(H, W, 3), normal.reshape(H, W, 3))
+        n_world = out["primitive_normals"].numpy()
+        normal = np.zeros((B * N, 3), np.float32)
+        dirs = self._dirs(intr)
+        for b, T_wc in enumerate(Ts):
+            lo = np.searchsorted(idx, b * N)
+            hi = np.searchsorted(idx, (b + 1) * N)
+            ib = idx[lo:hi]
+            R = np.asarray(T_wc, dtype=np.float64)[:3, :3].astype(np.float32)
+            n = n_world[ib] @ R
+            n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+            n[np.sum(n * dirs[ib - b * N], axis=1) > 0] *= -1
+            normal[ib] = n
+        return [RasterResult(depth[b * N:(b + 1) * N].reshape(H, W),
+                             mesh_id[b * N:(b + 1) * N].reshape(H, W),
+                             face[b * N:(b + 1) * N].reshape(H, W),
+                             bary[b * N:(b + 1) * N].reshape(H, W, 3),
+                             normal[b * N:(b + 1) * N].reshape(H, W, 3)) for b in range(B)]
 
     def visible_masks(self, result: RasterResult) -> dict[int, np.ndarray]:
         """mesh index -> (H, W) bool pixels where that mesh is the nearest surface."""
@@ -168,7 +192,7 @@ class Scene:
         if np.all(P[:, 2] <= near) or np.all(P[:, 2] >= far):
             return out
         if np.any(P[:, 2] <= near):  # straddles the near plane: no safe box, cast everything
-            _, hit = self._cast(sc, intr, T_world_camera, near, far)
+            _, hit = self._cast(sc, intr, [T_world_camera], near, far)
             return hit.reshape(H, W)
         uv, _ = intr.project(P)
         x0, y0 = np.floor(uv.min(0)).astype(int) - 2
@@ -177,7 +201,7 @@ class Scene:
         if x1 <= x0 or y1 <= y0:
             return out
         sub = intr.crop_resize(x0, y0, x1 - x0, y1 - y0, x1 - x0, y1 - y0)
-        _, hit = self._cast(sc, sub, T_world_camera, near, far)
+        _, hit = self._cast(sc, sub, [T_world_camera], near, far)
         out[y0:y1, x0:x1] = hit.reshape(y1 - y0, x1 - x0)
         return out
 
@@ -191,12 +215,12 @@ def render_object(mesh: Mesh, intr: Intrinsics, T_camera_object: np.ndarray, nea
 
 def render_object_batch(mesh: Mesh, intr: Intrinsics, T_camera_objects: np.ndarray,
                         near: float = 0.05, far: float = 20.0) -> list[RasterResult]:
-    """Rasterise one mesh in B poses T_camera_objects (B, 4, 4). The scene is built once in the
-    object frame; per pose the pixel rays are moved into the object frame (T_object_camera)."""
+    """Rasterise one mesh in B poses T_camera_objects (B, 4, 4): one scene in the object frame,
+    one ray cast for all poses (:meth:`Scene.render_batch`)."""
     Ts = np.asarray(T_camera_objects, dtype=np.float64).reshape(-1, 4, 4)
     sc = Scene([mesh], [np.eye(4)])
-    return [sc.render(intr, invert_T(_check_pose(T, f"T_camera_objects[{b}]")), near, far)
-            for b, T in enumerate(Ts)]
+    return sc.render_batch(intr, [invert_T(_check_pose(T, f"T_camera_objects[{b}]"))
+                                  for b, T in enumerate(Ts)], near, far)
 
 
 def _interp(result: RasterResult, sel: np.ndarray, faces: np.ndarray, attr: np.ndarray

@@ -102,8 +102,12 @@ def test_batch_equals_single_and_shading():
     Ts = [np.linalg.inv(look_at(np.array([0.3 * np.cos(a), 0.3 * np.sin(a), 0.2]), np.zeros(3)))
           for a in (0.0, 1.0, 2.0)]
     batch = render_object_batch(mesh, INTR, np.array(Ts))
-    for T, r in zip(Ts, batch):
-        np.testing.assert_array_equal(render_object(mesh, INTR, T).face_id, r.face_id)
+    assert len(batch) == 3
+    for T, r in zip(Ts, batch):   # one ray cast for all poses: every field as rendered alone
+        one = render_object(mesh, INTR, T)
+        assert one.mask.sum() > 200
+        for f in ("depth", "mesh_id", "face_id", "bary", "normal_cam"):
+            np.testing.assert_array_equal(getattr(one, f), getattr(r, f), err_msg=f)
     img = shade(batch[0], [mesh], ambient=1.0, diffuse=0.0)
     m = batch[0].mask
     np.testing.assert_allclose(img[m], np.broadcast_to([1.0, 0.5, 0.25], img[m].shape),

@@ -133,8 +133,8 @@ def _turn(axis: int, deg: float, centre: np.ndarray) -> np.ndarray:
     return make_T(R, centre - R @ centre)
 
 
-def _turn_axes(hypotheses: list[np.ndarray],
-               min_turns: int = 5) -> list[tuple[int, float, list[int]]]:
+def turn_axes(hypotheses: list[np.ndarray],
+              min_turns: int = 5) -> list[tuple[int, float, list[int]]]:
     """(model axis, smallest turn in deg, indices of the hypotheses that are turns about it,
     the identity included) for each axis that at least ``min_turns`` of the hypotheses turn
     about (proper turns, not half turns): a surface of revolution."""
@@ -308,9 +308,14 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
     fine_level, coarse_level = level(s), level(s / 2)
     scene = Scene([appearance], [np.eye(4)])
 
-    def score(T: np.ndarray, coarse: bool) -> float:
-        win, o, obs_d, min_px = coarse_level if coarse else fine_level
-        res = scene.render(win, invert_T(T))
+    def renders(Ts_: list[np.ndarray], coarse: bool) -> list:
+        """The appearance rendered at every pose of Ts_, one ray cast for all."""
+        win = (coarse_level if coarse else fine_level)[0]
+        return scene.render_batch(win, [invert_T(T) for T in Ts_])
+
+    def score(res, coarse: bool) -> float:
+        """The score of one render (see the docstring)."""
+        _, o, obs_d, min_px = coarse_level if coarse else fine_level
         sel = res.mask
         if obs_d is not None:
             sel &= ~((obs_d > 0) & (obs_d < res.depth - occlusion_m))
@@ -329,7 +334,7 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
 
     # every hypothesis coarse; then the pose given and the best ``top`` of them, each turned by
     # a third, then a ninth of the step about the axes the object turns about, fine
-    scores = np.array([score(T, True) for T in Ts])
+    scores = np.array([score(r, True) for r in renders(Ts, True)])
     if np.isnan(scores).all():
         return AppearanceChoice(0, T0, scores, float("nan"))
     order = [int(i) for i in np.argsort(np.nan_to_num(-scores, nan=np.inf))[:top]]
@@ -337,21 +342,22 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
     # coarse scores of the hypotheses turned about it spread by more than ``margin`` (a print
     # of bands about the axis scores all turns within a few hundredths, and a small turn would
     # be taken on the noise of the fine score alone)
-    axes = [(a, step) for a, step, idx in _turn_axes(hypotheses)
+    axes = [(a, step) for a, step, idx in turn_axes(hypotheses)
             if np.ptp(np.nan_to_num(scores[idx], nan=np.nanmin(scores))) > margin]
     fine0 = float("nan")
     best, T_best, f_best = 0, T0, -np.inf
-    for i in [0] + [i for i in order if i != 0]:
-        T, fine = Ts[i], score(Ts[i], False)
+    cands = [0] + [i for i in order if i != 0]
+    for i, res in zip(cands, renders([Ts[i] for i in cands], False)):
+        T, fine = Ts[i], score(res, False)
         if i == 0:
             fine0 = fine
         if np.isnan(fine):
             continue
         for axis, step in axes:
             for delta in (step / 3, step / 9):
-                for sign in (1, -1):
-                    Tn = T @ _turn(axis, sign * delta, centre)
-                    f = score(Tn, False)
+                pair = [T @ _turn(axis, sign * delta, centre) for sign in (1, -1)]
+                for Tn, rn in zip(pair, renders(pair, False)):
+                    f = score(rn, False)
                     if f > fine:
                         T, fine = Tn, f
                         break
