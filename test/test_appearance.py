@@ -184,3 +184,35 @@ def test_the_shifted_comparisons_equal_shifting_the_image_one_shift_at_a_time():
     scores = _ncc(a, many[:, mask])
     assert scores.shape == (9,) and scores[4] == pytest.approx(1.0) and scores.max() == scores[4]
     assert _ncc(a, np.zeros((1, *a.shape)))[0] == 0.0   # no contrast: no correlation
+
+
+def test_the_recogniser_fits_icp_again_after_a_flip_but_not_after_a_turn_about_the_axis(
+        learnt, monkeypatch):
+    """A turn about a can's axis moves no surface point ICP fitted, so the turned pose is kept
+    as it is; a box turned half over lies on other faces' depth and is fitted again."""
+    import nol_ros.recognition.recognizer as recognizer
+    from nol_ros.recognition.recognizer import Recognition, Recognizer, _Obj
+
+    calls = []
+
+    def counted(*a, **kw):
+        calls.append(1)
+        return refine_icp(*a, **kw)
+
+    refine_icp = recognizer.refine_icp
+    monkeypatch.setattr(recognizer, "refine_icp", counted)
+    for oid, wants_icp in ((CAN, False), (BOX, True)):
+        mesh, tex, app, _ = learnt[oid]
+        rec = Recognizer(None, None, [_Obj(oid, "o", mesh, mesh.diameter, False, app)])
+        T = look_at(30, 40, 0.8)
+        rgb, mask, depth = photo(tex, T)
+        about_z = not wants_icp    # the can: a turn about its axis; the box: a half turn over
+        H = [h for h in rec._hypotheses(oid) if rot_err_deg(h, np.eye(4)) > 60
+             and (abs(h[2, 2] - 1) < 1e-6) == about_z][0]
+        r = Recognition(oid, "o", 1.0, (0.0, 0.0, 1.0, 1.0), T_camera_object=T @ H)
+        calls.clear()
+        rec._by_appearance(r, rgb, depth.astype(np.float32), INTR, mask)
+        assert r.turned and rot_err_deg(r.T_camera_object, T) < 1.0, oid
+        assert len(calls) == int(wants_icp), (oid, len(calls))
+        if not wants_icp:
+            np.testing.assert_allclose(r.T_camera_object[:3, 3], T[:3, 3], atol=1e-6)
