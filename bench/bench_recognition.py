@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import nol_ros  # noqa: F401  first: OpenMP waits passive before torch and open3d load it
+
 
 def _progress(source):
     last = {"t": 0.0, "stage": ""}
@@ -60,7 +62,7 @@ def main() -> int:
     a = ap.parse_args()
 
     import numpy as np
-    import torch
+    import open3d  # noqa: F401  (loaded now, so that set_threads sets its OpenMP too)
 
     from nol_ros.config import override
     from nol_ros.errors import NolError
@@ -72,9 +74,10 @@ def main() -> int:
         train,
     )
     from nol_ros.recognition.recognizer import Recognizer
+    from nol_ros.threads import set_threads
     from nol_ros.workspace import Workspace
 
-    torch.set_num_threads(a.threads)
+    set_threads(a.threads)   # torch and every OpenMP runtime, as the nodes run
     preset = override(recognition_preset(a.preset), json.loads(a.override or "{}"),
                       "--override: ")
     root = Path(a.data)
