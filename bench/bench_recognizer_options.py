@@ -11,8 +11,10 @@ The models folders come from bench/bench_recognition.py (--work W: W/SOURCE/mode
 workspace's training (WORKSPACE/_models). Nothing is trained here, so the rows differ only in
 the option. Scored by nol_ros.recognition.evaluate.score_models, as bench_recognition.py scores:
 with --workspace (the workspace the objects were learnt into, from the data's train scene
-000001) ADD(-S) is in the learnt frames, without it in the mesh files' frames. Prints a markdown
-table.
+000001) ADD(-S) is in the learnt frames; with --appearance-frames instead, in the frames of the
+models folder's learnt appearance (nol_ros.recognition.evaluate.learnt_frames_from_appearance:
+models trained on a workspace that has since been replaced); otherwise in the mesh files'
+frames. Prints a markdown table.
 """
 
 import argparse
@@ -40,6 +42,9 @@ def main() -> int:
     ap.add_argument("--models", nargs="+", required=True)
     ap.add_argument("--workspace", default="", help="the workspace the models' objects were "
                     "learnt into: ADD(-S) in their learnt frames (default: the mesh files')")
+    ap.add_argument("--appearance-frames", action="store_true", help="without --workspace: "
+                    "ADD(-S) in the frames of the models folder's learnt appearance (for models "
+                    "whose workspace was replaced; the data needs models_textured)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rows", default="", help="comma-separated row numbers (0-based) of "
                     "OPTIONS to run (default: all)")
@@ -55,7 +60,8 @@ def main() -> int:
     set_threads(a.threads)   # torch and every OpenMP runtime, as the nodes run
     root = Path(a.data)
     tests = sorted((root / "test").iterdir())
-    frames = f"learnt frames of {a.workspace}" if a.workspace else "the mesh files' frames"
+    frames = (f"learnt frames of {a.workspace}" if a.workspace else "the frames of the learnt "
+              "appearance" if a.appearance_frames else "the mesh files' frames")
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, {len(tests)} test scenes of {root}, ADD(-S) in "
           f"{frames}\n")
     print("| models | option | mAP@0.5 | ADD(-S) RGB | ADD(-S) +ICP | s per image | CPU-s per "
@@ -66,7 +72,8 @@ def main() -> int:
             rec = Recognizer.load(m)
             rec.config = dataclasses.replace(rec.config, **kw)
             r = score_models(rec, tests, root / "models", a.workspace or None,
-                             root / "train" / "000001").result
+                             root / "train" / "000001",
+                             appearance_frames=a.appearance_frames).result
             print(f"| {m} | {label} | {100 * r.map50:.1f} | {100 * r.mean(r.add_rgb):.1f} | "
                   f"{100 * r.mean(r.add_icp):.1f} | {r.seconds_per_image:.2f} | "
                   f"{r.cpu_seconds_per_image:.2f} |", flush=True)

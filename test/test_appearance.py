@@ -216,3 +216,22 @@ def test_the_recogniser_fits_icp_again_after_a_flip_but_not_after_a_turn_about_t
         assert len(calls) == int(wants_icp), (oid, len(calls))
         if not wants_icp:
             np.testing.assert_allclose(r.T_camera_object[:3, 3], T[:3, 3], atol=1e-6)
+
+
+def test_the_learnt_frame_is_found_from_the_learnt_appearance(learnt, small_world):
+    """A models folder whose workspace is gone: the learnt appearance alone tells which of the
+    mesh's symmetries its frame is (against the dataset's texture). The turn by 130 deg is not
+    its own inverse, so a symmetry applied the wrong way round fails."""
+    from nol_ros.metrics import geometric_symmetries
+    from nol_ros.recognition.evaluate import learnt_frame_from_appearance
+
+    root, _ = small_world
+    mesh, tex, app, _ = learnt[CAN]
+    syms = geometric_symmetries(mesh.vertices, mesh.faces)
+    for S0 in (np.eye(4), [S for S in syms if abs(rot_err_deg(S, np.eye(4)) - 130) < 1.5][0]):
+        turned = app.copy()        # the same colours, in a frame turned by S0: p_l = S0^-1 p
+        turned.vertices = (app.vertices - S0[:3, 3]) @ S0[:3, :3]
+        S, score, runner = learnt_frame_from_appearance(turned, tex, mesh, n_views=3, size=64)
+        assert rot_err_deg(S, S0) < 2.5, (rot_err_deg(S, S0), score, runner)
+        print(f"S0 {rot_err_deg(S0, np.eye(4)):.0f} deg: score {score:.3f}, runner-up {runner:.3f}")
+        assert score > 0.5, (score, runner)

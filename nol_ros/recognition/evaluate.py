@@ -32,13 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
+from nol_ros.camera import Intrinsics
 from nol_ros.datasets.bop import read_bop_scene, read_models_info
 from nol_ros.errors import InputError
-from nol_ros.geometry import quat_xyzw_from_R, rotation_error_deg
+from nol_ros.geometry import invert_T, look_at, quat_xyzw_from_R, rotation_error_deg
 from nol_ros.io_utils import atomic_write_text
-from nol_ros.mesh import load_mesh
+from nol_ros.mesh import Mesh, load_mesh
 from nol_ros.metrics import add_s, geometric_symmetries
 from nol_ros.progress import ProgressFn, noop_progress
+from nol_ros.rasterizer import Scene, interpolate_vertex_attribute, render_object, shade
+from nol_ros.recognition.poses import bbox_centre
 from nol_ros.workspace import ObjectFiles, Workspace
 
 
@@ -231,6 +234,67 @@ def learnt_frames_from_views(models: dict[int, ObjectModel], object_dirs: dict[i
         models[oid].T_model_learnt = S
         out[oid] = {"sym_deg": rotation_error_deg(np.eye(3), S), "residual_deg": res,
                     "offset_deg": off, "frames": len(pairs)}
+    return out
+
+
+def learnt_frame_from_appearance(appearance: Mesh, textured: Mesh, mesh: Mesh,
+                                 n_views: int = 6, size: int = 96
+                                 ) -> tuple[np.ndarray, float, float]:
+    """The frame an object's learnt appearance (vertex colours, learnt frame: a models folder's
+    ``appearance`` mesh) is in, for a models folder whose learnt object folders are gone: the
+    exact symmetry S of the untextured ``mesh`` (:func:`~nol_ros.metrics.geometric_symmetries`,
+    the dataset's frame) under which the learnt colours look most like ``textured`` (the
+    dataset's ground-truth texture). Both are rendered from ``n_views`` cameras around the
+    object, 30 deg above it, in a ``size`` px window: the appearance at T_camera_learnt, the
+    texture's albedo at T_camera_learnt @ S^-1; score = the mean per-channel correlation over
+    the pixels both cover. Returns (S (4, 4), its score, the best score of the symmetries more
+    than 30 deg from S: how clearly the print chose)."""
+    syms = geometric_symmetries(mesh.vertices, mesh.faces)
+    c = bbox_centre(mesh.vertices)
+    d = 1.25 * mesh.diameter
+    intr = Intrinsics(float(size), float(size), (size - 1) / 2, (size - 1) / 2, size, size)
+    tex_scene = Scene([textured], [np.eye(4)])
+    score = np.zeros(len(syms))
+    for k in range(n_views):
+        az = 2 * np.pi * k / n_views
+        eye = c + d * np.array([np.cos(az) * np.cos(np.pi / 6), np.sin(az) * np.cos(np.pi / 6),
+                                np.sin(np.pi / 6)])
+        T_wc = look_at(eye, c)     # the learnt frame as the world: T_learnt_camera
+        ra = render_object(appearance, intr, invert_T(T_wc))
+        a = interpolate_vertex_attribute(ra, [appearance], [appearance.vertex_colors])
+        # camera in the model frame: T_model_camera = S @ T_learnt_camera
+        for j, rt in enumerate(tex_scene.render_batch(intr, [S @ T_wc for S in syms])):
+            sel = ra.mask & rt.mask
+            if sel.sum() < 20:
+                continue
+            b = shade(rt, [textured], ambient=1.0, diffuse=0.0)
+            cc = [np.corrcoef(a[sel][:, ch], b[sel][:, ch])[0, 1] for ch in range(3)]
+            score[j] += float(np.mean(np.nan_to_num(cc))) / n_views
+    best = int(np.argmax(score))
+    far = [j for j, S in enumerate(syms)
+           if rotation_error_deg(S[:3, :3], syms[best][:3, :3]) > 30.0]
+    runner = float(score[far].max()) if far else float("nan")
+    return syms[best], float(score[best]), runner
+
+
+def learnt_frames_from_appearance(models: dict[int, ObjectModel], appearances: dict[int, Mesh],
+                                  dataset_root: str | Path) -> dict[int, dict]:
+    """Set ``T_model_learnt`` of each model whose learnt appearance is given, by
+    :func:`learnt_frame_from_appearance` against the dataset's ground-truth textures
+    (``DATASET/models_textured/obj_%06d.obj``) and untextured meshes (``DATASET/models``).
+    Returns per object {"sym_deg", "score", "runner_up"} for the report."""
+    root = Path(dataset_root)
+    out = {}
+    for oid, app in appearances.items():
+        tex_path = root / "models_textured" / f"obj_{oid:06d}.obj"
+        if not tex_path.is_file():
+            raise InputError(f"'{tex_path}' does not exist: the learnt frames from the "
+                             "appearance need the dataset's textured models")
+        mesh = load_mesh(root / "models" / f"obj_{oid:06d}.ply")
+        S, sc, runner = learnt_frame_from_appearance(app, load_mesh(tex_path), mesh)
+        models[oid].T_model_learnt = S
+        out[oid] = {"sym_deg": rotation_error_deg(np.eye(3), S[:3, :3]), "score": sc,
+                    "runner_up": runner}
     return out
 
 
@@ -474,12 +538,15 @@ class Score:
 def score_models(recognizer, scene_dirs: list[str | Path], dataset_models: str | Path,
                  learnt_root: str | Path | None = None, train_scene: str | Path | None = None,
                  id_map: str = "", image_step: int = 1, max_images: int | None = None,
-                 progress: ProgressFn = noop_progress) -> Score:
+                 progress: ProgressFn = noop_progress, appearance_frames: bool = False) -> Score:
     """Score a trained recogniser on BOP test scenes of a dataset (its ``models/`` folder with
     models_info.json): classes mapped to the dataset's objects by name (``id_map`` 'NAME=ID,..'
     overrides), ADD(-S) scored in each object's learnt frame when the objects were learnt into
-    ``learnt_root`` from ``train_scene`` (:func:`learnt_frames_from_views`), mAP@0.5 and BOP
-    results as :func:`evaluate_scenes`."""
+    ``learnt_root`` from ``train_scene`` (:func:`learnt_frames_from_views`), or, with
+    ``appearance_frames`` and no ``learnt_root``, in the frame of each object's learnt
+    appearance in the models folder (:func:`learnt_frames_from_appearance`: for models whose
+    workspace is gone; the dataset needs ``models_textured``). mAP@0.5 and BOP results as
+    :func:`evaluate_scenes`."""
     info = read_models_info(Path(dataset_models) / "models_info.json")
     mapping = id_mapping(recognizer.objects, info, id_map)
     models = load_object_models(dataset_models, sorted(set(mapping.values())))
@@ -492,6 +559,10 @@ def score_models(recognizer, scene_dirs: list[str | Path], dataset_models: str |
         dirs = {mapping[o]: ws.learnt(r.name).files.dir for o, r in recognizer.objects.items()
                 if ws.learnt(r.name).files.learnt}
         frames = learnt_frames_from_views(models, dirs, train_scene, dataset_models)
+    elif appearance_frames:
+        apps = {mapping[o]: r.appearance for o, r in recognizer.objects.items()
+                if r.appearance is not None}
+        frames = learnt_frames_from_appearance(models, apps, Path(dataset_models).parent)
     res = evaluate_scenes(IdMapped(recognizer, mapping), scene_dirs, models,
                           max_images=max_images, image_step=image_step, progress=progress)
     return Score(res, mapping, models, frames)
