@@ -47,6 +47,19 @@ def _add(scene, mesh: Mesh, T_world_object: np.ndarray) -> int:
     return int(scene.add_triangles(o3c.Tensor(V), o3c.Tensor(mesh.faces.astype(np.uint32))))
 
 
+def _check_poses(Ts, what: str) -> np.ndarray:
+    """:func:`_check_pose` of B poses at once -> (B, 4, 4) float64."""
+    T = np.asarray(Ts, dtype=np.float64)
+    if T.ndim != 3 or T.shape[1:] != (4, 4) or not np.all(np.isfinite(T)):
+        raise InputError(f"{what} must be finite 4x4 matrices, got shape {T.shape}")
+    R = T[:, :3, :3]
+    if (not np.allclose(np.einsum("bji,bjk->bik", R, R), np.eye(3), atol=1e-4)
+            or np.any(np.linalg.det(R) < 0)):
+        raise InputError(f"{what} is not a rigid transform (its 3x3 block is not a rotation); "
+                         "orthonormalise it")
+    return T
+
+
 def _check_pose(T: np.ndarray, what: str) -> np.ndarray:
     T = np.asarray(T, dtype=np.float64)
     if T.shape != (4, 4) or not np.all(np.isfinite(T)):
@@ -104,18 +117,15 @@ class Scene:
 
         if not (0.0 <= near < far):
             raise InputError(f"near={near}, far={far}: need 0 <= near < far (metres)")
+        Ts = _check_poses(T_world_cameras, "T_world_camera").astype(np.float32)
         dirs = self._dirs(intr)
-        n = len(dirs)
-        rays = np.empty((n * len(T_world_cameras), 6), np.float32)
-        for b, T_wc in enumerate(T_world_cameras):
-            T = _check_pose(T_wc, "T_world_camera")
-            d = dirs @ T[:3, :3].T.astype(np.float32)
-            r = rays[b * n:(b + 1) * n]
-            r[:, 3:] = d
-            r[:, :3] = T[:3, 3].astype(np.float32)
-            if near > 0:
-                r[:, :3] += near * d
-        out = scene.cast_rays(o3c.Tensor.from_numpy(rays))
+        d = np.matmul(dirs[None], Ts[:, :3, :3].transpose(0, 2, 1))          # (B, N, 3)
+        rays = np.empty(d.shape[:2] + (6,), np.float32)
+        rays[..., 3:] = d
+        rays[..., :3] = Ts[:, None, :3, 3]
+        if near > 0:
+            rays[..., :3] += np.float32(near) * d
+        out = scene.cast_rays(o3c.Tensor.from_numpy(rays.reshape(-1, 6)))
         t = out["t_hit"].numpy()
         return out, t <= (far - near)  # misses are inf
 
@@ -152,12 +162,10 @@ class Scene:
         n_world = out["primitive_normals"].numpy()
         normal = np.zeros((B * N, 3), np.float32)
         dirs = self._dirs(intr)
+        cut = np.searchsorted(idx, np.arange(B + 1) * N)
         for b, T_wc in enumerate(Ts):
-            lo = np.searchsorted(idx, b * N)
-            hi = np.searchsorted(idx, (b + 1) * N)
-            ib = idx[lo:hi]
-            R = np.asarray(T_wc, dtype=np.float64)[:3, :3].astype(np.float32)
-            n = n_world[ib] @ R
+            ib = idx[cut[b]:cut[b + 1]]
+            n = n_world[ib] @ np.asarray(T_wc, np.float64)[:3, :3].astype(np.float32)
             n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
             n[np.sum(n * dirs[ib - b * N], axis=1) > 0] *= -1
             normal[ib] = n
