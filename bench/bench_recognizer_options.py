@@ -45,6 +45,8 @@ def main() -> int:
     ap.add_argument("--appearance-frames", action="store_true", help="without --workspace: "
                     "ADD(-S) in the frames of the models folder's learnt appearance (for models "
                     "whose workspace was replaced; the data needs models_textured)")
+    ap.add_argument("--json", default="", help="also write every row's figures, per object "
+                    "too (nol_ros.recognition.evaluate.Score.summary), to this JSON file")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rows", default="", help="comma-separated row numbers (0-based) of "
                     "OPTIONS to run (default: all)")
@@ -53,6 +55,7 @@ def main() -> int:
 
     import open3d  # noqa: F401  (loaded now, so that set_threads sets its OpenMP too)
 
+    from nol_ros.io_utils import atomic_write_json
     from nol_ros.recognition.evaluate import score_models
     from nol_ros.recognition.recognizer import Recognizer
     from nol_ros.threads import set_threads
@@ -67,13 +70,17 @@ def main() -> int:
     print("| models | option | mAP@0.5 | ADD(-S) RGB | ADD(-S) +ICP | s per image | CPU-s per "
           "image |")
     print("|---|---|---|---|---|---|---|")
+    out = []
     for m in a.models:
         for label, kw in rows:
             rec = Recognizer.load(m)
             rec.config = dataclasses.replace(rec.config, **kw)
-            r = score_models(rec, tests, root / "models", a.workspace or None,
-                             root / "train" / "000001",
-                             appearance_frames=a.appearance_frames).result
+            sc = score_models(rec, tests, root / "models", a.workspace or None,
+                              root / "train" / "000001", appearance_frames=a.appearance_frames)
+            r = sc.result
+            out.append({"models": m, "option": label, **sc.summary()})
+            if a.json:
+                atomic_write_json(a.json, out)
             print(f"| {m} | {label} | {100 * r.map50:.1f} | {100 * r.mean(r.add_rgb):.1f} | "
                   f"{100 * r.mean(r.add_icp):.1f} | {r.seconds_per_image:.2f} | "
                   f"{r.cpu_seconds_per_image:.2f} |", flush=True)
