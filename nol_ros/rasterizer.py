@@ -48,10 +48,10 @@ def _add(scene, mesh: Mesh, T_world_object: np.ndarray) -> int:
 
 
 def _check_poses(Ts, what: str) -> np.ndarray:
-    """:func:`_check_pose` of B poses at once -> (B, 4, 4) float64."""
+    """B rigid 4x4 transforms (B, 4, 4) -> float64, or InputError naming ``what``."""
     T = np.asarray(Ts, dtype=np.float64)
     if T.ndim != 3 or T.shape[1:] != (4, 4) or not np.all(np.isfinite(T)):
-        raise InputError(f"{what} must be finite 4x4 matrices, got shape {T.shape}")
+        raise InputError(f"{what} must be a finite 4x4 matrix, got shape {T.shape[1:]}")
     R = T[:, :3, :3]
     if (not np.allclose(np.einsum("bji,bjk->bik", R, R), np.eye(3), atol=1e-4)
             or np.any(np.linalg.det(R) < 0)):
@@ -61,14 +61,8 @@ def _check_poses(Ts, what: str) -> np.ndarray:
 
 
 def _check_pose(T: np.ndarray, what: str) -> np.ndarray:
-    T = np.asarray(T, dtype=np.float64)
-    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-        raise InputError(f"{what} must be a finite 4x4 matrix, got shape {T.shape}")
-    R = T[:3, :3]
-    if not np.allclose(R.T @ R, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0:
-        raise InputError(f"{what} is not a rigid transform (its 3x3 block is not a rotation); "
-                         "orthonormalise it")
-    return T
+    """One rigid 4x4 transform -> float64 (4, 4), or InputError naming ``what``."""
+    return _check_poses(np.asarray(T, dtype=np.float64)[None], what)[0]
 
 
 class Scene:
@@ -107,17 +101,17 @@ class Scene:
         self._ray_cache[intr] = dirs  # most recent last
         return dirs
 
-    def _cast(self, scene, intr: Intrinsics, T_world_cameras: list[np.ndarray], near: float,
+    def _cast(self, scene, intr: Intrinsics, T_world_cameras: np.ndarray, near: float,
               far: float):
-        """Cast the pixel rays from every camera pose (one Embree call for all); returns
-        Open3D's result dict and (B H W,) bool hit within [near, far]. t_hit in the result is
-        measured from the near plane."""
+        """Cast the pixel rays from every camera pose (checked, (B, 4, 4): one Embree call for
+        all); returns Open3D's result dict and (B H W,) bool hit within [near, far]. t_hit in
+        the result is measured from the near plane."""
         # lazy: open3d (~3 s) to import, loaded only when this runs
         import open3d.core as o3c
 
         if not (0.0 <= near < far):
             raise InputError(f"near={near}, far={far}: need 0 <= near < far (metres)")
-        Ts = _check_poses(T_world_cameras, "T_world_camera").astype(np.float32)
+        Ts = T_world_cameras.astype(np.float32)
         dirs = self._dirs(intr)
         d = np.matmul(dirs[None], Ts[:, :3, :3].transpose(0, 2, 1))          # (B, N, 3)
         rays = np.empty(d.shape[:2] + (6,), np.float32)
@@ -139,9 +133,9 @@ class Scene:
                      near: float = 0.05, far: float = 20.0) -> list[RasterResult]:
         """:meth:`render` from B camera poses (B, 4, 4) with one ray cast for all of them (a
         few dozen small windows cost a few renders' worth of Python overhead, not B)."""
-        Ts = list(T_world_cameras)
-        if not Ts:
+        if len(T_world_cameras) == 0:
             return []
+        Ts = _check_poses(T_world_cameras, "T_world_camera")
         out, hit = self._cast(self._scene, intr, Ts, near, far)
         H, W = intr.height, intr.width
         N = H * W
@@ -163,9 +157,10 @@ class Scene:
         normal = np.zeros((B * N, 3), np.float32)
         dirs = self._dirs(intr)
         cut = np.searchsorted(idx, np.arange(B + 1) * N)
-        for b, T_wc in enumerate(Ts):
+        R = Ts[:, :3, :3].astype(np.float32)
+        for b in range(B):
             ib = idx[cut[b]:cut[b + 1]]
-            n = n_world[ib] @ np.asarray(T_wc, np.float64)[:3, :3].astype(np.float32)
+            n = n_world[ib] @ R[b]
             n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
             n[np.sum(n * dirs[ib - b * N], axis=1) > 0] *= -1
             normal[ib] = n
@@ -193,14 +188,15 @@ class Scene:
             _add(sc, self.meshes[mesh_index], self.T_world_objects[mesh_index])
             self._single[mesh_index] = sc
         H, W = intr.height, intr.width
-        T_cw = invert_T(_check_pose(T_world_camera, "T_world_camera"))
+        T_wc = _check_pose(T_world_camera, "T_world_camera")
+        T_cw = invert_T(T_wc)
         T_co = T_cw @ self.T_world_objects[mesh_index]
         P = self.meshes[mesh_index].vertices @ T_co[:3, :3].T + T_co[:3, 3]
         out = np.zeros((H, W), bool)
         if np.all(P[:, 2] <= near) or np.all(P[:, 2] >= far):
             return out
         if np.any(P[:, 2] <= near):  # straddles the near plane: no safe box, cast everything
-            _, hit = self._cast(sc, intr, [T_world_camera], near, far)
+            _, hit = self._cast(sc, intr, T_wc[None], near, far)
             return hit.reshape(H, W)
         uv, _ = intr.project(P)
         x0, y0 = np.floor(uv.min(0)).astype(int) - 2
@@ -209,7 +205,7 @@ class Scene:
         if x1 <= x0 or y1 <= y0:
             return out
         sub = intr.crop_resize(x0, y0, x1 - x0, y1 - y0, x1 - x0, y1 - y0)
-        _, hit = self._cast(sc, sub, [T_world_camera], near, far)
+        _, hit = self._cast(sc, sub, T_wc[None], near, far)
         out[y0:y1, x0:x1] = hit.reshape(y1 - y0, x1 - x0)
         return out
 
