@@ -169,7 +169,7 @@ def test_the_report_overlay_draws_the_pose_axes_and_marks_a_turned_pose(learnt):
 def test_the_shifted_comparisons_equal_shifting_the_image_one_shift_at_a_time():
     import cv2
 
-    from nol_ros.recognition.appearance import _high_pass, _ncc, _shifted_high_passes
+    from nol_ros.recognition.appearance import _high_pass, _shifted_high_passes, ncc
 
     rng = np.random.default_rng(2)
     img = cv2.GaussianBlur(rng.random((40, 50, 3)).astype(np.float32), (0, 0), 1.0)
@@ -181,9 +181,9 @@ def test_the_shifted_comparisons_equal_shifting_the_image_one_shift_at_a_time():
                   for dy in (-2, 0, 2) for dx in (-2, 0, 2)]
     assert np.allclose(many, np.stack(one_by_one), atol=1e-5)
     a = many[4][mask]            # the unshifted image correlates perfectly with itself
-    scores = _ncc(a, many[:, mask])
+    scores = ncc(a, many[:, mask])
     assert scores.shape == (9,) and scores[4] == pytest.approx(1.0) and scores.max() == scores[4]
-    assert _ncc(a, np.zeros((1, *a.shape)))[0] == 0.0   # no contrast: no correlation
+    assert ncc(a, np.zeros((1, *a.shape)))[0] == 0.0   # no contrast: no correlation
 
 
 def test_the_recogniser_fits_icp_again_after_a_flip_but_not_after_a_turn_about_the_axis(

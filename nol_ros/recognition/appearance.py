@@ -215,7 +215,7 @@ def _high_pass(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
     return img * mask[..., None] - _masked_blur(img, mask, sigma)
 
 
-def _ncc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def ncc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Mean over channels of the normalised cross-correlation of a (n, C) with each of b
     (S, n, C) -> (S,); channels without contrast are left out (0 when none has any)."""
     a = a - a.mean(0)
@@ -327,9 +327,9 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
             col = _masked_blur(col, res.mask, blur_px)
         a = _high_pass(col, sel, detail_px)
         if coarse or not shift_px:
-            return float(_ncc(a[inner], _high_pass(o, sel, detail_px)[inner][None])[0])
+            return float(ncc(a[inner], _high_pass(o, sel, detail_px)[inner][None])[0])
         # the image shifted by up to shift_px against the render: the pose's residual offset
-        return float(_ncc(a[inner], _shifted_high_passes(o, sel, detail_px, shift_px)[:, inner])
+        return float(ncc(a[inner], _shifted_high_passes(o, sel, detail_px, shift_px)[:, inner])
                      .max())
 
     # every hypothesis coarse; then the pose given and the best ``top`` of them, each turned by

@@ -41,6 +41,7 @@ from nol_ros.mesh import Mesh, load_mesh
 from nol_ros.metrics import add_s, geometric_symmetries
 from nol_ros.progress import ProgressFn, noop_progress
 from nol_ros.rasterizer import Scene, interpolate_vertex_attribute, render_object, shade
+from nol_ros.recognition.appearance import ncc
 from nol_ros.recognition.poses import bbox_centre
 from nol_ros.workspace import ObjectFiles, Workspace
 
@@ -246,9 +247,10 @@ def learnt_frame_from_appearance(appearance: Mesh, textured: Mesh, mesh: Mesh,
     the dataset's frame) under which the learnt colours look most like ``textured`` (the
     dataset's ground-truth texture). Both are rendered from ``n_views`` cameras around the
     object, 30 deg above it, in a ``size`` px window: the appearance at T_camera_learnt, the
-    texture's albedo at T_camera_learnt @ S^-1; score = the mean per-channel correlation over
-    the pixels both cover. Returns (S (4, 4), its score, the best score of the symmetries more
-    than 30 deg from S: how clearly the print chose)."""
+    texture's albedo at T_camera_learnt @ S^-1; score = their normalised cross-correlation
+    (:func:`~nol_ros.recognition.appearance.ncc`) over the pixels both cover. Returns (S (4, 4),
+    its score, the best score of the symmetries more than 30 deg from S: how clearly the print
+    chose)."""
     syms = geometric_symmetries(mesh.vertices, mesh.faces)
     c = bbox_centre(mesh.vertices)
     d = 1.25 * mesh.diameter
@@ -268,8 +270,7 @@ def learnt_frame_from_appearance(appearance: Mesh, textured: Mesh, mesh: Mesh,
             if sel.sum() < 20:
                 continue
             b = shade(rt, [textured], ambient=1.0, diffuse=0.0)
-            cc = [np.corrcoef(a[sel][:, ch], b[sel][:, ch])[0, 1] for ch in range(3)]
-            score[j] += float(np.mean(np.nan_to_num(cc))) / n_views
+            score[j] += float(ncc(a[sel], b[sel][None])[0]) / n_views
     best = int(np.argmax(score))
     far = [j for j, S in enumerate(syms)
            if rotation_error_deg(S[:3, :3], syms[best][:3, :3]) > 30.0]
