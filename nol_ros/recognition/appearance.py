@@ -263,7 +263,10 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
     pose's own small turns) and is at least ``min_score`` (a poor fit everywhere -- the pose a
     centimetre off, the object mostly hidden -- tells nothing: measured, the learnt print
     scores 0.66-0.92 at the true pose); else the pose given. The fine comparison takes the best
-    of the image shifted by up to ``shift_px`` (the pose's residual offset)."""
+    of the image shifted by up to ``shift_px`` (the pose's residual offset). The image's detail
+    is taken once per level, inside the pixels the pose given covers (the turns compared fit
+    the depth alike, so they cover nearly the same pixels), and each step's poses are rendered
+    in one ray cast."""
     if appearance.vertex_colors is None:
         raise InputError("the appearance mesh has no vertex colours; bake them first "
                          "(bake_vertex_colors)")
@@ -313,24 +316,31 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
         win = (coarse_level if coarse else fine_level)[0]
         return scene.render_batch(win, [invert_T(T) for T in Ts_])
 
+    ref: dict[bool, tuple] = {}   # per level: the image's detail inside the pose's pixels
+
     def score(res, coarse: bool) -> float:
-        """The score of one render (see the docstring)."""
+        """The score of one render (see the docstring). The image's detail is taken once per
+        level, inside the pixels of the pose given (the first render of each level): the turns
+        compared fit the depth alike, so they cover nearly the same pixels."""
         _, o, obs_d, min_px = coarse_level if coarse else fine_level
         sel = res.mask
         if obs_d is not None:
             sel &= ~((obs_d > 0) & (obs_d < res.depth - occlusion_m))
-        inner = cv2.erode(sel.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        if coarse not in ref:
+            shifts = 0 if coarse else shift_px
+            ref[coarse] = (sel, _shifted_high_passes(o, sel, detail_px, shifts) if shifts
+                           else _high_pass(o, sel, detail_px)[None])
+        sel0, obs_hp = ref[coarse]
+        inner = cv2.erode((sel & sel0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         if inner.sum() < min_px:
             return float("nan")
         col = interpolate_vertex_attribute(res, [appearance], [appearance.vertex_colors])
         if blur_px > 0:
             col = _masked_blur(col, res.mask, blur_px)
         a = _high_pass(col, sel, detail_px)
-        if coarse or not shift_px:
-            return float(ncc(a[inner], _high_pass(o, sel, detail_px)[inner][None])[0])
-        # the image shifted by up to shift_px against the render: the pose's residual offset
-        return float(ncc(a[inner], _shifted_high_passes(o, sel, detail_px, shift_px)[:, inner])
-                     .max())
+        # the image shifted by up to shift_px against the render (the fine level): the pose's
+        # residual offset
+        return float(ncc(a[inner], obs_hp[:, inner]).max())
 
     # every hypothesis coarse; then the pose given and the best ``top`` of them, each turned by
     # a third, then a ninth of the step about the axes the object turns about, fine
@@ -344,25 +354,28 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
     # be taken on the noise of the fine score alone)
     axes = [(a, step) for a, step, idx in turn_axes(hypotheses)
             if np.ptp(np.nan_to_num(scores[idx], nan=np.nanmin(scores))) > margin]
-    fine0 = float("nan")
-    best, T_best, f_best = 0, T0, -np.inf
+    # the candidates fine, then each turned by +-delta about every such axis, the turn kept
+    # where it fits better (+delta first); every step's poses rendered in one ray cast
     cands = [0] + [i for i in order if i != 0]
-    for i, res in zip(cands, renders([Ts[i] for i in cands], False)):
-        T, fine = Ts[i], score(res, False)
-        if i == 0:
-            fine0 = fine
-        if np.isnan(fine):
-            continue
-        for axis, step in axes:
-            for delta in (step / 3, step / 9):
-                pair = [T @ _turn(axis, sign * delta, centre) for sign in (1, -1)]
-                for Tn, rn in zip(pair, renders(pair, False)):
+    T_c = [Ts[i] for i in cands]
+    fines = [score(res, False) for res in renders(T_c, False)]
+    fine0 = fines[0]
+    live = [k for k in range(len(cands)) if not np.isnan(fines[k])]
+    for axis, step in axes:
+        for delta in (step / 3, step / 9):
+            turns = [_turn(axis, sign * delta, centre) for sign in (1, -1)]
+            poses = [T_c[k] @ G for k in live for G in turns]
+            res = renders(poses, False)
+            for j, k in enumerate(live):
+                for Tn, rn in zip(poses[2 * j:2 * j + 2], res[2 * j:2 * j + 2]):
                     f = score(rn, False)
-                    if f > fine:
-                        T, fine = Tn, f
+                    if f > fines[k]:
+                        T_c[k], fines[k] = Tn, f
                         break
-        if fine > f_best + (margin if i else 0.0):
-            best, T_best, f_best = i, T, fine
+    best, T_best, f_best = 0, T0, -np.inf
+    for k in live:
+        if fines[k] > f_best + (margin if cands[k] else 0.0):
+            best, T_best, f_best = cands[k], T_c[k], fines[k]
     gain = margin if best else local_margin
     if best or T_best is not T0:
         if f_best >= min_score and (np.isnan(fine0) or f_best > fine0 + gain):
