@@ -8,6 +8,7 @@ meshes in one :class:`Scene` occlude each other; per-mesh scenes give the unoccl
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,16 @@ def _new_scene():
     import open3d as o3d
 
     return o3d.t.geometry.RaycastingScene()
+
+
+def _commit(scene) -> None:
+    """Build the scene's ray-casting structure now, with one ray: Open3D builds it at the
+    first cast, unguarded, and a scene shared by threads (posing detections side by side)
+    must not have two threads build it at once."""
+    # lazy: open3d (~3 s) to import, loaded only when this runs
+    import open3d.core as o3c
+
+    scene.cast_rays(o3c.Tensor(np.array([[0, 0, 0, 0, 0, 1]], np.float32)))
 
 
 def _add(scene, mesh: Mesh, T_world_object: np.ndarray) -> int:
@@ -87,19 +98,22 @@ class Scene:
         gids = [_add(self._scene, m, T) for m, T in zip(self.meshes, self.T_world_objects)]
         self._lut = np.full(max(gids) + 1, -1, np.int32)  # Open3D geometry id -> mesh index
         self._lut[gids] = np.arange(len(gids), dtype=np.int32)
+        _commit(self._scene)
         self._single: dict[int, object] = {}
         self._ray_cache: dict[Intrinsics, np.ndarray] = {}  # a few recent cameras (LRU)
+        self._lock = threading.Lock()   # the caches; renders may run on several threads
 
     def _dirs(self, intr: Intrinsics) -> np.ndarray:
         if not isinstance(intr, Intrinsics):
             raise InputError(f"intr must be nol_ros.camera.Intrinsics, got {type(intr).__name__}")
-        dirs = self._ray_cache.pop(intr, None)
-        if dirs is None:  # (H W, 3) float32, z = 1, through pixel centres (row-major)
-            dirs = intr.ray_directions().reshape(-1, 3).astype(np.float32)
-            if len(self._ray_cache) >= 4:
-                self._ray_cache.pop(next(iter(self._ray_cache)))
-        self._ray_cache[intr] = dirs  # most recent last
-        return dirs
+        with self._lock:
+            dirs = self._ray_cache.pop(intr, None)
+            if dirs is None:  # (H W, 3) float32, z = 1, through pixel centres (row-major)
+                dirs = intr.ray_directions().reshape(-1, 3).astype(np.float32)
+                if len(self._ray_cache) >= 4:
+                    self._ray_cache.pop(next(iter(self._ray_cache)))
+            self._ray_cache[intr] = dirs  # most recent last
+            return dirs
 
     def _cast(self, scene, intr: Intrinsics, T_world_cameras: np.ndarray, near: float,
               far: float):
@@ -182,11 +196,13 @@ class Scene:
         few percent of the image costs a few percent of a render)."""
         if not 0 <= mesh_index < len(self.meshes):
             raise InputError(f"mesh_index {mesh_index} out of range [0, {len(self.meshes)})")
-        sc = self._single.get(mesh_index)
-        if sc is None:
-            sc = _new_scene()
-            _add(sc, self.meshes[mesh_index], self.T_world_objects[mesh_index])
-            self._single[mesh_index] = sc
+        with self._lock:
+            sc = self._single.get(mesh_index)
+            if sc is None:
+                sc = _new_scene()
+                _add(sc, self.meshes[mesh_index], self.T_world_objects[mesh_index])
+                _commit(sc)
+                self._single[mesh_index] = sc
         H, W = intr.height, intr.width
         T_wc = _check_pose(T_world_camera, "T_world_camera")
         T_cw = invert_T(T_wc)

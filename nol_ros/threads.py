@@ -33,6 +33,7 @@ import os
 import sys
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -41,6 +42,7 @@ from threadpoolctl import ThreadpoolController
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _done: dict[tuple, ThreadReport] = {}
+_pools: dict[int, ThreadPoolExecutor] = {}
 
 
 @dataclass
@@ -161,3 +163,25 @@ def thread_settings(num_threads: int | None = None):
 def set_threads(n: int) -> ThreadReport:
     """Force ``n`` threads (benchmarks, ``--threads``)."""
     return configure_threads(n, force=True)
+
+
+def _one_openmp_thread() -> None:
+    """Worker initialiser: this thread's OpenMP teams have one thread (a per-thread setting in
+    every loaded runtime)."""
+    for lc in ThreadpoolController().lib_controllers:
+        if lc.user_api == "openmp":
+            lc.set_num_threads(1)
+
+
+def worker_pool(n: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``n`` threads (made once per size, kept) for jobs that run side by
+    side, each worker's OpenMP teams of one thread: the parallelism is the workers', the total
+    stays near ``n`` threads, and a job's result does not depend on which worker ran it.
+    OpenMP runtimes loaded after a worker started keep their default in it: load the
+    libraries the jobs use (open3d, torch) before the first call."""
+    with _lock:
+        pool = _pools.get(n)
+        if pool is None:
+            pool = _pools[n] = ThreadPoolExecutor(n, thread_name_prefix=f"nol-pool{n}",
+                                                  initializer=_one_openmp_thread)
+    return pool

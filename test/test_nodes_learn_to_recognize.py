@@ -75,7 +75,8 @@ def graph(ctx, small_world, tmp_path_factory):
     g.trainer = g.add(TrainerNode("trainer", context=ctx, parameter_overrides=params(
         train__workspace_root=str(ws), train__preset="tiny")))
     g.rec = g.add(RecognizerNode("recognizer", context=ctx, parameter_overrides=params(
-        models_dir=str(ws / "_models"), models_poll_s=1.0, score_thresh=0.05)))
+        models_dir=str(ws / "_models"), models_poll_s=1.0, score_thresh=0.05,
+        pose_workers=2)))
     cli = g.client_node()
     g.cli, g.ws, g.root = cli, ws, root
     g.progress, g.train_progress, g.dets, g.status, g.tf = [], [], [], [], []
@@ -426,8 +427,11 @@ def test_recognizer_on_the_test_scene_publishes_what_the_core_computes(
     g, (world, _) = graph, small_world
     g.wait(lambda: g.status and g.status[-1].models_loaded, 30, "the recognizer to load models")
     assert g.status[-1].object_names == [OBJ]
+    # the node's pose_workers parameter replaces the models folder's (4)
+    assert g.rec.service.recognizer.config.pose_workers == 2
     seq = read_bop_scene(world / "test" / "000001")
     offline = Recognizer.load(g.ws / "_models", "cpu")
+    assert offline.config.pose_workers == 4
     processed0 = g.rec.service.state().processed
     same, posed = 0, 0
     for f in seq.frames:

@@ -98,6 +98,46 @@ def test_recognizer_refuses_bad_images(trained):
         rec.recognize(rgb, Intrinsics(500, 500, 100, 100, 200, 200))
 
 
+def test_detections_posed_side_by_side_get_the_poses_posed_one_after_another(trained,
+                                                                              monkeypatch):
+    """pose_workers > 1 poses a frame's detections on several threads (here several of the
+    same object: one shared ICP scene): the same poses and reasons as one after another
+    (Open3D's sums may differ in their last digits with the OpenMP team size), and a worker's
+    error reaches the caller."""
+    import dataclasses
+
+    import nol_ros.recognition.recognizer as recognizer
+
+    root, objects, work, models, _ = trained
+    seq = read_bop_scene(root / "test" / "000001")
+    serial, side = Recognizer.load(models), Recognizer.load(models)
+    serial.config = dataclasses.replace(serial.config, pose_workers=1)
+    side.config = dataclasses.replace(side.config, pose_workers=4)
+    several = 0
+    for fr in seq.frames:
+        rgb, depth = fr.load_rgb(), fr.load_depth()
+        a = serial.recognize(rgb, seq.intrinsics, depth, score_thresh=0.0, max_per_class=4)
+        b = side.recognize(rgb, seq.intrinsics, depth, score_thresh=0.0, max_per_class=4)
+        several += sum(r.T_camera_object is not None for r in a) > 1
+        assert [(r.reason, r.refined, r.turned) for r in a] == \
+            [(r.reason, r.refined, r.turned) for r in b]
+        for ra, rb in zip(a, b):
+            if ra.T_camera_object is not None:
+                np.testing.assert_allclose(rb.T_camera_object, ra.T_camera_object, atol=1e-6)
+    assert several > 0, "no frame had several detections posed: the workers were not used"
+
+    def fails(*a, **kw):
+        raise RuntimeError("ICP broke")
+
+    monkeypatch.setattr(recognizer, "refine_icp", fails)
+    fr = seq.frames[0]
+    with pytest.raises(RuntimeError, match="ICP broke"):
+        side.recognize(fr.load_rgb(), seq.intrinsics, fr.load_depth(), score_thresh=0.0,
+                       max_per_class=4)
+    with pytest.raises(ConfigError, match="pose_workers"):
+        dataclasses.replace(side.config, pose_workers=0)
+
+
 def test_models_folder_class_mismatch_is_refused(trained, tmp_path):
     _, objects, work, models, _ = trained
     wrong = [{"obj_id": 3, "name": "tomato_soup_can", "mesh": objects[0].mesh()}]

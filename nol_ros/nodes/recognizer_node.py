@@ -44,7 +44,8 @@ DYNAMIC = ("models_dir", "score_thresh", "max_per_class", "appearance", "min_pos
            "models_poll_s", "publish_tf")
 RANGES = {"max_per_class": (0, 1000), "min_pose_score": (0.0, 1.0), "models_poll_s": (0.0, 3600.0),
           "camera_info_wait_s": (0.0, 3600.0), "sync_slop_s": (0.0, 1.0),
-          "torch_threads": (0, 256), "qos_depth": (1, 1000)}
+          "torch_threads": (0, 256), "qos_depth": (1, 1000),
+          "pose_workers": (0, 64)}
 
 
 class RecognizerNode(ShutsDown, Node):

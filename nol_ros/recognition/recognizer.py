@@ -64,6 +64,7 @@ from nol_ros.recognition.pnp import IcpConfig, refine_icp
 from nol_ros.recognition.posenet import CKPT_KIND as PK
 from nol_ros.recognition.posenet import PoseNet, pose_from_prediction
 from nol_ros.recognition.trainset import crop_image_box, square_box
+from nol_ros.threads import worker_pool
 
 MODELS_JSON = "recognition.json"
 
@@ -115,7 +116,12 @@ class RecognizerConfig:
     tried every ``appearance_step_deg`` about the mesh's axes (measured on the demo world's
     test sequence: 15 deg gave 1-5 points more ADD(-S)+ICP than 30 on three `cpu` trainings, 10
     deg no more than 15; BENCHMARKS.md "Recognition"). Objects declared symmetric (shape and
-    print) are left as they are."""
+    print) are left as they are. pose_workers: the detections of a frame are posed (fit, ICP,
+    turn by the print) on up to this many threads at once: each is a string of short native
+    calls (Open3D's ICP, Embree's ray casts, OpenCV, numpy) that release the GIL, and the
+    others fill the gaps between them (3 `cpu` trainings on 2 cores: 0.36 s per image with
+    1, 0.32 with 4, the same poses). Each worker runs its OpenMP teams with one thread, so a
+    detection's pose does not depend on which worker posed it."""
 
     score_thresh: float = 0.3
     max_per_class: int = 1
@@ -130,11 +136,14 @@ class RecognizerConfig:
     #                                    mesh's axes (30: 3 points less ADD(-S)+ICP)
     icp_plane_kernel_m: float = 0.01   # ICP's finest stage, IcpConfig.plane_kernel_m (0: point
     #                                    to point: 7-12 points less ADD(-S)+ICP)
+    pose_workers: int = 4   # detections posed side by side (threads; 1: one after another)
 
     def __post_init__(self):
         parse_field(self, "solver", PoseSolver)
         if self.refine_top < 0:
             raise ConfigError(f"refine_top must be >= 0, got {self.refine_top}")
+        if self.pose_workers < 1:
+            raise ConfigError(f"pose_workers must be >= 1, got {self.pose_workers}")
         if not self.rgbd_thresh_m > 0:
             raise ConfigError(f"rgbd_thresh_m must be > 0 m, got {self.rgbd_thresh_m}")
         if self.icp_plane_kernel_m < 0:
@@ -302,6 +311,53 @@ class Recognizer:
             d = np.where(np.isfinite(d), d, 0).astype(np.float32)
         return a, d
 
+    def _pose_one(self, r: Recognition, pose_it: bool, b, pr, img, dep, intr, n_ref: int,
+                  by_print: bool) -> None:
+        """The pose of one detection r from its pose-net prediction pr on crop box b."""
+        cfg = self.posenet.cfg
+        S = cfg.input_size
+        x0, y0, side = b
+        s = side / S
+        if n_ref:
+            mb = _mask_box(pr.visib > 0.5, b, S)
+            if mb is not None:
+                r.box_xywh = mb
+        if not pose_it:
+            return
+        res = None
+        if dep is not None and self.config.solver == PoseSolver.RGBD:
+            rd = pose_from_prediction(pr, b, intr.K, cfg, det_box_xywh=r.box_xywh,
+                                      model_points=self._points(r.obj_id), depth=dep,
+                                      rgbd_thresh_m=self.config.rgbd_thresh_m)
+            if rd.T_camera_object is not None:
+                res, r.solver = rd, PoseSolver.RGBD
+        if res is None:   # PnP on the colour image: no depth, or no fit to it
+            res = pose_from_prediction(pr, b, intr.K, cfg, det_box_xywh=r.box_xywh,
+                                       model_points=self._points(r.obj_id))
+        r.n_inliers = res.n_inliers
+        if res.T_camera_object is None:
+            r.reason = f"no pose: {res.reason}"
+            return
+        r.T_camera_object = res.T_camera_object
+        r.pose_score = res.score
+        r.reason = ""
+        vis = None
+        if dep is not None and self.config.icp:
+            inv = np.array([[1 / s, 0, (0.5 - x0) / s - 0.5], [0, 1 / s,
+                                                                (0.5 - y0) / s - 0.5]])
+            vis = cv2.warpAffine(pr.visib.astype(np.float32), inv,
+                                 (intr.width, intr.height), flags=cv2.INTER_LINEAR |
+                                 cv2.WARP_INVERSE_MAP, borderValue=0) > 0.5
+            ir = refine_icp(res.T_camera_object, self.objects[r.obj_id].mesh, dep, intr,
+                            vis, self._icp)
+            if ir.refined:
+                r.T_camera_object, r.refined = ir.T_camera_object, True
+                r.pose_score = ir.fitness
+            else:
+                r.reason = f"not refined: {ir.reason}"
+        if by_print:
+            self._by_appearance(r, img, dep, intr, vis)
+
     def recognize(self, rgb: np.ndarray, intr: Intrinsics, depth: np.ndarray | None = None,
                   score_thresh: float | None = None, max_per_class: int | None = None,
                   appearance: bool | None = None) -> list[Recognition]:
@@ -332,51 +388,27 @@ class Recognizer:
             boxes = [square_box(r.box_xywh, cfg.pad) for r, _ in to_refine]
             crops = np.stack([crop_image_box(img, b, S) for b in boxes])
             preds = self.posenet.predict(crops, [r.obj_id for r, _ in to_refine])
-            for (r, pose_it), b, pr in zip(to_refine, boxes, preds):
-                x0, y0, side = b
-                s = side / S
-                if n_ref:
-                    mb = _mask_box(pr.visib > 0.5, b, S)
-                    if mb is not None:
-                        r.box_xywh = mb
-                if not pose_it:
-                    continue
-                res = None
-                if dep is not None and self.config.solver == PoseSolver.RGBD:
-                    rd = pose_from_prediction(pr, b, intr.K, cfg, det_box_xywh=r.box_xywh,
-                                              model_points=self._points(r.obj_id), depth=dep,
-                                              rgbd_thresh_m=self.config.rgbd_thresh_m)
-                    if rd.T_camera_object is not None:
-                        res, r.solver = rd, PoseSolver.RGBD
-                if res is None:   # PnP on the colour image: no depth, or no fit to it
-                    res = pose_from_prediction(pr, b, intr.K, cfg, det_box_xywh=r.box_xywh,
-                                               model_points=self._points(r.obj_id))
-                r.n_inliers = res.n_inliers
-                if res.T_camera_object is None:
-                    r.reason = f"no pose: {res.reason}"
-                    continue
-                r.T_camera_object = res.T_camera_object
-                r.pose_score = res.score
-                r.reason = ""
-                vis = None
-                if dep is not None and self.config.icp:
-                    inv = np.array([[1 / s, 0, (0.5 - x0) / s - 0.5], [0, 1 / s,
-                                                                        (0.5 - y0) / s - 0.5]])
-                    vis = cv2.warpAffine(pr.visib.astype(np.float32), inv,
-                                         (intr.width, intr.height), flags=cv2.INTER_LINEAR |
-                                         cv2.WARP_INVERSE_MAP, borderValue=0) > 0.5
-                    ir = refine_icp(res.T_camera_object, self.objects[r.obj_id].mesh, dep, intr,
-                                    vis, self._icp)
-                    if ir.refined:
-                        r.T_camera_object, r.refined = ir.T_camera_object, True
-                        r.pose_score = ir.fitness
-                    else:
-                        r.reason = f"not refined: {ir.reason}"
-                if by_print:
-                    self._by_appearance(r, img, dep, intr, vis)
+            jobs = [(r, pose_it, b, pr, img, dep, intr, n_ref, by_print)
+                    for (r, pose_it), b, pr in zip(to_refine, boxes, preds)]
+            workers = min(self.config.pose_workers, len(jobs))
+            if workers > 1:   # list(): a worker's exception is raised here
+                list(pose_pool(workers).map(lambda a: self._pose_one(*a), jobs))
+            else:
+                for a in jobs:
+                    self._pose_one(*a)
         t2 = time.perf_counter()
         self.timing = {"detect_s": t1 - t0, "pose_s": t2 - t1, "total_s": t2 - t0}
         return out
+
+
+def pose_pool(n: int):
+    """The worker pool that poses a frame's detections side by side
+    (:func:`nol_ros.threads.worker_pool`), Open3D loaded first so that its OpenMP teams in
+    the workers have one thread too."""
+    # lazy: open3d (~3 s) to import; ICP needs it anyway
+    import open3d  # noqa: F401
+
+    return worker_pool(n)
 
 
 def _mask_box(mask: np.ndarray, crop_box, S: int, min_pixels: int = 12):

@@ -69,10 +69,13 @@ class RecognitionConfig:
     min_pose_score: float = 0.0
     models_poll_s: float = 5.0        # 0 = load only at start, on ~/reload and on a new models_dir
     torch_threads: int = 0            # 0 = torch's default
+    pose_workers: int = 0             # detections posed side by side; 0 = the models' (4)
 
     def __post_init__(self):
-        if self.models_poll_s < 0 or self.camera_info_wait_s < 0 or self.torch_threads < 0:
-            raise ConfigError("models_poll_s, camera_info_wait_s and torch_threads must be >= 0")
+        if (self.models_poll_s < 0 or self.camera_info_wait_s < 0 or self.torch_threads < 0
+                or self.pose_workers < 0):
+            raise ConfigError("models_poll_s, camera_info_wait_s, torch_threads and "
+                              "pose_workers must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,8 @@ class RecognitionService:
                     "yet); train one with the trainer node (TrainDetector + "
                     "TrainPoseEstimator) or set models_dir")
             rec = Recognizer.load(path, self.device)
+            if self.cfg.pose_workers:
+                rec.config = replace(rec.config, pose_workers=self.cfg.pose_workers)
         except Exception as e:
             code = getattr(e, "code", "MODELS_LOAD_FAILED")
             msg = str(e) if isinstance(e, NolError) else f"{type(e).__name__}: {e}"
