@@ -25,7 +25,8 @@ class RasterResult:
     mesh_id: np.ndarray     # (H, W) int32, -1 = none
     face_id: np.ndarray     # (H, W) int32, -1 = none
     bary: np.ndarray        # (H, W, 3) float32 weights of face vertices 0, 1, 2
-    normal_cam: np.ndarray  # (H, W, 3) float32 unit, camera frame, facing the camera
+    normal_cam: np.ndarray | None  # (H, W, 3) float32 unit, camera frame, facing the camera
+    #                                (None: rendered with normals=False)
 
     @property
     def mask(self) -> np.ndarray:
@@ -138,13 +139,15 @@ class Scene:
         return out, t <= (far - near)  # misses are inf
 
     def render(self, intr: Intrinsics, T_world_camera: np.ndarray, near: float = 0.05,
-               far: float = 20.0) -> RasterResult:
+               far: float = 20.0, normals: bool = True) -> RasterResult:
         """Rasterise all meshes (with mutual occlusion) seen from ``T_world_camera`` (4, 4),
-        optical frame; near/far clip planes in metres (depth z)."""
-        return self.render_batch(intr, [T_world_camera], near, far)[0]
+        optical frame; near/far clip planes in metres (depth z). ``normals=False``: no
+        normal pass (``normal_cam`` is None), for callers that use none."""
+        return self.render_batch(intr, [T_world_camera], near, far, normals)[0]
 
     def render_batch(self, intr: Intrinsics, T_world_cameras: list[np.ndarray],
-                     near: float = 0.05, far: float = 20.0) -> list[RasterResult]:
+                     near: float = 0.05, far: float = 20.0,
+                     normals: bool = True) -> list[RasterResult]:
         """:meth:`render` from B camera poses (B, 4, 4) with one ray cast for all of them (a
         few dozen small windows cost a few renders' worth of Python overhead, not B)."""
         if len(T_world_cameras) == 0:
@@ -166,22 +169,25 @@ class Scene:
         bary = np.zeros((B * N, 3), np.float32)
         bary[idx, 0] = 1.0 - uv[:, 0] - uv[:, 1]
         bary[idx, 1:] = uv
-        # world-frame geometric normals -> camera frame (R^T n), flipped to face the camera
-        n_world = out["primitive_normals"].numpy()
-        normal = np.zeros((B * N, 3), np.float32)
-        dirs = self._dirs(intr)
-        cut = np.searchsorted(idx, np.arange(B + 1) * N)
-        R = Ts[:, :3, :3].astype(np.float32)
-        for b in range(B):
-            ib = idx[cut[b]:cut[b + 1]]
-            n = n_world[ib] @ R[b]
-            n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-            n[np.sum(n * dirs[ib - b * N], axis=1) > 0] *= -1
-            normal[ib] = n
+        normal = None
+        if normals:
+            # world-frame geometric normals -> camera frame (R^T n), flipped to face the camera
+            n_world = out["primitive_normals"].numpy()
+            normal = np.zeros((B * N, 3), np.float32)
+            dirs = self._dirs(intr)
+            cut = np.searchsorted(idx, np.arange(B + 1) * N)
+            R = Ts[:, :3, :3].astype(np.float32)
+            for b in range(B):
+                ib = idx[cut[b]:cut[b + 1]]
+                n = n_world[ib] @ R[b]
+                n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+                n[np.sum(n * dirs[ib - b * N], axis=1) > 0] *= -1
+                normal[ib] = n
         return [RasterResult(depth[b * N:(b + 1) * N].reshape(H, W),
                              mesh_id[b * N:(b + 1) * N].reshape(H, W),
                              face[b * N:(b + 1) * N].reshape(H, W),
                              bary[b * N:(b + 1) * N].reshape(H, W, 3),
+                             None if normal is None else
                              normal[b * N:(b + 1) * N].reshape(H, W, 3)) for b in range(B)]
 
     def visible_masks(self, result: RasterResult) -> dict[int, np.ndarray]:

@@ -108,6 +108,13 @@ def test_batch_equals_single_and_shading():
         assert one.mask.sum() > 200
         for f in ("depth", "mesh_id", "face_id", "bary", "normal_cam"):
             np.testing.assert_array_equal(getattr(one, f), getattr(r, f), err_msg=f)
+    # without the normal pass: the same fields, no normals
+    sc = Scene([mesh], [np.eye(4)])
+    for T, r in zip(Ts, sc.render_batch(INTR, [np.linalg.inv(T) for T in Ts], normals=False)):
+        assert r.normal_cam is None
+        for f in ("depth", "mesh_id", "face_id", "bary"):
+            np.testing.assert_array_equal(getattr(render_object(mesh, INTR, T), f),
+                                          getattr(r, f), err_msg=f)
     img = shade(batch[0], [mesh], ambient=1.0, diffuse=0.0)
     m = batch[0].mask
     np.testing.assert_allclose(img[m], np.broadcast_to([1.0, 0.5, 0.25], img[m].shape),

@@ -314,7 +314,7 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
     def renders(Ts_: list[np.ndarray], coarse: bool) -> list:
         """The appearance rendered at every pose of Ts_, one ray cast for all."""
         win = (coarse_level if coarse else fine_level)[0]
-        return scene.render_batch(win, [invert_T(T) for T in Ts_])
+        return scene.render_batch(win, [invert_T(T) for T in Ts_], normals=False)
 
     ref: dict[bool, tuple] = {}   # per level: the image's detail inside the pose's pixels
 

@@ -222,7 +222,7 @@ def _visible_model_points(mesh, T: np.ndarray, intr: Intrinsics, box) -> np.ndar
     ``box`` (x0, y0, x1, y1) of the image (a sub-window of intr)."""
     x0, y0, x1, y1 = box
     sub = intr.crop_resize(x0, y0, x1 - x0, y1 - y0, x1 - x0, y1 - y0)
-    res = mesh_scene(mesh).render(sub, invert_T(T), near=0.01, far=20.0)
+    res = mesh_scene(mesh).render(sub, invert_T(T), near=0.01, far=20.0, normals=False)
     d = res.depth
     v, u = np.nonzero(d > 0)
     if len(u) == 0:
