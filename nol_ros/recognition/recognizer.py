@@ -121,8 +121,8 @@ class RecognizerConfig:
     calls (Open3D's ICP, Embree's ray casts, OpenCV, numpy) that release the GIL, and the
     others fill the gaps between them (3 `cpu` trainings on 2 cores: 0.33 s per frame with
     1, 0.29 with 4, the same ADD(-S); BENCHMARKS.md "Recogniser speed"). Each worker runs
-    its OpenMP teams with one thread, so a detection's pose does not depend on which worker
-    posed it (it may differ from one worker's in the last digits of Open3D's sums)."""
+    its OpenMP teams with one thread, so the poses are the same for any number of workers and
+    run after run."""
 
     score_thresh: float = 0.3
     max_per_class: int = 1
@@ -391,12 +391,12 @@ class Recognizer:
             preds = self.posenet.predict(crops, [r.obj_id for r, _ in to_refine])
             jobs = [(r, pose_it, b, pr, img, dep, intr, n_ref, by_print)
                     for (r, pose_it), b, pr in zip(to_refine, boxes, preds)]
+            # on the pool even with one worker: its OpenMP teams of one thread give the same
+            # poses run after run and for any number of workers (the caller's team of two
+            # sums Open3D's reductions in a varying order: measured, a pose of 40 frames
+            # changed between two runs). list(): a worker's exception is raised here.
             workers = min(self.config.pose_workers, len(jobs))
-            if workers > 1:   # list(): a worker's exception is raised here
-                list(pose_pool(workers).map(lambda a: self._pose_one(*a), jobs))
-            else:
-                for a in jobs:
-                    self._pose_one(*a)
+            list(pose_pool(workers).map(lambda a: self._pose_one(*a), jobs))
         t2 = time.perf_counter()
         self.timing = {"detect_s": t1 - t0, "pose_s": t2 - t1, "total_s": t2 - t0}
         return out
