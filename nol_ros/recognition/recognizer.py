@@ -395,8 +395,7 @@ class Recognizer:
             # poses run after run and for any number of workers (the caller's team of two
             # sums Open3D's reductions in a varying order: measured, a pose of 40 frames
             # changed between two runs). list(): a worker's exception is raised here.
-            workers = min(self.config.pose_workers, len(jobs))
-            list(pose_pool(workers).map(lambda a: self._pose_one(*a), jobs))
+            list(pose_pool(self.config.pose_workers).map(lambda a: self._pose_one(*a), jobs))
         t2 = time.perf_counter()
         self.timing = {"detect_s": t1 - t0, "pose_s": t2 - t1, "total_s": t2 - t0}
         return out
