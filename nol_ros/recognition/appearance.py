@@ -316,21 +316,30 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
         win = (coarse_level if coarse else fine_level)[0]
         return scene.render_batch(win, [invert_T(T) for T in Ts_], normals=False)
 
-    ref: dict[bool, tuple] = {}   # per level: the image's detail inside the pose's pixels
-
-    def score(res, coarse: bool) -> float:
-        """The score of one render (see the docstring). The image's detail is taken once per
-        level, inside the pixels of the pose given (the first render of each level): the turns
-        compared fit the depth alike, so they cover nearly the same pixels."""
-        _, o, obs_d, min_px = coarse_level if coarse else fine_level
+    def pixels(res, coarse: bool) -> np.ndarray:
+        """(h, w) bool: the render's pixels the image shows (nothing in front of them)."""
+        obs_d = (coarse_level if coarse else fine_level)[2]
         sel = res.mask
         if obs_d is not None:
             sel &= ~((obs_d > 0) & (obs_d < res.depth - occlusion_m))
-        if coarse not in ref:
-            shifts = 0 if coarse else shift_px
-            ref[coarse] = (sel, _shifted_high_passes(o, sel, detail_px, shifts) if shifts
-                           else _high_pass(o, sel, detail_px)[None])
-        sel0, obs_hp = ref[coarse]
+        return sel
+
+    def reference(res, coarse: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The pose given's pixels in its render ``res`` and the image's detail inside them,
+        shifted by up to shift_px at the fine level ((9 or 1, h, w, 3)): taken once per level,
+        as the turns compared fit the depth alike and cover nearly the same pixels."""
+        o = (coarse_level if coarse else fine_level)[1]
+        sel = pixels(res, coarse)
+        if shift_px and not coarse:
+            return sel, _shifted_high_passes(o, sel, detail_px, shift_px)
+        return sel, _high_pass(o, sel, detail_px)[None]
+
+    def score(res, coarse: bool, ref: tuple[np.ndarray, np.ndarray]) -> float:
+        """The score of one render against the level's :func:`reference` (see the
+        docstring)."""
+        min_px = (coarse_level if coarse else fine_level)[3]
+        sel = pixels(res, coarse)
+        sel0, obs_hp = ref
         inner = cv2.erode((sel & sel0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         if inner.sum() < min_px:
             return float("nan")
@@ -338,13 +347,14 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
         if blur_px > 0:
             col = _masked_blur(col, res.mask, blur_px)
         a = _high_pass(col, sel, detail_px)
-        # the image shifted by up to shift_px against the render (the fine level): the pose's
-        # residual offset
+        # the best of the image's shifts against the render (the pose's residual offset)
         return float(ncc(a[inner], obs_hp[:, inner]).max())
 
     # every hypothesis coarse; then the pose given and the best ``top`` of them, each turned by
     # a third, then a ninth of the step about the axes the object turns about, fine
-    scores = np.array([score(r, True) for r in renders(Ts, True)])
+    rs = renders(Ts, True)            # Ts[0]: the pose given
+    ref = reference(rs[0], True)
+    scores = np.array([score(r, True, ref) for r in rs])
     if np.isnan(scores).all():
         return AppearanceChoice(0, T0, scores, float("nan"))
     order = [int(i) for i in np.argsort(np.nan_to_num(-scores, nan=np.inf))[:top]]
@@ -358,7 +368,9 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
     # where it fits better (+delta first); every step's poses rendered in one ray cast
     cands = [0] + [i for i in order if i != 0]
     T_c = [Ts[i] for i in cands]
-    fines = [score(res, False) for res in renders(T_c, False)]
+    rs = renders(T_c, False)
+    ref = reference(rs[0], False)
+    fines = [score(r, False, ref) for r in rs]
     fine0 = fines[0]
     live = [k for k in range(len(cands)) if not np.isnan(fines[k])]
     for axis, step in axes:
@@ -368,7 +380,7 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
             res = renders(poses, False)
             for j, k in enumerate(live):
                 for Tn, rn in zip(poses[2 * j:2 * j + 2], res[2 * j:2 * j + 2]):
-                    f = score(rn, False)
+                    f = score(rn, False, ref)
                     if f > fines[k]:
                         T_c[k], fines[k] = Tn, f
                         break
@@ -377,7 +389,6 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
         if fines[k] > f_best + (margin if cands[k] else 0.0):
             best, T_best, f_best = cands[k], T_c[k], fines[k]
     gain = margin if best else local_margin
-    if best or T_best is not T0:
-        if f_best >= min_score and (np.isnan(fine0) or f_best > fine0 + gain):
-            return AppearanceChoice(best, T_best, scores, float(f_best))
+    if f_best >= min_score and (np.isnan(fine0) or f_best > fine0 + gain):
+        return AppearanceChoice(best, T_best, scores, float(f_best))
     return AppearanceChoice(0, T0, scores, float(fine0))
