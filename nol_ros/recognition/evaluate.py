@@ -35,12 +35,12 @@ import numpy as np
 from nol_ros.camera import Intrinsics
 from nol_ros.datasets.bop import read_bop_scene, read_models_info
 from nol_ros.errors import InputError
-from nol_ros.geometry import invert_T, look_at, quat_xyzw_from_R, rotation_error_deg
+from nol_ros.geometry import look_at, quat_xyzw_from_R, rotation_error_deg
 from nol_ros.io_utils import atomic_write_text
 from nol_ros.mesh import Mesh, load_mesh
 from nol_ros.metrics import add_s, geometric_symmetries
 from nol_ros.progress import ProgressFn, noop_progress
-from nol_ros.rasterizer import Scene, interpolate_vertex_attribute, render_object, shade
+from nol_ros.rasterizer import Scene, interpolate_vertex_attribute, shade
 from nol_ros.recognition.appearance import ncc
 from nol_ros.recognition.poses import bbox_centre
 from nol_ros.workspace import ObjectFiles, Workspace
@@ -256,13 +256,14 @@ def learnt_frame_from_appearance(appearance: Mesh, textured: Mesh, mesh: Mesh,
     d = 1.25 * mesh.diameter
     intr = Intrinsics(float(size), float(size), (size - 1) / 2, (size - 1) / 2, size, size)
     tex_scene = Scene([textured], [np.eye(4)])
+    # the cameras in the learnt frame (as the world): T_learnt_camera, and the appearance
+    # rendered from all of them in one cast
+    T_wcs = [look_at(c + d * np.array([np.cos(az) * np.cos(np.pi / 6),
+                                       np.sin(az) * np.cos(np.pi / 6), np.sin(np.pi / 6)]), c)
+             for az in 2 * np.pi * np.arange(n_views) / n_views]
+    app_renders = Scene([appearance], [np.eye(4)]).render_batch(intr, T_wcs, normals=False)
     score = np.zeros(len(syms))
-    for k in range(n_views):
-        az = 2 * np.pi * k / n_views
-        eye = c + d * np.array([np.cos(az) * np.cos(np.pi / 6), np.sin(az) * np.cos(np.pi / 6),
-                                np.sin(np.pi / 6)])
-        T_wc = look_at(eye, c)     # the learnt frame as the world: T_learnt_camera
-        ra = render_object(appearance, intr, invert_T(T_wc))
+    for T_wc, ra in zip(T_wcs, app_renders):
         a = interpolate_vertex_attribute(ra, [appearance], [appearance.vertex_colors])
         # camera in the model frame: T_model_camera = S @ T_learnt_camera
         for j, rt in enumerate(tex_scene.render_batch(intr, [S @ T_wc for S in syms])):
