@@ -179,7 +179,7 @@ def track_frames(intrinsics, n: int, load_frame: Callable[[int], tuple[np.ndarra
     bench/bench_tracking.py run): every frame in order, loop closure, then the TSDF from the
     final poses (``integrate=False``: poses only). ``load_frame(i) -> (rgb (H, W, 3) uint8,
     depth (H, W) float32 m)``."""
-    tracker = RgbdTracker(intrinsics, config)
+    tracker = RgbdTracker(intrinsics, config, search_loops=True)
     for k in range(n):
         rgb, depth = load_frame(k)
         if not np.any(depth > 0):

@@ -113,10 +113,10 @@ def test_on_a_geometry_colour_conflict_the_pose_nearer_the_prediction_wins(small
         tr = RgbdTracker(seq.intrinsics, cfg)
         _, small_a = tr._images(fa.load_rgb(), fa.load_depth())
         _, small_b = tr._images(fb.load_rgb(), fb.load_depth())
-        T, _, _ = tr._odometry(small_b, small_a, init, tr.criteria[:3], tr.method,
-                               cfg.method == "geometry_then_colour",
-                               prefer_prediction=from_odometry)
-        return T, tr.colour_used
+        T, _, _, colour_used = tr._odometry(small_b, small_a, init, tr.criteria[:3], tr.method,
+                                            cfg.method == "geometry_then_colour",
+                                            prefer_prediction=from_odometry)
+        return T, colour_used
 
     def off_m(T):
         return float(np.linalg.norm((np.linalg.inv(truth) @ T)[:3, 3]))

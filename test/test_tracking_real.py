@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from nol_ros.datasets.tum import read_tum_sequence, read_tum_trajectory, write_tum_trajectory
-from nol_ros.errors import FileFormatError
+from nol_ros.errors import ConfigError, FileFormatError
 from nol_ros.metrics import align_umeyama, ate_rmse
 from nol_ros.reconstruction.tracking import RgbdTracker, TrackerConfig
 
@@ -215,9 +215,8 @@ def test_a_loop_check_refused_on_its_geometry_gets_no_colour_refinement(piece):
     init = np.linalg.inv(tr.keyframes[0]["T"]) @ tr.keyframes[2]["T"]
 
     def odo(colour, gate=None):
-        T, fit, rmse = tr._odometry(b, a, init, tr.loop_criteria, tr.loop_method, colour,
-                                    baseline_cap=False, colour_gate=gate)
-        return T, fit, rmse, tr.colour_used
+        return tr._odometry(b, a, init, tr.loop_criteria, tr.loop_method, colour,
+                            baseline_cap=False, colour_gate=gate)
 
     geometric, coloured = odo(False), odo(True)
     assert coloured[3] and not np.allclose(coloured[0], geometric[0], atol=1e-9)
@@ -227,3 +226,41 @@ def test_a_loop_check_refused_on_its_geometry_gets_no_colour_refinement(piece):
         assert not used and np.array_equal(T, geometric[0])
     T, *_, used = odo(True, (fit - 0.01, rmse + 1e-4))                # accepted: as before
     assert used and np.array_equal(T, coloured[0])
+
+
+def test_loop_checks_beside_the_tracking_give_the_poses_of_checks_after_it(piece, monkeypatch):
+    """The offline chain (``track_frames``) starts each new keyframe's first-round loop checks
+    on a worker while the tracking goes on, and runs the later rounds on ``loop_workers``
+    threads. The poses and loop closures must be exactly those of a tracker that makes every
+    check after the tracking, on one worker (forward and back over the piece: the camera
+    comes back to the same places, so there are loops to close)."""
+    from nol_ros.selfannotate import track_frames
+
+    seq, data = piece
+    play = _playlist(len(data))[:2 * len(data)]   # forward and back
+    frames = [data[k] for k in play]
+    stamps = [10**18 + k * 33_333_333 for k in range(len(play))]
+    submitted_at = []   # how many frames were tracked when each loop check was started
+    submit = RgbdTracker._submit_loop_check
+
+    def spy(self, *a):
+        submitted_at.append(len(self.result.frames))
+        return submit(self, *a)
+
+    monkeypatch.setattr(RgbdTracker, "_submit_loop_check", spy)
+    beside = track_frames(seq.intrinsics, len(frames), lambda i: frames[i], CFG,
+                          integrate=False, stamps_ns=stamps)
+    assert sum(n < len(frames) for n in submitted_at) >= 10, submitted_at  # while tracking
+    after = RgbdTracker(seq.intrinsics, replace(CFG, loop_workers=1))
+    for k, f in enumerate(frames):
+        after.process(*f, None, stamps[k])
+    after.close_loops()
+    print(f"{len(beside.keyframes)} keyframes, {len(submitted_at)} loop checks "
+          f"({sum(n < len(frames) for n in submitted_at)} while tracking), "
+          f"{len(beside.loop_closures)} loop closures")
+    assert len(beside.loop_closures) >= 5
+    assert after.loop_closures == beside.loop_closures
+    for a, b in zip(after.result.poses, beside.result.poses, strict=True):
+        assert np.array_equal(a, b)
+    with pytest.raises(ConfigError, match="loop_workers must be >= 1"):
+        TrackerConfig(loop_workers=0)

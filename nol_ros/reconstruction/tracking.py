@@ -19,11 +19,11 @@ import cv2
 import numpy as np
 
 from nol_ros.enums import TrackerMethod, parse_field
-from nol_ros.errors import InputError
+from nol_ros.errors import ConfigError, InputError
 from nol_ros.geometry import se3_exp, se3_log
 from nol_ros.progress import ProgressFn, noop_progress
 from nol_ros.reconstruction.relocalise import Relocaliser
-from nol_ros.threads import configure_threads
+from nol_ros.threads import configure_threads, worker_pool
 
 
 @dataclass(frozen=True)
@@ -102,9 +102,12 @@ class TrackerConfig:
     loop_method: TrackerMethod = TrackerMethod.GEOMETRY_THEN_COLOUR  # odometry that
     #                                     verifies a loop closure
     loop_iterations: tuple[int, ...] = ()  # odometry iterations of a loop check (() = as tracking)
+    loop_workers: int = 2               # loop checks run side by side on this many threads
     device: str = "CPU:0"               # "CUDA:0" when available
 
     def __post_init__(self):
+        if self.loop_workers < 1:
+            raise ConfigError(f"tracker loop_workers must be >= 1, got {self.loop_workers}")
         parse_field(self, "method", TrackerMethod, "tracker method")
         parse_field(self, "loop_method", TrackerMethod, "tracker loop_method")
 
@@ -181,9 +184,13 @@ class RgbdTracker:
     """Incremental tracker + TSDF. ``process(rgb, depth_m)`` per frame, in order."""
 
     def __init__(self, intrinsics, config: TrackerConfig = TrackerConfig(),
-                 T_world_first: np.ndarray | None = None, max_results: int = 0):
+                 T_world_first: np.ndarray | None = None, max_results: int = 0,
+                 search_loops: bool = False):
         """max_results: keep only the last n TrackResults in ``result`` (a live tracker that
-        runs for hours; 0 = all, which the offline loop closure needs)."""
+        runs for hours; 0 = all, which the offline loop closure needs). search_loops (the
+        offline chain, which calls :meth:`close_loops` at the end): each new keyframe's
+        first-round loop checks start at once on the loop workers, beside the tracking (the
+        front end keeps about one core busy, the checks the other)."""
         # lazy: open3d (~3 s) to import, loaded only when this runs
         import open3d as o3d
         import open3d.core as o3c
@@ -217,7 +224,6 @@ class RgbdTracker:
                    TrackerMethod.POINT_TO_PLANE: o3d.t.pipelines.odometry.Method.PointToPlane,
                    TrackerMethod.INTENSITY: o3d.t.pipelines.odometry.Method.Intensity}
         self.method = methods[c.method]
-        self.colour_used = False
         self.colour_refine = [o3d.t.pipelines.odometry.OdometryConvergenceCriteria(n)
                               for n in c.colour_iterations]
         self.loop_method = methods[c.loop_method]
@@ -243,6 +249,8 @@ class RgbdTracker:
         if config.relocalise and config.reference != "model":
             self._reloc = Relocaliser(K)
         self.loop_closures: list[tuple[int, int]] = []
+        self.search_loops = bool(search_loops and config.loop_closure)
+        self._early_checks: dict[tuple[int, int], tuple] = {}  # (i, j) -> (T_i_j, Future)
         self._prev_odom = None
         self._n_integrated = 0
 
@@ -321,7 +329,8 @@ class RgbdTracker:
 
         ``colour_gate`` (min fitness, max inlier rmse m): a geometric result outside it gets
         no colour refinement (the caller refuses it on these figures, which colour does not
-        change)."""
+        change). -> (T, fitness, rmse, colour_used). Keeps no state: loop checks call it from
+        worker threads while the front end tracks."""
         o3d, o3c, c = self.o3d, self.o3c, self.cfg
         odom = o3d.t.pipelines.odometry
         odo = odom.rgbd_odometry_multi_scale(src, tgt, self.K_small,
@@ -329,7 +338,7 @@ class RgbdTracker:
                                              criteria, method, self.loss)
         T = odo.transformation.cpu().numpy()
         fitness, rmse = float(odo.fitness), float(odo.inlier_rmse)
-        self.colour_used = False
+        colour_used = False
         if colour_gate is not None and (fitness < colour_gate[0] or rmse > colour_gate[1]):
             colour = False
         if colour:
@@ -345,13 +354,13 @@ class RgbdTracker:
                 cap_m = max(c.colour_max_shift_m, f * float(np.linalg.norm(T[:3, 3])))
                 cap_deg = max(c.colour_max_shift_deg, f * _rot_deg(T[:3, :3]))
                 if np.linalg.norm(dc[:3, 3]) <= cap_m and _rot_deg(dc[:3, :3]) <= cap_deg:
-                    T, self.colour_used = Tc, True
+                    T, colour_used = Tc, True
                 elif prefer_prediction and _pose_gap(Tc, init) < _pose_gap(T, init):
                     # a conflict: the one nearer the odometry's prediction wins
-                    T, self.colour_used = Tc, True
+                    T, colour_used = Tc, True
             except RuntimeError:
                 pass
-        return T, fitness, rmse
+        return T, fitness, rmse, colour_used
 
     def _align(self, small, ref_image, T_ref: np.ndarray, T_init: np.ndarray,
                independent_init: bool = False):
@@ -360,7 +369,7 @@ class RgbdTracker:
         inlier rmse, correction T_init^-1 T, error text)."""
         init = np.linalg.inv(T_ref) @ T_init
         try:
-            T_ref_cam, fitness, rmse = self._odometry(
+            T_ref_cam, fitness, rmse, _ = self._odometry(
                 small, ref_image, init, self.criteria[:3], self.method,
                 self.cfg.method == TrackerMethod.GEOMETRY_THEN_COLOUR,
                 prefer_prediction=independent_init)
@@ -418,6 +427,8 @@ class RgbdTracker:
         self.keyframes.append(kf)
         self._last_kf, self._kf_image, self._ref_kf = T, small, len(self.keyframes) - 1
         self._trim_keyframes()
+        if self.search_loops:
+            self._check_new_keyframe_loops()
         return len(self.keyframes) - 1
 
     def _use_reference(self, k: int) -> None:
@@ -433,8 +444,12 @@ class RgbdTracker:
 
     def _kf_rgbd(self, k: int):
         """Keyframe k's tracking image as an Open3D RGBDImage (from its packed form)."""
+        return self._unpack(self.keyframes[k]["packed"])
+
+    def _unpack(self, packed):
+        """A packed tracking image (:meth:`_pack`) as an Open3D RGBDImage."""
         o3d, o3c = self.o3d, self.o3c
-        col, dep = self.keyframes[k]["packed"]
+        col, dep = packed
         return o3d.t.geometry.RGBDImage(
             o3d.t.geometry.Image(o3c.Tensor(col.astype(np.float32) / 255.0, device=self.dev)),
             o3d.t.geometry.Image(o3c.Tensor(dep.astype(np.float32) / 1000.0, device=self.dev)))
@@ -652,43 +667,90 @@ class RgbdTracker:
 
     # ------------------------------------------------------------------------------------------
 
+    def _loop_candidates(self, current: list[np.ndarray], j: int, accepted, rejected
+                         ) -> list[tuple[int, np.ndarray]]:
+        """Keyframe j's loop-closure candidates among the keyframes before it, nearest first,
+        from the poses ``current``: [(i, T_i_j)]. Skips pairs already ``accepted``, keyframes
+        without images (trimmed by the budget) and pairs ``rejected`` from about the same
+        relative pose (they would be refused again)."""
+        c, kfs = self.cfg, self.keyframes
+        cands = []
+        for i in range(j - max(2, c.loop_min_gap) + 1):
+            if (i, j) in accepted or kfs[i]["packed"] is None or kfs[j]["packed"] is None:
+                continue
+            d = np.linalg.inv(current[i]) @ current[j]
+            dist, ang = float(np.linalg.norm(d[:3, 3])), _rot_deg(d[:3, :3])
+            if dist <= c.loop_max_dist_m and ang <= c.loop_max_angle_deg:
+                # nearest first: distance plus 1 cm per degree of view change
+                cands.append((dist + 0.01 * ang, i, d))
+        cands.sort(key=lambda x: x[0])
+        if c.loop_max_candidates > 0:
+            cands = cands[:c.loop_max_candidates]
+        out = []
+        for _, i, d in cands:
+            prev = rejected.get((i, j))
+            if prev is not None:  # tried: again only if the estimate moved
+                m = np.linalg.inv(prev) @ d
+                if np.linalg.norm(m[:3, 3]) < 0.02 and _rot_deg(m[:3, :3]) < 2.0:
+                    continue
+            out.append((i, d))
+        return out
+
+    def _submit_loop_check(self, i: int, j: int, d: np.ndarray, workers: int):
+        """Keyframe j's alignment onto keyframe i from T_i_j = ``d``, on a pool of ``workers``
+        threads: a Future of the loop edge or None (:meth:`_loop_edge`). The job holds the
+        keyframes' packed images, not the tracker's list: trimming them later changes
+        nothing."""
+        pi, pj = self.keyframes[i]["packed"], self.keyframes[j]["packed"]
+        return worker_pool(workers).submit(self._loop_edge, i, j, d, pi, pj)
+
+    def _check_new_keyframe_loops(self) -> None:
+        """With ``search_loops``: the newest keyframe's first-round loop checks start now, on the
+        loop workers, while the front end tracks on (their poses are final for that round)."""
+        j = len(self.keyframes) - 1
+        current = [kf["T"] for kf in self.keyframes]
+        # one worker fewer than at the end: the front end, the critical path, keeps a core
+        workers = max(1, self.cfg.loop_workers - 1)
+        for i, d in self._loop_candidates(current, j, {}, {}):
+            self._early_checks[(i, j)] = (d, self._submit_loop_check(i, j, d, workers))
+
+    def _edge_info(self, src, tgt, T_t_s: np.ndarray) -> np.ndarray:
+        """The pose-graph information matrix of the alignment T_t_s of RGBD image ``src`` onto
+        ``tgt`` (None: trimmed by the keyframe budget, a weak prior)."""
+        if src is None or tgt is None:
+            return np.eye(6) * 100.0
+        return self.o3d.t.pipelines.odometry.compute_odometry_information_matrix(
+            src.depth, tgt.depth, self.K_small, self.o3c.Tensor(T_t_s, self.o3c.float64), 0.03,
+            1.0, self.cfg.depth_max_m).cpu().numpy()
+
     def close_loops(self) -> int:
         """Keyframe pose graph: odometry edges between consecutive keyframes, loop-closure
         edges between keyframes that see the same place again (verified by RGB-D odometry),
         global optimisation; every frame then follows its reference keyframe. Returns the
-        number of loop closures used."""
-        o3d, o3c, c = self.o3d, self.o3c, self.cfg
+        number of loop closures used. The checks of a round run side by side on
+        ``loop_workers`` threads (each with OpenMP teams of one: the same edges for any number
+        of workers); with ``search_loops`` the first round's were started while tracking."""
+        o3d = self.o3d
         reg = o3d.pipelines.registration
+        c = self.cfg
         frames = self.result.frames
         kfs = self.keyframes
+        early, self._early_checks = self._early_checks, {}
         if len(kfs) < 4:
+            for _, fut in early.values():
+                fut.cancel()
             return 0
         T_kf = [frames[k["frame"]].T_world_camera for k in kfs]
-
-        cache: dict[int, object] = {}   # keyframe images of this call only
+        pool = worker_pool(c.loop_workers)
 
         def img(k: int):
-            if kfs[k]["packed"] is None:
-                return None
-            if k not in cache:
-                cache[k] = self._kf_rgbd(k)
-            return cache[k]
-        # (img refers to self: kept on self, it made the tracker a reference cycle that only
-        # the cyclic GC frees; an idle node kept one TSDF (~600 MB) per finished job)
+            return None if kfs[k]["packed"] is None else self._kf_rgbd(k)
 
-        def info(src, tgt, T_t_s):
-            if src is None or tgt is None:  # trimmed by the keyframe budget: a weak prior
-                return np.eye(6) * 100.0
-            return o3d.t.pipelines.odometry.compute_odometry_information_matrix(
-                src.depth, tgt.depth, self.K_small, o3c.Tensor(T_t_s, o3c.float64), 0.03, 1.0,
-                c.depth_max_m).cpu().numpy()
-
-        odo_edges = []
-        for i in range(len(kfs) - 1):
+        def odo_edge(i: int):
             T_t_s = np.linalg.inv(T_kf[i]) @ T_kf[i + 1]
-            odo_edges.append(reg.PoseGraphEdge(i + 1, i, T_t_s,
-                                               info(img(i + 1), img(i),
-                                                    T_t_s), uncertain=False))
+            return reg.PoseGraphEdge(i + 1, i, T_t_s, self._edge_info(img(i + 1), img(i), T_t_s),
+                                     uncertain=False)
+        odo_edges = list(pool.map(odo_edge, range(len(kfs) - 1)))
         # Rounds: candidates are searched around the current estimate; after an optimisation
         # the drift is smaller, so pairs that were too far apart (or converged to nothing from
         # a drifted start) are found and verified in the next round.
@@ -696,32 +758,21 @@ class RgbdTracker:
         accepted: dict[tuple[int, int], object] = {}
         rejected: dict[tuple[int, int], np.ndarray] = {}
         for _round in range(max(1, c.loop_rounds)):
-            found = 0
+            checks = []
             for j in range(len(kfs)):
-                cands = []
-                for i in range(j - max(2, c.loop_min_gap) + 1):
-                    if (i, j) in accepted or kfs[i]["packed"] is None or kfs[j]["packed"] is None:
-                        continue
-                    d = np.linalg.inv(current[i]) @ current[j]
-                    dist, ang = float(np.linalg.norm(d[:3, 3])), _rot_deg(d[:3, :3])
-                    if dist <= c.loop_max_dist_m and ang <= c.loop_max_angle_deg:
-                        # nearest first: distance plus 1 cm per degree of view change
-                        cands.append((dist + 0.01 * ang, i, d))
-                cands.sort(key=lambda x: x[0])
-                if c.loop_max_candidates > 0:
-                    cands = cands[:c.loop_max_candidates]
-                for _, i, d in cands:
-                    prev = rejected.get((i, j))
-                    if prev is not None:  # tried: again only if the estimate moved
-                        m = np.linalg.inv(prev) @ d
-                        if np.linalg.norm(m[:3, 3]) < 0.02 and _rot_deg(m[:3, :3]) < 2.0:
-                            continue
-                    edge = self._loop_edge(kfs, i, j, d, info, img)
-                    if edge is not None:
-                        accepted[(i, j)] = edge
-                        found += 1
-                    else:
-                        rejected[(i, j)] = d
+                for i, d in self._loop_candidates(current, j, accepted, rejected):
+                    pre = early.pop((i, j), None)
+                    fut = (pre[1] if pre is not None and np.array_equal(pre[0], d)
+                           else self._submit_loop_check(i, j, d, c.loop_workers))
+                    checks.append((i, j, d, fut))
+            found = 0
+            for i, j, d, fut in checks:   # in the order a serial search makes them
+                edge = fut.result()
+                if edge is not None:
+                    accepted[(i, j)] = edge
+                    found += 1
+                else:
+                    rejected[(i, j)] = d
             if not accepted or (found == 0 and _round > 0):
                 break
             graph = reg.PoseGraph()
@@ -737,6 +788,8 @@ class RgbdTracker:
                 reg.GlobalOptimizationOption(max_correspondence_distance=0.03,
                                              edge_prune_threshold=0.25, reference_node=0))
             current = [np.asarray(n.pose) for n in graph.nodes]
+        for _, fut in early.values():   # started for keyframes trimmed since: not needed
+            fut.cancel()
         self.loop_closures = [(kfs[i]["frame"], kfs[j]["frame"]) for i, j in accepted]
         if not self.loop_closures:
             return 0
@@ -746,30 +799,31 @@ class RgbdTracker:
             f.T_world_camera = new_kf[f.ref_keyframe] @ np.linalg.inv(old) @ f.T_world_camera
         return len(self.loop_closures)
 
-    def _loop_edge(self, kfs, i: int, j: int, d: np.ndarray, info, img):
+    def _loop_edge(self, i: int, j: int, d: np.ndarray, packed_i, packed_j):
         """Verified alignment of keyframe j onto keyframe i from the relative pose ``d``
-        (T_i_j) with ``loop_method``; an uncertain pose-graph edge, or None. ``img(k)``: the
-        RGBD image of keyframe k (None when trimmed)."""
+        (T_i_j) with ``loop_method``; an uncertain pose-graph edge, or None. packed_i,
+        packed_j: the keyframes' packed images. Runs on a loop worker."""
         c = self.cfg
         reg = self.o3d.pipelines.registration
+        src, tgt = self._unpack(packed_j), self._unpack(packed_i)
         try:
             # the fixed cap only: between keyframes far apart, colour pulled the loop edges
             # (fr1/desk 2.9 cm ATE with the baseline-scaled cap, 2.65 without)
             # 4 of 5 checks fail on the geometric fitness (fr1/desk: 1060 of 1344): no
             # colour refinement for them (loop closure 48 -> 37 s on fr1/desk, the same edges)
-            T_t_s, fitness, rmse = self._odometry(img(j), img(i), d, self.loop_criteria,
-                                                  self.loop_method,
-                                                  c.loop_method == "geometry_then_colour",
-                                                  baseline_cap=False,
-                                                  colour_gate=(c.loop_min_fitness,
-                                                               c.max_inlier_rmse_m))
+            T_t_s, fitness, rmse, _ = self._odometry(src, tgt, d, self.loop_criteria,
+                                                     self.loop_method,
+                                                     c.loop_method == "geometry_then_colour",
+                                                     baseline_cap=False,
+                                                     colour_gate=(c.loop_min_fitness,
+                                                                  c.max_inlier_rmse_m))
         except RuntimeError:
             return None
         corr = np.linalg.inv(d) @ T_t_s
         if (fitness < c.loop_min_fitness or rmse > c.max_inlier_rmse_m
                 or np.linalg.norm(corr[:3, 3]) > 0.1 or _rot_deg(corr[:3, :3]) > 10):
             return None
-        return reg.PoseGraphEdge(j, i, T_t_s, info(img(j), img(i), T_t_s), uncertain=True)
+        return reg.PoseGraphEdge(j, i, T_t_s, self._edge_info(src, tgt, T_t_s), uncertain=True)
 
     def integrate_frames(self, load_frame, progress: ProgressFn = noop_progress) -> int:
         """(Re-)build the TSDF from the final poses. ``load_frame(i) -> (rgb, depth_m)``;
