@@ -256,22 +256,31 @@ class RgbdTracker:
 
     # ------------------------------------------------------------------------------------------
 
-    def _images(self, rgb: np.ndarray, depth: np.ndarray):
+    def _images(self, rgb: np.ndarray, depth: np.ndarray, full: bool = True,
+                small: bool = True):
+        """The frame as Open3D images: (full-resolution (depth, colour) images for the TSDF or
+        None, the tracking RGBDImage at 1/tracking_downscale or None); each only when asked
+        for (the front end of the keyframe tracker never integrates: the two full-resolution
+        tensors were a fifth of its image preparation)."""
         o3d, o3c = self.o3d, self.o3c
         d = np.where((depth >= self.cfg.depth_min_m) & (depth <= self.cfg.depth_max_m), depth, 0)
         d = np.ascontiguousarray(d, dtype=np.float32)
-        col = np.ascontiguousarray(rgb, dtype=np.float32) / 255.0
-        s = self.cfg.tracking_downscale
-        if s > 1:
-            ds = downscale_depth(d, s)
-            cs = cv2.resize(col, self.small_size, interpolation=cv2.INTER_AREA)
-        else:
-            ds, cs = d, col
-        full = (o3d.t.geometry.Image(o3c.Tensor(d, device=self.dev)),
-                o3d.t.geometry.Image(o3c.Tensor(col, device=self.dev)))
-        small = o3d.t.geometry.RGBDImage(o3d.t.geometry.Image(o3c.Tensor(cs, device=self.dev)),
-                                         o3d.t.geometry.Image(o3c.Tensor(ds, device=self.dev)))
-        return full, small
+        col = np.divide(rgb, np.float32(255.0), dtype=np.float32)  # one pass; = float32 / 255
+        out_full = out_small = None
+        if full:
+            out_full = (o3d.t.geometry.Image(o3c.Tensor(d, device=self.dev)),
+                        o3d.t.geometry.Image(o3c.Tensor(col, device=self.dev)))
+        if small:
+            s = self.cfg.tracking_downscale
+            if s > 1:
+                ds = downscale_depth(d, s)
+                cs = cv2.resize(col, self.small_size, interpolation=cv2.INTER_AREA)
+            else:
+                ds, cs = d, col
+            out_small = o3d.t.geometry.RGBDImage(
+                o3d.t.geometry.Image(o3c.Tensor(cs, device=self.dev)),
+                o3d.t.geometry.Image(o3c.Tensor(ds, device=self.dev)))
+        return out_full, out_small
 
     def _integrate(self, depth_img, color_img, T_world_camera: np.ndarray) -> None:
         o3c = self.o3c
@@ -492,14 +501,14 @@ class RgbdTracker:
                 f"frame size rgb {rgb.shape[:2]} / depth {depth_m.shape} does not match the "
                 f"intrinsics {self.intr.width}x{self.intr.height}")
         c = self.cfg
-        (d_full, c_full), small = self._images(rgb, depth_m)
+        full, small = self._images(rgb, depth_m, full=c.reference == "model")
         idx = self._count
         self._count += 1
         odom = None if T_odom_camera is None else np.asarray(T_odom_camera, dtype=np.float64)
         if idx == 0:
             T = self.T_world_first.copy()
             if c.reference == "model":
-                self._integrate(d_full, c_full, T)
+                self._integrate(*full, T)
             self._add_keyframe(idx, T, small, rgb, depth_m)
             res = TrackResult(idx, T, True, 1.0, 0.0, True, "first frame", 0, "tracking")
             self._trusted.append((self._t(stamp_ns, idx), T, odom))
@@ -609,7 +618,7 @@ class RgbdTracker:
                 self._add_keyframe(idx, T, small, rgb, depth_m)
             ref = self._ref_kf
             if c.reference == "model":
-                self._integrate(d_full, c_full, T)
+                self._integrate(*full, T)
             if state == "relocalised":
                 self._trusted.clear()  # no velocity across the gap
             self._trusted.append((self._t(stamp_ns, idx), T, odom))
@@ -838,8 +847,8 @@ class RgbdTracker:
                 if f.ok and (f.index % max(1, c.integrate_every) == 0 or f.keyframe)]
         for k, f in enumerate(todo):
             rgb, depth = load_frame(f.index)
-            (d_full, c_full), _ = self._images(rgb, depth)
-            self._integrate(d_full, c_full, f.T_world_camera)
+            full, _ = self._images(rgb, depth, small=False)
+            self._integrate(*full, f.T_world_camera)
             if k % 10 == 0 or k == len(todo) - 1:
                 progress("integration", (k + 1) / len(todo), f"frame {k + 1}/{len(todo)}")
         return len(todo)
