@@ -310,3 +310,20 @@ def shade(result: RasterResult, meshes: list[Mesh],
         lam = ambient + diffuse * np.clip(result.normal_cam[sel] @ light, 0, None)
         rgb[sel] = alb * lam[:, None]
     return np.clip(rgb, 0, 1)
+
+
+_MESH_SCENES: dict[int, tuple] = {}
+
+
+def mesh_scene(mesh: Mesh) -> Scene:
+    """The Scene of one mesh in its own frame, built once per mesh object and kept (up to 64
+    meshes): the recogniser renders the same model and learnt appearance in every frame, and
+    building the ray-casting structure costs more than a small render. Safe to share between
+    threads (the structure is built before any ray is cast)."""
+    hit = _MESH_SCENES.get(id(mesh))
+    if hit is None or hit[0] is not mesh:
+        if len(_MESH_SCENES) > 64:
+            _MESH_SCENES.clear()
+        hit = (mesh, Scene([mesh], [np.eye(4)]))
+        _MESH_SCENES[id(mesh)] = hit
+    return hit[1]

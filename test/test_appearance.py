@@ -235,3 +235,32 @@ def test_the_learnt_frame_is_found_from_the_learnt_appearance(learnt, small_worl
         assert rot_err_deg(S, S0) < 2.5, (rot_err_deg(S, S0), score, runner)
         print(f"S0 {rot_err_deg(S0, np.eye(4)):.0f} deg: score {score:.3f}, runner-up {runner:.3f}")
         assert score > 0.5, (score, runner)
+
+
+def test_the_appearance_scene_is_built_once_for_every_detection(learnt, monkeypatch):
+    """Building an appearance's ray-casting structure cost more than the small renders the
+    turn by the print makes with it (5 % of the recogniser's posing time): every detection of
+    every frame built it again. It is now built once per appearance mesh and shared, and the
+    choice is the same as with a scene of its own."""
+    import nol_ros.rasterizer as ras
+
+    mesh, tex, app, hyps = learnt[CAN]
+    T = look_at(30, 40, 0.9)
+    rgb, _, depth = photo(tex, T)
+    wrong = T @ np.linalg.inv(hyps[3])
+    built = []
+    init = ras.Scene.__init__
+
+    def counting(self, meshes, poses):
+        built.append(len(meshes))
+        init(self, meshes, poses)
+
+    monkeypatch.setattr(ras.Scene, "__init__", counting)
+    ras._MESH_SCENES.clear()
+    first = choose_by_appearance(rgb, INTR, wrong, app, hyps, depth=depth)
+    again = [choose_by_appearance(rgb, INTR, wrong, app, hyps, depth=depth) for _ in range(3)]
+    assert built == [1]
+    assert all(a.index == first.index and np.array_equal(a.scores, first.scores) for a in again)
+    assert np.array_equal(again[0].T_camera_object, first.T_camera_object)
+    assert ras.mesh_scene(app) is ras.mesh_scene(app)
+    assert ras.mesh_scene(mesh) is not ras.mesh_scene(app)

@@ -28,7 +28,7 @@ from nol_ros.camera import Intrinsics
 from nol_ros.errors import InputError
 from nol_ros.geometry import invert_T, make_T, so3_exp
 from nol_ros.mesh import Mesh, sample_surface, sample_texture
-from nol_ros.rasterizer import Scene, interpolate_vertex_attribute, render_object
+from nol_ros.rasterizer import interpolate_vertex_attribute, mesh_scene, render_object
 from nol_ros.recognition.poses import bbox_centre
 from nol_ros.recognition.trainset import _read_mask, _read_rgb, scene_annotations
 
@@ -309,7 +309,7 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
     # fine: at most max_side px across; coarse: half that (the same blur and detail in its
     # pixels: twice as coarse), where a turn a few degrees off the true one still fits
     fine_level, coarse_level = level(s), level(s / 2)
-    scene = Scene([appearance], [np.eye(4)])
+    scene = mesh_scene(appearance)   # built once per appearance, not per detection
 
     def renders(Ts_: list[np.ndarray], coarse: bool) -> list:
         """The appearance rendered at every pose of Ts_, one ray cast for all."""

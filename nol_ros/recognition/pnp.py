@@ -29,7 +29,7 @@ import numpy as np
 from nol_ros.camera import Intrinsics
 from nol_ros.errors import InputError
 from nol_ros.geometry import fit_rigid, invert_T, make_T
-from nol_ros.rasterizer import Scene
+from nol_ros.rasterizer import mesh_scene
 from nol_ros.recognition.poses import bbox_centre
 
 
@@ -201,20 +201,6 @@ class IcpResult:
     rmse_m: float
     n_points: int
     reason: str = ""
-
-
-_SCENES: dict[int, tuple] = {}
-
-
-def mesh_scene(mesh):
-    """The ray-casting Scene of one mesh in its own frame, built once per mesh object."""
-    hit = _SCENES.get(id(mesh))
-    if hit is None or hit[0] is not mesh:
-        if len(_SCENES) > 64:
-            _SCENES.clear()
-        hit = (mesh, Scene([mesh], [np.eye(4)]))
-        _SCENES[id(mesh)] = hit
-    return hit[1]
 
 
 def _visible_model_points(mesh, T: np.ndarray, intr: Intrinsics, box) -> np.ndarray:
