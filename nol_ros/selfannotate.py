@@ -180,19 +180,25 @@ def track_frames(intrinsics, n: int, load_frame: Callable[[int], tuple[np.ndarra
     final poses (``integrate=False``: poses only). ``load_frame(i) -> (rgb (H, W, 3) uint8,
     depth (H, W) float32 m)``."""
     tracker = RgbdTracker(intrinsics, config, search_loops=True)
-    for k in range(n):
-        rgb, depth = load_frame(k)
-        if not np.any(depth > 0):
-            name = names[k] if names is not None else k
-            raise InputError(f"frame {name} has no valid depth; check the depth files/topic "
-                             "(16UC1 mm or 32FC1 m) and the depth scale")
-        tracker.process(rgb, depth, None if T_odom_cameras is None else T_odom_cameras[k],
-                        None if stamps_ns is None else int(stamps_ns[k]))
-        if k % 10 == 0 or k == n - 1:
-            progress("tracking", (k + 1) / n, f"frame {k + 1}/{n}")
-    if config.loop_closure:
-        progress("loop_closure", 0.0, f"{len(tracker.keyframes)} keyframes")
-        tracker.close_loops()
+    try:
+        for k in range(n):
+            rgb, depth = load_frame(k)
+            if not np.any(depth > 0):
+                name = names[k] if names is not None else k
+                raise InputError(f"frame {name} has no valid depth; check the depth "
+                                 "files/topic (16UC1 mm or 32FC1 m) and the depth scale")
+            tracker.process(rgb, depth, None if T_odom_cameras is None else T_odom_cameras[k],
+                            None if stamps_ns is None else int(stamps_ns[k]))
+            if k % 10 == 0 or k == n - 1:
+                progress("tracking", (k + 1) / n, f"frame {k + 1}/{n}")
+        if config.loop_closure:
+            progress("loop_closure", 0.0, f"{len(tracker.keyframes)} keyframes")
+            tracker.close_loops()
+    except BaseException:
+        # a bad frame, a cancelled job: the loop checks still queued would run on for
+        # seconds and keep the tracker (its TSDF) alive
+        tracker.cancel_loop_checks()
+        raise
     if integrate and config.reference != "model":
         tracker.integrate_frames(load_frame, progress)
     return tracker

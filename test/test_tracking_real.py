@@ -268,3 +268,40 @@ def test_loop_checks_beside_the_tracking_give_the_poses_of_checks_after_it(piece
         assert np.array_equal(a, b)
     with pytest.raises(ConfigError, match="loop_workers must be >= 1"):
         TrackerConfig(loop_workers=0)
+
+
+def test_a_job_given_up_while_tracking_drops_its_queued_loop_checks(piece, monkeypatch):
+    """Loop checks queued while tracking hold the tracker (and its TSDF); when the job stops
+    early (a frame without depth here, a cancelled job in a node) the ones not yet run are
+    dropped, not run for nothing. The loop worker is kept busy so that all of them are
+    still queued when the bad frame comes."""
+    import threading
+
+    from nol_ros.errors import InputError
+    from nol_ros.selfannotate import track_frames
+    from nol_ros.threads import worker_pool
+
+    seq, data = piece
+    frames = [data[k] for k in _playlist(len(data))[:2 * len(data)]]
+    futures = []
+    submit = RgbdTracker._submit_loop_check
+
+    def spy(self, *a):
+        futures.append(submit(self, *a))
+        return futures[-1]
+
+    def load(i):
+        rgb, depth = frames[i]
+        return (rgb, np.zeros_like(depth)) if i == len(frames) - 3 else (rgb, depth)
+
+    monkeypatch.setattr(RgbdTracker, "_submit_loop_check", spy)
+    gate = threading.Event()
+    busy = worker_pool(max(1, CFG.loop_workers - 1)).submit(gate.wait, 60)
+    try:
+        with pytest.raises(InputError, match="no valid depth"):
+            track_frames(seq.intrinsics, len(frames), load, CFG, integrate=False,
+                         stamps_ns=[10**18 + k * 33_333_333 for k in range(len(frames))])
+        assert len(futures) >= 5 and all(f.cancelled() for f in futures)
+    finally:
+        gate.set()
+        busy.result()

@@ -723,6 +723,12 @@ class RgbdTracker:
         for i, d in self._loop_candidates(current, j, {}, {}):
             self._early_checks[(i, j)] = (d, self._submit_loop_check(i, j, d, workers))
 
+    def cancel_loop_checks(self) -> int:
+        """Drop the loop checks started while tracking that have not run yet (a job given up
+        before :meth:`close_loops`); returns how many were dropped."""
+        early, self._early_checks = self._early_checks, {}
+        return sum(fut.cancel() for _, fut in early.values())
+
     def _edge_info(self, src, tgt, T_t_s: np.ndarray) -> np.ndarray:
         """The pose-graph information matrix of the alignment T_t_s of RGBD image ``src`` onto
         ``tgt`` (None: trimmed by the keyframe budget, a weak prior)."""
@@ -744,11 +750,10 @@ class RgbdTracker:
         c = self.cfg
         frames = self.result.frames
         kfs = self.keyframes
-        early, self._early_checks = self._early_checks, {}
         if len(kfs) < 4:
-            for _, fut in early.values():
-                fut.cancel()
+            self.cancel_loop_checks()
             return 0
+        early, self._early_checks = self._early_checks, {}
         T_kf = [frames[k["frame"]].T_world_camera for k in kfs]
         pool = worker_pool(c.loop_workers)
 
