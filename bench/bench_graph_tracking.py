@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", default=str(DEFAULT_DATA))
     ap.add_argument("--work", default="build/bench/nol_graph_tracking")
     ap.add_argument("--hog", type=int, default=2, help="busy processes in the loaded run")
-    ap.add_argument("--json", default="bench_graph_tracking.json")
+    ap.add_argument("--json", default="build/bench_graph_tracking.json")
     a = ap.parse_args(argv)
     from nol_ros.ros.environment import default_ros_env
 
@@ -171,6 +171,7 @@ def main(argv=None) -> int:
         rows.append(graph(bag, work, label, hog, gt))
         print(json.dumps(rows[-1]), flush=True)
     res = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "rows": rows}
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(res, indent=1))
     print(f"\n{res['date']}; offline ATE {off_ate * 100:.2f} cm ({n} frames)\n")
     print("| path | load | received / tracked live / skipped | live /tf ATE cm (poses) | "

@@ -273,8 +273,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="the --every subset")
     ap.add_argument("--threads", type=int, default=0, help="limit threads (0 = as is)")
     ap.add_argument("--save-poses", default="", help="folder: one TUM trajectory per run")
-    ap.add_argument("--json", default="bench_tracking.json")
-    ap.add_argument("--md", default="bench_tracking.md")
+    ap.add_argument("--json", default="build/bench_tracking.json")
+    ap.add_argument("--md", default="build/bench_tracking.md")
     a = ap.parse_args(argv)
     if a.threads:
         from nol_ros.threads import set_threads
@@ -330,6 +330,7 @@ def main(argv=None) -> int:
             print("  " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
                                      for k, v in entry.items() if k != "config"}), flush=True)
     results["machine_end"] = _machine()
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(results, indent=1))
     md = [f"{results['machine']['date']}, {results['machine']['cpu']}, "
           f"{results['machine']['cpus']} CPUs, load {results['machine']['load_avg']} -> "
@@ -347,6 +348,7 @@ def main(argv=None) -> int:
         md.append(f"| {e['stretch']} | {e['tracker']} | {ate} | {rpe_} | "
                   f"{e.get('rpe_deg', float('nan')):.3f} | {e['frames_lost']} | {trusted} | "
                   f"{e['fps']:.1f} | {e['frames_per_cpu_s']:.1f} |")
+    Path(a.md).parent.mkdir(parents=True, exist_ok=True)
     Path(a.md).write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
