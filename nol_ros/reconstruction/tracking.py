@@ -5,9 +5,10 @@ TSDF model at the predicted pose (``reference="model"``) or take the last keyfra
 (default), align the frame to it with RGB-D odometry (point-to-plane by default), check the
 result. After a failure or a gap in the stream, re-localise against the keyframes (ORB + PnP,
 refined and checked densely). Offline, a keyframe pose graph with loop closures runs at the
-end. Tracking and ray casting run at ``1/tracking_downscale`` resolution (measured: the
-dominant cost); integration uses full resolution. Frames whose alignment fails the checks are
-flagged (``ok=False``), keep the predicted pose, and are not integrated: never silently used.
+end; its loop checks run on worker threads, the first round's while the tracking goes on.
+Tracking and ray casting run at ``1/tracking_downscale`` resolution (measured: the dominant
+cost); integration uses full resolution. Frames whose alignment fails the checks are flagged
+(``ok=False``), keep the predicted pose, and are not integrated: never silently used.
 """
 
 from __future__ import annotations
