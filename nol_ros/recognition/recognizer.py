@@ -120,7 +120,7 @@ class RecognizerConfig:
     turn by the print) on up to this many threads at once: each is a string of short native
     calls (Open3D's ICP, Embree's ray casts, OpenCV, numpy) that release the GIL, and the
     others fill the gaps between them (3 `cpu` trainings on 2 cores, all ~4 objects posed:
-    0.32 s per frame with 1, 0.29-0.30 with 4; BENCHMARKS.md "Recogniser speed"). Each
+    0.30-0.31 s per frame with 1, 0.27-0.28 with 4; BENCHMARKS.md "Recogniser speed"). Each
     worker runs its OpenMP teams with one thread, so the poses are the same for any number of
     workers and run after run."""
 

@@ -754,7 +754,7 @@ class RgbdTracker:
         if len(kfs) < 4:
             self.cancel_loop_checks()
             return 0
-        early, self._early_checks = self._early_checks, {}
+        early = self._early_checks   # consumed below; what is left is dropped at the end
         T_kf = [frames[k["frame"]].T_world_camera for k in kfs]
         pool = worker_pool(c.loop_workers)
 
@@ -803,8 +803,7 @@ class RgbdTracker:
                 reg.GlobalOptimizationOption(max_correspondence_distance=0.03,
                                              edge_prune_threshold=0.25, reference_node=0))
             current = [np.asarray(n.pose) for n in graph.nodes]
-        for _, fut in early.values():   # started for keyframes trimmed since: not needed
-            fut.cancel()
+        self.cancel_loop_checks()   # any left were started for keyframes trimmed since
         self.loop_closures = [(kfs[i]["frame"], kfs[j]["frame"]) for i, j in accepted]
         if not self.loop_closures:
             return 0
