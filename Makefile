@@ -16,7 +16,7 @@ XDIST := $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist 
 .PHONY: setup test test-fast test-load test-scale demo lint bench soak soak-live clean
 
 setup:
-	@bash tools/setup.sh
+	@NOL_VENV=$(abspath $(VENV)) bash tools/setup.sh
 
 # The whole suite (slow tests included). pytest exits non-zero when no test ran (exit 5).
 test: setup
