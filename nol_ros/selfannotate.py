@@ -194,6 +194,9 @@ def track_frames(intrinsics, n: int, load_frame: Callable[[int], tuple[np.ndarra
         if config.loop_closure:
             progress("loop_closure", 0.0, f"{len(tracker.keyframes)} keyframes")
             tracker.close_loops()
+        if config.bundle_adjustment:
+            progress("bundle_adjustment", 0.0, f"{len(tracker.keyframes)} keyframes")
+            tracker.adjust_bundle()
     except BaseException:
         # a bad frame, a cancelled job: the loop checks still queued would run on for
         # seconds and keep the tracker (its TSDF) alive

@@ -20,11 +20,13 @@ import numpy as np
 @dataclass
 class KeyframeFeatures:
     """ORB features of one keyframe: keypoints (N, 2) float32 pixels, descriptors (N, 32)
-    uint8, points (N, 3) float32 metres in the keyframe's camera frame (depth > 0 only)."""
+    uint8, points (N, 3) float32 metres in the keyframe's camera frame (depth > 0 only), the
+    keypoints' pyramid octaves (N,) int (None: all 0)."""
 
     uv: np.ndarray
     desc: np.ndarray
     pts: np.ndarray
+    octave: np.ndarray | None = None
 
 
 @dataclass
@@ -43,19 +45,22 @@ class Relocaliser:
         self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         self.ratio, self.min_inliers, self.reproj_px = ratio, min_inliers, reproj_px
 
-    def detect(self, rgb: np.ndarray):
-        """(uv (N, 2) float32, descriptors (N, 32) uint8) of an (H, W, 3) uint8 RGB image."""
+    def detect(self, rgb: np.ndarray, octaves: bool = False):
+        """(uv (N, 2) float32, descriptors (N, 32) uint8[, octaves (N,) int]) of an
+        (H, W, 3) uint8 RGB image."""
         grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
         kps, desc = self.orb.detectAndCompute(grey, None)
         if desc is None or not kps:
-            return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
-        return np.array([k.pt for k in kps], np.float32), desc
+            out = np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
+            return out + (np.zeros(0, int),) if octaves else out
+        out = np.array([k.pt for k in kps], np.float32), desc
+        return out + (np.array([k.octave for k in kps], int),) if octaves else out
 
     def keyframe_features(self, rgb: np.ndarray, depth_m: np.ndarray) -> KeyframeFeatures:
         """Features of a keyframe: rgb (H, W, 3) uint8, depth_m (H, W) float32 metres."""
-        uv, desc = self.detect(rgb)
+        uv, desc, octave = self.detect(rgb, octaves=True)
         if len(uv) == 0:
-            return KeyframeFeatures(uv, desc, np.zeros((0, 3), np.float32))
+            return KeyframeFeatures(uv, desc, np.zeros((0, 3), np.float32), octave)
         x = np.clip(np.round(uv[:, 0]).astype(int), 0, depth_m.shape[1] - 1)
         y = np.clip(np.round(uv[:, 1]).astype(int), 0, depth_m.shape[0] - 1)
         z = depth_m[y, x]
@@ -63,7 +68,7 @@ class Relocaliser:
         K = self.K
         pts = np.stack([(uv[:, 0] - K[0, 2]) / K[0, 0] * z, (uv[:, 1] - K[1, 2]) / K[1, 1] * z,
                         z], 1).astype(np.float32)
-        return KeyframeFeatures(uv[ok], desc[ok], pts[ok])
+        return KeyframeFeatures(uv[ok], desc[ok], pts[ok], octave[ok])
 
     def locate(self, rgb: np.ndarray, keyframes: list[KeyframeFeatures], max_tries: int = 3
                ) -> list[PnpResult]:

@@ -6,6 +6,7 @@ TSDF model at the predicted pose (``reference="model"``) or take the last keyfra
 result. After a failure or a gap in the stream, re-localise against the keyframes (ORB + PnP,
 refined and checked densely). Offline, a keyframe pose graph with loop closures runs at the
 end; its loop checks run on worker threads, the first round's while the tracking goes on.
+Last, a feature bundle adjustment refines the keyframe poses (reconstruction/bundle.py).
 Tracking and ray casting run at ``1/tracking_downscale`` resolution (measured: the dominant
 cost); integration uses full resolution. Frames whose alignment fails the checks are flagged
 (``ok=False``), keep the predicted pose, and are not integrated: never silently used.
@@ -23,7 +24,8 @@ from nol_ros.enums import TrackerMethod, parse_field
 from nol_ros.errors import ConfigError, InputError
 from nol_ros.geometry import se3_exp, se3_log
 from nol_ros.progress import ProgressFn, noop_progress
-from nol_ros.reconstruction.relocalise import Relocaliser
+from nol_ros.reconstruction.bundle import BundleConfig, BundleResult, bundle_adjust
+from nol_ros.reconstruction.relocalise import KeyframeFeatures, Relocaliser
 from nol_ros.threads import configure_threads, worker_pool
 
 
@@ -104,6 +106,10 @@ class TrackerConfig:
     #                                     verifies a loop closure
     loop_iterations: tuple[int, ...] = ()  # odometry iterations of a loop check (() = as tracking)
     loop_workers: int = 2               # loop checks run side by side on this many threads
+    # after the pose graph (offline): the keyframes' ORB features matched between overlapping
+    # keyframes, keyframe poses and landmarks adjusted together with the dense constraints
+    # (reconstruction/bundle.py); fr1/desk 2.40 -> 1.88 cm ATE
+    bundle_adjustment: bool = True
     device: str = "CPU:0"               # "CUDA:0" when available
 
     def __post_init__(self):
@@ -246,12 +252,15 @@ class RgbdTracker:
         self._count = 0
         self.max_results = int(max_results)
         self._trusted: deque = deque(maxlen=2)  # (time s, T_world_camera, T_odom_camera)
-        self._reloc = None
-        if config.relocalise and config.reference != "model":
-            self._reloc = Relocaliser(K)
+        self._reloc = self._features = None   # re-localisation; keyframe features
+        if (config.relocalise or config.bundle_adjustment) and config.reference != "model":
+            self._features = Relocaliser(K)
+            self._reloc = self._features if config.relocalise else None
         self.loop_closures: list[tuple[int, int]] = []
+        self.loop_edges: list[tuple[int, int, np.ndarray]] = []  # keyframes i, j, T_i_j
         self.search_loops = bool(search_loops and config.loop_closure)
         self._early_checks: dict[tuple[int, int], tuple] = {}  # (i, j) -> (T_i_j, Future)
+        self.bundle = BundleConfig()    # the bundle adjustment's settings (adjust_bundle)
         self._prev_odom = None
         self._n_integrated = 0
 
@@ -432,8 +441,8 @@ class RgbdTracker:
 
     def _add_keyframe(self, idx: int, T: np.ndarray, small, rgb, depth) -> int:
         kf = {"frame": idx, "T": T.copy(), "packed": self._pack(small), "features": None}
-        if self._reloc is not None:
-            kf["features"] = self._reloc.keyframe_features(rgb, depth)
+        if self._features is not None:
+            kf["features"] = self._features.keyframe_features(rgb, depth)
         self.keyframes.append(kf)
         self._last_kf, self._kf_image, self._ref_kf = T, small, len(self.keyframes) - 1
         self._trim_keyframes()
@@ -805,6 +814,7 @@ class RgbdTracker:
             current = [np.asarray(n.pose) for n in graph.nodes]
         self.cancel_loop_checks()   # any left were started for keyframes trimmed since
         self.loop_closures = [(kfs[i]["frame"], kfs[j]["frame"]) for i, j in accepted]
+        self.loop_edges = [(i, j, np.asarray(e.transformation)) for (i, j), e in accepted.items()]
         if not self.loop_closures:
             return 0
         new_kf = current
@@ -812,6 +822,29 @@ class RgbdTracker:
             old = T_kf[f.ref_keyframe]
             f.T_world_camera = new_kf[f.ref_keyframe] @ np.linalg.inv(old) @ f.T_world_camera
         return len(self.loop_closures)
+
+    def adjust_bundle(self) -> BundleResult | None:
+        """Feature bundle adjustment of the keyframe poses with ``self.bundle`` (after
+        :meth:`close_loops`; see reconstruction/bundle.py); every frame then follows its
+        reference keyframe. Keyframes without features (trimmed) follow their neighbours
+        through the odometry priors. Returns the result, or None when it was not run or
+        refused (the poses are kept)."""
+        kfs = self.keyframes
+        if len(kfs) < 3 or all(k["features"] is None for k in kfs):
+            return None
+        frames = self.result.frames
+        T_kf = np.array([frames[k["frame"]].T_world_camera for k in kfs])
+        none = KeyframeFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8),
+                                np.zeros((0, 3), np.float32))
+        feats = [none if k["features"] is None else k["features"] for k in kfs]
+        res = bundle_adjust(T_kf, feats, self.K.cpu().numpy(), self.bundle,
+                            pool=worker_pool(self.cfg.loop_workers), loop_edges=self.loop_edges)
+        if res is None:
+            return None
+        for f in frames:
+            r = f.ref_keyframe
+            f.T_world_camera = res.T_world_kf[r] @ np.linalg.inv(T_kf[r]) @ f.T_world_camera
+        return res
 
     def _loop_edge(self, i: int, j: int, d: np.ndarray, packed_i, packed_j):
         """Verified alignment of keyframe j onto keyframe i from the relative pose ``d``
