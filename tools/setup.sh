@@ -42,11 +42,11 @@ if ! stamp_ok pip "$REQ_HASH"; then
   # The packages take ~6.7 GB in the venv (torch 2.14.1's x86_64 wheel brings its CUDA
   # libraries, 4 GB of it). A full disk fails deep inside pip with "[Errno 28] No space left
   # on device"; say so first, with the numbers and the fix.
-  NEED_KB=$((8 * 1024 * 1024))
+  NEED_MB="${NOL_SETUP_NEED_MB:-8192}"
   FREE_KB=$(df -Pk "$VENV" | awk 'NR==2 {print $4}')
-  if [[ -n "$FREE_KB" && "$FREE_KB" -lt "$NEED_KB" ]]; then
+  if [[ -n "$FREE_KB" && "$FREE_KB" -lt $((NEED_MB * 1024)) ]]; then
     echo "[setup] not enough disk space for the Python packages: $((FREE_KB / 1024)) MB free" \
-         "on the file system of $VENV, ~8 GB needed. Free space there (old clones' .venv, build/," \
+         "on the file system of $VENV, ~$((NEED_MB / 1024)) GB needed. Free space there (old clones' .venv, build/," \
          ".nol_demo/ folders, /tmp/pytest-of-*), or put the venv on a larger disk:" \
          "make test VENV=/path/to/venv (the same VENV= for every make command)" >&2
     false
