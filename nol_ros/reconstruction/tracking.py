@@ -108,8 +108,8 @@ class TrackerConfig:
     loop_workers: int = 2               # loop checks run side by side on this many threads
     # after the pose graph (offline): the keyframes' ORB features matched between overlapping
     # keyframes, keyframe poses and landmarks adjusted together with the dense constraints
-    # (reconstruction/bundle.py); fr1/desk 2.40 -> 1.88 cm ATE
-    bundle_adjustment: bool = True
+    # (reconstruction/bundle.py); fr1/desk 2.40 -> 1.86 cm ATE
+    bundle_adjustment: bool = True      # then a feature bundle adjustment of the keyframes
     device: str = "CPU:0"               # "CUDA:0" when available
 
     def __post_init__(self):
