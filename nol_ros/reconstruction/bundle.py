@@ -37,13 +37,12 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from nol_ros.geometry import so3_exp, so3_log
-from nol_ros.reconstruction.relocalise import KeyframeFeatures
+from nol_ros.reconstruction.relocalise import KeyframeFeatures, ratio_test_matches
 
 
 @dataclass(frozen=True)
@@ -82,12 +81,8 @@ def ratio_matches(fi: KeyframeFeatures, fj: KeyframeFeatures, cfg: BundleConfig
     descriptors only."""
     if len(fi.desc) < cfg.min_matches or len(fj.desc) < cfg.min_matches:
         return None
-    knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(fj.desc, fi.desc, k=2)
-    good = [m[0] for m in knn if len(m) == 2 and m[0].distance < cfg.ratio * m[1].distance]
-    if len(good) < cfg.min_matches:
-        return None
-    return (np.array([m.queryIdx for m in good], np.int64),
-            np.array([m.trainIdx for m in good], np.int64))
+    a, b = ratio_test_matches(fj.desc, fi.desc, cfg.ratio)
+    return (a, b) if len(a) >= cfg.min_matches else None
 
 
 def _gate(fi: KeyframeFeatures, fj: KeyframeFeatures, T_i_j: np.ndarray, matches,
@@ -101,8 +96,7 @@ def _gate(fi: KeyframeFeatures, fj: KeyframeFeatures, T_i_j: np.ndarray, matches
     keep = np.linalg.norm(p - fi.pts[b], axis=1) < cfg.gate_m
     if keep.sum() < cfg.min_matches:
         return None
-    a, b = a[keep], b[keep]
-    return a, b
+    return a[keep], b[keep]
 
 
 def nearest_keyframes(T: np.ndarray, T_j: np.ndarray, max_dist_m: float,
@@ -150,9 +144,9 @@ def build_landmarks(T: np.ndarray, feats: list[KeyframeFeatures], cfg: BundleCon
     pts = np.concatenate([f.pts.reshape(-1, 3) for f in feats]).astype(np.float64)[node]
     pw = np.einsum("nij,nj->ni", T[kf_of, :3, :3], pts) + T[kf_of, :3, 3]
     # per connected component (a landmark candidate): the median of its world points
-    groups, first, size = np.unique(lab, return_index=True, return_counts=True)
+    groups, size = np.unique(lab, return_counts=True)
     centre = np.zeros((len(groups), 3))
-    start = np.searchsorted(np.sort(lab), groups)
+    start = np.cumsum(size) - size           # each group's first row in lab's sorted order
     for c in range(3):
         v = pw[np.lexsort((pw[:, c], lab)), c]
         centre[:, c] = 0.5 * (v[start + (size - 1) // 2] + v[start + size // 2])
@@ -170,8 +164,7 @@ def build_landmarks(T: np.ndarray, feats: list[KeyframeFeatures], cfg: BundleCon
     cam, q = kf_of[ok], q_of[ok]
     uv = np.array([feats[k].uv[i] for k, i in zip(cam, q)], np.float64).reshape(-1, 2)
     z = pts[ok, 2]
-    octave = np.array([0 if feats[k].octave is None else feats[k].octave[i]
-                       for k, i in zip(cam, q)], np.float64)
+    octave = np.array([feats[k].octave[i] for k, i in zip(cam, q)], np.float64)
     return centre[land], cam.astype(np.int64), lm.astype(np.int64), uv, z, octave, len(kept)
 
 

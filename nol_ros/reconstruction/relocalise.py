@@ -21,12 +21,12 @@ import numpy as np
 class KeyframeFeatures:
     """ORB features of one keyframe: keypoints (N, 2) float32 pixels, descriptors (N, 32)
     uint8, points (N, 3) float32 metres in the keyframe's camera frame (depth > 0 only), the
-    keypoints' pyramid octaves (N,) int (None: all 0)."""
+    keypoints' pyramid octaves (N,) int."""
 
     uv: np.ndarray
     desc: np.ndarray
     pts: np.ndarray
-    octave: np.ndarray | None = None
+    octave: np.ndarray
 
 
 @dataclass
@@ -37,28 +37,37 @@ class PnpResult:
     matches: int
 
 
+def ratio_test_matches(query: np.ndarray, train: np.ndarray, ratio: float
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force Hamming matches of the ORB descriptors ``query`` (N, 32) onto ``train``
+    (M, 32) uint8 that pass Lowe's ratio test: indices (q (K,), t (K,)) int64, in query
+    order. Thread-safe (a matcher per call): the bundle adjustment matches on workers."""
+    knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query, train, k=2)
+    good = [m[0] for m in knn if len(m) == 2 and m[0].distance < ratio * m[1].distance]
+    return (np.array([m.queryIdx for m in good], np.int64),
+            np.array([m.trainIdx for m in good], np.int64))
+
+
 class Relocaliser:
     def __init__(self, K: np.ndarray, n_features: int = 600, ratio: float = 0.8,
                  min_inliers: int = 25, reproj_px: float = 3.0):
         self.K = np.asarray(K, np.float64)
         self.orb = cv2.ORB_create(nfeatures=n_features)
-        self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         self.ratio, self.min_inliers, self.reproj_px = ratio, min_inliers, reproj_px
 
-    def detect(self, rgb: np.ndarray, octaves: bool = False):
-        """(uv (N, 2) float32, descriptors (N, 32) uint8[, octaves (N,) int]) of an
-        (H, W, 3) uint8 RGB image."""
+    def detect(self, rgb: np.ndarray):
+        """(uv (N, 2) float32, descriptors (N, 32) uint8, octaves (N,) int) of an (H, W, 3)
+        uint8 RGB image."""
         grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
         kps, desc = self.orb.detectAndCompute(grey, None)
         if desc is None or not kps:
-            out = np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
-            return out + (np.zeros(0, int),) if octaves else out
-        out = np.array([k.pt for k in kps], np.float32), desc
-        return out + (np.array([k.octave for k in kps], int),) if octaves else out
+            return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), np.zeros(0, int)
+        return (np.array([k.pt for k in kps], np.float32), desc,
+                np.array([k.octave for k in kps], int))
 
     def keyframe_features(self, rgb: np.ndarray, depth_m: np.ndarray) -> KeyframeFeatures:
         """Features of a keyframe: rgb (H, W, 3) uint8, depth_m (H, W) float32 metres."""
-        uv, desc, octave = self.detect(rgb, octaves=True)
+        uv, desc, octave = self.detect(rgb)
         if len(uv) == 0:
             return KeyframeFeatures(uv, desc, np.zeros((0, 3), np.float32), octave)
         x = np.clip(np.round(uv[:, 0]).astype(int), 0, depth_m.shape[1] - 1)
@@ -75,23 +84,21 @@ class Relocaliser:
         """PnP poses of the frame in the keyframes that share the most ratio-test matches with
         it (at most ``max_tries`` PnP runs), best (most inliers) first; [] when none has
         ``min_inliers`` inliers."""
-        uv, desc = self.detect(rgb)
+        uv, desc, _ = self.detect(rgb)
         if len(uv) < self.min_inliers:
             return []
         cands = []
         for i, kf in enumerate(keyframes):
             if len(kf.desc) < self.min_inliers:
                 continue
-            pairs = self.matcher.knnMatch(desc, kf.desc, k=2)
-            good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < self.ratio
-                    * m[1].distance]
-            if len(good) >= self.min_inliers:
-                cands.append((len(good), i, good))
+            q, t = ratio_test_matches(desc, kf.desc, self.ratio)
+            if len(q) >= self.min_inliers:
+                cands.append((len(q), i, (q, t)))
         cands.sort(key=lambda c: -c[0])
         out = []
-        for n, i, good in cands[:max_tries]:
-            obj = keyframes[i].pts[[m.trainIdx for m in good]]
-            img = uv[[m.queryIdx for m in good]]
+        for n, i, (q, t) in cands[:max_tries]:
+            obj = keyframes[i].pts[t]
+            img = uv[q]
             ok, rvec, tvec, inl = cv2.solvePnPRansac(
                 obj, img, self.K, None, iterationsCount=200, reprojectionError=self.reproj_px,
                 confidence=0.999, flags=cv2.SOLVEPNP_EPNP)

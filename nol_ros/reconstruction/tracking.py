@@ -835,7 +835,7 @@ class RgbdTracker:
         frames = self.result.frames
         T_kf = np.array([frames[k["frame"]].T_world_camera for k in kfs])
         none = KeyframeFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8),
-                                np.zeros((0, 3), np.float32))
+                                np.zeros((0, 3), np.float32), np.zeros(0, int))
         feats = [none if k["features"] is None else k["features"] for k in kfs]
         res = bundle_adjust(T_kf, feats, self.K.cpu().numpy(), self.bundle,
                             pool=worker_pool(self.cfg.loop_workers), loop_edges=self.loop_edges)
