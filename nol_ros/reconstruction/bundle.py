@@ -102,8 +102,9 @@ def _gate(fi: KeyframeFeatures, fj: KeyframeFeatures, T_i_j: np.ndarray, matches
 def nearest_keyframes(T: np.ndarray, T_j: np.ndarray, max_dist_m: float,
                       max_angle_deg: float, max_count: int) -> list[int]:
     """Indices of the poses T (k, 4, 4) within ``max_dist_m`` and ``max_angle_deg`` of T_j,
-    nearest first (distance plus 1 cm per degree), at most ``max_count`` (0: all), in
-    ascending index order: the keyframes worth matching with keyframe j."""
+    nearest first (distance plus 1 cm per degree; ties in index order), at most ``max_count``
+    (0: all): the keyframes worth matching with keyframe j, or checking for a loop closure
+    with it (:meth:`RgbdTracker._loop_candidates`)."""
     if len(T) == 0:
         return []
     dist = np.linalg.norm(T[:, :3, 3] - T_j[:3, 3], axis=1)
@@ -111,7 +112,7 @@ def nearest_keyframes(T: np.ndarray, T_j: np.ndarray, max_dist_m: float,
     ang = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
     ok = np.flatnonzero((dist <= max_dist_m) & (ang <= max_angle_deg))
     ok = ok[np.argsort(dist[ok] + 0.01 * ang[ok], kind="stable")]
-    return sorted(ok[:max_count].tolist() if max_count > 0 else ok.tolist())
+    return (ok[:max_count] if max_count > 0 else ok).tolist()
 
 
 def build_landmarks(T: np.ndarray, feats: list[KeyframeFeatures], cfg: BundleConfig,

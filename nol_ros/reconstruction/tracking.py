@@ -24,7 +24,12 @@ from nol_ros.enums import TrackerMethod, parse_field
 from nol_ros.errors import ConfigError, InputError
 from nol_ros.geometry import se3_exp, se3_log
 from nol_ros.progress import ProgressFn, noop_progress
-from nol_ros.reconstruction.bundle import BundleConfig, BundleResult, bundle_adjust
+from nol_ros.reconstruction.bundle import (
+    BundleConfig,
+    BundleResult,
+    bundle_adjust,
+    nearest_keyframes,
+)
 from nol_ros.reconstruction.relocalise import KeyframeFeatures, Relocaliser
 from nol_ros.threads import configure_threads, worker_pool
 
@@ -693,20 +698,16 @@ class RgbdTracker:
         without images (trimmed by the budget) and pairs ``rejected`` from about the same
         relative pose (they would be refused again)."""
         c, kfs = self.cfg, self.keyframes
-        cands = []
-        for i in range(j - max(2, c.loop_min_gap) + 1):
-            if (i, j) in accepted or kfs[i]["packed"] is None or kfs[j]["packed"] is None:
-                continue
-            d = np.linalg.inv(current[i]) @ current[j]
-            dist, ang = float(np.linalg.norm(d[:3, 3])), _rot_deg(d[:3, :3])
-            if dist <= c.loop_max_dist_m and ang <= c.loop_max_angle_deg:
-                # nearest first: distance plus 1 cm per degree of view change
-                cands.append((dist + 0.01 * ang, i, d))
-        cands.sort(key=lambda x: x[0])
-        if c.loop_max_candidates > 0:
-            cands = cands[:c.loop_max_candidates]
+        if kfs[j]["packed"] is None:
+            return []
+        eligible = [i for i in range(j - max(2, c.loop_min_gap) + 1)
+                    if (i, j) not in accepted and kfs[i]["packed"] is not None]
+        near = nearest_keyframes(np.array([current[i] for i in eligible]).reshape(-1, 4, 4),
+                                 current[j], c.loop_max_dist_m, c.loop_max_angle_deg,
+                                 c.loop_max_candidates)
+        cands = [(eligible[n], np.linalg.inv(current[eligible[n]]) @ current[j]) for n in near]
         out = []
-        for _, i, d in cands:
+        for i, d in cands:
             prev = rejected.get((i, j))
             if prev is not None:  # tried: again only if the estimate moved
                 m = np.linalg.inv(prev) @ d
