@@ -235,7 +235,8 @@ def test_bad_input_is_reported_and_the_node_keeps_serving(small_world, tmp_path,
     from nol_ros.srv import ExportSequence, SaveMesh
 
     root, _ = small_world
-    seq, frames = _scene_frames(root / "train" / "000001", 6)
+    # pairs 0-4 are refused (bad input, no TF); 5-7 are consecutive frames, tracked
+    seq, frames = _scene_frames(root / "train" / "000001", 8)
     g = Graph(rclpy_context)
     try:
         # short waits: the TF asked for below never comes, and the pairs without CameraInfo are

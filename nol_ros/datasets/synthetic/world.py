@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
 from nol_ros.datasets.synthetic import textures as tx
 from nol_ros.datasets.synthetic.objects import PROCEDURAL, Catalogue, assemble, box_parts
@@ -126,20 +127,33 @@ def build_world(seed: int, object_ids: list[int], n_clutter: int = 4,
     return World(objs, static, top, np.zeros(2), light / np.linalg.norm(light))
 
 
+def smooth_noise(rng: np.random.Generator, n: int, std: float, frames: float = 4.0
+                 ) -> np.ndarray:
+    """(n,) band-limited noise of standard deviation std: white noise through a Gaussian of
+    ``frames`` frames (at 30 Hz the default keeps it below ~1.5 Hz). A camera on a robot or in
+    a hand sways; it does not jump independently every frame (white noise of 1 cm per frame
+    would be accelerations of ~20 m/s^2)."""
+    pad = int(4 * frames + 0.5)   # gaussian_filter1d's default reach
+    x = gaussian_filter1d(rng.normal(0.0, 1.0, n + 2 * pad), frames)[pad:pad + n]
+    k = np.exp(-0.5 * (np.arange(-pad, pad + 1) / frames) ** 2)
+    return std * x / float(np.linalg.norm(k / k.sum()))   # the filter's gain on unit noise
+
+
 def circle_trajectory(world: World, n_frames: int, seed: int, elev_deg: tuple[float, float],
                       arc_deg: float = 360.0, radius: tuple[float, float] = (0.82, 0.95),
                       elev_mode: str = "uniform", start_deg: float | None = None
                       ) -> list[np.ndarray]:
     """T_world_camera (4, 4) per frame of a robot circling the table at 30 Hz, with speed,
-    height and gaze jitter; radius: horizontal distance range (m) to the table centre.
-    elev_mode: 'uniform' (a random elevation within the range, slow drift) or 'sweep' (the
-    elevation sweeps the range back and forth, for test sequences)."""
+    distance and gaze sway (band-limited, see :func:`smooth_noise`); radius: horizontal
+    distance range (m) to the table centre. elev_mode: 'uniform' (a random elevation within
+    the range, slow drift) or 'sweep' (the elevation sweeps the range back and forth, for test
+    sequences)."""
     rng = np.random.default_rng([seed, 11])
     target = np.array([*world.table_centre, world.table_top_z + 0.08])
     R = float(rng.uniform(*radius))
     a0 = np.radians(rng.uniform(0, 360) if start_deg is None else start_deg)
     steps = 1.0 + 0.2 * np.sin(np.linspace(0, 6, n_frames) + rng.uniform(0, 6)) \
-        + rng.normal(0, 0.05, n_frames)
+        + smooth_noise(rng, n_frames, 0.05)
     ang = a0 + np.radians(arc_deg) * np.cumsum(steps) / np.sum(steps)
     e_lo, e_hi = elev_deg
     if elev_mode == "sweep":
@@ -147,12 +161,12 @@ def circle_trajectory(world: World, n_frames: int, seed: int, elev_deg: tuple[fl
     else:
         e0 = rng.uniform(e_lo, e_hi)
         el = np.clip(e0 + 0.5 * (e_hi - e_lo) * np.sin(np.linspace(0, 3, n_frames)), e_lo, e_hi)
+    r = R + smooth_noise(rng, n_frames, 0.01)
+    gaze = np.stack([smooth_noise(rng, n_frames, 0.01) for _ in range(3)], axis=1)
     poses = []
-    for a, e in zip(ang, el):
-        r = R + 0.01 * rng.normal()
-        eye = target + np.array([r * np.cos(a), r * np.sin(a), r * np.tan(np.radians(e))])
-        look = target + rng.normal(0, 0.01, 3)
-        poses.append(look_at(eye, look))
+    for a, e, rk, g in zip(ang, el, r, gaze):
+        eye = target + np.array([rk * np.cos(a), rk * np.sin(a), rk * np.tan(np.radians(e))])
+        poses.append(look_at(eye, target + g))
     return poses
 
 
