@@ -391,6 +391,15 @@ def test_untracked_frames_get_interpolated_poses_and_exports_are_safe(tmp_path):
     assert [f.stamp_ns for f in seq.frames] == [f.stamp_ns for f in frames]
     odom = load_odometry(s.path, 5)
     np.testing.assert_allclose(odom[1][:3, 3], [0.1, 0, 0], atol=1e-9)
+    # the prior: no guess after the last trusted frame, nor across a gap the live node lost
+    assert odom[3] is None and odom[4] is None
+    slow = [_frame(i, 10**9 + i * 50_000_000, intr) for i in range(6)]    # 20 Hz
+    known = {k: _result(k, slow[k].stamp_ns, make_T(np.eye(3), [0.1 * k, 0, 0]))
+             for k in (0, 2, 5)}
+    s = export_sequence(slow, known, tmp_path / "gap")
+    odom = load_odometry(s.path, 6)
+    assert [T is not None for T in odom] == [True, True, True, False, False, True]
+    np.testing.assert_allclose(odom[1][:3, 3], [0.1, 0, 0], atol=1e-9)   # 0.1 s bracket
     assert export_sequence(frames, results, tmp_path / "exp", version="v1").unchanged
     assert not export_sequence(frames, results, tmp_path / "exp", version="v2").unchanged
     assert export_sequence(frames, results, tmp_path / "exp2", step=2).frames == 3

@@ -102,12 +102,15 @@ def bag_to_bop_scene(bag_path: str | Path, scene_dir: str | Path,
             "intrinsics": [intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height]}
 
 
-def load_odometry(scene_dir: str | Path, n_frames: int) -> list[np.ndarray] | None:
-    """T_odom_camera per frame from odometry.json (None when absent or incomplete)."""
+def load_odometry(scene_dir: str | Path, n_frames: int) -> list[np.ndarray | None] | None:
+    """T_odom_camera per frame from odometry.json (None when absent, incomplete or empty; an
+    entry is None where the file has null: no prior for that frame)."""
     p = Path(scene_dir) / "odometry.json"
     if not p.exists():
         return None
     d = json.loads(p.read_text())["T_odom_camera"]
     if len(d) != n_frames:
         return None
-    return [np.asarray(d[str(i)], dtype=np.float64) for i in range(n_frames)]
+    out = [None if d[str(i)] is None else np.asarray(d[str(i)], dtype=np.float64)
+           for i in range(n_frames)]
+    return out if any(T is not None for T in out) else None

@@ -53,6 +53,12 @@ TMP_MARKER = ".nol_export_tmp"
 # the live poses go with an export as motion prior only when at least this share of its tracked
 # frames was trusted (else the offline chain re-tracks from the images alone)
 MIN_TRUSTED_FOR_PRIOR = 0.5
+# ... and a frame the live node did not trust gets a prior only when trusted frames this close
+# in time (s) bracket it: across a longer gap (the track lost, the node far behind) a pose
+# interpolated in a straight line is not where the camera went, and the offline chain's
+# odometry check would refuse its right alignments (fr1/desk at 1x through the graph: lost
+# over 283 frames against such a prior, tracked from the images alone)
+PRIOR_MAX_GAP_S = 0.1
 
 
 class NoFramesError(NolError):
@@ -389,6 +395,24 @@ def poses_for_frames(frames: list[RgbdFrame], results: dict[int, LiveResult]
     return out, tracked
 
 
+def prior_poses(frames: list[RgbdFrame], poses: list[np.ndarray],
+                results: dict[int, LiveResult], max_gap_s: float) -> list[np.ndarray | None]:
+    """The motion prior of each frame for the offline chain: ``poses`` (from
+    :func:`poses_for_frames`) where the frame was tracked (``results``) or lies between tracked
+    frames at most ``max_gap_s`` apart; None elsewhere (the chain tracks those frames from the
+    images alone)."""
+    known = np.array(sorted(f.stamp_ns for f in frames if f.index in results), np.int64)
+    out: list[np.ndarray | None] = []
+    for f, T in zip(frames, poses, strict=True):
+        if f.index in results:
+            out.append(T)
+            continue
+        i = int(np.searchsorted(known, f.stamp_ns))
+        near = 0 < i < len(known) and (known[i] - known[i - 1]) * 1e-9 <= max_gap_s
+        out.append(T if near else None)
+    return out
+
+
 # -- export ------------------------------------------------------------------------------------
 @dataclass
 class ExportSummary:
@@ -446,11 +470,12 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
     n_tracked = sum(f.index in results for f in frames)  # trusted or not (others skipped)
     if trusted and n_trusted >= MIN_TRUSTED_FOR_PRIOR * n_tracked:
         poses, tracked = poses_for_frames(frames, trusted)
+        prior = prior_poses(frames, poses, trusted, PRIOR_MAX_GAP_S)
     else:
         # tracking off, or lost for most of the tracked frames (a tracker starved by load):
         # the interpolated poses would be a wrong prior -- images only, the offline chain
         # tracks from scratch
-        poses, tracked = None, [f.index in trusted for f in frames]
+        poses, prior, tracked = None, None, [f.index in trusted for f in frames]
     intr = frames[0].intrinsics
     cam = camera_frame or frames[0].frame_id or "camera"
     rows = [(f.index, f.stamp_ns) for f in frames]   # what the files below need of each frame
@@ -472,12 +497,14 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
                              depth_stamp_ns=f.depth_stamp_ns)
             frames[k] = f = None   # written: its images may go (see consume)
         writer.close()
-        if poses is not None:
+        if prior is not None:
             atomic_write_json(tmp / "odometry.json", {
                 "frame": map_frame, "child": cam, "tf_source": "live_tracking",
-                "note": "live tracked T_map_camera (interpolated where not tracked): a motion "
-                        "prior for the offline chain, not ground truth",
-                "T_odom_camera": {str(k): T.tolist() for k, T in enumerate(poses)}})
+                "note": "live tracked T_map_camera (interpolated across short gaps, null where "
+                        "the live track had no trusted pose near): a motion prior for the "
+                        "offline chain, not ground truth",
+                "T_odom_camera": {str(k): None if T is None else T.tolist()
+                                  for k, T in enumerate(prior)}})
         traj = []
         for k, ((index, stamp_ns), tr) in enumerate(zip(rows, tracked)):
             r = results.get(index)
