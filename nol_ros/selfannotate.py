@@ -172,13 +172,15 @@ def track_sequence(seq, cfg: SelfAnnotationConfig, progress: ProgressFn = noop_p
 
 def track_frames(intrinsics, n: int, load_frame: Callable[[int], tuple[np.ndarray, np.ndarray]],
                  config: TrackerConfig = TrackerConfig(), progress: ProgressFn = noop_progress,
-                 T_odom_cameras: list[np.ndarray] | None = None,
+                 T_odom_cameras: list[np.ndarray | None] | None = None,
                  names: list[int] | None = None, integrate: bool = True,
                  stamps_ns: list[int] | None = None) -> RgbdTracker:
     """The offline tracking path (what the self-annotation chain, ``nol-ros track`` and
-    bench/bench_tracking.py run): every frame in order, loop closure, then the TSDF from the
-    final poses (``integrate=False``: poses only). ``load_frame(i) -> (rgb (H, W, 3) uint8,
-    depth (H, W) float32 m)``."""
+    bench/bench_tracking.py run): every frame in order, loop closure, the keyframes' bundle
+    adjustment, the trajectory smoother, then the TSDF from the final poses
+    (``integrate=False``: poses only). ``load_frame(i) -> (rgb (H, W, 3) uint8, depth (H, W)
+    float32 m)``; T_odom_cameras: a motion prior per frame (None entries: none for that
+    frame); stamps_ns: the frames' times (30 Hz without them; the smoother reads them)."""
     tracker = RgbdTracker(intrinsics, config, search_loops=True)
     try:
         for k in range(n):
@@ -197,6 +199,9 @@ def track_frames(intrinsics, n: int, load_frame: Callable[[int], tuple[np.ndarra
         if config.bundle_adjustment:
             progress("bundle_adjustment", 0.0, f"{len(tracker.keyframes)} keyframes")
             tracker.adjust_bundle()
+        if config.smoothing:
+            progress("smoothing", 0.0, f"{len(tracker.result.frames)} frames")
+            tracker.smooth()
     except BaseException:
         # a bad frame, a cancelled job: the loop checks still queued would run on for
         # seconds and keep the tracker (its TSDF) alive

@@ -31,6 +31,7 @@ from nol_ros.reconstruction.bundle import (
     nearest_keyframes,
 )
 from nol_ros.reconstruction.relocalise import KeyframeFeatures, Relocaliser
+from nol_ros.reconstruction.smoothing import SmootherConfig, smooth_trajectory
 from nol_ros.threads import configure_threads, worker_pool
 
 
@@ -115,6 +116,7 @@ class TrackerConfig:
     # keyframes, keyframe poses and landmarks adjusted together with the dense constraints
     # (reconstruction/bundle.py); fr1/desk 2.40 -> 1.86 cm ATE
     bundle_adjustment: bool = True      # then a feature bundle adjustment of the keyframes
+    smoothing: bool = True              # then every frame smoothed with a motion prior (offline)
     device: str = "CPU:0"               # "CUDA:0" when available
 
     def __post_init__(self):
@@ -135,6 +137,7 @@ class TrackResult:
     message: str = ""
     ref_keyframe: int = 0               # index into the tracker's keyframes
     state: str = "tracking"             # tracking | relocalised | unverified | failed | lost
+    stamp_s: float = 0.0                # the frame's time (s; frame index / 30 without a stamp)
 
 
 @dataclass
@@ -266,6 +269,7 @@ class RgbdTracker:
         self.search_loops = bool(search_loops and config.loop_closure)
         self._early_checks: dict[tuple[int, int], tuple] = {}  # (i, j) -> (T_i_j, Future)
         self.bundle = BundleConfig()    # the bundle adjustment's settings (adjust_bundle)
+        self.smoother = SmootherConfig()  # the trajectory smoother's settings (smooth)
         self._prev_odom = None
         self._n_integrated = 0
 
@@ -525,7 +529,8 @@ class RgbdTracker:
             if c.reference == "model":
                 self._integrate(*full, T)
             self._add_keyframe(idx, T, small, rgb, depth_m)
-            res = TrackResult(idx, T, True, 1.0, 0.0, True, "first frame", 0, "tracking")
+            res = TrackResult(idx, T, True, 1.0, 0.0, True, "first frame", 0, "tracking",
+                              self._t(stamp_ns, idx))
             self._trusted.append((self._t(stamp_ns, idx), T, odom))
             self._append(res)
             return res
@@ -637,7 +642,8 @@ class RgbdTracker:
             if state == "relocalised":
                 self._trusted.clear()  # no velocity across the gap
             self._trusted.append((self._t(stamp_ns, idx), T, odom))
-        res = TrackResult(idx, T, ok, fitness, rmse, kf, "; ".join(problems) or note, ref, state)
+        res = TrackResult(idx, T, ok, fitness, rmse, kf, "; ".join(problems) or note, ref, state,
+                          self._t(stamp_ns, idx))
         self._append(res)
         return res
 
@@ -846,6 +852,23 @@ class RgbdTracker:
             r = f.ref_keyframe
             f.T_world_camera = res.T_world_kf[r] @ np.linalg.inv(T_kf[r]) @ f.T_world_camera
         return res
+
+    def smooth(self) -> int:
+        """Smooth every trusted frame's pose with a motion prior (``self.smoother``, see
+        reconstruction/smoothing.py), after :meth:`close_loops` and :meth:`adjust_bundle`:
+        an offline step, the frames' stamps tell it the time between them. A re-localised
+        frame starts a new stretch; frames that are not trusted keep their poses. Returns the
+        number of frames smoothed."""
+        frames = self.result.frames
+        if len(frames) < 3:
+            return 0
+        ok = np.array([f.ok for f in frames])
+        out, used = smooth_trajectory(np.array([f.T_world_camera for f in frames]),
+                                      np.array([f.stamp_s for f in frames]), ok, self.smoother,
+                                      breaks=np.array([f.state == "relocalised" for f in frames]))
+        for f, T in zip(frames, out):
+            f.T_world_camera = T
+        return used
 
     def _loop_edge(self, i: int, j: int, d: np.ndarray, packed_i, packed_j):
         """Verified alignment of keyframe j onto keyframe i from the relative pose ``d``
