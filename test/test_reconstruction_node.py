@@ -358,13 +358,13 @@ def _frame(i, stamp_ns, intr):
                      intrinsics=intr, frame_id="cam")
 
 
-def _result(i, stamp_ns, T):
+def _result(i, stamp_ns, T, tf_mode="map->odom"):
     from nol_ros.reconstruction.tracking import TrackResult
-    from nol_ros.streaming.live import TF_MAP_CAMERA, LiveResult
+    from nol_ros.streaming.live import LiveResult
 
     return LiveResult(index=i, stamp_ns=stamp_ns, frame_id="cam",
                       track=TrackResult(i, T, True, 1.0, 0.0, False), T_odom_camera=None,
-                      tf_mode=TF_MAP_CAMERA, received_s=0.0, done_s=0.0)
+                      tf_mode=tf_mode, received_s=0.0, done_s=0.0)
 
 
 def test_untracked_frames_get_interpolated_poses_and_exports_are_safe(tmp_path):
@@ -400,6 +400,11 @@ def test_untracked_frames_get_interpolated_poses_and_exports_are_safe(tmp_path):
     odom = load_odometry(s.path, 6)
     assert [T is not None for T in odom] == [True, True, True, False, False, True]
     np.testing.assert_allclose(odom[1][:3, 3], [0.1, 0, 0], atol=1e-9)   # 0.1 s bracket
+    # vision alone (map->camera): the live poses are no prior, the chain re-tracks the images
+    alone = {k: _result(k, slow[k].stamp_ns, r.track.T_world_camera, "map->camera")
+             for k, r in known.items()}
+    s = export_sequence(slow, alone, tmp_path / "alone")
+    assert load_odometry(s.path, 6) is None and s.frames_tracked == 3
     assert export_sequence(frames, results, tmp_path / "exp", version="v1").unchanged
     assert not export_sequence(frames, results, tmp_path / "exp", version="v2").unchanged
     assert export_sequence(frames, results, tmp_path / "exp2", step=2).frames == 3
