@@ -8,7 +8,8 @@ Run: .venv/bin/python bench/bench_graph_tracking.py [--dataset DIR] [--hog 2] [-
    ``nol-ros replay --rate 1`` into a reconstruction node (its own process, default
    parameters, odometry_mode none); the poses it publishes on /tf (live, front end only, frames
    skipped when it falls behind), then its buffer exported (ExportSequence) and self-annotated
-   offline as LearnObject does (the live poses as motion prior);
+   offline as LearnObject does (no motion prior here: the live poses are one only where they
+   fused odometry);
 3. the same under a CPU hog (``--hog N`` busy processes beside it, not niced).
 ATE (Umeyama-aligned RMSE) against the ground truth matched by stamp for each, printed as a
 Markdown table (+ JSON). The issue's target: graph path within 0.5 cm of the offline path.
