@@ -87,6 +87,13 @@ def _velocities(T: np.ndarray, dt: np.ndarray):
     return xi / dt[:, None], D[:, :3, :3], D[:, :3, 3], xi[:, 3:]
 
 
+def _measured(Minv: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How far the poses T (n, 4, 4) are from the tracked ones (Minv: their inverses):
+    E = M^-1 T (n, 4, 4) and [t, log R] of E (n, 6)."""
+    E = Minv @ T
+    return E, np.concatenate([E[:, :3, 3], np.array([so3_log(R) for R in E[:, :3, :3]])], 1)
+
+
 def _system(T: np.ndarray, Minv: np.ndarray, dt: np.ndarray, sig: np.ndarray, huber: float):
     """Jacobian J (sparse, rows: n measurement blocks then n-2 motion blocks of 6) and
     weighted residuals r at poses T (n, 4, 4); sig (4,): measurement translation (m) and
@@ -96,9 +103,9 @@ def _system(T: np.ndarray, Minv: np.ndarray, dt: np.ndarray, sig: np.ndarray, hu
     w_m = np.r_[np.full(3, 1.0 / sig[0]), np.full(3, 1.0 / sig[1])]
     s_a = np.r_[np.full(3, sig[2]), np.full(3, sig[3])]
     tau = 0.5 * (dt[:-1] + dt[1:])                       # (n-2,)
-    E = Minv @ T
-    phi_E = np.array([so3_log(R) for R in E[:, :3, :3]])
-    r_m = np.concatenate([E[:, :3, 3], phi_E], 1) * w_m
+    E, e = _measured(Minv, T)
+    phi_E = e[:, 3:]
+    r_m = e * w_m
     Jm = np.zeros((n, 6, 6))
     Jm[:, :3, :3] = E[:, :3, :3]
     Jm[:, 3:, 3:] = np.eye(3) + 0.5 * hat_batch(phi_E)   # inverse right Jacobian of SO(3)
@@ -166,15 +173,13 @@ def _solve(M: np.ndarray, Minv: np.ndarray, dt: np.ndarray, sig: np.ndarray, hub
     return T
 
 
-def _spread(M: np.ndarray, T: np.ndarray, sig: np.ndarray) -> float:
-    """Robust spread of the smoothed poses T (n, 4, 4) about the tracked M (n, 4, 4) in units
-    of the measurement sigmas: the median normalised 6-vector length over its median under
-    the model (2.31 for six unit normals); ~1 when the motion prior and the tracked poses
-    agree, well above where the prior is too tight for the motion."""
-    E = np.linalg.inv(M) @ T
-    r = np.concatenate([E[:, :3, 3] / sig[0],
-                        np.array([so3_log(R) for R in E[:, :3, :3]]) / sig[1]], 1)
-    return float(np.median(np.linalg.norm(r, axis=1)) / 2.31)
+def _spread(Minv: np.ndarray, T: np.ndarray, sig: np.ndarray) -> float:
+    """Robust spread of the smoothed poses T (n, 4, 4) about the tracked ones (Minv: their
+    inverses) in units of the measurement sigmas: the median normalised 6-vector length over
+    its median under the model (2.31 for six unit normals); ~1 when the motion prior and the
+    tracked poses agree, well above where the prior is too tight for the motion."""
+    e = _measured(Minv, T)[1] / np.repeat(sig[:2], 3)
+    return float(np.median(np.linalg.norm(e, axis=1)) / 2.31)
 
 
 def _smooth_segment(M: np.ndarray, dt: np.ndarray, cfg: SmootherConfig, fix_first: bool
@@ -190,7 +195,7 @@ def _smooth_segment(M: np.ndarray, dt: np.ndarray, cfg: SmootherConfig, fix_firs
     for _ in range(cfg.max_loosen + 1):
         sig = base * np.array([1.0, 1.0, f, f])
         T = _solve(M, Minv, dt, sig, cfg.huber, cfg.iterations, fix_first)
-        if _spread(M, T, sig) <= cfg.max_spread:
+        if _spread(Minv, T, sig) <= cfg.max_spread:
             return T, f
         f *= 4.0
     return M.copy(), np.inf
@@ -203,9 +208,8 @@ def smooth_trajectory(T_world_camera: np.ndarray, stamps_s: np.ndarray, trusted:
     stamps_s (N,) seconds and trusted (N,) bool, and the number of frames smoothed; breaks
     (N,) bool: a new segment starts at these frames (re-localised ones: their pose is not
     tied to the previous frame's by tracking). The first frame keeps its pose (it defines
-    the world frame). Frames outside a segment of >= 3 keep their
-    poses, and so does a segment whose motion is too rough for the prior even loosened
-    ``max_loosen`` times."""
+    the world frame). Frames outside a segment of >= 3 keep their poses, and so does a segment
+    whose motion is too rough for the prior even loosened ``max_loosen`` times."""
     T = np.asarray(T_world_camera, np.float64)
     st = np.asarray(stamps_s, np.float64)
     ok = np.asarray(trusted, bool)

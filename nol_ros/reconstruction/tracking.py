@@ -6,7 +6,8 @@ TSDF model at the predicted pose (``reference="model"``) or take the last keyfra
 result. After a failure or a gap in the stream, re-localise against the keyframes (ORB + PnP,
 refined and checked densely). Offline, a keyframe pose graph with loop closures runs at the
 end; its loop checks run on worker threads, the first round's while the tracking goes on.
-Last, a feature bundle adjustment refines the keyframe poses (reconstruction/bundle.py).
+Then a feature bundle adjustment refines the keyframe poses (reconstruction/bundle.py), and
+last a smoother with a motion prior every frame's (reconstruction/smoothing.py).
 Tracking and ray casting run at ``1/tracking_downscale`` resolution (measured: the dominant
 cost); integration uses full resolution. Frames whose alignment fails the checks are flagged
 (``ok=False``), keep the predicted pose, and are not integrated: never silently used.
@@ -523,6 +524,7 @@ class RgbdTracker:
         full, small = self._images(rgb, depth_m, full=c.reference == "model")
         idx = self._count
         self._count += 1
+        t_frame = self._t(stamp_ns, idx)
         odom = None if T_odom_camera is None else np.asarray(T_odom_camera, dtype=np.float64)
         if idx == 0:
             T = self.T_world_first.copy()
@@ -530,8 +532,8 @@ class RgbdTracker:
                 self._integrate(*full, T)
             self._add_keyframe(idx, T, small, rgb, depth_m)
             res = TrackResult(idx, T, True, 1.0, 0.0, True, "first frame", 0, "tracking",
-                              self._t(stamp_ns, idx))
-            self._trusted.append((self._t(stamp_ns, idx), T, odom))
+                              t_frame)
+            self._trusted.append((t_frame, T, odom))
             self._append(res)
             return res
         T_pred, gap = self._predict(odom, stamp_ns)
@@ -620,7 +622,7 @@ class RgbdTracker:
             # passed the tracking checks but could not be verified: not trusted (no keyframe,
             # no map, not published), not a loss either -- the motion model and the next
             # frame's alignment go on from it, and the next verification confirms or replaces it
-            self._trusted.append((self._t(stamp_ns, idx), T, odom))
+            self._trusted.append((t_frame, T, odom))
             self._last_kf, self._kf_image, self._unverified = T, small, True
         elif not ok:
             T = T_pred
@@ -641,9 +643,9 @@ class RgbdTracker:
                 self._integrate(*full, T)
             if state == "relocalised":
                 self._trusted.clear()  # no velocity across the gap
-            self._trusted.append((self._t(stamp_ns, idx), T, odom))
+            self._trusted.append((t_frame, T, odom))
         res = TrackResult(idx, T, ok, fitness, rmse, kf, "; ".join(problems) or note, ref, state,
-                          self._t(stamp_ns, idx))
+                          t_frame)
         self._append(res)
         return res
 

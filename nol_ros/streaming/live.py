@@ -366,10 +366,13 @@ class LiveTracker:
 
 
 # -- poses of every buffered frame -------------------------------------------------------------
-def poses_for_frames(frames: list[RgbdFrame], results: dict[int, LiveResult]
-                     ) -> tuple[list[np.ndarray], list[bool]]:
+def poses_for_frames(frames: list[RgbdFrame], results: dict[int, LiveResult],
+                     max_gap_s: float | None = None
+                     ) -> tuple[list[np.ndarray | None], list[bool]]:
     """T_map_camera for every frame: tracked ones as tracked, the others interpolated in time
-    between the nearest tracked neighbours (nearest one at the ends). Returns (poses, tracked)."""
+    between the nearest tracked neighbours (nearest one at the ends). With ``max_gap_s`` a frame
+    not tracked gets None unless tracked frames at most that far apart bracket it (no guess
+    across a long gap or past the ends). Returns (poses, tracked)."""
     tracked = [f.index in results for f in frames]
     known = [(f.stamp_ns, results[f.index].track.T_world_camera) for f in frames
              if f.index in results]
@@ -378,13 +381,17 @@ def poses_for_frames(frames: list[RgbdFrame], results: dict[int, LiveResult]
                             "the tracking status) or check tracking.enabled")
     known.sort(key=lambda x: x[0])
     stamps = np.array([k[0] for k in known], dtype=np.int64)
-    out = []
+    out: list[np.ndarray | None] = []
     for f, is_tracked in zip(frames, tracked):
         if is_tracked:
             out.append(np.asarray(results[f.index].track.T_world_camera, dtype=np.float64))
             continue
         i = int(np.searchsorted(stamps, f.stamp_ns))
-        if i == 0:
+        inside = 0 < i < len(known)
+        if max_gap_s is not None and not (inside and (stamps[i] - stamps[i - 1]) * 1e-9
+                                          <= max_gap_s):
+            out.append(None)
+        elif i == 0:
             out.append(known[0][1].copy())
         elif i >= len(known):
             out.append(known[-1][1].copy())
@@ -393,24 +400,6 @@ def poses_for_frames(frames: list[RgbdFrame], results: dict[int, LiveResult]
             a = 0.0 if t1 == t0 else (f.stamp_ns - t0) / (t1 - t0)
             out.append(interpolate_T(known[i - 1][1], known[i][1], float(a)))
     return out, tracked
-
-
-def prior_poses(frames: list[RgbdFrame], poses: list[np.ndarray],
-                results: dict[int, LiveResult], max_gap_s: float) -> list[np.ndarray | None]:
-    """The motion prior of each frame for the offline chain: ``poses`` (from
-    :func:`poses_for_frames`) where the frame was tracked (``results``) or lies between tracked
-    frames at most ``max_gap_s`` apart; None elsewhere (the chain tracks those frames from the
-    images alone)."""
-    known = np.array(sorted(f.stamp_ns for f in frames if f.index in results), np.int64)
-    out: list[np.ndarray | None] = []
-    for f, T in zip(frames, poses, strict=True):
-        if f.index in results:
-            out.append(T)
-            continue
-        i = int(np.searchsorted(known, f.stamp_ns))
-        near = 0 < i < len(known) and (known[i] - known[i - 1]) * 1e-9 <= max_gap_s
-        out.append(T if near else None)
-    return out
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -432,11 +421,11 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
                     ) -> ExportSummary:
     """Write ``frames`` (every ``step``-th) as a BOP scene folder with ``odometry.json`` (the
     live T_map_camera of each exported frame, where the live tracking fused odometry: the
-    offline chain's motion prior, see :func:`prior_poses`) and ``live_trajectory.json`` (the
-    live poses, tracked or interpolated). ``out_dir`` must not exist, be empty, or be a
-    previous export (it holds nol_export.json); the folder is written next to it and swapped in
-    at the end, so a reader never sees half an export. With the same ``version`` as the
-    existing export nothing is written (``unchanged``).
+    offline chain's motion prior, :func:`poses_for_frames` within ``PRIOR_MAX_GAP_S``) and
+    ``live_trajectory.json`` (the live poses, tracked or interpolated). ``out_dir`` must not
+    exist, be empty, or be a previous export (it holds nol_export.json); the folder is written
+    next to it and swapped in at the end, so a reader never sees half an export. With the same
+    ``version`` as the existing export nothing is written (``unchanged``).
 
     Each frame's images are let go as soon as they are written. ``consume``: ``frames`` (a list)
     is emptied at once, so this function holds the only references: a frame the ring buffer
@@ -479,7 +468,7 @@ def export_sequence(frames: list[RgbdFrame], results: dict[int, LiveResult], out
     else:
         poses, tracked = None, [f.index in trusted for f in frames]
     if fused and n_fused >= MIN_TRUSTED_FOR_PRIOR * n_tracked:
-        prior = prior_poses(frames, poses_for_frames(frames, fused)[0], fused, PRIOR_MAX_GAP_S)
+        prior = poses_for_frames(frames, fused, PRIOR_MAX_GAP_S)[0]
     else:
         # vision alone, tracking off, or lost for most of the tracked frames (a tracker starved
         # by load): images only, the offline chain tracks from scratch
