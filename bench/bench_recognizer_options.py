@@ -1,7 +1,8 @@
 """The recogniser's inference options on trained models folders: the pose from the colour image
 alone (PnP) or from the depth (3D-3D RANSAC), boxes from the detector or from the pose
-network's visible mask, the turn by the learnt print after ICP, ICP's finest stage; mAP@0.5 and
-ADD(-S) with and without ICP on the test scenes.
+network's visible mask, the turn by the learnt print after ICP, ICP's finest stage, the
+colour-only pose's range by the print; mAP@0.5 and ADD(-S) with and without ICP on the test
+scenes.
 
 Run: .venv/bin/python bench/bench_recognizer_options.py --data .nol_demo/data_demo \
         --models .nol_demo/workspace_demo/_models --workspace .nol_demo/workspace_demo \
@@ -33,7 +34,9 @@ OPTIONS = [("detector boxes, PnP + ICP", dict(refine_boxes=False, solver="pnp"))
            ("the default, ICP point to point in every stage",
             dict(refine_boxes=False, solver="rgbd", appearance=True, icp_plane_kernel_m=0.0)),
            ("the default, mask boxes",
-            dict(refine_boxes=True, solver="rgbd", appearance=True))]
+            dict(refine_boxes=True, solver="rgbd", appearance=True)),
+           ("the default, colour only without the range by the print",
+            dict(refine_boxes=False, solver="rgbd", appearance=True, appearance_range=False))]
 
 
 def main() -> int:

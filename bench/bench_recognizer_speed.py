@@ -3,10 +3,14 @@ configuration (its score threshold, the turn by the print on), RGB-D frames of t
 scenes, after one warm-up frame (the first frame builds each object's turns and ray-casting
 scenes: reported apart). The pose workers (``RecognizerConfig.pose_workers``) are compared
 with posing one detection after another, frame by frame in the same process (the settings
-alternate, so both see the same load), and the poses of the two are compared.
+alternate, so both see the same load), and the poses of the two are compared. With
+--colour-only the frames go without their depth (a colour-only camera: PnP, the turn and the
+range by the print), and the range by the print (``RecognizerConfig.appearance_range``) is
+compared off and on instead, with the models folder's pose workers.
 
 Run: .venv/bin/python bench/bench_recognizer_speed.py --models build/rec22c/s0/nol/models \
-        [--data .nol_demo/data_demo] [--threads 2] [--workers 1,4] [--json out.json]
+        [--data .nol_demo/data_demo] [--threads 2] [--workers 1,4] [--colour-only]
+        [--json out.json]
 """
 
 import argparse
@@ -28,6 +32,8 @@ def main() -> int:
     ap.add_argument("--score-thresh", type=float, default=None, help="the detector score "
                     "threshold (default: the models folder's, as the node runs; the accuracy "
                     "benchmarks use 0.05 and pose more detections)")
+    ap.add_argument("--colour-only", action="store_true", help="frames without depth; "
+                    "compares the range by the print off (the baseline) and on")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
 
@@ -40,26 +46,32 @@ def main() -> int:
     from nol_ros.threads import set_threads
 
     set_threads(a.threads)
-    settings = [int(w) for w in a.workers.split(",")]
+    if a.colour_only:
+        settings = {"range off": {"appearance_range": False}, "range on": {}}
+    else:
+        settings = {w: {"pose_workers": int(w)} for w in a.workers.split(",")}
     frames = []
     for sd in sorted((Path(a.data) / "test").iterdir()):
         seq = read_bop_scene(sd)
         fs = seq.frames[:a.max_images] if a.max_images else seq.frames
-        frames += [(f.load_rgb(), f.load_depth(), seq.intrinsics) for f in fs]
+        frames += [(f.load_rgb(), None if a.colour_only else f.load_depth(), seq.intrinsics)
+                   for f in fs]
     thr = "the models' own" if a.score_thresh is None else a.score_thresh
-    print(f"{time.strftime('%Y-%m-%d %H:%M')}, {len(frames)} RGB-D frames of {a.data}, "
+    kind = "colour-only" if a.colour_only else "RGB-D"
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}, {len(frames)} {kind} frames of {a.data}, "
           f"{a.threads} threads, score threshold {thr}\n")
-    print("| models | pose_workers | s per frame (mean) | median | CPU-s per frame | "
-          "vs the first | posed per frame | first frame s | max pose difference mm / deg |")
+    print(f"| models | {'setting' if a.colour_only else 'pose_workers'} | s per frame (mean) | "
+          "median | CPU-s per frame | vs the first | posed per frame | first frame s | max pose "
+          "difference mm / deg |")
     print("|---|---|---|---|---|---|---|---|---|")
     out = []
     for m in a.models:
         rec = Recognizer.load(m)
         base = rec.config
         recs = {}
-        for w in settings:
+        for w, kw in settings.items():
             r = Recognizer.load(m)
-            r.config = dataclasses.replace(base, pose_workers=w)
+            r.config = dataclasses.replace(base, **kw)
             recs[w] = r
         first = {}
         for w, r in recs.items():   # warm-up, timed apart
@@ -76,7 +88,7 @@ def main() -> int:
                 wall[w].append(time.perf_counter() - t0)
                 cpu[w].append(time.process_time() - c0)
                 poses[w].append([x.T_camera_object for x in res])
-        ref = settings[0]
+        ref = next(iter(settings))
         for w in settings:
             dt, dr = 0.0, 0.0
             for pa, pb in zip(poses[ref], poses[w]):
@@ -87,7 +99,8 @@ def main() -> int:
                         dt = max(dt, 1000 * float(np.linalg.norm(Ta[:3, 3] - Tb[:3, 3])))
                         c = (np.trace(Ta[:3, :3].T @ Tb[:3, :3]) - 1) / 2
                         dr = max(dr, float(np.degrees(np.arccos(np.clip(c, -1, 1)))))
-            row = {"models": m, "pose_workers": w, "s_per_frame": float(np.mean(wall[w])),
+            row = {"models": m, "pose_workers" if not a.colour_only else "setting": w,
+                   "s_per_frame": float(np.mean(wall[w])),
                    "median_s": float(np.median(wall[w])), "cpu_s": float(np.mean(cpu[w])),
                    "ratio": float(np.mean(wall[w]) / np.mean(wall[ref])),
                    "posed_per_frame": float(np.mean([sum(T is not None for T in p)

@@ -57,7 +57,12 @@ from nol_ros.errors import ConfigError, FileFormatError, InputError
 from nol_ros.geometry import invert_T
 from nol_ros.io_utils import atomic_write_json
 from nol_ros.mesh import load_mesh, save_mesh
-from nol_ros.recognition.appearance import choose_by_appearance, pose_hypotheses, turn_axes
+from nol_ros.recognition.appearance import (
+    choose_by_appearance,
+    fit_range_by_appearance,
+    pose_hypotheses,
+    turn_axes,
+)
 from nol_ros.recognition.detector import CKPT_KIND as DK
 from nol_ros.recognition.detector import Detector, check_classes, load_checkpoint
 from nol_ros.recognition.pnp import IcpConfig, refine_icp
@@ -84,6 +89,8 @@ class Recognition:
     det_box_xywh: tuple[float, float, float, float] | None = None  # the detector's box
     appearance_score: float = float("nan")  # the learnt print's fit at the pose (NCC, -1..1)
     turned: bool = False   # the pose was turned to where the print fits (RecognizerConfig)
+    ranged: bool = False   # colour only: moved along the line of sight to where the print's
+    #                        size fits (RecognizerConfig.appearance_range)
 
     @property
     def box_xyxy(self) -> np.ndarray:
@@ -137,6 +144,8 @@ class RecognizerConfig:
     #                                    mesh's axes (30: 3 points less ADD(-S)+ICP)
     icp_plane_kernel_m: float = 0.01   # ICP's finest stage, IcpConfig.plane_kernel_m (0: point
     #                                    to point: 7-12 points less ADD(-S)+ICP)
+    appearance_range: bool = True  # colour only: move the pose along the line of sight to
+    #                                where the learnt print fits the image's size of it
     pose_workers: int = 4   # detections posed side by side (threads; 1: one after another)
 
     def __post_init__(self):
@@ -290,6 +299,16 @@ class Recognizer:
             if ir.refined:
                 r.T_camera_object, r.refined, r.pose_score = ir.T_camera_object, True, ir.fitness
 
+    def _range_by_appearance(self, r: Recognition, img, intr) -> None:
+        """Move r's colour-only pose along the line of sight to where its learnt print fits
+        the image best (:func:`~nol_ros.recognition.appearance.fit_range_by_appearance`)."""
+        o = self.objects[r.obj_id]
+        if o.appearance is None or not self.config.appearance_range:
+            return
+        fit = fit_range_by_appearance(img, intr, r.T_camera_object, o.appearance)
+        if fit.refined:
+            r.T_camera_object, r.ranged = fit.T_camera_object, True
+
     def _check(self, rgb, intr, depth):
         if not isinstance(intr, Intrinsics):
             raise InputError(f"intr must be nol_ros.camera.Intrinsics, got {type(intr).__name__}")
@@ -317,8 +336,6 @@ class Recognizer:
         """The pose of one detection r from its pose-net prediction pr on crop box b."""
         cfg = self.posenet.cfg
         S = cfg.input_size
-        x0, y0, side = b
-        s = side / S
         if n_ref:
             mb = _mask_box(pr.visib > 0.5, b, S)
             if mb is not None:
@@ -344,11 +361,7 @@ class Recognizer:
         r.reason = ""
         vis = None
         if dep is not None and self.config.icp:
-            inv = np.array([[1 / s, 0, (0.5 - x0) / s - 0.5], [0, 1 / s,
-                                                                (0.5 - y0) / s - 0.5]])
-            vis = cv2.warpAffine(pr.visib.astype(np.float32), inv,
-                                 (intr.width, intr.height), flags=cv2.INTER_LINEAR |
-                                 cv2.WARP_INVERSE_MAP, borderValue=0) > 0.5
+            vis = _visible_in_image(pr.visib, b, S, intr)
             ir = refine_icp(res.T_camera_object, self.objects[r.obj_id].mesh, dep, intr,
                             vis, self._icp)
             if ir.refined:
@@ -358,6 +371,8 @@ class Recognizer:
                 r.reason = f"not refined: {ir.reason}"
         if by_print:
             self._by_appearance(r, img, dep, intr, vis)
+            if dep is None:
+                self._range_by_appearance(r, img, intr)
 
     def recognize(self, rgb: np.ndarray, intr: Intrinsics, depth: np.ndarray | None = None,
                   score_thresh: float | None = None, max_per_class: int | None = None,
@@ -399,6 +414,16 @@ class Recognizer:
         t2 = time.perf_counter()
         self.timing = {"detect_s": t1 - t0, "pose_s": t2 - t1, "total_s": t2 - t0}
         return out
+
+
+def _visible_in_image(visib: np.ndarray, crop_box, S: int, intr: Intrinsics) -> np.ndarray:
+    """The pose network's visible mask (S, S) of crop box (x0, y0, side) in the whole image
+    (H, W) bool."""
+    x0, y0, side = crop_box
+    s = side / S
+    inv = np.array([[1 / s, 0, (0.5 - x0) / s - 0.5], [0, 1 / s, (0.5 - y0) / s - 0.5]])
+    return cv2.warpAffine(visib.astype(np.float32), inv, (intr.width, intr.height),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=0) > 0.5
 
 
 def pose_pool(n: int):
