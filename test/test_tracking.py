@@ -224,3 +224,37 @@ def test_the_odometry_check_grows_by_3_percent_of_the_motion(small_world):
     assert "odometry" in res[2].message, res[2].message
     loose = run(TrackerConfig(loop_closure=False, odometry_check_fraction=0.1))
     assert all(r.ok for r in loose), [r.message for r in loose]
+
+
+def test_frames_without_stamps_are_one_thirtieth_of_a_second_apart(small_world):
+    """Without stamps a frame's time is its index at 30 Hz, for the motion prediction as for
+    the trusted frames it extrapolates from. The prediction took its "now" from the frame
+    counter after it had been advanced: consecutive frames looked 2/30 s apart, the constant
+    velocity was extrapolated over two frames and every frame passed the 0.05 s gap after
+    which vision alone is verified by re-localisation. The same frames with 30 Hz stamps see
+    the same gaps."""
+    root, _ = small_world
+    seq = read_bop_scene(root / "train" / "000001")
+    frames = seq.frames[:4]
+
+    def gaps(stamped: bool) -> list[float]:
+        tr = RgbdTracker(seq.intrinsics, TrackerConfig(loop_closure=False))
+        seen = []
+        predict = tr._predict
+
+        def spy(odom, t_now):
+            T, gap = predict(odom, t_now)
+            seen.append(gap)
+            return T, gap
+
+        tr._predict = spy
+        t0 = frames[0].stamp_ns
+        for k, f in enumerate(frames):
+            r = tr.process(f.load_rgb(), f.load_depth(), None,
+                           t0 + k * 33_333_333 if stamped else None)
+            assert r.ok, r.message
+        return seen
+
+    plain = gaps(False)
+    assert np.allclose(plain, 1 / 30, atol=1e-6), plain
+    assert np.allclose(gaps(True), plain, atol=1e-6)

@@ -313,14 +313,13 @@ class RgbdTracker:
         self._last_block_coords = coords
         self._n_integrated += 1
 
-    def _predict(self, T_odom_camera: np.ndarray | None, stamp_ns: int | None
+    def _predict(self, T_odom_camera: np.ndarray | None, t_now: float
                  ) -> tuple[np.ndarray, float]:
-        """(predicted T_world_camera, time since the last trusted frame in seconds; frames at
-        30 Hz when no stamps are given). Odometry delta when given; else constant velocity of
-        the last two trusted frames, scaled by the time since the last one (capped at
+        """(predicted T_world_camera, time since the last trusted frame in seconds) for a
+        frame at ``t_now`` s (:meth:`_t`: its stamp, or 30 Hz by index without stamps, as the
+        trusted frames' times). Odometry delta when given; else constant velocity of the last
+        two trusted frames, scaled by the time since the last one (capped at
         ``max_extrapolation_s``: beyond that the motion is unknown)."""
-        t_now = (stamp_ns * 1e-9 if stamp_ns is not None
-                 else self._count / 30.0)
         (t1, T1, odom1) = self._trusted[-1]
         gap = max(0.0, t_now - t1)
         if T_odom_camera is not None and odom1 is not None:
@@ -536,7 +535,7 @@ class RgbdTracker:
             self._trusted.append((t_frame, T, odom))
             self._append(res)
             return res
-        T_pred, gap = self._predict(odom, stamp_ns)
+        T_pred, gap = self._predict(odom, t_frame)
         problems: list[str] = []
         state = "tracking"
         fitness, rmse = 0.0, np.inf
