@@ -190,6 +190,18 @@ def pose_hypotheses(mesh: Mesh, rel_tol: float = 0.02, step_deg: float = 30.0,
     return out
 
 
+def _sphere_in_image(centre: np.ndarray, diameter: float, T_camera_object: np.ndarray,
+                     intr: Intrinsics) -> tuple[np.ndarray, float, float, float] | None:
+    """(the model point ``centre`` in the camera frame (3,), its pixel u, v, the radius in px
+    of the sphere of ``diameter`` m about it) at pose T_camera_object; None when it is less
+    than 5 cm in front of the camera."""
+    c = T_camera_object[:3, :3] @ centre + T_camera_object[:3, 3]
+    if c[2] <= 0.05:
+        return None
+    return (c, intr.fx * c[0] / c[2] + intr.cx, intr.fy * c[1] / c[2] + intr.cy,
+            0.5 * diameter * intr.fx / c[2])
+
+
 @dataclass
 class AppearanceChoice:
     """index: the chosen hypothesis (0 = the pose given, or its own small turn); T_camera_object:
@@ -275,14 +287,12 @@ def choose_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: np.
     T0 = np.asarray(T_camera_object, np.float64)
     Ts = [T0 @ H for H in hypotheses]
     # the window: the object's projected bounding sphere, clipped to the image
-    V = appearance.vertices
-    centre = bbox_centre(V)
-    c = T0[:3, :3] @ centre + T0[:3, 3]
-    if c[2] <= 0.05:
+    centre = bbox_centre(appearance.vertices)
+    sphere = _sphere_in_image(centre, appearance.diameter, T0, intr)
+    if sphere is None:
         nan = np.full(len(Ts), np.nan)
         return AppearanceChoice(0, T0, nan, float("nan"))
-    r = 0.5 * appearance.diameter * intr.fx / c[2]
-    uc, vc = intr.fx * c[0] / c[2] + intr.cx, intr.fy * c[1] / c[2] + intr.cy
+    _, uc, vc, r = sphere
     x0, y0 = max(0, int(uc - r)), max(0, int(vc - r))
     x1, y1 = min(intr.width, int(np.ceil(uc + r))), min(intr.height, int(np.ceil(vc + r)))
     if x1 - x0 < 4 or y1 - y0 < 4:
@@ -409,11 +419,6 @@ class RangeFit:
     reason: str = ""
 
 
-def _gray(img: np.ndarray) -> np.ndarray:
-    """(h, w, 3) RGB -> (h, w) float32 luma (BT.601)."""
-    return (img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114).astype(np.float32)
-
-
 def _vertex(v) -> float:
     """The offset (-0.5..0.5) of the peak of the parabola through three equally spaced values
     from the middle one; 0 when there are not three or the middle one is no peak."""
@@ -473,11 +478,11 @@ def fit_range_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: 
     score = float("nan")
     total = 1.0
     for rnd in range(rounds):
-        c = T[:3, :3] @ c_m + T[:3, 3]
-        if c[2] <= 0.05:
+        sphere = _sphere_in_image(c_m, appearance.diameter, T, intr)
+        if sphere is None:
             return RangeFit(T0, 1.0, score, False, "the object is behind the camera")
-        r = pad * 0.5 * appearance.diameter * intr.fx / c[2]
-        uc, vc = intr.fx * c[0] / c[2] + intr.cx, intr.fy * c[1] / c[2] + intr.cy
+        c, uc, vc, r = sphere
+        r *= pad
         x0, y0 = int(np.floor(uc - r)), int(np.floor(vc - r))
         x1, y1 = int(np.ceil(uc + r)), int(np.ceil(vc + r))
         xa, xb, ya, yb = max(0, x0 - k), min(W, x1 + k), max(0, y0 - k), min(H, y1 + k)
@@ -486,12 +491,13 @@ def fit_range_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: 
         win = Intrinsics(fx=intr.fx, fy=intr.fy, cx=intr.cx - x0, cy=intr.cy - y0,
                          width=x1 - x0, height=y1 - y0)
         res = scene.render_batch(win, [invert_T(T)], normals=False)[0]
-        tpl = _gray(interpolate_vertex_attribute(res, [appearance],
-                                                 [appearance.vertex_colors]) * 255.0)
+        tpl = cv2.cvtColor(interpolate_vertex_attribute(res, [appearance],
+                                                        [appearance.vertex_colors]) * 255.0,
+                           cv2.COLOR_RGB2GRAY)
         # the image window, k px larger on every side (zeros outside the image)
         img = np.zeros((y1 - y0 + 2 * k, x1 - x0 + 2 * k), np.float32)
-        img[ya - y0 + k:yb - y0 + k, xa - x0 + k:xb - x0 + k] = _gray(
-            rgb[ya:yb, xa:xb].astype(np.float32))
+        img[ya - y0 + k:yb - y0 + k, xa - x0 + k:xb - x0 + k] = cv2.cvtColor(
+            rgb[ya:yb, xa:xb].astype(np.float32), cv2.COLOR_RGB2GRAY)
         p = np.array([uc - x0, vc - y0])
         size = (tpl.shape[1], tpl.shape[0])
         # the pixels compared: the same for every s (the render's at the smallest, eroded)
