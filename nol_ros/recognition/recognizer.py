@@ -125,8 +125,9 @@ class RecognizerConfig:
     deg no more than 15; BENCHMARKS.md "Recognition"). Objects declared symmetric (shape and
     print) are left as they are. appearance_range: without depth, the pose (PnP, then the turn)
     is moved along the line of sight to where the learnt print's size fits the image
-    (:func:`~nol_ros.recognition.appearance.fit_range_by_appearance`; three `cpu` trainings:
-    ADD(-S) from the colour image alone 30.0 -> 37.6 %, 0.09 s more per frame). pose_workers:
+    (:func:`~nol_ros.recognition.appearance.fit_range_by_appearance`, small turns of the pose
+    searched with the size; three `cpu` trainings: ADD(-S) from the colour image alone 30.0 ->
+    48.0 %, 0.12 s more per frame). pose_workers:
     the detections of a frame are posed (fit, ICP, turn by the print) on up to this many
     threads at once: each is a string of short native
     calls (Open3D's ICP, Embree's ray casts, OpenCV, numpy) that release the GIL, and the
