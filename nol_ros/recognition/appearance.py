@@ -633,7 +633,7 @@ def fit_range_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: 
         best = max(fits, key=lambda f: f[0])
         states = [f[1:] for f in fits]
         lo, hi, step = 1 - step, 1 + step, step / 4
-        k = max(1, k // 2)
+        k = (k + 1) // 2
     score, _, total, d = best
     # the centre to the moved point, at the range divided by the size
     c = T0[:3, :3] @ c_m + T0[:3, 3]
