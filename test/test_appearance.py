@@ -363,6 +363,26 @@ def test_a_range_the_print_cannot_tell_is_refused_and_the_pose_kept(learnt):
     assert not fit.refined and np.array_equal(fit.T_camera_object, at_range(T, 1.05)), fit
 
 
+def test_the_range_fit_takes_a_near_object_and_refuses_one_wider_than_the_image(learnt):
+    """The box 0.45 m away, over 45000 pixels (more pixels compared than cv2.remap takes in
+    one row of its maps), is fitted like a small one; a pose that puts the object nearer
+    than the image can show (PnP on a bad detection can) is refused with the reason, not an
+    error."""
+    mesh, tex, app, _ = learnt[BOX]
+    T = look_at(30, 40, 0.45)
+    rgb, mask, _ = photo(tex, T)
+    assert mask.sum() > 45000
+    rgb = on_clutter(rgb, mask)
+    fit = fit_range_by_appearance(rgb, INTR, at_range(T, 1.04), app)
+    assert fit.refined, fit.reason
+    tol = 0.1 * mesh.diameter / np.linalg.norm(T[:3, 3])
+    assert abs(range_ratio(fit.T_camera_object, T, app) - 1) < tol, fit
+    near = at_range(T, 0.2)
+    fit = fit_range_by_appearance(rgb, INTR, near, app)
+    assert not fit.refined and "wider than the image" in fit.reason, fit
+    assert np.array_equal(fit.T_camera_object, near)
+
+
 def test_the_range_fit_names_bad_input(learnt):
     mesh, tex, app, _ = learnt[CAN]
     T = look_at(30, 40, 0.9)

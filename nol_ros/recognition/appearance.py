@@ -458,6 +458,18 @@ def _render_grey(scene, appearance: Mesh, grey_v: np.ndarray, win: Intrinsics,
     return masks, greys
 
 
+def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """img (h, w) float32 sampled at the pixel coordinates x, y (any equal shapes; 0 outside),
+    by cv2.remap in rows of at most 4096 samples (its maps must be narrower than 32767)."""
+    n = x.size
+    w = min(n, 4096)
+    pad = -n % w
+    mx = np.pad(x.ravel(), (0, pad), constant_values=-1.0).reshape(-1, w)
+    my = np.pad(y.ravel(), (0, pad), constant_values=-1.0).reshape(-1, w)
+    out = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return out.ravel()[:n].reshape(x.shape)
+
+
 def _size_scores(shifted: np.ndarray, sels: list[np.ndarray], greys: list[np.ndarray],
                  moves: list[tuple[np.ndarray, np.ndarray, float]], ss: np.ndarray
                  ) -> np.ndarray:
@@ -480,7 +492,7 @@ def _size_scores(shifted: np.ndarray, sels: list[np.ndarray], greys: list[np.nda
     for g, (p, q, s0), m in zip(greys, moves, M):
         mx = (p[0] + (xs[None] - q[0]) / (s0 * ss[:, None])).astype(np.float32)
         my = (p[1] + (ys[None] - q[1]) / (s0 * ss[:, None])).astype(np.float32)
-        t = cv2.remap(g, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)  # (S, n)
+        t = _bilinear(g, mx, my)                                              # (S, n)
         t = (t - (t @ m / m.sum())[:, None]) * m                          # centred, masked
         tpl.append(t)
     tpl = np.stack(tpl)                                                     # (R, S, n)
@@ -562,6 +574,10 @@ def fit_range_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: 
     k0 = k = int(shift_px)
     # one window for every turn and round: the sphere at the largest size, plus the shifts
     _, uc, vc, r = sphere
+    if 2 * r > max(H, W):
+        return RangeFit(T0, 1.0, float("nan"), False,
+                        f"the object would be {2 * r:.0f} px across, wider than the image: too "
+                        f"near for its size to tell the range")
     r = r * hi + k0
     x0, y0 = int(np.floor(uc - r)), int(np.floor(vc - r))
     x1, y1 = int(np.ceil(uc + r)), int(np.ceil(vc + r))
