@@ -546,7 +546,7 @@ def fit_range_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: 
     centre too (9 turns rendered in one ray cast, each through every round on its own pixels)
     and the turn that fits best wins; the rotation returned is the pose given's (the turn only
     helps to find the size). On three trainings' colour-only test poses this took ADD(-S) from
-    about 37 to 47 % (BENCHMARKS.md); fitting the turns only about the size of the pose given,
+    37.6 to 48.0 % (BENCHMARKS.md); fitting the turns only about the size of the pose given,
     or on pixels all turns share, lost most of that. ``turn_deg`` 0: no turns.
 
     A turn is dropped when its best s is at an end of its range (the print then does not tell
@@ -554,8 +554,10 @@ def fit_range_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: 
     outline fitting inside the object's), when it scores below ``min_score`` (a print without
     contrast, a pose far off) or when fewer than ``min_pixels`` compare. The fit is refused,
     and the pose given kept, when no turn is left; the reason is the first turn's dropped (the
-    pose given's, when it was). The window is the object's projected bounding sphere at the
-    largest size, plus the shifts."""
+    pose given's, when it was). It is refused from the start when the object would be wider
+    than the image (a pose a few centimetres from the camera, as PnP on a bad detection can
+    give). The window is the object's projected bounding sphere at the largest size, plus the
+    shifts."""
     if appearance.vertex_colors is None:
         raise InputError("the appearance mesh has no vertex colours; bake them first "
                          "(bake_vertex_colors)")
