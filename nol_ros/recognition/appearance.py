@@ -587,8 +587,7 @@ def fit_range_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: 
     if xb - xa < 8 or yb - ya < 8:
         return RangeFit(T0, 1.0, float("nan"), False, "the object is outside the image")
     size = (x1 - x0, y1 - y0)
-    win = Intrinsics(fx=intr.fx, fy=intr.fy, cx=intr.cx - x0, cy=intr.cy - y0,
-                     width=size[0], height=size[1])
+    win = intr.crop_resize(x0, y0, size[0], size[1], size[0], size[1])
     # the image window, k px larger on every side (zeros outside the image)
     img = np.zeros((size[1] + 2 * k0, size[0] + 2 * k0), np.float32)
     img[ya - y0 + k0:yb - y0 + k0, xa - x0 + k0:xb - x0 + k0] = cv2.cvtColor(
@@ -655,9 +654,7 @@ def fit_range_by_appearance(rgb: np.ndarray, intr: Intrinsics, T_camera_object: 
     score, _, total, d = best
     # the centre to the moved point, at the range divided by the size
     c = T0[:3, :3] @ c_m + T0[:3, 3]
-    q = np.array([uc, vc]) + d
-    z = c[2] / total
     T = T0.copy()
-    T[:3, 3] = np.array([(q[0] - intr.cx) / intr.fx * z, (q[1] - intr.cy) / intr.fy * z, z]) \
+    T[:3, 3] = intr.backproject((np.array([uc, vc]) + d)[None], np.array([c[2] / total]))[0] \
         - T0[:3, :3] @ c_m
     return RangeFit(T, total, score, True)
