@@ -16,7 +16,9 @@ renderer's ``render`` returns -- what a training set is written from):
   nol, learnobject        nol_ros.nol.renderer.prepare_renderer with the configuration
                           LearnObject's render stage runs (learn.RenderStageConfig().
                           object_renderer_config(): per-object refinement, per-object
-                          fine-tuning, the render config), the SAME function and object
+                          fine-tuning, the render config), the SAME function and object;
+                          its render ends with the network's restorer when it has one
+  nol, unrestored         the same renderer with the restorer switched off (X_D as blended)
   nol, refined_untuned    (--finetune-ablation) the same refined sources with the network as
                           shipped: what fine-tuning adds (row "nol, finetuned" instead when
                           learn.render.finetune is switched off)
@@ -117,6 +119,11 @@ def run_level(case, src, net, cfg: ObjectRendererConfig, lpips_w,
     t1 = time.perf_counter()
     row["nol/learnobject"] = _scores(r, case, lpips_w)
     row["s_per_image"] = {"nol/learnobject": (time.perf_counter() - t1) / len(case.T_targets)}
+    if net.restorer is not None:   # what the restorer adds: the same renderer without it
+        t1 = time.perf_counter()
+        r.cfg = dataclasses.replace(r.cfg, restore=False)
+        row["nol/unrestored"] = _scores(r, case, lpips_w)
+        row["s_per_image"]["nol/unrestored"] = (time.perf_counter() - t1) / len(case.T_targets)
     refined = list(r.full)
     plain = dataclasses.replace(cfg.render, refine=NONE)
     if finetune_ablation:   # the same refined sources, the network fine-tuned / as shipped
@@ -177,7 +184,7 @@ def run(args) -> dict:
                 per["levels"].setdefault(key, []).append(row)
                 print(f"{name} set {si} {key}: " + ", ".join(
                     f"{k} {np.mean([x[0] for x in row[k]]):.2f}" for k in
-                    ("nol/learnobject", "nol/none", "ibr_angle/learnobject",
+                    ("nol/learnobject", "nol/unrestored", "nol/none", "ibr_angle/learnobject",
                      "ibr_mean/learnobject", "ibr_best/learnobject", "texture/learnobject")
                     if k in row)
                     + f" ({row['wall_s']:.0f} s)", flush=True)
@@ -187,7 +194,7 @@ def run(args) -> dict:
     return res
 
 
-ROWS = ["nol/learnobject", "nol/finetuned", "nol/refined_untuned", "nol/none"] + \
+ROWS = ["nol/learnobject", "nol/unrestored", "nol/finetuned", "nol/refined_untuned", "nol/none"] + \
     [f"{m}/{r}" for m in BLENDS for r in ("learnobject", "none")]
 
 
@@ -245,8 +252,9 @@ def tables(res: dict) -> str:
     # per object at 1 cm, 3 deg
     k = keys[2]
     lines += [f"Per object at {k.replace('_', ', ')} (PSNR dB):", "",
-              "| object | split | nol learnobject | nol other fine-tuning | nol none | ibr_angle | "
-              "ibr_mean | ibr_best | texture |", "|---|---|---|---|---|---|---|---|---|"]
+              "| object | split | nol learnobject | nol unrestored | nol other fine-tuning | "
+              "nol none | ibr_angle | ibr_mean | ibr_best | texture |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for n, o in sorted(res["objects"].items()):
         lv = o["levels"].get(k, [])
 
@@ -256,7 +264,7 @@ def tables(res: dict) -> str:
         other = mean("nol/refined_untuned")
         other = mean("nol/finetuned") if other == "-" else other
         lines.append(f"| {n} | {o['split']} | {mean('nol/learnobject')} | "
-                     f"{other} | {mean('nol/none')} | "
+                     f"{mean('nol/unrestored')} | {other} | {mean('nol/none')} | "
                      + " | ".join(mean(f"{m}/learnobject") for m in BLENDS) + " |")
     return "\n".join(lines)
 

@@ -23,6 +23,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -316,6 +317,54 @@ class WdsrDecoder(nn.Module):
         return x_s[:, :3] + self.tail(self.body(self.head(x_s))) + self.skip(x_s)
 
 
+# --------------------------------------------------------------------------- restorer
+class Restorer(nn.Module):
+    """The learnt last step of a render: X_D is a convex blend of source colours, so it is
+    never sharper than the sources (sensor blur, their lower resolution, the resampling) and
+    its silhouette edge carries whatever the sources saw next to the object. A small residual
+    CNN (3x3 convs, ReLU) corrects the rendered colours inside the target silhouette.
+
+    rgb (B, 3, H, W) float [0, 1], mask (B, 1, H, W) float (1 on the object) ->
+    (B, 3, H, W) float [0, 1], 0 off the object. Starts as the identity (zero last layer)."""
+
+    def __init__(self, filters: int, layers: int):
+        super().__init__()
+        mods: list[nn.Module] = [nn.Conv2d(4, filters, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(layers - 2):
+            mods += [nn.Conv2d(filters, filters, 3, padding=1), nn.ReLU(inplace=True)]
+        mods.append(nn.Conv2d(filters, 3, 3, padding=1))
+        nn.init.zeros_(mods[-1].weight)
+        nn.init.zeros_(mods[-1].bias)
+        self.body = nn.Sequential(*mods)
+        self.reach = layers   # receptive-field radius, pixels
+
+    def forward(self, rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if rgb.ndim != 4 or rgb.shape[1] != 3 or mask.shape != (rgb.shape[0], 1,
+                                                                  *rgb.shape[2:]):
+            raise InputError(f"Restorer wants rgb (B,3,H,W) and mask (B,1,H,W), got "
+                             f"{tuple(rgb.shape)} and {tuple(mask.shape)}")
+        return ((rgb + self.body(torch.cat([rgb, mask], 1))) * mask).clamp(0, 1)
+
+    def restore_uint8(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """One rendered image: rgb (H, W, 3) uint8, mask (H, W) bool -> (H, W, 3) uint8,
+        computed on the mask's box plus the receptive field (equal to the whole image's)."""
+        if not mask.any():
+            return rgb
+        ys, xs = np.nonzero(mask)
+        r = self.reach
+        y0, y1 = max(0, ys.min() - r), min(mask.shape[0], ys.max() + r + 1)
+        x0, x1 = max(0, xs.min() - r), min(mask.shape[1], xs.max() + r + 1)
+        dev = next(self.parameters()).device
+        x = torch.as_tensor(rgb[y0:y1, x0:x1], device=dev).permute(2, 0, 1)[None].float() / 255
+        m = torch.as_tensor(mask[y0:y1, x0:x1], device=dev)[None, None].float()
+        with torch.no_grad():
+            y = self(x, m)[0].permute(1, 2, 0).cpu().numpy()
+        out = rgb.copy()
+        out[y0:y1, x0:x1] = np.where(mask[y0:y1, x0:x1, None],
+                                     np.round(y * 255).astype(np.uint8), rgb[y0:y1, x0:x1])
+        return out
+
+
 # --------------------------------------------------------------------------- the network
 class NolNet(nn.Module):
     """The NOL network. ``NolNet(NolConfig.preset("cpu"))``.
@@ -333,6 +382,8 @@ class NolNet(nn.Module):
         self.weight_block = WeightBlock(C, config.lstm_channels[-1], config.weight_channels)
         self.decoder = WdsrDecoder(C, config.wdsr_filters, config.wdsr_blocks,
                                    config.wdsr_expansion)
+        self.restorer = Restorer(config.restore_filters, config.restore_layers) \
+            if config.restore_filters > 0 else None
         self.to(default_device(device))
 
     @property

@@ -121,7 +121,8 @@ class RenderConfig:
     intr.scaled(target_scale) and resize to intr (ignored when colours come from the
     full-resolution sources). colour_from: "source" (network weights applied to the
     full-resolution source colours) or "network" (X_D at the network's resolution).
-    refine: see RefineConfig."""
+    restore: method "nol" with a network that has a restorer (NolConfig.restore_filters):
+    :meth:`NolRenderer.render` runs it on each image. refine: see RefineConfig."""
 
     method: RenderMethod = RenderMethod.NOL
     n_sources: int = 6
@@ -129,6 +130,7 @@ class RenderConfig:
     target_scale: float = 1.0
     colour_from: ColourSource = ColourSource.SOURCE
     angle_power: float = 4.0
+    restore: bool = True
     refine: RefineConfig = dataclasses.field(default_factory=RefineConfig)
 
     def __post_init__(self):
@@ -424,14 +426,19 @@ class NolRenderer:
     def render(self, T_camera_objects: np.ndarray, intr: Intrinsics
                ) -> tuple[np.ndarray, np.ndarray]:
         """T_camera_objects (B, 4, 4) -> (rgb (B, H, W, 3) uint8, silhouette (B, H, W) bool).
-        Unseen silhouette pixels are inpainted from their surroundings."""
+        Unseen silhouette pixels are inpainted from their surroundings; then the network's
+        restorer, if it has one, corrects the colours (method "nol", ``config.restore``)."""
         res = self.render_detailed(T_camera_objects, intr)
         out = np.clip(np.round(res.rgb * 255), 0, 255).astype(np.uint8)
+        restorer = self.net.restorer if (self.net is not None and self.cfg.restore
+                                         and self.cfg.method == "nol") else None
         for b in range(len(out)):
             holes = res.object_mask[b] & ~res.mask[b]
             if holes.any() and res.mask[b].any():
                 out[b] = cv2.inpaint(out[b], holes.astype(np.uint8), 3, cv2.INPAINT_TELEA)
             out[b][~res.object_mask[b]] = 0
+            if restorer is not None:
+                out[b] = restorer.restore_uint8(out[b], res.object_mask[b])
         return out, res.object_mask
 
     # -- rendering --------------------------------------------------------------------------------

@@ -1,0 +1,263 @@
+"""Training the restorer, the last step of a NOL render (:class:`~nol_ros.nol.network.Restorer`).
+
+    python -m nol_ros.nol.restore --checkpoint nol_ros/models/nol_cpu.pt --out build/restore \\
+        --cases 160 --workers 2 --steps 4000
+
+Why: X_D is a convex blend of the source colours, so a render is never sharper than the
+sources (Xtion blur, sources farther away than the targets, bilinear resampling), and its
+silhouette edge carries whatever the sources saw next to the object; with the same refinement
+NOL can therefore only tie the blends. Status: the restorer this trains gains on unseen random
+objects but not on the real scans (a black clamp lost 10 dB), so the shipped model has none;
+BENCHMARKS.md ("A learnt restorer after the blend") gives the figures and what is missing.
+
+Pairs: each case is a random textured object of the NOL training generator
+(:func:`nol_ros.nol.data.random_object`, never a real scan) on the table of a cluttered
+synthetic scene seen in 6 Xtion frames (:func:`nol_ros.nol.evaluate.make_scene_case`, seeds
+from 20000 + case, apart from the benchmarks' seeds), its source poses moved by one of the
+benchmark's noise levels (case mod 4), the renderer prepared exactly as LearnObject prepares
+it (:func:`nol_ros.nol.renderer.prepare_renderer` with
+``learn.RenderStageConfig(method="nol").object_renderer_config()``, the restorer off), and
+its ``render`` of 6 target crops against the clean render. Pairs are cached in
+OUT/pairs/case_NNNNN.npz, so a second run (more cases, more steps) reuses them.
+
+Training: 96 px patches around object pixels, each scaled by one random gain in
+``gain_range`` (input and target alike) with its colour channels permuted, batch 16, Adam
+(lr 1e-3, 3e-4 for the last 30 % of the steps), mean squared error on the target silhouette;
+the last 10 % of the cases are held out and their masked PSNR before / after is reported.
+Writes OUT/model.pt (the given network with the restorer; what nol_ros.nol.renderer loads)
+and OUT/restore.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nol_ros.errors import ConfigError, NolError
+from nol_ros.io_utils import atomic_write_bytes, atomic_write_json
+from nol_ros.nol.network import NolNet, Restorer, load_checkpoint, save_checkpoint
+
+CASE_SEED0 = 20000
+
+
+@dataclass(frozen=True)
+class RestoreTrainConfig:
+    """cases: scenes (6 targets each); filters / layers: the restorer's size; steps: Adam
+    steps of ``batch`` patches of ``patch`` px; lr: first learning rate (x0.3 for the last
+    30 %); val_fraction: cases held out for the reported PSNR."""
+
+    cases: int = 160
+    filters: int = 24
+    layers: int = 5
+    steps: int = 4000
+    batch: int = 16
+    patch: int = 96
+    lr: float = 1e-3
+    val_fraction: float = 0.1
+    gain_range: tuple[float, float] = (0.15, 1.3)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.cases < 2 or self.filters < 1 or self.layers < 2 or self.steps < 1 \
+                or self.batch < 1 or self.patch < 16 or self.lr <= 0 \
+                or not 0 < self.val_fraction < 1:
+            raise ConfigError("restore training: cases >= 2, filters >= 1, layers >= 2, "
+                              "steps >= 1, batch >= 1, patch >= 16, lr > 0, "
+                              "0 < val_fraction < 1")
+
+
+def make_case_pairs(net: NolNet, case: int) -> dict[str, np.ndarray]:
+    """The pairs of one case (see the module docstring) -> {rgb (T, H, W, 3) uint8 as
+    ``render`` returns it without the restorer, gt (T, H, W, 3) uint8, gt_mask, mask
+    (T, H, W) bool}."""
+    from nol_ros.learn import RenderStageConfig
+    from nol_ros.nol.data import random_object
+    from nol_ros.nol.evaluate import NOISE_LEVELS, annotated_sources, make_scene_case
+    from nol_ros.nol.renderer import prepare_renderer
+
+    mesh = random_object(np.random.default_rng([case, 7]), name=f"restore_{case}")
+    sc = make_scene_case(mesh, seed=CASE_SEED0 + case, n_targets=6)
+    tm, rd = NOISE_LEVELS[case % len(NOISE_LEVELS)]
+    src = annotated_sources(sc, tm, rd, seed=CASE_SEED0 + case)
+    cfg = RenderStageConfig(method="nol").object_renderer_config()
+    cfg = dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, restore=False))
+    r, _ = prepare_renderer(sc.mesh, src, net, cfg)
+    rgb, mask = [], []
+    for T, intr in zip(sc.T_targets, sc.intr_targets):
+        im, om = r.render(T[None], intr)
+        rgb.append(im[0])
+        mask.append(om[0])
+    return {"rgb": np.stack(rgb), "gt": np.round(sc.gt_rgb * 255).astype(np.uint8),
+            "gt_mask": sc.gt_mask, "mask": np.stack(mask)}
+
+
+def _worker(args: tuple[str, list[int], str]) -> int:
+    checkpoint, cases, folder = args
+    torch.set_num_threads(1)
+    net, _ = load_checkpoint(checkpoint, "cpu")
+    for c in cases:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **make_case_pairs(net, c))
+        atomic_write_bytes(Path(folder) / f"case_{c:05d}.npz", buf.getvalue())
+    return len(cases)
+
+
+def generate_pairs(checkpoint: str, folder: Path, cases: int, workers: int = 2,
+                   log=print) -> list[Path]:
+    """Cases 0..cases-1 as OUT/pairs/case_NNNNN.npz (existing files are kept)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [c for c in range(cases) if not (folder / f"case_{c:05d}.npz").is_file()]
+    if todo:
+        log(f"rendering {len(todo)} cases with {workers} workers")
+        t0 = time.perf_counter()
+        chunks = [todo[i::workers] for i in range(workers)]
+        if workers == 1:
+            _worker((checkpoint, todo, str(folder)))
+        else:
+            import multiprocessing as mp
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+                list(ex.map(_worker, [(checkpoint, ch, str(folder)) for ch in chunks if ch]))
+        log(f"rendered in {time.perf_counter() - t0:.0f} s")
+    return [folder / f"case_{c:05d}.npz" for c in range(cases)]
+
+
+def _load(paths: list[Path]) -> list[tuple[torch.Tensor, ...]]:
+    out = []
+    for p in paths:
+        with np.load(p) as z:
+            for rgb, gt, gm, m in zip(z["rgb"], z["gt"], z["gt_mask"], z["mask"]):
+                if m.any() and gm.any():
+                    out.append((torch.as_tensor(rgb).permute(2, 0, 1).float() / 255,
+                                torch.as_tensor(gt).permute(2, 0, 1).float() / 255,
+                                torch.as_tensor(gm)[None].float(),
+                                torch.as_tensor(m)[None].float()))
+    return out
+
+
+def masked_psnr_t(x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> float:
+    """Masked PSNR (dB) of images (3, H, W) in [0, 1] over mask (1, H, W) (as
+    nol_ros.metrics.masked_psnr, on tensors)."""
+    mse = float((((x - y) ** 2) * m).sum() / (3 * m.sum()).clamp(min=1))
+    return float(10 * np.log10(1.0 / max(mse, 1e-12)))
+
+
+def evaluate_restorer(restorer: Restorer, pairs) -> tuple[float, float]:
+    """Mean masked PSNR of the pairs' renders without / with the restorer (uint8 output)."""
+    before, after = [], []
+    with torch.no_grad():
+        for rgb, gt, gm, m in pairs:
+            y = torch.round(restorer(rgb[None], m[None])[0] * 255) / 255
+            before.append(masked_psnr_t(rgb, gt, gm))
+            after.append(masked_psnr_t(y, gt, gm))
+    return float(np.mean(before)), float(np.mean(after))
+
+
+def train_restorer(pairs, cfg: RestoreTrainConfig, val=(), log=print) -> tuple[Restorer, dict]:
+    """Fit a Restorer to the pairs (see the module docstring) -> (restorer, history)."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    net = Restorer(cfg.filters, cfg.layers)
+    opt = torch.optim.Adam(net.parameters(), cfg.lr)
+    P, hist = cfg.patch, []
+    t0 = time.perf_counter()
+    for it in range(cfg.steps):
+        if it == int(0.7 * cfg.steps):
+            for g in opt.param_groups:
+                g["lr"] = 0.3 * cfg.lr
+        xs, ys, ms, gs = [], [], [], []
+        for _ in range(cfg.batch):
+            rgb, gt, gm, m = pairs[int(rng.integers(len(pairs)))]
+            yy, xx = torch.nonzero(m[0], as_tuple=True)
+            k = int(torch.randint(len(yy), (1,), generator=gen))
+            H, W = m.shape[1:]
+            y0 = int(np.clip(int(yy[k]) - P // 2, 0, max(0, H - P)))
+            x0 = int(np.clip(int(xx[k]) - P // 2, 0, max(0, W - P)))
+            sl = (slice(None), slice(y0, y0 + P), slice(x0, x0 + P))
+            # the same brightness and channel order for input and target: the random objects
+            # are mid-grey on average; real ones can be black or saturated
+            gain = float(rng.uniform(*cfg.gain_range))
+            perm = torch.as_tensor(rng.permutation(3))
+            xs.append((rgb[sl][perm] * gain).clamp(0, 1))
+            ys.append((gt[sl][perm] * gain).clamp(0, 1))
+            ms.append(m[sl])
+            gs.append(gm[sl])
+        x, y, m, g = map(torch.stack, (xs, ys, ms, gs))
+        loss = (((net(x, m) - y) ** 2) * g).sum() / (3 * g.sum()).clamp(min=1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (it + 1) % 500 == 0 or it + 1 == cfg.steps:
+            row = {"step": it + 1, "loss": float(loss.detach()), "s": time.perf_counter() - t0}
+            if val:
+                row["val_before"], row["val_after"] = evaluate_restorer(net.eval(), val)
+                net.train()
+            hist.append(row)
+            log(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in row.items()))
+    return net.eval(), {"history": hist, "train_s": time.perf_counter() - t0}
+
+
+def attach(net: NolNet, restorer: Restorer) -> NolNet:
+    """The network with ``restorer`` as its restorer (config fields set to its size)."""
+    n_layers = sum(isinstance(m, torch.nn.Conv2d) for m in restorer.body)
+    filters = restorer.body[0].out_channels
+    cfg = dataclasses.replace(net.config, restore_filters=filters, restore_layers=n_layers)
+    out = NolNet(cfg, device="cpu")
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("restorer.")}
+    state.update({f"restorer.{k}": v for k, v in restorer.state_dict().items()})
+    out.load_state_dict(state)
+    return out.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nol_ros.nol.restore",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True, help="the NOL network to add a restorer to")
+    ap.add_argument("--out", required=True, help="run folder (pairs/, model.pt, restore.json)")
+    d = RestoreTrainConfig()
+    ap.add_argument("--cases", type=int, default=d.cases)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--filters", type=int, default=d.filters)
+    ap.add_argument("--layers", type=int, default=d.layers)
+    ap.add_argument("--steps", type=int, default=d.steps)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads while training")
+    ap.add_argument("--seed", type=int, default=d.seed)
+    a = ap.parse_args(argv)
+    try:
+        cfg = RestoreTrainConfig(cases=a.cases, filters=a.filters, layers=a.layers,
+                                 steps=a.steps, seed=a.seed)
+        net, extra = load_checkpoint(a.checkpoint, "cpu")
+        out = Path(a.out)
+        paths = generate_pairs(a.checkpoint, out / "pairs", cfg.cases, a.workers)
+        n_val = max(1, int(round(cfg.val_fraction * len(paths))))
+        torch.set_num_threads(a.threads)
+        train, val = _load(paths[:-n_val]), _load(paths[-n_val:])
+        print(f"{len(train)} training pairs, {len(val)} held out")
+        restorer, info = train_restorer(train, cfg, val)
+        before, after = evaluate_restorer(restorer, val)
+        info.update(config=dataclasses.asdict(cfg), checkpoint=a.checkpoint,
+                    command="python -m nol_ros.nol.restore " + " ".join(argv or sys.argv[1:]),
+                    val_psnr_before=before, val_psnr_after=after,
+                    date=time.strftime("%Y-%m-%d %H:%M"))
+        extra["restorer_training"] = info
+        save_checkpoint(attach(net, restorer), out / "model.pt", **extra)
+        atomic_write_json(out / "restore.json", info)
+    except NolError as e:
+        print(f"error [{e.code}]: {e}", file=sys.stderr)
+        return 2
+    print(f"held-out cases: {before:.2f} -> {after:.2f} dB; model {out / 'model.pt'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

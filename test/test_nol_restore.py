@@ -1,0 +1,132 @@
+"""The restorer, the last step of a NOL render: it starts as the identity, runs on the
+silhouette's box exactly as on the whole image, is applied by NolRenderer.render for method
+"nol" only (and can be switched off), survives a checkpoint round trip, and its training
+undoes a known blur on held-out images."""
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from nol_ros.errors import ConfigError, InputError
+from nol_ros.nol.config import NolConfig
+from nol_ros.nol.evaluate import make_case
+from nol_ros.nol.network import NolNet, Restorer, load_checkpoint, save_checkpoint
+from nol_ros.nol.renderer import NolRenderer, RefineConfig, RenderConfig
+from nol_ros.nol.restore import RestoreTrainConfig, attach, evaluate_restorer, train_restorer
+
+NONE = RefineConfig(method="none")
+
+
+@pytest.fixture(scope="module")
+def case():
+    from nol_ros.datasets.synthetic.objects import make_object
+
+    return make_case(make_object(3, 0), seed=2, n_targets=2, crop=128)
+
+
+def _image(seed=0, size=80):
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    mask = np.zeros((size, size), bool)
+    mask[20:60, 15:50] = True
+    rgb[~mask] = 0
+    return rgb, mask
+
+
+def test_a_new_restorer_is_the_identity_and_the_box_equals_the_whole_image():
+    rgb, mask = _image()
+    r = Restorer(8, 4)
+    assert np.array_equal(r.restore_uint8(rgb, mask), rgb)
+    torch.manual_seed(0)
+    for p in r.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    boxed = r.restore_uint8(rgb, mask)
+    assert not np.array_equal(boxed, rgb)
+    with torch.no_grad():
+        whole = r(torch.as_tensor(rgb).permute(2, 0, 1)[None].float() / 255,
+                  torch.as_tensor(mask)[None, None].float())[0].permute(1, 2, 0).numpy()
+    whole = np.round(whole * 255).astype(np.uint8)
+    assert np.abs(boxed.astype(int) - whole.astype(int)).max() <= 1
+    assert not boxed[~mask].any()   # nothing leaks off the object
+    with pytest.raises(InputError, match="Restorer wants"):
+        r(torch.zeros(1, 3, 8, 8), torch.zeros(1, 8, 8))
+
+
+def _net_with_bias(bias: float) -> NolNet:
+    net = NolNet(NolConfig.preset("cpu"), device="cpu").eval()
+    r = Restorer(4, 3)
+    with torch.no_grad():
+        r.body[-1].bias.fill_(bias)
+    return attach(net, r)
+
+
+def test_render_runs_the_restorer_for_nol_only_and_it_can_be_switched_off(case):
+    net = _net_with_bias(0.1)
+    T, intr = case.T_targets[0], case.intr_targets[0]
+    on, m = NolRenderer(case.mesh, case.sources, net,
+                        RenderConfig(refine=NONE)).render(T[None], intr)
+    off, m2 = NolRenderer(case.mesh, case.sources, net,
+                          RenderConfig(refine=NONE, restore=False)).render(T[None], intr)
+    assert np.array_equal(m, m2) and m.any()
+    d = on[0].astype(int) - off[0].astype(int)
+    unclipped = m[0] & (off[0] < 200).all(-1)
+    assert np.all(np.abs(d[unclipped] - 25.5) <= 1.0)   # +0.1 everywhere on the object
+    assert not on[0][~m[0]].any()
+    ibr = NolRenderer(case.mesh, case.sources, None,
+                      RenderConfig(method="ibr_angle", refine=NONE)).render(T[None], intr)[0]
+    ibr_net = NolRenderer(case.mesh, case.sources, net,
+                          RenderConfig(method="ibr_angle", refine=NONE)).render(T[None], intr)[0]
+    assert np.array_equal(ibr, ibr_net)
+
+
+def test_checkpoints_keep_the_restorer_and_old_ones_load_without(tmp_path):
+    net = _net_with_bias(0.05)
+    save_checkpoint(net, tmp_path / "with.pt", note="x")
+    back, extra = load_checkpoint(tmp_path / "with.pt", "cpu")
+    assert extra["note"] == "x" and back.config.restore_filters == 4
+    assert torch.equal(back.restorer.body[-1].bias, net.restorer.body[-1].bias)
+    plain = NolNet(NolConfig.preset("cpu"), device="cpu")
+    assert plain.restorer is None
+    save_checkpoint(plain, tmp_path / "plain.pt")
+    assert load_checkpoint(tmp_path / "plain.pt", "cpu")[0].restorer is None
+    # fine-tuning works on a copy of the whole network, the restorer included
+    assert attach(plain, back.restorer).restorer is not back.restorer
+
+
+def _blurred_pairs(seeds):
+    out = []
+    for s in seeds:
+        rng = np.random.default_rng(s)
+        gt = np.zeros((64, 64, 3), np.float32)
+        for _ in range(12):   # sharp-edged rectangles of random colours
+            y, x = rng.integers(0, 56, 2)
+            h, w = rng.integers(4, 24, 2)
+            gt[y:y + h, x:x + w] = rng.uniform(0, 1, 3)
+        m = np.zeros((64, 64), bool)
+        m[4:60, 4:60] = True
+        gt[~m] = 0
+        blur = cv2.GaussianBlur(gt, (0, 0), 1.0)
+        blur[~m] = 0
+        t = torch.as_tensor(np.round(blur * 255) / 255).permute(2, 0, 1).float()
+        g = torch.as_tensor(np.round(gt * 255) / 255).permute(2, 0, 1).float()
+        mt = torch.as_tensor(m)[None].float()
+        out.append((t, g, mt, mt))
+    return out
+
+
+def test_training_undoes_a_known_blur_on_held_out_images():
+    cfg = RestoreTrainConfig(cases=2, filters=12, layers=4, steps=300, batch=4, patch=48)
+    r, info = train_restorer(_blurred_pairs(range(40)), cfg, log=lambda *_: None)
+    before, after = evaluate_restorer(r, _blurred_pairs(range(100, 110)))
+    assert after > before + 1.0, (before, after)
+    assert info["train_s"] > 0
+
+
+def test_bad_restorer_settings_are_named():
+    with pytest.raises(ConfigError, match="restore_filters"):
+        dataclasses.replace(NolConfig.preset("cpu"), restore_filters=-1)
+    with pytest.raises(ConfigError, match="restore training"):
+        RestoreTrainConfig(steps=0)
