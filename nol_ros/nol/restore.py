@@ -1,7 +1,7 @@
 """Training the restorer, the last step of a NOL render (:class:`~nol_ros.nol.network.Restorer`).
 
     python -m nol_ros.nol.restore --checkpoint nol_ros/models/nol_cpu.pt --out build/restore \\
-        --cases 160 --workers 2 --steps 4000
+        --cases 160 --workers 2 --steps 4000 --filters 16 --layers 4
 
 Why: X_D is a convex blend of the source colours, so a render is never sharper than the
 sources (Xtion blur, sources farther away than the targets, bilinear resampling), and its
@@ -53,11 +53,12 @@ CASE_SEED0 = 20000
 class RestoreTrainConfig:
     """cases: scenes (6 targets each); filters / layers: the restorer's size; steps: Adam
     steps of ``batch`` patches of ``patch`` px; lr: first learning rate (x0.3 for the last
-    30 %); val_fraction: cases held out for the reported PSNR."""
+    30 %); val_fraction: cases held out for the reported PSNR; gain_range: the brightness
+    augmentation (see the module docstring)."""
 
     cases: int = 160
-    filters: int = 24
-    layers: int = 5
+    filters: int = 16
+    layers: int = 4
     steps: int = 4000
     batch: int = 16
     patch: int = 96
