@@ -62,7 +62,7 @@ class NolConfig:
     wdsr_blocks: int = 6
     wdsr_expansion: int = 4
     restore_filters: int = 0
-    restore_layers: int = 5
+    restore_layers: int = 4
     lambda_i: float = 5.0
     lambda_f: float = 10.0
     lambda_s: float = 1.0
