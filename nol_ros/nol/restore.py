@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import multiprocessing as mp
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -44,7 +45,11 @@ import torch
 
 from nol_ros.errors import ConfigError, NolError
 from nol_ros.io_utils import atomic_write_bytes, atomic_write_json
+from nol_ros.learn import RenderStageConfig
+from nol_ros.nol.data import random_object
+from nol_ros.nol.evaluate import NOISE_LEVELS, annotated_sources, make_scene_case
 from nol_ros.nol.network import NolNet, Restorer, load_checkpoint, save_checkpoint
+from nol_ros.nol.renderer import prepare_renderer
 
 CASE_SEED0 = 20000
 
@@ -80,11 +85,6 @@ def make_case_pairs(net: NolNet, case: int) -> dict[str, np.ndarray]:
     """The pairs of one case (see the module docstring) -> {rgb (T, H, W, 3) uint8 as
     ``render`` returns it without the restorer, gt (T, H, W, 3) uint8, gt_mask, mask
     (T, H, W) bool}."""
-    from nol_ros.learn import RenderStageConfig
-    from nol_ros.nol.data import random_object
-    from nol_ros.nol.evaluate import NOISE_LEVELS, annotated_sources, make_scene_case
-    from nol_ros.nol.renderer import prepare_renderer
-
     mesh = random_object(np.random.default_rng([case, 7]), name=f"restore_{case}")
     sc = make_scene_case(mesh, seed=CASE_SEED0 + case, n_targets=6)
     tm, rd = NOISE_LEVELS[case % len(NOISE_LEVELS)]
@@ -124,7 +124,6 @@ def generate_pairs(checkpoint: str, folder: Path, cases: int, workers: int = 2,
         if workers == 1:
             _worker((checkpoint, todo, str(folder)))
         else:
-            import multiprocessing as mp
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
                 list(ex.map(_worker, [(checkpoint, ch, str(folder)) for ch in chunks if ch]))
         log(f"rendered in {time.perf_counter() - t0:.0f} s")
