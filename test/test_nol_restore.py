@@ -14,7 +14,7 @@ from nol_ros.errors import ConfigError, InputError
 from nol_ros.nol.config import NolConfig
 from nol_ros.nol.evaluate import make_case
 from nol_ros.nol.network import NolNet, Restorer, load_checkpoint, save_checkpoint
-from nol_ros.nol.renderer import NolRenderer, RefineConfig, RenderConfig
+from nol_ros.nol.renderer import NolRenderer, RefineConfig, RenderConfig, restore_image
 from nol_ros.nol.restore import RestoreTrainConfig, attach, evaluate_restorer, train_restorer
 
 NONE = RefineConfig(method="none")
@@ -39,11 +39,11 @@ def _image(seed=0, size=80):
 def test_a_new_restorer_is_the_identity_and_the_box_equals_the_whole_image():
     rgb, mask = _image()
     r = Restorer(8, 4)
-    assert np.array_equal(r.restore_uint8(rgb, mask), rgb)
+    assert np.array_equal(restore_image(r, rgb, mask), rgb)
     torch.manual_seed(0)
     for p in r.parameters():
         torch.nn.init.normal_(p, std=0.2)
-    boxed = r.restore_uint8(rgb, mask)
+    boxed = restore_image(r, rgb, mask)
     assert not np.array_equal(boxed, rgb)
     with torch.no_grad():
         whole = r(torch.as_tensor(rgb).permute(2, 0, 1)[None].float() / 255,

@@ -23,7 +23,6 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -344,25 +343,6 @@ class Restorer(nn.Module):
             raise InputError(f"Restorer wants rgb (B,3,H,W) and mask (B,1,H,W), got "
                              f"{tuple(rgb.shape)} and {tuple(mask.shape)}")
         return ((rgb + self.body(torch.cat([rgb, mask], 1))) * mask).clamp(0, 1)
-
-    def restore_uint8(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """One rendered image: rgb (H, W, 3) uint8, mask (H, W) bool -> (H, W, 3) uint8,
-        computed on the mask's box plus the receptive field (equal to the whole image's)."""
-        if not mask.any():
-            return rgb
-        ys, xs = np.nonzero(mask)
-        r = self.reach
-        y0, y1 = max(0, ys.min() - r), min(mask.shape[0], ys.max() + r + 1)
-        x0, x1 = max(0, xs.min() - r), min(mask.shape[1], xs.max() + r + 1)
-        dev = next(self.parameters()).device
-        x = torch.as_tensor(rgb[y0:y1, x0:x1], device=dev).permute(2, 0, 1)[None].float() / 255
-        m = torch.as_tensor(mask[y0:y1, x0:x1], device=dev)[None, None].float()
-        with torch.no_grad():
-            y = self(x, m)[0].permute(1, 2, 0).cpu().numpy()
-        out = rgb.copy()
-        out[y0:y1, x0:x1] = np.where(mask[y0:y1, x0:x1, None],
-                                     np.round(y * 255).astype(np.uint8), rgb[y0:y1, x0:x1])
-        return out
 
 
 # --------------------------------------------------------------------------- the network

@@ -68,7 +68,7 @@ from nol_ros.enums import (
 from nol_ros.errors import ConfigError, FileFormatError, InputError
 from nol_ros.geometry import invert_T
 from nol_ros.mesh import Mesh, load_mesh
-from nol_ros.nol.network import NolNet, default_device, load_checkpoint
+from nol_ros.nol.network import NolNet, Restorer, default_device, load_checkpoint
 from nol_ros.nol.projection import (
     Projection,
     SourceView,
@@ -231,6 +231,23 @@ def net_box(fg: torch.Tensor, context_px: int = NET_CONTEXT_PX) -> tuple[slice, 
     xs = torch.nonzero(fg.any(0)).flatten()
     return (slice(max(int(ys[0]) - context_px, 0), min(int(ys[-1]) + context_px + 1, H)),
             slice(max(int(xs[0]) - context_px, 0), min(int(xs[-1]) + context_px + 1, W)))
+
+
+def restore_image(restorer: Restorer, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """One rendered image through the restorer: rgb (H, W, 3) uint8, mask (H, W) bool ->
+    (H, W, 3) uint8, computed on the mask's box plus the restorer's receptive field (equal to
+    the whole image's: off the mask the render is 0, as the convolutions' zero padding)."""
+    if not mask.any():
+        return rgb
+    dev = next(restorer.parameters()).device
+    ys, xs = net_box(torch.as_tensor(mask), restorer.reach)
+    x = torch.as_tensor(rgb[ys, xs], device=dev).permute(2, 0, 1)[None].float() / 255
+    m = torch.as_tensor(mask[ys, xs], device=dev)[None, None].float()
+    with torch.no_grad():
+        y = restorer(x, m)[0].permute(1, 2, 0).cpu().numpy()
+    out = rgb.copy()
+    out[ys, xs] = np.where(mask[ys, xs, None], np.round(y * 255).astype(np.uint8), rgb[ys, xs])
+    return out
 
 
 def _resize_source(src: SourceView, S: int) -> SourceView:
@@ -438,7 +455,7 @@ class NolRenderer:
                 out[b] = cv2.inpaint(out[b], holes.astype(np.uint8), 3, cv2.INPAINT_TELEA)
             out[b][~res.object_mask[b]] = 0
             if restorer is not None:
-                out[b] = restorer.restore_uint8(out[b], res.object_mask[b])
+                out[b] = restore_image(restorer, out[b], res.object_mask[b])
         return out, res.object_mask
 
     # -- rendering --------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ import torch
 from nol_ros.errors import ConfigError, NolError
 from nol_ros.io_utils import atomic_write_bytes, atomic_write_json
 from nol_ros.learn import RenderStageConfig
+from nol_ros.metrics import masked_psnr
 from nol_ros.nol.data import random_object
 from nol_ros.nol.evaluate import NOISE_LEVELS, annotated_sources, make_scene_case
 from nol_ros.nol.network import NolNet, Restorer, load_checkpoint, save_checkpoint
@@ -143,21 +144,15 @@ def _load(paths: list[Path]) -> list[tuple[torch.Tensor, ...]]:
     return out
 
 
-def masked_psnr_t(x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> float:
-    """Masked PSNR (dB) of images (3, H, W) in [0, 1] over mask (1, H, W) (as
-    nol_ros.metrics.masked_psnr, on tensors)."""
-    mse = float((((x - y) ** 2) * m).sum() / (3 * m.sum()).clamp(min=1))
-    return float(10 * np.log10(1.0 / max(mse, 1e-12)))
-
-
 def evaluate_restorer(restorer: Restorer, pairs) -> tuple[float, float]:
     """Mean masked PSNR of the pairs' renders without / with the restorer (uint8 output)."""
     before, after = [], []
     with torch.no_grad():
         for rgb, gt, gm, m in pairs:
-            y = torch.round(restorer(rgb[None], m[None])[0] * 255) / 255
-            before.append(masked_psnr_t(rgb, gt, gm))
-            after.append(masked_psnr_t(y, gt, gm))
+            y = torch.round(restorer(rgb[None], m[None]) * 255) / 255
+            sil, ref = gm[0].bool().numpy(), gt.permute(1, 2, 0).numpy()
+            before.append(masked_psnr(rgb.permute(1, 2, 0).numpy(), ref, sil))
+            after.append(masked_psnr(y[0].permute(1, 2, 0).numpy(), ref, sil))
     return float(np.mean(before)), float(np.mean(after))
 
 
