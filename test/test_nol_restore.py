@@ -15,7 +15,14 @@ from nol_ros.nol.config import NolConfig
 from nol_ros.nol.evaluate import make_case
 from nol_ros.nol.network import NolNet, Restorer, load_checkpoint, save_checkpoint
 from nol_ros.nol.renderer import NolRenderer, RefineConfig, RenderConfig, restore_image
-from nol_ros.nol.restore import RestoreTrainConfig, attach, evaluate_restorer, train_restorer
+from nol_ros.nol.restore import (
+    RestoreTrainConfig,
+    attach,
+    evaluate_restorer,
+    make_case_pairs,
+    material_texture,
+    train_restorer,
+)
 
 NONE = RefineConfig(method="none")
 
@@ -130,3 +137,23 @@ def test_bad_restorer_settings_are_named():
         dataclasses.replace(NolConfig.preset("cpu"), restore_filters=-1)
     with pytest.raises(ConfigError, match="restore training"):
         RestoreTrainConfig(steps=0)
+    with pytest.raises(ConfigError, match="material_cases 0 or >= 2"):
+        RestoreTrainConfig(material_cases=1)
+    with pytest.raises(ConfigError, match="pair kind 'photo'"):
+        make_case_pairs(None, 0, "photo")
+
+
+def test_material_textures_cover_black_white_and_photographs():
+    """What the procedural generator lacks and the real scans have: near-black and near-white
+    flat materials, and photographs (many distinct colours, strong edges)."""
+    rng = np.random.default_rng(0)
+    tex = [material_texture(rng, 64) for _ in range(60)]
+    assert all(t.shape == (64, 64, 3) and t.dtype == np.uint8 for t in tex)
+    means = np.array([t.mean() for t in tex])
+    assert (means < 40).sum() >= 5 and (means > 190).sum() >= 3, np.sort(means)
+    flat = [t for t in tex if t.std() < 8]
+    photo = [t for t in tex if np.abs(np.diff(t.astype(int), axis=1)).mean() > 6]
+    assert len(flat) >= 10 and len(photo) >= 10, (len(flat), len(photo))
+    again = material_texture(np.random.default_rng(0), 64)
+    assert np.array_equal(again, tex[0])   # deterministic by the generator
+

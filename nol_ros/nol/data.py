@@ -112,9 +112,10 @@ def _texture(rng: np.random.Generator, px: int) -> np.ndarray:
 
 
 def random_object(rng: np.random.Generator, name: str = "train_object",
-                  texture_px: int = 768) -> Mesh:
+                  texture_px: int = 768, texture_fn=None) -> Mesh:
     """A random textured procedural mesh, 6-30 cm, in its bounding-box-centred frame, with a
-    texture atlas of about texture_px x texture_px."""
+    texture atlas of about texture_px x texture_px; texture_fn(rng, px) -> (px, px, 3) uint8
+    makes each part's texture (default: the procedural generator of this module)."""
     kind = int(rng.integers(4))
     if kind == 0:  # box
         s = rng.uniform([0.04, 0.03, 0.05], [0.22, 0.16, 0.28])
@@ -153,7 +154,8 @@ def random_object(rng: np.random.Generator, name: str = "train_object",
     for k in range(cells):
         cu, cv = k % g, k // g
         r0 = (g - 1 - cv) * cell_px
-        tex[r0:r0 + cell_px, cu * cell_px:(cu + 1) * cell_px] = _texture(rng, cell_px)
+        tex[r0:r0 + cell_px, cu * cell_px:(cu + 1) * cell_px] = (texture_fn or _texture)(
+            rng, cell_px)
     return assemble(parts, cells, name, tex)
 
 

@@ -1,14 +1,13 @@
 """Training the restorer, the last step of a NOL render (:class:`~nol_ros.nol.network.Restorer`).
 
     python -m nol_ros.nol.restore --checkpoint nol_ros/models/nol_cpu.pt --out build/restore \\
-        --cases 160 --workers 2 --steps 4000 --filters 16 --layers 4
+        --cases 160 --material-cases 80 --workers 2 --steps 4000 --filters 16 --layers 4
 
 Why: X_D is a convex blend of the source colours, so a render is never sharper than the
 sources (Xtion blur, sources farther away than the targets, bilinear resampling), and its
 silhouette edge carries whatever the sources saw next to the object; with the same refinement
-NOL can therefore only tie the blends. Status: the restorer this trains gains on unseen random
-objects but not on the real scans (a black clamp lost 10 dB), so the shipped model has none;
-BENCHMARKS.md ("A learnt restorer after the blend") gives the figures and what is missing.
+NOL can therefore only tie the blends. BENCHMARKS.md ("A learnt restorer after the blend")
+gives what it gains and loses on the real scans.
 
 Pairs: each case is a random textured object of the NOL training generator
 (:func:`nol_ros.nol.data.random_object`, never a real scan) on the table of a cluttered
@@ -17,13 +16,19 @@ from 20000 + case, apart from the benchmarks' seeds), its source poses moved by 
 benchmark's noise levels (case mod 4), the renderer prepared exactly as LearnObject prepares
 it (:func:`nol_ros.nol.renderer.prepare_renderer` with
 ``learn.RenderStageConfig(method="nol").object_renderer_config()``, the restorer off), and
-its ``render`` of 6 target crops against the clean render. Pairs are cached in
-OUT/pairs/case_NNNNN.npz, so a second run (more cases, more steps) reuses them.
+its ``render`` of 6 target crops against the clean render. ``--material-cases`` more cases
+(seeds from 30000 + case) give the objects :func:`material_texture`'s textures instead:
+photographs and flat black, white or saturated materials, which the procedural textures lack
+and real objects have. Pairs are cached in PAIRS/pairs/ and PAIRS/pairs_material/
+(``--pairs``, default OUT) as case_NNNNN.npz, so a second run (more cases, more steps) reuses
+them; the cache does not record the checkpoint, so another ``--checkpoint`` needs another
+folder.
 
 Training: 96 px patches around object pixels, each scaled by one random gain in
 ``gain_range`` (input and target alike) with its colour channels permuted, batch 16, Adam
 (lr 1e-3, 3e-4 for the last 30 % of the steps), mean squared error on the target silhouette;
-the last 10 % of the cases are held out and their masked PSNR before / after is reported.
+the last 10 % of the cases of each kind are held out and their masked PSNR before / after is
+reported.
 Writes OUT/model.pt (the given network with the restorer; what nol_ros.nol.renderer loads)
 and OUT/restore.json.
 """
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import io
 import multiprocessing as mp
 import sys
@@ -40,7 +46,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
+import skimage.data
 import torch
 
 from nol_ros.errors import ConfigError, NolError
@@ -53,6 +61,60 @@ from nol_ros.nol.network import NolNet, Restorer, load_checkpoint, save_checkpoi
 from nol_ros.nol.renderer import prepare_renderer
 
 CASE_SEED0 = 20000
+MATERIAL_SEED0 = 30000   # the "material" cases' scenes, apart from the procedural ones
+# Photographs that ship with scikit-image (no download): real-image statistics the procedural
+# textures lack
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
+          "immunohistochemistry", "retina", "colorwheel", "stereo_motorcycle", "brick", "grass",
+          "gravel", "camera", "text", "page", "moon", "clock", "coins")
+KINDS = ("procedural", "material")
+
+
+@functools.cache
+def _photo(name: str) -> np.ndarray:
+    img = getattr(skimage.data, name)()
+    img = img[0] if isinstance(img, tuple) else img
+    img = np.repeat(img[..., None], 3, 2) if img.ndim == 2 else img[..., :3]
+    return np.ascontiguousarray(img)
+
+
+def material_texture(rng: np.random.Generator, px: int) -> np.ndarray:
+    """A texture of the kinds real objects show and the procedural generator lacks -> (px, px,
+    3) uint8: half photographs (scikit-image's sample images: a random crop, tint, channel
+    order, gamma and brightness down to 15 %), half flat materials (black, white or saturated
+    plastic or paint with faint multi-scale grain); a third of them carry a printed photo
+    patch (a label or sticker)."""
+    def photo(side: int) -> np.ndarray:
+        img = _photo(PHOTOS[int(rng.integers(len(PHOTOS)))]).astype(np.float32) / 255
+        h, w = img.shape[:2]
+        c = int(rng.uniform(0.25, 1.0) * min(h, w))
+        y0, x0 = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
+        img = cv2.resize(img[y0:y0 + c, x0:x0 + c], (side, side), interpolation=cv2.INTER_AREA)
+        img = np.clip(img[..., rng.permutation(3)] * rng.uniform(0.6, 1.2, 3), 0, 1)
+        return img ** rng.uniform(0.6, 1.8) * rng.uniform(0.15, 1.1)
+
+    def flat() -> np.ndarray:
+        kind = int(rng.integers(3))
+        if kind == 0:    # black
+            base = rng.uniform(0.02, 0.15) * rng.uniform(0.8, 1.2, 3)
+        elif kind == 1:  # white
+            base = rng.uniform(0.75, 0.97) * rng.uniform(0.93, 1.0, 3)
+        else:            # saturated: one or two strong channels
+            base = rng.uniform(0.0, 0.25, 3)
+            base[rng.choice(3, int(rng.integers(1, 3)), replace=False)] = rng.uniform(0.5, 0.95)
+        img = np.broadcast_to(base.astype(np.float32), (px, px, 3)).copy()
+        amp = rng.uniform(0.003, 0.03)
+        for scale in (2, 8, 32):
+            small = rng.normal(0, amp, (max(2, px // scale), max(2, px // scale), 3))
+            img += cv2.resize(small.astype(np.float32), (px, px), interpolation=cv2.INTER_CUBIC)
+        return img
+
+    img = photo(px) if rng.random() < 0.5 else flat()
+    if rng.random() < 0.35:
+        s = int(px * rng.uniform(0.2, 0.6))
+        y0, x0 = (int(v) for v in rng.integers(0, px - s + 1, 2))
+        img[y0:y0 + s, x0:x0 + s] = photo(s)
+    return np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -63,6 +125,7 @@ class RestoreTrainConfig:
     augmentation (see the module docstring)."""
 
     cases: int = 160
+    material_cases: int = 0   # cases with material_texture's textures (photos, flat plastic)
     filters: int = 16
     layers: int = 4
     steps: int = 4000
@@ -74,22 +137,34 @@ class RestoreTrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.cases < 2 or self.filters < 1 or self.layers < 2 or self.steps < 1 \
+        if self.cases < 2 or self.material_cases < 0 or self.material_cases == 1 \
+                or self.filters < 1 or self.layers < 2 or self.steps < 1 \
                 or self.batch < 1 or self.patch < 16 or self.lr <= 0 \
                 or not 0 < self.val_fraction < 1:
-            raise ConfigError("restore training: cases >= 2, filters >= 1, layers >= 2, "
+            raise ConfigError("restore training: cases >= 2, material_cases 0 or >= 2, "
+                              "filters >= 1, layers >= 2, "
                               "steps >= 1, batch >= 1, patch >= 16, lr > 0, "
                               "0 < val_fraction < 1")
 
 
-def make_case_pairs(net: NolNet, case: int) -> dict[str, np.ndarray]:
-    """The pairs of one case (see the module docstring) -> {rgb (T, H, W, 3) uint8 as
-    ``render`` returns it without the restorer, gt (T, H, W, 3) uint8, gt_mask, mask
+def make_case_pairs(net: NolNet, case: int, kind: str = "procedural"
+                    ) -> dict[str, np.ndarray]:
+    """The pairs of one case (see the module docstring) of ``kind`` ("procedural": the NOL
+    training generator's textures; "material": :func:`material_texture`) -> {rgb (T, H, W, 3)
+    uint8 as ``render`` returns it without the restorer, gt (T, H, W, 3) uint8, gt_mask, mask
     (T, H, W) bool}."""
-    mesh = random_object(np.random.default_rng([case, 7]), name=f"restore_{case}")
-    sc = make_scene_case(mesh, seed=CASE_SEED0 + case, n_targets=6)
+    if kind == "procedural":
+        mesh = random_object(np.random.default_rng([case, 7]), name=f"restore_{case}")
+        seed = CASE_SEED0 + case
+    elif kind == "material":
+        mesh = random_object(np.random.default_rng([case, 8]), name=f"restore_m{case}",
+                             texture_fn=material_texture)
+        seed = MATERIAL_SEED0 + case
+    else:
+        raise ConfigError(f"pair kind {kind!r}: use one of {', '.join(KINDS)}")
+    sc = make_scene_case(mesh, seed=seed, n_targets=6)
     tm, rd = NOISE_LEVELS[case % len(NOISE_LEVELS)]
-    src = annotated_sources(sc, tm, rd, seed=CASE_SEED0 + case)
+    src = annotated_sources(sc, tm, rd, seed=seed)
     cfg = RenderStageConfig(method="nol").object_renderer_config()
     cfg = dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, restore=False))
     r, _ = prepare_renderer(sc.mesh, src, net, cfg)
@@ -102,31 +177,32 @@ def make_case_pairs(net: NolNet, case: int) -> dict[str, np.ndarray]:
             "gt_mask": sc.gt_mask, "mask": np.stack(mask)}
 
 
-def _worker(args: tuple[str, list[int], str]) -> int:
-    checkpoint, cases, folder = args
+def _worker(args: tuple[str, list[int], str, str]) -> int:
+    checkpoint, cases, folder, kind = args
     torch.set_num_threads(1)
     net, _ = load_checkpoint(checkpoint, "cpu")
     for c in cases:
         buf = io.BytesIO()
-        np.savez_compressed(buf, **make_case_pairs(net, c))
+        np.savez_compressed(buf, **make_case_pairs(net, c, kind))
         atomic_write_bytes(Path(folder) / f"case_{c:05d}.npz", buf.getvalue())
     return len(cases)
 
 
 def generate_pairs(checkpoint: str, folder: Path, cases: int, workers: int = 2,
-                   log=print) -> list[Path]:
-    """Cases 0..cases-1 as OUT/pairs/case_NNNNN.npz (existing files are kept)."""
+                   log=print, kind: str = "procedural") -> list[Path]:
+    """Cases 0..cases-1 of ``kind`` as FOLDER/case_NNNNN.npz (existing files are kept)."""
     folder.mkdir(parents=True, exist_ok=True)
     todo = [c for c in range(cases) if not (folder / f"case_{c:05d}.npz").is_file()]
     if todo:
-        log(f"rendering {len(todo)} cases with {workers} workers")
+        log(f"rendering {len(todo)} {kind} cases with {workers} workers")
         t0 = time.perf_counter()
         chunks = [todo[i::workers] for i in range(workers)]
         if workers == 1:
-            _worker((checkpoint, todo, str(folder)))
+            _worker((checkpoint, todo, str(folder), kind))
         else:
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
-                list(ex.map(_worker, [(checkpoint, ch, str(folder)) for ch in chunks if ch]))
+                list(ex.map(_worker, [(checkpoint, ch, str(folder), kind)
+                                      for ch in chunks if ch]))
         log(f"rendered in {time.perf_counter() - t0:.0f} s")
     return [folder / f"case_{c:05d}.npz" for c in range(cases)]
 
@@ -219,8 +295,11 @@ def main(argv: list[str] | None = None) -> int:
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, help="the NOL network to add a restorer to")
     ap.add_argument("--out", required=True, help="run folder (pairs/, model.pt, restore.json)")
+    ap.add_argument("--pairs", default="",
+                    help="folder of the pair caches (pairs/, pairs_material/; default OUT)")
     d = RestoreTrainConfig()
     ap.add_argument("--cases", type=int, default=d.cases)
+    ap.add_argument("--material-cases", type=int, default=d.material_cases)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--filters", type=int, default=d.filters)
     ap.add_argument("--layers", type=int, default=d.layers)
@@ -229,14 +308,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=d.seed)
     a = ap.parse_args(argv)
     try:
-        cfg = RestoreTrainConfig(cases=a.cases, filters=a.filters, layers=a.layers,
-                                 steps=a.steps, seed=a.seed)
+        cfg = RestoreTrainConfig(cases=a.cases, material_cases=a.material_cases,
+                                 filters=a.filters, layers=a.layers, steps=a.steps, seed=a.seed)
         net, extra = load_checkpoint(a.checkpoint, "cpu")
         out = Path(a.out)
-        paths = generate_pairs(a.checkpoint, out / "pairs", cfg.cases, a.workers)
-        n_val = max(1, int(round(cfg.val_fraction * len(paths))))
-        torch.set_num_threads(a.threads)
-        train, val = _load(paths[:-n_val]), _load(paths[-n_val:])
+        cache = Path(a.pairs) if a.pairs else out
+        train, val = [], []
+        for kind, n, sub in (("procedural", cfg.cases, "pairs"),
+                             ("material", cfg.material_cases, "pairs_material")):
+            if n == 0:
+                continue
+            paths = generate_pairs(a.checkpoint, cache / sub, n, a.workers, kind=kind)
+            n_val = max(1, int(round(cfg.val_fraction * len(paths))))
+            torch.set_num_threads(a.threads)
+            train += _load(paths[:-n_val])
+            val += _load(paths[-n_val:])
         print(f"{len(train)} training pairs, {len(val)} held out")
         restorer, info = train_restorer(train, cfg, val)
         before, after = evaluate_restorer(restorer, val)
