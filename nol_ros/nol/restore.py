@@ -3,6 +3,8 @@
     python -m nol_ros.nol.restore --checkpoint nol_ros/models/nol_cpu.pt --out build/restore \\
         --cases 160 --material-cases 80 --workers 2 --steps 4000 --filters 16 --layers 4
 
+(the defaults: the recipe of the shipped model's restorer)
+
 Why: X_D is a convex blend of the source colours, so a render is never sharper than the
 sources (Xtion blur, sources farther away than the targets, bilinear resampling), and its
 silhouette edge carries whatever the sources saw next to the object; with the same refinement
@@ -125,7 +127,7 @@ class RestoreTrainConfig:
     augmentation (see the module docstring)."""
 
     cases: int = 160
-    material_cases: int = 0   # cases with material_texture's textures (photos, flat plastic)
+    material_cases: int = 80  # cases with material_texture's textures (photos, flat plastic)
     filters: int = 16
     layers: int = 4
     steps: int = 4000
