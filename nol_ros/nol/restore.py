@@ -322,9 +322,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             paths = generate_pairs(a.checkpoint, cache / sub, n, a.workers, kind=kind)
             n_val = max(1, int(round(cfg.val_fraction * len(paths))))
-            torch.set_num_threads(a.threads)
             train += _load(paths[:-n_val])
             val += _load(paths[-n_val:])
+        torch.set_num_threads(a.threads)   # for training (a 1-worker run set 1 in-process)
         print(f"{len(train)} training pairs, {len(val)} held out")
         restorer, info = train_restorer(train, cfg, val)
         before, after = evaluate_restorer(restorer, val)
