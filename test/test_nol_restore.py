@@ -1,7 +1,9 @@
 """The restorer, the last step of a NOL render: it starts as the identity, runs on the
 silhouette's box exactly as on the whole image, is applied by NolRenderer.render for method
 "nol" only (and can be switched off), survives a checkpoint round trip, and its training
-undoes a known blur on held-out images."""
+undoes a known blur on held-out images. The blend's cues (colour spread, distance to the
+sources' silhouette edges) reach it from both render paths and let it fix what colour alone
+cannot point to."""
 
 import dataclasses
 
@@ -10,13 +12,22 @@ import numpy as np
 import pytest
 import torch
 
-from nol_ros.errors import ConfigError, InputError
+from nol_ros.errors import ConfigError, InputError, NolError
 from nol_ros.nol.config import NolConfig
 from nol_ros.nol.evaluate import make_case
 from nol_ros.nol.network import NolNet, Restorer, load_checkpoint, save_checkpoint
-from nol_ros.nol.renderer import NolRenderer, RefineConfig, RenderConfig, restore_image
+from nol_ros.nol.projection import mask_edge_map
+from nol_ros.nol.renderer import (
+    NolRenderer,
+    RefineConfig,
+    RenderConfig,
+    blend_cues,
+    composite,
+    restore_image,
+)
 from nol_ros.nol.restore import (
     RestoreTrainConfig,
+    _load,
     attach,
     evaluate_restorer,
     make_case_pairs,
@@ -120,12 +131,13 @@ def _blurred_pairs(seeds):
         t = torch.as_tensor(np.round(blur * 255) / 255).permute(2, 0, 1).float()
         g = torch.as_tensor(np.round(gt * 255) / 255).permute(2, 0, 1).float()
         mt = torch.as_tensor(m)[None].float()
-        out.append((t, g, mt, mt))
+        out.append((t, g, mt, mt, None))
     return out
 
 
 def test_training_undoes_a_known_blur_on_held_out_images():
-    cfg = RestoreTrainConfig(cases=2, filters=12, layers=4, steps=300, batch=4, patch=48)
+    cfg = RestoreTrainConfig(cases=2, filters=12, layers=4, cues=0, steps=300, batch=4,
+                             patch=48)
     r, info = train_restorer(_blurred_pairs(range(40)), cfg, log=lambda *_: None)
     before, after = evaluate_restorer(r, _blurred_pairs(range(100, 110)))
     assert after > before + 1.0, (before, after)
@@ -157,3 +169,121 @@ def test_material_textures_cover_black_white_and_photographs():
     again = material_texture(np.random.default_rng(0), 64)
     assert np.array_equal(again, tex[0])   # deterministic by the generator
 
+
+
+def test_mask_edge_map_is_the_clipped_distance_to_the_silhouette_edge():
+    m = np.zeros((40, 40), bool)
+    m[5:35, 0:30] = True          # touches the crop's left border
+    e = mask_edge_map(m, 8.0)
+    assert e.dtype == np.float32 and not e[~m].any()
+    assert e[20, 15] == 1.0                                   # > 8 px from any edge
+    assert e[5, 15] == pytest.approx(1 / 8) and e[6, 15] == pytest.approx(2 / 8)
+    assert e[20, 0] == pytest.approx(1 / 8)                   # the crop border is an edge
+    assert e[20, 29] == pytest.approx(1 / 8)
+    with pytest.raises(InputError, match="reach_px"):
+        mask_edge_map(m, 0)
+
+
+def test_blend_cues_are_the_weighted_colour_spread_and_edge_distance():
+    H = W = 3
+    colour = torch.zeros(2, 3, H, W)
+    colour[0] = 0.2
+    colour[1] = 0.6
+    edge = torch.stack([torch.full((1, H, W), 0.25), torch.full((1, H, W), 1.0)])
+    w = torch.full((2, 1, H, W), 0.5)
+    w[:, :, 0, 0] = torch.tensor([1.0, 0.0])[:, None]       # one source only: no spread
+    w[:, :, 2, 2] = 0                                         # no source sees it
+    blended = (w * colour).sum(0)
+    c = blend_cues(colour, edge, w, blended)
+    assert c.shape == (2, H, W)
+    assert c[0, 1, 1] == pytest.approx(0.2) and c[1, 1, 1] == pytest.approx(0.625)
+    assert c[0, 0, 0] == pytest.approx(0.0) and c[1, 0, 0] == pytest.approx(0.25)
+    assert c[:, 2, 2].abs().max() == 0
+
+
+def test_a_restorer_with_cues_wants_them_and_boxes_them_like_the_colour():
+    rgb, mask = _image()
+    cues = np.random.default_rng(1).uniform(0, 1, (2, *mask.shape)).astype(np.float32)
+    cues[:, ~mask] = 0
+    r = Restorer(8, 3, cues=2)
+    torch.manual_seed(0)
+    for p in r.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    with pytest.raises(InputError, match="wants cues"):
+        restore_image(r, rgb, mask)
+    boxed = restore_image(r, rgb, mask, cues)
+    with torch.no_grad():
+        whole = r(torch.as_tensor(rgb).permute(2, 0, 1)[None].float() / 255,
+                  torch.as_tensor(mask)[None, None].float(),
+                  torch.as_tensor(cues)[None])[0].permute(1, 2, 0).numpy()
+    assert np.abs(boxed.astype(int) - np.round(whole * 255).astype(int)).max() <= 1
+    assert not np.array_equal(boxed, restore_image(r, rgb, mask, cues[::-1].copy()))
+
+
+@pytest.mark.parametrize("crop", [128, 256])   # the network's own size / hybrid colour
+def test_render_gives_a_cue_restorer_the_cues_of_the_blend(crop):
+    from nol_ros.datasets.synthetic.objects import make_object
+
+    case = make_case(make_object(3, 0), seed=2, n_targets=1, crop=crop)
+    net = NolNet(NolConfig.preset("cpu"), device="cpu").eval()
+    r = Restorer(4, 3, cues=2)
+    torch.manual_seed(1)
+    for p in r.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    net = attach(net, r)
+    assert net.config.restore_cues == 2
+    srcs = [s for s in case.sources if s.mask.any()]   # an occluded view may show nothing
+    ren = NolRenderer(case.mesh, srcs, net, RenderConfig(refine=NONE))
+    assert ren.hybrid == (crop == 256)
+    T, intr = case.T_targets[:1], case.intr_targets[0]
+    res = ren.render_detailed(T, intr, cues=True)
+    assert ren.render_detailed(T, intr).cues is None
+    c, om = res.cues[0], res.object_mask[0]
+    assert c.shape == (2, *om.shape) and not c[:, ~om].any()
+    assert 0 <= c.min() and c.max() <= 1 + 1e-6
+    assert c[1][res.mask[0]].mean() > 0.3 and c[0][res.mask[0]].max() > 0
+    out, m = ren.render(T, intr)
+    want = restore_image(net.restorer, composite(res)[0], om, c)
+    assert np.array_equal(m[0], om) and np.array_equal(out[0], want)
+    assert not np.array_equal(out[0], composite(res)[0])
+
+
+def _marked_pairs(seeds, shift=0.25):
+    """The colour is off by ``shift`` in blobs the edge cue marks (as a source's silhouette
+    edge would): only a restorer that sees the cues can tell which pixels to correct."""
+    out = []
+    for s in seeds:
+        rng = np.random.default_rng(s)
+        gt = rng.uniform(0.1, 0.7, (3, 1, 1)) * np.ones((3, 48, 48))
+        gt += rng.uniform(-0.1, 0.1, (3, 48, 48))
+        bad = cv2.GaussianBlur(rng.uniform(0, 1, (48, 48)).astype(np.float32), (0, 0), 3)
+        bad = bad > np.quantile(bad, 0.7)
+        x = gt + shift * bad
+        cues = np.stack([np.zeros((48, 48)), np.where(bad, 0.1, 1.0)])
+        m = torch.ones(1, 48, 48)
+        out.append((torch.as_tensor(x).float(), torch.as_tensor(gt).float(), m, m,
+                    torch.as_tensor(cues).float()))
+    return out
+
+
+def test_the_cues_let_training_correct_what_the_colour_alone_cannot_point_to():
+    after = {}
+    for cues in (0, 2):
+        cfg = RestoreTrainConfig(cases=2, filters=8, layers=3, cues=cues, steps=300, batch=4,
+                                 patch=32, gain_range=(1.0, 1.0))
+        r, _ = train_restorer(_marked_pairs(range(30)), cfg, log=lambda *_: None)
+        before, after[cues] = evaluate_restorer(r, _marked_pairs(range(100, 106)))
+    assert after[2] > after[0] + 3.0 and after[2] > before + 5.0, (before, after)
+
+
+def test_pair_caches_from_before_the_cues_are_named(tmp_path):
+    z = np.zeros((1, 8, 8, 3), np.uint8)
+    m = np.ones((1, 8, 8), bool)
+    np.savez(tmp_path / "case_00000.npz", rgb=z, gt=z, gt_mask=m, mask=m)
+    with pytest.raises(NolError, match="--pairs"):
+        _load([tmp_path / "case_00000.npz"])
+    assert _load([tmp_path / "case_00000.npz"], cues=False)[0][4] is None
+    with pytest.raises(ConfigError, match="cues 0 or 2"):
+        RestoreTrainConfig(cues=1)
+    with pytest.raises(ConfigError, match="restore_cues"):
+        dataclasses.replace(NolConfig.preset("cpu"), restore_cues=3)

@@ -45,6 +45,9 @@ class NolConfig:
     restore_filters, restore_layers: the restorer (:class:`~nol_ros.nol.network.Restorer`, run
         on the rendered image at its full resolution; trained by ``python -m
         nol_ros.nol.restore``); 0 filters: none.
+    restore_cues: 0 (the restorer sees the rendered colour and silhouette) or 2 (also the
+        blend's per-pixel cues: the sources' colour spread and their distance to their own
+        silhouette edges; :data:`~nol_ros.nol.network.RESTORE_CUES`).
     lambda_i, lambda_f, lambda_s: loss weights (image L1, feature L1, Laplacian smoothness).
     feature_loss_net: psi for the feature loss: "densenet121" (first two dense blocks) or "none".
     n_sources_train / n_sources_infer: K used for training / rendering.
@@ -63,6 +66,7 @@ class NolConfig:
     wdsr_expansion: int = 4
     restore_filters: int = 0
     restore_layers: int = 4
+    restore_cues: int = 0
     lambda_i: float = 5.0
     lambda_f: float = 10.0
     lambda_s: float = 1.0
@@ -95,9 +99,9 @@ class NolConfig:
             raise ConfigError("NolConfig.weight_channels needs >= 1 positive channel count")
         if min(self.wdsr_filters, self.wdsr_blocks, self.wdsr_expansion) < 1:
             raise ConfigError("NolConfig.wdsr_filters/blocks/expansion must be positive")
-        if self.restore_filters < 0 or self.restore_layers < 2:
-            raise ConfigError("NolConfig.restore_filters must be >= 0 (0: no restorer) and "
-                              "restore_layers >= 2")
+        if self.restore_filters < 0 or self.restore_layers < 2 or self.restore_cues not in (0, 2):
+            raise ConfigError("NolConfig.restore_filters must be >= 0 (0: no restorer), "
+                              "restore_layers >= 2 and restore_cues 0 or 2")
         if min(self.n_sources_train, self.n_sources_infer) < 1:
             raise ConfigError("NolConfig.n_sources_train/infer must be >= 1")
 

@@ -317,18 +317,31 @@ class WdsrDecoder(nn.Module):
 
 
 # --------------------------------------------------------------------------- restorer
+# The per-pixel cues a restorer with ``cues=2`` sees beside the colour, (2, H, W) float in
+# [0, 1], made by nol_ros.nol.renderer: "spread" = the blend-weighted RMS distance of the
+# sources' colours from the blended colour (the sources disagree: misregistration, a specular
+# highlight, background); "edge" = the blend-weighted distance of each source sample from its
+# source's silhouette edge, in source pixels / EDGE_REACH_PX, clipped to 1 (0: no source
+# saw the pixel; small: the colour came from next to a silhouette, where the source also saw
+# the background).
+RESTORE_CUES = ("spread", "edge")
+EDGE_REACH_PX = 8.0
+
+
 class Restorer(nn.Module):
     """The learnt last step of a render: X_D is a convex blend of source colours, so it is
     never sharper than the sources (sensor blur, their lower resolution, the resampling) and
     its silhouette edge carries whatever the sources saw next to the object. A small residual
     CNN (3x3 convs, ReLU) corrects the rendered colours inside the target silhouette.
 
-    rgb (B, 3, H, W) float [0, 1], mask (B, 1, H, W) float (1 on the object) ->
-    (B, 3, H, W) float [0, 1], 0 off the object. Starts as the identity (zero last layer)."""
+    rgb (B, 3, H, W) float [0, 1], mask (B, 1, H, W) float (1 on the object), cues (B, cues,
+    H, W) float (:data:`RESTORE_CUES`; only when built with ``cues``) -> (B, 3, H, W) float
+    [0, 1], 0 off the object. Starts as the identity (zero last layer)."""
 
-    def __init__(self, filters: int, layers: int):
+    def __init__(self, filters: int, layers: int, cues: int = 0):
         super().__init__()
-        mods: list[nn.Module] = [nn.Conv2d(4, filters, 3, padding=1), nn.ReLU(inplace=True)]
+        mods: list[nn.Module] = [nn.Conv2d(4 + cues, filters, 3, padding=1),
+                                 nn.ReLU(inplace=True)]
         for _ in range(layers - 2):
             mods += [nn.Conv2d(filters, filters, 3, padding=1), nn.ReLU(inplace=True)]
         mods.append(nn.Conv2d(filters, 3, 3, padding=1))
@@ -336,13 +349,22 @@ class Restorer(nn.Module):
         nn.init.zeros_(mods[-1].bias)
         self.body = nn.Sequential(*mods)
         self.reach = layers   # receptive-field radius, pixels
+        self.cues = cues
 
-    def forward(self, rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if rgb.ndim != 4 or rgb.shape[1] != 3 or mask.shape != (rgb.shape[0], 1,
-                                                                  *rgb.shape[2:]):
+    def forward(self, rgb: torch.Tensor, mask: torch.Tensor,
+                cues: torch.Tensor | None = None) -> torch.Tensor:
+        B, _, H, W = rgb.shape if rgb.ndim == 4 else (0, 0, 0, 0)
+        if rgb.ndim != 4 or rgb.shape[1] != 3 or mask.shape != (B, 1, H, W):
             raise InputError(f"Restorer wants rgb (B,3,H,W) and mask (B,1,H,W), got "
                              f"{tuple(rgb.shape)} and {tuple(mask.shape)}")
-        return ((rgb + self.body(torch.cat([rgb, mask], 1))) * mask).clamp(0, 1)
+        x = [rgb, mask]
+        if self.cues:
+            if cues is None or cues.shape != (B, self.cues, H, W):
+                raise InputError(f"this restorer wants cues ({B},{self.cues},{H},{W}) "
+                                 f"({', '.join(RESTORE_CUES)}), got "
+                                 f"{None if cues is None else tuple(cues.shape)}")
+            x.append(cues)
+        return ((rgb + self.body(torch.cat(x, 1))) * mask).clamp(0, 1)
 
 
 # --------------------------------------------------------------------------- the network
@@ -362,8 +384,8 @@ class NolNet(nn.Module):
         self.weight_block = WeightBlock(C, config.lstm_channels[-1], config.weight_channels)
         self.decoder = WdsrDecoder(C, config.wdsr_filters, config.wdsr_blocks,
                                    config.wdsr_expansion)
-        self.restorer = Restorer(config.restore_filters, config.restore_layers) \
-            if config.restore_filters > 0 else None
+        self.restorer = Restorer(config.restore_filters, config.restore_layers,
+                                 config.restore_cues) if config.restore_filters > 0 else None
         self.to(default_device(device))
 
     @property

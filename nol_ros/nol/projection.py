@@ -200,6 +200,18 @@ def mask_at_pose(mesh: Mesh, src: SourceView, T_camera_object: np.ndarray,
     return new.mask & ~(old & ~src.mask)
 
 
+def mask_edge_map(mask: np.ndarray, reach_px: float) -> np.ndarray:
+    """mask (S, S) bool -> (S, S) float32: each mask pixel's Euclidean distance to the nearest
+    pixel off the mask (the crop's border counts as off), divided by ``reach_px`` and clipped
+    to 1; 0 off the mask. Where a source's sample lies near 0 it was taken next to the
+    silhouette, where the pose error and the sensor's blur mix in the background."""
+    if reach_px <= 0:
+        raise InputError(f"mask_edge_map: reach_px must be > 0, got {reach_px}")
+    m = np.pad(np.asarray(mask, np.uint8), 1)
+    d = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    return np.minimum(d / reach_px, 1.0).astype(np.float32)
+
+
 def vertex_visibility(mesh: Mesh, src: SourceView, depth_eps_m: float = 0.005,
                       max_angle_deg: float = 85.0) -> tuple[np.ndarray, np.ndarray]:
     """(visible (V,) bool, cos of the angle between viewing ray and normal (V,)) in a source

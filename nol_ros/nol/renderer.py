@@ -68,7 +68,13 @@ from nol_ros.enums import (
 from nol_ros.errors import ConfigError, FileFormatError, InputError
 from nol_ros.geometry import invert_T
 from nol_ros.mesh import Mesh, load_mesh
-from nol_ros.nol.network import NolNet, Restorer, default_device, load_checkpoint
+from nol_ros.nol.network import (
+    EDGE_REACH_PX,
+    NolNet,
+    Restorer,
+    default_device,
+    load_checkpoint,
+)
 from nol_ros.nol.projection import (
     Projection,
     SourceView,
@@ -77,6 +83,7 @@ from nol_ros.nol.projection import (
     face_texture_weights,
     geometry_from,
     mask_at_pose,
+    mask_edge_map,
     project_features,
     se3_exp_torch,
     source_geometry,
@@ -201,7 +208,9 @@ class RenderResult:
     source weights (sum 1 on mask); source_ids (B, K) indices into the renderer's sources;
     T_sources (B, K, 4, 4) source poses used for the final prediction (refined or initial);
     refine_loss (B, 2) mean E_k before/after refinement (NaN without refinement);
-    seconds: timing per stage (whole batch)."""
+    seconds: timing per stage (whole batch); cues (B, 2, H, W) float32 the blend's per-pixel
+    cues (:data:`~nol_ros.nol.network.RESTORE_CUES`, :func:`blend_cues`) when asked for, else
+    None."""
 
     rgb: np.ndarray
     mask: np.ndarray
@@ -212,6 +221,7 @@ class RenderResult:
     T_sources: np.ndarray
     refine_loss: np.ndarray
     seconds: dict
+    cues: np.ndarray | None = None
 
 
 # Context the network sees around the pixels some source sees. Its receptive field is wider
@@ -233,21 +243,51 @@ def net_box(fg: torch.Tensor, context_px: int = NET_CONTEXT_PX) -> tuple[slice, 
             slice(max(int(xs[0]) - context_px, 0), min(int(xs[-1]) + context_px + 1, W)))
 
 
-def restore_image(restorer: Restorer, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """One rendered image through the restorer: rgb (H, W, 3) uint8, mask (H, W) bool ->
-    (H, W, 3) uint8, computed on the mask's box plus the restorer's receptive field (equal to
-    the whole image's: off the mask the render is 0, as the convolutions' zero padding)."""
+def restore_image(restorer: Restorer, rgb: np.ndarray, mask: np.ndarray,
+                  cues: np.ndarray | None = None) -> np.ndarray:
+    """One rendered image through the restorer: rgb (H, W, 3) uint8, mask (H, W) bool, cues
+    (2, H, W) float (:attr:`RenderResult.cues`; for a restorer built with cues) -> (H, W, 3)
+    uint8, computed on the mask's box plus the restorer's receptive field (equal to the whole
+    image's: off the mask the render and the cues are 0, as the convolutions' zero
+    padding)."""
     if not mask.any():
         return rgb
     dev = next(restorer.parameters()).device
     ys, xs = net_box(torch.as_tensor(mask), restorer.reach)
     x = torch.as_tensor(rgb[ys, xs], device=dev).permute(2, 0, 1)[None].float() / 255
     m = torch.as_tensor(mask[ys, xs], device=dev)[None, None].float()
+    c = None if cues is None else torch.as_tensor(
+        np.ascontiguousarray(cues[:, ys, xs]), dtype=torch.float32, device=dev)[None]
     with torch.no_grad():
-        y = restorer(x, m)[0].permute(1, 2, 0).cpu().numpy()
+        y = restorer(x, m, c)[0].permute(1, 2, 0).cpu().numpy()
     out = rgb.copy()
     out[ys, xs] = np.where(mask[ys, xs, None], np.round(y * 255).astype(np.uint8), rgb[ys, xs])
     return out
+
+
+def composite(res: RenderResult) -> np.ndarray:
+    """A render's images as ``render`` returns them before the restorer -> (B, H, W, 3) uint8:
+    the colours rounded, silhouette pixels no source sees inpainted from their surroundings,
+    0 off the silhouette."""
+    out = np.clip(np.round(res.rgb * 255), 0, 255).astype(np.uint8)
+    for b in range(len(out)):
+        holes = res.object_mask[b] & ~res.mask[b]
+        if holes.any() and res.mask[b].any():
+            out[b] = cv2.inpaint(out[b], holes.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+        out[b][~res.object_mask[b]] = 0
+    return out
+
+
+def blend_cues(colour: torch.Tensor, edge: torch.Tensor, w: torch.Tensor,
+               blended: torch.Tensor) -> torch.Tensor:
+    """The blend's per-pixel cues (:data:`~nol_ros.nol.network.RESTORE_CUES`): colour (K, 3, H,
+    W) the sources' projected colours, edge (K, 1, H, W) their projected
+    :func:`~nol_ros.nol.projection.mask_edge_map`, w (K, 1, H, W) the blend weights (sum 1
+    where a source sees the pixel, else 0), blended (3, H, W) = sum_k w_k colour_k ->
+    (2, H, W): the weighted RMS colour distance from the blend, and the weighted edge
+    distance."""
+    var = (w * ((colour - blended[None]) ** 2).mean(1, keepdim=True)).sum(0)
+    return torch.cat([var.clamp(min=0).sqrt(), (w * edge).sum(0)], 0)
 
 
 def _resize_source(src: SourceView, S: int) -> SourceView:
@@ -325,6 +365,13 @@ class NolRenderer:
         if self.hybrid:
             self.vis_full, self.cos_full, rgb, ang = maps(self.full)
             self.C_full = torch.cat([rgb, ang], 1)
+        # the colour sources' edge maps (for the cues): the full-resolution crops in hybrid
+        # mode, else the sources themselves (then the same size)
+        edge = np.stack([mask_edge_map(s.mask, EDGE_REACH_PX)
+                         for s in (self.full if self.hybrid else self.sources)])
+        self.E_col = torch.as_tensor(edge, device=self.device)[:, None]
+        if self.hybrid:
+            self.CE_full = torch.cat([self.C_full, self.E_col], 1)
 
     def _set_poses(self, T: np.ndarray) -> None:
         """Move the sources to the poses T (N, 4, 4): their masks follow (re-derived at the new
@@ -445,33 +492,34 @@ class NolRenderer:
         """T_camera_objects (B, 4, 4) -> (rgb (B, H, W, 3) uint8, silhouette (B, H, W) bool).
         Unseen silhouette pixels are inpainted from their surroundings; then the network's
         restorer, if it has one, corrects the colours (method "nol", ``config.restore``)."""
-        res = self.render_detailed(T_camera_objects, intr)
-        out = np.clip(np.round(res.rgb * 255), 0, 255).astype(np.uint8)
         restorer = self.net.restorer if (self.net is not None and self.cfg.restore
                                          and self.cfg.method == "nol") else None
-        for b in range(len(out)):
-            holes = res.object_mask[b] & ~res.mask[b]
-            if holes.any() and res.mask[b].any():
-                out[b] = cv2.inpaint(out[b], holes.astype(np.uint8), 3, cv2.INPAINT_TELEA)
-            out[b][~res.object_mask[b]] = 0
-            if restorer is not None:
-                out[b] = restore_image(restorer, out[b], res.object_mask[b])
+        res = self.render_detailed(T_camera_objects, intr,
+                                   cues=restorer is not None and restorer.cues > 0)
+        out = composite(res)
+        if restorer is not None:
+            for b in range(len(out)):
+                out[b] = restore_image(restorer, out[b], res.object_mask[b],
+                                       None if res.cues is None else res.cues[b])
         return out, res.object_mask
 
     # -- rendering --------------------------------------------------------------------------------
     def render_detailed(self, T_camera_objects: np.ndarray, intr: Intrinsics,
-                        refine: RefineConfig | None = None) -> RenderResult:
-        """Render B target poses (see the module docstring); refine overrides the config's."""
+                        refine: RefineConfig | None = None, cues: bool = False
+                        ) -> RenderResult:
+        """Render B target poses (see the module docstring); refine overrides the config's;
+        cues: also the blend's per-pixel cues (RenderResult.cues)."""
         Ts = np.asarray(T_camera_objects, dtype=np.float64).reshape(-1, 4, 4)
         if not isinstance(intr, Intrinsics):
             raise InputError(f"intr must be nol_ros.camera.Intrinsics, got {type(intr).__name__}")
         if not np.all(np.isfinite(Ts)):
             raise InputError("a target pose contains NaN/inf")
         rcfg = self.cfg.refine if refine is None else refine
-        parts = [self._render_batch(Ts[i:i + self.cfg.batch], intr, rcfg)
+        parts = [self._render_batch(Ts[i:i + self.cfg.batch], intr, rcfg, cues)
                  for i in range(0, len(Ts), self.cfg.batch)]
         cat = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
-               for f in dataclasses.fields(RenderResult) if f.name != "seconds"}
+               for f in dataclasses.fields(RenderResult)
+               if f.name != "seconds" and getattr(parts[0], f.name) is not None}
         secs = {k: sum(p.seconds.get(k, 0.0) for p in parts) for k in parts[0].seconds}
         return RenderResult(**cat, seconds=secs)
 
@@ -528,8 +576,8 @@ class NolRenderer:
         w[:, :, ys, xs] = out["weights"][0]
         return x_s, w
 
-    def _render_batch(self, Ts: np.ndarray, intr: Intrinsics, rcfg: RefineConfig
-                      ) -> RenderResult:
+    def _render_batch(self, Ts: np.ndarray, intr: Intrinsics, rcfg: RefineConfig,
+                      cues: bool = False) -> RenderResult:
         t0 = time.perf_counter()
         if self.hybrid:  # network at the source-pixel footprint of its own crops
             scale = self.sources[0].size / self.full[0].size
@@ -559,20 +607,29 @@ class NolRenderer:
                              for g, ids in zip(geoms, sel)]
                     x_s, w = self._blend(projs, geoms)
         t3 = time.perf_counter()
+        # the cues at the prediction's resolution (the hybrid path makes its own)
+        cue = None
+        if cues and not self.hybrid:
+            with torch.no_grad():
+                cue = torch.stack([blend_cues(
+                    p.P[:, :3], project_features(g, self.E_col[ids], append_angle=False).P,
+                    w[b], x_s[b, :3]) for b, (p, g, ids) in enumerate(zip(projs, geoms, sel))])
         if rintr == intr:
             rgb = x_s[:, :3].clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
             m = torch.stack([p.valid.any(0)[0] for p in projs]).cpu().numpy()
             om = np.stack([r.mask for r in rasters])
             wt = w[:, :, 0].cpu().numpy()
         else:
-            rgb, m, om, wt = self._upsample(Ts, intr, sel, T_used, x_s, w)
+            rgb, m, om, wt, cue = self._upsample(Ts, intr, sel, T_used, x_s, w, cue, cues)
         rgb = rgb * m[..., None]
+        if cue is not None:
+            cue = (cue.cpu().numpy() * m[:, None]).astype(np.float32)
         cov = m.reshape(B, -1).sum(1) / np.maximum(om.reshape(B, -1).sum(1), 1)
         return RenderResult(rgb.astype(np.float32), m, om, cov.astype(np.float32),
                             wt.astype(np.float32), sel, T_used, loss,
                             {"geometry": t1 - t0, "predict": (t2 - t1) + (time.perf_counter()
                                                                           - t3),
-                             "refine": t3 - t2, "total": time.perf_counter() - t0})
+                             "refine": t3 - t2, "total": time.perf_counter() - t0}, cue)
 
     def _refine_target(self, geom, ids, T_target, intr, x_s, w, rcfg: RefineConfig):
         """Per-target refinement (paper Sec. 3.3) of the sources ``ids`` of one target. In
@@ -596,16 +653,18 @@ class NolRenderer:
         return refine_poses([Anchor(g, np.arange(len(ids)), wb, x0)], self.C_full[ids],
                             geom.T_camera_object, rcfg)
 
-    def _hybrid_colour(self, p, wb: torch.Tensor):
+    def _hybrid_colour(self, p, wb: torch.Tensor, cues: bool = False):
         """Full-resolution colours of the projection p (K, C, H, W) blended with the network's
         upsampled weights wb (K, 1, H, W), renormalised over the sources valid at full
         resolution; pixels only full resolution sees take the angle weights. The work is done
-        on the box of the pixels some source sees. -> (colour (3, H, W), weights (K, 1, H, W),
-        mask (H, W))."""
+        on the box of the pixels some source sees. cues: p's last channel is the sources'
+        edge map (CE_full). -> (colour (3, H, W), weights (K, 1, H, W), mask (H, W), cues
+        (2, H, W) or None)."""
         m = p.valid.any(0)[0]
         col, out = p.P.new_zeros(3, *m.shape), torch.zeros_like(wb)
+        cue = p.P.new_zeros(2, *m.shape) if cues else None
         if not bool(m.any()):
-            return col, out, m
+            return col, out, m, cue
         ys, xs = net_box(m, 0)
         P, valid = p.P[:, :, ys, xs], p.valid[:, :, ys, xs]
         w = wb[:, :, ys, xs] * valid
@@ -618,13 +677,18 @@ class NolRenderer:
             w = torch.where(unseen, wa, w)
         col[:, ys, xs] = (w * P[:, :3]).sum(0)
         out[:, :, ys, xs] = w
-        return col, out, m
+        if cues:
+            cue[:, ys, xs] = blend_cues(P[:, :3], P[:, -1:], w, col[:, ys, xs])
+        return col, out, m, cue
 
-    def _upsample(self, Ts, intr, sel, T_used, x_s, w):
+    def _upsample(self, Ts, intr, sel, T_used, x_s, w, cue=None, cues: bool = False):
         """Output at ``intr`` from a prediction at a lower resolution: the weights are
-        upsampled; colours come from the full-resolution sources (hybrid) or are upsampled."""
+        upsampled; colours come from the full-resolution sources (hybrid) or are upsampled,
+        as are the cues ``cue`` (B, 2, h, w) of a non-hybrid prediction. cues: make the
+        cues (hybrid: from the full-resolution projections). -> (rgb, mask, object mask,
+        weights, cues (B, 2, H, W) tensor or None)."""
         H, W = intr.height, intr.width
-        rgbs, ms, oms, wts = [], [], [], []
+        rgbs, ms, oms, wts, cus = [], [], [], [], []
         for b, T in enumerate(Ts):
             r = self._scene.render(intr, invert_T(T))
             wb = tf.interpolate(w[b], size=(H, W), mode="bilinear", align_corners=False)
@@ -635,18 +699,23 @@ class NolRenderer:
                 g = geometry_from(self.mesh, srcs, r, self.vis_full[ids], self.cos_full[ids],
                                   self.device)
                 with torch.no_grad():
-                    p = project_features(g, self.C_full[ids], append_angle=False)
-                col, wb, m = self._hybrid_colour(p, wb)
+                    p = project_features(g, (self.CE_full if cues else self.C_full)[ids],
+                                         append_angle=False)
+                col, wb, m, c = self._hybrid_colour(p, wb, cues)
             else:
                 col = tf.interpolate(x_s[b:b + 1, :3], size=(H, W), mode="bilinear",
                                      align_corners=False)[0]
+                c = None if cue is None else tf.interpolate(
+                    cue[b:b + 1], size=(H, W), mode="bilinear", align_corners=False)[0]
                 m = torch.as_tensor(r.mask)
                 wb = wb / wb.sum(0, keepdim=True).clamp(min=1e-8)
             rgbs.append(col.clamp(0, 1).permute(1, 2, 0).cpu().numpy())
             ms.append(m.cpu().numpy() & r.mask)
             oms.append(r.mask)
             wts.append(wb[:, 0].cpu().numpy())
-        return np.stack(rgbs), np.stack(ms), np.stack(oms), np.stack(wts)
+            cus.append(c)
+        return (np.stack(rgbs), np.stack(ms), np.stack(oms), np.stack(wts),
+                torch.stack(cus) if cues else None)
 
 
 # --------------------------------------------------------------------------- refinement

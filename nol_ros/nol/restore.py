@@ -26,8 +26,14 @@ and real objects have. Pairs are cached in PAIRS/pairs/ and PAIRS/pairs_material
 them; the cache does not record the checkpoint, so another ``--checkpoint`` needs another
 folder.
 
+With ``--cues 2`` the restorer also sees the blend's per-pixel cues
+(:data:`~nol_ros.nol.network.RESTORE_CUES`: how far the sources' colours spread around the
+blend, and how close to its own silhouette edge each source's sample was), which the pairs
+store beside the colour (``render_detailed(cues=True)``, then :func:`~nol_ros.nol.renderer.
+composite`, which is what ``render`` does before the restorer).
+
 Training: 96 px patches around object pixels, each scaled by one random gain in
-``gain_range`` (input and target alike) with its colour channels permuted, batch 16, Adam
+``gain_range`` (input, colour-spread cue and target alike) with its colour channels permuted, batch 16, Adam
 (lr 1e-3, 3e-4 for the last 30 % of the steps), mean squared error on the target silhouette;
 the last 10 % of the cases of each kind are held out and their masked PSNR before / after is
 reported.
@@ -60,7 +66,7 @@ from nol_ros.metrics import masked_psnr
 from nol_ros.nol.data import random_object
 from nol_ros.nol.evaluate import NOISE_LEVELS, annotated_sources, make_scene_case
 from nol_ros.nol.network import NolNet, Restorer, load_checkpoint, save_checkpoint
-from nol_ros.nol.renderer import prepare_renderer
+from nol_ros.nol.renderer import composite, prepare_renderer
 
 CASE_SEED0 = 20000
 MATERIAL_SEED0 = 30000   # the "material" cases' scenes, apart from the procedural ones
@@ -130,6 +136,7 @@ class RestoreTrainConfig:
     material_cases: int = 80  # cases with material_texture's textures (photos, flat plastic)
     filters: int = 16
     layers: int = 4
+    cues: int = 0             # 2: the restorer also sees the blend's cues (NolConfig.restore_cues)
     steps: int = 4000
     batch: int = 16
     patch: int = 96
@@ -140,11 +147,12 @@ class RestoreTrainConfig:
 
     def __post_init__(self):
         if self.cases < 2 or self.material_cases < 0 or self.material_cases == 1 \
-                or self.filters < 1 or self.layers < 2 or self.steps < 1 \
+                or self.filters < 1 or self.layers < 2 or self.cues not in (0, 2) \
+                or self.steps < 1 \
                 or self.batch < 1 or self.patch < 16 or self.lr <= 0 \
                 or not 0 < self.val_fraction < 1:
             raise ConfigError("restore training: cases >= 2, material_cases 0 or >= 2, "
-                              "filters >= 1, layers >= 2, "
+                              "filters >= 1, layers >= 2, cues 0 or 2, "
                               "steps >= 1, batch >= 1, patch >= 16, lr > 0, "
                               "0 < val_fraction < 1")
 
@@ -153,8 +161,8 @@ def make_case_pairs(net: NolNet, case: int, kind: str = "procedural"
                     ) -> dict[str, np.ndarray]:
     """The pairs of one case (see the module docstring) of ``kind`` ("procedural": the NOL
     training generator's textures; "material": :func:`material_texture`) -> {rgb (T, H, W, 3)
-    uint8 as ``render`` returns it without the restorer, gt (T, H, W, 3) uint8, gt_mask, mask
-    (T, H, W) bool}."""
+    uint8 as ``render`` returns it without the restorer, cues (T, 2, H, W) float16 (the
+    blend's cues, RenderResult.cues), gt (T, H, W, 3) uint8, gt_mask, mask (T, H, W) bool}."""
     if kind == "procedural":
         mesh = random_object(np.random.default_rng([case, 7]), name=f"restore_{case}")
         seed = CASE_SEED0 + case
@@ -170,13 +178,15 @@ def make_case_pairs(net: NolNet, case: int, kind: str = "procedural"
     cfg = RenderStageConfig(method="nol").object_renderer_config()
     cfg = dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, restore=False))
     r, _ = prepare_renderer(sc.mesh, src, net, cfg)
-    rgb, mask = [], []
+    rgb, mask, cues = [], [], []
     for T, intr in zip(sc.T_targets, sc.intr_targets):
-        im, om = r.render(T[None], intr)
-        rgb.append(im[0])
-        mask.append(om[0])
-    return {"rgb": np.stack(rgb), "gt": np.round(sc.gt_rgb * 255).astype(np.uint8),
-            "gt_mask": sc.gt_mask, "mask": np.stack(mask)}
+        res = r.render_detailed(T[None], intr, cues=True)
+        rgb.append(composite(res)[0])
+        mask.append(res.object_mask[0])
+        cues.append(res.cues[0].astype(np.float16))
+    return {"rgb": np.stack(rgb), "cues": np.stack(cues),
+            "gt": np.round(sc.gt_rgb * 255).astype(np.uint8), "gt_mask": sc.gt_mask,
+            "mask": np.stack(mask)}
 
 
 def _worker(args: tuple[str, list[int], str, str]) -> int:
@@ -209,16 +219,23 @@ def generate_pairs(checkpoint: str, folder: Path, cases: int, workers: int = 2,
     return [folder / f"case_{c:05d}.npz" for c in range(cases)]
 
 
-def _load(paths: list[Path]) -> list[tuple[torch.Tensor, ...]]:
+def _load(paths: list[Path], cues: bool = True) -> list[tuple[torch.Tensor, ...]]:
+    """The pairs of the case files -> [(rgb (3, H, W), gt (3, H, W), gt_mask (1, H, W), mask
+    (1, H, W), cues (2, H, W) or None)] float tensors."""
     out = []
     for p in paths:
         with np.load(p) as z:
-            for rgb, gt, gm, m in zip(z["rgb"], z["gt"], z["gt_mask"], z["mask"]):
+            if cues and "cues" not in z:
+                raise NolError(f"pair file {p} has no cues (cached by an older version); give "
+                               "a new --pairs folder, or train with --cues 0")
+            cs = z["cues"] if cues else [None] * len(z["rgb"])
+            for rgb, gt, gm, m, c in zip(z["rgb"], z["gt"], z["gt_mask"], z["mask"], cs):
                 if m.any() and gm.any():
                     out.append((torch.as_tensor(rgb).permute(2, 0, 1).float() / 255,
                                 torch.as_tensor(gt).permute(2, 0, 1).float() / 255,
                                 torch.as_tensor(gm)[None].float(),
-                                torch.as_tensor(m)[None].float()))
+                                torch.as_tensor(m)[None].float(),
+                                None if c is None else torch.as_tensor(c).float()))
     return out
 
 
@@ -226,8 +243,9 @@ def evaluate_restorer(restorer: Restorer, pairs) -> tuple[float, float]:
     """Mean masked PSNR of the pairs' renders without / with the restorer (uint8 output)."""
     before, after = [], []
     with torch.no_grad():
-        for rgb, gt, gm, m in pairs:
-            y = torch.round(restorer(rgb[None], m[None]) * 255) / 255
+        for rgb, gt, gm, m, c in pairs:
+            c = c[None] if restorer.cues else None
+            y = torch.round(restorer(rgb[None], m[None], c) * 255) / 255
             sil, ref = gm[0].bool().numpy(), gt.permute(1, 2, 0).numpy()
             before.append(masked_psnr(rgb.permute(1, 2, 0).numpy(), ref, sil))
             after.append(masked_psnr(y[0].permute(1, 2, 0).numpy(), ref, sil))
@@ -239,7 +257,7 @@ def train_restorer(pairs, cfg: RestoreTrainConfig, val=(), log=print) -> tuple[R
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    net = Restorer(cfg.filters, cfg.layers)
+    net = Restorer(cfg.filters, cfg.layers, cfg.cues)
     opt = torch.optim.Adam(net.parameters(), cfg.lr)
     P, hist = cfg.patch, []
     t0 = time.perf_counter()
@@ -247,9 +265,9 @@ def train_restorer(pairs, cfg: RestoreTrainConfig, val=(), log=print) -> tuple[R
         if it == int(0.7 * cfg.steps):
             for g in opt.param_groups:
                 g["lr"] = 0.3 * cfg.lr
-        xs, ys, ms, gs = [], [], [], []
+        xs, ys, ms, gs, cs = [], [], [], [], []
         for _ in range(cfg.batch):
-            rgb, gt, gm, m = pairs[int(rng.integers(len(pairs)))]
+            rgb, gt, gm, m, c = pairs[int(rng.integers(len(pairs)))]
             yy, xx = torch.nonzero(m[0], as_tuple=True)
             k = int(torch.randint(len(yy), (1,), generator=gen))
             H, W = m.shape[1:]
@@ -264,8 +282,11 @@ def train_restorer(pairs, cfg: RestoreTrainConfig, val=(), log=print) -> tuple[R
             ys.append((gt[sl][perm] * gain).clamp(0, 1))
             ms.append(m[sl])
             gs.append(gm[sl])
+            if cfg.cues:   # the colour spread scales with the gain; the edge cue does not
+                cs.append(c[sl] * torch.tensor([gain, 1.0])[:, None, None])
         x, y, m, g = map(torch.stack, (xs, ys, ms, gs))
-        loss = (((net(x, m) - y) ** 2) * g).sum() / (3 * g.sum()).clamp(min=1)
+        c = torch.stack(cs) if cfg.cues else None
+        loss = (((net(x, m, c) - y) ** 2) * g).sum() / (3 * g.sum()).clamp(min=1)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -284,7 +305,8 @@ def attach(net: NolNet, restorer: Restorer) -> NolNet:
     """The network with ``restorer`` as its restorer (config fields set to its size)."""
     n_layers = sum(isinstance(m, torch.nn.Conv2d) for m in restorer.body)
     filters = restorer.body[0].out_channels
-    cfg = dataclasses.replace(net.config, restore_filters=filters, restore_layers=n_layers)
+    cfg = dataclasses.replace(net.config, restore_filters=filters, restore_layers=n_layers,
+                              restore_cues=restorer.cues)
     out = NolNet(cfg, device="cpu")
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("restorer.")}
     state.update({f"restorer.{k}": v for k, v in restorer.state_dict().items()})
@@ -305,13 +327,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--filters", type=int, default=d.filters)
     ap.add_argument("--layers", type=int, default=d.layers)
+    ap.add_argument("--cues", type=int, default=d.cues,
+                    help="2: the restorer sees the blend's cues too; 0: colour and mask only")
     ap.add_argument("--steps", type=int, default=d.steps)
     ap.add_argument("--threads", type=int, default=2, help="torch threads while training")
     ap.add_argument("--seed", type=int, default=d.seed)
     a = ap.parse_args(argv)
     try:
         cfg = RestoreTrainConfig(cases=a.cases, material_cases=a.material_cases,
-                                 filters=a.filters, layers=a.layers, steps=a.steps, seed=a.seed)
+                                 filters=a.filters, layers=a.layers, cues=a.cues,
+                                 steps=a.steps, seed=a.seed)
         net, extra = load_checkpoint(a.checkpoint, "cpu")
         out = Path(a.out)
         cache = Path(a.pairs) if a.pairs else out
@@ -322,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             paths = generate_pairs(a.checkpoint, cache / sub, n, a.workers, kind=kind)
             n_val = max(1, int(round(cfg.val_fraction * len(paths))))
-            train += _load(paths[:-n_val])
-            val += _load(paths[-n_val:])
+            train += _load(paths[:-n_val], cfg.cues > 0)
+            val += _load(paths[-n_val:], cfg.cues > 0)
         torch.set_num_threads(a.threads)   # for training (a 1-worker run set 1 in-process)
         print(f"{len(train)} training pairs, {len(val)} held out")
         restorer, info = train_restorer(train, cfg, val)
