@@ -1,7 +1,7 @@
 """Training the restorer, the last step of a NOL render (:class:`~nol_ros.nol.network.Restorer`).
 
     python -m nol_ros.nol.restore --checkpoint nol_ros/models/nol_cpu.pt --out build/restore \\
-        --cases 160 --material-cases 80 --workers 2 --steps 4000 --filters 16 --layers 4
+        --cases 160 --material-cases 80 --workers 2 --steps 4000 --filters 16 --layers 4 --cues 2
 
 (the defaults: the recipe of the shipped model's restorer)
 
@@ -137,7 +137,7 @@ class RestoreTrainConfig:
     material_cases: int = 80  # cases with material_texture's textures (photos, flat plastic)
     filters: int = 16
     layers: int = 4
-    cues: int = 0             # 2: the restorer also sees the blend's cues (NolConfig.restore_cues)
+    cues: int = 2             # 2: the restorer also sees the blend's cues (NolConfig.restore_cues)
     steps: int = 4000
     batch: int = 16
     patch: int = 96
