@@ -362,16 +362,15 @@ class NolRenderer:
         with torch.no_grad():
             self.F = self.net.encode_sources(rgb, ang) if self.net is not None else \
                 torch.cat([rgb, ang], 1)
-        if self.hybrid:
-            self.vis_full, self.cos_full, rgb, ang = maps(self.full)
-            self.C_full = torch.cat([rgb, ang], 1)
         # the colour sources' edge maps (for the cues): the full-resolution crops in hybrid
         # mode, else the sources themselves (then the same size)
         edge = np.stack([mask_edge_map(s.mask, EDGE_REACH_PX)
                          for s in (self.full if self.hybrid else self.sources)])
         self.E_col = torch.as_tensor(edge, device=self.device)[:, None]
         if self.hybrid:
-            self.CE_full = torch.cat([self.C_full, self.E_col], 1)
+            self.vis_full, self.cos_full, rgb, ang = maps(self.full)
+            self.CE_full = torch.cat([rgb, ang, self.E_col], 1)
+            self.C_full = self.CE_full[:, :4]   # colour and angle, a view
 
     def _set_poses(self, T: np.ndarray) -> None:
         """Move the sources to the poses T (N, 4, 4): their masks follow (re-derived at the new

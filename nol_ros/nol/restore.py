@@ -35,9 +35,8 @@ composite`, which is what ``render`` does before the restorer).
 Training: 96 px patches around object pixels, each scaled by one random gain in
 ``gain_range`` (input, colour-spread cue and target alike) with its colour channels
 permuted, batch 16, Adam (lr 1e-3, 3e-4 for the last 30 % of the steps), mean squared error
-on the target silhouette;
-the last 10 % of the cases of each kind are held out and their masked PSNR before / after is
-reported.
+on the target silhouette; the last 10 % of the cases of each kind are held out and their
+masked PSNR before / after is reported.
 Writes OUT/model.pt (the given network with the restorer; what nol_ros.nol.renderer loads)
 and OUT/restore.json.
 """
