@@ -10,7 +10,9 @@ on the full-resolution colour crops, once per object, with LearnObject's configu
 every method; no per-object fine-tuning here -- bench/bench_nol_real.py measures the whole
 LearnObject path);
 per target (the paper's Sec. 3.3 per image, se3, moving consensus); per object with the
-reference code's Euler heuristic. Scores: masked PSNR / SSIM on the target silhouette.
+reference code's Euler heuristic. Scores: masked PSNR / SSIM on the target silhouette, of the
+images ``render`` returns (uint8, holes inpainted, then the checkpoint's restorer for nol;
+nol_ros.nol.evaluate.evaluate_renderer).
 
     .venv/bin/python bench/bench_nol.py --checkpoint nol_ros/models/nol_cpu.pt --out /tmp/nol_bench
 
@@ -52,6 +54,11 @@ NONE = RefineConfig(method="none")
 OBJ = learn_object_config().refine_object   # the "object" rows: LearnObject's refinement
 TARGET = RefineConfig(max_iters=25, patience=6)   # a study, not what LearnObject runs
 EULER = dataclasses.replace(OBJ, method="euler")
+
+
+def _render(r: NolRenderer, T, intr, refine) -> np.ndarray:
+    """What ``r.render`` does (restorer included), with the per-target refinement given."""
+    return r.finish(r.render_detailed(T[None], intr, refine, cues=r.wants_cues))
 
 
 def _renderer(case_mesh, sources, method, net):
@@ -99,7 +106,7 @@ def run(args) -> dict:
                     row[m]["target"] = [e3["psnr"], e3["ssim"]]
                     row[m]["s_per_image_target_refine"] = e3["seconds_per_image"]
                 if li == 2 and m in ("ibr_angle", "nol"):
-                    row[m]["_images"] = (e0["results"], e1["results"])
+                    row[m]["_images"] = (e0, e1)
             row["wall_s"] = time.perf_counter() - t0
             row["object_refine_error"] = [info["before"], info["after"]]
             row["object_refine_error_euler"] = [info_e["before"], info_e["after"]]
@@ -124,13 +131,13 @@ def _grid_row(case, src, row, m) -> np.ndarray:
     S = case.gt_rgb.shape[1]
     ib0, _ = row["ibr_angle"]["_images"]
     n0, n1 = row[m]["_images"]
-    w = n0[t].weights[0]  # (K, H, W)
+    w = n0["results"][t].weights[0]  # (K, H, W)
     wv = np.zeros((S, S, 3), np.float32)
     cols = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]])
     for k in range(min(len(w), 6)):
         wv += w[k][..., None] * cols[k]
     tiles = [case.gt_rgb[t]] + [cv2.resize(s.rgb, (S, S)) for s in src[:3]] + \
-        [ib0[t].rgb[0], n0[t].rgb[0], n1[t].rgb[0], np.clip(wv, 0, 1)]
+        [e["images"][t].astype(np.float32) / 255 for e in (ib0, n0, n1)] + [np.clip(wv, 0, 1)]
     return np.hstack(tiles)
 
 
@@ -213,14 +220,14 @@ def timing(args) -> dict:
         t0 = time.perf_counter()
         info = r.refine_sources(OBJ)
         t_obj = time.perf_counter() - t0
-        r.render_detailed(case.T_targets[:1], case.intr_targets[0], NONE)  # warm-up
+        _render(r, case.T_targets[0], case.intr_targets[0], NONE)  # warm-up
         t0 = time.perf_counter()
         for T, intr in zip(case.T_targets, case.intr_targets):
-            r.render_detailed(T[None], intr, NONE)
+            _render(r, T, intr, NONE)
         t_img = (time.perf_counter() - t0) / len(case.T_targets)
         t0 = time.perf_counter()
         for T, intr in zip(case.T_targets, case.intr_targets):
-            r.render_detailed(T[None], intr, TARGET)
+            _render(r, T, intr, TARGET)
         t_ref = (time.perf_counter() - t0) / len(case.T_targets)
         out[name] = {"encode_s": r.encode_s, "object_refine_s": t_obj,
                      "object_refine_error": [info["before"], info["after"]],

@@ -14,7 +14,7 @@ import torch
 
 from nol_ros.errors import ConfigError, InputError, NolError
 from nol_ros.nol.config import NolConfig
-from nol_ros.nol.evaluate import make_case
+from nol_ros.nol.evaluate import evaluate_renderer, make_case, score
 from nol_ros.nol.network import NolNet, Restorer, load_checkpoint, save_checkpoint
 from nol_ros.nol.projection import mask_edge_map
 from nol_ros.nol.renderer import (
@@ -98,6 +98,22 @@ def test_render_runs_the_restorer_for_nol_only_and_it_can_be_switched_off(case):
     ibr_net = NolRenderer(case.mesh, case.sources, net,
                           RenderConfig(method="ibr_angle", refine=NONE)).render(T[None], intr)[0]
     assert np.array_equal(ibr, ibr_net)
+
+
+def test_the_evaluation_scores_what_render_returns(case):
+    """bench/bench_nol.py scores through evaluate_renderer: its images are render's, restorer
+    included, and its PSNR is theirs."""
+    net = _net_with_bias(0.1)
+    on = NolRenderer(case.mesh, case.sources, net, RenderConfig(refine=NONE))
+    off = NolRenderer(case.mesh, case.sources, net, RenderConfig(refine=NONE, restore=False))
+    e_on, e_off = evaluate_renderer(on, case, NONE), evaluate_renderer(off, case, NONE)
+    for e, r in ((e_on, on), (e_off, off)):
+        for T, intr, img, gt, gm, (psnr, _) in zip(case.T_targets, case.intr_targets,
+                                                   e["images"], case.gt_rgb, case.gt_mask,
+                                                   e["per_target"]):
+            assert np.array_equal(img, r.render(T[None], intr)[0][0])
+            assert psnr == pytest.approx(score(img.astype(np.float32) / 255, gt, gm)[0])
+    assert abs(e_on["psnr"] - e_off["psnr"]) > 0.5
 
 
 def test_checkpoints_keep_the_restorer_and_old_ones_load_without(tmp_path):

@@ -112,24 +112,28 @@ def score(rgb: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> tuple[float, flo
 
 
 def evaluate_renderer(renderer, case: Case, refine=None) -> dict:
-    """Render every target of ``case`` with ``renderer`` (a NolRenderer) and score it.
-    Returns {psnr, ssim (means), per_target [(psnr, ssim)], coverage, seconds_per_image,
-    refine_loss (mean before/after)}."""
+    """Render every target of ``case`` with ``renderer`` (a NolRenderer) and score the images
+    ``render`` makes of them (uint8, holes inpainted, the restorer when it runs one; ``refine``
+    overrides the renderer's per-target refinement). Returns {psnr, ssim (means), per_target
+    [(psnr, ssim)], coverage, seconds_per_image, refine_loss (mean before/after), results
+    [RenderResult], images [(H, W, 3) uint8]}."""
     per, cov, rl = [], [], []
     t0 = time.perf_counter()
-    outs = []
+    outs, images = [], []
     for T, intr, gt, gm in zip(case.T_targets, case.intr_targets, case.gt_rgb, case.gt_mask):
-        res = renderer.render_detailed(T[None], intr, refine=refine)
-        per.append(score(res.rgb[0], gt, gm))
+        res = renderer.render_detailed(T[None], intr, refine=refine, cues=renderer.wants_cues)
+        img = renderer.finish(res)[0]
+        per.append(score(img.astype(np.float32) / 255, gt, gm))
         cov.append(float(res.coverage[0]))
         rl.append(res.refine_loss[0])
         outs.append(res)
+        images.append(img)
     dt = (time.perf_counter() - t0) / len(case.T_targets)
     p = np.array(per)
     return {"psnr": float(p[:, 0].mean()), "ssim": float(p[:, 1].mean()), "per_target": per,
             "coverage": float(np.mean(cov)), "seconds_per_image": dt,
             "refine_loss": np.nanmean(np.array(rl), 0).tolist() if np.isfinite(rl).any()
-            else [float("nan")] * 2, "results": outs}
+            else [float("nan")] * 2, "results": outs, "images": images}
 
 
 def choose_default_method(results: dict, candidate: str = "nol", baseline: str = "ibr_angle",

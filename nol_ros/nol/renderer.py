@@ -491,16 +491,31 @@ class NolRenderer:
         """T_camera_objects (B, 4, 4) -> (rgb (B, H, W, 3) uint8, silhouette (B, H, W) bool).
         Unseen silhouette pixels are inpainted from their surroundings; then the network's
         restorer, if it has one, corrects the colours (method "nol", ``config.restore``)."""
-        restorer = self.net.restorer if (self.net is not None and self.cfg.restore
-                                         and self.cfg.method == "nol") else None
-        res = self.render_detailed(T_camera_objects, intr,
-                                   cues=restorer is not None and restorer.cues > 0)
+        res = self.render_detailed(T_camera_objects, intr, cues=self.wants_cues)
+        return self.finish(res), res.object_mask
+
+    @property
+    def restorer(self) -> Restorer | None:
+        """The restorer ``render`` runs: the network's, for method "nol" with
+        ``config.restore``; else None."""
+        return self.net.restorer if (self.net is not None and self.cfg.restore
+                                     and self.cfg.method == "nol") else None
+
+    @property
+    def wants_cues(self) -> bool:
+        """Whether :meth:`finish` needs the render's cues (``render_detailed(cues=True)``)."""
+        return self.restorer is not None and self.restorer.cues > 0
+
+    def finish(self, res: RenderResult) -> np.ndarray:
+        """A :meth:`render_detailed` result as :meth:`render` returns it -> (B, H, W, 3) uint8:
+        :func:`composite`, then the restorer (:attr:`restorer`; it needs ``res.cues`` when
+        :attr:`wants_cues`)."""
         out = composite(res)
-        if restorer is not None:
+        if self.restorer is not None:
             for b in range(len(out)):
-                out[b] = restore_image(restorer, out[b], res.object_mask[b],
+                out[b] = restore_image(self.restorer, out[b], res.object_mask[b],
                                        None if res.cues is None else res.cues[b])
-        return out, res.object_mask
+        return out
 
     # -- rendering --------------------------------------------------------------------------------
     def render_detailed(self, T_camera_objects: np.ndarray, intr: Intrinsics,
