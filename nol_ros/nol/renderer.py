@@ -70,6 +70,7 @@ from nol_ros.geometry import invert_T
 from nol_ros.mesh import Mesh, load_mesh
 from nol_ros.nol.network import (
     EDGE_REACH_PX,
+    RESTORE_CUES,
     NolNet,
     Restorer,
     default_device,
@@ -676,7 +677,7 @@ class NolRenderer:
         (2, H, W) or None)."""
         m = p.valid.any(0)[0]
         col, out = p.P.new_zeros(3, *m.shape), torch.zeros_like(wb)
-        cue = p.P.new_zeros(2, *m.shape) if cues else None
+        cue = p.P.new_zeros(len(RESTORE_CUES), *m.shape) if cues else None
         if not bool(m.any()):
             return col, out, m, cue
         ys, xs = net_box(m, 0)
