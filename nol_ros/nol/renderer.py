@@ -511,10 +511,10 @@ class NolRenderer:
         """A :meth:`render_detailed` result as :meth:`render` returns it -> (B, H, W, 3) uint8:
         :func:`composite`, then the restorer (:attr:`restorer`; it needs ``res.cues`` when
         :attr:`wants_cues`)."""
-        out = composite(res)
-        if self.restorer is not None:
+        out, restorer = composite(res), self.restorer
+        if restorer is not None:
             for b in range(len(out)):
-                out[b] = restore_image(self.restorer, out[b], res.object_mask[b],
+                out[b] = restore_image(restorer, out[b], res.object_mask[b],
                                        None if res.cues is None else res.cues[b])
         return out
 
