@@ -3,8 +3,8 @@
 For every held-out object (the synthetic world's catalogue: never produced by the training
 generator) a case of nol_ros.nol.evaluate is built: 6 sources on a 35-45 deg circle, targets at
 10-60 deg, ground truth = the clean render. Source poses get a fixed error (0, 5 mm / 1 deg,
-1 cm / 3 deg, 2 cm / 5 deg). Methods: nol (the checkpoint), ibr_angle (a), ibr_mean (b),
-ibr_best (c). Refinement: none; per object (se3 photometric bundle adjustment of the sources
+1 cm / 3 deg, 2 cm / 5 deg). Methods: nol (the checkpoint), fit (the surface colour fitted to
+the sources, nol_ros.nol.surface_fit), ibr_angle (a), ibr_mean (b), ibr_best (c). Refinement: none; per object (se3 photometric bundle adjustment of the sources
 on the full-resolution colour crops, once per object, with LearnObject's configuration
 (learn.RenderStageConfig().object_renderer_config().refine_object); the refined poses serve
 every method; no per-object fine-tuning here -- bench/bench_nol_real.py measures the whole
@@ -49,7 +49,7 @@ def learn_object_config():
     return RenderStageConfig(method="nol").object_renderer_config()
 
 
-METHODS = ("nol", "ibr_angle", "ibr_mean", "ibr_best")
+METHODS = ("nol", "fit", "ibr_angle", "ibr_mean", "ibr_best")
 NONE = RefineConfig(method="none")
 OBJ = learn_object_config().refine_object   # the "object" rows: LearnObject's refinement
 TARGET = RefineConfig(max_iters=25, patience=6)   # a study, not what LearnObject runs
@@ -177,7 +177,7 @@ def plot(results: dict, path: Path) -> None:
     keys = [f"{tm * 1000:.0f}mm_{rd:.0f}deg" for tm, rd in NOISE_LEVELS]
     labels = ["0", "5 mm, 1°", "1 cm, 3°", "2 cm, 5°"]
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for m, c in zip(METHODS, ("C3", "C0", "C1", "C2")):
+    for m, c in zip(METHODS, ("C3", "C4", "C0", "C1", "C2")):
         for ref, ls in (("none", "--"), ("object", "-")):
             v = [np.mean([objs[o][k][m][ref][0] for o in objs]) for k in keys
                  if all(m in objs[o][k] for o in objs)]

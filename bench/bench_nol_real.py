@@ -13,11 +13,14 @@ render of the object under the scene's light.
 
 Rows (masked PSNR dB / SSIM / LPIPS on the target silhouette, of the uint8 images the
 renderer's ``render`` returns -- what a training set is written from):
-  nol, learnobject        nol_ros.nol.renderer.prepare_renderer with the configuration
-                          LearnObject's render stage runs (learn.RenderStageConfig().
-                          object_renderer_config(): per-object refinement, per-object
-                          fine-tuning, the render config), the SAME function and object;
-                          its render ends with the network's restorer when it has one
+  fit, learnobject        nol_ros.nol.renderer.prepare_renderer with the configuration
+                          LearnObject's render stage runs for method fit (learn.
+                          RenderStageConfig(method="fit").object_renderer_config(): per-object
+                          refinement, then the surface colour fitted to the sources), the SAME
+                          function and object
+  nol, learnobject        the same for method nol (per-object refinement, per-object
+                          fine-tuning); its render ends with the network's restorer when it
+                          has one
   nol, unrestored         the same renderer with the restorer switched off (X_D as blended)
   nol, refined_untuned    (--finetune-ablation) the same refined sources with the network as
                           shipped: what fine-tuning adds (row "nol, finetuned" instead when
@@ -74,10 +77,10 @@ BLENDS = ("ibr_angle", "ibr_mean", "ibr_best", "texture")
 NONE = RefineConfig(method="none")
 
 
-def learn_object_config() -> ObjectRendererConfig:
+def learn_object_config(method: str = "nol") -> ObjectRendererConfig:
     """What LearnObject's render stage runs with its default parameters (config/nol.yaml:
-    learn.render.*), method nol."""
-    return RenderStageConfig(method="nol").object_renderer_config()
+    learn.render.*) and the render method ``method``."""
+    return RenderStageConfig(method=method).object_renderer_config()
 
 
 def level_key(tm: float, rd: float) -> str:
@@ -119,6 +122,11 @@ def run_level(case, src, net, cfg: ObjectRendererConfig, lpips_w,
     t1 = time.perf_counter()
     row["nol/learnobject"] = _scores(r, case, lpips_w)
     row["s_per_image"] = {"nol/learnobject": (time.perf_counter() - t1) / len(case.T_targets)}
+    t1 = time.perf_counter()   # method fit, as LearnObject runs it: its own preparation
+    rf, info_f = prepare_renderer(case.mesh, src, None, learn_object_config("fit"))
+    row["prepare"]["fit"] = {"s": info_f["seconds"], "fit": info_f["fit"]}
+    row["fit/learnobject"] = _scores(rf, case, lpips_w)
+    row["s_per_image"]["fit/learnobject"] = (time.perf_counter() - t1) / len(case.T_targets)
     if net.restorer is not None:   # what the restorer adds: the same renderer without it
         t1 = time.perf_counter()
         r.cfg = dataclasses.replace(r.cfg, restore=False)
@@ -184,7 +192,8 @@ def run(args) -> dict:
                 per["levels"].setdefault(key, []).append(row)
                 print(f"{name} set {si} {key}: " + ", ".join(
                     f"{k} {np.mean([x[0] for x in row[k]]):.2f}" for k in
-                    ("nol/learnobject", "nol/unrestored", "nol/none", "ibr_angle/learnobject",
+                    ("fit/learnobject", "nol/learnobject", "nol/unrestored", "nol/none",
+                     "ibr_angle/learnobject",
                      "ibr_mean/learnobject", "ibr_best/learnobject", "texture/learnobject")
                     if k in row)
                     + f" ({row['wall_s']:.0f} s)", flush=True)
@@ -194,8 +203,9 @@ def run(args) -> dict:
     return res
 
 
-ROWS = ["nol/learnobject", "nol/unrestored", "nol/finetuned", "nol/refined_untuned", "nol/none"] + \
-    [f"{m}/{r}" for m in BLENDS for r in ("learnobject", "none")]
+ROWS = ["fit/learnobject", "nol/learnobject", "nol/unrestored", "nol/finetuned",
+        "nol/refined_untuned", "nol/none"] + [f"{m}/{r}" for m in BLENDS
+                                              for r in ("learnobject", "none")]
 
 
 def summary(res: dict, split: str) -> dict:
@@ -242,19 +252,23 @@ def tables(res: dict) -> str:
                     c += f" / {v[2]:.3f}"
                 cells.append(c)
             lines.append(f"| {m} | {ref} | " + " | ".join(cells) + " |")
-        best = []
-        for k in keys:
-            b = max((s[f"{m}/learnobject"][k][0], m) for m in BLENDS if s[f"{m}/learnobject"][k])
-            gain = s["nol/learnobject"][k][0] - b[0]
-            best.append(f"{gain:+.2f} ({b[1]})")
-        lines += ["", "NOL (learnobject) minus the best blend with the same refinement: "
-                  + ", ".join(f"{k.replace('_', ', ')} {g}" for k, g in zip(keys, best)), ""]
+        for method in ("fit", "nol"):
+            best = []
+            for k in keys:
+                b = max((s[f"{m}/learnobject"][k][0], m) for m in BLENDS
+                        if s[f"{m}/learnobject"][k])
+                gain = s[f"{method}/learnobject"][k][0] - b[0]
+                best.append(f"{gain:+.2f} ({b[1]})")
+            lines += ["", f"{method} (learnobject) minus the best blend with the same "
+                      "refinement: " + ", ".join(f"{k.replace('_', ', ')} {g}"
+                                                 for k, g in zip(keys, best))]
+        lines.append("")
     # per object at 1 cm, 3 deg
     k = keys[2]
     lines += [f"Per object at {k.replace('_', ', ')} (PSNR dB):", "",
-              "| object | split | nol learnobject | nol unrestored | nol other fine-tuning | "
-              "nol none | ibr_angle | ibr_mean | ibr_best | texture |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| object | split | fit learnobject | nol learnobject | nol unrestored | "
+              "nol other fine-tuning | nol none | ibr_angle | ibr_mean | ibr_best | texture |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, o in sorted(res["objects"].items()):
         lv = o["levels"].get(k, [])
 
@@ -263,7 +277,8 @@ def tables(res: dict) -> str:
             return f"{np.mean(v):.2f}" if v else "-"
         other = mean("nol/refined_untuned")
         other = mean("nol/finetuned") if other == "-" else other
-        lines.append(f"| {n} | {o['split']} | {mean('nol/learnobject')} | "
+        lines.append(f"| {n} | {o['split']} | {mean('fit/learnobject')} | "
+                     f"{mean('nol/learnobject')} | "
                      f"{mean('nol/unrestored')} | {other} | {mean('nol/none')} | "
                      + " | ".join(mean(f"{m}/learnobject") for m in BLENDS) + " |")
     return "\n".join(lines)

@@ -88,17 +88,19 @@ class RenderMethod(NameEnum):
     IBR_MEAN = "ibr_mean"
     IBR_BEST = "ibr_best"
     TEXTURE = "texture"
+    FIT = "fit"         # the surface colour fitted to all sources (nol_ros.nol.surface_fit)
 
 
 class RenderStageMethod(NameEnum):
     """render.method: the method a learn request or ``nol-ros learn --method`` names."""
 
-    AUTO = "auto"       # the shipped NOL model when it measured better than IBR, else IBR
+    AUTO = "auto"       # the renderer the model card's measurement chose (nol, fit or IBR)
     NOL = "nol"
     IBR = "ibr"         # = ibr_angle
     IBR_ANGLE = "ibr_angle"
     IBR_MEAN = "ibr_mean"
     IBR_BEST = "ibr_best"
+    FIT = "fit"
 
 
 class RefineMethod(NameEnum):

@@ -47,8 +47,9 @@ SOURCE_WORKSPACE = 3  # an object self-annotated elsewhere (a robot's package): 
 class RenderStageConfig:
     """The last stage of learning an object: its training set, rendered.
 
-    method: auto (the shipped NOL model when it exists and measured better than the IBR
-    baseline, else IBR), nol, ibr (= ibr_angle), ibr_mean, ibr_best (nol_ros.nol.renderer).
+    method: auto (the renderer the shipped model card records as measured best: nol, fit or
+    ibr; nol_ros.nol.renderer.default_method), nol, fit (the surface colour fitted to the
+    views, nol_ros.nol.surface_fit), ibr (= ibr_angle), ibr_mean, ibr_best.
     checkpoint: NOL checkpoint for method nol ("" = the shipped model). preset: the recognition
     preset whose pose grid is rendered (tiny 54 images, demo 378, cpu 756, paper 9072 per
     object). refine_sources: refine the source poses once (paper Sec. 3.3) before rendering.

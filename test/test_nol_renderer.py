@@ -275,6 +275,41 @@ def test_the_shipped_model_becomes_default_only_when_it_measured_better():
         choose_default_method(r)
 
 
+def test_the_default_renderer_is_the_best_measured_one(tmp_path, monkeypatch):
+    """With the fitted surface evaluated too, the best of the candidates wins if it beats the
+    baseline; the card's decision is what "auto" renders with, "nol" only with the model."""
+    import json
+
+    import nol_ros.nol.renderer as renderer
+    from nol_ros.nol.evaluate import choose_default_method
+
+    def results(scores):  # {method: [per object]} at one level
+        return {"objects": {o: {"0mm_0deg": {m: {"object": [v[i], 0.5]}
+                                             for m, v in scores.items()}}
+                            for i, o in enumerate(("a", "b"))}}
+
+    d = choose_default_method(results({"nol": [20, 20], "fit": [22, 21], "ibr_angle": [20, 21]}))
+    assert d["default_method"] == "fit" and d["mean_psnr"]["fit"] == pytest.approx(21.5)
+    d = choose_default_method(results({"nol": [20, 20], "fit": [20, 21], "ibr_angle": [21, 21]}))
+    assert d["default_method"] == "ibr_angle"
+    with pytest.raises(ValueError, match="'fit' has no 'object' score"):
+        r = results({"fit": [22, 21], "ibr_angle": [20, 21]})
+        del r["objects"]["a"]["0mm_0deg"]["fit"]
+        choose_default_method(r)
+
+    model = tmp_path / "nol_cpu.pt"
+    monkeypatch.setattr(renderer, "SHIPPED_MODEL", model)
+    assert renderer.default_method() == "ibr_angle"           # no card
+    for chosen, with_model, want in (("fit", False, "fit"), ("nol", False, "ibr_angle"),
+                                     ("nol", True, "nol"), ("texture", True, "ibr_angle")):
+        model.unlink(missing_ok=True)
+        if with_model:
+            model.write_bytes(b"x")
+        model.with_suffix(".json").write_text(json.dumps({"default_method": chosen}))
+        assert renderer.default_method() == want, (chosen, with_model)
+        assert renderer.resolve_method("auto") == want
+
+
 def test_finetuning_tunes_a_copy_of_the_network_on_the_objects_own_views(case):
     """Per-object fine-tuning: each source predicted from the others; the blending part of a
     COPY of the network takes the steps (the shared model is never changed); the copy is kept

@@ -129,8 +129,8 @@ def _source_args(p) -> None:
     p.add_argument("--workspace", default="nol_workspace",
                    help="workspace root (one folder per object; default nol_workspace)")
     p.add_argument("--method", default="auto", choices=list(RenderStageMethod),
-                   help="renderer: auto = the shipped NOL model if it measured better than the "
-                        "IBR baseline, else IBR")
+                   help="renderer: auto = the one the shipped model card measured best (nol, "
+                        "fit: the surface colour fitted to the views, or IBR)")
     p.add_argument("--checkpoint", default="", help="NOL checkpoint for --method nol")
     p.add_argument("--preset", default="demo", choices=list(Preset),
                    help="pose grid of the training set (tiny 54, demo 378, cpu 756, paper "

@@ -7,7 +7,9 @@ SMOT-like sequence), rendered under a fixed lamp on a textured background, degra
 synthetic Xtion colour model (exposure/white-balance drift, blur, noise), one or two of them
 partly occluded (the occluder is cut from the mask); and ``n_targets`` target poses at 10-60 deg
 elevation, 0.6-0.9 m, whose ground truth is the clean render under the same lamp, in 256 px NOL
-crops, rendered at 2x and area-averaged (a camera integrates over its pixels). Source poses are
+crops, rendered at 2x and area-averaged over the part of each pixel the object covers (a camera
+integrates over its pixels; the silhouette's edge is not darkened by the empty background, see
+:func:`object_truth`). Source poses are
 then perturbed by a fixed error (translation, rotation) in a random direction, like
 self-annotation errors.
 
@@ -89,12 +91,11 @@ def make_case(mesh_textured: Mesh, seed: int = 0, n_sources: int = 6, n_targets:
         intr = crop_intrinsics(mesh_textured, T, SMOT_XTION, crop, 128)
         # the truth integrates over each pixel, as a camera does (a point-sampled render of the
         # catalogue's fine textures is 21-25 dB from a 4x supersampled one)
-        col = _supersampled(scene, [mesh_textured], intr, invert_T(T), light)
-        res = scene.render(intr, invert_T(T))
+        col, mask = object_truth(scene, [mesh_textured], intr, invert_T(T), light)
         Ts.append(T)
         intrs.append(intr)
         gts.append(col)
-        gms.append(res.mask)
+        gms.append(mask)
     return Case(name or mesh_textured.name, mesh_textured.untextured(), sources, np.stack(Ts),
                 intrs, np.stack(gts).astype(np.float32), np.stack(gms))
 
@@ -140,32 +141,38 @@ def evaluate_renderer(renderer, case: Case, refine=None) -> dict:
             else [float("nan")] * 2, "results": outs, "images": images}
 
 
-def choose_default_method(results: dict, candidate: str = "nol", baseline: str = "ibr_angle",
-                          refinement: str = "object") -> dict:
-    """The rule that decides whether the shipped model becomes the default renderer, applied to
-    a ``bench/bench_nol.py`` results dict: ``candidate`` wins only if its masked PSNR, averaged
+def choose_default_method(results: dict, candidates: tuple[str, ...] = ("nol", "fit"),
+                          baseline: str = "ibr_angle", refinement: str = "object") -> dict:
+    """The rule that decides LearnObject's default renderer ("auto"), applied to a
+    ``bench/bench_nol.py`` results dict: the candidate with the highest masked PSNR, averaged
     over every evaluated object and source-pose noise level with ``refinement`` (the setting
-    LearnObject's render stage uses), is higher than ``baseline``'s. Returns {default_method,
-    rule, mean_psnr {method: dB}, per_level {level: {method: dB}}, objects}."""
+    LearnObject's render stage uses), wins if that beats ``baseline``'s; else the baseline (a
+    tie keeps it). A candidate the results never evaluated is not in the running; one missing
+    for some object or level is an error. Returns {default_method, rule, mean_psnr {method:
+    dB}, per_level {level: {method: dB}}, objects}."""
     objs = results.get("objects") or {}
     if not objs:
         raise ValueError("results hold no evaluated objects: run bench/bench_nol.py first")
     levels = list(next(iter(objs.values())).keys())
+    methods = [m for m in candidates if any(m in objs[o][lv] for o in objs for lv in objs[o])]
+    methods.append(baseline)
     per_level: dict = {}
     for lv in levels:
         per_level[lv] = {}
-        for m in (candidate, baseline):
+        for m in methods:
             v = [objs[o][lv][m][refinement][0] for o in objs
                  if m in objs[o].get(lv, {}) and refinement in objs[o][lv][m]]
             if len(v) != len(objs):
                 raise ValueError(f"method '{m}' has no '{refinement}' score for every object "
-                                 f"at {lv}: evaluate it with a checkpoint")
+                                 f"at {lv}: evaluate it for every object (nol: with a "
+                                 "checkpoint)")
             per_level[lv][m] = float(np.mean(v))
-    mean = {m: float(np.mean([per_level[lv][m] for lv in levels])) for m in (candidate,
-                                                                              baseline)}
-    return {"default_method": candidate if mean[candidate] > mean[baseline] else baseline,
-            "rule": f"{candidate} if its mean masked PSNR ({refinement} refinement, all objects "
-                    f"and noise levels) beats {baseline}",
+    mean = {m: float(np.mean([per_level[lv][m] for lv in levels])) for m in methods}
+    best = max(methods[:-1], key=lambda m: mean[m], default=baseline)
+    return {"default_method": best if mean[best] > mean[baseline] else baseline,
+            "rule": f"the best of {', '.join(methods[:-1]) or 'none'} by mean masked PSNR "
+                    f"({refinement} refinement, all objects and noise levels) if it beats "
+                    f"{baseline}",
             "mean_psnr": mean, "per_level": per_level, "objects": sorted(objs)}
 
 
@@ -200,6 +207,27 @@ def _supersampled(scene, meshes, intr: Intrinsics, T_world_camera: np.ndarray, l
     l_cam = np.asarray(T_world_camera)[:3, :3].T @ light_world
     col = shade(res, meshes, light_dir_cam=tuple(l_cam), ambient=0.55, diffuse=0.45)
     return cv2.resize(col, (intr.width, intr.height), interpolation=cv2.INTER_AREA)
+
+
+def object_truth(scene, meshes, intr: Intrinsics, T_world_camera: np.ndarray, light_world,
+                 ss: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """The truth a renderer is scored against, of an object alone in ``scene``: (rgb (H, W, 3)
+    float32, silhouette (H, W) bool). Each silhouette pixel is the shaded colour averaged over
+    the part of the pixel the object covers (rendered at ``ss`` x; a camera integrates over
+    its pixels), NOT darkened by the empty background at the silhouette's edge: renderers
+    return the object's colour and a silhouette, and whoever composites the render onto a
+    background brings the alpha (recognition.augment.soft_alpha). 0 off the silhouette."""
+    hi = intr.scaled(ss)
+    res_hi = scene.render(hi, T_world_camera, near=0.05, far=12.0)
+    l_cam = np.asarray(T_world_camera)[:3, :3].T @ light_world
+    size = (intr.width, intr.height)
+    col = cv2.resize(shade(res_hi, meshes, light_dir_cam=tuple(l_cam), ambient=0.55,
+                           diffuse=0.45), size, interpolation=cv2.INTER_AREA)
+    cov = cv2.resize(res_hi.mask.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    res = scene.render(intr, T_world_camera, near=0.05, far=12.0)
+    point = shade(res, meshes, light_dir_cam=tuple(l_cam), ambient=0.55, diffuse=0.45)
+    rgb = np.where(cov[..., None] > 1e-6, col / np.maximum(cov, 1e-6)[..., None], point)
+    return np.where(res.mask[..., None], rgb, 0.0).astype(np.float32), res.mask
 
 
 def make_scene_case(mesh_textured: Mesh, seed: int = 0, n_sources: int = 6,
@@ -261,12 +289,12 @@ def make_scene_case(mesh_textured: Mesh, seed: int = 0, n_sources: int = 6,
         T = _view(rng.uniform(0, 2 * np.pi), rng.uniform(10, 60), rng.uniform(0.6, 0.9))
         ci = crop_intrinsics(mesh_textured, T, SMOT_XTION, crop, 128)
         # the object alone in its own frame, lit by the scene's light (in that frame)
-        col = _supersampled(obj_scene, [mesh_textured], ci, invert_T(T), T_wo[:3, :3].T @ light)
-        res = obj_scene.render(ci, invert_T(T))
+        col, mask = object_truth(obj_scene, [mesh_textured], ci, invert_T(T),
+                                 T_wo[:3, :3].T @ light)
         T_t.append(T)
         intrs.append(ci)
-        gts.append(np.where(res.mask[..., None], col, 0.0))
-        gms.append(res.mask)
+        gts.append(col)
+        gms.append(mask)
     return SceneCase(name or mesh_textured.name, mesh_textured.untextured(), intr,
                      np.stack(rgbs), np.stack(depths), np.stack(Tcs), np.stack(T_t), intrs,
                      np.stack(gts).astype(np.float32), np.stack(gms))

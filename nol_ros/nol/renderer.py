@@ -89,6 +89,7 @@ from nol_ros.nol.projection import (
     se3_exp_torch,
     source_geometry,
 )
+from nol_ros.nol.surface_fit import FittedSurface, SurfaceFitConfig, fit_surface
 from nol_ros.progress import ProgressFn, noop_progress
 from nol_ros.views.selection import select_for_target
 from nol_ros.workspace import ObjectFiles
@@ -130,7 +131,8 @@ class RenderConfig:
     full-resolution sources). colour_from: "source" (network weights applied to the
     full-resolution source colours) or "network" (X_D at the network's resolution).
     restore: method "nol" with a network that has a restorer (NolConfig.restore_filters):
-    :meth:`NolRenderer.render` runs it on each image. refine: see RefineConfig."""
+    :meth:`NolRenderer.render` runs it on each image. refine: see RefineConfig. surface_fit:
+    method "fit" (nol_ros.nol.surface_fit)."""
 
     method: RenderMethod = RenderMethod.NOL
     n_sources: int = 6
@@ -140,6 +142,7 @@ class RenderConfig:
     angle_power: float = 4.0
     restore: bool = True
     refine: RefineConfig = dataclasses.field(default_factory=RefineConfig)
+    surface_fit: SurfaceFitConfig = dataclasses.field(default_factory=SurfaceFitConfig)
 
     def __post_init__(self):
         parse_field(self, "method", RenderMethod)
@@ -346,6 +349,7 @@ class NolRenderer:
         self.hybrid = (net is not None and config.colour_from == "source"
                        and sources[0].size != S)
         self._scene = _object_scene(mesh)
+        self._surface: FittedSurface | None = None   # method "fit", fitted at the first use
         t0 = time.perf_counter()
         self._encode()
         self.encode_s = time.perf_counter() - t0
@@ -382,6 +386,7 @@ class NolRenderer:
             s, T_camera_object=T[i], mask=mask_at_pose(self.mesh, s, T[i], scene=self._scene))
             for i, s in enumerate(self.full)]
         self.sources = [_resize_source(s, S) for s in self.full]
+        self._surface = None
         self._encode()
 
     def refine_sources(self, cfg: RefineConfig | None = None) -> dict:
@@ -486,6 +491,31 @@ class NolRenderer:
                    samples=len(samples), seconds=time.perf_counter() - t0)
         return out
 
+    def fit_surface(self) -> dict:
+        """Method "fit": fit the object's surface colour to the full-resolution sources at
+        their current poses (``config.surface_fit``; done once, again after the poses move).
+        Returns {levels, vertices, observed, seconds}."""
+        t0 = time.perf_counter()
+        if self._surface is None:
+            self._surface = fit_surface(self.mesh, self.full, self.cfg.surface_fit)
+        f = self._surface
+        return {"levels": f.levels, "vertices": len(f.vertices),
+                "observed": float(f.observed.mean()), "seconds": time.perf_counter() - t0}
+
+    def _render_fitted(self, Ts: np.ndarray, intr: Intrinsics) -> RenderResult:
+        """Method "fit": the fitted surface at the targets (no sources blended, no per-target
+        refinement)."""
+        t0 = time.perf_counter()
+        self.fit_surface()
+        out = [self._surface.render(T, intr) for T in Ts]
+        rgb, om = np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
+        B, H, W = om.shape
+        return RenderResult(rgb, om.copy(), om, np.ones(B, np.float32),
+                            np.zeros((B, 0, H, W), np.float32), np.zeros((B, 0), np.int64),
+                            np.zeros((B, 0, 4, 4)), np.full((B, 2), np.nan),
+                            {"geometry": 0.0, "predict": time.perf_counter() - t0,
+                             "refine": 0.0, "total": time.perf_counter() - t0})
+
     # -- the ObjectRenderer protocol --------------------------------------------------------------
     def render(self, T_camera_objects: np.ndarray, intr: Intrinsics
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -570,8 +600,9 @@ class NolRenderer:
                     raise InputError("texture blending needs the projection geometry")
                 w = face_texture_weights(geoms[b], p)
             else:
-                _, w = blend_ibr(p, self.cfg.method.split("_", 1)[1], self.cfg.angle_power,
-                                 return_weights=True)
+                # method "fit" refines its sources with the angle-weighted blend
+                mode = "angle" if self.cfg.method == "fit" else self.cfg.method.split("_", 1)[1]
+                _, w = blend_ibr(p, mode, self.cfg.angle_power, return_weights=True)
             xs.append((p.P * w).sum(0))
             ws.append(w)
         return torch.stack(xs), torch.stack(ws)
@@ -593,6 +624,8 @@ class NolRenderer:
 
     def _render_batch(self, Ts: np.ndarray, intr: Intrinsics, rcfg: RefineConfig,
                       cues: bool = False) -> RenderResult:
+        if self.cfg.method == "fit":
+            return self._render_fitted(Ts, intr)
         t0 = time.perf_counter()
         if self.hybrid:  # network at the source-pixel footprint of its own crops
             scale = self.sources[0].size / self.full[0].size
@@ -948,17 +981,21 @@ def load_sources(object_dir: str | os.PathLike) -> tuple[Mesh, list[SourceView],
 
 
 def default_method() -> RenderMethod:
-    """"nol" when the shipped model is installed and its evaluation (models/nol_cpu.json,
-    written by bench/bench_nol.py) says it beats the angle-weighted IBR baseline, else
-    "ibr_angle" -- the project never silently prefers a model that measured worse."""
+    """What "auto" renders with: the decision the model card (models/nol_cpu.json, written by
+    bench/bench_nol.py with :func:`~nol_ros.nol.evaluate.choose_default_method`) records --
+    "nol" (only when the shipped model is installed), "fit", or "ibr_angle" when there is no
+    decision or it names neither: the project never silently prefers a renderer that
+    measured worse."""
     meta = SHIPPED_MODEL.with_suffix(".json")
-    if not SHIPPED_MODEL.is_file() or not meta.is_file():
+    if not meta.is_file():
         return RenderMethod.IBR_ANGLE
     try:
-        return RenderMethod.NOL if json.loads(meta.read_text()).get("default_method") == "nol" \
-            else RenderMethod.IBR_ANGLE
+        chosen = json.loads(meta.read_text()).get("default_method")
     except (json.JSONDecodeError, OSError):
         return RenderMethod.IBR_ANGLE
+    if chosen == "fit" or (chosen == "nol" and SHIPPED_MODEL.is_file()):
+        return RenderMethod(chosen)
+    return RenderMethod.IBR_ANGLE
 
 
 def resolve_method(method: str, checkpoint: bool = False) -> RenderMethod:
@@ -996,8 +1033,9 @@ def prepare_renderer(mesh: Mesh, sources: list[SourceView], net: NolNet | None,
     """The one path from a learnt object's sources to its renderer, as LearnObject's render
     stage, RenderViews and the benchmarks run it: build the renderer (``cfg.render``; ``net``
     is used for method "nol" only), refine the source poses once (``cfg.refine_object``; the
-    masks follow), then fine-tune the network on the object (``cfg.finetune``, "nol" only).
-    progress(stage, fraction, message) with stages "refine" and "finetune".
+    masks follow), then fine-tune the network on the object (``cfg.finetune``, "nol" only) or
+    fit the surface colour to the sources (method "fit").
+    progress(stage, fraction, message) with stages "refine", "finetune" and "fit".
     Returns (renderer, {refine, finetune, seconds})."""
     t0 = time.perf_counter()
     r = NolRenderer(mesh, sources, net if cfg.render.method == "nol" else None, cfg.render,
@@ -1012,5 +1050,10 @@ def prepare_renderer(mesh: Mesh, sources: list[SourceView], net: NolNet | None,
         info["finetune"] = r.finetune(cfg.finetune)
         progress("finetune", 1.0, f"leave-one-out error {info['finetune']['before']:.4f} -> "
                                   f"{info['finetune']['after']:.4f}")
+    if cfg.render.method == "fit":
+        progress("fit", 0.0, f"fitting the surface colour to {len(sources)} views")
+        info["fit"] = r.fit_surface()
+        progress("fit", 1.0, f"{info['fit']['vertices']} vertices, "
+                             f"{100 * info['fit']['observed']:.0f} % seen")
     info["seconds"] = time.perf_counter() - t0
     return r, info

@@ -110,7 +110,8 @@ class LearningConfig:
 # ~50 s, the tiny render set ~10 s; the demo grid's 378 renders take longer)
 _SELF_ANNOTATION_WEIGHTS = (("loading", 2), ("tracking", 20), ("loop_closure", 3), ("scene", 10),
                             ("registration", 25), ("annotation", 8), ("view_selection", 4))
-_RENDER_WEIGHTS = (("render_setup", 2), ("refine", 6), ("finetune", 4), ("render", 30))
+_RENDER_WEIGHTS = (("render_setup", 2), ("refine", 6), ("finetune", 4), ("fit", 4),
+                   ("render", 30))
 
 
 def learn_progress_spans(live_export: bool, render: bool, annotate: bool = True

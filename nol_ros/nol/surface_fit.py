@@ -1,0 +1,240 @@
+"""The object's surface colour fitted to all its source views at once (render method "fit").
+
+A blend (IBR, NOL) resamples every source image at the target pixel and mixes the samples, so
+each source's blur, its coarser pixels (sources farther away than the targets) and the
+resampling all stay in the result. Here the surface colour is solved for instead: one colour
+per vertex of the mesh subdivided finer than the sources' pixels, such that the surface
+rendered into each source view -- each pixel the mean of ``supersample`` x ``supersample``
+point samples over its area, then a Gaussian blur of ``blur_sigma_px``, the sensor's -- gives
+that view's pixels inside its mask. The views see the surface at different distances and
+sub-pixel offsets, so together they pin down detail no single view holds (multi-view
+super-resolution with known geometry). A membrane term (``smoothness`` x the squared colour
+difference along every mesh edge) fills what no view sees and keeps the system well posed.
+The normal equations are solved by conjugate gradients, a few seconds per object on 2 cores
+(BENCHMARKS.md "NOL on real textures"). The colour is view-independent (Lambertian), as the
+blends assume.
+
+Shapes: vertices (V, 3) metres, faces (F, 3), colours (V, 3) float [0, 1]; images (H, W, 3)
+float32 [0, 1], masks (H, W) bool.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import scipy.sparse as sp
+
+from nol_ros.camera import Intrinsics
+from nol_ros.errors import ConfigError, InputError
+from nol_ros.geometry import invert_T
+from nol_ros.mesh import Mesh
+from nol_ros.nol.projection import SourceView
+from nol_ros.rasterizer import Scene
+
+
+@dataclass(frozen=True)
+class SurfaceFitConfig:
+    """How the surface colour is fitted (:func:`fit_surface`)."""
+
+    blur_sigma_px: float = 0.5   # the sources' blur, Gaussian sigma in source pixels (the
+    #                              Xtion-like colour camera: 0.3-0.8)
+    supersample: int = 3         # point samples per source pixel side in the image model
+    smoothness: float = 0.02     # membrane weight per mesh edge against the data term
+    iterations: int = 150        # conjugate-gradient iterations
+    spacing: float = 0.5         # wanted vertex spacing, in the finest source pixel footprint
+    max_faces: int = 1_000_000   # subdivision budget (memory ~ 0.3 KB per face)
+    robust_rounds: int = 0       # re-weighted rounds: source pixels far from the fit (a pose
+    #                              error's misplaced texture) lose weight (Cauchy, 2.4 x the
+    #                              residuals' robust sigma)
+
+    def __post_init__(self):
+        if (self.blur_sigma_px < 0 or self.supersample < 1 or self.smoothness <= 0
+                or self.iterations < 1 or self.spacing <= 0 or self.max_faces < 1
+                or self.robust_rounds < 0):
+            raise ConfigError("surface fit: blur_sigma_px >= 0, supersample >= 1, smoothness "
+                              "> 0, iterations >= 1, spacing > 0, max_faces >= 1 and "
+                              "robust_rounds >= 0")
+
+
+def subdivide(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Midpoint subdivision: every triangle into four, the surface unchanged.
+    (V, 3), (F, 3) -> (V + E, 3), (4 F, 3) with E the number of distinct edges."""
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges, inv = np.unique(np.sort(e, 1), axis=0, return_inverse=True)
+    m01, m12, m20 = (len(vertices) + inv.reshape(-1)).reshape(3, -1)
+    a, b, c = faces.T
+    out = np.concatenate([np.stack(t, 1) for t in
+                          ((a, m01, m20), (m01, b, m12), (m20, m12, c), (m01, m12, m20))])
+    mid = 0.5 * (vertices[edges[:, 0]] + vertices[edges[:, 1]])
+    return np.concatenate([vertices, mid]), out
+
+
+def membrane_laplacian(faces: np.ndarray, n: int) -> sp.csr_matrix:
+    """(n, n) graph Laplacian of the mesh's edges: c^T L c = sum over edges (c_i - c_j)^2."""
+    e = np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]],
+                                          faces[:, [2, 0]]]), 1), axis=0)
+    adj = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+    adj = (adj + adj.T).tocsr()
+    return (sp.diags(np.asarray(adj.sum(1)).ravel()) - adj).tocsr()
+
+
+def subdivision_levels(mesh: Mesh, sources: list[SourceView], cfg: SurfaceFitConfig) -> int:
+    """How many times to subdivide: until the mean edge is at most ``cfg.spacing`` x the finest
+    source pixel footprint (metres per pixel at the object's centre), within ``max_faces``."""
+    e = mesh.vertices[mesh.faces[:, [1, 2, 0]]] - mesh.vertices[mesh.faces]
+    mean_edge = float(np.linalg.norm(e, axis=2).mean())
+    centre = mesh.vertices.mean(0)
+    foot = min(float((s.T_camera_object[:3, :3] @ centre + s.T_camera_object[:3, 3])[2])
+               / float(s.K[0, 0]) for s in sources)
+    want = cfg.spacing * max(foot, 1e-6)
+    levels = max(0, math.ceil(math.log2(max(mean_edge / want, 1.0))))
+    while levels > 0 and len(mesh.faces) * 4 ** levels > cfg.max_faces:
+        levels -= 1
+    return levels
+
+
+def _sampling(scene: Scene, faces: np.ndarray, n: int, intr: Intrinsics,
+              T_camera_object: np.ndarray, ss: int):
+    """The image model's first half for one view: (H W, n) sparse, pixel = mean over its
+    ss x ss point samples of the barycentric colour; and each pixel's covered fraction
+    (H, W)."""
+    r = scene.render(intr.scaled(ss), invert_T(T_camera_object), normals=False)
+    H, W = intr.height, intr.width
+    ys, xs = np.nonzero(r.face_id >= 0)
+    pix = (ys // ss) * W + (xs // ss)
+    M = sp.csr_matrix(((r.bary[ys, xs] / ss ** 2).ravel(),
+                       (np.repeat(pix, 3), faces[r.face_id[ys, xs]].ravel())), shape=(H * W, n))
+    return M, np.bincount(pix, minlength=H * W).reshape(H, W) / ss ** 2
+
+
+@dataclass
+class FittedSurface:
+    """A mesh with a fitted colour per vertex. observed (V,) bool: some view's data touches
+    the vertex (the others are filled by the membrane). levels: subdivisions of the input."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    colours: np.ndarray
+    observed: np.ndarray
+    levels: int
+    scene: Scene
+
+    def render(self, T_camera_object: np.ndarray, intr: Intrinsics, supersample: int = 2
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """-> (rgb (H, W, 3) float32, silhouette (H, W) bool): each silhouette pixel the
+        surface's mean colour over the part of the pixel the object covers (rendered at
+        ``supersample`` x on the silhouette's box); 0 off the silhouette. The colour is not
+        darkened at the silhouette's edge: an alpha is the compositor's business."""
+        r = self.scene.render(intr, invert_T(T_camera_object), normals=False)
+        hit = r.face_id >= 0
+        rgb = np.zeros((intr.height, intr.width, 3), np.float32)
+        if not hit.any():
+            return rgb, hit
+        rgb[hit] = (r.bary[hit][..., None] * self.colours[self.faces[r.face_id[hit]]]).sum(1)
+        ys, xs = np.nonzero(hit)
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        s = int(supersample)
+        if s > 1:
+            box = intr.crop_resize(x0, y0, x1 - x0, y1 - y0, s * (x1 - x0), s * (y1 - y0))
+            rb = self.scene.render(box, invert_T(T_camera_object), normals=False)
+            hb = rb.face_id >= 0
+            col = np.zeros((*hb.shape, 3), np.float32)
+            col[hb] = (rb.bary[hb][..., None] * self.colours[self.faces[rb.face_id[hb]]]).sum(1)
+            size = (int(x1 - x0), int(y1 - y0))
+            col = cv2.resize(col, size, interpolation=cv2.INTER_AREA)
+            cov = cv2.resize(hb.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+            sub = hit[y0:y1, x0:x1] & (cov > 1e-6)
+            view = rgb[y0:y1, x0:x1]
+            view[sub] = col[sub] / cov[sub][:, None]
+        return np.clip(rgb, 0, 1), hit
+
+
+def fit_surface(mesh: Mesh, sources: list[SourceView],
+                cfg: SurfaceFitConfig = SurfaceFitConfig()) -> FittedSurface:
+    """Fit the surface colour of ``mesh`` (object frame, metres) to ``sources`` at their poses
+    (see the module docstring). Source pixels used: inside the mask eroded by 1 px, wholly
+    covered by the object, and far enough from its silhouette that the blur does not reach the
+    background."""
+    if not sources:
+        raise InputError("no source views to fit the surface colour to; learn the object first")
+    levels = subdivision_levels(mesh, sources, cfg)
+    V, F = mesh.vertices, mesh.faces
+    for _ in range(levels):
+        V, F = subdivide(V, F)
+    n, ss, sigma = len(V), cfg.supersample, cfg.blur_sigma_px
+    scene = Scene([Mesh(V, F, name=mesh.name)], [np.eye(4)])
+    reach = 2 * math.ceil(2 * sigma) + 1
+
+    def blur(img: np.ndarray) -> np.ndarray:   # symmetric (zero border): its own transpose
+        if sigma <= 0:
+            return img
+        return cv2.GaussianBlur(img, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+
+    views = []
+    for s in sources:
+        S = s.size
+        M, cover = _sampling(scene, F, n, Intrinsics.from_K(s.K, S, S), s.T_camera_object, ss)
+        full = (cover >= 1 - 1e-6).astype(np.uint8)
+        use = (cv2.erode(s.mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & (
+            cv2.erode(full, np.ones((reach, reach), np.uint8)) > 0)
+        if not use.any():
+            continue
+        ys, xs = np.nonzero(cover > 0)
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        rows = (np.arange(y0, y1)[:, None] * S + np.arange(x0, x1)[None]).ravel()
+        Mb = M[rows].tocsr()
+        views.append((Mb, Mb.T.tocsr(), (y1 - y0, x1 - x0), use[y0:y1, x0:x1],
+                      s.rgb[y0:y1, x0:x1]))
+    if not views:
+        raise InputError("no source pixel sees the object's surface clearly (masks empty or "
+                         "all edge); check the source masks and poses")
+
+    def model(c: np.ndarray, Mb, hw) -> np.ndarray:   # the surface seen by one view
+        return blur((Mb @ c).reshape(*hw, 3).astype(np.float32))
+
+    def normal_op(c: np.ndarray, wts) -> np.ndarray:      # A^T W A c + smoothness L c
+        out = cfg.smoothness * (lap @ c) + 1e-6 * c
+        for (Mb, MbT, hw, _, _), w in zip(views, wts):
+            out += MbT @ blur(model(c, Mb, hw) * w[..., None]).reshape(-1, 3).astype(np.float64)
+        return out
+
+    def solve(x: np.ndarray, wts) -> np.ndarray:          # CG per channel, from x
+        rhs = np.zeros((n, 3))
+        for (_, MbT, _, _, rgb), w in zip(views, wts):
+            rhs += MbT @ blur((rgb * w[..., None]).astype(np.float32)).reshape(-1, 3)
+        r = rhs - normal_op(x, wts)
+        p, rr = r.copy(), (r * r).sum(0)
+        for _ in range(cfg.iterations):
+            q = normal_op(p, wts)
+            a = rr / np.maximum((p * q).sum(0), 1e-30)
+            x = x + a * p
+            r -= a * q
+            rr_new = (r * r).sum(0)
+            p = r + (rr_new / np.maximum(rr, 1e-30)) * p
+            rr = rr_new
+        return x
+
+    lap = membrane_laplacian(F, n)
+    wts = [use.astype(np.float32) for _, _, _, use, _ in views]
+    rhs, weight = np.zeros((n, 3)), np.zeros(n)
+    for (_, MbT, _, _, rgb), w in zip(views, wts):
+        rhs += MbT @ blur((rgb * w[..., None]).astype(np.float32)).reshape(-1, 3)
+        weight += MbT @ blur(w).reshape(-1)
+    observed = weight > 1e-6
+    # start from each vertex's mean observation (the rest: the mean colour)
+    x = np.where(observed[:, None], rhs / np.maximum(weight, 1e-6)[:, None],
+                 rhs.sum(0) / max(weight.sum(), 1e-6))
+    x = solve(x, wts)
+    for _ in range(cfg.robust_rounds):
+        res = [np.linalg.norm(model(x, Mb, hw) - rgb, axis=2)
+               for Mb, _, hw, _, rgb in views]
+        sigma_r = 1.4826 * float(np.median(np.concatenate(
+            [e[use] for e, (_, _, _, use, _) in zip(res, views)])))
+        wts = [use / (1 + (e / (2.4 * max(sigma_r, 1e-4))) ** 2)
+               for e, (_, _, _, use, _) in zip(res, views)]
+        wts = [w.astype(np.float32) for w in wts]
+        x = solve(x, wts)
+    return FittedSurface(V, F, np.clip(x, 0, 1).astype(np.float32), observed, levels, scene)

@@ -1,0 +1,136 @@
+"""Render method "fit" (nol_ros.nol.surface_fit): the subdivision keeps the surface, the
+membrane term is what it says, the fitted colour reproduces a fine texture better than any
+blend of the same sources, what no source sees is filled, the fit follows the sources' poses,
+and the truth renderers are scored against is the object's colour up to its silhouette's
+edge."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from nol_ros.camera import Intrinsics
+from nol_ros.errors import ConfigError, InputError
+from nol_ros.geometry import look_at
+from nol_ros.mesh import Mesh
+from nol_ros.nol.evaluate import make_case, object_truth, score
+from nol_ros.nol.renderer import (
+    NolRenderer,
+    ObjectRendererConfig,
+    RefineConfig,
+    RenderConfig,
+    prepare_renderer,
+)
+from nol_ros.nol.surface_fit import (
+    SurfaceFitConfig,
+    fit_surface,
+    membrane_laplacian,
+    subdivide,
+    subdivision_levels,
+)
+from nol_ros.rasterizer import Scene
+
+NONE = RefineConfig(method="none")
+
+
+@pytest.fixture(scope="module")
+def case():
+    """A held-out textured catalogue object (the cracker box): 6 sources, 3 targets, 128 px."""
+    from nol_ros.datasets.synthetic.objects import make_object
+
+    return make_case(make_object(1, 0), seed=1, n_targets=3, crop=128)
+
+
+def _tetra():
+    V = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
+    F = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    return V, F
+
+
+def test_subdivision_keeps_the_surface_and_quadruples_the_faces():
+    V, F = _tetra()
+    V2, F2 = subdivide(V, F)
+    assert len(F2) == 4 * len(F) and len(V2) == len(V) + 6   # a tetrahedron has 6 edges
+    area = lambda V, F: 0.5 * np.linalg.norm(  # noqa: E731
+        np.cross(V[F[:, 1]] - V[F[:, 0]], V[F[:, 2]] - V[F[:, 0]]), axis=1).sum()
+    assert area(V2, F2) == pytest.approx(area(V, F))
+    # every new face lies in the plane of the face it came from, with the same orientation
+    n = lambda V, F: np.cross(V[F[:, 1]] - V[F[:, 0]], V[F[:, 2]] - V[F[:, 0]])  # noqa: E731
+    n0, n2 = n(V, F), n(V2, F2)
+    for k in range(4):
+        assert np.allclose(np.cross(n0, n2[k * len(F):(k + 1) * len(F)]), 0, atol=1e-12)
+        assert (np.einsum("ij,ij->i", n0, n2[k * len(F):(k + 1) * len(F)]) > 0).all()
+
+
+def test_the_membrane_term_is_the_sum_of_squared_edge_differences():
+    V, F = _tetra()
+    c = np.random.default_rng(0).random((4, 3))
+    edges = {(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)}
+    want = sum(((c[i] - c[j]) ** 2).sum() for i, j in edges)
+    L = membrane_laplacian(F, 4)
+    assert np.trace(c.T @ (L @ c)) == pytest.approx(want)
+
+
+def test_the_fit_beats_every_blend_of_the_same_sources(case):
+    """Exact poses: the sources are farther away and blurred; the fit undoes part of both,
+    a blend cannot."""
+    def psnr(method):
+        r = NolRenderer(case.mesh, case.sources, None, RenderConfig(method=method, refine=NONE))
+        return float(np.mean([score(r.render(T[None], intr)[0][0].astype(np.float32) / 255,
+                                    gt, gm)[0]
+                              for T, intr, gt, gm in zip(case.T_targets, case.intr_targets,
+                                                         case.gt_rgb, case.gt_mask)]))
+    fit = psnr("fit")
+    blends = {m: psnr(m) for m in ("ibr_angle", "ibr_mean", "ibr_best", "texture")}
+    print(fit, blends)
+    assert fit > max(blends.values()) + 0.5, (fit, blends)
+
+
+def test_the_fit_fills_what_no_source_sees_and_follows_the_poses(case):
+    cfg = ObjectRendererConfig(render=RenderConfig(method="fit", refine=NONE),
+                               refine_object=NONE)
+    r, info = prepare_renderer(case.mesh, case.sources[:2], None, cfg)
+    f = r._surface
+    assert info["fit"]["levels"] == f.levels >= 1
+    assert 0.2 < f.observed.mean() < 0.95           # two views do not see the whole box
+    assert np.isfinite(f.colours).all() and f.colours.min() >= 0 and f.colours.max() <= 1
+    rgb, sil = r.render(case.T_targets[:1], case.intr_targets[0])
+    assert rgb.dtype == np.uint8 and sil[0].any() and rgb[0][sil[0]].max() > 0
+    assert not rgb[0][~sil[0]].any()
+    r._set_poses(np.stack([s.T_camera_object for s in r.full]))
+    assert r._surface is None                        # moved sources: fitted again when used
+
+
+def test_subdivision_follows_the_source_resolution(case):
+    cfg = SurfaceFitConfig()
+    near = subdivision_levels(case.mesh, case.sources, cfg)
+    far = [dataclasses.replace(s, K=s.K * np.array([[0.25], [0.25], [1]]))
+           for s in case.sources]                   # 4x coarser pixels: fewer levels
+    assert subdivision_levels(case.mesh, far, cfg) == near - 2
+    tight = dataclasses.replace(cfg, max_faces=len(case.mesh.faces) * 4)
+    assert subdivision_levels(case.mesh, case.sources, tight) <= 1
+
+
+def test_bad_fit_input_is_named(case):
+    with pytest.raises(ConfigError, match="smoothness"):
+        SurfaceFitConfig(smoothness=0)
+    with pytest.raises(InputError, match="no source views"):
+        fit_surface(case.mesh, [])
+    empty = [dataclasses.replace(s, mask=np.zeros_like(s.mask)) for s in case.sources]
+    with pytest.raises(InputError, match="source masks"):
+        fit_surface(case.mesh, empty)
+
+
+def test_the_truth_is_the_objects_colour_up_to_its_edge():
+    """A flat, evenly lit square seen head-on: every silhouette pixel, the edge's included,
+    has the square's colour (a truth averaged with the empty background would be darker
+    there, and would score a renderer for darkening what a compositor then darkens again)."""
+    V = np.array([[-0.05, -0.05, 0], [0.05, -0.05, 0], [0.05, 0.05, 0], [-0.05, 0.05, 0]])
+    sq = Mesh(V, np.array([[0, 1, 2], [0, 2, 3]]), vertex_colors=np.full((4, 3), 0.6))
+    intr = Intrinsics(300.0, 300.0, 63.3, 64.1, 128, 128)   # edges cut through pixels
+    T_wc = look_at(np.array([0.01, 0.02, 0.5]), np.zeros(3), up=(0.0, 1.0, 0.0))
+    rgb, mask = object_truth(Scene([sq], [np.eye(4)]), [sq], intr, T_wc,
+                             T_wc[:3, :3] @ np.array([0, 0, -1.0]))
+    assert mask.sum() > 100
+    assert np.ptp(rgb[mask]) < 1e-4, np.ptp(rgb[mask])
+    assert not rgb[~mask].any()
