@@ -4,7 +4,8 @@ For every held-out object (the synthetic world's catalogue: never produced by th
 generator) a case of nol_ros.nol.evaluate is built: 6 sources on a 35-45 deg circle, targets at
 10-60 deg, ground truth = the clean render. Source poses get a fixed error (0, 5 mm / 1 deg,
 1 cm / 3 deg, 2 cm / 5 deg). Methods: nol (the checkpoint), fit (the surface colour fitted to
-the sources, nol_ros.nol.surface_fit), ibr_angle (a), ibr_mean (b), ibr_best (c). Refinement: none; per object (se3 photometric bundle adjustment of the sources
+the sources, nol_ros.nol.surface_fit), ibr_angle (a), ibr_mean (b), ibr_best (c).
+Refinement: none; per object (se3 photometric bundle adjustment of the sources
 on the full-resolution colour crops, once per object, with LearnObject's configuration
 (learn.RenderStageConfig().object_renderer_config().refine_object); the refined poses serve
 every method; no per-object fine-tuning here -- bench/bench_nol_real.py measures the whole

@@ -1,11 +1,13 @@
-"""What NOL costs per render against the blending baseline, and a 1296-view hemisphere.
+"""What a renderer costs per render against the blending baseline, and a 1296-view hemisphere.
 
-One real scanned object (``--object`` under ``--objects``, placed in a cluttered synthetic scene
-as in bench/bench_nol_real.py) with 6 annotated sources at 1 cm / 3 deg. Both renderers are
-prepared the way LearnObject prepares them (nol_ros.nol.renderer.prepare_renderer with
-learn.RenderStageConfig().object_renderer_config(); the per-object refinement and
-fine-tuning are timed separately), then render full 640 x 480 Xtion views of the object at
-0.5-1.0 m, one per call as RenderViews does:
+``--method`` (default: what LearnObject's "auto" resolves to, nol_ros.nol.renderer.
+default_method) against ``ibr_angle``. One real scanned object (``--object`` under
+``--objects``, placed in a cluttered synthetic scene as in bench/bench_nol_real.py) with 6
+annotated sources at 1 cm / 3 deg. Both renderers are prepared the way LearnObject prepares
+them (nol_ros.nol.renderer.prepare_renderer with learn.RenderStageConfig(method).
+object_renderer_config(); the per-object refinement, fine-tuning (nol) and surface fit (fit)
+are timed separately), then render full 640 x 480 Xtion views of the object at 0.5-1.0 m,
+one per call as RenderViews does:
 
 * time: the two methods alternate target by target in ONE process (the machine is shared;
   the ratio of the medians is the robust figure); the load average is recorded;
@@ -13,10 +15,11 @@ fine-tuning are timed separately), then render full 640 x 480 Xtion views of the
   RSS before it (after imports, scene, sources, network and preparation), and the absolute
   peak RSS (the CPU build of torch, open3d and OpenCV alone take ~700 MB here);
 * ``--hemisphere``: the paper's pose grid (72 x 18 = 1296 views, 256 px crops, 0.7 m) rendered
-  by the prepared NOL renderer in batches of 16 as write_render_set does (in-plane rotations
+  by the prepared renderer in batches of 16 as write_render_set does (in-plane rotations
   are image warps there and are not rendered), preparation included.
 
-    .venv/bin/python bench/bench_nol_cost.py [--targets 12] [--hemisphere] [--out /tmp/nol_cost]
+    .venv/bin/python bench/bench_nol_cost.py [--method fit] [--targets 12] [--hemisphere] \
+        [--out /tmp/nol_cost]
 """
 
 from __future__ import annotations
@@ -56,8 +59,9 @@ def _setup(a):
     mesh = load_textured_objects(a.objects)[a.object]
     case = make_scene_case(mesh, seed=a.seed, n_targets=1, name=a.object)
     src = annotated_sources(case, 0.01, 3.0, seed=a.seed)
-    net, _ = load_checkpoint(a.checkpoint or SHIPPED_MODEL, "cpu")
-    return case, src, net, RenderStageConfig(method="nol").object_renderer_config()
+    net = load_checkpoint(a.checkpoint or SHIPPED_MODEL, "cpu")[0] if "nol" in (
+        a.method, a.child) else None
+    return case, src, net, RenderStageConfig(method=a.method).object_renderer_config()
 
 
 def _targets(case, n: int, seed: int) -> np.ndarray:
@@ -91,7 +95,8 @@ def child(a) -> dict:
     return {"method": a.child, "rss_before_render_mb": before, "peak_mb": _peak_mb(),
             "render_increment_mb": _peak_mb() - before, "prepare_s": t_prep,
             "refine_s": info["refine"]["seconds"],
-            "finetune_s": (info.get("finetune") or {}).get("seconds", 0.0)}
+            "finetune_s": (info.get("finetune") or {}).get("seconds", 0.0),
+            "fit_s": (info.get("fit") or {}).get("seconds", 0.0)}
 
 
 def timing(a) -> dict:
@@ -103,23 +108,24 @@ def timing(a) -> dict:
     torch.set_num_threads(a.threads)
     case, src, net, cfg = _setup(a)
     load0 = os.getloadavg()[0]
-    r_nol, info = prepare_renderer(case.mesh, src, net, cfg)
-    r_ibr = NolRenderer(case.mesh, list(r_nol.full), None,
+    r_m, info = prepare_renderer(case.mesh, src, net, cfg)
+    r_ibr = NolRenderer(case.mesh, list(r_m.full), None,
                         dataclasses.replace(cfg.render, method="ibr_angle"))
     Ts = _targets(case, a.targets, a.seed)
-    for r in (r_nol, r_ibr):
+    for r in (r_m, r_ibr):
         r.render(Ts[:1], SMOT_XTION)   # warm-up
-    t = {"nol": [], "ibr_angle": []}
+    t = {a.method: [], "ibr_angle": []}
     for T in Ts:
-        for name, r in (("nol", r_nol), ("ibr_angle", r_ibr)):
+        for name, r in ((a.method, r_m), ("ibr_angle", r_ibr)):
             t0 = time.perf_counter()
             r.render(T[None], SMOT_XTION)
             t[name].append(time.perf_counter() - t0)
     med = {k: float(np.median(v)) for k, v in t.items()}
-    return {"s_per_render_median": med, "ratio_nol_to_ibr": med["nol"] / med["ibr_angle"],
+    return {"method": a.method, "s_per_render_median": med,
+            "ratio_to_ibr": med[a.method] / med["ibr_angle"],
             "s_per_render_min": {k: float(np.min(v)) for k, v in t.items()},
-            "targets": len(Ts), "prepare": {"refine_s": info["refine"]["seconds"],
-                                            "finetune_s": info["finetune"]["seconds"]},
+            "targets": len(Ts), "prepare": {k: (info.get(k) or {}).get("seconds", 0.0)
+                                            for k in ("refine", "finetune", "fit")},
             "load": [load0, os.getloadavg()[0]]}
 
 
@@ -157,6 +163,8 @@ def main(argv=None) -> int:
     ap.add_argument("--objects", default=str(DEFAULT_OBJECTS))
     ap.add_argument("--object", default="008_pudding_box")
     ap.add_argument("--checkpoint", default="")
+    ap.add_argument("--method", default="", help="renderer against ibr_angle (default: what "
+                    "auto resolves to)")
     ap.add_argument("--targets", type=int, default=12)
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
@@ -164,14 +172,20 @@ def main(argv=None) -> int:
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     ap.add_argument("--out", default="build/bench/nol_cost")
     a = ap.parse_args(argv)
+    if not a.method:
+        from nol_ros.nol.renderer import default_method
+
+        a.method = str(default_method())
     if a.child:
         print(json.dumps(child(a)))
         return 0
     res = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M"),
-           "object": a.object, "threads": a.threads, "timing": timing(a), "memory": {}}
+           "method": a.method, "object": a.object, "threads": a.threads, "timing": timing(a),
+           "memory": {}}
     print(json.dumps(res["timing"], indent=1), flush=True)
-    for m in ("ibr_angle", "nol"):
-        cmd = [sys.executable, __file__, "--child", m, "--objects", a.objects, "--object",
+    for m in ("ibr_angle", a.method):
+        cmd = [sys.executable, __file__, "--child", m, "--method", a.method, "--objects",
+               a.objects, "--object",
                a.object, "--targets", str(a.targets), "--seed", str(a.seed), "--threads",
                str(a.threads)] + (["--checkpoint", a.checkpoint] if a.checkpoint else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout

@@ -21,7 +21,8 @@ renderer's ``render`` returns -- what a training set is written from):
   nol, learnobject        the same for method nol (per-object refinement, per-object
                           fine-tuning); its render ends with the network's restorer when it
                           has one
-  nol, unrestored         the same renderer with the restorer switched off (X_D as blended)
+  nol, restored           the same renderer with the network's restorer switched on (off in
+                          LearnObject's configuration; "nol, unrestored" when it is on)
   nol, refined_untuned    (--finetune-ablation) the same refined sources with the network as
                           shipped: what fine-tuning adds (row "nol, finetuned" instead when
                           learn.render.finetune is switched off)
@@ -127,11 +128,12 @@ def run_level(case, src, net, cfg: ObjectRendererConfig, lpips_w,
     row["prepare"]["fit"] = {"s": info_f["seconds"], "fit": info_f["fit"]}
     row["fit/learnobject"] = _scores(rf, case, lpips_w)
     row["s_per_image"]["fit/learnobject"] = (time.perf_counter() - t1) / len(case.T_targets)
-    if net.restorer is not None:   # what the restorer adds: the same renderer without it
+    if net.restorer is not None:   # the restorer's switch the other way, same renderer
         t1 = time.perf_counter()
-        r.cfg = dataclasses.replace(r.cfg, restore=False)
-        row["nol/unrestored"] = _scores(r, case, lpips_w)
-        row["s_per_image"]["nol/unrestored"] = (time.perf_counter() - t1) / len(case.T_targets)
+        key = "nol/unrestored" if r.cfg.restore else "nol/restored"
+        r.cfg = dataclasses.replace(r.cfg, restore=not r.cfg.restore)
+        row[key] = _scores(r, case, lpips_w)
+        row["s_per_image"][key] = (time.perf_counter() - t1) / len(case.T_targets)
     refined = list(r.full)
     plain = dataclasses.replace(cfg.render, refine=NONE)
     if finetune_ablation:   # the same refined sources, the network fine-tuned / as shipped
@@ -192,7 +194,8 @@ def run(args) -> dict:
                 per["levels"].setdefault(key, []).append(row)
                 print(f"{name} set {si} {key}: " + ", ".join(
                     f"{k} {np.mean([x[0] for x in row[k]]):.2f}" for k in
-                    ("fit/learnobject", "nol/learnobject", "nol/unrestored", "nol/none",
+                    ("fit/learnobject", "nol/learnobject", "nol/unrestored", "nol/restored",
+                     "nol/none",
                      "ibr_angle/learnobject",
                      "ibr_mean/learnobject", "ibr_best/learnobject", "texture/learnobject")
                     if k in row)
@@ -203,7 +206,7 @@ def run(args) -> dict:
     return res
 
 
-ROWS = ["fit/learnobject", "nol/learnobject", "nol/unrestored", "nol/finetuned",
+ROWS = ["fit/learnobject", "nol/learnobject", "nol/unrestored", "nol/restored", "nol/finetuned",
         "nol/refined_untuned", "nol/none"] + [f"{m}/{r}" for m in BLENDS
                                               for r in ("learnobject", "none")]
 
@@ -266,7 +269,7 @@ def tables(res: dict) -> str:
     # per object at 1 cm, 3 deg
     k = keys[2]
     lines += [f"Per object at {k.replace('_', ', ')} (PSNR dB):", "",
-              "| object | split | fit learnobject | nol learnobject | nol unrestored | "
+              "| object | split | fit learnobject | nol learnobject | nol restorer switched | "
               "nol other fine-tuning | nol none | ibr_angle | ibr_mean | ibr_best | texture |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, o in sorted(res["objects"].items()):
@@ -277,9 +280,11 @@ def tables(res: dict) -> str:
             return f"{np.mean(v):.2f}" if v else "-"
         other = mean("nol/refined_untuned")
         other = mean("nol/finetuned") if other == "-" else other
+        switched = mean("nol/unrestored")
+        switched = mean("nol/restored") if switched == "-" else switched
         lines.append(f"| {n} | {o['split']} | {mean('fit/learnobject')} | "
                      f"{mean('nol/learnobject')} | "
-                     f"{mean('nol/unrestored')} | {other} | {mean('nol/none')} | "
+                     f"{switched} | {other} | {mean('nol/none')} | "
                      + " | ".join(mean(f"{m}/learnobject") for m in BLENDS) + " |")
     return "\n".join(lines)
 

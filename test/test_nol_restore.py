@@ -85,7 +85,7 @@ def test_render_runs_the_restorer_for_nol_only_and_it_can_be_switched_off(case):
     net = _net_with_bias(0.1)
     T, intr = case.T_targets[0], case.intr_targets[0]
     on, m = NolRenderer(case.mesh, case.sources, net,
-                        RenderConfig(refine=NONE)).render(T[None], intr)
+                        RenderConfig(refine=NONE, restore=True)).render(T[None], intr)
     off, m2 = NolRenderer(case.mesh, case.sources, net,
                           RenderConfig(refine=NONE, restore=False)).render(T[None], intr)
     assert np.array_equal(m, m2) and m.any()
@@ -96,7 +96,8 @@ def test_render_runs_the_restorer_for_nol_only_and_it_can_be_switched_off(case):
     ibr = NolRenderer(case.mesh, case.sources, None,
                       RenderConfig(method="ibr_angle", refine=NONE)).render(T[None], intr)[0]
     ibr_net = NolRenderer(case.mesh, case.sources, net,
-                          RenderConfig(method="ibr_angle", refine=NONE)).render(T[None], intr)[0]
+                          RenderConfig(method="ibr_angle", refine=NONE, restore=True)
+                          ).render(T[None], intr)[0]
     assert np.array_equal(ibr, ibr_net)
 
 
@@ -104,7 +105,7 @@ def test_the_evaluation_scores_what_render_returns(case):
     """bench/bench_nol.py scores through evaluate_renderer: its images are render's, restorer
     included, and its PSNR is theirs."""
     net = _net_with_bias(0.1)
-    on = NolRenderer(case.mesh, case.sources, net, RenderConfig(refine=NONE))
+    on = NolRenderer(case.mesh, case.sources, net, RenderConfig(refine=NONE, restore=True))
     off = NolRenderer(case.mesh, case.sources, net, RenderConfig(refine=NONE, restore=False))
     e_on, e_off = evaluate_renderer(on, case, NONE), evaluate_renderer(off, case, NONE)
     for e, r in ((e_on, on), (e_off, off)):
@@ -249,7 +250,7 @@ def test_render_gives_a_cue_restorer_the_cues_of_the_blend(crop):
     net = attach(net, r)
     assert net.config.restore_cues == 2
     srcs = [s for s in case.sources if s.mask.any()]   # an occluded view may show nothing
-    ren = NolRenderer(case.mesh, srcs, net, RenderConfig(refine=NONE))
+    ren = NolRenderer(case.mesh, srcs, net, RenderConfig(refine=NONE, restore=True))
     assert ren.hybrid == (crop == 256)
     T, intr = case.T_targets[:1], case.intr_targets[0]
     res = ren.render_detailed(T, intr, cues=True)

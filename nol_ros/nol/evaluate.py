@@ -3,15 +3,15 @@
 A case (:func:`make_case`) is one of the synthetic world's catalogue objects (shapes and
 textures the NOL training generator never produces) seen like a robot sees it: ``n_sources``
 source crops from a circle at 35-45 deg elevation, 0.9-1.2 m (as view selection picks them on a
-SMOT-like sequence), rendered under a fixed lamp on a textured background, degraded by the
-synthetic Xtion colour model (exposure/white-balance drift, blur, noise), one or two of them
-partly occluded (the occluder is cut from the mask); and ``n_targets`` target poses at 10-60 deg
-elevation, 0.6-0.9 m, whose ground truth is the clean render under the same lamp, in 256 px NOL
+SMOT-like sequence), rendered under a fixed lamp on a textured background at 2x and
+area-averaged (a camera integrates over its pixels), degraded by the synthetic Xtion colour
+model (exposure/white-balance drift, blur, noise), one or two of them partly occluded (the
+occluder is cut from the mask); and ``n_targets`` target poses at 10-60 deg elevation,
+0.6-0.9 m, whose ground truth is the clean render under the same lamp, in 256 px NOL
 crops, rendered at 2x and area-averaged over the part of each pixel the object covers (a camera
 integrates over its pixels; the silhouette's edge is not darkened by the empty background, see
-:func:`object_truth`). Source poses are
-then perturbed by a fixed error (translation, rotation) in a random direction, like
-self-annotation errors.
+:func:`object_truth`). Source poses are then perturbed by a fixed error (translation,
+rotation) in a random direction, like self-annotation errors.
 
 Scores: masked PSNR and SSIM on the target silhouette (pixels no source sees count as black).
 """
@@ -75,11 +75,16 @@ def make_case(mesh_textured: Mesh, seed: int = 0, n_sources: int = 6, n_targets:
         T = _view(az0 + 2 * np.pi * k / n_sources + rng.normal(0, 0.1),
                   rng.uniform(35, 45), rng.uniform(0.9, 1.2))
         intr = crop_intrinsics(mesh_textured, T, SMOT_XTION, crop, 128)
-        col, res = render_shaded(scene, mesh_textured, intr, T, light, ambient, 1 - ambient)
+        # the camera integrates over its pixels: the object over its background at 2x, then
+        # area-averaged (a point-sampled source aliases the fine textures)
+        col, res = render_shaded(scene, mesh_textured, intr.scaled(2), T, light, ambient,
+                                 1 - ambient)
         side = int(rng.integers(crop // 2, 512))
         x0, y0 = (int(rng.integers(0, 513 - side)) for _ in range(2))
-        bg = cv2.resize(bg_tex[y0:y0 + side, x0:x0 + side], (crop, crop)).astype(np.float32)
-        img = np.where(res.mask[..., None], col, bg / 255.0)
+        bg = cv2.resize(bg_tex[y0:y0 + side, x0:x0 + side], (2 * crop, 2 * crop))
+        img = cv2.resize(np.where(res.mask[..., None], col, bg.astype(np.float32) / 255.0),
+                         (crop, crop), interpolation=cv2.INTER_AREA)
+        res = scene.render(intr, invert_T(T))
         img = sensor.rgb(img).astype(np.float32) / 255.0
         m = res.mask
         if k in occluded:

@@ -131,8 +131,8 @@ class RenderConfig:
     full-resolution sources). colour_from: "source" (network weights applied to the
     full-resolution source colours) or "network" (X_D at the network's resolution).
     restore: method "nol" with a network that has a restorer (NolConfig.restore_filters):
-    :meth:`NolRenderer.render` runs it on each image. refine: see RefineConfig. surface_fit:
-    method "fit" (nol_ros.nol.surface_fit)."""
+    :meth:`NolRenderer.render` runs it on each image (off by default). refine: see
+    RefineConfig. surface_fit: method "fit" (nol_ros.nol.surface_fit)."""
 
     method: RenderMethod = RenderMethod.NOL
     n_sources: int = 6
@@ -140,7 +140,10 @@ class RenderConfig:
     target_scale: float = 1.0
     colour_from: ColourSource = ColourSource.SOURCE
     angle_power: float = 4.0
-    restore: bool = True
+    # off: the shipped restorer learnt to darken the silhouette's edge (its training truth was
+    # rendered over an empty background); against the object's own colour it cost 0.35 dB on
+    # real scans at exact poses and gained nothing at 1-2 cm (BENCHMARKS.md "A learnt restorer")
+    restore: bool = False
     refine: RefineConfig = dataclasses.field(default_factory=RefineConfig)
     surface_fit: SurfaceFitConfig = dataclasses.field(default_factory=SurfaceFitConfig)
 
