@@ -7,8 +7,8 @@
 3. replay the training bag over DDS (Xtion topics, original stamps) into the reconstruction
    node and ask it what it received (GetBufferStatus);
 4. LearnObject for every object through the nol node's service (source: the bag):
-   self-annotation, view selection and the rendered training set (the shipped NOL model when
-   its evaluation beat the IBR baseline, else IBR; see nol_ros.nol.renderer.default_method);
+   self-annotation, view selection and the rendered training set (with the renderer the
+   model card records as measured best: fit, nol or IBR; nol_ros.nol.renderer.default_method);
 5. TrainDetector + TrainPoseEstimator through the trainer node (recognition preset);
 6. the recognizer node picks the models up; the test bag is replayed into it, and the same
    models are scored offline on the test sequence (mAP@0.5, ADD(-S) with and without ICP);
