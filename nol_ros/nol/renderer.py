@@ -47,6 +47,7 @@ import copy
 import dataclasses
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,7 +213,8 @@ class RenderResult:
     """B targets. rgb (B, H, W, 3) float32 [0, 1] (0 where no source sees the surface);
     mask (B, H, W) bool pixels with >= 1 valid projection; object_mask (B, H, W) bool target
     silhouette; coverage (B,) mask / object_mask pixels; weights (B, K, H, W) float32 per-pixel
-    source weights (sum 1 on mask); source_ids (B, K) indices into the renderer's sources;
+    source weights (sum 1 on mask; K = 0 for method "fit", which blends no sources);
+    source_ids (B, K) indices into the renderer's sources;
     T_sources (B, K, 4, 4) source poses used for the final prediction (refined or initial);
     refine_loss (B, 2) mean E_k before/after refinement (NaN without refinement);
     seconds: timing per stage (whole batch); cues (B, 2, H, W) float32 the blend's per-pixel
@@ -353,6 +355,7 @@ class NolRenderer:
                        and sources[0].size != S)
         self._scene = _object_scene(mesh)
         self._surface: FittedSurface | None = None   # method "fit", fitted at the first use
+        self._surface_lock = threading.Lock()          # renders may come from several threads
         t0 = time.perf_counter()
         self._encode()
         self.encode_s = time.perf_counter() - t0
@@ -499,18 +502,22 @@ class NolRenderer:
         their current poses (``config.surface_fit``; done once, again after the poses move).
         Returns {levels, vertices, observed, seconds}."""
         t0 = time.perf_counter()
-        if self._surface is None:
-            self._surface = fit_surface(self.mesh, self.full, self.cfg.surface_fit)
-        f = self._surface
+        f = self._fitted()
         return {"levels": f.levels, "vertices": len(f.vertices),
                 "observed": float(f.observed.mean()), "seconds": time.perf_counter() - t0}
+
+    def _fitted(self) -> FittedSurface:
+        with self._surface_lock:
+            if self._surface is None:
+                self._surface = fit_surface(self.mesh, self.full, self.cfg.surface_fit)
+            return self._surface
 
     def _render_fitted(self, Ts: np.ndarray, intr: Intrinsics) -> RenderResult:
         """Method "fit": the fitted surface at the targets (no sources blended, no per-target
         refinement)."""
         t0 = time.perf_counter()
-        self.fit_surface()
-        out = [self._surface.render(T, intr) for T in Ts]
+        surface = self._fitted()
+        out = [surface.render(T, intr) for T in Ts]
         rgb, om = np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
         B, H, W = om.shape
         return RenderResult(rgb, om.copy(), om, np.ones(B, np.float32),
