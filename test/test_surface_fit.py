@@ -13,12 +13,13 @@ from nol_ros.camera import Intrinsics
 from nol_ros.errors import ConfigError, InputError
 from nol_ros.geometry import look_at
 from nol_ros.mesh import Mesh
-from nol_ros.nol.evaluate import make_case, object_truth, score
+from nol_ros.nol.evaluate import make_case, noisy_sources, object_truth, score
 from nol_ros.nol.renderer import (
     NolRenderer,
     ObjectRendererConfig,
     RefineConfig,
     RenderConfig,
+    better_fitted,
     prepare_renderer,
 )
 from nol_ros.nol.surface_fit import (
@@ -98,6 +99,18 @@ def test_the_fit_fills_what_no_source_sees_and_follows_the_poses(case):
     assert not rgb[0][~sil[0]].any()
     r._set_poses(np.stack([s.T_camera_object for s in r.full]))
     assert r._surface is None                        # moved sources: fitted again when used
+
+
+def test_the_poses_one_surface_explains_best_are_kept(case):
+    """The fit's residual tells right source poses from wrong ones, whichever side is which:
+    what prepare_renderer relies on to keep given poses a refinement moved off the truth."""
+    cfg = RenderConfig(method="fit", refine=NONE)
+    exact = NolRenderer(case.mesh, case.sources, None, cfg)
+    noisy = NolRenderer(case.mesh, noisy_sources(case.sources, 0.005, 1.0, 0), None, cfg)
+    r, info, which = better_fitted(noisy, exact)
+    assert r is exact and which == "given" and info["residual"] < noisy.fit_surface()["residual"]
+    r, _, which = better_fitted(exact, noisy)
+    assert r is exact and which == "refined"
 
 
 def test_subdivision_follows_the_source_resolution(case):

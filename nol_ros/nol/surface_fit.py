@@ -113,7 +113,9 @@ def _sampling(scene: Scene, faces: np.ndarray, n: int, intr: Intrinsics,
 @dataclass
 class FittedSurface:
     """A mesh with a fitted colour per vertex. observed (V,) bool: some view's data touches
-    the vertex (the others are filled by the membrane). levels: subdivisions of the input."""
+    the vertex (the others are filled by the membrane). levels: subdivisions of the input.
+    residual: RMS colour error of the fitted surface against the source pixels it was fitted
+    to (how well one surface explains all the views at their poses)."""
 
     vertices: np.ndarray
     faces: np.ndarray
@@ -121,6 +123,7 @@ class FittedSurface:
     observed: np.ndarray
     levels: int
     scene: Scene
+    residual: float = float("nan")
 
     def render(self, T_camera_object: np.ndarray, intr: Intrinsics, supersample: int = 2
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -237,4 +240,8 @@ def fit_surface(mesh: Mesh, sources: list[SourceView],
                for e, (_, _, _, use, _) in zip(res, views)]
         wts = [w.astype(np.float32) for w in wts]
         x = solve(x, wts)
-    return FittedSurface(V, F, np.clip(x, 0, 1).astype(np.float32), observed, levels, scene)
+    x = np.clip(x, 0, 1)
+    err = np.concatenate([((model(x, Mb, hw) - rgb) ** 2).mean(2)[use]
+                          for Mb, _, hw, use, rgb in views])
+    return FittedSurface(V, F, x.astype(np.float32), observed, levels, scene,
+                         float(np.sqrt(err.mean())))
