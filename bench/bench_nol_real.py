@@ -16,7 +16,8 @@ renderer's ``render`` returns -- what a training set is written from):
   fit, learnobject        nol_ros.nol.renderer.prepare_renderer with the configuration
                           LearnObject's render stage runs for method fit (learn.
                           RenderStageConfig(method="fit").object_renderer_config(): per-object
-                          refinement, then the surface colour fitted to the sources), the SAME
+                          refinement, a second coarse-to-fine one, the surface colour fitted
+                          at those and at the given poses, the best fit kept), the SAME
                           function and object
   nol, learnobject        the same for method nol (per-object refinement, per-object
                           fine-tuning); its render ends with the network's restorer when it
@@ -30,7 +31,7 @@ renderer's ``render`` returns -- what a training set is written from):
   ibr_angle / ibr_mean / ibr_best / texture, learnobject refinement
                           the blends (visibility- and angle-weighted, plain mean, most
                           frontal per pixel) and texture mapping (per-face view selection),
-                          given exactly the sources NOL's preparation refined
+                          given exactly the sources fit's preparation chose
   ibr_angle / ibr_mean / ibr_best / texture, none   the same, poses as annotated
 
 Objects the network was trained on (the checkpoint's ``real_train_objects``) and objects it
@@ -125,7 +126,8 @@ def run_level(case, src, net, cfg: ObjectRendererConfig, lpips_w,
     row["s_per_image"] = {"nol/learnobject": (time.perf_counter() - t1) / len(case.T_targets)}
     t1 = time.perf_counter()   # method fit, as LearnObject runs it: its own preparation
     rf, info_f = prepare_renderer(case.mesh, src, None, learn_object_config("fit"))
-    row["prepare"]["fit"] = {"s": info_f["seconds"], "fit": info_f["fit"]}
+    row["prepare"]["fit"] = {"s": info_f["seconds"], "fit": info_f["fit"],
+                             "poses": info_f["poses"]}
     row["fit/learnobject"] = _scores(rf, case, lpips_w)
     row["s_per_image"]["fit/learnobject"] = (time.perf_counter() - t1) / len(case.T_targets)
     if net.restorer is not None:   # the restorer's switch the other way, same renderer
@@ -134,7 +136,7 @@ def run_level(case, src, net, cfg: ObjectRendererConfig, lpips_w,
         r.cfg = dataclasses.replace(r.cfg, restore=not r.cfg.restore)
         row[key] = _scores(r, case, lpips_w)
         row["s_per_image"][key] = (time.perf_counter() - t1) / len(case.T_targets)
-    refined = list(r.full)
+    refined = list(rf.full)   # the poses LearnObject ends with ("auto" renders with fit)
     plain = dataclasses.replace(cfg.render, refine=NONE)
     if finetune_ablation:   # the same refined sources, the network fine-tuned / as shipped
         t1 = time.perf_counter()

@@ -19,7 +19,7 @@ from nol_ros.nol.renderer import (
     ObjectRendererConfig,
     RefineConfig,
     RenderConfig,
-    better_fitted,
+    best_fitted,
     prepare_renderer,
 )
 from nol_ros.nol.surface_fit import (
@@ -102,14 +102,16 @@ def test_the_fit_fills_what_no_source_sees_and_follows_the_poses(case):
 
 
 def test_the_poses_one_surface_explains_best_are_kept(case):
-    """The fit's residual tells right source poses from wrong ones, whichever side is which:
-    what prepare_renderer relies on to keep given poses a refinement moved off the truth."""
+    """The fit's residual tells right source poses from wrong ones, whatever their names and
+    order: what prepare_renderer relies on to choose among given and refined poses."""
     cfg = RenderConfig(method="fit", refine=NONE)
     exact = NolRenderer(case.mesh, case.sources, None, cfg)
-    noisy = NolRenderer(case.mesh, noisy_sources(case.sources, 0.005, 1.0, 0), None, cfg)
-    r, info, which = better_fitted(noisy, exact)
-    assert r is exact and which == "given" and info["residual"] < noisy.fit_surface()["residual"]
-    r, _, which = better_fitted(exact, noisy)
+    off = {f"{t}": NolRenderer(case.mesh, noisy_sources(case.sources, t, 1.0, 0), None, cfg)
+           for t in (0.005, 0.01)}
+    r, info, which = best_fitted({**off, "given": exact})
+    assert r is exact and which == "given"
+    assert info["residual"] < min(o.fit_surface()["residual"] for o in off.values())
+    r, _, which = best_fitted({"refined": exact, **off})
     assert r is exact and which == "refined"
 
 
