@@ -46,25 +46,27 @@ class SurfaceFitConfig:
     iterations: int = 150        # conjugate-gradient iterations
     spacing: float = 0.5         # wanted vertex spacing, in the finest source pixel footprint
     max_faces: int = 1_000_000   # subdivision budget (memory ~ 0.3 KB per face)
-    robust_rounds: int = 0       # re-weighted rounds: source pixels far from the fit (a pose
-    #                              error's misplaced texture) lose weight (Cauchy, 2.4 x the
-    #                              residuals' robust sigma)
 
     def __post_init__(self):
         if (self.blur_sigma_px < 0 or self.supersample < 1 or self.smoothness <= 0
-                or self.iterations < 1 or self.spacing <= 0 or self.max_faces < 1
-                or self.robust_rounds < 0):
+                or self.iterations < 1 or self.spacing <= 0 or self.max_faces < 1):
             raise ConfigError("surface fit: blur_sigma_px >= 0, supersample >= 1, smoothness "
-                              "> 0, iterations >= 1, spacing > 0, max_faces >= 1 and "
-                              "robust_rounds >= 0")
+                              "> 0, iterations >= 1, spacing > 0 and max_faces >= 1")
+
+
+def _edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(F, 3) -> (the E distinct edges (E, 2), lowest index first; for each face side -- all
+    sides 0-1, then 1-2, then 2-0 -- the index of its edge (3 F,))."""
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges, inv = np.unique(np.sort(e, 1), axis=0, return_inverse=True)
+    return edges, inv.reshape(-1)
 
 
 def subdivide(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Midpoint subdivision: every triangle into four, the surface unchanged.
     (V, 3), (F, 3) -> (V + E, 3), (4 F, 3) with E the number of distinct edges."""
-    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    edges, inv = np.unique(np.sort(e, 1), axis=0, return_inverse=True)
-    m01, m12, m20 = (len(vertices) + inv.reshape(-1)).reshape(3, -1)
+    edges, inv = _edges(faces)
+    m01, m12, m20 = (len(vertices) + inv).reshape(3, -1)
     a, b, c = faces.T
     out = np.concatenate([np.stack(t, 1) for t in
                           ((a, m01, m20), (m01, b, m12), (m20, m12, c), (m01, m12, m20))])
@@ -74,8 +76,7 @@ def subdivide(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.n
 
 def membrane_laplacian(faces: np.ndarray, n: int) -> sp.csr_matrix:
     """(n, n) graph Laplacian of the mesh's edges: c^T L c = sum over edges (c_i - c_j)^2."""
-    e = np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]],
-                                          faces[:, [2, 0]]]), 1), axis=0)
+    e = _edges(faces)[0]
     adj = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
     adj = (adj + adj.T).tocsr()
     return (sp.diags(np.asarray(adj.sum(1)).ravel()) - adj).tocsr()
@@ -125,27 +126,31 @@ class FittedSurface:
     scene: Scene
     residual: float = float("nan")
 
+    def _colour(self, intr: Intrinsics, T_camera_object: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Point-sampled: (the surface's colour at each pixel centre (H, W, 3) float32, 0 off
+        it; the pixels it covers (H, W) bool)."""
+        r = self.scene.render(intr, invert_T(T_camera_object), normals=False)
+        hit = r.face_id >= 0
+        rgb = np.zeros((intr.height, intr.width, 3), np.float32)
+        rgb[hit] = (r.bary[hit][..., None] * self.colours[self.faces[r.face_id[hit]]]).sum(1)
+        return rgb, hit
+
     def render(self, T_camera_object: np.ndarray, intr: Intrinsics, supersample: int = 2
                ) -> tuple[np.ndarray, np.ndarray]:
         """-> (rgb (H, W, 3) float32, silhouette (H, W) bool): each silhouette pixel the
         surface's mean colour over the part of the pixel the object covers (rendered at
         ``supersample`` x on the silhouette's box); 0 off the silhouette. The colour is not
         darkened at the silhouette's edge: an alpha is the compositor's business."""
-        r = self.scene.render(intr, invert_T(T_camera_object), normals=False)
-        hit = r.face_id >= 0
-        rgb = np.zeros((intr.height, intr.width, 3), np.float32)
+        rgb, hit = self._colour(intr, T_camera_object)
         if not hit.any():
             return rgb, hit
-        rgb[hit] = (r.bary[hit][..., None] * self.colours[self.faces[r.face_id[hit]]]).sum(1)
         ys, xs = np.nonzero(hit)
         y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
         s = int(supersample)
         if s > 1:
             box = intr.crop_resize(x0, y0, x1 - x0, y1 - y0, s * (x1 - x0), s * (y1 - y0))
-            rb = self.scene.render(box, invert_T(T_camera_object), normals=False)
-            hb = rb.face_id >= 0
-            col = np.zeros((*hb.shape, 3), np.float32)
-            col[hb] = (rb.bary[hb][..., None] * self.colours[self.faces[rb.face_id[hb]]]).sum(1)
+            col, hb = self._colour(box, T_camera_object)
             size = (int(x1 - x0), int(y1 - y0))
             col = cv2.resize(col, size, interpolation=cv2.INTER_AREA)
             cov = cv2.resize(hb.astype(np.float32), size, interpolation=cv2.INTER_AREA)
@@ -198,48 +203,32 @@ def fit_surface(mesh: Mesh, sources: list[SourceView],
     def model(c: np.ndarray, Mb, hw) -> np.ndarray:   # the surface seen by one view
         return blur((Mb @ c).reshape(*hw, 3).astype(np.float32))
 
-    def normal_op(c: np.ndarray, wts) -> np.ndarray:      # A^T W A c + smoothness L c
+    def normal_op(c: np.ndarray) -> np.ndarray:      # A^T W A c + smoothness L c
         out = cfg.smoothness * (lap @ c) + 1e-6 * c
-        for (Mb, MbT, hw, _, _), w in zip(views, wts):
-            out += MbT @ blur(model(c, Mb, hw) * w[..., None]).reshape(-1, 3).astype(np.float64)
+        for Mb, MbT, hw, use, _ in views:
+            out += MbT @ blur(model(c, Mb, hw) * use[..., None]).reshape(-1, 3).astype(np.float64)
         return out
 
-    def solve(x: np.ndarray, wts) -> np.ndarray:          # CG per channel, from x
-        rhs = np.zeros((n, 3))
-        for (_, MbT, _, _, rgb), w in zip(views, wts):
-            rhs += MbT @ blur((rgb * w[..., None]).astype(np.float32)).reshape(-1, 3)
-        r = rhs - normal_op(x, wts)
-        p, rr = r.copy(), (r * r).sum(0)
-        for _ in range(cfg.iterations):
-            q = normal_op(p, wts)
-            a = rr / np.maximum((p * q).sum(0), 1e-30)
-            x = x + a * p
-            r -= a * q
-            rr_new = (r * r).sum(0)
-            p = r + (rr_new / np.maximum(rr, 1e-30)) * p
-            rr = rr_new
-        return x
-
     lap = membrane_laplacian(F, n)
-    wts = [use.astype(np.float32) for _, _, _, use, _ in views]
     rhs, weight = np.zeros((n, 3)), np.zeros(n)
-    for (_, MbT, _, _, rgb), w in zip(views, wts):
+    for _, MbT, _, use, rgb in views:
+        w = use.astype(np.float32)
         rhs += MbT @ blur((rgb * w[..., None]).astype(np.float32)).reshape(-1, 3)
         weight += MbT @ blur(w).reshape(-1)
     observed = weight > 1e-6
-    # start from each vertex's mean observation (the rest: the mean colour)
+    # start from each vertex's mean observation (the rest: the mean colour), then CG per channel
     x = np.where(observed[:, None], rhs / np.maximum(weight, 1e-6)[:, None],
                  rhs.sum(0) / max(weight.sum(), 1e-6))
-    x = solve(x, wts)
-    for _ in range(cfg.robust_rounds):
-        res = [np.linalg.norm(model(x, Mb, hw) - rgb, axis=2)
-               for Mb, _, hw, _, rgb in views]
-        sigma_r = 1.4826 * float(np.median(np.concatenate(
-            [e[use] for e, (_, _, _, use, _) in zip(res, views)])))
-        wts = [use / (1 + (e / (2.4 * max(sigma_r, 1e-4))) ** 2)
-               for e, (_, _, _, use, _) in zip(res, views)]
-        wts = [w.astype(np.float32) for w in wts]
-        x = solve(x, wts)
+    r = rhs - normal_op(x)
+    p, rr = r.copy(), (r * r).sum(0)
+    for _ in range(cfg.iterations):
+        q = normal_op(p)
+        a = rr / np.maximum((p * q).sum(0), 1e-30)
+        x = x + a * p
+        r -= a * q
+        rr_new = (r * r).sum(0)
+        p = r + (rr_new / np.maximum(rr, 1e-30)) * p
+        rr = rr_new
     x = np.clip(x, 0, 1)
     err = np.concatenate([((model(x, Mb, hw) - rgb) ** 2).mean(2)[use]
                           for Mb, _, hw, use, rgb in views])
