@@ -92,6 +92,7 @@ from nol_ros.nol.projection import (
 )
 from nol_ros.nol.surface_fit import FittedSurface, SurfaceFitConfig, fit_surface
 from nol_ros.progress import ProgressFn, noop_progress
+from nol_ros.recognition.pnp import IcpConfig, refine_icp
 from nol_ros.views.selection import select_for_target
 from nol_ros.workspace import ObjectFiles
 
@@ -194,6 +195,15 @@ class ObjectRendererConfig:
     refine_alternative: RefineConfig | None = dataclasses.field(
         default_factory=lambda: RefineConfig(max_iters=50, patience=8,
                                              blur_sigmas=(2.0, 1.0, 0.0)))
+    # method "fit": two more candidates with each view aligned to its own measured depth
+    # (:func:`depth_aligned`): the refined poses so aligned, and poses aligned, refined from
+    # there and aligned again. The photometric refinement pulls the views to a consistent
+    # place but not to the true one (the tuna can's views end 5-9 mm off at every noise level);
+    # the depth fixes where each view is, the refinement what the depth cannot see (a can's
+    # turn about its axis). On 7 real scans the fit went 28.31 / 25.67 / 23.57 -> 29.36 /
+    # 27.48 / 25.79 dB at 5 mm / 1 cm / 2 cm (BENCHMARKS.md "NOL on real textures"); None: off
+    depth_align: IcpConfig | None = dataclasses.field(default_factory=IcpConfig)
+    depth_align_min_fitness: float = 0.5   # a view's ICP fitness below this: it keeps its pose
 
 
 class _Adam:
@@ -1053,6 +1063,29 @@ def best_fitted(renderers: dict[str, NolRenderer]) -> tuple[NolRenderer, dict, s
     return renderers[name], fits[name], name
 
 
+def depth_aligned(mesh: Mesh, sources: list[SourceView], cfg: IcpConfig = IcpConfig(),
+                  min_fitness: float = 0.5) -> list[SourceView] | None:
+    """The sources with each pose aligned to the view's own measured depth (ICP of the mesh,
+    :func:`~nol_ros.recognition.pnp.refine_icp`, inside the view's mask) and the mask re-derived
+    at the new pose (:func:`~nol_ros.nol.projection.mask_at_pose`). A view without depth, whose
+    ICP fails or fits less than ``min_fitness`` of its points keeps its pose and mask. None if
+    no view moved."""
+    out, moved = [], False
+    scene = _object_scene(mesh)
+    for s in sources:
+        if s.depth is not None:
+            S = s.size
+            r = refine_icp(s.T_camera_object, mesh, np.asarray(s.depth, np.float32),
+                           Intrinsics.from_K(s.K, S, S), s.mask, cfg)
+            if r.refined and r.fitness >= min_fitness:
+                T = r.T_camera_object
+                s = dataclasses.replace(s, T_camera_object=T,
+                                        mask=mask_at_pose(mesh, s, T, scene=scene))
+                moved = True
+        out.append(s)
+    return out if moved else None
+
+
 def prepare_renderer(mesh: Mesh, sources: list[SourceView], net: NolNet | None,
                      cfg: ObjectRendererConfig = ObjectRendererConfig(),
                      device: str | None = None,
@@ -1063,9 +1096,11 @@ def prepare_renderer(mesh: Mesh, sources: list[SourceView], net: NolNet | None,
     masks follow), then fine-tune the network on the object (``cfg.finetune``, "nol" only) or
     fit the surface colour to the sources (method "fit").
     progress(stage, fraction, message) with stages "refine", "finetune" and "fit".
-    For "fit", the surface is also fitted at the given poses and at those of a second,
-    coarse-to-fine refinement (``cfg.refine_alternative``), and the renderer whose surface
-    explains its sources best is returned (:func:`best_fitted`; info "poses").
+    For "fit", the surface is also fitted at the given poses, at those of a second,
+    coarse-to-fine refinement (``cfg.refine_alternative``) and at poses aligned to the views'
+    own depth (``cfg.depth_align``: the refined ones aligned; aligned, refined and aligned
+    again), and the renderer whose surface explains its sources best is returned
+    (:func:`best_fitted`; info "poses").
     Returns (renderer, {refine, finetune | fit, poses, seconds})."""
     t0 = time.perf_counter()
     r = NolRenderer(mesh, sources, net if cfg.render.method == "nol" else None, cfg.render,
@@ -1095,6 +1130,19 @@ def prepare_renderer(mesh: Mesh, sources: list[SourceView], net: NolNet | None,
             alt = NolRenderer(mesh, sources, None, cfg.render, device)
             info["refine_alternative"] = alt.refine_sources(cfg.refine_alternative)
             cands["coarse_to_fine"] = alt
+        if cfg.depth_align is not None:
+            def aligned(srcs: list[SourceView]) -> list[SourceView] | None:
+                return depth_aligned(mesh, srcs, cfg.depth_align, cfg.depth_align_min_fitness)
+
+            # the refined poses, each view then put where its own depth says
+            if (a := aligned(r.full)) is not None:
+                cands["refined+depth"] = NolRenderer(mesh, a, None, cfg.render, device)
+            # aligned to the depth first, refined from there, aligned again
+            if (a := aligned(sources)) is not None:
+                dep = NolRenderer(mesh, a, None, cfg.render, device)
+                info["refine_depth"] = dep.refine_sources(cfg.refine_object)
+                cands["depth+refined+depth"] = NolRenderer(
+                    mesh, aligned(dep.full) or dep.full, None, cfg.render, device)
         r, info["fit"], info["poses"] = best_fitted(cands)
         progress("fit", 1.0, f"{info['fit']['vertices']} vertices, "
                              f"{100 * info['fit']['observed']:.0f} % seen, "

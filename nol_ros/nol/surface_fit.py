@@ -11,7 +11,10 @@ sub-pixel offsets, so together they pin down detail no single view holds (multi-
 super-resolution with known geometry). A membrane term (``smoothness`` x the squared colour
 difference along every mesh edge) fills what no view sees and keeps the system well posed.
 The normal equations are solved by conjugate gradients, a few seconds per object on 2 cores
-(BENCHMARKS.md "NOL on real textures"). The colour is view-independent (Lambertian), as the
+(BENCHMARKS.md "NOL on real textures"). A camera's auto exposure and white balance drift
+between views: each view's colour gain (3,) is then estimated by least squares against the
+fitted surface, relative to the views' geometric mean, and the surface fitted again to the
+views divided by it (``gain_rounds``). The colour is view-independent (Lambertian), as the
 blends assume.
 
 Shapes: vertices (V, 3) metres, faces (F, 3), colours (V, 3) float [0, 1]; images (H, W, 3)
@@ -46,12 +49,19 @@ class SurfaceFitConfig:
     iterations: int = 150        # conjugate-gradient iterations
     spacing: float = 0.5         # wanted vertex spacing, in the finest source pixel footprint
     max_faces: int = 1_000_000   # subdivision budget (memory ~ 0.3 KB per face)
+    gain_rounds: int = 1         # rounds of estimating each view's colour gain (auto exposure
+    #                              and white balance drift between views), each a refit: on 7
+    #                              real scans +0.11 / +0.06 / 0 / +0.01 dB at 0 / 5 mm / 1 / 2
+    #                              cm for ~2 s more per fit (BENCHMARKS.md "NOL on real
+    #                              textures")
 
     def __post_init__(self):
         if (self.blur_sigma_px < 0 or self.supersample < 1 or self.smoothness <= 0
-                or self.iterations < 1 or self.spacing <= 0 or self.max_faces < 1):
+                or self.iterations < 1 or self.spacing <= 0 or self.max_faces < 1
+                or self.gain_rounds < 0):
             raise ConfigError("surface fit: blur_sigma_px >= 0, supersample >= 1, smoothness "
-                              "> 0, iterations >= 1, spacing > 0 and max_faces >= 1")
+                              "> 0, iterations >= 1, spacing > 0, max_faces >= 1 and "
+                              "gain_rounds >= 0")
 
 
 def _edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -209,28 +219,42 @@ def fit_surface(mesh: Mesh, sources: list[SourceView],
             out += MbT @ blur(model(c, Mb, hw) * use[..., None]).reshape(-1, 3).astype(np.float64)
         return out
 
+    def solve(rgbs: list[np.ndarray], x: np.ndarray | None) -> np.ndarray:
+        rhs = np.zeros((n, 3))
+        for (_, MbT, _, use, _), rgb in zip(views, rgbs):
+            rhs += MbT @ blur((rgb * use[..., None]).astype(np.float32)).reshape(-1, 3)
+        if x is None:   # start from each vertex's mean observation (the rest: the mean colour)
+            x = np.where(observed[:, None], rhs / np.maximum(weight, 1e-6)[:, None],
+                         rhs.sum(0) / max(weight.sum(), 1e-6))
+        r = rhs - normal_op(x)   # conjugate gradients, per channel
+        p, rr = r.copy(), (r * r).sum(0)
+        for _ in range(cfg.iterations):
+            q = normal_op(p)
+            a = rr / np.maximum((p * q).sum(0), 1e-30)
+            x = x + a * p
+            r -= a * q
+            rr_new = (r * r).sum(0)
+            p = r + (rr_new / np.maximum(rr, 1e-30)) * p
+            rr = rr_new
+        return x
+
     lap = membrane_laplacian(F, n)
-    rhs, weight = np.zeros((n, 3)), np.zeros(n)
-    for _, MbT, _, use, rgb in views:
-        w = use.astype(np.float32)
-        rhs += MbT @ blur((rgb * w[..., None]).astype(np.float32)).reshape(-1, 3)
-        weight += MbT @ blur(w).reshape(-1)
+    weight = sum(MbT @ blur(use.astype(np.float32)).reshape(-1) for _, MbT, _, use, _ in views)
     observed = weight > 1e-6
-    # start from each vertex's mean observation (the rest: the mean colour), then CG per channel
-    x = np.where(observed[:, None], rhs / np.maximum(weight, 1e-6)[:, None],
-                 rhs.sum(0) / max(weight.sum(), 1e-6))
-    r = rhs - normal_op(x)
-    p, rr = r.copy(), (r * r).sum(0)
-    for _ in range(cfg.iterations):
-        q = normal_op(p)
-        a = rr / np.maximum((p * q).sum(0), 1e-30)
-        x = x + a * p
-        r -= a * q
-        rr_new = (r * r).sum(0)
-        p = r + (rr_new / np.maximum(rr, 1e-30)) * p
-        rr = rr_new
+    rgbs = [v[4] for v in views]
+    x = solve(rgbs, None)
+    for _ in range(cfg.gain_rounds):
+        # each view's colour gain (exposure x white balance), least squares over its pixels,
+        # relative to the views' geometric mean; the sources divided by it, then refitted
+        g = np.stack([(m * rgb)[use].sum(0) / np.maximum((m * m)[use].sum(0), 1e-9)
+                      for (Mb, _, hw, use, rgb) in views
+                      for m in [model(x, Mb, hw)]])
+        g = np.clip(g, 0.5, 2.0)
+        g /= np.exp(np.log(g).mean(0))
+        rgbs = [v[4] / gi.astype(np.float32) for v, gi in zip(views, g)]
+        x = solve(rgbs, x)
     x = np.clip(x, 0, 1)
     err = np.concatenate([((model(x, Mb, hw) - rgb) ** 2).mean(2)[use]
-                          for Mb, _, hw, use, rgb in views])
+                          for (Mb, _, hw, use, _), rgb in zip(views, rgbs)])
     return FittedSurface(V, F, x.astype(np.float32), observed, levels, scene,
                          float(np.sqrt(err.mean())))
