@@ -24,6 +24,7 @@ float32 [0, 1], masks (H, W) bool.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import cv2
@@ -135,6 +136,7 @@ class FittedSurface:
     levels: int
     scene: Scene
     residual: float = float("nan")
+    seconds: float = 0.0      # the fit's own time
 
     def _colour(self, intr: Intrinsics, T_camera_object: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -178,6 +180,7 @@ def fit_surface(mesh: Mesh, sources: list[SourceView],
     background."""
     if not sources:
         raise InputError("no source views to fit the surface colour to; learn the object first")
+    t0 = time.perf_counter()
     levels = subdivision_levels(mesh, sources, cfg)
     V, F = mesh.vertices, mesh.faces
     for _ in range(levels):
@@ -257,4 +260,4 @@ def fit_surface(mesh: Mesh, sources: list[SourceView],
     err = np.concatenate([((model(x, Mb, hw) - rgb) ** 2).mean(2)[use]
                           for (Mb, _, hw, use, _), rgb in zip(views, rgbs)])
     return FittedSurface(V, F, x.astype(np.float32), observed, levels, scene,
-                         float(np.sqrt(err.mean())))
+                         float(np.sqrt(err.mean())), time.perf_counter() - t0)
