@@ -201,7 +201,8 @@ class ObjectRendererConfig:
     # place but not to the true one (the tuna can's views end 5-9 mm off at every noise level);
     # the depth fixes where each view is, the refinement what the depth cannot see (a can's
     # turn about its axis). On 7 real scans the fit went 28.31 / 25.67 / 23.57 -> 29.36 /
-    # 27.48 / 25.79 dB at 5 mm / 1 cm / 2 cm (BENCHMARKS.md "NOL on real textures"); None: off
+    # 27.48 / 25.79 dB at 5 mm / 1 cm / 2 cm, the colour gains (SurfaceFitConfig.gain_rounds)
+    # included (BENCHMARKS.md "NOL on real textures"); None: off
     depth_align: IcpConfig | None = dataclasses.field(default_factory=IcpConfig)
     depth_align_min_fitness: float = 0.5   # a view's ICP fitness below this: it keeps its pose
 
