@@ -16,9 +16,10 @@ renderer's ``render`` returns -- what a training set is written from):
   fit, learnobject        nol_ros.nol.renderer.prepare_renderer with the configuration
                           LearnObject's render stage runs for method fit (learn.
                           RenderStageConfig(method="fit").object_renderer_config(): per-object
-                          refinement, a second coarse-to-fine one, the surface colour fitted
-                          at those and at the given poses, the best fit kept), the SAME
-                          function and object
+                          refinement, a second coarse-to-fine one, the views aligned to
+                          their own depth after the first and around a third, the surface
+                          colour fitted at those and at the given poses, the best fit kept),
+                          the SAME function and object
   nol, learnobject        the same for method nol (per-object refinement, per-object
                           fine-tuning); its render ends with the network's restorer when it
                           has one

@@ -1118,7 +1118,6 @@ def prepare_renderer(mesh: Mesh, sources: list[SourceView], net: NolNet | None,
                                   f"{info['finetune']['after']:.4f}")
     if cfg.render.method == "fit":
         progress("fit", 0.0, f"fitting the surface colour to {len(sources)} views")
-        info["fit"] = r.fit_surface()
         # the refinement's optimum (the consistency of blurred, drifting sources) can lie off
         # poses that were right, or short of the truth: keep the poses under which one surface
         # explains the views best (on 7 real scans the given poses won exactly where they were
