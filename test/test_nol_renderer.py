@@ -336,6 +336,11 @@ def test_finetuning_tunes_a_copy_of_the_network_on_the_objects_own_views(case):
     # IBR renderers have nothing to tune
     ibr = NolRenderer(case.mesh, case.sources, None, RenderConfig(method="ibr_angle"))
     assert ibr.finetune(FinetuneConfig())["steps"] == 0
+    # two views: each predicted from the ONE other, where part of the network gets no
+    # gradient (a real scissors scene crashed LearnObject's "nol" this way)
+    two = NolRenderer(case.mesh, case.sources[:2], net, RenderConfig(method="nol", refine=NONE))
+    info = two.finetune(FinetuneConfig(steps=4, lr=3e-3, seed=0))
+    assert info["samples"] == 2 and np.isfinite(info["after"]), info
 
 
 def test_texture_mapping_takes_each_face_from_one_source(case):

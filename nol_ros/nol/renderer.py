@@ -200,9 +200,10 @@ class ObjectRendererConfig:
     # there and aligned again. The photometric refinement pulls the views to a consistent
     # place but not to the true one (the tuna can's views end 5-9 mm off at every noise level);
     # the depth fixes where each view is, the refinement what the depth cannot see (a can's
-    # turn about its axis). On 7 real scans the fit went 28.31 / 25.67 / 23.57 -> 29.36 /
-    # 27.48 / 25.79 dB at 5 mm / 1 cm / 2 cm, the colour gains (SurfaceFitConfig.gain_rounds)
-    # included (BENCHMARKS.md "NOL on real textures"); None: off
+    # turn about its axis). On 7 real scans the fit went 28.31 / 25.67 / 23.57 -> 29.31 /
+    # 27.77 / 27.11 dB at 5 mm / 1 cm / 2 cm, the colour gains (SurfaceFitConfig.gain_rounds)
+    # included (BENCHMARKS.md "NOL on real textures"). Only the mesh surface inside a view's
+    # mask is matched (IcpConfig.model_in_mask); None: off
     depth_align: IcpConfig | None = dataclasses.field(
         default_factory=lambda: IcpConfig(model_in_mask=True))
     depth_align_min_fitness: float = 0.5   # a view's ICP fitness below this: it keeps its pose
@@ -233,6 +234,8 @@ class _Adam:
         self.t += 1
         c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
         for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            if g is None:   # not in this step's graph (torch.optim skips it the same way)
+                continue
             m.mul_(self.b1).add_(g, alpha=1 - self.b1)
             v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
             p.sub_(self.lr * (m / c1) / ((v / c2).sqrt() + 1e-8))
@@ -514,7 +517,9 @@ class NolRenderer:
             np.resize(np.arange(len(samples)), cfg.steps))
         for k in order:
             loss = loss_of(net, samples[int(k)])
-            grads = torch.autograd.grad(loss, tuned)
+            # allow_unused: from ONE other view the ConvLSTM's recurrent weights see no
+            # hidden state, and get no gradient
+            grads = torch.autograd.grad(loss, tuned, allow_unused=True)
             opt.step(grads)
         for p in net.parameters():
             p.requires_grad_(False)
