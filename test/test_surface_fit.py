@@ -215,7 +215,7 @@ def test_an_occluded_view_is_not_slid_off_by_its_depth():
     centre = sc.mesh.vertices.mean(0)
     out = depth_aligned(sc.mesh, src) or src
     assert _centre_errors_mm(out, sc.T_co, centre).max() < 3.0
-    whole = depth_aligned(sc.mesh, src, IcpConfig())
+    whole = depth_aligned(sc.mesh, src, ObjectRendererConfig(depth_align=IcpConfig()))
     assert _centre_errors_mm(whole, sc.T_co, centre).max() > 10.0
 
 

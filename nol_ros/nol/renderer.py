@@ -1090,22 +1090,24 @@ def best_fitted(renderers: dict[str, NolRenderer], select_iterations: int | None
 
 
 def depth_aligned(mesh: Mesh, sources: list[SourceView],
-                  cfg: IcpConfig = IcpConfig(model_in_mask=True),
-                  min_fitness: float = 0.5) -> list[SourceView] | None:
+                  cfg: ObjectRendererConfig = ObjectRendererConfig()) -> list[SourceView] | None:
     """The sources with each pose aligned to the view's own measured depth (ICP of the mesh,
-    :func:`~nol_ros.recognition.pnp.refine_icp`, inside the view's mask) and the mask re-derived
-    at the new pose (:func:`~nol_ros.nol.projection.mask_at_pose`). A view without depth, whose
-    ICP fails, fits less than ``min_fitness`` of its points or worse than its pose did keeps its
-    pose and mask. ``cfg.model_in_mask``: only the mesh surface inside the view's mask is
-    matched (the mask leaves out what occludes the object). None if no view moved."""
+    :func:`~nol_ros.recognition.pnp.refine_icp` with ``cfg.depth_align``, inside the view's
+    mask) and the mask re-derived at the new pose (:func:`~nol_ros.nol.projection.mask_at_pose`).
+    A view without depth, whose ICP fails, fits less than ``cfg.depth_align_min_fitness`` of its
+    points or worse than its pose did keeps its pose and mask. ``IcpConfig.model_in_mask``: only
+    the mesh surface inside the view's mask is matched (the mask leaves out what occludes the
+    object). None if no view moved (or ``cfg.depth_align`` is None)."""
+    if cfg.depth_align is None:
+        return None
     out, moved = [], False
     scene = _object_scene(mesh)
     for s in sources:
         if s.depth is not None:
             S = s.size
             r = refine_icp(s.T_camera_object, mesh, np.asarray(s.depth, np.float32),
-                           Intrinsics.from_K(s.K, S, S), s.mask, cfg)
-            if r.refined and r.fitness >= max(min_fitness, r.start_fitness):
+                           Intrinsics.from_K(s.K, S, S), s.mask, cfg.depth_align)
+            if r.refined and r.fitness >= max(cfg.depth_align_min_fitness, r.start_fitness):
                 T = r.T_camera_object
                 s = dataclasses.replace(s, T_camera_object=T,
                                         mask=mask_at_pose(mesh, s, T, scene=scene))
@@ -1157,19 +1159,15 @@ def prepare_renderer(mesh: Mesh, sources: list[SourceView], net: NolNet | None,
             alt = NolRenderer(mesh, sources, None, cfg.render, device)
             info["refine_alternative"] = alt.refine_sources(cfg.refine_alternative)
             cands["coarse_to_fine"] = alt
-        if cfg.depth_align is not None:
-            def aligned(srcs: list[SourceView]) -> list[SourceView] | None:
-                return depth_aligned(mesh, srcs, cfg.depth_align, cfg.depth_align_min_fitness)
-
-            # the refined poses, each view then put where its own depth says
-            if (a := aligned(r.full)) is not None:
-                cands["refined+depth"] = NolRenderer(mesh, a, None, cfg.render, device)
-            # aligned to the depth first, refined from there, aligned again
-            if (a := aligned(sources)) is not None:
-                dep = NolRenderer(mesh, a, None, cfg.render, device)
-                info["refine_depth"] = dep.refine_sources(cfg.refine_object)
-                cands["depth+refined+depth"] = NolRenderer(
-                    mesh, aligned(dep.full) or dep.full, None, cfg.render, device)
+        # the refined poses, each view then put where its own depth says
+        if (a := depth_aligned(mesh, r.full, cfg)) is not None:
+            cands["refined+depth"] = NolRenderer(mesh, a, None, cfg.render, device)
+        # aligned to the depth first, refined from there, aligned again
+        if (a := depth_aligned(mesh, sources, cfg)) is not None:
+            dep = NolRenderer(mesh, a, None, cfg.render, device)
+            info["refine_depth"] = dep.refine_sources(cfg.refine_object)
+            cands["depth+refined+depth"] = NolRenderer(
+                mesh, depth_aligned(mesh, dep.full, cfg) or dep.full, None, cfg.render, device)
         r, info["fit"], info["poses"] = best_fitted(cands, cfg.select_iterations)
         progress("fit", 1.0, f"{info['fit']['vertices']} vertices, "
                              f"{100 * info['fit']['observed']:.0f} % seen, "
