@@ -376,6 +376,7 @@ def render_training_set(workspace: str | Path | LearntObject, name: str, obj_id:
            "config": json.loads(json.dumps(dataclasses.asdict(cfg.object_renderer_config()),
                                            default=str)),
            "refine": prep["refine"], "finetune": prep.get("finetune"),
+           "fit": prep.get("fit"), "poses": prep.get("poses"),
            "seconds": {"load": time.perf_counter() - t0 - prep["seconds"],
                        "prepare": prep["seconds"]}}
     tmp = lo.renders_tmp

@@ -193,6 +193,12 @@ def test_learn_object_renders_the_training_set_into_the_workspace(graph, learnt,
     assert rset["objects"]["1"]["images"] == 54 and rep["images"] == 54
     # method auto: what the model card records as measured best
     assert rep["empty_images"] == 0 and rep["method"] == str(default_method())
+    # fit (auto's method): which poses were kept, and each view's colour gain
+    assert rep["poses"] in ("refined", "given", "coarse_to_fine", "refined+depth",
+                            "depth+refined+depth"), rep["poses"]
+    gains = [g for g in rep["fit"]["gains"] if g is not None]
+    assert len(rep["fit"]["gains"]) == rep["sources"] and len(gains) >= 3, rep["fit"]
+    assert np.allclose(np.exp(np.log(gains).mean(0)), 1.0, atol=1e-3), gains
     assert len(list((ws / "renders" / "000001" / "rgb").glob("*.png"))) == 54
     assert not (ws / "renders.tmp").exists()
     # progress: every stage, one monotonic job fraction

@@ -59,6 +59,20 @@ def test_each_effect_on_the_sensor_model():
     assert 1.5 < jit.std() < 2.5
 
 
+def test_the_colour_gain_the_sensor_reports_is_the_one_it_applied():
+    """Benchmarks score against the truth at gain 1 and report what the drift costs from
+    ``XtionSensor.gain``: on a flat grey image it is the gain each frame's pixels carry
+    (the walk moves it ~2 % per frame, so the previous frame's gain would not pass)."""
+    sensor = XtionSensor(SensorConfig(), np.random.default_rng(3))
+    grey = np.full((200, 200, 3), 0.4)
+    gains = []
+    for _ in range(6):
+        out = sensor.rgb(grey).astype(np.float64) / 255.0
+        gains.append(sensor.gain)
+        assert np.abs(out[20:-20, 20:-20].mean((0, 1)) / 0.4 - sensor.gain).max() < 0.003
+    assert np.abs(np.diff(gains, axis=0)).max() > 0.01
+
+
 def test_a_sequence_with_every_effect_is_written_read_and_tracked(tmp_path):
     from nol_ros.datasets.bop import read_bop_scene
     from nol_ros.metrics import ate_rmse

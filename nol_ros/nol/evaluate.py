@@ -189,7 +189,9 @@ class SceneCase:
     colour and depth artefacts), the true object poses in them, and target crops with the
     clean ground truth. mesh: untextured (what the renderer gets). rgb (N, H, W, 3) uint8,
     depth (N, H, W) float32 m (0 = no reading), T_co (N, 4, 4) true T_camera_object;
-    gt_rgb (M, S, S, 3) float32 [0, 1], gt_mask (M, S, S) bool."""
+    gt_rgb (M, S, S, 3) float32 [0, 1], gt_mask (M, S, S) bool. sensor_gain (N, 3): each
+    frame's colour gain in the sensor model (auto exposure x white balance; the truth is at
+    1), which no renderer is told: the benchmark's diagnostic of what that drift costs."""
 
     name: str
     mesh: Mesh
@@ -201,6 +203,7 @@ class SceneCase:
     intr_targets: list[Intrinsics]
     gt_rgb: np.ndarray
     gt_mask: np.ndarray
+    sensor_gain: np.ndarray
 
 
 def _supersampled(scene, meshes, intr: Intrinsics, T_world_camera: np.ndarray, light_world,
@@ -268,7 +271,7 @@ def make_scene_case(mesh_textured: Mesh, seed: int = 0, n_sources: int = 6,
     intr = SMOT_XTION
     rays = intr.ray_directions()
     az0 = rng.uniform(0, 2 * np.pi)
-    rgbs, depths, Tcs = [], [], []
+    rgbs, depths, Tcs, gains = [], [], [], []
     k = 0
     while len(rgbs) < n_sources and k < 10 * n_sources:
         az = az0 + 2 * np.pi * len(rgbs) / n_sources + rng.normal(0, 0.15)
@@ -286,6 +289,7 @@ def make_scene_case(mesh_textured: Mesh, seed: int = 0, n_sources: int = 6,
         glossy = (res.mesh_id >= 0) & (res.mesh_id <= len(world.objects))
         spec = np.where(glossy, specular_strength(res.normal_cam, rays, l_cam), 0.0)
         rgbs.append(sensor.rgb(col))
+        gains.append(sensor.gain)
         depths.append(sensor.depth(res.depth.astype(np.float64), col.mean(2), spec))
         Tcs.append(invert_T(T_wc) @ T_wo)
     obj_scene = Scene([mesh_textured], [np.eye(4)])
@@ -302,7 +306,7 @@ def make_scene_case(mesh_textured: Mesh, seed: int = 0, n_sources: int = 6,
         gms.append(mask)
     return SceneCase(name or mesh_textured.name, mesh_textured.untextured(), intr,
                      np.stack(rgbs), np.stack(depths), np.stack(Tcs), np.stack(T_t), intrs,
-                     np.stack(gts).astype(np.float32), np.stack(gms))
+                     np.stack(gts).astype(np.float32), np.stack(gms), np.stack(gains))
 
 
 def annotated_sources(case: SceneCase, trans_m: float, rot_deg: float, seed: int,

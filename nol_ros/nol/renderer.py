@@ -536,10 +536,14 @@ class NolRenderer:
         """Method "fit": fit the object's surface colour to the full-resolution sources at
         their current poses (``config.surface_fit``; done once, again after the poses move).
         Returns {levels, vertices, residual (RMS against the sources), observed, seconds (of
-        the fit, whenever it ran)}."""
+        the fit, whenever it ran), gains (each source's colour gain [r, g, b] relative to
+        their geometric mean -- the camera's exposure and white balance drift -- None for a
+        source not used; None without gain rounds)}."""
         f = self._fitted()
+        gains = None if f.gains is None else [
+            None if np.isnan(g).any() else [round(float(x), 4) for x in g] for g in f.gains]
         return {"levels": f.levels, "vertices": len(f.vertices), "residual": f.residual,
-                "observed": float(f.observed.mean()), "seconds": f.seconds}
+                "observed": float(f.observed.mean()), "seconds": f.seconds, "gains": gains}
 
     def _fitted(self) -> FittedSurface:
         with self._surface_lock:

@@ -137,6 +137,9 @@ class FittedSurface:
     scene: Scene
     residual: float = float("nan")
     seconds: float = 0.0      # the fit's own time
+    gains: np.ndarray | None = None   # (N, 3) each source's estimated colour gain, relative
+    #                                   to their geometric mean (NaN: a source not used;
+    #                                   None: gain_rounds 0)
 
     def _colour(self, intr: Intrinsics, T_camera_object: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -194,8 +197,8 @@ def fit_surface(mesh: Mesh, sources: list[SourceView],
             return img
         return cv2.GaussianBlur(img, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
 
-    views = []
-    for s in sources:
+    views, used = [], []
+    for i, s in enumerate(sources):
         S = s.size
         M, cover = _sampling(scene, F, n, Intrinsics.from_K(s.K, S, S), s.T_camera_object, ss)
         full = (cover >= 1 - 1e-6).astype(np.uint8)
@@ -209,6 +212,7 @@ def fit_surface(mesh: Mesh, sources: list[SourceView],
         Mb = M[rows].tocsr()
         views.append((Mb, Mb.T.tocsr(), (y1 - y0, x1 - x0), use[y0:y1, x0:x1],
                       s.rgb[y0:y1, x0:x1]))
+        used.append(i)
     if not views:
         raise InputError("no source pixel sees the object's surface clearly (masks empty or "
                          "all edge); check the source masks and poses")
@@ -246,6 +250,7 @@ def fit_surface(mesh: Mesh, sources: list[SourceView],
     observed = weight > 1e-6
     rgbs = [v[4] for v in views]
     x = solve(rgbs, None)
+    gains = None
     for _ in range(cfg.gain_rounds):
         # each view's colour gain (exposure x white balance), least squares over its pixels,
         # relative to the views' geometric mean; the sources divided by it, then refitted
@@ -256,8 +261,10 @@ def fit_surface(mesh: Mesh, sources: list[SourceView],
         g /= np.exp(np.log(g).mean(0))
         rgbs = [v[4] / gi.astype(np.float32) for v, gi in zip(views, g)]
         x = solve(rgbs, x)
+        gains = np.full((len(sources), 3), np.nan)
+        gains[used] = g
     x = np.clip(x, 0, 1)
     err = np.concatenate([((model(x, Mb, hw) - rgb) ** 2).mean(2)[use]
                           for (Mb, _, hw, use, _), rgb in zip(views, rgbs)])
     return FittedSurface(V, F, x.astype(np.float32), observed, levels, scene,
-                         float(np.sqrt(err.mean())), time.perf_counter() - t0)
+                         float(np.sqrt(err.mean())), time.perf_counter() - t0, gains)

@@ -105,6 +105,11 @@ class XtionSensor:
             return 0
         return int(self.rng.normal(0, self.cfg.stamp_jitter_ms) * 1e6)
 
+    @property
+    def gain(self) -> np.ndarray:
+        """(3,) the colour gain the last :meth:`rgb` applied (exposure x white balance)."""
+        return self.exposure * self.wb
+
     def rgb(self, img: np.ndarray) -> np.ndarray:
         """Perfect colour (H, W, 3) float [0, 1] -> sensor RGB uint8."""
         c, rng = self.cfg, self.rng
