@@ -20,6 +20,10 @@ renderer's ``render`` returns -- what a training set is written from):
                           their own depth after the first and around a third, the surface
                           colour fitted at those and at the given poses, the best fit kept),
                           the SAME function and object
+  fit, exposure_known     the same images divided by the sources' mean colour gain in the
+                          sensor model (geometric mean of the frames' auto exposure x white
+                          balance; the truth is at 1): a diagnostic, not a method -- no
+                          renderer can know that gain, the views only tell their ratios
   nol, learnobject        the same for method nol (per-object refinement, per-object
                           fine-tuning); its render ends with the network's restorer when it
                           has one
@@ -90,7 +94,10 @@ def level_key(tm: float, rd: float) -> str:
     return f"{tm * 1000:.0f}mm_{rd:.0f}deg"
 
 
-def _scores(r: NolRenderer, case, lpips_w: str | None) -> list[list[float]]:
+def _scores(r: NolRenderer, case, lpips_w: str | None, gain: np.ndarray | None = None
+            ) -> list[list[float]]:
+    """[[PSNR, SSIM, LPIPS]] per target of r's uint8 renders; with ``gain`` (3,) the renders
+    divided by it first (and quantised again)."""
     from skimage.metrics import structural_similarity
 
     from nol_ros.metrics import lpips_distance, masked_psnr
@@ -99,6 +106,8 @@ def _scores(r: NolRenderer, case, lpips_w: str | None) -> list[list[float]]:
     for T, intr, gt, gm in zip(case.T_targets, case.intr_targets, case.gt_rgb, case.gt_mask):
         rgb, _ = r.render(T[None], intr)
         img = rgb[0].astype(np.float32) / 255.0
+        if gain is not None:
+            img = (np.round(np.clip(img / gain, 0, 1) * 255) / 255).astype(np.float32)
         p = masked_psnr(img, gt, gm)
         _, smap = structural_similarity(img, gt, channel_axis=2, data_range=1.0, full=True)
         s = float(smap[gm].mean())
@@ -131,6 +140,8 @@ def run_level(case, src, net, cfg: ObjectRendererConfig, lpips_w,
                              "poses": info_f["poses"]}
     row["fit/learnobject"] = _scores(rf, case, lpips_w)
     row["s_per_image"]["fit/learnobject"] = (time.perf_counter() - t1) / len(case.T_targets)
+    mean_gain = np.exp(np.log(case.sensor_gain).mean(0)).astype(np.float32)
+    row["fit/exposure_known"] = _scores(rf, case, lpips_w, mean_gain)
     if net.restorer is not None:   # the restorer's switch the other way, same renderer
         t1 = time.perf_counter()
         key = "nol/unrestored" if r.cfg.restore else "nol/restored"
@@ -197,7 +208,8 @@ def run(args) -> dict:
                 per["levels"].setdefault(key, []).append(row)
                 print(f"{name} set {si} {key}: " + ", ".join(
                     f"{k} {np.mean([x[0] for x in row[k]]):.2f}" for k in
-                    ("fit/learnobject", "nol/learnobject", "nol/unrestored", "nol/restored",
+                    ("fit/learnobject", "fit/exposure_known", "nol/learnobject",
+                     "nol/unrestored", "nol/restored",
                      "nol/none",
                      "ibr_angle/learnobject",
                      "ibr_mean/learnobject", "ibr_best/learnobject", "texture/learnobject")
@@ -209,9 +221,9 @@ def run(args) -> dict:
     return res
 
 
-ROWS = ["fit/learnobject", "nol/learnobject", "nol/unrestored", "nol/restored", "nol/finetuned",
-        "nol/refined_untuned", "nol/none"] + [f"{m}/{r}" for m in BLENDS
-                                              for r in ("learnobject", "none")]
+ROWS = ["fit/learnobject", "fit/exposure_known", "nol/learnobject", "nol/unrestored",
+        "nol/restored", "nol/finetuned", "nol/refined_untuned", "nol/none"] + [
+            f"{m}/{r}" for m in BLENDS for r in ("learnobject", "none")]
 
 
 def summary(res: dict, split: str) -> dict:
