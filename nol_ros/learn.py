@@ -346,6 +346,20 @@ def finish_render_set(lo: LearntObject, tmp: Path, out: dict, entry: dict, t0: f
         shutil.rmtree(old)
 
 
+def render_report_head(name: str, obj_id: int, r, cfg: RenderStageConfig, prep: dict,
+                       t0: float) -> dict:
+    """The render report's fields on the renderer and its preparation (``prep``, from
+    :func:`load_renderer`; t0: when loading began), the same for one worker and for ranks."""
+    return {"name": name, "obj_id": int(obj_id), "method": r.cfg.method, "preset": cfg.preset,
+            "device": str(r.device), "sources": len(r.sources),
+            "config": json.loads(json.dumps(dataclasses.asdict(cfg.object_renderer_config()),
+                                            default=str)),
+            "refine": prep["refine"], "finetune": prep.get("finetune"),
+            "fit": prep.get("fit"), "poses": prep.get("poses"),
+            "seconds": {"load": time.perf_counter() - t0 - prep["seconds"],
+                        "prepare": prep["seconds"]}}
+
+
 def render_training_set(workspace: str | Path | LearntObject, name: str, obj_id: int,
                         cfg: RenderStageConfig = RenderStageConfig(), device: str | None = None,
                         progress: ProgressFn = noop_progress) -> dict:
@@ -371,14 +385,7 @@ def render_training_set(workspace: str | Path | LearntObject, name: str, obj_id:
                             progress=prefixed(progress, name))
     method = r.cfg.method
     grid = recognition_preset(cfg.preset).grid
-    out = {"name": name, "obj_id": int(obj_id), "method": method, "preset": cfg.preset,
-           "device": str(r.device), "sources": len(r.sources),
-           "config": json.loads(json.dumps(dataclasses.asdict(cfg.object_renderer_config()),
-                                           default=str)),
-           "refine": prep["refine"], "finetune": prep.get("finetune"),
-           "fit": prep.get("fit"), "poses": prep.get("poses"),
-           "seconds": {"load": time.perf_counter() - t0 - prep["seconds"],
-                       "prepare": prep["seconds"]}}
+    out = render_report_head(name, obj_id, r, cfg, prep, t0)
     tmp = lo.renders_tmp
     if tmp.exists():
         shutil.rmtree(tmp)

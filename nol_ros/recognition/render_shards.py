@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import shutil
 import sys
@@ -49,7 +48,12 @@ from nol_ros.device import release_memory
 from nol_ros.enums import Preset, RenderStageMethod
 from nol_ros.errors import FileFormatError, InputError, NolError
 from nol_ros.io_utils import atomic_write_json
-from nol_ros.learn import RenderStageConfig, finish_render_set, load_renderer
+from nol_ros.learn import (
+    RenderStageConfig,
+    finish_render_set,
+    load_renderer,
+    render_report_head,
+)
 from nol_ros.progress import ProgressFn, noop_progress, prefixed
 from nol_ros.recognition.pipeline import recognition_preset
 from nol_ros.recognition.trainset import write_render_set
@@ -255,18 +259,13 @@ def render_training_set_sharded(workspace, name: str, obj_id: int, cfg,
                             progress=prefixed(report, name))
     box: list = [None, None]
     if ctx.is_main:
-        box = [prepared_state(r), {k: prep.get(k) for k in ("refine", "finetune", "seconds")}]
+        box = [prepared_state(r), {k: prep.get(k) for k in ("refine", "finetune", "fit",
+                                                            "poses", "seconds")}]
     dist.broadcast_object_list(box, src=0)
     if not ctx.is_main:
         apply_prepared_state(r, box[0])
     prep = box[1]
-    out = {"name": name, "obj_id": int(obj_id), "method": r.cfg.method, "preset": cfg.preset,
-           "device": str(r.device), "sources": len(r.sources), "workers": ctx.world_size,
-           "config": json.loads(json.dumps(dataclasses.asdict(cfg.object_renderer_config()),
-                                           default=str)),
-           "refine": prep["refine"], "finetune": prep.get("finetune"),
-           "seconds": {"load": time.perf_counter() - t0 - prep["seconds"],
-                       "prepare": prep["seconds"]}}
+    out = {**render_report_head(name, obj_id, r, cfg, prep, t0), "workers": ctx.world_size}
     part = tmp / f"part_{ctx.rank}"
     t2 = time.perf_counter()
     failed = None
