@@ -259,8 +259,7 @@ def render_training_set_sharded(workspace, name: str, obj_id: int, cfg,
                             progress=prefixed(report, name))
     box: list = [None, None]
     if ctx.is_main:
-        box = [prepared_state(r), {k: prep.get(k) for k in ("refine", "finetune", "fit",
-                                                            "poses", "seconds")}]
+        box = [prepared_state(r), prep]   # the report's head reads what it needs of prep
     dist.broadcast_object_list(box, src=0)
     if not ctx.is_main:
         apply_prepared_state(r, box[0])
