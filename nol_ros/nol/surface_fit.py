@@ -9,7 +9,11 @@ point samples over its area, then a Gaussian blur of ``blur_sigma_px``, the sens
 that view's pixels inside its mask. The views see the surface at different distances and
 sub-pixel offsets, so together they pin down detail no single view holds (multi-view
 super-resolution with known geometry). A membrane term (``smoothness`` x the squared colour
-difference along every mesh edge) fills what no view sees and keeps the system well posed.
+difference along every mesh edge) fills what no view sees and keeps the system well posed. It
+is made edge-preserving after the first solve (``edge_scale``): each edge is weighted by
+1 / sqrt(1 + (d / edge_scale)^2) for the colour difference d the first solve gave it (the
+Charbonnier penalty, one reweighted least-squares step), so the noise in flat regions is still
+smoothed while a print's edges are not smeared across.
 The normal equations are solved by conjugate gradients, a few seconds per object on 2 cores
 (BENCHMARKS.md "NOL on real textures"). A camera's auto exposure and white balance drift
 between views: each view's colour gain (3,) is then estimated by least squares against the
@@ -46,7 +50,13 @@ class SurfaceFitConfig:
     blur_sigma_px: float = 0.5   # the sources' blur, Gaussian sigma in source pixels (the
     #                              Xtion-like colour camera: 0.3-0.8)
     supersample: int = 3         # point samples per source pixel side in the image model
-    smoothness: float = 0.02     # membrane weight per mesh edge against the data term
+    smoothness: float = 0.03     # membrane weight per mesh edge against the data term
+    edge_scale: float = 0.02     # colour difference (of [0, 1]) at which an edge's membrane
+    #                              weight starts to fall (edge-preserving); 0: the plain
+    #                              quadratic membrane. With smoothness 0.03 against 0.02
+    #                              quadratic: +0.17 / +0.05 / +0.20 / +0.03 dB at 0 / 5 mm /
+    #                              1 / 2 cm on 7 real scans in 4 scene sets (BENCHMARKS.md
+    #                              "NOL on real textures")
     iterations: int = 150        # conjugate-gradient iterations
     spacing: float = 0.5         # wanted vertex spacing, in the finest source pixel footprint
     max_faces: int = 1_000_000   # subdivision budget (memory ~ 0.3 KB per face)
@@ -59,10 +69,10 @@ class SurfaceFitConfig:
     def __post_init__(self):
         if (self.blur_sigma_px < 0 or self.supersample < 1 or self.smoothness <= 0
                 or self.iterations < 1 or self.spacing <= 0 or self.max_faces < 1
-                or self.gain_rounds < 0):
+                or self.gain_rounds < 0 or self.edge_scale < 0):
             raise ConfigError("surface fit: blur_sigma_px >= 0, supersample >= 1, smoothness "
-                              "> 0, iterations >= 1, spacing > 0, max_faces >= 1 and "
-                              "gain_rounds >= 0")
+                              "> 0, edge_scale >= 0, iterations >= 1, spacing > 0, max_faces "
+                              ">= 1 and gain_rounds >= 0")
 
 
 def _edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,10 +97,25 @@ def subdivide(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.n
 
 def membrane_laplacian(faces: np.ndarray, n: int) -> sp.csr_matrix:
     """(n, n) graph Laplacian of the mesh's edges: c^T L c = sum over edges (c_i - c_j)^2."""
-    e = _edges(faces)[0]
-    adj = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+    return edge_laplacian(_edges(faces)[0], n)
+
+
+def edge_laplacian(edges: np.ndarray, n: int, weights: np.ndarray | None = None
+                   ) -> sp.csr_matrix:
+    """(n, n) weighted graph Laplacian of edges (E, 2): c^T L c = sum over edges
+    w_e (c_i - c_j)^2, weights (E,) (None: all 1)."""
+    w = np.ones(len(edges)) if weights is None else np.asarray(weights, np.float64)
+    adj = sp.coo_matrix((w, (edges[:, 0], edges[:, 1])), shape=(n, n))
     adj = (adj + adj.T).tocsr()
     return (sp.diags(np.asarray(adj.sum(1)).ravel()) - adj).tocsr()
+
+
+def charbonnier_weights(colours: np.ndarray, edges: np.ndarray, scale: float) -> np.ndarray:
+    """(E,) each edge's membrane weight 1 / sqrt(1 + (d / scale)^2), d the colour distance
+    (norm over the channels) between its ends: the reweighted least-squares weight of the
+    Charbonnier penalty. colours (V, C), edges (E, 2)."""
+    d = np.linalg.norm(colours[edges[:, 0]] - colours[edges[:, 1]], axis=1)
+    return 1.0 / np.sqrt(1.0 + (d / scale) ** 2)
 
 
 def subdivision_levels(mesh: Mesh, sources: list[SourceView], cfg: SurfaceFitConfig) -> int:
@@ -245,11 +270,16 @@ def fit_surface(mesh: Mesh, sources: list[SourceView],
             rr = rr_new
         return x
 
-    lap = membrane_laplacian(F, n)
+    edges = _edges(F)[0]
+    lap = edge_laplacian(edges, n)
     weight = sum(MbT @ blur(use.astype(np.float32)).reshape(-1) for _, MbT, _, use, _ in views)
     observed = weight > 1e-6
     rgbs = [v[4] for v in views]
     x = solve(rgbs, None)
+    if cfg.edge_scale > 0:   # edge-preserving from here on (the gain round refits with it)
+        lap = edge_laplacian(edges, n, charbonnier_weights(x, edges, cfg.edge_scale))
+        if cfg.gain_rounds == 0:
+            x = solve(rgbs, x)
     gains = None
     for _ in range(cfg.gain_rounds):
         # each view's colour gain (exposure x white balance), least squares over its pixels,
