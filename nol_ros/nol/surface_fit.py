@@ -75,7 +75,7 @@ class SurfaceFitConfig:
                               ">= 1 and gain_rounds >= 0")
 
 
-def _edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def mesh_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(F, 3) -> (the E distinct edges (E, 2), lowest index first; for each face side -- all
     sides 0-1, then 1-2, then 2-0 -- the index of its edge (3 F,))."""
     e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
@@ -86,18 +86,13 @@ def _edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def subdivide(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Midpoint subdivision: every triangle into four, the surface unchanged.
     (V, 3), (F, 3) -> (V + E, 3), (4 F, 3) with E the number of distinct edges."""
-    edges, inv = _edges(faces)
+    edges, inv = mesh_edges(faces)
     m01, m12, m20 = (len(vertices) + inv).reshape(3, -1)
     a, b, c = faces.T
     out = np.concatenate([np.stack(t, 1) for t in
                           ((a, m01, m20), (m01, b, m12), (m20, m12, c), (m01, m12, m20))])
     mid = 0.5 * (vertices[edges[:, 0]] + vertices[edges[:, 1]])
     return np.concatenate([vertices, mid]), out
-
-
-def membrane_laplacian(faces: np.ndarray, n: int) -> sp.csr_matrix:
-    """(n, n) graph Laplacian of the mesh's edges: c^T L c = sum over edges (c_i - c_j)^2."""
-    return edge_laplacian(_edges(faces)[0], n)
 
 
 def edge_laplacian(edges: np.ndarray, n: int, weights: np.ndarray | None = None
@@ -270,7 +265,7 @@ def fit_surface(mesh: Mesh, sources: list[SourceView],
             rr = rr_new
         return x
 
-    edges = _edges(F)[0]
+    edges = mesh_edges(F)[0]
     lap = edge_laplacian(edges, n)
     weight = sum(MbT @ blur(use.astype(np.float32)).reshape(-1) for _, MbT, _, use, _ in views)
     observed = weight > 1e-6
