@@ -1,8 +1,10 @@
 """Render method "fit" (nol_ros.nol.surface_fit): the subdivision keeps the surface, the
 membrane term is what it says, the fitted colour reproduces a fine texture better than any
 blend of the same sources, each view's colour gain is estimated, what no source sees is filled,
-the fit follows the sources' poses, the views are aligned to their own depth, and the truth
-renderers are scored against is the object's colour up to its silhouette's edge."""
+a silhouette pixel is the surface once its background is taken off and those pixels show what
+every view sees edge-on, the fit follows the sources' poses, the views are aligned to their
+own depth, and the truth renderers are scored against is the object's colour up to its
+silhouette's edge."""
 
 import dataclasses
 
