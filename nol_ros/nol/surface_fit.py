@@ -67,9 +67,10 @@ class SurfaceFitConfig:
     silhouette_weight: float = 0.3   # weight of the pixels on and next to the silhouette
     #                              (each the surface over the part the object covers plus the
     #                              background, seen just outside; 0: left out). A can's foot,
-    #                              at the silhouette in every view, is otherwise never seen: +1.4
-    #                              dB at exact poses on 7 real scans, seeds 0 / 2 (1.0: +0.9;
-    #                              0.1: +1.2; BENCHMARKS.md "NOL on real textures")
+    #                              at the silhouette in every view, is otherwise never seen. On 7
+    #                              real scans in 4 scene sets: +1.52 / +0.79 / +1.04 / +0.73 dB
+    #                              at 0 / 5 mm / 1 / 2 cm (BENCHMARKS.md "NOL on real
+    #                              textures", with the weights tried)
     silhouette_scale: float = 0.08   # after the first solve each silhouette pixel's weight is
     #                              divided by 1 + (r / silhouette_scale)^2, r its residual (a
     #                              silhouette off its pose, a wrong background); 0: kept
